@@ -1,0 +1,18 @@
+//! `mlcli completions SHELL`: shell completion scripts generated from the clap definition.
+
+use clap_complete::Shell;
+
+/// Arguments of `mlcli completions`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Writes the completion script to stdout.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut cmd = super::command();
+    clap_complete::generate(args.shell, &mut cmd, "mlcli", &mut std::io::stdout());
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The command line: clap definitions and one file per subcommand. This is the only layer
+//! that wires the library together and the only one that prints.
+
+pub mod completions;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Run local LLMs (GGUF) on Candle: pipelines, chat, inspect, bench.
+#[derive(Debug, Parser)]
+#[command(name = "mlcli", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a model: reads the prompt from arguments and/or stdin, prints only
+    /// the model's text on stdout.
+    Run(Box<run::Args>),
+    /// Print a shell completion script.
+    Completions(completions::Args),
+}
+
+/// Runs the parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// The clap command, for man-page and completion generation.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Sets candle's CPU thread count; must run before the first tensor operation.
+pub fn set_threads(n: usize) {
+    let n = n.max(1).to_string();
+    std::env::set_var("RAYON_NUM_THREADS", &n);
+    std::env::set_var("CANDLE_NUM_THREADS", &n);
+}

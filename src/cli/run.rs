@@ -1,0 +1,227 @@
+//! `mlcli run MODEL [PROMPT]`: non-interactive generation for shell pipelines. Stdout carries
+//! only the model's text; timings and diagnostics go to stderr.
+
+use std::io::{IsTerminal, Read, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::device;
+use crate::engine::{Engine, GenerateParams, LoadOptions, SamplingParams};
+use crate::formats::chat_template::Message;
+
+/// Arguments of `mlcli run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model file (GGUF; detected by content).
+    pub model: PathBuf,
+    /// The prompt; `-` reads stdin. Stdin that is not a terminal is appended to the prompt.
+    pub prompt: Option<String>,
+    /// The prompt, as a flag (combines with piped stdin: `cat f | mlcli run m -p "summarize:"`).
+    #[arg(short = 'p', long = "prompt", conflicts_with = "prompt")]
+    pub prompt_flag: Option<String>,
+    /// System message for the chat template.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Feed the prompt as is, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// In raw prompts, treat text spelling special tokens (`<|im_start|>`) as plain text.
+    #[arg(long)]
+    pub no_special: bool,
+    /// Jinja chat-template file replacing the model's own.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the top probability (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for recently seen tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty considers.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Maximum tokens to generate (default: until end of generation or a full context).
+    #[arg(short = 'n', long = "max-tokens")]
+    pub max_tokens: Option<usize>,
+    /// Context size in tokens (default: the model's, capped at 4096; 0 = the model's).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Where to run: auto, cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: device::Request,
+    /// CPU threads (default: physical cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Print device choice and timing statistics to stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// The prompt from the arguments and stdin.
+fn gather_prompt(args: &Args) -> anyhow::Result<String> {
+    let arg = args.prompt.as_deref().or(args.prompt_flag.as_deref());
+    let stdin_piped = !std::io::stdin().is_terminal();
+    let read_stdin = || -> anyhow::Result<String> {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the prompt from stdin")?;
+        Ok(s)
+    };
+    Ok(match (arg, stdin_piped) {
+        (Some("-"), _) => read_stdin()?,
+        (Some(p), true) => {
+            let input = read_stdin()?;
+            if input.trim().is_empty() {
+                p.to_string()
+            } else {
+                format!("{p}\n\n{}", input.trim_end())
+            }
+        }
+        (Some(p), false) => p.to_string(),
+        (None, true) => read_stdin()?,
+        (None, false) => bail!(UsageError(
+            "no prompt: give one as an argument, with -p, or on stdin (the interactive chat UI is not part of this build yet)"
+                .into()
+        )),
+    })
+}
+
+/// An error in how mlcli was called (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs `mlcli run`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(t) = args.threads {
+        crate::cli::set_threads(t);
+    }
+    let prompt = gather_prompt(&args)?;
+    let selected = device::select(args.device)?;
+    if args.verbose {
+        eprintln!("device: {}", selected.reason);
+    }
+    let chat_template = args
+        .chat_template
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading chat template {}", p.display()))
+        })
+        .transpose()?;
+    let load_start = std::time::Instant::now();
+    let mut engine = Engine::load(
+        &args.model,
+        &LoadOptions {
+            device: selected.device,
+            ctx_size: args.ctx_size,
+            chat_template,
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("loading {}", args.model.display()))?;
+    if args.verbose {
+        let i = engine.info();
+        eprintln!(
+            "model: {} ({}, {} layers, ctx {} of {}) loaded in {:.2}s",
+            engine.name(),
+            i.family,
+            i.n_layers,
+            engine.ctx_size(),
+            i.context_length,
+            load_start.elapsed().as_secs_f64()
+        );
+    }
+    let use_template = !args.raw && engine.template().is_some();
+    if !args.raw && !use_template && args.verbose {
+        eprintln!("note: the model has no chat template; feeding the prompt raw");
+    }
+    let tokens = if use_template {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: prompt,
+        });
+        engine.chat_tokens(&messages)?
+    } else {
+        engine.raw_tokens(&prompt, !args.no_special)?
+    };
+    let params = GenerateParams {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: args.seed.unwrap_or_else(clock_seed),
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let stats = engine.generate(&tokens, &params, &mut |text| match out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            write_error = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    if std::io::stdout().is_terminal() {
+        let _ = writeln!(out);
+    }
+    if args.verbose {
+        eprintln!(
+            "prompt: {} tokens ({} reused) at {:.1} tok/s | generated: {} tokens at {:.1} tok/s | TTFT {:.0} ms | stop: {:?}",
+            stats.prompt_tokens,
+            stats.reused_tokens,
+            stats.prompt_tok_per_s(),
+            stats.generated_tokens,
+            stats.gen_tok_per_s(),
+            stats.time_to_first_token.as_secs_f64() * 1000.0,
+            stats.stop_reason
+        );
+    }
+    Ok(())
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

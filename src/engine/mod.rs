@@ -1,0 +1,366 @@
+//! The engine: one loaded model with its tokenizer, chat template and KV cache, and the ONE
+//! decode loop ([`Engine::generate`]) that `run`, chat and `bench` all use.
+
+pub mod sampler;
+pub mod stop;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use crate::formats::chat_template::{ChatTemplate, Message, RenderOptions};
+use crate::formats::detect::{self, Format};
+use crate::formats::gguf::Gguf;
+use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
+use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo};
+use crate::{Error, Result};
+pub use sampler::Params as SamplingParams;
+
+/// Default context when the user gives none: the model's, capped here to keep memory modest.
+pub const DEFAULT_CTX_CAP: usize = 4096;
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Where to run.
+    pub device: Device,
+    /// Context size in tokens; `None` = the model's, capped at [`DEFAULT_CTX_CAP`].
+    pub ctx_size: Option<usize>,
+    /// A chat template source replacing the model's own.
+    pub chat_template: Option<String>,
+    /// Prompt tokens fed per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            ctx_size: None,
+            chat_template: None,
+            batch_size: 512,
+        }
+    }
+}
+
+/// What one call of [`Engine::generate`] should do.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateParams {
+    /// Sampling settings.
+    pub sampling: SamplingParams,
+    /// Stop after this many generated tokens (`None` = until EOS or the context is full).
+    pub max_tokens: Option<usize>,
+    /// Stop when the generated text contains one of these (not emitted).
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (for parity tests and benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// A stop string appeared.
+    StopString,
+    /// The caller cancelled.
+    Cancelled,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// Counters and timings of one generation.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Of those, tokens whose KV entries were reused from the previous call.
+    pub reused_tokens: usize,
+    /// Time spent feeding the new prompt tokens.
+    pub prompt_time: Duration,
+    /// Tokens generated (sampled), including a final end-of-generation token.
+    pub generated_tokens: usize,
+    /// Time spent generating after the first token.
+    pub generation_time: Duration,
+    /// From the call to the first sampled token.
+    pub time_to_first_token: Duration,
+    /// The generated token ids.
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+}
+
+impl Stats {
+    /// Prompt tokens fed per second (excluding reused ones).
+    pub fn prompt_tok_per_s(&self) -> f64 {
+        per_second(self.prompt_tokens - self.reused_tokens, self.prompt_time)
+    }
+
+    /// Generated tokens per second after the first.
+    pub fn gen_tok_per_s(&self) -> f64 {
+        per_second(
+            self.generated_tokens.saturating_sub(1),
+            self.generation_time,
+        )
+    }
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
+}
+
+/// A loaded model ready to generate.
+pub struct Engine {
+    model: Box<dyn CausalLm>,
+    tokenizer: Arc<Tokenizer>,
+    template: Option<ChatTemplate>,
+    cache: KvCache,
+    cached: Vec<u32>,
+    device: Device,
+    batch_size: usize,
+    name: String,
+}
+
+impl Engine {
+    /// Detects the format of `path`, loads the model, tokenizer and chat template.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let gguf = match detect::detect(path)? {
+            Format::Gguf(p) => Gguf::open(&p)?,
+            Format::SafetensorsDir(p) => {
+                return Err(Error::FormatNotSupported {
+                    path: p,
+                    format: "safetensors",
+                })
+            }
+        };
+        // Refuse unsupported architectures before the slower tokenizer and weight loading.
+        models::family_for_gguf(gguf.architecture()?)?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(gguf.content())?);
+        let source = match &opts.chat_template {
+            Some(s) => Some(s.clone()),
+            None => gguf.opt_str("tokenizer.chat_template")?.map(str::to_string),
+        };
+        let template = source.as_deref().map(ChatTemplate::new).transpose()?;
+        let model = models::load_gguf(&gguf, &opts.device)?;
+        let info = model.info();
+        let ctx = match opts.ctx_size {
+            Some(0) => info.context_length,
+            Some(n) => n,
+            None => info.context_length.min(DEFAULT_CTX_CAP),
+        };
+        if ctx == 0 {
+            return Err(Error::Config("context size must be at least 1".into()));
+        }
+        let name = gguf
+            .opt_str("general.name")?
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into())
+            });
+        Ok(Self {
+            cache: KvCache::new(info.n_layers, ctx),
+            model,
+            tokenizer,
+            template,
+            cached: Vec::new(),
+            device: opts.device.clone(),
+            batch_size: opts.batch_size.max(1),
+            name,
+        })
+    }
+
+    /// The model's dimensions.
+    pub fn info(&self) -> &ModelInfo {
+        self.model.info()
+    }
+
+    /// The model's display name (`general.name` or the file name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template, when the model (or the user) has one.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    /// The context size of this run.
+    pub fn ctx_size(&self) -> usize {
+        self.cache.max_len()
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Renders `messages` with the chat template and tokenizes the result (special tokens in
+    /// the rendered text are parsed; BOS is added only when the template did not write it).
+    pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let Some(template) = &self.template else {
+            return Err(Error::Config(
+                "this model has no chat template; use --raw or --chat-template FILE".into(),
+            ));
+        };
+        let piece = |id: Option<u32>| id.and_then(|i| self.tokenizer.piece(i)).unwrap_or("");
+        let bos = piece(self.tokenizer.bos_id());
+        let text = template.render(
+            messages,
+            &RenderOptions {
+                add_generation_prompt: true,
+                bos_token: bos,
+                eos_token: piece(self.tokenizer.eos_id()),
+            },
+        )?;
+        let add_bos = bos.is_empty() || !text.starts_with(bos);
+        Ok(self.tokenizer.encode(
+            &text,
+            EncodeOptions {
+                add_bos,
+                parse_special: true,
+            },
+        )?)
+    }
+
+    /// Tokenizes a raw prompt (BOS as the model's metadata says).
+    pub fn raw_tokens(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(
+            text,
+            EncodeOptions {
+                add_bos: true,
+                parse_special,
+            },
+        )?)
+    }
+
+    /// Forgets the cached conversation.
+    pub fn reset(&mut self) {
+        self.cache.reset();
+        self.cached.clear();
+    }
+
+    /// Feeds `tokens` after what is cached and returns the last token's logits.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let needed = self.cached.len() + tokens.len();
+        if needed > self.ctx_size() {
+            return Err(Error::ContextFull {
+                needed,
+                ctx_size: self.ctx_size(),
+                model_max: self.info().context_length,
+            });
+        }
+        let mut logits = None;
+        for chunk in tokens.chunks(self.batch_size) {
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            logits = Some(
+                self.model
+                    .forward(&input, &mut Forward::new(&mut self.cache))?,
+            );
+            self.cached.extend_from_slice(chunk);
+        }
+        match logits {
+            Some(l) => Ok(l.to_vec1()?),
+            None => Err(Error::Config("nothing to feed: the prompt is empty".into())),
+        }
+    }
+
+    /// Generates a continuation of `prompt`, calling `on_text` with each piece of text as it
+    /// becomes final; `on_text` returning `Break` cancels. Reuses cached KV entries for the
+    /// longest common prefix with the previous call.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Stats> {
+        let start = Instant::now();
+        if prompt.is_empty() {
+            return Err(Error::Config("the prompt is empty".into()));
+        }
+        if prompt.len() > self.ctx_size() {
+            return Err(Error::ContextFull {
+                needed: prompt.len(),
+                ctx_size: self.ctx_size(),
+                model_max: self.info().context_length,
+            });
+        }
+        // 1. Reuse the common prefix, always recomputing at least the last prompt token.
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let reused = common.min(prompt.len() - 1);
+        self.cache.truncate(reused);
+        self.cached.truncate(reused);
+        // 2. Prefill.
+        let mut logits = self.feed(&prompt[reused..])?;
+        let prompt_time = start.elapsed();
+        // 3. Decode.
+        let mut sampler = sampler::Sampler::new(params.sampling.clone());
+        let mut stops = stop::StopMatcher::new(&params.stop);
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let mut stream = tokenizer.stream();
+        let eog = self.tokenizer.end_of_generation_ids().to_vec();
+        let mut history = prompt.to_vec();
+        let mut generated = Vec::new();
+        let mut first_token_at = None;
+        let stop_reason = loop {
+            let token = sampler.sample(&logits, &history);
+            first_token_at.get_or_insert_with(Instant::now);
+            generated.push(token);
+            history.push(token);
+            if !params.ignore_eos && eog.contains(&token) {
+                break StopReason::EndOfGeneration;
+            }
+            let step = stops.push(&stream.push(token));
+            if on_text(&step.emit).is_break() {
+                break StopReason::Cancelled;
+            }
+            if step.stopped {
+                break StopReason::StopString;
+            }
+            if params.max_tokens.is_some_and(|m| generated.len() >= m) {
+                break StopReason::MaxTokens;
+            }
+            if self.cached.len() >= self.ctx_size() {
+                break StopReason::ContextFull;
+            }
+            logits = self.feed(&[token])?;
+        };
+        if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
+            let rest = stops.push(&stream.flush());
+            let tail = rest.emit + &stops.flush();
+            if !tail.is_empty() {
+                let _ = on_text(&tail);
+            }
+        }
+        let first = first_token_at.unwrap_or_else(Instant::now);
+        Ok(Stats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            prompt_time,
+            generated_tokens: generated.len(),
+            generation_time: first.elapsed(),
+            time_to_first_token: first - start,
+            tokens: generated,
+            stop_reason,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The library's error type: what went wrong, what was expected and what is supported.
+
+use std::path::PathBuf;
+
+/// Everything the library can fail with. The CLI adds context with `anyhow` at its edge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The input is not a model format this build knows.
+    #[error("{path}: {found}; expected a GGUF file (magic \"GGUF\") or a directory with config.json and *.safetensors")]
+    UnknownFormat {
+        /// The path given.
+        path: PathBuf,
+        /// What was found there instead.
+        found: String,
+    },
+    /// A recognised format that this build cannot load yet.
+    #[error("{path}: {format}: not supported yet by this build")]
+    FormatNotSupported {
+        /// The path given.
+        path: PathBuf,
+        /// The format that was recognised.
+        format: &'static str,
+    },
+    /// A GGUF file whose structure is broken (truncated, bad lengths, bad offsets).
+    #[error("{path}: malformed GGUF: {reason}")]
+    MalformedGguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the offset where it was found.
+        reason: String,
+    },
+    /// A tensor stored in a type this build cannot compute with.
+    #[error("tensor '{tensor}' has type {found}, which this build does not support; supported: {supported}")]
+    UnsupportedTensorType {
+        /// The tensor's name.
+        tensor: String,
+        /// The type found in the file.
+        found: String,
+        /// The types this build supports.
+        supported: String,
+    },
+    /// An architecture no family in the registry handles.
+    #[error("unsupported architecture '{found}'; supported: {supported}")]
+    UnsupportedArchitecture {
+        /// The architecture named by the file.
+        found: String,
+        /// The architectures of every registered family.
+        supported: String,
+    },
+    /// A metadata key that the model needs is absent.
+    #[error("missing metadata key '{0}'")]
+    MissingMetadata(String),
+    /// A metadata key with an unusable value.
+    #[error("metadata key '{key}': expected {expected}, found {found}")]
+    BadMetadata {
+        /// The key.
+        key: String,
+        /// What the reader expected.
+        expected: &'static str,
+        /// What the file holds.
+        found: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error("missing tensor '{name}' (looked for '{stored}' in the file)")]
+    MissingTensor {
+        /// The canonical (Hugging Face) name.
+        name: String,
+        /// The name in the file's own convention.
+        stored: String,
+    },
+    /// A tensor whose shape does not match the configuration.
+    #[error("tensor '{name}': expected shape {expected:?}, found {found:?}")]
+    TensorShape {
+        /// The canonical name.
+        name: String,
+        /// Shape implied by the configuration.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// Tensors were left over after loading: the family does not understand this checkpoint.
+    #[error(
+        "{count} tensor(s) in the file were not used by the '{family}' family, e.g. {examples}"
+    )]
+    UnusedTensors {
+        /// The family that loaded the file.
+        family: &'static str,
+        /// How many were left.
+        count: usize,
+        /// A few of their names.
+        examples: String,
+    },
+    /// A configuration value the family cannot run with.
+    #[error("unsupported configuration: {0}")]
+    Config(String),
+    /// The prompt (plus what is already cached) does not fit the context window.
+    #[error("the prompt needs {needed} tokens but the context holds {ctx_size}; use a shorter prompt or a larger -c/--ctx-size (model maximum {model_max})")]
+    ContextFull {
+        /// Tokens needed.
+        needed: usize,
+        /// Context size of this run.
+        ctx_size: usize,
+        /// The model's trained context length.
+        model_max: usize,
+    },
+    /// The requested device cannot be used.
+    #[error("device: {0}")]
+    Device(String),
+    /// Tokenizer construction or encoding failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] crate::formats::tokenizer::Error),
+    /// Chat-template compilation or rendering failed.
+    #[error("chat template: {0}")]
+    Template(#[from] crate::formats::chat_template::Error),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// True for errors about the input itself (unknown or unsupported format, broken file,
+    /// unsupported architecture or type): the CLI exits with status 2 for these.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownFormat { .. }
+                | Error::FormatNotSupported { .. }
+                | Error::MalformedGguf { .. }
+                | Error::UnsupportedTensorType { .. }
+                | Error::UnsupportedArchitecture { .. }
+                | Error::MissingMetadata(_)
+                | Error::BadMetadata { .. }
+                | Error::MissingTensor { .. }
+                | Error::TensorShape { .. }
+                | Error::UnusedTensors { .. }
+                | Error::Config(_)
+                | Error::Tokenizer(_)
+                | Error::Template(_)
+                | Error::ContextFull { .. }
+        )
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! mlcli: run local LLMs (GGUF, safetensors) on Candle.
+//!
+//! Layers, from the bottom: [`formats`] turns bytes into meaning, [`models`] builds a
+//! [`models::CausalLm`] from weights through the family registry, [`engine`] owns the one
+//! decode loop, and [`cli`] wires them together for each subcommand. See `docs/` and the
+//! design notes in the README.
+
+pub mod cli;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod formats;
+pub mod models;
+
+pub use error::{Error, Result};

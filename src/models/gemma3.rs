@@ -1,0 +1,321 @@
+//! Gemma 3 text models (HF `Gemma3ForCausalLM`; GGUF `gemma3`).
+//!
+//! Differences from llama: embeddings scaled by `sqrt(hidden)`; RMSNorm as `(1 + w)` (folded
+//! into the weights by llama.cpp's converter, a declared quirk); norms before *and after*
+//! attention and MLP; per-head Q/K norm; GeGLU (GELU-tanh gate — not SiLU); local layers with
+//! a sliding window and RoPE base 10k, and every `pattern`-th layer global with the long
+//! RoPE base (and linear scaling when configured); NeoX RoPE; tied output layer.
+//! References: HF `modeling_gemma3.py`, llama.cpp `src/models/gemma3.cpp`.
+
+use candle_core::{DType, Tensor};
+
+use super::layers::attention::{self, Attention};
+use super::layers::embedding::Embedding;
+use super::layers::linear::Linear;
+use super::layers::mlp::{Activation, Mlp};
+use super::layers::norm::RmsNorm;
+use super::layers::rope::Rope;
+use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use crate::formats::gguf::Gguf;
+use crate::formats::weights::Vb;
+use crate::{Error, Result};
+
+/// The registry entry.
+pub static SPEC: FamilySpec = FamilySpec {
+    id: "gemma3",
+    kind: Kind::Dense,
+    hf_architectures: &["Gemma3ForCausalLM"],
+    gguf_architectures: &["gemma3"],
+    gguf_names: &[
+        (
+            "model.layers.{}.post_attention_layernorm.weight",
+            "blk.{}.post_attention_norm.weight",
+        ),
+        (
+            "model.layers.{}.pre_feedforward_layernorm.weight",
+            "blk.{}.ffn_norm.weight",
+        ),
+        (
+            "model.layers.{}.post_feedforward_layernorm.weight",
+            "blk.{}.post_ffw_norm.weight",
+        ),
+    ],
+    quirks: Quirks {
+        gguf_qk_permuted: false,
+        norm_unit_offset: true,
+        gguf_norm_unit_offset_folded: true,
+    },
+    load: |vb, src| {
+        let ConfigSource::Gguf(g) = src;
+        Ok(Box::new(Model::load(vb, &Config::from_gguf(g)?)?))
+    },
+    tiny: TinyConfig {
+        block_tensors: &[
+            "attn_norm.weight",
+            "attn_q.weight",
+            "attn_q_norm.weight",
+            "attn_k.weight",
+            "attn_k_norm.weight",
+            "attn_v.weight",
+            "attn_output.weight",
+            "post_attention_norm.weight",
+            "ffn_norm.weight",
+            "ffn_gate.weight",
+            "ffn_up.weight",
+            "ffn_down.weight",
+            "post_ffw_norm.weight",
+        ],
+        metadata: &[
+            ("attention.key_length", 24),
+            ("attention.value_length", 24),
+            ("attention.sliding_window", 3),
+            ("attention.sliding_window_pattern", 2),
+        ],
+    },
+};
+
+/// Gemma 3's configuration; every default is explicit in `from_gguf`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Blocks.
+    pub n_layers: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// MLP width.
+    pub ffn: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head (`attention.key_length`).
+    pub head_dim: usize,
+    /// Output rows.
+    pub vocab_size: usize,
+    /// Trained context length.
+    pub context_length: usize,
+    /// RMSNorm epsilon.
+    pub eps: f64,
+    /// RoPE base of global layers.
+    pub rope_global_base: f64,
+    /// RoPE base of sliding-window layers.
+    pub rope_local_base: f64,
+    /// Linear RoPE scaling of global layers (1 = none).
+    pub rope_global_linear_factor: f64,
+    /// Window of local layers.
+    pub sliding_window: usize,
+    /// Every `pattern`-th layer (1-based) is global.
+    pub pattern: usize,
+    /// Score multiplier (1/sqrt(head_dim) unless the file says otherwise).
+    pub attn_scale: f64,
+    /// Soft-cap of the final logits, when set.
+    pub final_softcap: Option<f64>,
+}
+
+impl Config {
+    /// Reads `gemma3.*` metadata.
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let k = |s: &str| format!("gemma3.{s}");
+        let hidden = g.usize(&k("embedding_length"))?;
+        let n_heads = g.usize(&k("attention.head_count"))?;
+        let head_dim = match g.opt(&k("attention.key_length"), Gguf::usize)? {
+            Some(d) => d,
+            None => hidden / n_heads.max(1),
+        };
+        let rope_global_linear_factor = match g.opt_str(&k("rope.scaling.type"))? {
+            None | Some("none") => 1.0,
+            Some("linear") => g.float(&k("rope.scaling.factor"))?,
+            Some(other) => return Err(Error::Config(format!(
+                "rope scaling type '{other}' is not supported for gemma3; supported: none, linear"
+            ))),
+        };
+        let cfg = Self {
+            n_layers: g.usize(&k("block_count"))?,
+            hidden,
+            ffn: g.usize(&k("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads: g
+                .opt(&k("attention.head_count_kv"), Gguf::usize)?
+                .unwrap_or(n_heads),
+            head_dim,
+            vocab_size: g
+                .tensor_shape("token_embd.weight")
+                .and_then(|s| s.first().copied())
+                .unwrap_or(0),
+            context_length: g.usize(&k("context_length"))?,
+            eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
+            rope_global_base: g
+                .opt(&k("rope.freq_base"), Gguf::float)?
+                .unwrap_or(1_000_000.0),
+            rope_local_base: g
+                .opt(&k("rope.freq_base_swa"), Gguf::float)?
+                .unwrap_or(10_000.0),
+            rope_global_linear_factor,
+            sliding_window: g.usize(&k("attention.sliding_window"))?,
+            pattern: g
+                .opt(&k("attention.sliding_window_pattern"), Gguf::usize)?
+                .unwrap_or(6),
+            attn_scale: match g.opt(&k("attention.scale"), Gguf::float)? {
+                Some(s) => s,
+                None => 1.0 / (head_dim as f64).sqrt(),
+            },
+            final_softcap: g.opt(&k("final_logit_softcapping"), Gguf::float)?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values this implementation cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.n_layers > 0
+            && self.hidden > 0
+            && self.head_dim > 0
+            && self.head_dim % 2 == 0
+            && self.vocab_size > 0
+            && self.n_kv_heads > 0
+            && self.n_heads % self.n_kv_heads == 0
+            && self.sliding_window > 0
+            && self.pattern > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "gemma3: inconsistent dimensions {self:?}"
+            )))
+        }
+    }
+
+    fn is_global(&self, layer: usize) -> bool {
+        (layer + 1) % self.pattern == 0
+    }
+}
+
+/// One Gemma 3 block: sandwich norms around attention and MLP.
+#[derive(Clone, Debug)]
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: RmsNorm,
+    pre_mlp_norm: RmsNorm,
+    mlp: Mlp,
+    post_mlp_norm: RmsNorm,
+    global: bool,
+}
+
+impl Block {
+    fn load(vb: &Vb, cfg: &Config, layer: usize, unit_offset: bool) -> Result<Self> {
+        let global = cfg.is_global(layer);
+        let attn_cfg = attention::Config {
+            hidden: cfg.hidden,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            scale: cfg.attn_scale,
+            qkv_bias: false,
+            qk_norm: Some((cfg.eps, unit_offset)),
+            sliding_window: (!global).then_some(cfg.sliding_window),
+            softcap: None,
+        };
+        let norm = |name: &str| RmsNorm::load(&vb.pp(name), cfg.hidden, cfg.eps, unit_offset);
+        Ok(Self {
+            input_norm: norm("input_layernorm")?,
+            attn: Attention::load(&vb.pp("self_attn"), &attn_cfg)?,
+            post_attn_norm: norm("post_attention_layernorm")?,
+            pre_mlp_norm: norm("pre_feedforward_layernorm")?,
+            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden, cfg.ffn, Activation::GeluTanh)?,
+            post_mlp_norm: norm("post_feedforward_layernorm")?,
+            global,
+        })
+    }
+}
+
+/// A Gemma 3 model.
+pub struct Model {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope_local: Rope,
+    rope_global: Rope,
+    final_softcap: Option<f64>,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Builds the model from `vb` (rooted at the checkpoint top).
+    pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        let format = vb.weights().format();
+        let style = super::rope_style(SPEC.quirks, format);
+        let unit_offset = super::norm_unit_offset(SPEC.quirks, format);
+        let mut rope_global = Rope::new(cfg.head_dim, cfg.rope_global_base, style);
+        if cfg.rope_global_linear_factor != 1.0 {
+            rope_global = rope_global.with_linear_scaling(cfg.rope_global_linear_factor as f32);
+        }
+        let m = vb.pp("model");
+        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::load(&m.pp("layers").pp(i), cfg, i, unit_offset))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed: Embedding::new(table.clone(), Some((cfg.hidden as f64).sqrt())),
+            blocks,
+            norm: RmsNorm::load(&m.pp("norm"), cfg.hidden, cfg.eps, unit_offset)?,
+            lm_head: Linear::from_qtensor(table)?,
+            rope_local: Rope::new(cfg.head_dim, cfg.rope_local_base, style),
+            rope_global,
+            final_softcap: cfg.final_softcap,
+            info: ModelInfo {
+                family: SPEC.id,
+                kind: SPEC.kind,
+                n_layers: cfg.n_layers,
+                hidden: cfg.hidden,
+                n_heads: cfg.n_heads,
+                n_kv_heads: cfg.n_kv_heads,
+                head_dim: cfg.head_dim,
+                vocab_size: cfg.vocab_size,
+                context_length: cfg.context_length,
+            },
+        })
+    }
+}
+
+impl CausalLm for Model {
+    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        let (_, l) = tokens.dims2()?;
+        let (pos, dev) = (ctx.cache.pos(), tokens.device());
+        let local = self.rope_local.tables(pos, l, dev)?;
+        let global = self.rope_global.tables(pos, l, dev)?;
+        // 1. Embed and scale: (1, L) -> (1, L, hidden).
+        let mut x = self.embed.forward(tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let rope = if b.global {
+                (&self.rope_global, &global)
+            } else {
+                (&self.rope_local, &local)
+            };
+            // 2. Attention, normed on both sides, with residual.
+            let a = b
+                .attn
+                .forward(&b.input_norm.forward(&x)?, rope, ctx.cache, i)?;
+            let h = (x + b.post_attn_norm.forward(&a)?)?;
+            // 3. GeGLU MLP, normed on both sides, with residual.
+            let f = b.mlp.forward(&b.pre_mlp_norm.forward(&h)?)?;
+            x = (&h + b.post_mlp_norm.forward(&f)?)?;
+            ctx.trace(i, "block_out", &x);
+        }
+        // 4. Last position only: norm, tied output layer, optional soft-cap -> (vocab).
+        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
+        let logits = self
+            .lm_head
+            .forward(&x)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?;
+        Ok(match self.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}

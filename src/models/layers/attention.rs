@@ -1,0 +1,187 @@
+//! Grouped-query attention with the options our families need: Q/K/V biases, per-head Q/K
+//! RMSNorm, a sliding window, logit soft-capping, and a custom score scale. Keys and values
+//! go through the engine's KV cache; query heads are grouped onto their KV head by a reshape,
+//! so K/V are never copied per query head.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rope::{Rope, Tables};
+use crate::formats::weights::Vb;
+use crate::models::KvCache;
+use crate::Result;
+
+/// Shape and options of one attention layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Model width.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Multiplier applied to `q·k`.
+    pub scale: f64,
+    /// Q/K/V projections carry biases.
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm on Q and K before RoPE: `(eps, unit_offset)`.
+    pub qk_norm: Option<(f64, bool)>,
+    /// Each query sees at most this many most recent positions (itself included).
+    pub sliding_window: Option<usize>,
+    /// `cap * tanh(score / cap)` before the softmax.
+    pub softcap: Option<f64>,
+}
+
+/// One attention layer's weights.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    cfg: Config,
+}
+
+impl Attention {
+    /// Loads `q_proj`, `k_proj`, `v_proj`, `o_proj` (and `q_norm`, `k_norm`) under `vb`.
+    pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        let (h, q_dim, kv_dim) = (
+            cfg.hidden,
+            cfg.n_heads * cfg.head_dim,
+            cfg.n_kv_heads * cfg.head_dim,
+        );
+        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+            cfg.qk_norm
+                .map(|(eps, offset)| RmsNorm::load(&vb.pp(name), cfg.head_dim, eps, offset))
+                .transpose()
+        };
+        Ok(Self {
+            q: Linear::load(&vb.pp("q_proj"), h, q_dim, cfg.qkv_bias)?,
+            k: Linear::load(&vb.pp("k_proj"), h, kv_dim, cfg.qkv_bias)?,
+            v: Linear::load(&vb.pp("v_proj"), h, kv_dim, cfg.qkv_bias)?,
+            o: Linear::load(&vb.pp("o_proj"), q_dim, h, false)?,
+            q_norm: norm("q_norm")?,
+            k_norm: norm("k_norm")?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Attends `x` (`(1, L, hidden)`) at the cache position, storing its keys and values in
+    /// layer `layer` of `cache`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: (&Rope, &Tables),
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, l, _) = x.dims3()?;
+        let pos = cache.pos_of(layer);
+        // 1. Project and split heads: (B, L, H*D) -> (B, L, H, D).
+        let q = self.q.forward(x)?.reshape((b, l, c.n_heads, c.head_dim))?;
+        let k = self
+            .k
+            .forward(x)?
+            .reshape((b, l, c.n_kv_heads, c.head_dim))?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((b, l, c.n_kv_heads, c.head_dim))?;
+        // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D) and RoPE.
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let q = rope.0.apply(&q.transpose(1, 2)?, rope.1)?;
+        let k = rope.0.apply(&k.transpose(1, 2)?, rope.1)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        // 3. Cache: all keys/values so far, (B, KV, pos + L, D), windowed to what queries see.
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let first_key = match c.sliding_window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        let n_keys = pos + l - first_key;
+        let (k, v) = (
+            k.narrow(2, first_key, n_keys)?,
+            v.narrow(2, first_key, n_keys)?,
+        );
+        // 4. Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
+        let rep = c.n_heads / c.n_kv_heads;
+        let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;
+        let mut scores = (q.matmul(&k.t()?)? * c.scale)?; // (B, KV, rep*L, keys)
+        if let Some(cap) = c.softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        if l > 1 {
+            let mask = causal_mask(l, pos, first_key, c.sliding_window, x.device())?;
+            scores = scores
+                .reshape((b, c.n_kv_heads, rep, l, n_keys))?
+                .broadcast_add(&mask)?
+                .reshape((b, c.n_kv_heads, rep * l, n_keys))?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        // 5. Weighted values and output projection: (B, KV, rep*L, D) -> (B, L, H*D).
+        let y = probs.matmul(&v)?;
+        let y = y
+            .reshape((b, c.n_heads, l, c.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, l, c.n_heads * c.head_dim))?;
+        self.o.forward(&y)
+    }
+}
+
+/// Additive mask `(L, keys)`: query `i` (at `pos + i`) sees key `j` (at `first_key + j`) when
+/// the key is not in its future and, with a window, within the window.
+fn causal_mask(
+    l: usize,
+    pos: usize,
+    first_key: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let n_keys = pos + l - first_key;
+    let mut m = vec![0f32; l * n_keys];
+    for i in 0..l {
+        let qp = pos + i;
+        for j in 0..n_keys {
+            let kp = first_key + j;
+            let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+            if !visible {
+                m[i * n_keys + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (l, n_keys), device)?.to_dtype(DType::F32)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_hides_the_future_and_what_left_the_window() {
+        let m: Vec<Vec<f32>> = causal_mask(3, 2, 0, Some(2), &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let vis: Vec<Vec<bool>> = m
+            .iter()
+            .map(|r| r.iter().map(|v| *v == 0.0).collect())
+            .collect();
+        // query positions 2, 3, 4 over keys 0..=4, window 2
+        assert_eq!(vis[0], [false, true, true, false, false]);
+        assert_eq!(vis[1], [false, false, true, true, false]);
+        assert_eq!(vis[2], [false, false, false, true, true]);
+    }
+}

@@ -1,0 +1,9 @@
+//! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention,
+//! gated MLPs and the token embedding. Families compose these; new kinds of layer go here.
+
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod rope;

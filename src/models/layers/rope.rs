@@ -1,0 +1,133 @@
+//! Rotary position embeddings: half-split (NeoX / Hugging Face) and interleaved (GPT-J /
+//! llama.cpp's GGUF llama) layouts, with per-frequency factors (llama3 scaling via
+//! `rope_freqs`) and linear position scaling. Tables are computed per forward pass for just
+//! the positions in use, never for the whole context.
+
+use candle_core::{Device, Tensor};
+
+use crate::Result;
+
+/// Which dimensions are rotated together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Pairs `(i, i + d/2)`: Hugging Face and GGUF NeoX-style models.
+    HalfSplit,
+    /// Pairs `(2i, 2i + 1)`: GGUF llama (whose converter permuted Q/K for it).
+    Interleaved,
+}
+
+/// The frequencies of one RoPE configuration.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    style: Style,
+    position_scale: f32,
+}
+
+/// cos/sin for a run of positions, `(len, head_dim / 2)` each.
+pub struct Tables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// RoPE over `head_dim` with frequency base `base`.
+    pub fn new(head_dim: usize, base: f64, style: Style) -> Self {
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| 1.0 / base.powf(2.0 * i as f64 / head_dim as f64) as f32)
+            .collect();
+        Self {
+            inv_freq,
+            style,
+            position_scale: 1.0,
+        }
+    }
+
+    /// Divides each frequency by its factor (llama3 scaling stored as `rope_freqs`).
+    pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self> {
+        if factors.len() != self.inv_freq.len() {
+            return Err(crate::Error::Config(format!(
+                "rope_freqs has {} factors, expected {}",
+                factors.len(),
+                self.inv_freq.len()
+            )));
+        }
+        for (f, d) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= d;
+        }
+        Ok(self)
+    }
+
+    /// Linear scaling: positions are divided by `factor`.
+    pub fn with_linear_scaling(mut self, factor: f32) -> Self {
+        self.position_scale = 1.0 / factor;
+        self
+    }
+
+    /// Tables for positions `start..start + len`.
+    pub fn tables(&self, start: usize, len: usize, device: &Device) -> Result<Tables> {
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(len * half);
+        for p in start..start + len {
+            let p = p as f32 * self.position_scale;
+            angles.extend(self.inv_freq.iter().map(|f| p * f));
+        }
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        Ok(Tables {
+            cos: Tensor::from_vec(cos, (len, half), device)?,
+            sin: Tensor::from_vec(sin, (len, half), device)?,
+        })
+    }
+
+    /// Rotates `x` shaped `(batch, heads, len, head_dim)`.
+    pub fn apply(&self, x: &Tensor, t: &Tables) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let (cos, sin) = (t.cos.to_dtype(x.dtype())?, t.sin.to_dtype(x.dtype())?);
+        Ok(match self.style {
+            Style::HalfSplit => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+            Style::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], pos: usize, base: f64, style: Style) -> Vec<f32> {
+        let d = x.len();
+        let mut out = x.to_vec();
+        for i in 0..d / 2 {
+            let theta = pos as f64 / base.powf(2.0 * i as f64 / d as f64);
+            let (c, s) = (theta.cos() as f32, theta.sin() as f32);
+            let (a, b) = match style {
+                Style::HalfSplit => (i, i + d / 2),
+                Style::Interleaved => (2 * i, 2 * i + 1),
+            };
+            out[a] = x[a] * c - x[b] * s;
+            out[b] = x[a] * s + x[b] * c;
+        }
+        out
+    }
+
+    #[test]
+    fn both_styles_rotate_the_right_pairs() {
+        let x: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 1.0).collect();
+        for style in [Style::HalfSplit, Style::Interleaved] {
+            let rope = Rope::new(8, 10_000.0, style);
+            let t = rope.tables(5, 1, &Device::Cpu).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (1, 1, 1, 8), &Device::Cpu).unwrap();
+            let y: Vec<f32> = rope
+                .apply(&xt, &t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (a, b) in y.iter().zip(naive(&x, 5, 10_000.0, style)) {
+                assert!((a - b).abs() < 1e-5, "{style:?}: {a} vs {b}");
+            }
+        }
+    }
+}

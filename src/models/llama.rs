@@ -1,0 +1,297 @@
+//! Llama: Llama 2 / 3.x, SmolLM2, TinyLlama, Mistral (HF `LlamaForCausalLM`,
+//! `MistralForCausalLM`; GGUF `llama`).
+//!
+//! Pre-norm decoder: RMSNorm → GQA attention → residual, RMSNorm → SwiGLU → residual.
+//! llama3 RoPE scaling comes as precomputed per-frequency factors (`rope_freqs.weight`);
+//! linear scaling from `rope.scaling.*`. Quirk: llama.cpp's converter permutes Q/K rows so
+//! GGUF weights take interleaved RoPE. Qwen 2 and Qwen 3 reuse this file with their options.
+
+use candle_core::{DType, Tensor};
+
+use super::layers::attention::{self, Attention};
+use super::layers::embedding::Embedding;
+use super::layers::linear::Linear;
+use super::layers::mlp::{Activation, Mlp};
+use super::layers::norm::RmsNorm;
+use super::layers::rope::Rope;
+use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use crate::formats::gguf::Gguf;
+use crate::formats::weights::Vb;
+use crate::{Error, Result};
+
+/// The registry entry.
+pub static SPEC: FamilySpec = FamilySpec {
+    id: "llama",
+    kind: Kind::Dense,
+    hf_architectures: &["LlamaForCausalLM", "MistralForCausalLM"],
+    gguf_architectures: &["llama"],
+    gguf_names: &[],
+    quirks: Quirks {
+        gguf_qk_permuted: true,
+        norm_unit_offset: false,
+        gguf_norm_unit_offset_folded: false,
+    },
+    load: |vb, src| {
+        let ConfigSource::Gguf(g) = src;
+        let cfg = Config::from_gguf(g, "llama")?;
+        Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
+    },
+    tiny: TinyConfig {
+        block_tensors: BLOCK_TENSORS,
+        metadata: &[],
+    },
+};
+
+/// GGUF tensors of one llama block (shared with the families that reuse this file).
+pub const BLOCK_TENSORS: &[&str] = &[
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+];
+
+/// Configuration of a llama-like model; every default is explicit in `from_gguf`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Blocks.
+    pub n_layers: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// MLP width.
+    pub ffn: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Output rows.
+    pub vocab_size: usize,
+    /// Trained context length.
+    pub context_length: usize,
+    /// RMSNorm epsilon.
+    pub eps: f64,
+    /// RoPE frequency base.
+    pub rope_base: f64,
+    /// Linear RoPE scaling factor (1 = none).
+    pub rope_linear_factor: f64,
+    /// Q/K/V projections have biases (Qwen 2).
+    pub qkv_bias: bool,
+    /// Per-head Q/K RMSNorm (Qwen 3).
+    pub qk_norm: bool,
+}
+
+impl Config {
+    /// Reads `{arch}.*` metadata.
+    pub fn from_gguf(g: &Gguf, arch: &str) -> Result<Self> {
+        let k = |s: &str| format!("{arch}.{s}");
+        let n_heads = g.usize(&k("attention.head_count"))?;
+        let hidden = g.usize(&k("embedding_length"))?;
+        let head_dim = match g.opt(&k("attention.key_length"), Gguf::usize)? {
+            Some(d) => d,
+            None if n_heads > 0 => hidden / n_heads,
+            None => 0,
+        };
+        if let Some(vd) = g.opt(&k("attention.value_length"), Gguf::usize)? {
+            if vd != head_dim {
+                return Err(Error::Config(format!(
+                    "value_length {vd} differs from key_length {head_dim}; supported: equal"
+                )));
+            }
+        }
+        if let Some(rd) = g.opt(&k("rope.dimension_count"), Gguf::usize)? {
+            if rd != head_dim {
+                return Err(Error::Config(format!(
+                    "partial RoPE (rope.dimension_count {rd} < head_dim {head_dim}) is not supported"
+                )));
+            }
+        }
+        let rope_linear_factor = match g.opt_str(&k("rope.scaling.type"))? {
+            None | Some("none") => 1.0,
+            Some("linear") => g.float(&k("rope.scaling.factor"))?,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "rope scaling type '{other}' is not supported; supported: none, linear, llama3 (rope_freqs)"
+                )))
+            }
+        };
+        let vocab_size = g
+            .tensor_shape("token_embd.weight")
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| Error::MissingTensor {
+                name: "model.embed_tokens.weight".into(),
+                stored: "token_embd.weight".into(),
+            })?;
+        let cfg = Self {
+            n_layers: g.usize(&k("block_count"))?,
+            hidden,
+            ffn: g.usize(&k("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads: g
+                .opt(&k("attention.head_count_kv"), Gguf::usize)?
+                .unwrap_or(n_heads),
+            head_dim,
+            vocab_size,
+            context_length: g.usize(&k("context_length"))?,
+            eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
+            rope_base: g
+                .opt(&k("rope.freq_base"), Gguf::float)?
+                .unwrap_or(10_000.0),
+            rope_linear_factor,
+            qkv_bias: false,
+            qk_norm: false,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values this implementation cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.n_layers == 0 || self.hidden == 0 || self.n_heads == 0 || self.head_dim == 0 {
+            return bad(format!("degenerate dimensions {self:?}"));
+        }
+        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "{} query heads cannot be grouped over {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad(format!("odd head_dim {} cannot take RoPE", self.head_dim));
+        }
+        Ok(())
+    }
+
+    fn attention(&self) -> attention::Config {
+        attention::Config {
+            hidden: self.hidden,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f64).sqrt(),
+            qkv_bias: self.qkv_bias,
+            qk_norm: self.qk_norm.then_some((self.eps, false)),
+            sliding_window: None,
+            softcap: None,
+        }
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Clone, Debug)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden, cfg.eps, false)?,
+            attn: Attention::load(&vb.pp("self_attn"), &cfg.attention())?,
+            mlp_norm: RmsNorm::load(
+                &vb.pp("post_attention_layernorm"),
+                cfg.hidden,
+                cfg.eps,
+                false,
+            )?,
+            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden, cfg.ffn, Activation::Silu)?,
+        })
+    }
+}
+
+/// A llama-like model.
+pub struct Model {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Builds the model from `vb` (rooted at the checkpoint top) for the family `spec`.
+    pub fn load(vb: &Vb, cfg: &Config, spec: &FamilySpec) -> Result<Self> {
+        let style = super::rope_style(spec.quirks, vb.weights().format());
+        let mut rope = Rope::new(cfg.head_dim, cfg.rope_base, style);
+        if vb.contains("model.rope_freqs.weight") {
+            let f: Vec<f32> = vb
+                .tensor("model.rope_freqs.weight", &[cfg.head_dim / 2])?
+                .to_vec1()?;
+            rope = rope.with_freq_factors(&f)?;
+        }
+        if cfg.rope_linear_factor != 1.0 {
+            rope = rope.with_linear_scaling(cfg.rope_linear_factor as f32);
+        }
+        let m = vb.pp("model");
+        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let lm_head = if vb.contains("lm_head.weight") {
+            Linear::load(&vb.pp("lm_head"), cfg.hidden, cfg.vocab_size, false)?
+        } else {
+            Linear::from_qtensor(table.clone())?
+        };
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::load(&m.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed: Embedding::new(table, None),
+            blocks,
+            norm: RmsNorm::load(&m.pp("norm"), cfg.hidden, cfg.eps, false)?,
+            lm_head,
+            rope,
+            info: ModelInfo {
+                family: spec.id,
+                kind: spec.kind,
+                n_layers: cfg.n_layers,
+                hidden: cfg.hidden,
+                n_heads: cfg.n_heads,
+                n_kv_heads: cfg.n_kv_heads,
+                head_dim: cfg.head_dim,
+                vocab_size: cfg.vocab_size,
+                context_length: cfg.context_length,
+            },
+        })
+    }
+}
+
+impl CausalLm for Model {
+    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        let (_, l) = tokens.dims2()?;
+        let tables = self.rope.tables(ctx.cache.pos(), l, tokens.device())?;
+        // 1. Embed: (1, L) -> (1, L, hidden).
+        let mut x = self.embed.forward(tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            // 2. Attention with residual.
+            let a = b.attn.forward(
+                &b.attn_norm.forward(&x)?,
+                (&self.rope, &tables),
+                ctx.cache,
+                i,
+            )?;
+            let h = (x + a)?;
+            // 3. MLP with residual.
+            x = (&h + b.mlp.forward(&b.mlp_norm.forward(&h)?)?)?;
+            ctx.trace(i, "block_out", &x);
+        }
+        // 4. Last position only: norm and output layer -> (vocab).
+        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
+        Ok(self
+            .lm_head
+            .forward(&x)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?)
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}

@@ -1,0 +1,216 @@
+//! Model families: the [`CausalLm`] trait every family implements, the family registry
+//! ([`FAMILIES`]), shared layers, the KV cache, and one file per family.
+//!
+//! Adding a family is one file here, one entry in [`FAMILIES`], and its tests.
+
+pub mod gemma3;
+pub mod kv_cache;
+pub mod layers;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+pub mod testing;
+
+use candle_core::{Device, Tensor};
+
+use crate::formats::gguf::Gguf;
+use crate::formats::names::NamePair;
+use crate::formats::weights::{Vb, WeightFormat, Weights};
+use crate::{Error, Result};
+pub use kv_cache::KvCache;
+
+/// Dense or mixture-of-experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Every token goes through every weight.
+    Dense,
+    /// Tokens are routed to a few experts per layer.
+    Moe,
+}
+
+/// What a loaded model is, in numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// The family id (== module name).
+    pub family: &'static str,
+    /// Dense or MoE.
+    pub kind: Kind,
+    /// Number of blocks.
+    pub n_layers: usize,
+    /// Model (embedding) width.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Rows of the output layer.
+    pub vocab_size: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+}
+
+/// Receives intermediate values of a forward pass (for `inspect --layer-trace`).
+pub trait Tracer {
+    /// Called with a block's output (`point` names the place, e.g. `block_out`).
+    fn record(&mut self, layer: usize, point: &str, value: &Tensor);
+}
+
+/// Per-call state of a forward pass: the engine's KV cache and an optional tracer.
+pub struct Forward<'a> {
+    /// The cache; its position is where the new tokens go.
+    pub cache: &'a mut KvCache,
+    /// Receives traced values when set.
+    pub tracer: Option<&'a mut dyn Tracer>,
+}
+
+impl<'a> Forward<'a> {
+    /// A forward pass without tracing.
+    pub fn new(cache: &'a mut KvCache) -> Self {
+        Self {
+            cache,
+            tracer: None,
+        }
+    }
+
+    /// Reports `value` to the tracer, if any. Free when tracing is off.
+    pub fn trace(&mut self, layer: usize, point: &str, value: &Tensor) {
+        if let Some(t) = self.tracer.as_deref_mut() {
+            t.record(layer, point, value);
+        }
+    }
+}
+
+/// A causal language model.
+pub trait CausalLm: Send {
+    /// Feeds `tokens` (`[1, n]`, u32) at the cache's position and returns the last token's
+    /// logits (`[vocab]`, f32). The cache grows by `n`.
+    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor>;
+    /// Dimensions and identity.
+    fn info(&self) -> &ModelInfo;
+}
+
+/// Where a family reads its configuration from.
+pub enum ConfigSource<'a> {
+    /// GGUF metadata.
+    Gguf(&'a Gguf),
+}
+
+/// Facts about a family's files that differ by format, declared instead of discovered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// llama.cpp's converter permutes Q/K rows so that GGUF weights use interleaved RoPE.
+    pub gguf_qk_permuted: bool,
+    /// RMSNorm multiplies by `1 + w` (Gemma) in the reference implementation.
+    pub norm_unit_offset: bool,
+    /// llama.cpp's converter folds that `1 + w` into the stored norm weights.
+    pub gguf_norm_unit_offset_folded: bool,
+}
+
+/// A tiny configuration for conformance tests on random weights.
+#[derive(Clone, Copy, Debug)]
+pub struct TinyConfig {
+    /// GGUF suffixes of the tensors of each block (`attn_q.weight`, ...).
+    pub block_tensors: &'static [&'static str],
+    /// Family-specific metadata (key without the architecture prefix, value).
+    pub metadata: &'static [(&'static str, u32)],
+}
+
+/// One registered family.
+pub struct FamilySpec {
+    /// Family id, equal to its module name.
+    pub id: &'static str,
+    /// Dense or MoE.
+    pub kind: Kind,
+    /// `architectures` values of Hugging Face `config.json` this family serves.
+    pub hf_architectures: &'static [&'static str],
+    /// `general.architecture` values of GGUF files this family serves.
+    pub gguf_architectures: &'static [&'static str],
+    /// Name rows that add to or override [`crate::formats::names::COMMON`].
+    pub gguf_names: &'static [NamePair],
+    /// Declared format quirks.
+    pub quirks: Quirks,
+    /// Builds the model.
+    pub load: fn(&Vb, &ConfigSource) -> Result<Box<dyn CausalLm>>,
+    /// Shapes for conformance tests.
+    pub tiny: TinyConfig,
+}
+
+/// Every family this build supports.
+pub static FAMILIES: &[&FamilySpec] = &[&llama::SPEC, &qwen2::SPEC, &qwen3::SPEC, &gemma3::SPEC];
+
+/// The GGUF architectures of all families, for error messages and help text.
+pub fn supported_gguf_architectures() -> String {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.gguf_architectures.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The family that serves a GGUF architecture.
+pub fn family_for_gguf(arch: &str) -> Result<&'static FamilySpec> {
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| f.gguf_architectures.contains(&arch))
+        .ok_or_else(|| Error::UnsupportedArchitecture {
+            found: arch.to_string(),
+            supported: supported_gguf_architectures(),
+        })
+}
+
+/// Loads a model from a GGUF file onto `device`, checking that every tensor was used.
+pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
+    let spec = family_for_gguf(gguf.architecture()?)?;
+    let weights = Weights::from_gguf(gguf, spec.gguf_names, device);
+    let model = (spec.load)(&weights.pp(""), &ConfigSource::Gguf(gguf))?;
+    weights.check_all_used(spec.id)?;
+    Ok(model)
+}
+
+/// The RoPE layout the weights expect, from the family's declared quirks.
+pub fn rope_style(quirks: Quirks, format: WeightFormat) -> layers::rope::Style {
+    match format {
+        WeightFormat::Gguf if quirks.gguf_qk_permuted => layers::rope::Style::Interleaved,
+        WeightFormat::Gguf => layers::rope::Style::HalfSplit,
+    }
+}
+
+/// Whether norm weights need Gemma's `1 + w`, from the family's declared quirks.
+pub fn norm_unit_offset(quirks: Quirks, format: WeightFormat) -> bool {
+    match format {
+        WeightFormat::Gguf => quirks.norm_unit_offset && !quirks.gguf_norm_unit_offset_folded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_ids_and_architectures_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for f in FAMILIES {
+            assert!(seen.insert(f.id), "duplicate id {}", f.id);
+            for a in f.gguf_architectures {
+                assert!(seen.insert(a), "architecture {a} claimed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_architecture_lists_every_family() {
+        let Err(Error::UnsupportedArchitecture { found, supported }) = family_for_gguf("rwkv7")
+        else {
+            panic!("rwkv7 should be unsupported")
+        };
+        assert_eq!(found, "rwkv7");
+        for f in FAMILIES {
+            for a in f.gguf_architectures {
+                assert!(supported.contains(a));
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Qwen 2 / 2.5 (HF `Qwen2ForCausalLM`; GGUF `qwen2`).
+//!
+//! The llama block with biases on the Q/K/V projections and NeoX (half-split) RoPE; GGUF
+//! weights are not permuted. Everything else is reused from [`super::llama`].
+
+use super::llama::{Config, Model};
+use super::{ConfigSource, FamilySpec, Kind, Quirks, TinyConfig};
+
+/// The registry entry.
+pub static SPEC: FamilySpec = FamilySpec {
+    id: "qwen2",
+    kind: Kind::Dense,
+    hf_architectures: &["Qwen2ForCausalLM"],
+    gguf_architectures: &["qwen2"],
+    gguf_names: &[],
+    quirks: Quirks {
+        gguf_qk_permuted: false,
+        norm_unit_offset: false,
+        gguf_norm_unit_offset_folded: false,
+    },
+    load: |vb, src| {
+        let ConfigSource::Gguf(g) = src;
+        let cfg = Config {
+            qkv_bias: true,
+            ..Config::from_gguf(g, "qwen2")?
+        };
+        Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
+    },
+    tiny: TinyConfig {
+        block_tensors: &[
+            "attn_norm.weight",
+            "attn_q.weight",
+            "attn_q.bias",
+            "attn_k.weight",
+            "attn_k.bias",
+            "attn_v.weight",
+            "attn_v.bias",
+            "attn_output.weight",
+            "ffn_norm.weight",
+            "ffn_gate.weight",
+            "ffn_up.weight",
+            "ffn_down.weight",
+        ],
+        metadata: &[],
+    },
+};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn qwen2_reuses_the_llama_block_list_plus_biases() {
+        let tiny = super::SPEC.tiny.block_tensors;
+        assert!(crate::models::llama::BLOCK_TENSORS
+            .iter()
+            .all(|t| tiny.contains(t)));
+        assert_eq!(tiny.len(), crate::models::llama::BLOCK_TENSORS.len() + 3);
+    }
+}

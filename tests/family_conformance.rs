@@ -1,0 +1,152 @@
+//! Conformance of every registered family on tiny random weights (built with candle's
+//! `gguf_file::write`): loads with no unused tensors, finite logits of the right shape,
+//! token-by-token decode equals one full prefill, a multi-token chunk after single-token steps
+//! equals the full prefill, and a reset gives identical reruns.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use mlcli::formats::gguf::Gguf;
+use mlcli::models::testing::{self, VOCAB};
+use mlcli::models::{self, CausalLm, FamilySpec, Forward, KvCache, Tracer, FAMILIES};
+
+const TOKENS: [u32; 11] = [5, 17, 99, 3, 64, 127, 0, 42, 42, 8, 77];
+
+fn load(spec: &FamilySpec, dtype: GgmlDType) -> (tempfile::TempDir, Box<dyn CausalLm>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    testing::write_tiny_gguf(spec, &path, 42, dtype, None).unwrap();
+    let gguf = Gguf::open(&path).unwrap();
+    let model = models::load_gguf(&gguf, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: tiny model does not load: {e}", spec.id));
+    (dir, model)
+}
+
+/// Feeds `chunks` in order into a fresh cache; returns the logits after each chunk.
+fn feed(model: &dyn CausalLm, chunks: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut cache = KvCache::new(model.info().n_layers, 64);
+    chunks
+        .iter()
+        .map(|c| {
+            let t = Tensor::new(*c, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            model
+                .forward(&t, &mut Forward::new(&mut cache))
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn assert_close(spec: &str, what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
+    let max = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        max <= 1e-4 * scale,
+        "{spec}: {what}: max |Δ| {max} (scale {scale})"
+    );
+}
+
+fn each_family(dtype: GgmlDType, check: impl Fn(&FamilySpec, &dyn CausalLm)) {
+    for spec in FAMILIES {
+        let (_dir, model) = load(spec, dtype);
+        check(spec, model.as_ref());
+    }
+}
+
+#[test]
+fn every_family_gives_finite_logits_of_vocab_size() {
+    each_family(GgmlDType::F32, |spec, m| {
+        let out = feed(m, &[&TOKENS]);
+        assert_eq!(out[0].len(), VOCAB, "{}", spec.id);
+        assert!(
+            out[0].iter().all(|x| x.is_finite()),
+            "{}: non-finite logits",
+            spec.id
+        );
+        assert_eq!(m.info().family, spec.id);
+    });
+}
+
+#[test]
+fn incremental_decode_equals_full_prefill() {
+    for dtype in [GgmlDType::F32, GgmlDType::Q8_0] {
+        each_family(dtype, |spec, m| {
+            let full = feed(m, &[&TOKENS]);
+            let singles: Vec<&[u32]> = TOKENS.chunks(1).collect();
+            let steps = feed(m, &singles);
+            assert_close(spec.id, "token-by-token", &full[0], &steps[steps.len() - 1]);
+            // Every intermediate step equals the prefill of that prefix.
+            for n in [1, 4, 7] {
+                let prefix = feed(m, &[&TOKENS[..n]]);
+                assert_close(spec.id, &format!("prefix {n}"), &prefix[0], &steps[n - 1]);
+            }
+        });
+    }
+}
+
+#[test]
+fn chunk_after_single_token_steps_equals_full_prefill() {
+    each_family(GgmlDType::F32, |spec, m| {
+        let full = feed(m, &[&TOKENS]);
+        let mixed = feed(
+            m,
+            &[&TOKENS[..1], &TOKENS[1..2], &TOKENS[2..3], &TOKENS[3..]],
+        );
+        assert_close(spec.id, "singles then chunk", &full[0], &mixed[3]);
+        let chunks = feed(m, &[&TOKENS[..4], &TOKENS[4..5], &TOKENS[5..]]);
+        assert_close(spec.id, "chunk, single, chunk", &full[0], &chunks[2]);
+    });
+}
+
+#[test]
+fn reset_gives_identical_reruns() {
+    each_family(GgmlDType::Q8_0, |spec, m| {
+        let mut cache = KvCache::new(m.info().n_layers, 64);
+        let t = Tensor::new(&TOKENS[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let a: Vec<f32> = m
+            .forward(&t, &mut Forward::new(&mut cache))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        cache.reset();
+        let b: Vec<f32> = m
+            .forward(&t, &mut Forward::new(&mut cache))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a, b, "{}: rerun after reset differs", spec.id);
+    });
+}
+
+struct CountingTracer(Vec<usize>);
+
+impl Tracer for CountingTracer {
+    fn record(&mut self, layer: usize, point: &str, value: &Tensor) {
+        assert_eq!(point, "block_out");
+        assert_eq!(value.dims3().unwrap().2, testing::HIDDEN);
+        self.0.push(layer);
+    }
+}
+
+#[test]
+fn every_family_reports_each_block_to_the_tracer() {
+    each_family(GgmlDType::F32, |spec, m| {
+        let mut cache = KvCache::new(m.info().n_layers, 64);
+        let mut tracer = CountingTracer(Vec::new());
+        let t = Tensor::new(&TOKENS[..3], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut ctx = Forward {
+            cache: &mut cache,
+            tracer: Some(&mut tracer),
+        };
+        m.forward(&t, &mut ctx).unwrap();
+        let want: Vec<usize> = (0..m.info().n_layers).collect();
+        assert_eq!(tracer.0, want, "{}: tracer calls", spec.id);
+    });
+}
