@@ -139,7 +139,13 @@ pub fn select(request: Request) -> Result<Selected> {
                 }
                 Err(e) => e,
             };
-            Ok(cpu(format!("cpu: {cuda}; {metal}")))
+            // Metal only exists on Apple machines; elsewhere it is not worth a mention.
+            let why = if cfg!(target_os = "macos") {
+                format!("{cuda}; {metal}")
+            } else {
+                cuda
+            };
+            Ok(cpu(format!("cpu: {why}")))
         }
     }
 }

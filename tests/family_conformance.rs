@@ -150,3 +150,19 @@ fn every_family_reports_each_block_to_the_tracer() {
         assert_eq!(tracer.0, want, "{}: tracer calls", spec.id);
     });
 }
+
+#[test]
+fn long_prefill_through_the_dense_path_agrees_with_incremental_decode() {
+    // 40 rows take the dequantize-and-GEMM prefill path for Q4_0 weights; single tokens take
+    // candle's quantized dot products (8-bit activations), hence the looser tolerance.
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % VOCAB as u32).collect();
+    each_family(GgmlDType::Q4_0, |spec, m| {
+        let full = feed(m, &[&tokens]);
+        let singles: Vec<&[u32]> = tokens.chunks(1).collect();
+        let steps = feed(m, &singles);
+        let last = &steps[steps.len() - 1];
+        let scale = full[0].iter().fold(1f32, |a, x| a.max(x.abs()));
+        let max = full[0].iter().zip(last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(max <= 0.05 * scale, "{}: max |Δ| {max} (scale {scale})", spec.id);
+    });
+}

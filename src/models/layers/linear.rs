@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 
 use crate::formats::weights::Vb;
@@ -14,6 +14,11 @@ pub struct Linear {
     weight: QMatMul,
     bias: Option<Tensor>,
 }
+
+/// From this many rows on, a quantized weight without a fast CPU kernel in candle is
+/// dequantized and multiplied by the f32 GEMM: its cost is amortised over the rows, and
+/// candle's fallback dot products for such types are scalar.
+const DENSE_MIN_ROWS: usize = 32;
 
 impl Linear {
     /// Loads `{vb}.weight` shaped `(out, in)` and `{vb}.bias` when `bias` is true.
@@ -37,10 +42,34 @@ impl Linear {
 
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match self.batched_via_dense(x)? {
+            Some(y) => y,
+            None => self.weight.forward(x)?,
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+
+    /// The batched (prefill) path for CPU weights of types candle has no SIMD kernel for.
+    fn batched_via_dense(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let QMatMul::QTensor(w) = &self.weight else {
+            return Ok(None);
+        };
+        let (n, k) = w.shape().dims2()?;
+        let rows = x.elem_count() / k.max(1);
+        let has_fast_kernel =
+            matches!(w.dtype(), GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q8_0);
+        if rows < DENSE_MIN_ROWS || !x.device().is_cpu() || has_fast_kernel {
+            return Ok(None);
+        }
+        let dense = w.dequantize(x.device())?;
+        let mut out_shape = x.dims().to_vec();
+        if let Some(last) = out_shape.last_mut() {
+            *last = n;
+        }
+        let y = x.reshape((rows, k))?.matmul(&dense.t()?)?;
+        Ok(Some(y.reshape(out_shape)?))
     }
 }
