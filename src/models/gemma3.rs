@@ -124,9 +124,11 @@ impl Config {
         let rope_global_linear_factor = match g.opt_str(&k("rope.scaling.type"))? {
             None | Some("none") => 1.0,
             Some("linear") => g.float(&k("rope.scaling.factor"))?,
-            Some(other) => return Err(Error::Config(format!(
+            Some(other) => {
+                return Err(Error::Config(format!(
                 "rope scaling type '{other}' is not supported for gemma3; supported: none, linear"
-            ))),
+            )))
+            }
         };
         let cfg = Self {
             n_layers: g.usize(&k("block_count"))?,

@@ -188,14 +188,15 @@ pub fn norm_unit_offset(quirks: Quirks, format: WeightFormat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn family_ids_and_architectures_are_unique() {
-        let mut seen = std::collections::HashSet::new();
+        let (mut ids, mut archs) = (HashSet::new(), HashSet::new());
         for f in FAMILIES {
-            assert!(seen.insert(f.id), "duplicate id {}", f.id);
-            for a in f.gguf_architectures {
-                assert!(seen.insert(a), "architecture {a} claimed twice");
+            assert!(ids.insert(f.id), "duplicate id {}", f.id);
+            for a in f.gguf_architectures.iter().chain(f.hf_architectures) {
+                assert!(archs.insert(a), "architecture {a} claimed twice");
             }
         }
     }

@@ -33,18 +33,25 @@ const SHIFTED: [u8; 68] = {
 
 /// GPT-2's byte-to-character table: printable Latin-1 bytes map to themselves, the others to
 /// U+0100 onwards, in byte order.
-fn byte_chars() -> [char; 256] {
+const BYTE_CHARS: [char; 256] = {
     let mut table = ['\0'; 256];
-    for (b, slot) in table.iter_mut().enumerate() {
-        *slot = char::from(b as u8);
+    let mut b = 0usize;
+    while b < 256 {
+        table[b] = b as u8 as char;
+        b += 1;
     }
-    for (n, &b) in SHIFTED.iter().enumerate() {
-        table[b as usize] = char::from_u32(0x100 + n as u32).unwrap_or('\0');
+    let mut n = 0usize;
+    while n < SHIFTED.len() {
+        table[SHIFTED[n] as usize] = match char::from_u32(0x100 + n as u32) {
+            Some(c) => c,
+            None => '\0',
+        };
+        n += 1;
     }
     table
-}
+};
 
-/// The byte a GPT-2 byte-level character stands for (the inverse of [`byte_chars`]).
+/// The byte a GPT-2 byte-level character stands for (the inverse of [`BYTE_CHARS`]).
 fn char_byte(c: char) -> Option<u8> {
     let cp = c as u32;
     match u8::try_from(cp) {
@@ -84,7 +91,6 @@ pub(crate) struct Bpe {
     ranks: HashMap<Box<str>, u32>,
     /// Take a pre-token whole when it is a vocabulary piece (llama3-style vocabularies).
     ignore_merges: bool,
-    byte_chars: [char; 256],
 }
 
 impl Bpe {
@@ -107,7 +113,6 @@ impl Bpe {
             pre: PreTokenizer::new(pre)?,
             ranks,
             ignore_merges: pre.spec.ignore_merges,
-            byte_chars: byte_chars(),
         })
     }
 
@@ -122,7 +127,7 @@ impl Bpe {
         let mut key = String::new();
         for word in self.pre.split(text) {
             encoded.clear();
-            encoded.extend(word.bytes().map(|b| self.byte_chars[b as usize]));
+            encoded.extend(word.bytes().map(|b| BYTE_CHARS[b as usize]));
             self.encode_word(vocab, &encoded, &mut key, out);
         }
     }
@@ -210,7 +215,7 @@ mod tests {
 
     #[test]
     fn byte_level_table_round_trips_every_byte() {
-        let chars = byte_chars();
+        let chars = BYTE_CHARS;
         let mut seen = std::collections::HashSet::new();
         for b in 0..=255u8 {
             let c = chars[b as usize];

@@ -3,8 +3,10 @@
 //! Two vocabulary models are supported, as llama.cpp names them in `tokenizer.ggml.model`:
 //! `gpt2` (byte-level BPE with merges, pre-tokenized by the regexes that `tokenizer.ggml.pre`
 //! selects) and `llama` (SentencePiece BPE driven by token scores, with `<0xNN>` byte fallback).
-//! Control and user-defined tokens are split out of the text first, exactly as llama.cpp's
-//! `tokenizer_st_partition` does; the end-of-generation set follows `llama_vocab::load`.
+//! Control and user-defined tokens are split out of the text first, with the result of
+//! llama.cpp's `tokenizer_st_partition`; token kinds, special ids and the end-of-generation set
+//! follow `llama_vocab::load`. The reference is ggml-org/llama.cpp@0c1e57098 (the copy in the
+//! llama-cpp-python 0.3.36 sdist): the tests hold its outputs for the two test models.
 
 mod bpe;
 mod pretokenize;
@@ -288,7 +290,8 @@ impl Tokenizer {
         self.specials.eog.binary_search(&id).is_ok()
     }
 
-    /// Whether `id` is a control token (rendered as nothing by [`Tokenizer::decode`]).
+    /// Whether `id` is a control or unknown token: matched in text only with
+    /// [`EncodeOptions::parse_special`], rendered as nothing by [`Tokenizer::decode`].
     pub fn is_control(&self, id: u32) -> bool {
         matches!(
             self.vocab.kinds.get(id as usize),

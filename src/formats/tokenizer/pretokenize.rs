@@ -6,9 +6,13 @@
 //! regexes here are llama.cpp's own (its adapted forms, not the tokenizer.json originals) and
 //! run on fancy-regex through `tokenizers::utils::SysRegex`. llama.cpp's hand-written GPT-2 and
 //! LLaMA-3 splitters and its "collapsed" std::regex path both agree with a Unicode-aware regex
-//! engine on these patterns. Pre-tokenizers whose llama.cpp behaviour a regex cannot reproduce
-//! (`\p{S}` without `~`, `\p{Lu}` read as any letter, custom digit and Han splitters, and
-//! non-byte-level BPE) are left out rather than approximated.
+//! engine on these patterns, with two adjustments written into the table: llama.cpp reads
+//! `\p{Lu}`-style classes as any letter, and (for regexes without `\p{..}`) lets non-ASCII
+//! whitespace match only `\s`. Every entry was compared with llama.cpp's splitter
+//! (`unicode_regex_split` at ggml-org/llama.cpp@0c1e57098) on 3,020 mixed-script strings.
+//! Left out, rather than approximated: `tiny_aya`/`cohere2moe` (libstdc++'s `\b` inside a
+//! lookahead), `kimi-k2` and `afmoe` (hand-written splitters), `gemma4`, `sarvam-moe`,
+//! `granite-embed-multi-311m` and `whitespace` (not byte-level BPE).
 
 use tokenizers::utils::SysRegex;
 
@@ -34,8 +38,10 @@ const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split: LLaMA-3's with single digits.
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// CJK runs, shared by the DeepSeek splits.
-const CJK: &str = r"[\x{4E00}-\x{9FA5}\x{0800}-\x{4E00}\x{AC00}-\x{D7FF}]+";
+/// CJK runs, shared by the DeepSeek splits. llama.cpp matches regexes without `\p{..}` on
+/// text whose non-ASCII whitespace became U+000B, so whitespace never matches an explicit
+/// range (this one spans U+3000 and U+2009): hence `&&\S`.
+const CJK: &str = r"[\x{4E00}-\x{9FA5}\x{0800}-\x{4E00}\x{AC00}-\x{D7FF}&&\S]+";
 /// Runs of anything but whitespace and the listed punctuation (BLOOM, Poro, Viking).
 const NON_PUNCT: &str = r" ?[^(\s|.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{0964}\x{06D4}\x{060C})]+";
 /// Upper/lower-case-aware word split of GPT-4o and Tekken, as llama.cpp rewrote it.
@@ -45,6 +51,17 @@ const GRANITE_EMB_MULTI: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*(
 /// Cased letters of many scripts (DeepSeek LLM's letter class).
 const DEEPSEEK_LETTERS: &str = r"\s?[A-Za-z\x{00B5}\x{00C0}-\x{00D6}\x{00D8}-\x{00F6}\x{00F8}-\x{01BA}\x{01BC}-\x{01BF}\x{01C4}-\x{0293}\x{0295}-\x{02AF}\x{0370}-\x{0373}\x{0376}\x{0377}\x{037B}-\x{037D}\x{037F}\x{0386}\x{0388}-\x{038A}\x{038C}\x{038E}-\x{03A1}\x{03A3}-\x{03F5}\x{03F7}-\x{0481}\x{048A}-\x{052F}\x{0531}-\x{0556}\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF}\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D}\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D}\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107}\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D}\x{212F}-\x{2134}\x{2139}\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184}\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}\x{2CF3}\x{A640}-\x{A66D}\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF}\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F}\x{104B0}-\x{104D3}\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2}\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+";
 
+/// Han and kana runs (DeepSeek V3 and relatives).
+const KANA_HAN: &str = r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+";
+/// DeepSeek V3's word split.
+const DEEPSEEK3: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
+/// Spark 2.5's word split: DeepSeek V3's with bare newlines.
+const SPARK2_5: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+|[\r\n]|\s+(?!\S)|\s+"##;
+/// Youtu's CJK, Hangul, Bopomofo and CJK-punctuation runs.
+const YOUTU_CJK: &str = r"[\x{AC00}-\x{D7A3}\x{3131}-\x{318E}]+|[\x{FF01}\x{2026}\x{201C}\x{201D}\x{2018}\x{2019}\x{2014}\x{FF1A}\x{FF1B}\x{FF0C}\x{3001}-\x{303F}\x{FE30}-\x{FE4F}]+|[\x{3105}-\x{312F}]+|[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+";
+/// Youtu's word split. llama.cpp reads `\p{Lu}`, `\p{Ll}`, `\p{Lt}`, `\p{Lm}` and `\p{Lo}` as
+/// any letter, so they are written `\p{L}` here.
+const YOUTU: &str = r"[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]*[\p{L}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+[\p{L}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const fn spec(names: &'static [&'static str], patterns: &'static [&'static str]) -> Spec {
     Spec {
         names,
@@ -91,7 +108,7 @@ const SPECS: &[Spec] = &[
         &[
             r"[\r\n]",
             DEEPSEEK_LETTERS,
-            r"\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+",
+            r"\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}&&\S]+",
             r"\s+$",
             CJK,
             r"\p{N}+",
@@ -165,7 +182,12 @@ const SPECS: &[Spec] = &[
     spec(&["poro-chat", "bloom", "gpt3-finnish"], &[NON_PUNCT]),
     Spec {
         clears_bos: true,
-        ..spec(&["glm4", "chatglm-bpe"], &[LLAMA3])
+        ..spec(&["chatglm-bpe"], &[LLAMA3])
+    },
+    Spec {
+        clears_bos: true,
+        ignore_merges: true,
+        ..spec(&["glm4", "glm5"], &[LLAMA3])
     },
     spec(&["viking"], &[NON_PUNCT, r"\p{N}"]),
     Spec {
@@ -218,6 +240,19 @@ const SPECS: &[Spec] = &[
             r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+",
         ],
     ),
+    spec(
+        &["deepseek-v3", "hunyuan-dense", "joyai-llm", "hy_v4"],
+        &[r"\p{N}{1,3}", KANA_HAN, DEEPSEEK3],
+    ),
+    spec(
+        &["spark2_5"],
+        &[r"\p{N}{1,3}", KANA_HAN, SPARK2_5, r"\p{N}"],
+    ),
+    Spec {
+        ignore_merges: true,
+        ..spec(&["youtu"], &[YOUTU_CJK, YOUTU])
+    },
+    spec(&["superbpe"], &[r"\p{N}+", r"(?=([0-9]{3})+(?![0-9]))"]),
     Spec {
         ignore_merges: true,
         ..spec(

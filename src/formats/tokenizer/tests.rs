@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
 
-use super::testdata::{self, Case, Greedy};
+use super::testdata::{self, Case, Extra, Greedy};
 use super::{EncodeOptions, Error, Tokenizer};
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -72,12 +72,25 @@ fn stream_all(tok: &Tokenizer, ids: &[u32], expect_clean: bool) -> String {
     text
 }
 
-fn check_parity(tok: &Tokenizer, cases: &[Case], greedy: &Greedy) {
+fn check_parity(tok: &Tokenizer, cases: &[Case], extra: &[Extra], greedy: &Greedy) {
     let mut failures = Vec::new();
     for (text, ids) in cases {
         let got = tok.encode(text, PARSED).expect("encodes");
         if got != *ids {
             failures.push(format!("{text:?}: expected {ids:?}, got {got:?}"));
+        }
+    }
+    for (text, parsed, plain) in extra {
+        for (opts, ids) in [(PARSED, parsed), (PLAIN, plain)] {
+            let got = tok.encode(text, opts).expect("encodes");
+            if got != *ids {
+                let mode = if opts.parse_special {
+                    "parsed"
+                } else {
+                    "plain"
+                };
+                failures.push(format!("{text:?} ({mode}): expected {ids:?}, got {got:?}"));
+            }
         }
     }
     let prompt = tok.encode(greedy.prompt, PLAIN).expect("encodes");
@@ -119,13 +132,19 @@ fn gguf_tokenizer_matches_llama_cpp_smollm2() {
     check_parity(
         smollm2(),
         testdata::SMOLLM2_CASES,
+        testdata::SMOLLM2_EXTRA,
         &testdata::SMOLLM2_GREEDY,
     );
 }
 
 #[test]
 fn gguf_tokenizer_matches_llama_cpp_gemma3() {
-    check_parity(gemma3(), testdata::GEMMA3_CASES, &testdata::GEMMA3_GREEDY);
+    check_parity(
+        gemma3(),
+        testdata::GEMMA3_CASES,
+        testdata::GEMMA3_EXTRA,
+        &testdata::GEMMA3_GREEDY,
+    );
 }
 
 #[test]

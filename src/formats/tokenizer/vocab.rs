@@ -527,7 +527,7 @@ fn end_of_generation(vocab: &mut Vocab, given: [Option<u32>; 6]) -> Vec<u32> {
     );
     let any_call = call.is_some() || calls.is_some();
     if let Some(end) = end {
-        if (ret.is_some() && any_call) || (any_call && flush.is_some()) {
+        if any_call && (ret.is_some() || flush.is_some()) {
             eog.retain(|&id| id != end);
             if let Some(kind) = vocab.kinds.get_mut(end as usize) {
                 *kind = TokenKind::UserDefined;
