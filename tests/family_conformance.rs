@@ -162,7 +162,14 @@ fn long_prefill_through_the_dense_path_agrees_with_incremental_decode() {
         let steps = feed(m, &singles);
         let last = &steps[steps.len() - 1];
         let scale = full[0].iter().fold(1f32, |a, x| a.max(x.abs()));
-        let max = full[0].iter().zip(last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-        assert!(max <= 0.05 * scale, "{}: max |Δ| {max} (scale {scale})", spec.id);
+        let max = full[0]
+            .iter()
+            .zip(last)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            max <= 0.05 * scale,
+            "{}: max |Δ| {max} (scale {scale})",
+            spec.id
+        );
     });
 }
