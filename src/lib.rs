@@ -11,5 +11,6 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod models;
+pub mod ui;
 
 pub use error::{Error, Result};

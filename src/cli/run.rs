@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::device;
-use crate::engine::{Engine, GenerateParams, LoadOptions, SamplingParams};
-use crate::formats::chat_template::Message;
+use crate::engine::{Engine, GenerateParams, LoadOptions, Message, SamplingParams};
+use crate::ui::{self, app::ModelCard, transcript};
 
 /// Arguments of `mlcli run`.
 #[derive(Debug, clap::Args)]
@@ -72,13 +72,17 @@ pub struct Args {
     /// CPU threads (default: physical cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Interactive chat: autosave the transcript under this name and resume it next time.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<String>,
     /// Print device choice and timing statistics to stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
 }
 
-/// The prompt from the arguments and stdin.
-fn gather_prompt(args: &Args) -> anyhow::Result<String> {
+/// The prompt from the arguments and stdin; `None` means interactive chat (no prompt, and
+/// stdin and stdout are terminals).
+fn gather_prompt(args: &Args) -> anyhow::Result<Option<String>> {
     let arg = args.prompt.as_deref().or(args.prompt_flag.as_deref());
     let stdin_piped = !std::io::stdin().is_terminal();
     let read_stdin = || -> anyhow::Result<String> {
@@ -88,7 +92,7 @@ fn gather_prompt(args: &Args) -> anyhow::Result<String> {
             .context("reading the prompt from stdin")?;
         Ok(s)
     };
-    Ok(match (arg, stdin_piped) {
+    Ok(Some(match (arg, stdin_piped) {
         (Some("-"), _) => read_stdin()?,
         (Some(p), true) => {
             let input = read_stdin()?;
@@ -100,11 +104,12 @@ fn gather_prompt(args: &Args) -> anyhow::Result<String> {
         }
         (Some(p), false) => p.to_string(),
         (None, true) => read_stdin()?,
+        (None, false) if std::io::stdout().is_terminal() => return Ok(None),
         (None, false) => bail!(UsageError(
-            "no prompt: give one as an argument, with -p, or on stdin (the interactive chat UI is not part of this build yet)"
+            "no prompt: give one as an argument, with -p, or on stdin (interactive chat needs stdout to be a terminal)"
                 .into()
         )),
-    })
+    }))
 }
 
 /// An error in how mlcli was called (exit status 2).
@@ -153,6 +158,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             load_start.elapsed().as_secs_f64()
         );
     }
+    let params = generate_params(&args);
+    let Some(prompt) = prompt else {
+        return chat(engine, &args, params);
+    };
     let use_template = !args.raw && engine.template().is_some();
     if !args.raw && !use_template && args.verbose {
         eprintln!("note: the model has no chat template; feeding the prompt raw");
@@ -160,32 +169,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tokens = if use_template {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: s.clone(),
-            });
+            messages.push(Message::new("system", s.clone()));
         }
-        messages.push(Message {
-            role: "user".into(),
-            content: prompt,
-        });
+        messages.push(Message::new("user", prompt));
         engine.chat_tokens(&messages)?
     } else {
         engine.raw_tokens(&prompt, !args.no_special)?
-    };
-    let params = GenerateParams {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
-            repeat_last_n: args.repeat_last_n,
-            seed: args.seed.unwrap_or_else(clock_seed),
-        },
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        ignore_eos: args.ignore_eos,
     };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
@@ -215,6 +204,67 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stats.gen_tok_per_s(),
             stats.time_to_first_token.as_secs_f64() * 1000.0,
             stats.stop_reason
+        );
+    }
+    Ok(())
+}
+
+fn generate_params(args: &Args) -> GenerateParams {
+    GenerateParams {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: args.seed.unwrap_or_else(clock_seed),
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    }
+}
+
+/// The interactive chat UI.
+fn chat(engine: Engine, args: &Args, params: GenerateParams) -> anyhow::Result<()> {
+    let Some(template) = engine.template() else {
+        bail!(UsageError(
+            "this model has no chat template, which interactive chat needs; pass --chat-template FILE, or give a prompt for a raw completion".into()
+        ));
+    };
+    let card = ModelCard {
+        name: engine.name().to_string(),
+        family: engine.info().family.to_string(),
+        device: device::label(engine.device()),
+        ctx_size: engine.ctx_size(),
+        template: template.source().to_string(),
+    };
+    let session = match &args.session {
+        Some(name) => Some(
+            transcript::session_path(name)
+                .context("no data directory for --session on this system")?,
+        ),
+        None => None,
+    };
+    let stats = ui::run(
+        engine,
+        ui::Options {
+            card,
+            params,
+            system: args.system.clone(),
+            session,
+        },
+    )
+    .context("running the chat UI")?;
+    if args.verbose && stats.streaming_time > std::time::Duration::ZERO {
+        let secs = stats.streaming_time.as_secs_f64();
+        eprintln!(
+            "ui: {} redraws in {:.1}s of streaming ({:.1}/s) for {} text events",
+            stats.streaming_frames,
+            secs,
+            stats.streaming_frames as f64 / secs,
+            stats.text_events
         );
     }
     Ok(())

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::formats::chat_template::{ChatTemplate, Message, RenderOptions};
+pub use crate::formats::chat_template::Message;
+use crate::formats::chat_template::{ChatTemplate, RenderOptions};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
@@ -47,7 +48,7 @@ impl Default for LoadOptions {
 }
 
 /// What one call of [`Engine::generate`] should do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateParams {
     /// Sampling settings.
     pub sampling: SamplingParams,
@@ -60,7 +61,7 @@ pub struct GenerateParams {
 }
 
 /// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StopReason {
     /// The model produced an end-of-generation token.
     EndOfGeneration,
@@ -246,6 +247,11 @@ impl Engine {
                 parse_special,
             },
         )?)
+    }
+
+    /// Positions currently held in the KV cache.
+    pub fn cached_len(&self) -> usize {
+        self.cached.len()
     }
 
     /// Forgets the cached conversation.

@@ -1,0 +1,154 @@
+//! End to end in a real pseudo-terminal (tmux) with the real SmolLM2 model: start
+//! `mlcli run`, ask a question and see the streamed answer, stop a reply with Esc, `/regen`,
+//! `/save`, quit — and the terminal is restored (same `stty` settings as before).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mlcli::models::testing::{real_model, SMOLLM2};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(dir: &Path) -> Self {
+        let session = format!("mlcli-e2e-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "-c",
+            ])
+            .arg(dir)
+            .arg("sh")
+            .status()
+            .expect("tmux is installed (the chat end-to-end test needs it)")
+            .success();
+        assert!(ok, "tmux could not start a session");
+        Self { session }
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys")
+            .success();
+        assert!(ok);
+    }
+
+    fn type_line(&self, text: &str) {
+        self.send(&["-l", text]);
+        self.send(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, secs: u64) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+const IDLE: &str = "message · Enter sends";
+
+#[test]
+fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_terminal() {
+    let model = real_model(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tmux::start(dir.path());
+    t.type_line("stty -g > before.txt");
+    t.type_line(&format!(
+        "XDG_DATA_HOME={} {} run {} --temp 0; stty -g > after.txt; echo DONE",
+        dir.path().display(),
+        env!("CARGO_BIN_EXE_mlcli"),
+        model.display()
+    ));
+    t.wait_for("the chat screen", |s| s.contains(IDLE), 60);
+
+    // A question, answered while streaming.
+    t.type_line("What is the capital of France? Answer in English.");
+    t.wait_for(
+        "the answer",
+        |s| s.contains("Paris") && s.contains(IDLE),
+        120,
+    );
+
+    // A long reply, stopped with Esc once it has started.
+    t.type_line("Write a very long story about a dragon who learns to fly.");
+    t.wait_for(
+        "streaming",
+        |s| s.contains("generating…") && s.contains('▍'),
+        120,
+    );
+    t.send(&["Escape"]);
+    let stopped = t.wait_for("the stopped reply", |s| s.contains(IDLE), 30);
+    assert!(
+        !stopped.contains('▍'),
+        "reply still streaming after Esc:\n{stopped}"
+    );
+
+    // Regenerate it (stopping again), then save.
+    t.type_line("/regen");
+    t.wait_for("regeneration", |s| s.contains("generating…"), 60);
+    t.send(&["Escape"]);
+    t.wait_for("idle after regen", |s| s.contains(IDLE), 30);
+    t.type_line("/save chat.json");
+    t.wait_for("the save notice", |s| s.contains("saved to chat.json"), 30);
+    t.type_line("/quit");
+    t.wait_for("exit", |s| s.contains("DONE"), 30);
+
+    let saved = std::fs::read_to_string(dir.path().join("chat.json")).expect("chat.json saved");
+    let v: serde_json::Value = serde_json::from_str(&saved).expect("saved JSON parses");
+    let messages = v["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 4, "{saved}");
+    assert!(messages[1]["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("Paris"));
+    assert!(messages[2]["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("dragon"));
+    assert_eq!(messages[3]["role"], "assistant");
+    let before = std::fs::read_to_string(dir.path().join("before.txt")).unwrap();
+    let after = std::fs::read_to_string(dir.path().join("after.txt")).unwrap();
+    assert_eq!(before, after, "terminal settings not restored");
+    assert!(
+        dir.path().join("mlcli/history.jsonl").exists(),
+        "input history persisted"
+    );
+}
