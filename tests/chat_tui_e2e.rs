@@ -91,13 +91,30 @@ fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_term
     let dir = tempfile::tempdir().unwrap();
     let t = Tmux::start(dir.path());
     t.type_line("stty -g > before.txt");
+    // An "editor" that writes a fixed message, for Ctrl+G.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nprintf 'composed in the editor' > \"$1\"\n",
+    )
+    .unwrap();
     t.type_line(&format!(
-        "XDG_DATA_HOME={} {} run {} --temp 0; stty -g > after.txt; echo DONE",
+        "EDITOR='sh {}' XDG_DATA_HOME={} {} run {} --temp 0; stty -g > after.txt; echo DONE",
+        editor.display(),
         dir.path().display(),
         env!("CARGO_BIN_EXE_mlcli"),
         model.display()
     ));
     t.wait_for("the chat screen", |s| s.contains(IDLE), 60);
+
+    // Ctrl+G composes in $EDITOR; Ctrl+U clears the input again.
+    t.send(&["C-g"]);
+    t.wait_for(
+        "the edited input",
+        |s| s.contains("composed in the editor"),
+        30,
+    );
+    t.send(&["C-u"]);
 
     // A question, answered while streaming.
     t.type_line("What is the capital of France? Answer in English.");

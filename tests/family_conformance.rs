@@ -153,7 +153,7 @@ fn every_family_reports_each_block_to_the_tracer() {
 
 #[test]
 fn long_prefill_through_the_dense_path_agrees_with_incremental_decode() {
-    // 40 rows take the dequantize-and-GEMM prefill path for Q4_0 weights; single tokens take
+    // Chunks take the dequantize-and-GEMM prefill path for Q4_0 weights; single tokens take
     // candle's quantized dot products (8-bit activations), hence the looser tolerance.
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % VOCAB as u32).collect();
     each_family(GgmlDType::Q4_0, |spec, m| {
