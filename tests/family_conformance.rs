@@ -153,23 +153,26 @@ fn every_family_reports_each_block_to_the_tracer() {
 
 #[test]
 fn long_prefill_through_the_dense_path_agrees_with_incremental_decode() {
-    // Chunks take the dequantize-and-GEMM prefill path for Q4_0 weights; single tokens take
-    // candle's quantized dot products (8-bit activations), hence the looser tolerance.
+    // Chunks take the dequantize-and-GEMM prefill path; single tokens take quantized dot
+    // products (8-bit activations), hence the looser tolerance.
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % VOCAB as u32).collect();
-    each_family(GgmlDType::Q4_0, |spec, m| {
-        let full = feed(m, &[&tokens]);
-        let singles: Vec<&[u32]> = tokens.chunks(1).collect();
-        let steps = feed(m, &singles);
-        let last = &steps[steps.len() - 1];
-        let scale = full[0].iter().fold(1f32, |a, x| a.max(x.abs()));
-        let max = full[0]
-            .iter()
-            .zip(last)
-            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-        assert!(
-            max <= 0.05 * scale,
-            "{}: max |Δ| {max} (scale {scale})",
-            spec.id
-        );
-    });
+    // Q4_1 single tokens take our own SIMD kernel (`layers::q4_1`).
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1] {
+        each_family(dtype, |spec, m| {
+            let full = feed(m, &[&tokens]);
+            let singles: Vec<&[u32]> = tokens.chunks(1).collect();
+            let steps = feed(m, &singles);
+            let last = &steps[steps.len() - 1];
+            let scale = full[0].iter().fold(1f32, |a, x| a.max(x.abs()));
+            let max = full[0]
+                .iter()
+                .zip(last)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(
+                max <= 0.05 * scale,
+                "{}: {dtype:?}: max |Δ| {max} (scale {scale})",
+                spec.id
+            );
+        });
+    }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
+
+use super::q4_1;
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -45,7 +47,10 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.batched_via_dense(x)? {
             Some(y) => y,
-            None => self.weight.forward(x)?,
+            None => match self.vector_via_q4_1(x)? {
+                Some(y) => y,
+                None => self.weight.forward(x)?,
+            },
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -72,5 +77,26 @@ impl Linear {
         }
         let y = x.reshape((rows, k))?.matmul(&dense.t()?)?;
         Ok(Some(y.reshape(out_shape)?))
+    }
+
+    /// Single rows against CPU Q4_1 weights go through our SIMD kernel.
+    fn vector_via_q4_1(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let QMatMul::QTensor(w) = &self.weight else {
+            return Ok(None);
+        };
+        let (n, k) = w.shape().dims2()?;
+        if w.dtype() != GgmlDType::Q4_1 || !x.device().is_cpu() || x.elem_count() != k {
+            return Ok(None);
+        }
+        let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let mut out = vec![0f32; n];
+        q4_1::gemv(&w.data()?, n, k, &input, &mut out, q4_1::kernel());
+        let mut out_shape = x.dims().to_vec();
+        if let Some(last) = out_shape.last_mut() {
+            *last = n;
+        }
+        Ok(Some(
+            Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?,
+        ))
     }
 }
