@@ -37,6 +37,22 @@ pub enum Error {
         /// What is wrong, with the offset where it was found.
         reason: String,
     },
+    /// A safetensors file or shard index whose structure is broken.
+    #[error("{path}: malformed safetensors: {reason}")]
+    MalformedSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor asked for by name that the model does not hold.
+    #[error("no tensor named '{name}' in the model{hint}")]
+    UnknownTensor {
+        /// The name asked for.
+        name: String,
+        /// Close names, as `; did you mean ...?`, or empty.
+        hint: String,
+    },
     /// A tensor stored in a type this build cannot compute with.
     #[error("tensor '{tensor}' has type {found}, which this build does not support; supported: {supported}")]
     UnsupportedTensorType {
@@ -134,6 +150,8 @@ impl Error {
             Error::UnknownFormat { .. }
                 | Error::FormatNotSupported { .. }
                 | Error::MalformedGguf { .. }
+                | Error::MalformedSafetensors { .. }
+                | Error::UnknownTensor { .. }
                 | Error::UnsupportedTensorType { .. }
                 | Error::UnsupportedArchitecture { .. }
                 | Error::MissingMetadata(_)
