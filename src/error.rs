@@ -53,6 +53,24 @@ pub enum Error {
         /// Close names, as `; did you mean ...?`, or empty.
         hint: String,
     },
+    /// A Hugging Face `tokenizer.json` that could not be loaded.
+    #[error("{path}: {reason}")]
+    HfTokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A family did not report every block to the tracer (a bug in its `forward`).
+    #[error("the '{family}' family reported blocks [{reported}] to the tracer, expected 0..{expected}: every block must call ctx.trace(layer, \"block_out\", &x)")]
+    TraceIncomplete {
+        /// The family.
+        family: &'static str,
+        /// The blocks it reported.
+        reported: String,
+        /// The number of blocks.
+        expected: usize,
+    },
     /// A tensor stored in a type this build cannot compute with.
     #[error("tensor '{tensor}' has type {found}, which this build does not support; supported: {supported}")]
     UnsupportedTensorType {
@@ -152,6 +170,7 @@ impl Error {
                 | Error::MalformedGguf { .. }
                 | Error::MalformedSafetensors { .. }
                 | Error::UnknownTensor { .. }
+                | Error::HfTokenizer { .. }
                 | Error::UnsupportedTensorType { .. }
                 | Error::UnsupportedArchitecture { .. }
                 | Error::MissingMetadata(_)

@@ -15,7 +15,7 @@ use crate::formats::chat_template::{ChatTemplate, Message, RenderOptions};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
-use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo};
+use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo, Tracer};
 use crate::{Error, Result};
 pub use sampler::Params as SamplingParams;
 
@@ -271,6 +271,33 @@ impl Engine {
                 self.model
                     .forward(&input, &mut Forward::new(&mut self.cache))?,
             );
+            self.cached.extend_from_slice(chunk);
+        }
+        match logits {
+            Some(l) => Ok(l.to_vec1()?),
+            None => Err(Error::Config("nothing to feed: the prompt is empty".into())),
+        }
+    }
+
+    /// Like [`Engine::feed`], with every block's output reported to `tracer` (for
+    /// `inspect --layer-trace`); a prompt longer than the batch size reports once per chunk.
+    pub fn feed_traced(&mut self, tokens: &[u32], tracer: &mut dyn Tracer) -> Result<Vec<f32>> {
+        let needed = self.cached.len() + tokens.len();
+        if needed > self.ctx_size() {
+            return Err(Error::ContextFull {
+                needed,
+                ctx_size: self.ctx_size(),
+                model_max: self.info().context_length,
+            });
+        }
+        let mut logits = None;
+        for chunk in tokens.chunks(self.batch_size) {
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            let mut ctx = Forward {
+                cache: &mut self.cache,
+                tracer: Some(&mut *tracer),
+            };
+            logits = Some(self.model.forward(&input, &mut ctx)?);
             self.cached.extend_from_slice(chunk);
         }
         match logits {
