@@ -222,10 +222,11 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
     let n_tensors = r.u64("tensor count")?;
     let n_kv = r.u64("metadata count")?;
     // A metadata entry takes at least 13 bytes and a tensor entry at least 24, which bounds
-    // the counts by the file size; the vectors then grow only as entries are actually read.
+    // the counts by the file size. Nothing is reserved from a count: the vectors grow only as
+    // entries are actually read, so memory follows the bytes present, not the claims.
     r.check_count(n_kv, 13, "metadata count")?;
     r.check_count(n_tensors, 24, "tensor count")?;
-    let mut metadata = Vec::with_capacity((n_kv as usize).min(1024));
+    let mut metadata = Vec::new();
     for _ in 0..n_kv {
         let key = r.string("metadata key")?;
         let id = r.u32("value type")?;
@@ -238,7 +239,7 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
         let value = r.value(ty, &format!("value of '{key}'"), 0)?;
         metadata.push((key, value));
     }
-    let mut tensors = Vec::with_capacity((n_tensors as usize).min(1024));
+    let mut tensors = Vec::new();
     for _ in 0..n_tensors {
         let name = r.string("tensor name")?;
         let n_dims = r.u32("tensor rank")?;
@@ -401,7 +402,7 @@ impl<R: Read> Reader<R> {
         self.check_count(len, elem_type.min_size(), what)?;
         // `len` is now bounded by the bytes left in the file.
         let keep = len.min(self.opts.array_items as u64);
-        let mut items = Vec::with_capacity((keep as usize).min(4096));
+        let mut items = Vec::new();
         for _ in 0..keep {
             items.push(self.value(elem_type, what, depth + 1)?);
         }

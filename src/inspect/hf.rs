@@ -145,7 +145,7 @@ pub fn tokenizer(dir: &Path) -> TokenizerFacts {
                 continue;
             };
             if id >= size {
-                size = id + 1;
+                size = id.saturating_add(1);
             }
             ids.push((text.to_string(), id));
         }

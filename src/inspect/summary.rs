@@ -241,7 +241,7 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
                 key_dim,
                 value_dim: dims.value_head_dim.unwrap_or(key_dim),
             });
-    let weights = rows.iter().filter_map(|t| t.bytes).sum();
+    let weights = saturating_sum(rows.iter().filter_map(|t| t.bytes));
     let ctx = memory::ctx_size(ctx, dims.context_length);
     Summary {
         file: model.display_name(),
@@ -249,7 +249,7 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
         name: facts.name,
         architecture: facts.architecture,
         support: facts.support,
-        parameters: rows.iter().filter_map(|t| t.elements).sum(),
+        parameters: saturating_sum(rows.iter().filter_map(|t| t.elements)),
         tensor_count: rows.len(),
         quant_mix: quant_mix(&rows),
         dims: facts.dims,
@@ -259,6 +259,11 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
         problems,
         memory: memory::estimate(weights, kv, ctx, machine),
     }
+}
+
+/// A sum that stops at `u64::MAX` (sizes come from untrusted headers).
+pub fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0, u64::saturating_add)
 }
 
 fn quant_mix(rows: &[Tensor]) -> Vec<TypeShare> {
@@ -279,8 +284,8 @@ fn quant_mix(rows: &[Tensor]) -> Vec<TypeShare> {
         };
         let s = &mut mix[i];
         s.tensors += 1;
-        s.elements += t.elements.unwrap_or(0);
-        s.bytes += t.bytes.unwrap_or(0);
+        s.elements = s.elements.saturating_add(t.elements.unwrap_or(0));
+        s.bytes = s.bytes.saturating_add(t.bytes.unwrap_or(0));
     }
     mix.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.dtype.cmp(&b.dtype)));
     mix

@@ -149,6 +149,7 @@ pub fn group(tensors: &[Tensor]) -> Vec<Group> {
     for g in &mut groups {
         g.name = match g.blocks.as_slice() {
             [] => g.pattern.clone(),
+            [one] => g.pattern.replacen("{}", &one.to_string(), 1),
             blocks => g
                 .pattern
                 .replacen("{}", &format!("{{{}}}", ranges(blocks)), 1),
@@ -166,7 +167,7 @@ fn ranges(indices: &[u64]) -> String {
     let mut i = 0;
     while i < sorted.len() {
         let mut j = i;
-        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+        while j + 1 < sorted.len() && sorted[j].checked_add(1) == Some(sorted[j + 1]) {
             j += 1;
         }
         parts.push(match j - i {
@@ -217,6 +218,8 @@ mod tests {
             ]
         );
         assert_eq!((g[1].count, g[1].bytes), (30, Some(60)));
+        let single = group(&[t("blk.7.attn_q.weight", &[2], "F32", 8)]);
+        assert_eq!(single[0].name, "blk.7.attn_q.weight");
     }
 
     #[test]
@@ -237,5 +240,9 @@ mod tests {
         assert_eq!(ranges(&[5, 6, 9]), "5,6,9");
         assert_eq!(ranges(&[3]), "3");
         assert_eq!(ranges(&[0, 1, 2, 7, 8, 9, 10]), "0..2,7..10");
+        assert_eq!(
+            ranges(&[u64::MAX - 1, u64::MAX]),
+            format!("{},{}", u64::MAX - 1, u64::MAX)
+        );
     }
 }

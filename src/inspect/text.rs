@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use super::metadata::Entry;
 use super::probe::{LayerTrace, Logits, Rendered, Tokenized};
 use super::stats::Stats;
-use super::summary::{Special, Summary};
+use super::summary::{saturating_sum, Special, Summary};
 use super::tensors::{Group, Tensor};
 use super::values::{Dump, TensorStats};
 
@@ -50,11 +50,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// Lays out rows as left-aligned columns separated by two spaces (the last column unpadded).
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    // A row's last cell is not padded, so it does not widen its column either.
     let width: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
+                .filter(|r| c + 1 < r.len())
+                .map(|r| r[c].chars().count())
                 .max()
                 .unwrap_or(0)
         })
@@ -147,7 +148,7 @@ pub fn summary(s: &Summary) -> String {
             s.tensor_count
         ),
     );
-    let total: u64 = s.quant_mix.iter().map(|q| q.bytes).sum::<u64>().max(1);
+    let total = saturating_sum(s.quant_mix.iter().map(|q| q.bytes)).max(1);
     for (i, q) in s.quant_mix.iter().enumerate() {
         let note = if q.supported {
             ""
@@ -387,8 +388,8 @@ pub fn tensor_rows(tensors: &[Tensor]) -> String {
 }
 
 fn tensor_footer(tensors: &[Tensor]) -> String {
-    let elements: u64 = tensors.iter().filter_map(|t| t.elements).sum();
-    let size: u64 = tensors.iter().filter_map(|t| t.bytes).sum();
+    let elements = saturating_sum(tensors.iter().filter_map(|t| t.elements));
+    let size = saturating_sum(tensors.iter().filter_map(|t| t.bytes));
     format!(
         "{} tensors, {} parameters, {}\n",
         tensors.len(),
@@ -559,8 +560,9 @@ mod tests {
         let t = table(&[
             vec!["a".into(), "bb".into(), "x".into()],
             vec!["ccc".into(), "d".into(), "yy".into()],
+            vec!["e".into(), "a long last cell".into()],
         ]);
-        assert_eq!(t, "a    bb  x\nccc  d   yy\n");
+        assert_eq!(t, "a    bb  x\nccc  d   yy\ne    a long last cell\n");
     }
 
     #[test]

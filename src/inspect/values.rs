@@ -193,6 +193,8 @@ fn locate(model: &Model, name: &str) -> Result<Located> {
                 .ok_or_else(|| not_found(model, name))?;
             let type_name = ggml_types::name_of(t.type_id);
             let ty = ggml_types::by_id(t.type_id).ok_or_else(|| unsupported(name, &type_name))?;
+            // The extent check comes first: it bounds every size computed below by the file.
+            let (start, _) = header.extent(t).map_err(|r| bad(path, r))?;
             let decode = match (ty.candle, Plain::from_ggml(ty.name)) {
                 (Some(dtype), _) => {
                     let ne0 = t.dims.first().copied().unwrap_or(1);
@@ -212,7 +214,6 @@ fn locate(model: &Model, name: &str) -> Result<Located> {
                 (None, Some(plain)) => Decode::Plain(plain),
                 (None, None) => return Err(unsupported(name, &type_name)),
             };
-            let (start, _) = header.extent(t).map_err(|r| bad(path, r))?;
             Ok(Located {
                 file: path.clone(),
                 start,
@@ -366,6 +367,9 @@ pub fn stats(model: &Model, pattern: Option<&Regex>) -> Vec<TensorStats> {
             });
             let (stats, error) = match result {
                 Ok(s) => (Some(s), None),
+                Err(Error::UnsupportedTensorType { found, .. }) => {
+                    (None, Some(format!("{found}: not supported by this build")))
+                }
                 Err(e) => (None, Some(e.to_string())),
             };
             TensorStats {
