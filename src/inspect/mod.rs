@@ -40,7 +40,7 @@ pub enum Model {
     Safetensors {
         /// What was given on the command line.
         path: PathBuf,
-        /// The directory holding `config.json` and the tokenizer files, when there is one.
+        /// The directory where `config.json` and the tokenizer files would be.
         dir: Option<PathBuf>,
         /// The files and their headers.
         checkpoint: Checkpoint,
@@ -73,17 +73,14 @@ impl Model {
                 path: d.clone(),
                 dir: Some(d),
             }),
-            // `run` refuses a lone safetensors file; inspect reads it, with the config next
-            // to it when there is one.
+            // `run` refuses a lone safetensors file; inspect reads it, with the Hugging Face
+            // files beside it (config.json, tokenizer) when there are any.
             Err(Error::FormatNotSupported {
                 path: p,
                 format: "safetensors",
             }) => Ok(Self::Safetensors {
                 checkpoint: Checkpoint::single(&p)?,
-                dir: p
-                    .parent()
-                    .filter(|d| d.join("config.json").is_file())
-                    .map(Path::to_path_buf),
+                dir: p.parent().map(Path::to_path_buf),
                 path: p,
             }),
             Err(e) => Err(e),

@@ -52,8 +52,11 @@ pub fn tokenize(model: &Model, text: &str) -> Result<Tokenized> {
             )?;
             ids.iter().map(|&id| gguf_token(&t, id)).collect()
         }
-        Model::Safetensors { dir, path, .. } => {
-            let file = dir.as_deref().unwrap_or(path).join("tokenizer.json");
+        Model::Safetensors { dir, .. } => {
+            let file = dir
+                .as_deref()
+                .unwrap_or(Path::new("."))
+                .join("tokenizer.json");
             let bad = |e: Box<dyn std::error::Error + Send + Sync>| Error::HfTokenizer {
                 path: file.clone(),
                 reason: e.to_string(),
