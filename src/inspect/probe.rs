@@ -306,23 +306,7 @@ pub fn layer_trace(path: &Path, prompt: &str, opts: &LoadOptions) -> Result<Laye
         return Err(e.into());
     }
     let info = engine.info();
-    let reported: Vec<usize> = recorder
-        .points
-        .iter()
-        .filter(|p| p.point == "block_out")
-        .map(|p| p.layer)
-        .collect();
-    if reported != (0..info.n_layers).collect::<Vec<_>>() {
-        return Err(Error::TraceIncomplete {
-            family: info.family,
-            reported: reported
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            expected: info.n_layers,
-        });
-    }
+    check_every_block(&recorder.points, info.family, info.n_layers)?;
     let t = engine.tokenizer();
     Ok(LayerTrace {
         prompt: prompt.to_string(),
@@ -330,4 +314,57 @@ pub fn layer_trace(path: &Path, prompt: &str, opts: &LoadOptions) -> Result<Laye
         points: recorder.points,
         logits: Stats::of(&logits),
     })
+}
+
+/// Checks that `points` hold one `block_out` per block, in forward order: a family whose
+/// `forward` skips `ctx.trace` for some block fails here instead of printing a short table.
+fn check_every_block(points: &[TracePoint], family: &'static str, n_layers: usize) -> Result<()> {
+    let reported: Vec<usize> = points
+        .iter()
+        .filter(|p| p.point == "block_out")
+        .map(|p| p.layer)
+        .collect();
+    if reported == (0..n_layers).collect::<Vec<_>>() {
+        return Ok(());
+    }
+    Err(Error::TraceIncomplete {
+        family,
+        reported: reported
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        expected: n_layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(layer: usize) -> TracePoint {
+        TracePoint {
+            layer,
+            point: "block_out".into(),
+            stats: Stats::of(&[1.0]),
+        }
+    }
+
+    #[test]
+    fn a_family_that_skips_a_block_fails_the_trace() {
+        let all: Vec<TracePoint> = (0..4).map(point).collect();
+        assert!(check_every_block(&all, "llama", 4).is_ok());
+        let skipped = [point(0), point(1), point(3)];
+        let err = check_every_block(&skipped, "llama", 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'llama'") && err.contains("[0, 1, 3]"),
+            "{err}"
+        );
+        assert!(
+            check_every_block(&all[..3], "llama", 4).is_err(),
+            "a missing last block"
+        );
+    }
 }
