@@ -37,6 +37,40 @@ pub enum Error {
         /// What is wrong, with the offset where it was found.
         reason: String,
     },
+    /// A safetensors file or shard index whose structure is broken.
+    #[error("{path}: malformed safetensors: {reason}")]
+    MalformedSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor asked for by name that the model does not hold.
+    #[error("no tensor named '{name}' in the model{hint}")]
+    UnknownTensor {
+        /// The name asked for.
+        name: String,
+        /// Close names, as `; did you mean ...?`, or empty.
+        hint: String,
+    },
+    /// A Hugging Face `tokenizer.json` that could not be loaded.
+    #[error("{path}: {reason}")]
+    HfTokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A family did not report every block to the tracer (a bug in its `forward`).
+    #[error("the '{family}' family reported blocks [{reported}] to the tracer, expected 0..{expected}: every block must call ctx.trace(layer, \"block_out\", &x)")]
+    TraceIncomplete {
+        /// The family.
+        family: &'static str,
+        /// The blocks it reported.
+        reported: String,
+        /// The number of blocks.
+        expected: usize,
+    },
     /// A tensor stored in a type this build cannot compute with.
     #[error("tensor '{tensor}' has type {found}, which this build does not support; supported: {supported}")]
     UnsupportedTensorType {
@@ -134,6 +168,9 @@ impl Error {
             Error::UnknownFormat { .. }
                 | Error::FormatNotSupported { .. }
                 | Error::MalformedGguf { .. }
+                | Error::MalformedSafetensors { .. }
+                | Error::UnknownTensor { .. }
+                | Error::HfTokenizer { .. }
                 | Error::UnsupportedTensorType { .. }
                 | Error::UnsupportedArchitecture { .. }
                 | Error::MissingMetadata(_)

@@ -10,6 +10,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod inspect;
 pub mod models;
 pub mod ui;
 

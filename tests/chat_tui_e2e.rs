@@ -90,7 +90,10 @@ fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_term
     let model = real_model(SMOLLM2);
     let dir = tempfile::tempdir().unwrap();
     let t = Tmux::start(dir.path());
-    t.type_line("stty -g > before.txt");
+    let before = dir.path().join("before.txt");
+    let after = dir.path().join("after.txt");
+    t.type_line(&format!("stty -g > {}", before.display()));
+    t.wait_for("the shell", |_| before.exists(), 30);
     // An "editor" that writes a fixed message, for Ctrl+G.
     let editor = dir.path().join("editor.sh");
     std::fs::write(
@@ -99,11 +102,13 @@ fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_term
     )
     .unwrap();
     t.type_line(&format!(
-        "EDITOR='sh {}' XDG_DATA_HOME={} {} run {} --temp 0; stty -g > after.txt; echo DONE",
+        "cd {}; EDITOR='sh {}' XDG_DATA_HOME={} {} run {} --temp 0; stty -g > {}; echo DONE",
+        dir.path().display(),
         editor.display(),
         dir.path().display(),
         env!("CARGO_BIN_EXE_mlcli"),
-        model.display()
+        model.display(),
+        after.display()
     ));
     t.wait_for("the chat screen", |s| s.contains(IDLE), 60);
 
@@ -161,8 +166,8 @@ fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_term
         .unwrap_or("")
         .contains("dragon"));
     assert_eq!(messages[3]["role"], "assistant");
-    let before = std::fs::read_to_string(dir.path().join("before.txt")).unwrap();
-    let after = std::fs::read_to_string(dir.path().join("after.txt")).unwrap();
+    let before = std::fs::read_to_string(&before).expect("stty before");
+    let after = std::fs::read_to_string(&after).expect("stty after");
     assert_eq!(before, after, "terminal settings not restored");
     assert!(
         dir.path().join("mlcli/history.jsonl").exists(),

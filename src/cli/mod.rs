@@ -2,6 +2,7 @@
 //! that wires the library together and the only one that prints.
 
 pub mod completions;
+pub mod inspect;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,9 @@ pub enum Command {
     /// Generate text from a model: reads the prompt from arguments and/or stdin, prints only
     /// the model's text on stdout.
     Run(Box<run::Args>),
+    /// Show what a GGUF or safetensors model holds (summary, metadata, tensors, values,
+    /// tokenizer, chat template) and probe its forward pass (top logits, per-layer trace).
+    Inspect(Box<inspect::Args>),
     /// Print a shell completion script.
     Completions(completions::Args),
 }
@@ -29,6 +33,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Inspect(args) => inspect::run(*args),
         Command::Completions(args) => completions::run(args),
     }
 }

@@ -16,7 +16,7 @@ use crate::formats::chat_template::{ChatTemplate, RenderOptions};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
-use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo};
+use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo, Tracer};
 use crate::{Error, Result};
 pub use sampler::Params as SamplingParams;
 
@@ -262,6 +262,20 @@ impl Engine {
 
     /// Feeds `tokens` after what is cached and returns the last token's logits.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.feed_with(tokens, None)
+    }
+
+    /// Like [`Engine::feed`], with every block's output reported to `tracer` (for
+    /// `inspect --layer-trace`); a prompt longer than the batch size reports once per chunk.
+    pub fn feed_traced(&mut self, tokens: &[u32], tracer: &mut dyn Tracer) -> Result<Vec<f32>> {
+        self.feed_with(tokens, Some(tracer))
+    }
+
+    fn feed_with(
+        &mut self,
+        tokens: &[u32],
+        mut tracer: Option<&mut dyn Tracer>,
+    ) -> Result<Vec<f32>> {
         let needed = self.cached.len() + tokens.len();
         if needed > self.ctx_size() {
             return Err(Error::ContextFull {
@@ -273,10 +287,15 @@ impl Engine {
         let mut logits = None;
         for chunk in tokens.chunks(self.batch_size) {
             let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
-            logits = Some(
-                self.model
-                    .forward(&input, &mut Forward::new(&mut self.cache))?,
-            );
+            let mut ctx = Forward {
+                cache: &mut self.cache,
+                // Reborrow (not as_deref_mut) so the trait object's lifetime may shorten.
+                tracer: match tracer {
+                    Some(ref mut t) => Some(&mut **t),
+                    None => None,
+                },
+            };
+            logits = Some(self.model.forward(&input, &mut ctx)?);
             self.cached.extend_from_slice(chunk);
         }
         match logits {

@@ -91,10 +91,14 @@ pub fn supported_names() -> String {
 }
 
 impl GgmlType {
-    /// Bytes taken by `elements` values of this type, `None` when not a whole number of blocks.
+    /// Bytes taken by `elements` values of this type, `None` when not a whole number of blocks
+    /// or more than a `u64` counts.
     pub fn bytes_for(&self, elements: u64) -> Option<u64> {
         let bs = self.block_size as u64;
-        (elements % bs == 0).then(|| elements / bs * self.type_size as u64)
+        if elements % bs != 0 {
+            return None;
+        }
+        (elements / bs).checked_mul(self.type_size as u64)
     }
 }
 
@@ -110,6 +114,14 @@ mod tests {
                 assert_eq!(c.type_size(), t.type_size, "{}", t.name);
             }
         }
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_none_not_wrapped() {
+        // Found by the gguf_header fuzz target: a tensor of u64::MAX / 2 F32 elements.
+        let f32 = by_id(0).unwrap();
+        assert_eq!(f32.bytes_for(u64::MAX / 2), None);
+        assert_eq!(f32.bytes_for(1 << 60), Some(1 << 62));
     }
 
     #[test]

@@ -1,35 +1,50 @@
 //! A tolerant GGUF header reader of our own: bounds every length and offset by the file size
 //! before allocating, keeps tensors of any type (naming the ones this build cannot compute
-//! with), and reports where a broken file goes wrong. Used to validate a file before candle's
-//! reader loads it, and by `inspect`.
+//! with), keeps metadata values with their exact types (arrays with their length and as many
+//! leading elements as asked for), and reports where a broken file goes wrong. Used to
+//! validate a file before candle's reader loads it, and by `inspect`.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
 
 use super::ggml_types;
+pub use super::gguf_value::{Array, Value, ValueType};
 use crate::{Error, Result};
 
 /// The GGUF magic, as the first four bytes of the file.
 pub const MAGIC: &[u8; 4] = b"GGUF";
 
-/// A metadata value, with arrays summarised by element type and length.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    /// Any integer type.
-    Int(i128),
-    /// f32 or f64.
-    Float(f64),
-    /// A boolean.
-    Bool(bool),
-    /// A UTF-8 string (lossily decoded).
-    Str(String),
-    /// An array: element type id and length (contents skipped).
-    Array {
-        /// GGUF value type of the elements.
-        elem_type: u32,
-        /// Number of elements.
-        len: u64,
-    },
+/// Array elements kept by default: enough to show what an array holds.
+pub const PREVIEW_ITEMS: usize = 8;
+
+/// Deepest nesting of arrays inside arrays that the reader follows.
+pub const MAX_ARRAY_DEPTH: usize = 4;
+
+/// How much of the metadata to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Leading elements kept of every array (the rest is skipped, never allocated).
+    pub array_items: usize,
+}
+
+impl ReadOptions {
+    /// Arrays abbreviated to their first [`PREVIEW_ITEMS`] elements.
+    pub const PREVIEW: Self = Self {
+        array_items: PREVIEW_ITEMS,
+    };
+    /// Every array element kept (what a tokenizer needs).
+    pub const FULL: Self = Self {
+        array_items: usize::MAX,
+    };
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self::PREVIEW
+    }
 }
 
 /// One tensor's directory entry.
@@ -54,6 +69,8 @@ pub struct Header {
     pub metadata: Vec<(String, Value)>,
     /// Tensor directory in file order.
     pub tensors: Vec<TensorEntry>,
+    /// Alignment of the data section and of every tensor (`general.alignment`, default 32).
+    pub alignment: u64,
     /// Absolute offset of the tensor data section.
     pub data_offset: u64,
     /// Size of the file in bytes.
@@ -68,10 +85,7 @@ impl Header {
 
     /// `general.architecture`, when present and a string.
     pub fn architecture(&self) -> Option<&str> {
-        match self.get("general.architecture") {
-            Some(Value::Str(s)) => Some(s),
-            _ => None,
-        }
+        self.get("general.architecture").and_then(Value::as_str)
     }
 
     /// Checks that every tensor has a type this build computes with and lies inside the file.
@@ -87,36 +101,67 @@ impl Header {
             }
         }
         for t in &self.tensors {
-            let size = self.tensor_bytes(t).ok_or_else(|| {
-                malformed(
-                    path,
-                    format!(
-                        "tensor '{}' has {:?} elements, not a whole number of blocks",
-                        t.name, t.dims
-                    ),
-                )
-            })?;
-            let end = self
-                .data_offset
-                .checked_add(t.offset)
-                .and_then(|s| s.checked_add(size));
-            if end.is_none_or(|end| end > self.file_size) {
-                return Err(malformed(
-                    path,
-                    format!(
-                        "tensor '{}' ({size} bytes at data offset {}) extends past the end of the file ({} bytes): truncated?",
-                        t.name, t.offset, self.file_size
-                    ),
-                ));
-            }
+            self.extent(t).map_err(|reason| malformed(path, reason))?;
         }
         Ok(())
     }
 
     /// Bytes a tensor takes, when its type is known and its size a whole number of blocks.
     pub fn tensor_bytes(&self, t: &TensorEntry) -> Option<u64> {
-        let elements = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
-        ggml_types::by_id(t.type_id)?.bytes_for(elements)
+        ggml_types::by_id(t.type_id)?.bytes_for(t.elements()?)
+    }
+
+    /// Where a tensor's bytes lie in the file (absolute start, length), or why that is unknown
+    /// or impossible (unknown type, partial block, past the end of the file).
+    pub fn extent(&self, t: &TensorEntry) -> std::result::Result<(u64, u64), String> {
+        let size = self
+            .tensor_bytes(t)
+            .ok_or_else(|| match ggml_types::by_id(t.type_id) {
+                None => format!(
+                    "tensor '{}' has unknown type id {}, so its size is unknown",
+                    t.name, t.type_id
+                ),
+                Some(ty) => format!(
+                    "tensor '{}' has {:?} elements of {}, not a whole number of {}-element blocks",
+                    t.name, t.dims, ty.name, ty.block_size
+                ),
+            })?;
+        let start = self.data_offset.checked_add(t.offset);
+        match start.and_then(|s| s.checked_add(size)) {
+            Some(end) if end <= self.file_size => Ok((self.data_offset + t.offset, size)),
+            _ => Err(format!(
+                "tensor '{}' ({size} bytes at data offset {}) extends past the end of the file ({} bytes): truncated?",
+                t.name, t.offset, self.file_size
+            )),
+        }
+    }
+
+    /// Candle's view of the metadata (for the tokenizer), with no tensors. Arrays that were not
+    /// read whole ([`ReadOptions::PREVIEW`]) are left out.
+    pub fn to_candle_content(&self) -> gguf_file::Content {
+        let metadata: HashMap<String, gguf_file::Value> = self
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.to_candle()?)))
+            .collect();
+        gguf_file::Content {
+            magic: match self.version {
+                2 => gguf_file::VersionedMagic::GgufV2,
+                _ => gguf_file::VersionedMagic::GgufV3,
+            },
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: self.data_offset,
+        }
+    }
+}
+
+impl TensorEntry {
+    /// The number of elements, `None` when it overflows.
+    pub fn elements(&self) -> Option<u64> {
+        self.dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
     }
 }
 
@@ -127,20 +172,40 @@ fn malformed(path: &Path, reason: String) -> Error {
     }
 }
 
-/// Reads and checks the header of the GGUF file at `path`.
+/// Reads and checks the header of the GGUF file at `path`, arrays abbreviated.
 pub fn read(path: &Path) -> Result<Header> {
+    read_with(path, ReadOptions::PREVIEW)
+}
+
+/// Reads and checks the header of the GGUF file at `path`, keeping what `opts` asks for.
+pub fn read_with(path: &Path, opts: ReadOptions) -> Result<Header> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let file_size = file.metadata().map_err(io)?.len();
+    // Never buffer more than the file holds.
+    let capacity = usize::try_from(file_size.clamp(1, 1 << 16)).unwrap_or(1 << 16);
     let mut r = Reader {
-        inner: BufReader::with_capacity(1 << 16, file),
+        inner: BufReader::with_capacity(capacity, file),
         pos: 0,
         size: file_size,
+        opts,
     };
     parse(&mut r).map_err(|reason| malformed(path, reason))
+}
+
+/// Parses a GGUF header held in memory (`bytes` is the whole file, or its beginning when
+/// `file_size` says the file is longer). Errors name the path `<memory>`.
+pub fn parse_bytes(bytes: &[u8], file_size: u64, opts: ReadOptions) -> Result<Header> {
+    let mut r = Reader {
+        inner: bytes,
+        pos: 0,
+        size: file_size,
+        opts,
+    };
+    parse(&mut r).map_err(|reason| malformed(&PathBuf::from("<memory>"), reason))
 }
 
 fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
@@ -156,17 +221,25 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
     }
     let n_tensors = r.u64("tensor count")?;
     let n_kv = r.u64("metadata count")?;
-    // Every entry takes at least 8 bytes, which bounds the counts by the file size.
-    r.check_count(n_tensors, 8, "tensor count")?;
-    r.check_count(n_kv, 8, "metadata count")?;
-    let mut metadata = Vec::with_capacity(n_kv as usize);
+    // A metadata entry takes at least 13 bytes and a tensor entry at least 24, which bounds
+    // the counts by the file size. Nothing is reserved from a count: the vectors grow only as
+    // entries are actually read, so memory follows the bytes present, not the claims.
+    r.check_count(n_kv, 13, "metadata count")?;
+    r.check_count(n_tensors, 24, "tensor count")?;
+    let mut metadata = Vec::new();
     for _ in 0..n_kv {
         let key = r.string("metadata key")?;
-        let ty = r.u32("value type")?;
-        let value = r.value(ty, &key)?;
+        let id = r.u32("value type")?;
+        let ty = ValueType::from_id(id).ok_or_else(|| {
+            format!(
+                "metadata '{key}' has unknown value type {id} at offset {} (known: 0-12)",
+                r.pos - 4
+            )
+        })?;
+        let value = r.value(ty, &format!("value of '{key}'"), 0)?;
         metadata.push((key, value));
     }
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut tensors = Vec::new();
     for _ in 0..n_tensors {
         let name = r.string("tensor name")?;
         let n_dims = r.u32("tensor rank")?;
@@ -188,8 +261,10 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
         });
     }
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-        Some((_, Value::Int(a))) if *a > 0 && *a <= 1 << 20 => *a as u64,
-        Some((_, v)) => return Err(format!("general.alignment has an invalid value {v:?}")),
+        Some((_, v)) => match v.as_u64() {
+            Some(a) if a > 0 && a <= 1 << 20 => a,
+            _ => return Err(format!("general.alignment has an invalid value {v:?}")),
+        },
         None => 32,
     };
     let data_offset = r.pos.div_ceil(alignment) * alignment;
@@ -203,6 +278,7 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
         version,
         metadata,
         tensors,
+        alignment,
         data_offset,
         file_size: r.size,
     })
@@ -213,16 +289,22 @@ struct Reader<R> {
     inner: R,
     pos: u64,
     size: u64,
+    opts: ReadOptions,
 }
 
 impl<R: Read> Reader<R> {
-    fn bytes(&mut self, n: u64, what: &str) -> std::result::Result<Vec<u8>, String> {
+    fn check_bytes(&self, n: u64, what: &str) -> std::result::Result<(), String> {
         if n > self.size.saturating_sub(self.pos) {
             return Err(format!(
                 "{what} at offset {} needs {n} bytes but the file ends at {}: truncated",
                 self.pos, self.size
             ));
         }
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64, what: &str) -> std::result::Result<Vec<u8>, String> {
+        self.check_bytes(n, what)?;
         let mut buf = vec![0u8; n as usize];
         self.inner
             .read_exact(&mut buf)
@@ -232,12 +314,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn skip(&mut self, n: u64, what: &str) -> std::result::Result<(), String> {
-        if n > self.size.saturating_sub(self.pos) {
-            return Err(format!(
-                "{what} at offset {} needs {n} bytes but the file ends at {}: truncated",
-                self.pos, self.size
-            ));
-        }
+        self.check_bytes(n, what)?;
         let copied = std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink())
             .map_err(|e| format!("{what} at offset {}: {e}", self.pos))?;
         if copied != n {
@@ -248,9 +325,12 @@ impl<R: Read> Reader<R> {
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> std::result::Result<[u8; N], String> {
-        let v = self.bytes(N as u64, what)?;
+        self.check_bytes(N as u64, what)?;
         let mut a = [0u8; N];
-        a.copy_from_slice(&v);
+        self.inner
+            .read_exact(&mut a)
+            .map_err(|e| format!("{what} at offset {}: {e}", self.pos))?;
+        self.pos += N as u64;
         Ok(a)
     }
 
@@ -275,61 +355,75 @@ impl<R: Read> Reader<R> {
     fn string(&mut self, what: &str) -> std::result::Result<String, String> {
         let len = self.u64(what)?;
         let bytes = self.bytes(len, what)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
     }
 
-    /// Size in bytes of a fixed-size value type, `None` for strings and arrays.
-    fn fixed_size(ty: u32) -> Option<u64> {
-        match ty {
-            0 | 1 | 7 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
-        }
-    }
-
-    fn value(&mut self, ty: u32, key: &str) -> std::result::Result<Value, String> {
-        let what = format!("value of '{key}'");
+    fn value(
+        &mut self,
+        ty: ValueType,
+        what: &str,
+        depth: usize,
+    ) -> std::result::Result<Value, String> {
         Ok(match ty {
-            0 => Value::Int(self.array::<1>(&what)?[0] as i128),
-            1 => Value::Int(i8::from_le_bytes(self.array(&what)?) as i128),
-            2 => Value::Int(u16::from_le_bytes(self.array(&what)?) as i128),
-            3 => Value::Int(i16::from_le_bytes(self.array(&what)?) as i128),
-            4 => Value::Int(u32::from_le_bytes(self.array(&what)?) as i128),
-            5 => Value::Int(i32::from_le_bytes(self.array(&what)?) as i128),
-            6 => Value::Float(f32::from_le_bytes(self.array(&what)?) as f64),
-            7 => Value::Bool(self.array::<1>(&what)?[0] != 0),
-            8 => Value::Str(self.string(&what)?),
-            9 => {
-                let elem_type = self.u32(&what)?;
-                let len = self.u64(&what)?;
-                match (elem_type, Self::fixed_size(elem_type)) {
-                    (_, Some(size)) => self.skip(len.saturating_mul(size), &what)?,
-                    (8, None) => {
-                        self.check_count(len, 8, &what)?;
-                        for _ in 0..len {
-                            let n = self.u64(&what)?;
-                            self.skip(n, &what)?;
-                        }
-                    }
-                    _ => {
-                        return Err(format!(
-                            "{what}: arrays of type {elem_type} are not supported"
-                        ))
+            ValueType::U8 => Value::U8(u8::from_le_bytes(self.array(what)?)),
+            ValueType::I8 => Value::I8(i8::from_le_bytes(self.array(what)?)),
+            ValueType::U16 => Value::U16(u16::from_le_bytes(self.array(what)?)),
+            ValueType::I16 => Value::I16(i16::from_le_bytes(self.array(what)?)),
+            ValueType::U32 => Value::U32(u32::from_le_bytes(self.array(what)?)),
+            ValueType::I32 => Value::I32(i32::from_le_bytes(self.array(what)?)),
+            ValueType::F32 => Value::F32(f32::from_le_bytes(self.array(what)?)),
+            ValueType::Bool => Value::Bool(self.array::<1>(what)?[0] != 0),
+            ValueType::String => Value::Str(self.string(what)?),
+            ValueType::U64 => Value::U64(u64::from_le_bytes(self.array(what)?)),
+            ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(what)?)),
+            ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
+            ValueType::Array => Value::Array(self.array_value(what, depth)?),
+        })
+    }
+
+    fn array_value(&mut self, what: &str, depth: usize) -> std::result::Result<Array, String> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(format!(
+                "{what} at offset {}: arrays nested deeper than {MAX_ARRAY_DEPTH} levels",
+                self.pos
+            ));
+        }
+        let id = self.u32(what)?;
+        let elem_type = ValueType::from_id(id).ok_or_else(|| {
+            format!(
+                "{what} at offset {}: array of unknown value type {id}",
+                self.pos - 4
+            )
+        })?;
+        let len = self.u64(what)?;
+        self.check_count(len, elem_type.min_size(), what)?;
+        // `len` is now bounded by the bytes left in the file.
+        let keep = len.min(self.opts.array_items as u64);
+        let mut items = Vec::new();
+        for _ in 0..keep {
+            items.push(self.value(elem_type, what, depth + 1)?);
+        }
+        let rest = len - keep;
+        match elem_type.fixed_size() {
+            Some(size) => self.skip(rest * size, what)?,
+            None => {
+                for _ in 0..rest {
+                    if elem_type == ValueType::String {
+                        let n = self.u64(what)?;
+                        self.skip(n, what)?;
+                    } else {
+                        self.value(elem_type, what, depth + 1)?;
                     }
                 }
-                Value::Array { elem_type, len }
             }
-            10 => Value::Int(u64::from_le_bytes(self.array(&what)?) as i128),
-            11 => Value::Int(i64::from_le_bytes(self.array(&what)?) as i128),
-            12 => Value::Float(f64::from_le_bytes(self.array(&what)?)),
-            _ => {
-                return Err(format!(
-                    "{what} has unknown value type {ty} at offset {}",
-                    self.pos
-                ))
-            }
+        }
+        Ok(Array {
+            elem_type,
+            len,
+            items,
         })
     }
 }
@@ -337,57 +431,86 @@ impl<R: Read> Reader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::gguf_builder::{array, Builder};
 
-    fn parse_bytes(bytes: &[u8]) -> std::result::Result<Header, String> {
-        let mut r = Reader {
-            inner: bytes,
-            pos: 0,
-            size: bytes.len() as u64,
-        };
-        parse(&mut r)
+    fn parse(bytes: &[u8], opts: ReadOptions) -> Result<Header> {
+        parse_bytes(bytes, bytes.len() as u64, opts)
     }
 
-    fn tiny_file() -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&3u32.to_le_bytes());
-        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
-        b.extend_from_slice(&1u64.to_le_bytes()); // kv
-        let key = b"general.architecture";
-        b.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        b.extend_from_slice(key);
-        b.extend_from_slice(&8u32.to_le_bytes());
-        b.extend_from_slice(&5u64.to_le_bytes());
-        b.extend_from_slice(b"llama");
-        let name = b"w";
-        b.extend_from_slice(&(name.len() as u64).to_le_bytes());
-        b.extend_from_slice(name);
-        b.extend_from_slice(&1u32.to_le_bytes());
-        b.extend_from_slice(&4u64.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes()); // F32
-        b.extend_from_slice(&0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
-            b.push(0);
-        }
-        b.extend_from_slice(&[0u8; 16]);
-        b
+    fn sample() -> Builder {
+        Builder::new()
+            .meta("general.architecture", Value::Str("llama".into()))
+            .meta("llama.block_count", Value::U32(2))
+            .meta("llama.rope.freq_base", Value::F32(10_000.0))
+            .meta("x.signed", Value::I64(-7))
+            .meta(
+                "tokenizer.ggml.tokens",
+                array(
+                    ValueType::String,
+                    (0..20).map(|i| Value::Str(format!("t{i}"))).collect(),
+                ),
+            )
+            .meta(
+                "x.nested",
+                array(
+                    ValueType::Array,
+                    vec![array(ValueType::U8, vec![Value::U8(1), Value::U8(2)])],
+                ),
+            )
+            .zeroed_tensor("w", &[4, 2], 0)
+            .zeroed_tensor("q", &[256, 2], 23)
     }
 
     #[test]
-    fn reads_a_well_formed_header() {
-        let h = parse_bytes(&tiny_file()).unwrap();
+    fn values_keep_their_exact_types() {
+        let h = parse(&sample().to_bytes(), ReadOptions::PREVIEW).unwrap();
         assert_eq!(h.architecture(), Some("llama"));
-        assert_eq!(h.tensors[0].dims, vec![4]);
-        assert!(h.check_loadable(Path::new("x")).is_ok());
+        assert_eq!(h.get("llama.block_count"), Some(&Value::U32(2)));
+        assert_eq!(h.get("x.signed").and_then(Value::as_int), Some(-7));
+        assert_eq!(
+            h.get("x.nested").map(Value::type_name).as_deref(),
+            Some("ARRAY[ARRAY[UINT8]]")
+        );
     }
 
     #[test]
-    fn every_truncation_is_an_error_not_a_panic() {
-        let full = tiny_file();
-        for cut in 0..full.len() - 16 {
-            let r = parse_bytes(&full[..cut]);
-            assert!(r.is_err(), "cut at {cut} parsed");
-        }
+    fn arrays_are_previewed_or_kept_whole_as_asked() {
+        let bytes = sample().to_bytes();
+        let tokens = |h: &Header| h.get("tokenizer.ggml.tokens").unwrap().clone();
+        let preview = tokens(&parse(&bytes, ReadOptions::PREVIEW).unwrap());
+        let a = preview.as_array().unwrap();
+        assert_eq!((a.len, a.items.len()), (20, PREVIEW_ITEMS));
+        assert_eq!(a.items[7], Value::Str("t7".into()));
+        let full = tokens(&parse(&bytes, ReadOptions::FULL).unwrap());
+        assert!(full.as_array().unwrap().is_complete());
+        assert_eq!(full.as_array().unwrap().items[19], Value::Str("t19".into()));
+    }
+
+    #[test]
+    fn unsupported_tensor_types_are_kept_and_refused_only_for_loading() {
+        let h = parse(&sample().to_bytes(), ReadOptions::PREVIEW).unwrap();
+        assert_eq!(h.tensors[1].type_id, 23);
+        assert_eq!(h.extent(&h.tensors[1]).map(|e| e.1), Ok(2 * 136));
+        let err = h.check_loadable(Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("'q'") && err.contains("IQ4_XS"), "{err}");
+    }
+
+    #[test]
+    fn tensors_past_the_end_of_the_file_are_reported() {
+        let bytes = sample().to_bytes();
+        let h = parse_bytes(&bytes, bytes.len() as u64 - 1, ReadOptions::PREVIEW).unwrap();
+        let err = h.extent(&h.tensors[1]).unwrap_err();
+        assert!(err.contains("past the end"), "{err}");
+    }
+
+    #[test]
+    fn unknown_value_types_are_named_with_their_offset() {
+        let mut bytes = Builder::new().meta("k", Value::U8(1)).to_bytes();
+        // The value type of the only entry: magic, version, counts, key length, key.
+        let at = 4 + 4 + 8 + 8 + 8 + 1;
+        bytes[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
+        let err = parse(&bytes, ReadOptions::PREVIEW).unwrap_err().to_string();
+        assert!(err.contains("unknown value type 13"), "{err}");
     }
 
     #[test]
@@ -398,7 +521,22 @@ mod tests {
         b.extend_from_slice(&0u64.to_le_bytes());
         b.extend_from_slice(&1u64.to_le_bytes());
         b.extend_from_slice(&u64::MAX.to_le_bytes()); // key length
-        let err = parse_bytes(&b).unwrap_err();
+        b.extend_from_slice(&[0u8; 8]);
+        let err = parse(&b, ReadOptions::FULL).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn candle_content_holds_whole_arrays_only() {
+        let bytes = sample().to_bytes();
+        let preview = parse(&bytes, ReadOptions::PREVIEW)
+            .unwrap()
+            .to_candle_content();
+        assert!(!preview.metadata.contains_key("tokenizer.ggml.tokens"));
+        let full = parse(&bytes, ReadOptions::FULL)
+            .unwrap()
+            .to_candle_content();
+        assert!(full.metadata.contains_key("tokenizer.ggml.tokens"));
+        assert!(full.metadata.contains_key("general.architecture"));
     }
 }

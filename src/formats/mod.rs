@@ -1,12 +1,16 @@
-//! Bytes to meaning: format detection, GGUF reading, tensor names, weights, tokenizer and
-//! chat templates. Nothing here knows about model families; families hand their name tables
-//! in as data.
+//! Bytes to meaning: format detection, GGUF and safetensors header reading, tensor names,
+//! weights, tokenizer and chat templates. Nothing here knows about model families; families
+//! hand their name tables in as data.
 
 pub mod chat_template;
 pub mod detect;
 pub mod ggml_types;
 pub mod gguf;
+pub mod gguf_builder;
 pub mod gguf_header;
+pub mod gguf_value;
 pub mod names;
+pub mod safetensors_header;
+pub mod safetensors_index;
 pub mod tokenizer;
 pub mod weights;

@@ -68,7 +68,8 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
         let mut line = String::new();
         let mut len = 0;
         for word in para.split_inclusive(' ') {
-            let wlen = word.chars().count();
+            // A trailing space may hang past the edge; only the word itself must fit.
+            let wlen = word.trim_end_matches(' ').chars().count();
             if len + wlen > width && len > 0 {
                 out.push(std::mem::take(&mut line).trim_end().to_string());
                 len = 0;
