@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod models;
+pub mod store;
 pub mod ui;
 
 pub use error::{Error, Result};
