@@ -4,20 +4,21 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::store::{FileProgress, Progress};
 
-/// The CLI's [`Progress`].
+/// The CLI's [`Progress`]. Files download one after another, so each gets its own bar
+/// below the previous (finished) one.
 pub struct Reporter {
-    bars: Option<MultiProgress>,
+    bars: bool,
 }
 
 impl Reporter {
     /// Bars if stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
         Self {
-            bars: std::io::stderr().is_terminal().then(MultiProgress::new),
+            bars: std::io::stderr().is_terminal(),
         }
     }
 }
@@ -30,18 +31,13 @@ impl Default for Reporter {
 
 impl Progress for Reporter {
     fn note(&self, message: &str) {
-        match &self.bars {
-            Some(m) => {
-                let _ = m.println(format!("mlcli: {message}"));
-            }
-            None => eprintln!("mlcli: {message}"),
-        }
+        eprintln!("mlcli: {message}");
     }
 
     fn file(&self, name: &str, total: Option<u64>, start: u64) -> Box<dyn FileProgress + '_> {
-        match &self.bars {
-            Some(m) => Box::new(Bar(m.add(bar(name, total, start)))),
-            None => {
+        match self.bars {
+            true => Box::new(Bar(bar(name, total, start))),
+            false => {
                 let size =
                     total.map_or_else(|| "size unknown".into(), |t| HumanBytes(t).to_string());
                 let resume = if start > 0 {
@@ -66,12 +62,12 @@ impl Progress for Reporter {
 fn bar(name: &str, total: Option<u64>, start: u64) -> ProgressBar {
     let (pb, template) = match total {
         Some(t) => (
-            ProgressBar::new(t),
-            "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
         ),
         None => (
-            ProgressBar::no_length(),
-            "{msg:30!} {spinner} {bytes} {binary_bytes_per_sec}",
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            "{msg} {spinner} {bytes} {binary_bytes_per_sec}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {

