@@ -157,6 +157,9 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Resolving, downloading or removing a model failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
 }
 
 impl Error {
@@ -182,7 +185,7 @@ impl Error {
                 | Error::Tokenizer(_)
                 | Error::Template(_)
                 | Error::ContextFull { .. }
-        )
+        ) || matches!(self, Error::Store(e) if e.is_bad_input())
     }
 }
 

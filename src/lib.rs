@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod inspect;
 pub mod models;
+pub mod store;
 pub mod ui;
 
 pub use error::{Error, Result};

