@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one file per subcommand. This is the only layer
 //! that wires the library together and the only one that prints.
 
+pub mod bench;
 pub mod completions;
 pub mod run;
 
@@ -23,6 +24,9 @@ pub enum Command {
     Run(Box<run::Args>),
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// Measure throughput (llama-bench's pp/tg/pg tests) with latency, memory and a
+    /// reproducibility record; `bench compare` gates on regressions.
+    Bench(Box<bench::Args>),
 }
 
 /// Runs the parsed command line.
@@ -30,6 +34,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Completions(args) => completions::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
