@@ -108,8 +108,10 @@ if [ -n "$synthetic" ]; then
 fi
 
 log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-busy="$(ps -eo pcpu= | awk '{s+=$1} END {printf "%d", s}')"
-[ "$busy" -lt 20 ] || log "warning: other processes use ${busy}% CPU; figures will be low and noisy"
+if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  log "warning: the machine is busy (1-minute load above 0.5): figures will be low and noisy,"
+  log "         llama.cpp's far more than mlcli's (its threads spin at barriers); rerun when idle"
+fi
 
 ours="$results/mlcli.jsonl" theirs="$results/llama-bench.jsonl"
 : >"$ours"; : >"$theirs"
