@@ -5,6 +5,7 @@
 //! decode loop, and [`cli`] wires them together for each subcommand. See `docs/` and the
 //! design notes in the README.
 
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one file per subcommand. This is the only layer
 //! that wires the library together and the only one that prints.
 
+pub mod bench;
 pub mod completions;
 pub mod inspect;
 pub mod list;
@@ -38,6 +39,9 @@ pub enum Command {
     List(list::Args),
     /// Remove cached models.
     Rm(rm::Args),
+    /// Measure throughput (llama-bench's pp/tg/pg tests) with latency, memory and a
+    /// reproducibility record; `bench compare` gates on regressions.
+    Bench(Box<bench::Args>),
 }
 
 /// Runs the parsed command line.
@@ -49,6 +53,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => pull::run(args),
         Command::List(args) => list::run(args),
         Command::Rm(args) => rm::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 

@@ -94,6 +94,13 @@ pub struct Stats {
     pub tokens: Vec<u32>,
     /// Why it ended.
     pub stop_reason: StopReason,
+    /// When each generated token was sampled, from the start of the call (`[0]` is the TTFT).
+    pub token_times: Vec<Duration>,
+    /// Time in forward passes after the prompt (one single-token pass per sampled token but
+    /// the last); with `prompt_time`, all the model's compute.
+    pub decode_forward_time: Duration,
+    /// Time in the sampler, measured apart from the forward passes.
+    pub sampling_time: Duration,
 }
 
 impl Stats {
@@ -143,6 +150,13 @@ impl Engine {
                 })
             }
         };
+        Self::from_gguf(&gguf, opts)
+    }
+
+    /// Loads the model, tokenizer and chat template from an open GGUF (a file, or one built in
+    /// memory such as `bench --synthetic`).
+    pub fn from_gguf(gguf: &Gguf, opts: &LoadOptions) -> Result<Self> {
+        let path = gguf.path();
         // Refuse unsupported architectures before the slower tokenizer and weight loading.
         models::family_for_gguf(gguf.architecture()?)?;
         let tokenizer = Arc::new(Tokenizer::from_gguf(gguf.content())?);
@@ -151,7 +165,7 @@ impl Engine {
             None => gguf.opt_str("tokenizer.chat_template")?.map(str::to_string),
         };
         let template = source.as_deref().map(ChatTemplate::new).transpose()?;
-        let model = models::load_gguf(&gguf, &opts.device)?;
+        let model = models::load_gguf(gguf, &opts.device)?;
         let info = model.info();
         let ctx = match opts.ctx_size {
             Some(0) => info.context_length,
@@ -254,6 +268,21 @@ impl Engine {
         self.cached.len()
     }
 
+    /// Replaces the KV cache with an empty one holding `ctx` positions (0 = the model's).
+    pub fn set_ctx_size(&mut self, ctx: usize) -> Result<()> {
+        let ctx = if ctx == 0 {
+            self.info().context_length
+        } else {
+            ctx
+        };
+        if ctx == 0 {
+            return Err(Error::Config("context size must be at least 1".into()));
+        }
+        self.cache = KvCache::new(self.info().n_layers, ctx);
+        self.cached.clear();
+        Ok(())
+    }
+
     /// Forgets the cached conversation.
     pub fn reset(&mut self) {
         self.cache.reset();
@@ -346,9 +375,15 @@ impl Engine {
         let mut history = prompt.to_vec();
         let mut generated = Vec::new();
         let mut first_token_at = None;
+        let mut token_times = Vec::new();
+        let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
         let stop_reason = loop {
+            let sampling_start = Instant::now();
             let token = sampler.sample(&logits, &history);
-            first_token_at.get_or_insert_with(Instant::now);
+            let sampled_at = Instant::now();
+            sampling_time += sampled_at - sampling_start;
+            token_times.push(sampled_at - start);
+            first_token_at.get_or_insert(sampled_at);
             generated.push(token);
             history.push(token);
             if !params.ignore_eos && eog.contains(&token) {
@@ -367,7 +402,9 @@ impl Engine {
             if self.cached.len() >= self.ctx_size() {
                 break StopReason::ContextFull;
             }
+            let forward_start = Instant::now();
             logits = self.feed(&[token])?;
+            decode_forward_time += forward_start.elapsed();
         };
         if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
             let rest = stops.push(&stream.flush());
@@ -386,6 +423,9 @@ impl Engine {
             time_to_first_token: first - start,
             tokens: generated,
             stop_reason,
+            token_times,
+            decode_forward_time,
+            sampling_time,
         })
     }
 }

@@ -1,13 +1,16 @@
 //! GGUF files opened for loading: validated by our tolerant header reader, then read through
-//! candle's `gguf_file`, with typed metadata getters that accept any integer width.
+//! candle's `gguf_file`, with typed metadata getters that accept any integer width. A GGUF can
+//! also be assembled in memory (metadata and tensors, no file), e.g. for synthetic benchmarks.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::Device;
 
-use super::gguf_header::{self, Header};
+use super::ggml_types;
+use super::gguf_header::{self, Header, TensorEntry};
 use crate::{Error, Result};
 
 /// An open GGUF file.
@@ -15,7 +18,15 @@ pub struct Gguf {
     path: PathBuf,
     header: Header,
     content: gguf_file::Content,
-    file: Mutex<std::fs::File>,
+    data: Data,
+}
+
+/// Where tensor data comes from.
+enum Data {
+    /// Read on demand from the file.
+    File(Mutex<std::fs::File>),
+    /// Built in memory; each tensor is handed out once, so loading does not copy it.
+    Memory(Mutex<HashMap<String, QTensor>>),
 }
 
 impl Gguf {
@@ -37,7 +48,61 @@ impl Gguf {
             path: path.to_path_buf(),
             header,
             content,
-            file: Mutex::new(file),
+            data: Data::File(Mutex::new(file)),
+        })
+    }
+
+    /// A GGUF held in memory: `metadata` in order, and `tensors` already on the device they
+    /// will be used on. `name` stands in for the path in messages and as the model's name.
+    pub fn from_memory(
+        name: &str,
+        metadata: Vec<(String, gguf_file::Value)>,
+        tensors: Vec<(String, QTensor)>,
+    ) -> Result<Self> {
+        let mut entries = Vec::with_capacity(tensors.len());
+        let mut infos = HashMap::with_capacity(tensors.len());
+        for (tensor_name, t) in &tensors {
+            let dtype = t.dtype();
+            let type_id = ggml_types::TYPES
+                .iter()
+                .find(|ty| ty.candle == Some(dtype))
+                .map(|ty| ty.id)
+                .ok_or_else(|| Error::Config(format!("no ggml id for {dtype:?}")))?;
+            entries.push(TensorEntry {
+                name: tensor_name.clone(),
+                dims: t.shape().dims().iter().rev().map(|&d| d as u64).collect(),
+                type_id,
+                offset: 0,
+            });
+            let info = gguf_file::TensorInfo {
+                ggml_dtype: dtype,
+                shape: t.shape().clone(),
+                offset: 0,
+            };
+            infos.insert(tensor_name.clone(), info);
+        }
+        let header = Header {
+            version: 3,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), header_value(v)))
+                .collect(),
+            tensors: entries,
+            alignment: 32,
+            data_offset: 0,
+            file_size: 0,
+        };
+        let content = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: metadata.into_iter().collect(),
+            tensor_infos: infos,
+            tensor_data_offset: 0,
+        };
+        Ok(Self {
+            path: PathBuf::from(name),
+            header,
+            content,
+            data: Data::Memory(Mutex::new(tensors.into_iter().collect())),
         })
     }
 
@@ -81,18 +146,29 @@ impl Gguf {
             .collect()
     }
 
-    /// Reads one tensor onto `device`.
+    /// Reads one tensor onto `device` (in-memory tensors stay where they were built, and are
+    /// handed out once).
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| Error::Device("GGUF reader lock poisoned".into()))?;
-        self.content
-            .tensor(&mut *file, name, device)
-            .map_err(|e| Error::MalformedGguf {
-                path: self.path.clone(),
-                reason: format!("tensor '{name}': {e}"),
-            })
+        let poisoned = || Error::Device("GGUF reader lock poisoned".into());
+        match &self.data {
+            Data::File(file) => {
+                let mut file = file.lock().map_err(|_| poisoned())?;
+                self.content
+                    .tensor(&mut *file, name, device)
+                    .map_err(|e| Error::MalformedGguf {
+                        path: self.path.clone(),
+                        reason: format!("tensor '{name}': {e}"),
+                    })
+            }
+            Data::Memory(tensors) => tensors
+                .lock()
+                .map_err(|_| poisoned())?
+                .remove(name)
+                .ok_or_else(|| Error::MalformedGguf {
+                    path: self.path.clone(),
+                    reason: format!("tensor '{name}' is absent or was already loaded"),
+                }),
+        }
     }
 
     fn value(&self, key: &str) -> Result<&gguf_file::Value> {
@@ -176,6 +252,54 @@ impl Gguf {
         } else {
             Ok(None)
         }
+    }
+}
+
+/// The GGUF id of a value type.
+fn value_type_id(t: gguf_file::ValueType) -> u32 {
+    use gguf_file::ValueType as T;
+    match t {
+        T::U8 => 0,
+        T::I8 => 1,
+        T::U16 => 2,
+        T::I16 => 3,
+        T::U32 => 4,
+        T::I32 => 5,
+        T::F32 => 6,
+        T::Bool => 7,
+        T::String => 8,
+        T::Array => 9,
+        T::U64 => 10,
+        T::I64 => 11,
+        T::F64 => 12,
+    }
+}
+
+/// Our header's view of a candle metadata value (same type, same contents).
+fn header_value(v: &gguf_file::Value) -> gguf_header::Value {
+    use gguf_file::Value as V;
+    use gguf_header::Value as H;
+    match v {
+        V::U8(x) => H::U8(*x),
+        V::I8(x) => H::I8(*x),
+        V::U16(x) => H::U16(*x),
+        V::I16(x) => H::I16(*x),
+        V::U32(x) => H::U32(*x),
+        V::I32(x) => H::I32(*x),
+        V::U64(x) => H::U64(*x),
+        V::I64(x) => H::I64(*x),
+        V::F32(x) => H::F32(*x),
+        V::F64(x) => H::F64(*x),
+        V::Bool(x) => H::Bool(*x),
+        V::String(x) => H::Str(x.clone()),
+        V::Array(items) => H::Array(crate::formats::gguf_value::Array {
+            elem_type: crate::formats::gguf_value::ValueType::from_id(
+                items.first().map_or(0, |i| value_type_id(i.value_type())),
+            )
+            .unwrap_or(crate::formats::gguf_value::ValueType::U8),
+            len: items.len() as u64,
+            items: items.iter().map(header_value).collect(),
+        }),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
+pub mod synthetic;
 pub mod testing;
 
 use candle_core::{Device, Tensor};

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
+use super::synthetic::{self, Dims, Rng};
 use super::FamilySpec;
 use crate::Result;
 
@@ -25,43 +26,6 @@ pub const LAYERS: usize = 3;
 /// Trained context.
 pub const CONTEXT: usize = 256;
 
-/// A small deterministic generator (xorshift), so tiny models are identical across runs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn tensor(&mut self, shape: &[usize], center: f32, spread: f32) -> Result<Tensor> {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| center + spread * self.next_f32()).collect();
-        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-    }
-}
-
-/// Candle-order shape of a block tensor from its GGUF suffix.
-fn block_shape(suffix: &str, head_dim: usize) -> Option<Vec<usize>> {
-    let (q, kv) = (HEADS * head_dim, KV_HEADS * head_dim);
-    Some(match suffix {
-        s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
-            vec![head_dim]
-        }
-        s if s.ends_with("norm.weight") => vec![HIDDEN],
-        "attn_q.weight" => vec![q, HIDDEN],
-        "attn_k.weight" | "attn_v.weight" => vec![kv, HIDDEN],
-        "attn_output.weight" => vec![HIDDEN, q],
-        "attn_q.bias" => vec![q],
-        "attn_k.bias" | "attn_v.bias" => vec![kv],
-        "ffn_gate.weight" | "ffn_up.weight" => vec![FFN, HIDDEN],
-        "ffn_down.weight" => vec![HIDDEN, FFN],
-        _ => return None,
-    })
-}
-
 /// Writes a tiny random-weight GGUF for `spec` (architecture `spec.gguf_architectures[0]`,
 /// or `arch_override`) with matrices stored as `dtype`.
 pub fn write_tiny_gguf(
@@ -72,37 +36,24 @@ pub fn write_tiny_gguf(
     arch_override: Option<&str>,
 ) -> Result<()> {
     let arch = arch_override.unwrap_or(spec.gguf_architectures[0]);
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let head_dim = spec
         .tiny
         .metadata
         .iter()
         .find(|(k, _)| *k == "attention.key_length")
         .map_or(HIDDEN / HEADS, |(_, v)| *v as usize);
-    let u = |v: usize| gguf_file::Value::U32(v as u32);
-    let mut meta: Vec<(String, gguf_file::Value)> = vec![
-        (
-            "general.architecture".into(),
-            gguf_file::Value::String(arch.into()),
-        ),
-        (format!("{arch}.block_count"), u(LAYERS)),
-        (format!("{arch}.embedding_length"), u(HIDDEN)),
-        (format!("{arch}.feed_forward_length"), u(FFN)),
-        (format!("{arch}.attention.head_count"), u(HEADS)),
-        (format!("{arch}.attention.head_count_kv"), u(KV_HEADS)),
-        (format!("{arch}.context_length"), u(CONTEXT)),
-        (
-            format!("{arch}.attention.layer_norm_rms_epsilon"),
-            gguf_file::Value::F32(1e-6),
-        ),
-        (
-            format!("{arch}.rope.freq_base"),
-            gguf_file::Value::F32(10_000.0),
-        ),
-    ];
-    for (k, v) in spec.tiny.metadata {
-        meta.push((format!("{arch}.{k}"), gguf_file::Value::U32(*v)));
-    }
+    let dims = Dims {
+        layers: LAYERS,
+        hidden: HIDDEN,
+        heads: HEADS,
+        kv_heads: KV_HEADS,
+        head_dim,
+        ffn: FFN,
+        vocab: VOCAB,
+        context: CONTEXT,
+    };
+    let meta = synthetic::metadata(arch, &dims, 1e-6, 10_000.0, spec.tiny.metadata);
     let quantize = |t: &Tensor, is_matrix: bool| -> Result<QTensor> {
         let ty = if is_matrix { dtype } else { GgmlDType::F32 };
         Ok(QTensor::quantize(t, ty)?)
@@ -119,7 +70,7 @@ pub fn write_tiny_gguf(
     ];
     for layer in 0..LAYERS {
         for suffix in spec.tiny.block_tensors {
-            let shape = block_shape(suffix, head_dim).ok_or_else(|| {
+            let shape = synthetic::block_shape(suffix, &dims).ok_or_else(|| {
                 crate::Error::Config(format!(
                     "tiny model: no shape rule for block tensor '{suffix}'"
                 ))

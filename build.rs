@@ -1,0 +1,45 @@
+//! Build script: records the git commit and the candle version the binary is built from, for
+//! the reproducibility record of `mlcli bench` (`MLCLI_GIT_COMMIT`, `MLCLI_CANDLE_VERSION`;
+//! "unknown" when git or the lock file is not available, e.g. when built from a crate tarball).
+
+use std::path::Path;
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// The version of `name` in `Cargo.lock`.
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    let start = lock.find(&needle)? + needle.len();
+    let len = lock[start..].find('"')?;
+    Some(lock[start..start + len].to_string())
+}
+
+fn main() {
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MLCLI_GIT_COMMIT={commit}");
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs.
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+    }
+    if let (Some(common), Some(head_ref)) = (
+        git(&["rev-parse", "--git-common-dir"]),
+        git(&["rev-parse", "--symbolic-full-name", "HEAD"]),
+    ) {
+        println!("cargo:rerun-if-changed={common}/{head_ref}");
+        println!("cargo:rerun-if-changed={common}/packed-refs");
+    }
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let lock_path = Path::new(&manifest).join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock_path.display());
+    let candle = std::fs::read_to_string(&lock_path)
+        .ok()
+        .and_then(|lock| locked_version(&lock, "candle-core"))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MLCLI_CANDLE_VERSION={candle}");
+    println!("cargo:rerun-if-changed=build.rs");
+}

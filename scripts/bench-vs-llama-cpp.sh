@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Run llama.cpp's llama-bench and `mlcli bench` on the same models and settings, and print a
+# side-by-side table with ratios (mlcli / llama.cpp) per test.
+#
+#   scripts/bench-vs-llama-cpp.sh [options] [MODEL.gguf ...]
+#
+#   MODEL...                 default: the two test models (scripts/fetch-test-models.sh)
+#   -p LIST, -n LIST         prompt and generation sizes (default 512 and 128), as llama-bench
+#   -r N                     repetitions (default 5)
+#   -t N                     threads (default: the number of physical cores)
+#   --synthetic NAME:QUANT   also compare a synthetic model: mlcli writes it to a GGUF
+#                            (--write-gguf) and both tools run that file
+#   --tokenizer-from GGUF    tokenizer for --synthetic files (llama.cpp needs one; default:
+#                            mlcli's made-up byte-level vocabulary)
+#
+# llama-bench is built once, from the llama.cpp copy vendored in the PyPI source distribution
+# of llama-cpp-python (no git access needed), into ${MLCLI_LLAMA_CPP_CACHE:-~/.cache/mlcli/llama.cpp}.
+# The build targets this CPU (-march=native) without AMX, whose kernels crash on some virtual
+# machines. mlcli is built with `cargo build --release` unless $MLCLI_BIN names a binary.
+# Raw JSON of both tools goes to ${RESULTS:-target/bench-vs-llama-cpp}/.
+# Benchmarks are only meaningful on an otherwise idle machine: the load is printed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LCP_VERSION="0.3.36"
+LCP_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+cache="${MLCLI_LLAMA_CPP_CACHE:-$HOME/.cache/mlcli/llama.cpp}"
+results="${RESULTS:-target/bench-vs-llama-cpp}"
+python="${PYTHON:-python3}"
+jobs="${JOBS:-2}"
+
+prompt=512 gen=128 reps=5 threads="" synthetic="" tokenizer_from=""
+models=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p) prompt="$2"; shift 2 ;;
+    -n) gen="$2"; shift 2 ;;
+    -r) reps="$2"; shift 2 ;;
+    -t) threads="$2"; shift 2 ;;
+    --synthetic) synthetic="$2"; shift 2 ;;
+    --tokenizer-from) tokenizer_from="$2"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -*) echo "bench-vs-llama-cpp: unknown option $1" >&2; exit 2 ;;
+    *) models+=("$1"); shift ;;
+  esac
+done
+if [ -z "$threads" ]; then
+  threads="$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)"
+  [ "$threads" -gt 0 ] || threads="$(nproc)"
+fi
+if [ ${#models[@]} -eq 0 ] && [ -z "$synthetic" ]; then
+  dir="${MLCLI_TEST_MODELS:-$HOME/.cache/mlcli/test-models}"
+  models=("$dir/SmolLM2-135M-Instruct.Q4_1.gguf" "$dir/gemma-3-270m-q4_k_m.gguf")
+fi
+
+log() { echo "bench-vs-llama-cpp: $*" >&2; }
+
+# --- llama-bench, built once ------------------------------------------------------------------
+llama_bench="$cache/build/bin/llama-bench"
+if [ ! -x "$llama_bench" ]; then
+  mkdir -p "$cache"
+  sdist="$cache/llama_cpp_python-$LCP_VERSION.tar.gz"
+  if [ ! -f "$sdist" ]; then
+    log "downloading llama-cpp-python $LCP_VERSION (source distribution) from PyPI"
+    # Only this package as source: ':all:' would also build pip's build tools (cmake!) from
+    # source just to read the package's metadata.
+    "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+      "llama-cpp-python==$LCP_VERSION" -d "$cache"
+  fi
+  echo "$LCP_SHA256  $sdist" | sha256sum --check --quiet
+  src="$cache/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp"
+  [ -d "$src" ] || tar -xzf "$sdist" -C "$cache"
+  cmake="$(command -v cmake || true)"
+  if [ -z "$cmake" ]; then
+    [ -x "$cache/venv/bin/cmake" ] || {
+      log "installing cmake (PyPI wheel) into $cache/venv"
+      "$python" -m venv "$cache/venv"
+      "$cache/venv/bin/pip" install --quiet cmake
+    }
+    cmake="$cache/venv/bin/cmake"
+  fi
+  flags="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  log "configuring llama.cpp (Release, CPU, $flags)"
+  "$cmake" -S "$src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF >"$cache/configure.log"
+  log "building llama-bench with -j$jobs (a few minutes; log in $cache/build.log)"
+  nice -n 10 "$cmake" --build "$cache/build" --target llama-bench -j "$jobs" >"$cache/build.log"
+fi
+
+# --- mlcli ------------------------------------------------------------------------------------
+mlcli="${MLCLI_BIN:-}"
+if [ -z "$mlcli" ]; then
+  log "building mlcli (cargo build --release)"
+  cargo build --release --quiet
+  mlcli="target/release/mlcli"
+fi
+
+mkdir -p "$results"
+if [ -n "$synthetic" ]; then
+  file="$results/synthetic-${synthetic//:/-}.gguf"
+  args=(bench --synthetic "$synthetic" --write-gguf "$file")
+  [ -n "$tokenizer_from" ] && args+=(--tokenizer-from "$tokenizer_from")
+  log "writing $synthetic to $file"
+  "$mlcli" "${args[@]}"
+  models+=("$file")
+fi
+
+log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  log "warning: the machine is busy (1-minute load above 0.5): figures will be low and noisy,"
+  log "         llama.cpp's far more than mlcli's (its threads spin at barriers); rerun when idle"
+fi
+
+ours="$results/mlcli.jsonl" theirs="$results/llama-bench.jsonl"
+: >"$ours"; : >"$theirs"
+for m in "${models[@]}"; do
+  log "llama-bench: $m"
+  "$llama_bench" -m "$m" -p "$prompt" -n "$gen" -r "$reps" -t "$threads" -o jsonl >>"$theirs"
+  log "mlcli bench: $m"
+  "$mlcli" bench -m "$m" -p "$prompt" -n "$gen" -r "$reps" -t "$threads" -o jsonl >>"$ours"
+done
+
+"$python" - "$theirs" "$ours" <<'PY'
+import json, os, sys
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+theirs, ours = rows(sys.argv[1]), rows(sys.argv[2])
+def key(r, file_field):
+    return (os.path.basename(r[file_field]), r["n_prompt"], r["n_gen"], r.get("n_depth", 0), r["n_threads"])
+mine = {key(r, "model_file"): r for r in ours}
+print("| model | test | threads | llama.cpp t/s | mlcli t/s | mlcli / llama.cpp |")
+print("| --- | --- | ---: | ---: | ---: | ---: |")
+for t in theirs:
+    k = key(t, "model_filename")
+    o = mine.get(k)
+    test = f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}" if t["n_prompt"] == 0 else f"pp{t['n_prompt']}+tg{t['n_gen']}"
+    if t.get("n_depth", 0):
+        test += f" @ d{t['n_depth']}"
+    ours_cell = f"{o['avg_ts']:.2f} ± {o['stddev_ts']:.2f}" if o else "missing"
+    ratio = f"{o['avg_ts'] / t['avg_ts']:.2f}" if o else "n/a"
+    print(f"| {k[0]} | {test} | {t['n_threads']} | {t['avg_ts']:.2f} ± {t['stddev_ts']:.2f} | {ours_cell} | {ratio} |")
+build = theirs[0].get("build_commit", "?") if theirs else "?"
+rec = ours[0]["record"] if ours else {}
+print(f"\nllama.cpp {build} (llama-cpp-python sdist); mlcli {rec.get('mlcli_version', '?')} ({rec.get('git_commit', '?')[:12]}), candle {rec.get('candle_version', '?')}; {rec.get('cpu_model', '?')}")
+PY

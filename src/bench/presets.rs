@@ -1,0 +1,391 @@
+//! The table of synthetic models (`bench --synthetic NAME:QUANT`): published model shapes for
+//! the families this build runs, and llama.cpp's quantization mixes (`llama-quantize`'s choice
+//! of type per tensor), so a synthetic model matches a real download tensor for tensor.
+//!
+//! Mixture-of-experts presets (e.g. `qwen3-moe-30b-a3b`) wait for a MoE family: the registry
+//! has none yet, and a preset must run through real family code.
+
+use candle_core::quantized::GgmlDType;
+
+use crate::models::synthetic::{Dims, Planned, Role};
+
+/// One model shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Preset {
+    /// Name used on the command line.
+    pub name: &'static str,
+    /// The published model it reproduces.
+    pub about: &'static str,
+    /// The family (registry id) that runs it.
+    pub family: &'static str,
+    /// Dimensions.
+    pub dims: Dims,
+    /// Output layer shares the embedding table.
+    pub tied_embeddings: bool,
+    /// Carries llama 3's per-frequency RoPE factors (`rope_freqs.weight`).
+    pub rope_freqs: bool,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// RoPE base.
+    pub rope_base: f32,
+    /// Further `{arch}.{key}` integers the family reads.
+    pub extra: &'static [(&'static str, u32)],
+}
+
+const fn dims(
+    layers: usize,
+    hidden: usize,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+    ffn: usize,
+    vocab: usize,
+    context: usize,
+) -> Dims {
+    Dims {
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn,
+        vocab,
+        context,
+    }
+}
+
+const LLAMA3_VOCAB: usize = 128_256;
+const QWEN_VOCAB: usize = 151_936;
+const GEMMA3_VOCAB: usize = 262_144;
+const GEMMA3_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 256),
+    ("attention.value_length", 256),
+    ("attention.sliding_window", 512),
+];
+const QWEN3_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 128),
+    ("attention.value_length", 128),
+];
+
+/// Every preset (dense only: see the module documentation).
+pub static PRESETS: &[Preset] = &[
+    Preset {
+        name: "llama-tiny",
+        about: "a tiny llama for smoke tests (2 layers, 256 wide)",
+        family: "llama",
+        dims: dims(2, 256, (4, 2, 64), 512, 512, 2048),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-5,
+        rope_base: 10_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "smollm2-135m",
+        about: "SmolLM2 135M",
+        family: "llama",
+        dims: dims(30, 576, (9, 3, 64), 1536, 49_152, 8192),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-5,
+        rope_base: 100_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "llama-1b",
+        about: "Llama 3.2 1B",
+        family: "llama",
+        dims: dims(16, 2048, (32, 8, 64), 8192, LLAMA3_VOCAB, 131_072),
+        tied_embeddings: true,
+        rope_freqs: true,
+        eps: 1e-5,
+        rope_base: 500_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "llama-3b",
+        about: "Llama 3.2 3B",
+        family: "llama",
+        dims: dims(28, 3072, (24, 8, 128), 8192, LLAMA3_VOCAB, 131_072),
+        tied_embeddings: true,
+        rope_freqs: true,
+        eps: 1e-5,
+        rope_base: 500_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "llama-8b",
+        about: "Llama 3.1 8B",
+        family: "llama",
+        dims: dims(32, 4096, (32, 8, 128), 14_336, LLAMA3_VOCAB, 131_072),
+        tied_embeddings: false,
+        rope_freqs: true,
+        eps: 1e-5,
+        rope_base: 500_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "qwen2.5-0.5b",
+        about: "Qwen2.5 0.5B",
+        family: "qwen2",
+        dims: dims(24, 896, (14, 2, 64), 4864, QWEN_VOCAB, 32_768),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: &[],
+    },
+    Preset {
+        name: "qwen3-0.6b",
+        about: "Qwen3 0.6B",
+        family: "qwen3",
+        dims: dims(28, 1024, (16, 8, 128), 3072, QWEN_VOCAB, 40_960),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: QWEN3_EXTRA,
+    },
+    Preset {
+        name: "qwen3-8b",
+        about: "Qwen3 8B",
+        family: "qwen3",
+        dims: dims(36, 4096, (32, 8, 128), 12_288, QWEN_VOCAB, 40_960),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: QWEN3_EXTRA,
+    },
+    Preset {
+        name: "gemma3-270m",
+        about: "Gemma 3 270M",
+        family: "gemma3",
+        dims: dims(18, 640, (4, 1, 256), 2048, GEMMA3_VOCAB, 32_768),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: GEMMA3_EXTRA,
+    },
+    Preset {
+        name: "gemma3-1b",
+        about: "Gemma 3 1B",
+        family: "gemma3",
+        dims: dims(26, 1152, (4, 1, 256), 6912, GEMMA3_VOCAB, 32_768),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: GEMMA3_EXTRA,
+    },
+];
+
+/// A quantization mix, as `llama-quantize` names its file types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// The type of most matrices.
+    pub base: GgmlDType,
+    /// Q4_K_M's extra bits: Q6_K for `attn_v` and `ffn_down` in the layers llama.cpp picks.
+    pub more_bits_v_down: bool,
+    /// llama.cpp's `general.file_type` for this mix.
+    pub file_type: u32,
+}
+
+/// Every mix a preset can take.
+pub static MIXES: &[Mix] = &[
+    mix("f32", GgmlDType::F32, 0),
+    mix("f16", GgmlDType::F16, 1),
+    mix("q8_0", GgmlDType::Q8_0, 7),
+    mix("q6_k", GgmlDType::Q6K, 18),
+    mix("q5_0", GgmlDType::Q5_0, 8),
+    mix("q5_1", GgmlDType::Q5_1, 9),
+    mix("q4_0", GgmlDType::Q4_0, 2),
+    mix("q4_1", GgmlDType::Q4_1, 3),
+    Mix {
+        name: "q4_k_m",
+        base: GgmlDType::Q4K,
+        more_bits_v_down: true,
+        file_type: 15,
+    },
+    // `q4_k` names the usual Q4_K download, Q4_K_M.
+    Mix {
+        name: "q4_k",
+        base: GgmlDType::Q4K,
+        more_bits_v_down: true,
+        file_type: 15,
+    },
+];
+
+const fn mix(name: &'static str, base: GgmlDType, file_type: u32) -> Mix {
+    Mix {
+        name,
+        base,
+        more_bits_v_down: false,
+        file_type,
+    }
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third
+/// one between.
+fn use_more_bits(layer: usize, n_layers: usize) -> bool {
+    layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2
+}
+
+/// llama.cpp's fallback when rows are not a whole number of the type's blocks.
+fn compatible(ty: GgmlDType, row: usize) -> GgmlDType {
+    if row % ty.block_size() == 0 {
+        return ty;
+    }
+    let fallback = match ty {
+        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        other => other,
+    };
+    if row % fallback.block_size() == 0 {
+        fallback
+    } else {
+        GgmlDType::F16
+    }
+}
+
+impl Mix {
+    /// The type `llama-quantize` gives tensor `t` of a model with `n_layers` blocks.
+    pub fn type_for(&self, t: &Planned, n_layers: usize) -> GgmlDType {
+        let row = t.shape.last().copied().unwrap_or(1);
+        let quantized = !matches!(self.base, GgmlDType::F32 | GgmlDType::F16);
+        let ty = match t.role {
+            Role::Vector => return GgmlDType::F32,
+            _ if !quantized => self.base,
+            Role::Output if row % self.base.block_size() != 0 => GgmlDType::Q8_0,
+            Role::Output if self.base == GgmlDType::Q8_0 => GgmlDType::Q8_0,
+            Role::Output => GgmlDType::Q6K,
+            Role::AttnV | Role::FfnDown
+                if self.more_bits_v_down && use_more_bits(t.layer.unwrap_or(0), n_layers) =>
+            {
+                GgmlDType::Q6K
+            }
+            Role::AttnV | Role::FfnDown | Role::Matrix | Role::Embedding => self.base,
+        };
+        compatible(ty, row)
+    }
+}
+
+/// A preset and a mix, parsed from `NAME:MIX`.
+#[derive(Clone, Copy, Debug)]
+pub struct Choice {
+    /// The shape.
+    pub preset: Preset,
+    /// The quantization.
+    pub mix: Mix,
+}
+
+impl Choice {
+    /// `NAME:MIX`, e.g. `llama-1b:q4_0`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.preset.name, self.mix.name)
+    }
+}
+
+/// Every `NAME` and every `MIX`, for messages and help.
+pub fn listing() -> String {
+    let names: Vec<String> = PRESETS
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.about))
+        .collect();
+    let mixes: Vec<&str> = MIXES.iter().map(|m| m.name).collect();
+    format!(
+        "presets: {}; quantizations: {}; no MoE presets yet (no MoE family in this build)",
+        names.join(", "),
+        mixes.join(", ")
+    )
+}
+
+/// Parses `NAME:MIX`; the error lists what exists.
+pub fn parse(spec: &str) -> Result<Choice, String> {
+    let (name, mix) = spec.split_once(':').ok_or_else(|| {
+        format!(
+            "'{spec}': expected NAME:QUANT, e.g. llama-1b:q4_0; {}",
+            listing()
+        )
+    })?;
+    let preset = PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("unknown preset '{name}'; {}", listing()))?;
+    let mix = MIXES
+        .iter()
+        .find(|m| m.name == mix.to_ascii_lowercase())
+        .ok_or_else(|| format!("unknown quantization '{mix}'; {}", listing()))?;
+    Ok(Choice {
+        preset: *preset,
+        mix: *mix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{synthetic, FAMILIES};
+
+    #[test]
+    fn names_parse_and_unknown_ones_list_the_table() {
+        let c = parse("llama-1b:q4_0").unwrap();
+        assert_eq!((c.preset.dims.layers, c.mix.base), (16, GgmlDType::Q4_0));
+        assert_eq!(c.label(), "llama-1b:q4_0");
+        assert_eq!(parse("llama-8b:Q4_K").unwrap().mix.name, "q4_k");
+        let e = parse("qwen3-moe-30b-a3b:q4_k").unwrap_err();
+        assert!(e.contains("llama-1b") && e.contains("no MoE"), "{e}");
+        assert!(parse("llama-1b").unwrap_err().contains("NAME:QUANT"));
+        assert!(parse("llama-1b:q3_xs").unwrap_err().contains("q4_k_m"));
+    }
+
+    #[test]
+    fn every_preset_names_a_registered_family_and_unique_name() {
+        let mut seen = std::collections::HashSet::new();
+        for p in PRESETS {
+            assert!(seen.insert(p.name), "{}", p.name);
+            assert!(FAMILIES.iter().any(|f| f.id == p.family), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn llama_1b_q4_0_has_llama_3_2_1b_shapes_and_size() {
+        let c = parse("llama-1b:q4_0").unwrap();
+        let spec = FAMILIES.iter().find(|f| f.id == "llama").unwrap();
+        let plan = synthetic::plan(spec, &c.preset.dims, true, true).unwrap();
+        let bytes: usize = plan
+            .iter()
+            .map(|t| {
+                let ty = c.mix.type_for(t, 16);
+                t.shape.iter().product::<usize>() / ty.block_size() * ty.type_size()
+            })
+            .sum();
+        let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        // Llama 3.2 1B: 1.24 B parameters; bartowski's Q4_0 file is 771 MB (Q6_K embedding).
+        assert_eq!(params, 1_235_814_432);
+        assert!((760_000_000..780_000_000).contains(&bytes), "{bytes}");
+        let embd = &plan[0];
+        assert_eq!(c.mix.type_for(embd, 16), GgmlDType::Q6K);
+    }
+
+    #[test]
+    fn q4_k_m_gives_more_bits_where_llama_quantize_does() {
+        let m = parse("llama-8b:q4_k_m").unwrap().mix;
+        let v = |layer| Planned {
+            name: String::new(),
+            shape: vec![1024, 4096],
+            role: Role::AttnV,
+            layer: Some(layer),
+        };
+        let six: Vec<usize> = (0..32)
+            .filter(|&l| m.type_for(&v(l), 32) == GgmlDType::Q6K)
+            .collect();
+        assert_eq!(
+            six,
+            [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! Synthetic models for `bench --synthetic`: a preset's tensors with random weights of the
+//! mix's types, built in memory on the target device and loaded through the family's own code,
+//! or written to a GGUF file (`--write-gguf`) that llama.cpp can run. The tokenizer is either
+//! copied from a real GGUF (`--tokenizer-from`, padded with unused tokens up to the preset's
+//! vocabulary) or a small byte-fallback SentencePiece vocabulary made up here.
+
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::Device;
+
+use super::presets::Choice;
+use crate::formats::gguf::Gguf;
+use crate::models::synthetic::{self, RandomTensors, Role};
+use crate::models::FAMILIES;
+use crate::{Error, Result};
+
+/// Metadata and tensors of a synthetic model.
+pub struct Parts {
+    /// Metadata in file order.
+    pub metadata: Vec<(String, gguf_file::Value)>,
+    /// Tensors in file order, on the device they were built for.
+    pub tensors: Vec<(String, QTensor)>,
+}
+
+impl Parts {
+    /// The model as an in-memory GGUF named `synthetic:NAME:MIX`.
+    pub fn into_gguf(self, choice: &Choice) -> Result<Gguf> {
+        Gguf::from_memory(
+            &format!("synthetic:{}", choice.label()),
+            self.metadata,
+            self.tensors,
+        )
+    }
+
+    /// Writes the model as a GGUF file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let meta: Vec<(&str, &gguf_file::Value)> =
+            self.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> =
+            self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+        gguf_file::write(&mut f, &meta, &tensors)?;
+        f.flush().map_err(io)
+    }
+}
+
+/// Tokenizer metadata (`tokenizer.*` keys) copied from the GGUF at `path`.
+pub fn tokenizer_metadata_from(path: &Path) -> Result<Vec<(String, gguf_file::Value)>> {
+    let gguf = Gguf::open(path)?;
+    let mut out: Vec<(String, gguf_file::Value)> = gguf
+        .content()
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !out.iter().any(|(k, _)| k == "tokenizer.ggml.tokens") {
+        return Err(Error::MissingMetadata(format!(
+            "tokenizer.ggml.tokens (in {}, given to copy a tokenizer from)",
+            path.display()
+        )));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Pads the per-token arrays of `meta` with unused `[PAD{id}]` tokens up to `vocab` entries;
+/// a larger vocabulary than the model's is an error (its ids would not fit the embedding).
+fn pad_vocabulary(meta: &mut [(String, gguf_file::Value)], vocab: usize) -> Result<()> {
+    use gguf_file::Value as V;
+    for (key, value) in meta.iter_mut() {
+        let V::Array(items) = value else { continue };
+        let pad: fn(usize) -> V = match key.as_str() {
+            "tokenizer.ggml.tokens" => |i: usize| V::String(format!("[PAD{i}]")),
+            "tokenizer.ggml.scores" => |_| V::F32(-1000.0),
+            "tokenizer.ggml.token_type" => |_| V::I32(5),
+            _ => continue,
+        };
+        if items.len() > vocab {
+            return Err(Error::Config(format!(
+                "the tokenizer has {} tokens but the synthetic model's vocabulary is {vocab}; copy one with at most {vocab}",
+                items.len()
+            )));
+        }
+        let start = items.len();
+        items.extend((start..vocab).map(pad));
+    }
+    Ok(())
+}
+
+/// A SentencePiece (`llama`) vocabulary of `vocab` tokens: `<unk>`, `<s>`, `</s>`, the 256
+/// byte tokens, then filler pieces. Any text encodes (through the byte tokens).
+pub fn made_up_tokenizer(vocab: usize) -> Result<Vec<(String, gguf_file::Value)>> {
+    use gguf_file::Value as V;
+    if vocab < 3 + 256 {
+        return Err(Error::Config(format!(
+            "a vocabulary of {vocab} cannot hold the 259 special and byte tokens"
+        )));
+    }
+    let mut tokens = vec![V::String("<unk>".into()), V::String("<s>".into())];
+    tokens.push(V::String("</s>".into()));
+    tokens.extend((0..256).map(|b| V::String(format!("<0x{b:02X}>"))));
+    tokens.extend((tokens.len()..vocab).map(|i| V::String(format!("▁t{i}"))));
+    let types = (0..vocab).map(|i| {
+        V::I32(match i {
+            0 => 2,
+            1 | 2 => 3,
+            3..259 => 6,
+            _ => 1,
+        })
+    });
+    let scores = (0..vocab).map(|i| V::F32(if i < 259 { 0.0 } else { -(i as f32) }));
+    Ok(vec![
+        ("tokenizer.ggml.model".into(), V::String("llama".into())),
+        ("tokenizer.ggml.tokens".into(), V::Array(tokens)),
+        ("tokenizer.ggml.scores".into(), V::Array(scores.collect())),
+        (
+            "tokenizer.ggml.token_type".into(),
+            V::Array(types.collect()),
+        ),
+        ("tokenizer.ggml.unknown_token_id".into(), V::U32(0)),
+        ("tokenizer.ggml.bos_token_id".into(), V::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), V::U32(2)),
+        ("tokenizer.ggml.add_bos_token".into(), V::Bool(true)),
+        ("tokenizer.ggml.add_eos_token".into(), V::Bool(false)),
+    ])
+}
+
+/// Builds the model `choice` with random weights (deterministic in `seed`) on `device`, with
+/// `tokenizer` metadata (see [`tokenizer_metadata_from`] and [`made_up_tokenizer`]).
+pub fn build(
+    choice: &Choice,
+    seed: u64,
+    mut tokenizer: Vec<(String, gguf_file::Value)>,
+    device: &Device,
+) -> Result<Parts> {
+    let p = choice.preset;
+    let spec = FAMILIES
+        .iter()
+        .find(|f| f.id == p.family)
+        .ok_or_else(|| Error::Config(format!("preset {}: no family '{}'", p.name, p.family)))?;
+    let arch = spec.gguf_architectures[0];
+    let mut metadata = synthetic::metadata(arch, &p.dims, p.eps, p.rope_base, p.extra);
+    metadata.insert(
+        1,
+        (
+            "general.name".into(),
+            gguf_file::Value::String(format!("{} (synthetic)", choice.label())),
+        ),
+    );
+    metadata.insert(
+        2,
+        (
+            "general.description".into(),
+            gguf_file::Value::String(format!(
+                "random weights with the shapes of {} in llama.cpp's {} mix, by mlcli bench --synthetic (seed {seed})",
+                p.about, choice.mix.name
+            )),
+        ),
+    );
+    metadata.push((
+        "general.file_type".into(),
+        gguf_file::Value::U32(choice.mix.file_type),
+    ));
+    pad_vocabulary(&mut tokenizer, p.dims.vocab)?;
+    metadata.extend(tokenizer);
+    let plan = synthetic::plan(spec, &p.dims, p.tied_embeddings, p.rope_freqs)?;
+    let mut random = RandomTensors::new(seed, device);
+    let mut tensors = Vec::with_capacity(plan.len());
+    for t in &plan {
+        let ty = choice.mix.type_for(t, p.dims.layers);
+        let fan_in = t.shape.last().copied().unwrap_or(1) as f32;
+        let (center, spread) = match t.role {
+            Role::Vector if t.name.ends_with("norm.weight") => (1.0, 0.2),
+            // RoPE frequency factors of 1 leave the base frequencies as they are.
+            Role::Vector if t.name == "rope_freqs.weight" => (1.0, 0.0),
+            Role::Vector => (0.0, 0.02),
+            Role::Embedding | Role::Output if t.name == "token_embd.weight" => (0.0, 1.0),
+            _ => (0.0, 1.0 / fan_in.sqrt()),
+        };
+        tensors.push((t.name.clone(), random.tensor(&t.shape, ty, center, spread)?));
+    }
+    Ok(Parts { metadata, tensors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::presets;
+    use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
+
+    #[test]
+    fn the_made_up_tokenizer_encodes_any_text_through_bytes() {
+        let meta = made_up_tokenizer(300).unwrap();
+        let content = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: meta.into_iter().collect(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        let tok = Tokenizer::from_gguf(&content).unwrap();
+        let opts = EncodeOptions {
+            add_bos: true,
+            parse_special: false,
+        };
+        let ids = tok.encode("hé", opts).unwrap();
+        assert_eq!(ids[0], 1);
+        assert!(tok.decode(&ids[1..]).ends_with("hé"), "{ids:?}");
+        assert!(made_up_tokenizer(200).is_err());
+    }
+
+    #[test]
+    fn copied_vocabularies_are_padded_and_too_large_ones_refused() {
+        use gguf_file::Value as V;
+        let mut meta = vec![
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                V::Array(vec![V::String("a".into()), V::String("b".into())]),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_string(),
+                V::Array(vec![V::I32(1), V::I32(1)]),
+            ),
+        ];
+        pad_vocabulary(&mut meta, 4).unwrap();
+        let V::Array(tokens) = &meta[0].1 else {
+            panic!()
+        };
+        assert_eq!(tokens.len(), 4);
+        assert_eq!(tokens[3].to_string().unwrap(), "[PAD3]");
+        let V::Array(types) = &meta[1].1 else {
+            panic!()
+        };
+        assert_eq!(types[2].to_i32().unwrap(), 5);
+        assert!(pad_vocabulary(&mut meta, 3).is_err());
+    }
+
+    #[test]
+    fn a_built_model_holds_every_planned_tensor_in_the_mix_types() {
+        let choice = presets::parse("llama-tiny:q4_k").unwrap();
+        let tok = made_up_tokenizer(choice.preset.dims.vocab).unwrap();
+        let parts = build(&choice, 1, tok, &Device::Cpu).unwrap();
+        let spec = &crate::models::llama::SPEC;
+        let plan = synthetic::plan(spec, &choice.preset.dims, true, false).unwrap();
+        assert_eq!(parts.tensors.len(), plan.len());
+        for ((name, t), p) in parts.tensors.iter().zip(&plan) {
+            assert_eq!(name, &p.name);
+            assert_eq!(t.shape().dims(), &p.shape[..], "{name}");
+            assert_eq!(t.dtype(), choice.mix.type_for(p, 2), "{name}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Random-weight models of any size for any registered family: the tensor list and shapes a
+//! family's loader expects (from its GGUF block-tensor names), the metadata its config reader
+//! needs, and quantized tensors of any type filled with random blocks. Used by the tiny
+//! conformance models ([`super::testing`]) and by `bench --synthetic`.
+
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::FamilySpec;
+use crate::{Error, Result};
+
+/// The dimensions of a decoder-only model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Blocks.
+    pub layers: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP width.
+    pub ffn: usize,
+    /// Vocabulary (rows of the embedding and output matrices).
+    pub vocab: usize,
+    /// Trained context length.
+    pub context: usize,
+}
+
+/// What a tensor is for, which decides its type in a quantization mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `token_embd.weight` of a model with a separate output matrix.
+    Embedding,
+    /// `output.weight`, or the embedding of a model with tied embeddings (it serves as both).
+    Output,
+    /// A block's value projection (`attn_v.weight`), given more bits by some llama.cpp mixes.
+    AttnV,
+    /// A block's MLP down projection (`ffn_down.weight`), idem.
+    FfnDown,
+    /// Any other matrix.
+    Matrix,
+    /// Norm weights, biases and other vectors (kept in F32, as llama.cpp does).
+    Vector,
+}
+
+/// One tensor of a synthetic model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// GGUF name.
+    pub name: String,
+    /// Shape in candle's order (outermost first).
+    pub shape: Vec<usize>,
+    /// What it is for.
+    pub role: Role,
+    /// Its block, for block tensors.
+    pub layer: Option<usize>,
+}
+
+/// Candle-order shape of a block tensor from its GGUF suffix.
+pub fn block_shape(suffix: &str, d: &Dims) -> Option<Vec<usize>> {
+    let (q, kv) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+    Some(match suffix {
+        s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
+            vec![d.head_dim]
+        }
+        s if s.ends_with("norm.weight") => vec![d.hidden],
+        "attn_q.weight" => vec![q, d.hidden],
+        "attn_k.weight" | "attn_v.weight" => vec![kv, d.hidden],
+        "attn_output.weight" => vec![d.hidden, q],
+        "attn_q.bias" => vec![q],
+        "attn_k.bias" | "attn_v.bias" => vec![kv],
+        "ffn_gate.weight" | "ffn_up.weight" => vec![d.ffn, d.hidden],
+        "ffn_down.weight" => vec![d.hidden, d.ffn],
+        _ => return None,
+    })
+}
+
+fn role_of(suffix: &str, shape: &[usize]) -> Role {
+    match (suffix, shape.len()) {
+        (_, 1) => Role::Vector,
+        ("attn_v.weight", _) => Role::AttnV,
+        ("ffn_down.weight", _) => Role::FfnDown,
+        _ => Role::Matrix,
+    }
+}
+
+/// Every tensor a model of `spec`'s family with dimensions `d` holds, in GGUF file order:
+/// embedding, output norm, output matrix (unless `tied`), RoPE frequency factors (when
+/// `rope_freqs`), then each block's tensors as the family's tiny config lists them.
+pub fn plan(spec: &FamilySpec, d: &Dims, tied: bool, rope_freqs: bool) -> Result<Vec<Planned>> {
+    let top = |name: &str, shape: Vec<usize>, role| Planned {
+        name: name.into(),
+        shape,
+        role,
+        layer: None,
+    };
+    let embedding_role = if tied { Role::Output } else { Role::Embedding };
+    let mut out = vec![
+        top("token_embd.weight", vec![d.vocab, d.hidden], embedding_role),
+        top("output_norm.weight", vec![d.hidden], Role::Vector),
+    ];
+    if !tied {
+        out.push(top("output.weight", vec![d.vocab, d.hidden], Role::Output));
+    }
+    if rope_freqs {
+        out.push(top("rope_freqs.weight", vec![d.head_dim / 2], Role::Vector));
+    }
+    for layer in 0..d.layers {
+        for suffix in spec.tiny.block_tensors {
+            let shape = block_shape(suffix, d).ok_or_else(|| {
+                Error::Config(format!(
+                    "synthetic model: no shape rule for block tensor '{suffix}' of family '{}'",
+                    spec.id
+                ))
+            })?;
+            out.push(Planned {
+                name: format!("blk.{layer}.{suffix}"),
+                role: role_of(suffix, &shape),
+                shape,
+                layer: Some(layer),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The metadata every family reads (`{arch}.*` dimensions, epsilon, RoPE base) followed by
+/// `extra` family-specific `{arch}.{key}` integers.
+pub fn metadata(
+    arch: &str,
+    d: &Dims,
+    eps: f32,
+    rope_base: f32,
+    extra: &[(&str, u32)],
+) -> Vec<(String, gguf_file::Value)> {
+    let u = |v: usize| gguf_file::Value::U32(v as u32);
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            gguf_file::Value::String(arch.into()),
+        ),
+        (format!("{arch}.block_count"), u(d.layers)),
+        (format!("{arch}.embedding_length"), u(d.hidden)),
+        (format!("{arch}.feed_forward_length"), u(d.ffn)),
+        (format!("{arch}.attention.head_count"), u(d.heads)),
+        (format!("{arch}.attention.head_count_kv"), u(d.kv_heads)),
+        (format!("{arch}.context_length"), u(d.context)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            gguf_file::Value::F32(eps),
+        ),
+        (
+            format!("{arch}.rope.freq_base"),
+            gguf_file::Value::F32(rope_base),
+        ),
+    ];
+    for (k, v) in extra {
+        meta.push((format!("{arch}.{k}"), gguf_file::Value::U32(*v)));
+    }
+    meta
+}
+
+/// A small deterministic generator (xorshift64), so synthetic models are identical across runs.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is replaced by 1: xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// The next raw 64-bit value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    /// A CPU f32 tensor uniform in `center ± spread`.
+    pub fn tensor(&mut self, shape: &[usize], center: f32, spread: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| center + spread * self.next_f32()).collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+}
+
+/// Blocks in each pool of pre-quantized random blocks.
+const POOL_BLOCKS: usize = 4096;
+/// Consecutive pool blocks copied per random pick (fewer draws, same statistics per block).
+const RUN_BLOCKS: usize = 8;
+
+/// Makes large random quantized tensors quickly: each (type, value range) gets a pool of
+/// random blocks quantized once by candle, and tensors are filled with runs of pool blocks
+/// picked at random. Every block is valid for its type (finite scales), and no tensor is ever
+/// materialised in f32.
+pub struct RandomTensors {
+    rng: Rng,
+    device: Device,
+    pools: HashMap<(GgmlDType, u32), Vec<u8>>,
+}
+
+impl RandomTensors {
+    /// A generator seeded with `seed` that builds tensors on `device`.
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            rng: Rng::new(seed),
+            device: device.clone(),
+            pools: HashMap::new(),
+        }
+    }
+
+    /// A `shape` tensor of type `dtype` with values uniform in `center ± spread` (up to the
+    /// type's precision). The last dimension must be a whole number of `dtype` blocks.
+    pub fn tensor(
+        &mut self,
+        shape: &[usize],
+        dtype: GgmlDType,
+        center: f32,
+        spread: f32,
+    ) -> Result<QTensor> {
+        let (block, type_size) = (dtype.block_size(), dtype.type_size());
+        let last = shape.last().copied().unwrap_or(1);
+        if last % block != 0 {
+            return Err(Error::Config(format!(
+                "a {shape:?} tensor cannot be stored as {dtype:?}: rows of {last} are not a multiple of its block of {block}"
+            )));
+        }
+        let n_blocks = shape.iter().product::<usize>() / block;
+        let key = (dtype, (center.to_bits() ^ spread.to_bits().rotate_left(16)));
+        let pool = match self.pools.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let values = self.rng.tensor(&[POOL_BLOCKS, block], center, spread)?;
+                e.insert(QTensor::quantize(&values, dtype)?.data()?.into_owned())
+            }
+        };
+        let mut bytes = Vec::with_capacity(n_blocks * type_size);
+        let mut left = n_blocks;
+        while left > 0 {
+            let run = left.min(RUN_BLOCKS);
+            let start = (self.rng.next_u64() as usize) % (POOL_BLOCKS - RUN_BLOCKS + 1);
+            bytes.extend_from_slice(&pool[start * type_size..(start + run) * type_size]);
+            left -= run;
+        }
+        let storage = QStorage::from_data(Cow::Owned(bytes), &self.device, dtype)?;
+        Ok(QTensor::new(storage, shape)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims() -> Dims {
+        Dims {
+            layers: 2,
+            hidden: 64,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            ffn: 96,
+            vocab: 128,
+            context: 256,
+        }
+    }
+
+    #[test]
+    fn plan_lists_output_only_when_untied_and_every_block_tensor() {
+        let spec = &super::super::llama::SPEC;
+        let tied = plan(spec, &dims(), true, false).unwrap();
+        let untied = plan(spec, &dims(), false, true).unwrap();
+        assert_eq!(tied.len(), 2 + 2 * spec.tiny.block_tensors.len());
+        assert_eq!(untied.len(), tied.len() + 2);
+        assert_eq!(tied[0].role, Role::Output);
+        let out = untied.iter().find(|t| t.name == "output.weight").unwrap();
+        assert_eq!((out.role, out.shape.clone()), (Role::Output, vec![128, 64]));
+        let v = tied
+            .iter()
+            .find(|t| t.name == "blk.1.attn_v.weight")
+            .unwrap();
+        assert_eq!(
+            (v.role, v.shape.clone(), v.layer),
+            (Role::AttnV, vec![32, 64], Some(1))
+        );
+    }
+
+    #[test]
+    fn random_quantized_tensors_have_the_shape_type_and_value_range_asked_for() {
+        let mut r = RandomTensors::new(7, &Device::Cpu);
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::F16,
+        ] {
+            let t = r.tensor(&[8, 512], dtype, 0.0, 0.5).unwrap();
+            assert_eq!((t.dtype(), t.shape().dims()), (dtype, &[8, 512][..]));
+            let v: Vec<f32> = t
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(max > 0.3 && max < 0.6, "{dtype:?}: max |x| {max}");
+            assert!(v.iter().all(|x| x.is_finite()), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn rows_that_are_not_whole_blocks_are_rejected() {
+        let mut r = RandomTensors::new(7, &Device::Cpu);
+        let e = r.tensor(&[4, 640], GgmlDType::Q4K, 0.0, 1.0).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+    }
+}
