@@ -37,7 +37,8 @@ pub struct Record {
     pub cpu_count: usize,
     /// SIMD extensions the CPU offers (detected at run time).
     pub cpu_features: Vec<String>,
-    /// SIMD extensions the binary was compiled to use (candle's kernels follow these).
+    /// SIMD extensions the binary was compiled for (kernels chosen at run time, by candle and
+    /// by mlcli, may use more).
     pub simd_in_use: Vec<String>,
     /// GPU name and driver, when a GPU device was used.
     pub gpu: Option<GpuInfo>,
@@ -203,8 +204,8 @@ fn cpu_features() -> Vec<String> {
     out.into_iter().map(String::from).collect()
 }
 
-/// SIMD extensions this binary was compiled for: candle picks its CPU kernels at compile time,
-/// so a CPU feature missing here is not used even when the CPU has it.
+/// SIMD extensions this binary was compiled for. Kernels selected at run time (candle's AVX2 and
+/// AVX-512 quantized kernels, mlcli's Q4_1 kernel) are not listed here.
 fn simd_in_use() -> Vec<String> {
     let compiled = [
         ("sse4.2", cfg!(target_feature = "sse4.2")),
