@@ -92,6 +92,14 @@ pub enum Error {
     /// A metadata key that the model needs is absent.
     #[error("missing metadata key '{0}'")]
     MissingMetadata(String),
+    /// A key that the model needs is absent from a JSON configuration file.
+    #[error("missing key '{key}' in {origin}")]
+    MissingConfigKey {
+        /// The key.
+        key: String,
+        /// The file (and nested object) it was looked for in.
+        origin: String,
+    },
     /// A metadata key with an unusable value.
     #[error("metadata key '{key}': expected {expected}, found {found}")]
     BadMetadata {
@@ -177,6 +185,7 @@ impl Error {
                 | Error::UnsupportedTensorType { .. }
                 | Error::UnsupportedArchitecture { .. }
                 | Error::MissingMetadata(_)
+                | Error::MissingConfigKey { .. }
                 | Error::BadMetadata { .. }
                 | Error::MissingTensor { .. }
                 | Error::TensorShape { .. }

@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gguf_builder;
 pub mod gguf_header;
 pub mod gguf_value;
+pub mod hf_config;
 pub mod names;
 pub mod safetensors_header;
 pub mod safetensors_index;

@@ -64,6 +64,24 @@ pub static COMMON: &[NamePair] = &[
         "model.layers.{}.mlp.down_proj.weight",
         "blk.{}.ffn_down.weight",
     ),
+    // Mixture of experts (Qwen MoE naming): the router and the stacked experts, which GGUF
+    // stores as one tensor per projection (`Vb::experts` splits them).
+    (
+        "model.layers.{}.mlp.gate.weight",
+        "blk.{}.ffn_gate_inp.weight",
+    ),
+    (
+        "model.layers.{}.mlp.experts.*.gate_proj.weight",
+        "blk.{}.ffn_gate_exps.weight",
+    ),
+    (
+        "model.layers.{}.mlp.experts.*.up_proj.weight",
+        "blk.{}.ffn_up_exps.weight",
+    ),
+    (
+        "model.layers.{}.mlp.experts.*.down_proj.weight",
+        "blk.{}.ffn_down_exps.weight",
+    ),
 ];
 
 /// Splits `model.layers.7.rest` into (`model.layers.{}.rest`, 7).
@@ -87,9 +105,42 @@ pub fn to_gguf(hf: &str, extra: &[NamePair]) -> Option<String> {
     })
 }
 
+/// The canonical name of a GGUF name (`blk.7.attn_q.weight` → `model.layers.7...`); `extra`
+/// rows take precedence over [`COMMON`]. Stacked expert tensors map to a pattern holding `*`
+/// where the expert index goes.
+pub fn to_hf(gguf: &str, extra: &[NamePair]) -> Option<String> {
+    let parsed = gguf.strip_prefix("blk.").and_then(|rest| {
+        let (idx, tail) = rest.split_once('.')?;
+        Some((format!("blk.{{}}.{tail}"), idx.parse::<usize>().ok()?))
+    });
+    let (pattern, idx) = match parsed {
+        Some((p, i)) => (p, Some(i)),
+        None => (gguf.to_string(), None),
+    };
+    let (hf, _) = extra.iter().chain(COMMON).find(|(_, g)| *g == pattern)?;
+    Some(match idx {
+        Some(i) => hf.replace("{}", &i.to_string()),
+        None => hf.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gguf_names_map_back_to_canonical_ones() {
+        for hf in [
+            "model.layers.12.self_attn.q_proj.weight",
+            "model.embed_tokens.weight",
+            "model.layers.0.mlp.experts.*.up_proj.weight",
+        ] {
+            let g = to_gguf(hf, &[]).unwrap();
+            assert_eq!(to_hf(&g, &[]).as_deref(), Some(hf), "{g}");
+        }
+        assert_eq!(to_hf("blk.x.attn_q.weight", &[]), None);
+        assert_eq!(to_hf("mystery.weight", &[]), None);
+    }
 
     #[test]
     fn block_names_map_with_their_index() {

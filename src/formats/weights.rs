@@ -1,12 +1,14 @@
-//! `Weights`: a VarBuilder-like façade over a checkpoint. Families address tensors by their
-//! canonical (Hugging Face) names through a prefix tree; the façade maps names to the file's
-//! convention, loads each tensor once, and records what was consumed so leftovers are caught.
+//! `Weights`: a VarBuilder-like façade over a checkpoint (a GGUF file or safetensors files).
+//! Families address tensors by their canonical (Hugging Face) names through a prefix tree; the
+//! façade maps names to the file's convention, loads each tensor once, quantizes full-precision
+//! linear weights when asked (`--quant`), and records what was consumed so leftovers are caught.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::gguf::Gguf;
@@ -18,12 +20,77 @@ use crate::{Error, Result};
 pub enum WeightFormat {
     /// GGUF names and quantized blocks.
     Gguf,
+    /// Hugging Face names, full-precision tensors (safetensors).
+    Safetensors,
+}
+
+/// How full-precision (safetensors) weights are held in memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Precision {
+    /// dtype of dense linear weights (activations stay f32 on CPU).
+    pub dtype: DType,
+    /// Quantize linear weights (and the embedding table) at load time to this type.
+    pub quant: Option<GgmlDType>,
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            quant: None,
+        }
+    }
+}
+
+/// The quantization types `--quant` accepts, by their command-line names.
+pub const QUANT_TYPES: &[(&str, GgmlDType)] = &[
+    ("q4_0", GgmlDType::Q4_0),
+    ("q4_1", GgmlDType::Q4_1),
+    ("q5_0", GgmlDType::Q5_0),
+    ("q5_1", GgmlDType::Q5_1),
+    ("q8_0", GgmlDType::Q8_0),
+    ("q2k", GgmlDType::Q2K),
+    ("q3k", GgmlDType::Q3K),
+    ("q4k", GgmlDType::Q4K),
+    ("q5k", GgmlDType::Q5K),
+    ("q6k", GgmlDType::Q6K),
+];
+
+/// Parses a `--quant` name (case-insensitive; `q4_k` and `q4k` both work).
+pub fn parse_quant(name: &str) -> Result<GgmlDType> {
+    let norm = name.to_ascii_lowercase().replace("_k", "k");
+    QUANT_TYPES
+        .iter()
+        .find(|(n, _)| *n == norm || n.replace('_', "") == norm.replace('_', ""))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unknown quantization type '{name}'; supported: {}",
+                QUANT_TYPES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+enum Source<'a> {
+    Gguf {
+        gguf: &'a Gguf,
+        extra_names: &'static [NamePair],
+    },
+    Safetensors {
+        files: MmapedSafetensors,
+        /// Every tensor name, in file order.
+        names: Vec<String>,
+        precision: Precision,
+    },
 }
 
 /// All tensors of one checkpoint, on one device.
 pub struct Weights<'a> {
-    gguf: &'a Gguf,
-    extra_names: &'static [NamePair],
+    source: Source<'a>,
     device: Device,
     loaded: RefCell<HashMap<String, Arc<QTensor>>>,
     consumed: RefCell<HashSet<String>>,
@@ -33,17 +100,47 @@ impl<'a> Weights<'a> {
     /// Weights read from a GGUF file; `extra_names` are the family's own name rows.
     pub fn from_gguf(gguf: &'a Gguf, extra_names: &'static [NamePair], device: &Device) -> Self {
         Self {
-            gguf,
-            extra_names,
+            source: Source::Gguf { gguf, extra_names },
             device: device.clone(),
             loaded: RefCell::new(HashMap::new()),
             consumed: RefCell::new(HashSet::new()),
         }
     }
 
+    /// Weights memory-mapped from safetensors files (one, or the shards of one checkpoint).
+    pub fn from_safetensors(
+        files: &[std::path::PathBuf],
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
+        // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
+        // not being truncated while the model loads (tensors are copied out during loading).
+        let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
+            Error::MalformedSafetensors {
+                path: files.first().cloned().unwrap_or_default(),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        Ok(Self {
+            source: Source::Safetensors {
+                files: st,
+                names,
+                precision,
+            },
+            device: device.clone(),
+            loaded: RefCell::new(HashMap::new()),
+            consumed: RefCell::new(HashSet::new()),
+        })
+    }
+
     /// The convention of the underlying file.
     pub fn format(&self) -> WeightFormat {
-        WeightFormat::Gguf
+        match self.source {
+            Source::Gguf { .. } => WeightFormat::Gguf,
+            Source::Safetensors { .. } => WeightFormat::Safetensors,
+        }
     }
 
     /// The device tensors are loaded onto.
@@ -60,11 +157,52 @@ impl<'a> Weights<'a> {
     }
 
     fn stored_name(&self, name: &str) -> String {
-        names::to_gguf(name, self.extra_names).unwrap_or_else(|| name.to_string())
+        match &self.source {
+            Source::Gguf { extra_names, .. } => {
+                names::to_gguf(name, extra_names).unwrap_or_else(|| name.to_string())
+            }
+            Source::Safetensors { .. } => name.to_string(),
+        }
+    }
+
+    fn has_stored(&self, stored: &str) -> bool {
+        match &self.source {
+            Source::Gguf { gguf, .. } => gguf.has_tensor(stored),
+            Source::Safetensors { names, .. } => {
+                names.binary_search_by(|n| n.as_str().cmp(stored)).is_ok()
+            }
+        }
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.gguf.has_tensor(&self.stored_name(name))
+        self.has_stored(&self.stored_name(name))
+    }
+
+    fn missing(&self, name: &str, stored: String) -> Error {
+        Error::MissingTensor {
+            name: name.to_string(),
+            stored,
+        }
+    }
+
+    /// A safetensors tensor as stored (any float dtype), marked consumed.
+    fn raw(&self, files: &MmapedSafetensors, stored: &str) -> Result<Tensor> {
+        let t = files
+            .load(stored, &self.device)
+            .map_err(|e| Error::UnsupportedTensorType {
+                tensor: stored.to_string(),
+                found: e.to_string(),
+                supported: "F32, F16, BF16".into(),
+            })?;
+        if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::UnsupportedTensorType {
+                tensor: stored.to_string(),
+                found: format!("{:?}", t.dtype()),
+                supported: "F32, F16, BF16".into(),
+            });
+        }
+        self.consumed.borrow_mut().insert(stored.to_string());
+        Ok(t)
     }
 
     fn qtensor(&self, name: &str) -> Result<Arc<QTensor>> {
@@ -72,16 +210,48 @@ impl<'a> Weights<'a> {
         if let Some(t) = self.loaded.borrow().get(&stored) {
             return Ok(t.clone());
         }
-        if !self.gguf.has_tensor(&stored) {
-            return Err(Error::MissingTensor {
-                name: name.to_string(),
-                stored,
-            });
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
         }
-        let t = Arc::new(self.gguf.tensor(&stored, &self.device)?);
+        let t = match &self.source {
+            Source::Gguf { gguf, .. } => gguf.tensor(&stored, &self.device)?,
+            Source::Safetensors {
+                files, precision, ..
+            } => {
+                let t = self.raw(files, &stored)?;
+                let qtype = match precision.quant {
+                    Some(q) if quantizable(t.dims(), q) => q,
+                    _ => GgmlDType::F32,
+                };
+                QTensor::quantize(&t.to_dtype(DType::F32)?, qtype)?
+            }
+        };
+        let t = Arc::new(t);
         self.loaded.borrow_mut().insert(stored.clone(), t.clone());
         self.consumed.borrow_mut().insert(stored);
         Ok(t)
+    }
+
+    /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
+    /// quantized at load time (`--quant`) or kept dense in the chosen dtype.
+    fn matmul(&self, name: &str) -> Result<QMatMul> {
+        let Source::Safetensors {
+            files, precision, ..
+        } = &self.source
+        else {
+            return Ok(QMatMul::from_arc(self.qtensor(name)?)?);
+        };
+        let stored = self.stored_name(name);
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
+        }
+        let t = self.raw(files, &stored)?;
+        Ok(match precision.quant {
+            Some(q) if quantizable(t.dims(), q) => {
+                QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
+            }
+            _ => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
+        })
     }
 
     /// Marks a stored tensor as deliberately unused (e.g. precomputed tables we recompute).
@@ -93,11 +263,18 @@ impl<'a> Weights<'a> {
     /// Names in the file that no layer consumed, in file order.
     pub fn unused(&self) -> Vec<String> {
         let consumed = self.consumed.borrow();
-        self.gguf
-            .tensor_names()
-            .filter(|n| !consumed.contains(*n))
-            .map(str::to_string)
-            .collect()
+        match &self.source {
+            Source::Gguf { gguf, .. } => gguf
+                .tensor_names()
+                .filter(|n| !consumed.contains(*n))
+                .map(str::to_string)
+                .collect(),
+            Source::Safetensors { names, .. } => names
+                .iter()
+                .filter(|n| !consumed.contains(*n))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Errors when tensors were left over: the family does not understand this checkpoint.
@@ -117,6 +294,11 @@ impl<'a> Weights<'a> {
                 .join(", "),
         })
     }
+}
+
+/// Whether a tensor of `dims` can be quantized to `q`: a matrix whose rows split into blocks.
+fn quantizable(dims: &[usize], q: GgmlDType) -> bool {
+    dims.len() == 2 && dims[1] % q.block_size() == 0
 }
 
 /// A prefix in the weight tree, e.g. `model.layers.3.self_attn`.
@@ -169,19 +351,73 @@ impl<'w, 'a> Vb<'w, 'a> {
     pub fn qtensor(&self, leaf: &str, shape: &[usize]) -> Result<Arc<QTensor>> {
         let name = self.name(leaf);
         let t = self.weights.qtensor(&name)?;
-        if t.shape().dims() != shape {
-            return Err(Error::TensorShape {
-                name,
-                expected: shape.to_vec(),
-                found: t.shape().dims().to_vec(),
-            });
-        }
+        check_shape(&name, t.shape().dims(), shape)?;
         Ok(t)
     }
 
-    /// The tensor `leaf` dequantized to f32, checked against `shape`.
+    /// The tensor `leaf` as f32, checked against `shape`.
     pub fn tensor(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        let name = self.name(leaf);
+        let w = self.weights;
+        if let Source::Safetensors { files, .. } = &w.source {
+            let stored = w.stored_name(&name);
+            if !w.has_stored(&stored) {
+                return Err(w.missing(&name, stored));
+            }
+            let t = w.raw(files, &stored)?.to_dtype(DType::F32)?;
+            check_shape(&name, t.dims(), shape)?;
+            return Ok(t);
+        }
         let t = self.qtensor(leaf, shape)?;
-        Ok(t.dequantize(&self.weights.device)?.to_dtype(DType::F32)?)
+        Ok(t.dequantize(&w.device)?.to_dtype(DType::F32)?)
+    }
+
+    /// The `n` experts' weights of linear layer `leaf` (each `shape` = `(out, in)`): in
+    /// safetensors one tensor per expert (`{prefix}.experts.{e}.{leaf}.weight`), in GGUF one
+    /// stacked tensor (the name table maps `{prefix}.experts.*.{leaf}.weight`, e.g. to
+    /// `blk.N.ffn_gate_exps.weight`) that is split into per-expert weights here.
+    pub fn experts(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
+        let w = self.weights;
+        if let Source::Safetensors { .. } = &w.source {
+            return (0..n)
+                .map(|e| self.pp("experts").pp(e).pp(leaf).matmul("weight", shape))
+                .collect();
+        }
+        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+        let stacked = self.qtensor(&format!("experts.*.{leaf}.weight"), &stacked_shape)?;
+        let data = stacked.data()?;
+        let per = data.len() / n.max(1);
+        (0..n)
+            .map(|e| {
+                let bytes = std::borrow::Cow::Borrowed(&data[e * per..(e + 1) * per]);
+                let storage = QStorage::from_data(bytes, &w.device, stacked.dtype())?;
+                let q = QTensor::new(storage, shape.to_vec())?;
+                Ok(QMatMul::from_arc(Arc::new(q))?)
+            })
+            .collect()
+    }
+
+    /// The weight of a linear layer `leaf` (`(out, in)`), ready for a matmul.
+    pub fn matmul(&self, leaf: &str, shape: &[usize]) -> Result<QMatMul> {
+        let name = self.name(leaf);
+        let m = self.weights.matmul(&name)?;
+        let dims = match &m {
+            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
+        };
+        check_shape(&name, &dims, shape)?;
+        Ok(m)
+    }
+}
+
+fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::TensorShape {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
     }
 }

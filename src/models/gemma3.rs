@@ -17,6 +17,7 @@ use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
+use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
@@ -46,8 +47,11 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_norm_unit_offset_folded: true,
     },
     load: |vb, src| {
-        let ConfigSource::Gguf(g) = src;
-        Ok(Box::new(Model::load(vb, &Config::from_gguf(g)?)?))
+        let cfg = match src {
+            ConfigSource::Gguf(g) => Config::from_gguf(g)?,
+            ConfigSource::Hf(h) => Config::from_hf(h)?,
+        };
+        Ok(Box::new(Model::load(vb, &cfg)?))
     },
     tiny: TinyConfig {
         block_tensors: &[
@@ -161,6 +165,72 @@ impl Config {
                 None => 1.0 / (head_dim as f64).sqrt(),
             },
             final_softcap: g.opt(&k("final_logit_softcapping"), Gguf::float)?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json` (`gemma3_text`, or the `text_config` of a
+    /// multimodal Gemma 3 checkpoint).
+    pub fn from_hf(h: &HfConfig) -> Result<Self> {
+        let text = h.sub("text_config");
+        let h = text.as_ref().unwrap_or(h);
+        let hidden = h.usize("hidden_size")?;
+        let n_heads = h.usize("num_attention_heads")?;
+        let head_dim = h.opt_usize("head_dim")?.unwrap_or(hidden / n_heads.max(1));
+        let rope_global_linear_factor = match h.sub("rope_scaling") {
+            None => 1.0,
+            Some(rs) => match rs.opt_str("rope_type")?.or(rs.opt_str("type")?) {
+                None | Some("default") => 1.0,
+                Some("linear") => rs.float("factor")?,
+                Some(other) => {
+                    return Err(Error::Config(format!(
+                        "rope_scaling type '{other}' is not supported for gemma3; supported: default, linear"
+                    )))
+                }
+            },
+        };
+        let n_layers = h.usize("num_hidden_layers")?;
+        // Newer configs list every layer's kind; older ones give the period.
+        let pattern = match h.get("layer_types").and_then(|v| v.as_array()) {
+            Some(types) => {
+                let period = types
+                    .iter()
+                    .position(|t| t.as_str() == Some("full_attention"))
+                    .map(|i| i + 1)
+                    .unwrap_or(n_layers + 1);
+                let regular = types.iter().enumerate().all(|(i, t)| {
+                    (t.as_str() == Some("full_attention")) == ((i + 1) % period == 0)
+                });
+                if !regular {
+                    return Err(Error::Config(
+                        "gemma3: layer_types is not a regular sliding/full pattern".into(),
+                    ));
+                }
+                period
+            }
+            None => h.opt_usize("sliding_window_pattern")?.unwrap_or(6),
+        };
+        let cfg = Self {
+            n_layers,
+            hidden,
+            ffn: h.usize("intermediate_size")?,
+            n_heads,
+            n_kv_heads: h.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
+            head_dim,
+            vocab_size: h.usize("vocab_size")?,
+            context_length: h.usize("max_position_embeddings")?,
+            eps: h.float("rms_norm_eps")?,
+            rope_global_base: h.opt_float("rope_theta")?.unwrap_or(1_000_000.0),
+            rope_local_base: h.opt_float("rope_local_base_freq")?.unwrap_or(10_000.0),
+            rope_global_linear_factor,
+            sliding_window: h.usize("sliding_window")?,
+            pattern,
+            attn_scale: match h.opt_float("query_pre_attn_scalar")? {
+                Some(s) => 1.0 / s.sqrt(),
+                None => 1.0 / (head_dim as f64).sqrt(),
+            },
+            final_softcap: h.opt_float("final_logit_softcapping")?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -13,9 +13,10 @@ use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
-use super::layers::rope::Rope;
+use super::layers::rope::{llama3_freq_factors, Llama3Scaling, Rope};
 use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
+use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
@@ -32,8 +33,10 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_norm_unit_offset_folded: false,
     },
     load: |vb, src| {
-        let ConfigSource::Gguf(g) = src;
-        let cfg = Config::from_gguf(g, "llama")?;
+        let cfg = match src {
+            ConfigSource::Gguf(g) => Config::from_gguf(g, "llama")?,
+            ConfigSource::Hf(h) => Config::from_hf(h)?,
+        };
         Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
     },
     tiny: TinyConfig {
@@ -80,6 +83,10 @@ pub struct Config {
     pub rope_base: f64,
     /// Linear RoPE scaling factor (1 = none).
     pub rope_linear_factor: f64,
+    /// llama3 frequency scaling from `config.json` (GGUF stores the factors as a tensor).
+    pub rope_llama3: Option<Llama3Scaling>,
+    /// Each query sees at most this many positions (Mistral 7B v0.1), when set.
+    pub sliding_window: Option<usize>,
     /// Q/K/V projections have biases (Qwen 2).
     pub qkv_bias: bool,
     /// Per-head Q/K RMSNorm (Qwen 3).
@@ -143,7 +150,80 @@ impl Config {
                 .opt(&k("rope.freq_base"), Gguf::float)?
                 .unwrap_or(10_000.0),
             rope_linear_factor,
+            rope_llama3: None,
+            sliding_window: g.opt(&k("attention.sliding_window"), Gguf::usize)?,
             qkv_bias: false,
+            qk_norm: false,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json` (llama, mistral, qwen2, qwen3 keys).
+    pub fn from_hf(h: &HfConfig) -> Result<Self> {
+        let hidden = h.usize("hidden_size")?;
+        let n_heads = h.usize("num_attention_heads")?;
+        let head_dim = match h.opt_usize("head_dim")? {
+            Some(d) => d,
+            None => hidden / n_heads.max(1),
+        };
+        if let Some(p) = h.opt_float("partial_rotary_factor")? {
+            if p != 1.0 {
+                return Err(Error::Config(format!(
+                    "partial RoPE (partial_rotary_factor {p}) is not supported"
+                )));
+            }
+        }
+        let rope_base = h.opt_float("rope_theta")?.unwrap_or(10_000.0);
+        let (mut rope_linear_factor, mut rope_llama3) = (1.0, None);
+        if let Some(rs) = h.sub("rope_scaling") {
+            let kind = match rs.opt_str("rope_type")? {
+                Some(t) => t.to_string(),
+                None => rs.opt_str("type")?.unwrap_or("default").to_string(),
+            };
+            match kind.as_str() {
+                "default" => {}
+                "linear" => rope_linear_factor = rs.float("factor")?,
+                "llama3" => {
+                    rope_llama3 = Some(Llama3Scaling {
+                        factor: rs.float("factor")?,
+                        low_freq_factor: rs.float("low_freq_factor")?,
+                        high_freq_factor: rs.float("high_freq_factor")?,
+                        original_context: rs.float("original_max_position_embeddings")?,
+                    })
+                }
+                other => {
+                    return Err(Error::Config(format!(
+                        "rope_scaling type '{other}' is not supported; supported: default, linear, llama3"
+                    )))
+                }
+            }
+        }
+        if let Some(act) = h.opt_str("hidden_act")? {
+            if act != "silu" {
+                return Err(Error::Config(format!(
+                    "hidden_act '{act}' is not supported by the llama family; supported: silu"
+                )));
+            }
+        }
+        let cfg = Self {
+            n_layers: h.usize("num_hidden_layers")?,
+            hidden,
+            ffn: h.usize("intermediate_size")?,
+            n_heads,
+            n_kv_heads: h.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
+            head_dim,
+            vocab_size: h.usize("vocab_size")?,
+            context_length: h.usize("max_position_embeddings")?,
+            eps: h.float("rms_norm_eps")?,
+            rope_base,
+            rope_linear_factor,
+            rope_llama3,
+            sliding_window: match h.opt_bool("use_sliding_window")? {
+                Some(false) => None,
+                _ => h.opt_usize("sliding_window")?,
+            },
+            qkv_bias: h.opt_bool("attention_bias")?.unwrap_or(false),
             qk_norm: false,
         };
         cfg.validate()?;
@@ -177,7 +257,7 @@ impl Config {
             scale: 1.0 / (self.head_dim as f64).sqrt(),
             qkv_bias: self.qkv_bias,
             qk_norm: self.qk_norm.then_some((self.eps, false)),
-            sliding_window: None,
+            sliding_window: self.sliding_window,
             softcap: None,
         }
     }
@@ -228,6 +308,9 @@ impl Model {
                 .tensor("model.rope_freqs.weight", &[cfg.head_dim / 2])?
                 .to_vec1()?;
             rope = rope.with_freq_factors(&f)?;
+        }
+        if let Some(s) = cfg.rope_llama3 {
+            rope = rope.with_freq_factors(&llama3_freq_factors(cfg.head_dim, cfg.rope_base, s))?;
         }
         if cfg.rope_linear_factor != 1.0 {
             rope = rope.with_linear_scaling(cfg.rope_linear_factor as f32);

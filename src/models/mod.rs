@@ -15,6 +15,7 @@ pub mod testing;
 use candle_core::{Device, Tensor};
 
 use crate::formats::gguf::Gguf;
+use crate::formats::hf_config::HfConfig;
 use crate::formats::names::NamePair;
 use crate::formats::weights::{Vb, WeightFormat, Weights};
 use crate::{Error, Result};
@@ -96,6 +97,8 @@ pub trait CausalLm: Send {
 pub enum ConfigSource<'a> {
     /// GGUF metadata.
     Gguf(&'a Gguf),
+    /// A Hugging Face `config.json`.
+    Hf(&'a HfConfig),
 }
 
 /// Facts about a family's files that differ by format, declared instead of discovered.
@@ -176,6 +179,7 @@ pub fn rope_style(quirks: Quirks, format: WeightFormat) -> layers::rope::Style {
     match format {
         WeightFormat::Gguf if quirks.gguf_qk_permuted => layers::rope::Style::Interleaved,
         WeightFormat::Gguf => layers::rope::Style::HalfSplit,
+        WeightFormat::Safetensors => layers::rope::Style::HalfSplit,
     }
 }
 
@@ -183,6 +187,7 @@ pub fn rope_style(quirks: Quirks, format: WeightFormat) -> layers::rope::Style {
 pub fn norm_unit_offset(quirks: Quirks, format: WeightFormat) -> bool {
     match format {
         WeightFormat::Gguf => quirks.norm_unit_offset && !quirks.gguf_norm_unit_offset_folded,
+        WeightFormat::Safetensors => quirks.norm_unit_offset,
     }
 }
 

@@ -19,10 +19,13 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_norm_unit_offset_folded: false,
     },
     load: |vb, src| {
-        let ConfigSource::Gguf(g) = src;
+        let base = match src {
+            ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen2")?,
+            ConfigSource::Hf(h) => Config::from_hf(h)?,
+        };
         let cfg = Config {
             qkv_bias: true,
-            ..Config::from_gguf(g, "qwen2")?
+            ..base
         };
         Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
     },

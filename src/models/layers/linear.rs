@@ -26,7 +26,7 @@ const DENSE_MIN_ROWS: usize = 2;
 impl Linear {
     /// Loads `{vb}.weight` shaped `(out, in)` and `{vb}.bias` when `bias` is true.
     pub fn load(vb: &Vb, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = QMatMul::from_arc(vb.qtensor("weight", &[out_dim, in_dim])?)?;
+        let weight = vb.matmul("weight", &[out_dim, in_dim])?;
         let bias = if bias {
             Some(vb.tensor("bias", &[out_dim])?)
         } else {
@@ -49,7 +49,14 @@ impl Linear {
             Some(y) => y,
             None => match self.vector_via_q4_1(x)? {
                 Some(y) => y,
-                None => self.weight.forward(x)?,
+                None => match &self.weight {
+                    // Dense weights kept in f16/bf16 (`--dtype`): compute in their dtype.
+                    QMatMul::Tensor(w) if w.dtype() != x.dtype() => self
+                        .weight
+                        .forward(&x.to_dtype(w.dtype())?)?
+                        .to_dtype(x.dtype())?,
+                    _ => self.weight.forward(x)?,
+                },
             },
         };
         Ok(match &self.bias {

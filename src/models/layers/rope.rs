@@ -91,9 +91,63 @@ impl Rope {
     }
 }
 
+/// llama3 RoPE scaling as Hugging Face's `rope_scaling` describes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Llama3Scaling {
+    /// Overall factor (`factor`).
+    pub factor: f64,
+    /// `low_freq_factor`.
+    pub low_freq_factor: f64,
+    /// `high_freq_factor`.
+    pub high_freq_factor: f64,
+    /// `original_max_position_embeddings`.
+    pub original_context: f64,
+}
+
+/// The per-frequency divisors of llama3 scaling, the values llama.cpp's converter stores as
+/// `rope_freqs.weight`: high frequencies keep their speed, low ones slow by `factor`, and the
+/// band between blends the two.
+pub fn llama3_freq_factors(head_dim: usize, base: f64, s: Llama3Scaling) -> Vec<f32> {
+    let low_wavelen = s.original_context / s.low_freq_factor;
+    let high_wavelen = s.original_context / s.high_freq_factor;
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(2.0 * i as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let divisor = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                s.factor
+            } else {
+                let smooth = (s.original_context / wavelen - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                1.0 / ((1.0 - smooth) / s.factor + smooth)
+            };
+            divisor as f32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llama3_factors_keep_high_frequencies_and_slow_low_ones() {
+        let s = Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_context: 8192.0,
+        };
+        let f = llama3_freq_factors(128, 500_000.0, s);
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 8.0);
+        // Monotone through the blended band.
+        assert!(f.windows(2).all(|w| w[0] <= w[1]), "{f:?}");
+        assert!(f.iter().any(|&x| x > 1.0 && x < 8.0));
+    }
 
     fn naive(x: &[f32], pos: usize, base: f64, style: Style) -> Vec<f32> {
         let d = x.len();
