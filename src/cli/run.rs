@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::device;
-use crate::engine::{Engine, GenerateParams, LoadOptions, Message, SamplingParams};
+use crate::engine::{
+    Engine, GenerateParams, LoadOptions, Message, SamplingDefaults, SamplingParams,
+};
 use crate::ui::{self, app::ModelCard, transcript};
 
 /// Arguments of `mlcli run`.
@@ -34,21 +36,22 @@ pub struct Args {
     /// Jinja chat-template file replacing the model's own.
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0 = all).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Drop tokens below this fraction of the top probability (0 = off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalty for recently seen tokens (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Sampling temperature; 0 is greedy [default: the model's generation_config.json, else 0.8].
+    #[arg(long = "temp")]
+    pub temperature: Option<f32>,
+    /// Keep the k most likely tokens (0 = all) [default: the model's, else 40].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling threshold (1 = off) [default: the model's, else 0.95].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens below this fraction of the top probability (0 = off) [default: the
+    /// model's, else 0.05].
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalty for recently seen tokens (1 = off) [default: the model's, else 1].
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
     /// How many recent tokens the repeat penalty considers.
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
@@ -67,6 +70,13 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// dtype of full-precision (safetensors) weights: f32, f16 or bf16 [default: f32].
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    /// Quantize safetensors weights at load time: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k,
+    /// q4k, q5k, q6k (GGUF files keep their own types).
+    #[arg(long, value_name = "TYPE")]
+    pub quant: Option<String>,
     /// Where to run: auto, cpu, cuda[:N], metal[:N].
     #[arg(long, default_value = "auto")]
     pub device: device::Request,
@@ -151,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             device: selected.device,
             ctx_size: args.ctx_size,
             chat_template,
+            precision: crate::cli::precision(args.dtype.as_deref(), args.quant.as_deref())?,
             ..LoadOptions::default()
         },
     )
@@ -167,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             load_start.elapsed().as_secs_f64()
         );
     }
-    let params = generate_params(&args);
+    let params = generate_params(&args, engine.sampling_defaults());
     let Some(prompt) = prompt else {
         return chat(engine, &args, params);
     };
@@ -218,14 +229,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate_params(args: &Args) -> GenerateParams {
+/// Flags first, then the model's recommended values, then the built-in defaults.
+fn generate_params(args: &Args, model: &SamplingDefaults) -> GenerateParams {
+    let builtin = SamplingParams::default();
     GenerateParams {
         sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
+            temperature: args
+                .temperature
+                .or(model.temperature)
+                .unwrap_or(builtin.temperature),
+            top_k: args.top_k.or(model.top_k).unwrap_or(builtin.top_k),
+            top_p: args.top_p.or(model.top_p).unwrap_or(builtin.top_p),
+            min_p: args.min_p.or(model.min_p).unwrap_or(builtin.min_p),
+            repeat_penalty: args
+                .repeat_penalty
+                .or(model.repeat_penalty)
+                .unwrap_or(builtin.repeat_penalty),
             repeat_last_n: args.repeat_last_n,
             seed: args.seed.unwrap_or_else(clock_seed),
         },

@@ -1,8 +1,11 @@
 //! The engine: one loaded model with its tokenizer, chat template and KV cache, and the ONE
 //! decode loop ([`Engine::generate`]) that `run`, chat and `bench` all use.
 
+mod hf_dir;
 pub mod sampler;
 pub mod stop;
+
+pub use hf_dir::SamplingDefaults;
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -16,6 +19,7 @@ use crate::formats::chat_template::{ChatTemplate, RenderOptions};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
+use crate::formats::weights::Precision;
 use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo, Tracer};
 use crate::{Error, Result};
 pub use sampler::Params as SamplingParams;
@@ -34,6 +38,8 @@ pub struct LoadOptions {
     pub chat_template: Option<String>,
     /// Prompt tokens fed per forward pass.
     pub batch_size: usize,
+    /// dtype and in-situ quantization of full-precision (safetensors) weights.
+    pub precision: Precision,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +49,7 @@ impl Default for LoadOptions {
             ctx_size: None,
             chat_template: None,
             batch_size: 512,
+            precision: Precision::default(),
         }
     }
 }
@@ -136,6 +143,7 @@ pub struct Engine {
     device: Device,
     batch_size: usize,
     name: String,
+    defaults: SamplingDefaults,
 }
 
 impl Engine {
@@ -143,11 +151,13 @@ impl Engine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let gguf = match detect::detect(path)? {
             Format::Gguf(p) => Gguf::open(&p)?,
-            Format::SafetensorsDir(p) => {
-                return Err(Error::FormatNotSupported {
-                    path: p,
-                    format: "safetensors",
-                })
+            Format::SafetensorsDir(dir) => {
+                let l = hf_dir::load(&dir, opts.precision, &opts.device)?;
+                let template = match &opts.chat_template {
+                    Some(s) => Some(s.clone()),
+                    None => l.template,
+                };
+                return Self::assemble(l.model, l.tokenizer, template, l.name, l.defaults, opts);
             }
         };
         Self::from_gguf(&gguf, opts)
@@ -159,13 +169,39 @@ impl Engine {
         let path = gguf.path();
         // Refuse unsupported architectures before the slower tokenizer and weight loading.
         models::family_for_gguf(gguf.architecture()?)?;
-        let tokenizer = Arc::new(Tokenizer::from_gguf(gguf.content())?);
+        let tokenizer = Tokenizer::from_gguf(gguf.content())?;
         let source = match &opts.chat_template {
             Some(s) => Some(s.clone()),
             None => gguf.opt_str("tokenizer.chat_template")?.map(str::to_string),
         };
-        let template = source.as_deref().map(ChatTemplate::new).transpose()?;
         let model = models::load_gguf(gguf, &opts.device)?;
+        let name = gguf
+            .opt_str("general.name")?
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into())
+            });
+        Self::assemble(
+            model,
+            tokenizer,
+            source,
+            name,
+            SamplingDefaults::default(),
+            opts,
+        )
+    }
+
+    /// The common tail of loading: template, context size, cache.
+    fn assemble(
+        model: Box<dyn CausalLm>,
+        tokenizer: Tokenizer,
+        template: Option<String>,
+        name: String,
+        defaults: SamplingDefaults,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let template = template.as_deref().map(ChatTemplate::new).transpose()?;
         let info = model.info();
         let ctx = match opts.ctx_size {
             Some(0) => info.context_length,
@@ -175,17 +211,11 @@ impl Engine {
         if ctx == 0 {
             return Err(Error::Config("context size must be at least 1".into()));
         }
-        let name = gguf
-            .opt_str("general.name")?
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                path.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into())
-            });
         Ok(Self {
             cache: KvCache::new(info.n_layers, ctx),
             model,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
+            defaults,
             template,
             cached: Vec::new(),
             device: opts.device.clone(),
@@ -202,6 +232,11 @@ impl Engine {
     /// The model's display name (`general.name` or the file name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Sampling defaults the checkpoint recommends (`generation_config.json`).
+    pub fn sampling_defaults(&self) -> &SamplingDefaults {
+        &self.defaults
     }
 
     /// The tokenizer.

@@ -34,9 +34,13 @@ pub fn detect(path: &Path) -> Result<Format> {
         return Ok(Format::Gguf(path.to_path_buf()));
     }
     if looks_like_safetensors(&head) {
-        return Err(Error::FormatNotSupported {
+        // A weights file is a checkpoint only together with its config.json.
+        if let Some(dir) = path.parent().filter(|d| d.join("config.json").is_file()) {
+            return Ok(Format::SafetensorsDir(dir.to_path_buf()));
+        }
+        return Err(Error::UnknownFormat {
             path: path.to_path_buf(),
-            format: "safetensors",
+            found: "a safetensors file without config.json next to it".into(),
         });
     }
     let found = match head.len() {
@@ -50,6 +54,15 @@ pub fn detect(path: &Path) -> Result<Format> {
         path: path.to_path_buf(),
         found,
     })
+}
+
+/// Whether the file at `path` is a safetensors file (by content).
+pub fn is_safetensors_file(path: &Path) -> bool {
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(16).read_to_end(&mut head))
+        .is_ok()
+        && looks_like_safetensors(&head)
 }
 
 /// A safetensors file starts with a little-endian u64 header length and then `{`.
@@ -123,13 +136,16 @@ mod tests {
             detect(d.path()).unwrap(),
             Format::SafetensorsDir(d.path().into())
         );
+        // The weights file stands for its directory.
+        assert_eq!(
+            detect(&d.path().join("model.safetensors")).unwrap(),
+            Format::SafetensorsDir(d.path().into())
+        );
+        std::fs::remove_file(d.path().join("config.json")).unwrap();
         let e = detect(&d.path().join("model.safetensors")).unwrap_err();
-        assert!(matches!(
-            e,
-            Error::FormatNotSupported {
-                format: "safetensors",
-                ..
-            }
-        ));
+        assert!(
+            matches!(&e, Error::UnknownFormat { found, .. } if found.contains("config.json")),
+            "{e}"
+        );
     }
 }

@@ -84,6 +84,24 @@ pub static COMMON: &[NamePair] = &[
     ),
 ];
 
+/// `config.json` keys shared by the families, as (HF key, GGUF key without the architecture
+/// prefix): what an exporter writes and what `Config::from_hf` reads back.
+pub static CONFIG_KEYS: &[NamePair] = &[
+    ("num_hidden_layers", "block_count"),
+    ("hidden_size", "embedding_length"),
+    ("intermediate_size", "feed_forward_length"),
+    ("num_attention_heads", "attention.head_count"),
+    ("num_key_value_heads", "attention.head_count_kv"),
+    ("head_dim", "attention.key_length"),
+    ("max_position_embeddings", "context_length"),
+    ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
+    ("rope_theta", "rope.freq_base"),
+    ("sliding_window", "attention.sliding_window"),
+    ("num_experts_per_tok", "expert_used_count"),
+    ("moe_intermediate_size", "expert_feed_forward_length"),
+    ("final_logit_softcapping", "final_logit_softcapping"),
+];
+
 /// Splits `model.layers.7.rest` into (`model.layers.{}.rest`, 7).
 fn pattern_of(name: &str) -> Option<(String, usize)> {
     let rest = name.strip_prefix("model.layers.")?;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf_header::{self, Header, ReadOptions};
 use crate::formats::safetensors_index::Checkpoint;
-use crate::{Error, Result};
+use crate::Result;
 
 /// A model opened for inspection: its headers, never its weights.
 #[derive(Debug)]
@@ -63,27 +63,25 @@ impl Model {
                 checkpoint: Checkpoint::from_index(path)?,
             });
         }
-        match detect::detect(path) {
-            Ok(Format::Gguf(p)) => Ok(Self::Gguf {
+        // A single safetensors file is read as itself, with the Hugging Face files beside it
+        // (config.json, tokenizer) when there are any; `run` needs the whole directory.
+        if path.is_file() && detect::is_safetensors_file(path) {
+            return Ok(Self::Safetensors {
+                checkpoint: Checkpoint::single(path)?,
+                dir: path.parent().map(Path::to_path_buf),
+                path: path.to_path_buf(),
+            });
+        }
+        match detect::detect(path)? {
+            Format::Gguf(p) => Ok(Self::Gguf {
                 header: gguf_header::read_with(&p, ReadOptions::FULL)?,
                 path: p,
             }),
-            Ok(Format::SafetensorsDir(d)) => Ok(Self::Safetensors {
+            Format::SafetensorsDir(d) => Ok(Self::Safetensors {
                 checkpoint: Checkpoint::from_dir(&d)?,
                 path: d.clone(),
                 dir: Some(d),
             }),
-            // `run` refuses a lone safetensors file; inspect reads it, with the Hugging Face
-            // files beside it (config.json, tokenizer) when there are any.
-            Err(Error::FormatNotSupported {
-                path: p,
-                format: "safetensors",
-            }) => Ok(Self::Safetensors {
-                checkpoint: Checkpoint::single(&p)?,
-                dir: p.parent().map(Path::to_path_buf),
-                path: p,
-            }),
-            Err(e) => Err(e),
         }
     }
 

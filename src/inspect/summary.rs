@@ -434,7 +434,7 @@ fn gguf_facts(h: &Header) -> Facts {
             chars: template.map(|t| t.chars().count()),
         },
         support: Support {
-            runnable: false,
+            runnable: reasons.is_empty() && family.is_some(),
             family,
             reasons,
         },
@@ -481,9 +481,10 @@ fn hf_facts(config: Option<&Json>, dir: Option<&std::path::Path>) -> Facts {
         original_context_length: scaling
             .and_then(|s| s.get("original_max_position_embeddings")?.as_u64()),
     };
-    let mut reasons = vec![
-        "safetensors checkpoints cannot be run by this build yet (GGUF files only)".to_string(),
-    ];
+    let mut reasons = Vec::new();
+    if dir.is_some_and(|d| !d.join("tokenizer.json").is_file()) {
+        reasons.push("no tokenizer.json beside the weights".to_string());
+    }
     if config.is_none() {
         reasons.push("no readable config.json beside the weights".to_string());
     }
@@ -537,7 +538,7 @@ fn hf_facts(config: Option<&Json>, dir: Option<&std::path::Path>) -> Facts {
             source: template.map(|t| t.0),
         },
         support: Support {
-            runnable: false,
+            runnable: reasons.is_empty() && family.is_some(),
             family,
             reasons,
         },

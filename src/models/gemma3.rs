@@ -46,6 +46,11 @@ pub static SPEC: FamilySpec = FamilySpec {
         norm_unit_offset: true,
         gguf_norm_unit_offset_folded: true,
     },
+    hf_model_type: "gemma3_text",
+    hf_config_keys: &[
+        ("rope_local_base_freq", "rope.freq_base_swa"),
+        ("sliding_window_pattern", "attention.sliding_window_pattern"),
+    ],
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g)?,

@@ -32,6 +32,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
     },
+    hf_model_type: "llama",
+    hf_config_keys: &[],
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g, "llama")?,

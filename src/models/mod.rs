@@ -135,6 +135,11 @@ pub struct FamilySpec {
     pub gguf_names: &'static [NamePair],
     /// Declared format quirks.
     pub quirks: Quirks,
+    /// `model_type` written to an exported `config.json`.
+    pub hf_model_type: &'static str,
+    /// `config.json` keys of this family beyond [`crate::formats::names::CONFIG_KEYS`], as
+    /// (HF key, GGUF key without the architecture prefix), for export.
+    pub hf_config_keys: &'static [NamePair],
     /// Builds the model.
     pub load: fn(&Vb, &ConfigSource) -> Result<Box<dyn CausalLm>>,
     /// Shapes for conformance tests.
@@ -143,6 +148,42 @@ pub struct FamilySpec {
 
 /// Every family this build supports.
 pub static FAMILIES: &[&FamilySpec] = &[&llama::SPEC, &qwen2::SPEC, &qwen3::SPEC, &gemma3::SPEC];
+
+/// The Hugging Face architectures of all families, for error messages and help text.
+pub fn supported_hf_architectures() -> String {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.hf_architectures.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The family that serves a Hugging Face `architectures` entry.
+pub fn family_for_hf(arch: &str) -> Result<&'static FamilySpec> {
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| f.hf_architectures.contains(&arch))
+        .ok_or_else(|| Error::UnsupportedArchitecture {
+            found: arch.to_string(),
+            supported: supported_hf_architectures(),
+        })
+}
+
+/// Loads a model from safetensors files (`config` is their `config.json`), checking that
+/// every tensor was used.
+pub fn load_safetensors(
+    config: &HfConfig,
+    files: &[std::path::PathBuf],
+    precision: crate::formats::weights::Precision,
+    device: &Device,
+) -> Result<Box<dyn CausalLm>> {
+    let spec = family_for_hf(config.architecture()?)?;
+    let weights = Weights::from_safetensors(files, precision, device)?;
+    let model = (spec.load)(&weights.pp(""), &ConfigSource::Hf(config))?;
+    weights.check_all_used(spec.id)?;
+    Ok(model)
+}
 
 /// The GGUF architectures of all families, for error messages and help text.
 pub fn supported_gguf_architectures() -> String {

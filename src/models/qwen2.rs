@@ -18,6 +18,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
     },
+    hf_model_type: "qwen2",
+    hf_config_keys: &[],
     load: |vb, src| {
         let base = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen2")?,

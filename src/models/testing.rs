@@ -53,7 +53,8 @@ pub fn write_tiny_gguf(
         vocab: VOCAB,
         context: CONTEXT,
     };
-    let meta = synthetic::metadata(arch, &dims, 1e-6, 10_000.0, spec.tiny.metadata);
+    let mut meta = synthetic::metadata(arch, &dims, 1e-6, 10_000.0, spec.tiny.metadata);
+    meta.extend(tiny_tokenizer_metadata());
     let quantize = |t: &Tensor, is_matrix: bool| -> Result<QTensor> {
         let ty = if is_matrix { dtype } else { GgmlDType::F32 };
         Ok(QTensor::quantize(t, ty)?)
@@ -94,6 +95,58 @@ pub fn write_tiny_gguf(
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     gguf_file::write(&mut f, &meta_refs, &tensor_refs)?;
     std::io::Write::flush(&mut f).map_err(io)?;
+    Ok(())
+}
+
+/// A SentencePiece-style (`llama`) vocabulary of [`VOCAB`] tokens for tiny models, so they
+/// load and export like real ones: `<unk>`, `<s>`, `</s>`, `▁`, the printable ASCII
+/// characters, and byte tokens `<0x00>`.. for the rest. It tokenizes ASCII text only.
+pub fn tiny_tokenizer_metadata() -> Vec<(String, gguf_file::Value)> {
+    use gguf_file::Value;
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into(), "▁".into()];
+    let mut types = vec![2, 3, 3, 1];
+    tokens.extend((b'!'..=b'~').map(|b| (b as char).to_string()));
+    types.resize(tokens.len(), 1);
+    let mut byte = 0u8;
+    while tokens.len() < VOCAB {
+        tokens.push(format!("<0x{byte:02X}>"));
+        types.push(6);
+        byte += 1;
+    }
+    let n = tokens.len();
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            Value::Array(vec![Value::F32(0.0); n]),
+        ),
+        ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+    ]
+}
+
+/// A tiny random-weight Hugging Face checkpoint for `spec` in `dir`: the tiny GGUF (f32)
+/// exported with `mlcli export`'s converter, so both formats hold the same weights.
+pub fn write_tiny_hf(spec: &FamilySpec, dir: &Path, seed: u64) -> Result<()> {
+    let gguf_path = dir.with_extension("source.gguf");
+    write_tiny_gguf(spec, &gguf_path, seed, GgmlDType::F32, None)?;
+    let gguf = crate::formats::gguf::Gguf::open(&gguf_path)?;
+    crate::convert::gguf_to_hf(&gguf, dir, crate::convert::ExportOptions::default())?;
+    drop(gguf);
+    std::fs::remove_file(&gguf_path).map_err(|source| crate::Error::Io {
+        path: gguf_path,
+        source,
+    })?;
     Ok(())
 }
 

@@ -9,10 +9,12 @@
 //! llama-cpp-python 0.3.36 sdist): the tests hold its outputs for the two test models.
 
 mod bpe;
+mod hf;
 mod pretokenize;
 mod special;
 mod spm;
 mod stream;
+mod to_json;
 mod vocab;
 
 #[cfg(test)]
@@ -27,8 +29,10 @@ use special::{Fragment, SpecialMatcher};
 use spm::Spm;
 use vocab::{Specials, TokenKind, Vocab};
 
+pub use hf::HfSpecials;
 pub use pretokenize::SUPPORTED_PRE_TOKENIZERS;
 pub use stream::StreamDecoder;
+pub use to_json::tokenizer_json;
 
 /// The `tokenizer.ggml.model` values this module can run.
 pub const SUPPORTED_MODELS: &[&str] = &["gpt2", "llama"];
@@ -104,6 +108,17 @@ pub enum Error {
         /// The regex engine's message.
         message: String,
     },
+    /// A Hugging Face `tokenizer.json` could not be read or parsed.
+    #[error("{path}: {reason}")]
+    HfLoad {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The `tokenizers` crate failed to encode a text.
+    #[error("tokenizer.json: {0}")]
+    HfEncode(String),
     /// A byte had to be encoded through byte fallback, but the vocabulary has no token for it.
     #[error("the vocabulary has no byte-fallback token for byte 0x{byte:02X} (neither <0x{byte:02X}> nor the raw byte)")]
     NoByteToken {
@@ -140,9 +155,12 @@ enum Model {
     Bpe(Bpe),
     /// `llama`: SentencePiece BPE over scores.
     Spm(Spm),
+    /// A Hugging Face `tokenizer.json`, run by the `tokenizers` crate.
+    Hf(Box<hf::HfModel>),
 }
 
-/// A tokenizer built from a GGUF file's metadata; cheap to share across threads.
+/// A tokenizer built from a GGUF file's metadata or a Hugging Face `tokenizer.json`; cheap to
+/// share across threads.
 pub struct Tokenizer {
     vocab: Vocab,
     specials: Specials,
@@ -198,12 +216,33 @@ impl Tokenizer {
         })
     }
 
-    /// Encodes `text` into token ids exactly as llama.cpp's `llama_tokenize` would.
+    /// Builds the tokenizer of a Hugging Face checkpoint from its `tokenizer.json`, with the
+    /// special-token settings of its `tokenizer_config.json` / `generation_config.json`.
+    pub fn from_hf(tokenizer_json: &std::path::Path, specials: &HfSpecials) -> Result<Self, Error> {
+        let (vocab, specials, model) = hf::load(tokenizer_json, specials)?;
+        let matcher = SpecialMatcher::new(&vocab);
+        Ok(Self {
+            vocab,
+            specials,
+            matcher,
+            model: Model::Hf(Box::new(model)),
+        })
+    }
+
+    /// Encodes `text` into token ids exactly as llama.cpp's `llama_tokenize` would (for a
+    /// `tokenizer.json`, as the `tokenizers` crate does, BOS/EOS added by the same rules).
     pub fn encode(&self, text: &str, opts: EncodeOptions) -> Result<Vec<u32>, Error> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         let specials = &self.specials;
         if opts.add_bos && specials.add_bos {
             out.extend(specials.bos);
+        }
+        if let Model::Hf(h) = &self.model {
+            h.encode(text, opts.parse_special, &mut out)?;
+            if opts.add_bos && specials.add_eos {
+                out.extend(specials.eos);
+            }
+            return Ok(out);
         }
         let fragments = self
             .matcher
@@ -235,6 +274,7 @@ impl Tokenizer {
                     }
                 }
             }
+            Model::Hf(_) => {}
         }
         if opts.add_bos && specials.add_eos {
             out.extend(specials.eos);
@@ -304,11 +344,13 @@ impl Tokenizer {
         self.vocab.ids.get(text).copied()
     }
 
-    /// The `tokenizer.ggml.model` this tokenizer runs: `"gpt2"` or `"llama"`.
+    /// The `tokenizer.ggml.model` this tokenizer runs: `"gpt2"` or `"llama"`, or
+    /// `"tokenizer.json"` for a Hugging Face tokenizer.
     pub fn kind(&self) -> &str {
         match self.model {
             Model::Bpe(_) => "gpt2",
             Model::Spm(_) => "llama",
+            Model::Hf(_) => "tokenizer.json",
         }
     }
 
@@ -316,7 +358,7 @@ impl Tokenizer {
     pub fn pre_tokenizer(&self) -> Option<&str> {
         match &self.model {
             Model::Bpe(bpe) => Some(bpe.pre_name()),
-            Model::Spm(_) => None,
+            Model::Spm(_) | Model::Hf(_) => None,
         }
     }
 
@@ -338,6 +380,8 @@ impl Tokenizer {
             TokenKind::Normal => match &self.model {
                 Model::Bpe(_) => bpe::decode_piece(piece, out),
                 Model::Spm(_) => spm::decode_piece(piece, out),
+                Model::Hf(h) if h.byte_level => bpe::decode_piece(piece, out),
+                Model::Hf(_) => spm::decode_piece(piece, out),
             },
             TokenKind::Byte => out.extend(vocab::parse_byte_token(piece)),
             TokenKind::Control | TokenKind::Unknown | TokenKind::Unused | TokenKind::Undefined => {}

@@ -23,7 +23,7 @@ pub(crate) struct Spec {
     /// The names that select it.
     names: &'static [&'static str],
     /// The split regexes, applied in order.
-    patterns: &'static [&'static str],
+    pub(crate) patterns: &'static [&'static str],
     /// Take a pre-token whole when it is a vocabulary piece.
     pub(crate) ignore_merges: bool,
     /// Add BOS unless the file's `add_bos_token` says otherwise.

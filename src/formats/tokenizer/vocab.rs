@@ -278,6 +278,17 @@ impl Defaults {
         }
     }
 
+    /// No defaults at all: every special id must come from the description (HF tokenizers).
+    pub(crate) fn none() -> Self {
+        Self {
+            bos: None,
+            eos: None,
+            unk: None,
+            add_bos: false,
+            add_space_prefix: false,
+        }
+    }
+
     /// llama.cpp's defaults for `gpt2` (BPE) vocabularies; some pre-tokenizers add BOS by
     /// default, ChatGLM's has none.
     pub(crate) fn bpe(add_bos: bool, clears_bos: bool) -> Self {

@@ -1,0 +1,328 @@
+//! GGUF → Hugging Face checkpoint (`mlcli export`): the inverse of llama.cpp's converter for
+//! the families in the registry. Tensors are dequantized to f32 / f16 / bf16 and renamed to
+//! their canonical names through the family's name table; the declared quirks are undone
+//! (Q/K rows un-permuted, Gemma's folded `1 + w` unfolded); stacked expert tensors are split
+//! per expert. `config.json`, `generation_config.json`, `tokenizer.json` and
+//! `tokenizer_config.json` are written from the GGUF metadata, so the directory loads in mlcli
+//! (and in transformers) as a safetensors checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Map, Value as Json};
+
+use crate::formats::gguf::Gguf;
+use crate::formats::names;
+use crate::formats::tokenizer;
+use crate::models::{self, FamilySpec};
+use crate::{Error, Result};
+
+/// How to export.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportOptions {
+    /// dtype of the written tensors.
+    pub dtype: DType,
+    /// Start a new shard once one holds this many bytes (`model-0000N-of-0000M.safetensors`
+    /// plus `model.safetensors.index.json` when there is more than one).
+    pub max_shard_bytes: u64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            max_shard_bytes: 4 << 30,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct ExportSummary {
+    /// The family that served the file.
+    pub family: &'static str,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of tensor data written.
+    pub bytes: u64,
+    /// The files written, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Exports the GGUF at `gguf` into the directory `out` (created if needed).
+pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<ExportSummary> {
+    if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::Config(format!(
+            "export dtype {:?} is not supported; supported: f32, f16, bf16",
+            opts.dtype
+        )));
+    }
+    let arch = gguf.architecture()?.to_string();
+    let spec = models::family_for_gguf(&arch)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let config = hf_config(gguf, spec, &arch, opts.dtype)?;
+
+    // Tensors, renamed and un-quirked, grouped into shards.
+    let heads = gguf.usize(&format!("{arch}.attention.head_count"))?;
+    let kv_heads = gguf
+        .opt(&format!("{arch}.attention.head_count_kv"), Gguf::usize)?
+        .unwrap_or(heads);
+    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut shard_bytes = 0u64;
+    let (mut count, mut total) = (0usize, 0u64);
+    let names: Vec<String> = gguf.tensor_names().map(str::to_string).collect();
+    for name in &names {
+        for (hf, t) in convert_tensor(gguf, spec, name, heads, kv_heads)? {
+            let t = t.to_dtype(opts.dtype)?;
+            let bytes = (t.elem_count() * opts.dtype.size_in_bytes()) as u64;
+            if shard_bytes > 0 && shard_bytes + bytes > opts.max_shard_bytes {
+                shards.push(Vec::new());
+                shard_bytes = 0;
+            }
+            shard_bytes += bytes;
+            total += bytes;
+            count += 1;
+            if let Some(last) = shards.last_mut() {
+                last.push((hf, t));
+            }
+        }
+    }
+
+    let mut files = Vec::new();
+    let n = shards.len();
+    let mut weight_map = Map::new();
+    for (i, shard) in shards.into_iter().enumerate() {
+        let file = if n == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+        };
+        for (name, _) in &shard {
+            weight_map.insert(name.clone(), json!(file));
+        }
+        let map: HashMap<String, Tensor> = shard.into_iter().collect();
+        let path = out.join(&file);
+        candle_core::safetensors::save(&map, &path)?;
+        files.push(path);
+    }
+    if n > 1 {
+        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        files.push(write_json(out, "model.safetensors.index.json", &index)?);
+    }
+
+    files.push(write_json(out, "config.json", &Json::Object(config))?);
+    files.push(write_json(
+        out,
+        "generation_config.json",
+        &generation_config(gguf)?,
+    )?);
+    files.push(write_json(
+        out,
+        "tokenizer.json",
+        &tokenizer::tokenizer_json(gguf.content())?,
+    )?);
+    files.push(write_json(
+        out,
+        "tokenizer_config.json",
+        &tokenizer_config(gguf)?,
+    )?);
+    Ok(ExportSummary {
+        family: spec.id,
+        tensors: count,
+        bytes: total,
+        files,
+    })
+}
+
+/// One GGUF tensor as (canonical name, f32 tensor) pairs: one pair, or one per expert.
+fn convert_tensor(
+    gguf: &Gguf,
+    spec: &FamilySpec,
+    name: &str,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<Vec<(String, Tensor)>> {
+    let hf = names::to_hf(name, spec.gguf_names).ok_or_else(|| {
+        Error::Config(format!(
+            "tensor '{name}' has no Hugging Face name in the '{}' family's name table",
+            spec.id
+        ))
+    })?;
+    let t = gguf
+        .tensor(name, &Device::Cpu)?
+        .dequantize(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    let q = spec.quirks;
+    let t = if q.gguf_qk_permuted && hf.ends_with("self_attn.q_proj.weight") {
+        unpermute(&t, heads)?
+    } else if q.gguf_qk_permuted && hf.ends_with("self_attn.k_proj.weight") {
+        unpermute(&t, kv_heads)?
+    } else if q.norm_unit_offset && q.gguf_norm_unit_offset_folded && hf.ends_with("norm.weight")
+    {
+        (t - 1.0)?
+    } else {
+        t
+    };
+    if hf.contains('*') {
+        let n = t.dim(0)?;
+        return (0..n)
+            .map(|e| Ok((hf.replace('*', &e.to_string()), t.get(e)?)))
+            .collect();
+    }
+    Ok(vec![(hf, t)])
+}
+
+/// Undoes llama.cpp's `permute` of Q/K rows: within each head, rows were reordered from
+/// `[half 0 | half 1]` to interleaved pairs.
+pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rows = dims[0];
+    if heads == 0 || rows % (2 * heads) != 0 {
+        return Err(Error::Config(format!(
+            "cannot un-permute {rows} rows over {heads} heads"
+        )));
+    }
+    let rest: usize = dims[1..].iter().product();
+    Ok(w.reshape((heads, rows / heads / 2, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
+}
+
+/// `config.json` from the GGUF metadata.
+fn hf_config(gguf: &Gguf, spec: &FamilySpec, arch: &str, dtype: DType) -> Result<Map<String, Json>> {
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([spec.hf_architectures[0]]));
+    c.insert("model_type".into(), json!(spec.hf_model_type));
+    for (hf, key) in names::CONFIG_KEYS.iter().chain(spec.hf_config_keys) {
+        let key = format!("{arch}.{key}");
+        if let Some(v) = number(gguf, &key)? {
+            c.insert((*hf).into(), v);
+        }
+    }
+    let vocab = gguf
+        .tensor_shape("token_embd.weight")
+        .and_then(|s| s.first().copied())
+        .ok_or_else(|| Error::MissingTensor {
+            name: "model.embed_tokens.weight".into(),
+            stored: "token_embd.weight".into(),
+        })?;
+    c.insert("vocab_size".into(), json!(vocab));
+    c.insert(
+        "tie_word_embeddings".into(),
+        json!(!gguf.has_tensor("output.weight")),
+    );
+    if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {
+        let factor = gguf.float(&format!("{arch}.rope.scaling.factor"))?;
+        c.insert(
+            "rope_scaling".into(),
+            json!({"rope_type": "linear", "factor": factor}),
+        );
+    }
+    for (hf, key) in [
+        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+    ] {
+        if let Some(v) = gguf.opt(key, Gguf::uint)? {
+            c.insert(hf.into(), json!(v));
+        }
+    }
+    let dtype_name = match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    c.insert("torch_dtype".into(), json!(dtype_name));
+    c.insert(
+        "_mlcli_exported_from".into(),
+        json!(gguf.path().file_name().map(|n| n.to_string_lossy().to_string())),
+    );
+    Ok(c)
+}
+
+/// A numeric metadata value as JSON (integers stay integers).
+fn number(gguf: &Gguf, key: &str) -> Result<Option<Json>> {
+    if !gguf.has(key) {
+        return Ok(None);
+    }
+    if let Ok(n) = gguf.uint(key) {
+        return Ok(Some(json!(n)));
+    }
+    // GGUF floats are f32: write their shortest decimal form (1e-5, not 9.99999974e-6).
+    let f = gguf.float(key)?;
+    let short = (f as f32).to_string().parse::<f64>().unwrap_or(f);
+    Ok(Some(json!(short)))
+}
+
+fn generation_config(gguf: &Gguf) -> Result<Json> {
+    let tok = tokenizer::Tokenizer::from_gguf(gguf.content())?;
+    let mut c = Map::new();
+    if let Some(b) = tok.bos_id() {
+        c.insert("bos_token_id".into(), json!(b));
+    }
+    let eog = tok.end_of_generation_ids();
+    if !eog.is_empty() {
+        c.insert("eos_token_id".into(), json!(eog));
+    }
+    Ok(Json::Object(c))
+}
+
+fn tokenizer_config(gguf: &Gguf) -> Result<Json> {
+    let tok = tokenizer::Tokenizer::from_gguf(gguf.content())?;
+    let piece = |id: Option<u32>| id.and_then(|i| tok.piece(i)).map(str::to_string);
+    let mut c = Map::new();
+    c.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
+    c.insert("bos_token".into(), json!(piece(tok.bos_id())));
+    c.insert("eos_token".into(), json!(piece(tok.eos_id())));
+    c.insert("add_bos_token".into(), json!(tok.adds_bos()));
+    c.insert("add_eos_token".into(), json!(false));
+    if let Some(t) = gguf.opt_str("tokenizer.chat_template")? {
+        c.insert("chat_template".into(), json!(t));
+    }
+    Ok(Json::Object(c))
+}
+
+fn write_json(dir: &Path, name: &str, value: &Json) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    std::fs::write(&path, text).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let (heads, rows, cols) = (2usize, 8usize, 3usize);
+        let w = Tensor::arange(0f32, (rows * cols) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap();
+        let permuted = w
+            .reshape((heads, 2, rows / heads / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap();
+        let back = unpermute(&permuted, heads).unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            back.flatten_all().unwrap().to_vec1().unwrap(),
+            w.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(a, b);
+    }
+}
