@@ -161,8 +161,7 @@ fn convert_tensor(
         unpermute(&t, heads)?
     } else if q.gguf_qk_permuted && hf.ends_with("self_attn.k_proj.weight") {
         unpermute(&t, kv_heads)?
-    } else if q.norm_unit_offset && q.gguf_norm_unit_offset_folded && hf.ends_with("norm.weight")
-    {
+    } else if q.norm_unit_offset && q.gguf_norm_unit_offset_folded && hf.ends_with("norm.weight") {
         (t - 1.0)?
     } else {
         t
@@ -194,7 +193,12 @@ pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// `config.json` from the GGUF metadata.
-fn hf_config(gguf: &Gguf, spec: &FamilySpec, arch: &str, dtype: DType) -> Result<Map<String, Json>> {
+fn hf_config(
+    gguf: &Gguf,
+    spec: &FamilySpec,
+    arch: &str,
+    dtype: DType,
+) -> Result<Map<String, Json>> {
     let mut c = Map::new();
     c.insert("architectures".into(), json!([spec.hf_architectures[0]]));
     c.insert("model_type".into(), json!(spec.hf_model_type));
@@ -239,7 +243,10 @@ fn hf_config(gguf: &Gguf, spec: &FamilySpec, arch: &str, dtype: DType) -> Result
     c.insert("torch_dtype".into(), json!(dtype_name));
     c.insert(
         "_mlcli_exported_from".into(),
-        json!(gguf.path().file_name().map(|n| n.to_string_lossy().to_string())),
+        json!(gguf
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())),
     );
     Ok(c)
 }
@@ -288,8 +295,8 @@ fn tokenizer_config(gguf: &Gguf) -> Result<Json> {
 
 fn write_json(dir: &Path, name: &str, value: &Json) -> Result<PathBuf> {
     let path = dir.join(name);
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
     std::fs::write(&path, text).map_err(|source| Error::Io {
         path: path.clone(),
         source,

@@ -130,14 +130,120 @@ fn unsupported_tensor_type_is_named() {
     assert_clean_failure(&mlcli(&p), &["token_embd.weight", "IQ4_XS", "Q4_K"]);
 }
 
-#[test]
-fn safetensors_directory_is_reported_as_not_supported_yet() {
+/// A tiny llama checkpoint in safetensors form, then `edit` applied to its directory.
+fn broken_checkpoint(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("config.json"), b"{}").unwrap();
+    let dir = d.path().join("hf");
+    mlcli::models::testing::write_tiny_hf(&mlcli::models::llama::SPEC, &dir, 1).unwrap();
+    edit(&dir);
+    d
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = dir.join("config.json");
+    let mut c: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut c);
+    std::fs::write(&p, serde_json::to_string(&c).unwrap()).unwrap();
+}
+
+fn edit_tensors(
+    dir: &Path,
+    f: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>),
+) {
+    let p = dir.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap();
+    f(&mut t);
+    candle_core::safetensors::save(&t, &p).unwrap();
+}
+
+#[test]
+fn safetensors_checkpoint_with_unknown_architecture_lists_the_supported_ones() {
+    let d = broken_checkpoint(|dir| {
+        edit_config(dir, |c| {
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["RwkvForCausalLM"]),
+            );
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &["RwkvForCausalLM", "LlamaForCausalLM", "Gemma3ForCausalLM"],
+    );
+}
+
+#[test]
+fn safetensors_checkpoint_missing_a_config_key_names_it() {
+    let d = broken_checkpoint(|dir| {
+        edit_config(dir, |c| {
+            c.remove("hidden_size");
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &["hidden_size", "config.json"],
+    );
+}
+
+#[test]
+fn safetensors_checkpoint_missing_a_tensor_names_it() {
+    let d = broken_checkpoint(|dir| {
+        edit_tensors(dir, |t| {
+            t.remove("model.layers.1.mlp.up_proj.weight");
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &["missing tensor", "model.layers.1.mlp.up_proj.weight"],
+    );
+}
+
+#[test]
+fn safetensors_checkpoint_with_a_leftover_tensor_names_it() {
+    let d = broken_checkpoint(|dir| {
+        edit_tensors(dir, |t| {
+            let extra =
+                candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu)
+                    .unwrap();
+            t.insert("model.layers.0.mystery.weight".into(), extra);
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &["model.layers.0.mystery.weight"],
+    );
+}
+
+#[test]
+fn safetensors_checkpoint_with_an_integer_weight_names_its_dtype() {
+    let d = broken_checkpoint(|dir| {
+        edit_tensors(dir, |t| {
+            let w = t["model.norm.weight"]
+                .to_dtype(candle_core::DType::I64)
+                .unwrap();
+            t.insert("model.norm.weight".into(), w);
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &["model.norm.weight", "I64", "BF16"],
+    );
+}
+
+#[test]
+fn safetensors_checkpoint_without_tokenizer_json_says_so() {
+    let d = broken_checkpoint(|dir| std::fs::remove_file(dir.join("tokenizer.json")).unwrap());
+    assert_clean_failure(&mlcli(&d.path().join("hf")), &["tokenizer.json"]);
+}
+
+#[test]
+fn lone_safetensors_file_needs_its_config() {
+    let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("model.safetensors"), b"\x02\0\0\0\0\0\0\0{}").unwrap();
     assert_clean_failure(
-        &mlcli(d.path()),
-        &["safetensors: not supported yet by this build"],
+        &mlcli(&d.path().join("model.safetensors")),
+        &["config.json"],
     );
 }
 

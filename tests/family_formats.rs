@@ -60,7 +60,10 @@ fn every_family_gives_the_same_logits_from_gguf_and_safetensors() {
         };
         let (a, b) = (logits(from_gguf.as_ref()), logits(load(None).as_ref()));
         let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
-        let max = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let max = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
             max <= 1e-5 * scale,
             "{}: max |Δ| {max} (scale {scale})",

@@ -177,7 +177,9 @@ fn assert_matches_reference_and_gguf(quant: Option<GgmlDType>) {
     };
     st.reset();
     let stats = st
-        .generate(&prompt, &params, &mut |_| std::ops::ControlFlow::Continue(()))
+        .generate(&prompt, &params, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
         .expect("generates");
     assert_eq!(
         stats.tokens,
@@ -248,5 +250,8 @@ fn gemma3_bf16_safetensors_agrees_with_its_gguf() {
     );
     let (ta, tb) = (top(&a, 5), top(&b, 5));
     assert_eq!(ta[0], tb[0], "top-1 {ta:?} vs GGUF {tb:?}");
-    assert!(ta.iter().filter(|i| tb.contains(i)).count() >= 4, "{ta:?} vs {tb:?}");
+    assert!(
+        ta.iter().filter(|i| tb.contains(i)).count() >= 4,
+        "{ta:?} vs {tb:?}"
+    );
 }

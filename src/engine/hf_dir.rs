@@ -46,7 +46,11 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Map<String, Json>>> {
 }
 
 /// Loads the checkpoint in `dir`.
-pub(crate) fn load(dir: &Path, precision: Precision, device: &candle_core::Device) -> Result<Loaded> {
+pub(crate) fn load(
+    dir: &Path,
+    precision: Precision,
+    device: &candle_core::Device,
+) -> Result<Loaded> {
     let config = HfConfig::from_file(&dir.join("config.json"))?;
     // Refuse unsupported architectures before the slower tokenizer and weight loading.
     let spec = models::family_for_hf(config.architecture()?)?;
@@ -88,7 +92,10 @@ pub(crate) fn load(dir: &Path, precision: Precision, device: &candle_core::Devic
     let checkpoint = Checkpoint::from_dir(dir)?;
     if let Some(problem) = checkpoint.problems.first() {
         return Err(Error::MalformedSafetensors {
-            path: checkpoint.index.clone().unwrap_or_else(|| dir.to_path_buf()),
+            path: checkpoint
+                .index
+                .clone()
+                .unwrap_or_else(|| dir.to_path_buf()),
             reason: problem.clone(),
         });
     }

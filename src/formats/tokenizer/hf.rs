@@ -110,7 +110,11 @@ pub(crate) fn load(
 
     // Pieces and kinds in id order.
     let vocab_map = with_special.get_vocab(true);
-    let n = vocab_map.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+    let n = vocab_map
+        .values()
+        .map(|&id| id as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut pieces = vec![String::new(); n];
     let mut types = vec![0i32; n];
     for (piece, id) in &vocab_map {

@@ -49,11 +49,10 @@ pub fn tokenizer_json(content: &Content) -> Result<Json, Error> {
     };
     let (normalizer, pre_tokenizer, decoder, model) = match &tok.model {
         Model::Bpe(bpe) => {
-            let pre = pretokenize::lookup(bpe.pre_name()).ok_or_else(|| {
-                Error::UnknownPreTokenizer {
+            let pre =
+                pretokenize::lookup(bpe.pre_name()).ok_or_else(|| Error::UnknownPreTokenizer {
                     pre: bpe.pre_name().to_string(),
-                }
-            })?;
+                })?;
             let mut steps: Vec<Json> = pre
                 .spec
                 .patterns
