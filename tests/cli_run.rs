@@ -48,12 +48,13 @@ fn piped_question_is_answered_through_the_chat_template() {
 }
 
 #[test]
-fn base_model_without_template_continues_raw_prompts_like_llama_cpp() {
+fn base_model_continues_raw_prompts_like_llama_cpp() {
     let model = real_model(GEMMA3);
     let (code, out, err) = run(
         &[
             "run",
             model.to_str().unwrap(),
+            "--raw",
             "--temp",
             "0",
             "-n",

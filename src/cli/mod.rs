@@ -67,6 +67,22 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
+/// The source of `--chat-template NAME|FILE`: a shipped template by name, else a file.
+pub fn chat_template_source(arg: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if let Some(s) = crate::formats::chat_template::builtin(arg) {
+        return Ok(s.to_string());
+    }
+    let path = std::path::Path::new(arg);
+    if !path.exists() {
+        anyhow::bail!(crate::Error::Config(format!(
+            "--chat-template {arg}: no such file, and not a shipped template ({})",
+            crate::formats::chat_template::builtin_names()
+        )));
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading chat template {arg}"))
+}
+
 /// The `--dtype` / `--quant` pair as load options for safetensors weights.
 pub fn precision(
     dtype: Option<&str>,

@@ -3,13 +3,12 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
 use crate::device;
 use crate::engine::{
-    Engine, GenerateParams, LoadOptions, Message, SamplingDefaults, SamplingParams,
+    Engine, GenerateParams, LoadOptions, Message, SamplingDefaults, SamplingParams, TemplateOrigin,
 };
 use crate::ui::{self, app::ModelCard, transcript};
 
@@ -33,9 +32,10 @@ pub struct Args {
     /// In raw prompts, treat text spelling special tokens (`<|im_start|>`) as plain text.
     #[arg(long)]
     pub no_special: bool,
-    /// Jinja chat-template file replacing the model's own.
-    #[arg(long, value_name = "FILE")]
-    pub chat_template: Option<PathBuf>,
+    /// Chat template replacing the model's own: a shipped one by name (chatml, gemma,
+    /// llama3, mistral, phi3) or a Jinja file. Models without one use their family's default.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
     /// Sampling temperature; 0 is greedy [default: the model's generation_config.json, else 0.8].
     #[arg(long = "temp")]
     pub temperature: Option<f32>,
@@ -142,11 +142,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let chat_template = args
         .chat_template
-        .as_ref()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading chat template {}", p.display()))
-        })
+        .as_deref()
+        .map(crate::cli::chat_template_source)
         .transpose()?;
     let model = crate::cli::model_ref::resolve(
         args.model.as_deref(),
@@ -177,15 +174,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             i.context_length,
             load_start.elapsed().as_secs_f64()
         );
+        if let TemplateOrigin::FamilyDefault(name) = engine.template_origin() {
+            eprintln!(
+                "note: the model has no chat template; using the {} family's default '{name}' \
+                 (assets/templates/{name}.jinja); --raw feeds the prompt as is",
+                i.family
+            );
+        }
     }
     let params = generate_params(&args, engine.sampling_defaults());
     let Some(prompt) = prompt else {
         return chat(engine, &args, params);
     };
     let use_template = !args.raw && engine.template().is_some();
-    if !args.raw && !use_template && args.verbose {
-        eprintln!("note: the model has no chat template; feeding the prompt raw");
-    }
     let tokens = if use_template {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {

@@ -133,11 +133,23 @@ fn per_second(n: usize, d: Duration) -> f64 {
     }
 }
 
+/// Where the chat template in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateOrigin {
+    /// The model's own files.
+    Model,
+    /// The user's `--chat-template`.
+    User,
+    /// The family's default shipped in `assets/templates/` (the model has none).
+    FamilyDefault(&'static str),
+}
+
 /// A loaded model ready to generate.
 pub struct Engine {
     model: Box<dyn CausalLm>,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    template_origin: TemplateOrigin,
     cache: KvCache,
     cached: Vec<u32>,
     device: Device,
@@ -153,11 +165,7 @@ impl Engine {
             Format::Gguf(p) => Gguf::open(&p)?,
             Format::SafetensorsDir(dir) => {
                 let l = hf_dir::load(&dir, opts.precision, &opts.device)?;
-                let template = match &opts.chat_template {
-                    Some(s) => Some(s.clone()),
-                    None => l.template,
-                };
-                return Self::assemble(l.model, l.tokenizer, template, l.name, l.defaults, opts);
+                return Self::assemble(l.model, l.tokenizer, l.template, l.name, l.defaults, opts);
             }
         };
         Self::from_gguf(&gguf, opts)
@@ -170,10 +178,7 @@ impl Engine {
         // Refuse unsupported architectures before the slower tokenizer and weight loading.
         models::family_for_gguf(gguf.architecture()?)?;
         let tokenizer = Tokenizer::from_gguf(gguf.content())?;
-        let source = match &opts.chat_template {
-            Some(s) => Some(s.clone()),
-            None => gguf.opt_str("tokenizer.chat_template")?.map(str::to_string),
-        };
+        let source = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
         let model = models::load_gguf(gguf, &opts.device)?;
         let name = gguf
             .opt_str("general.name")?
@@ -201,7 +206,17 @@ impl Engine {
         defaults: SamplingDefaults,
         opts: &LoadOptions,
     ) -> Result<Self> {
-        let template = template.as_deref().map(ChatTemplate::new).transpose()?;
+        let (source, template_origin) = match (&opts.chat_template, template) {
+            (Some(user), _) => (user.clone(), TemplateOrigin::User),
+            (None, Some(own)) => (own, TemplateOrigin::Model),
+            (None, None) => {
+                let name =
+                    models::family(model.info().family).map_or("chatml", |f| f.default_template);
+                let source = crate::formats::chat_template::builtin(name).unwrap_or_default();
+                (source.to_string(), TemplateOrigin::FamilyDefault(name))
+            }
+        };
+        let template = Some(ChatTemplate::new(&source)?);
         let info = model.info();
         let ctx = match opts.ctx_size {
             Some(0) => info.context_length,
@@ -216,6 +231,7 @@ impl Engine {
             model,
             tokenizer: Arc::new(tokenizer),
             defaults,
+            template_origin,
             template,
             cached: Vec::new(),
             device: opts.device.clone(),
@@ -244,7 +260,12 @@ impl Engine {
         &self.tokenizer
     }
 
-    /// The chat template, when the model (or the user) has one.
+    /// Where the chat template came from.
+    pub fn template_origin(&self) -> TemplateOrigin {
+        self.template_origin
+    }
+
+    /// The chat template: the user's, the model's own, or the family's default.
     pub fn template(&self) -> Option<&ChatTemplate> {
         self.template.as_ref()
     }

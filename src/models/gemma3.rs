@@ -46,6 +46,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         norm_unit_offset: true,
         gguf_norm_unit_offset_folded: true,
     },
+    default_template: "gemma",
     hf_model_type: "gemma3_text",
     hf_config_keys: &[
         ("rope_local_base_freq", "rope.freq_base_swa"),

@@ -135,6 +135,9 @@ pub struct FamilySpec {
     pub gguf_names: &'static [NamePair],
     /// Declared format quirks.
     pub quirks: Quirks,
+    /// The shipped chat template (`assets/templates/NAME.jinja`) used when a checkpoint has
+    /// none.
+    pub default_template: &'static str,
     /// `model_type` written to an exported `config.json`.
     pub hf_model_type: &'static str,
     /// `config.json` keys of this family beyond [`crate::formats::names::CONFIG_KEYS`], as
@@ -148,6 +151,11 @@ pub struct FamilySpec {
 
 /// Every family this build supports.
 pub static FAMILIES: &[&FamilySpec] = &[&llama::SPEC, &qwen2::SPEC, &qwen3::SPEC, &gemma3::SPEC];
+
+/// The registered family with id `id`.
+pub fn family(id: &str) -> Option<&'static FamilySpec> {
+    FAMILIES.iter().copied().find(|f| f.id == id)
+}
 
 /// The Hugging Face architectures of all families, for error messages and help text.
 pub fn supported_hf_architectures() -> String {
@@ -245,6 +253,18 @@ mod tests {
             for a in f.gguf_architectures.iter().chain(f.hf_architectures) {
                 assert!(archs.insert(a), "architecture {a} claimed twice");
             }
+        }
+    }
+
+    #[test]
+    fn every_default_template_is_shipped() {
+        for f in FAMILIES {
+            assert!(
+                crate::formats::chat_template::builtin(f.default_template).is_some(),
+                "{}: no shipped template '{}'",
+                f.id,
+                f.default_template
+            );
         }
     }
 

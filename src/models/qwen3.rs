@@ -18,6 +18,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
     },
+    default_template: "chatml",
     hf_model_type: "qwen3",
     hf_config_keys: &[],
     load: |vb, src| {

@@ -6,8 +6,11 @@
 //! the globals `raise_exception` and `strftime_now`. This module reproduces that on minijinja,
 //! with Python's string/dict methods from minijinja-contrib and Python's `str()` for output.
 
+mod builtin;
 mod python;
 mod strftime;
+
+pub use builtin::{builtin, builtin_names, BUILTIN};
 
 use std::time::{Duration, SystemTime};
 
