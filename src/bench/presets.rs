@@ -257,7 +257,7 @@ impl Mix {
         let row = t.shape.last().copied().unwrap_or(1);
         let quantized = !matches!(self.base, GgmlDType::F32 | GgmlDType::F16);
         let ty = match t.role {
-            Role::Vector => return GgmlDType::F32,
+            Role::Vector | Role::Router => return GgmlDType::F32,
             _ if !quantized => self.base,
             Role::Output if row % self.base.block_size() != 0 => GgmlDType::Q8_0,
             Role::Output if self.base == GgmlDType::Q8_0 => GgmlDType::Q8_0,
@@ -355,7 +355,7 @@ mod tests {
     fn llama_1b_q4_0_has_llama_3_2_1b_shapes_and_size() {
         let c = parse("llama-1b:q4_0").unwrap();
         let spec = FAMILIES.iter().find(|f| f.id == "llama").unwrap();
-        let plan = synthetic::plan(spec, &c.preset.dims, true, true).unwrap();
+        let plan = synthetic::plan(spec, &c.preset.dims, true, true, &[]).unwrap();
         let bytes: usize = plan
             .iter()
             .map(|t| {

@@ -27,6 +27,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Gemma3ForCausalLM"],
     gguf_architectures: &["gemma3"],
+    gguf_variants: &[],
     gguf_names: &[
         (
             "model.layers.{}.post_attention_layernorm.weight",
@@ -75,6 +76,7 @@ pub static SPEC: FamilySpec = FamilySpec {
             ("attention.sliding_window", 3),
             ("attention.sliding_window_pattern", 2),
         ],
+        fused_gate_up: false,
     },
 };
 
@@ -283,6 +285,7 @@ impl Block {
             head_dim: cfg.head_dim,
             scale: cfg.attn_scale,
             qkv_bias: false,
+            fused_qkv: false,
             qk_norm: Some((cfg.eps, unit_offset)),
             sliding_window: (!global).then_some(cfg.sliding_window),
             softcap: None,

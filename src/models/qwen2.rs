@@ -12,6 +12,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Qwen2ForCausalLM"],
     gguf_architectures: &["qwen2"],
+    gguf_variants: &[],
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: false,
@@ -45,6 +46,7 @@ pub static SPEC: FamilySpec = FamilySpec {
             "ffn_down.weight",
         ],
         metadata: &[],
+        fused_gate_up: false,
     },
 };
 

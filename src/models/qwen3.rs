@@ -12,6 +12,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Qwen3ForCausalLM"],
     gguf_architectures: &["qwen3"],
+    gguf_variants: &[],
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: false,
@@ -44,5 +45,6 @@ pub static SPEC: FamilySpec = FamilySpec {
             "ffn_down.weight",
         ],
         metadata: &[("attention.key_length", 24), ("attention.value_length", 24)],
+        fused_gate_up: false,
     },
 };
