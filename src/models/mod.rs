@@ -17,6 +17,7 @@ pub mod layers;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
 pub mod synthetic;
 pub mod testing;
 
@@ -182,6 +183,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen2::SPEC,
     &qwen3::SPEC,
     &gemma3::SPEC,
+    &qwen3_moe::SPEC,
 ];
 
 /// The GGUF architectures of all families, for error messages and help text.
