@@ -15,6 +15,7 @@ pub mod gemma3;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
+pub mod mixtral;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
@@ -184,6 +185,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3::SPEC,
     &gemma3::SPEC,
     &qwen3_moe::SPEC,
+    &mixtral::SPEC,
 ];
 
 /// The GGUF architectures of all families, for error messages and help text.
@@ -294,6 +296,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_llama_gguf_with_experts_is_served_by_mixtral() {
+        let experts = |n: u64| move |k: &str| (k == "expert_count").then_some(n);
+        assert_eq!(
+            family_for_gguf_metadata("llama", experts(8)).unwrap().id,
+            "mixtral"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("llama", experts(0)).unwrap().id,
+            "llama"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("llama", |_| None).unwrap().id,
+            "llama"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("qwen3", experts(8)).unwrap().id,
+            "qwen3"
+        );
     }
 
     #[test]
