@@ -16,6 +16,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod mixtral;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
@@ -186,6 +187,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &gemma3::SPEC,
     &qwen3_moe::SPEC,
     &mixtral::SPEC,
+    &phi3::SPEC,
 ];
 
 /// The GGUF architectures of all families, for error messages and help text.
