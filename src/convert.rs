@@ -59,7 +59,7 @@ pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<Export
         )));
     }
     let arch = gguf.architecture()?.to_string();
-    let spec = models::family_for_gguf(&arch)?;
+    let spec = models::family_for_gguf_file(gguf)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.to_path_buf(),
         source,
@@ -208,6 +208,13 @@ fn hf_config(
             c.insert((*hf).into(), v);
         }
     }
+    for (hf, literal) in spec.hf_config_defaults {
+        if !c.contains_key(*hf) {
+            let v = serde_json::from_str(literal)
+                .map_err(|e| Error::Config(format!("{}: default {hf}: {e}", spec.id)))?;
+            c.insert((*hf).into(), v);
+        }
+    }
     let vocab = gguf
         .tensor_shape("token_embd.weight")
         .and_then(|s| s.first().copied())
@@ -258,6 +265,9 @@ fn number(gguf: &Gguf, key: &str) -> Result<Option<Json>> {
     }
     if let Ok(n) = gguf.uint(key) {
         return Ok(Some(json!(n)));
+    }
+    if let Ok(b) = gguf.bool(key) {
+        return Ok(Some(json!(b)));
     }
     // GGUF floats are f32: write their shortest decimal form (1e-5, not 9.99999974e-6).
     let f = gguf.float(key)?;

@@ -272,8 +272,8 @@ fn bad_flags_are_usage_errors_that_say_what_is_expected() {
         (&["bench"], "no model"),
         (&["bench", "--synthetic", "llama-1b:q9"], "q4_k_m"),
         (
-            &["bench", "--synthetic", "qwen3-moe-30b-a3b:q4_k"],
-            "no MoE",
+            &["bench", "--synthetic", "mixtral-8x7b:q4_k"],
+            "unknown preset 'mixtral-8x7b'",
         ),
         (
             &["bench", "--synthetic", "llama-tiny:q4_0", "-p", "8-1"],

@@ -20,7 +20,7 @@ type Directory = BTreeSet<(String, Vec<u64>, String)>;
 fn planned(choice: &Choice) -> Directory {
     let p = &choice.preset;
     let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-    plan(spec, &p.dims, p.tied_embeddings, p.rope_freqs)
+    plan(spec, &p.dims, p.tied_embeddings, p.rope_freqs, p.extra)
         .unwrap()
         .iter()
         .map(|t| {

@@ -65,6 +65,7 @@ fn every_family_gives_finite_logits_of_vocab_size() {
             spec.id
         );
         assert_eq!(m.info().family, spec.id);
+        assert_eq!(m.info().kind, spec.kind, "{}", spec.id);
     });
 }
 

@@ -1,9 +1,9 @@
 //! The table of synthetic models (`bench --synthetic NAME:QUANT`): published model shapes for
 //! the families this build runs, and llama.cpp's quantization mixes (`llama-quantize`'s choice
 //! of type per tensor), so a synthetic model matches a real download tensor for tensor.
-//!
-//! Mixture-of-experts presets (e.g. `qwen3-moe-30b-a3b`) wait for a MoE family: the registry
-//! has none yet, and a preset must run through real family code.
+//! Mixture-of-experts presets take their expert counts from `extra` metadata; their shapes
+//! are exact, but the mix applies only llama-quantize's dense rules (its MoE-specific tweaks,
+//! such as more bits for 8-expert models' `attn_v`, are not reproduced).
 
 use candle_core::quantized::GgmlDType;
 
@@ -64,8 +64,15 @@ const QWEN3_EXTRA: &[(&str, u32)] = &[
     ("attention.key_length", 128),
     ("attention.value_length", 128),
 ];
+const QWEN3_MOE_30B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 128),
+    ("attention.value_length", 128),
+    ("expert_count", 128),
+    ("expert_used_count", 8),
+    ("expert_feed_forward_length", 768),
+];
 
-/// Every preset (dense only: see the module documentation).
+/// Every preset.
 pub static PRESETS: &[Preset] = &[
     Preset {
         name: "llama-tiny",
@@ -154,6 +161,17 @@ pub static PRESETS: &[Preset] = &[
         eps: 1e-6,
         rope_base: 1_000_000.0,
         extra: QWEN3_EXTRA,
+    },
+    Preset {
+        name: "qwen3-moe-30b-a3b",
+        about: "Qwen3 30B-A3B (128 experts, 8 active)",
+        family: "qwen3_moe",
+        dims: dims(48, 2048, (32, 4, 128), 6144, QWEN_VOCAB, 40_960),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: QWEN3_MOE_30B_EXTRA,
     },
     Preset {
         name: "gemma3-270m",
@@ -257,7 +275,7 @@ impl Mix {
         let row = t.shape.last().copied().unwrap_or(1);
         let quantized = !matches!(self.base, GgmlDType::F32 | GgmlDType::F16);
         let ty = match t.role {
-            Role::Vector => return GgmlDType::F32,
+            Role::Vector | Role::Router => return GgmlDType::F32,
             _ if !quantized => self.base,
             Role::Output if row % self.base.block_size() != 0 => GgmlDType::Q8_0,
             Role::Output if self.base == GgmlDType::Q8_0 => GgmlDType::Q8_0,
@@ -297,7 +315,7 @@ pub fn listing() -> String {
         .collect();
     let mixes: Vec<&str> = MIXES.iter().map(|m| m.name).collect();
     format!(
-        "presets: {}; quantizations: {}; no MoE presets yet (no MoE family in this build)",
+        "presets: {}; quantizations: {}",
         names.join(", "),
         mixes.join(", ")
     )
@@ -336,8 +354,11 @@ mod tests {
         assert_eq!((c.preset.dims.layers, c.mix.base), (16, GgmlDType::Q4_0));
         assert_eq!(c.label(), "llama-1b:q4_0");
         assert_eq!(parse("llama-8b:Q4_K").unwrap().mix.name, "q4_k");
-        let e = parse("qwen3-moe-30b-a3b:q4_k").unwrap_err();
-        assert!(e.contains("llama-1b") && e.contains("no MoE"), "{e}");
+        let e = parse("mixtral-8x7b:q4_k").unwrap_err();
+        assert!(
+            e.contains("llama-1b") && e.contains("qwen3-moe-30b-a3b"),
+            "{e}"
+        );
         assert!(parse("llama-1b").unwrap_err().contains("NAME:QUANT"));
         assert!(parse("llama-1b:q3_xs").unwrap_err().contains("q4_k_m"));
     }
@@ -355,7 +376,7 @@ mod tests {
     fn llama_1b_q4_0_has_llama_3_2_1b_shapes_and_size() {
         let c = parse("llama-1b:q4_0").unwrap();
         let spec = FAMILIES.iter().find(|f| f.id == "llama").unwrap();
-        let plan = synthetic::plan(spec, &c.preset.dims, true, true).unwrap();
+        let plan = synthetic::plan(spec, &c.preset.dims, true, true, &[]).unwrap();
         let bytes: usize = plan
             .iter()
             .map(|t| {
@@ -369,6 +390,30 @@ mod tests {
         assert!((760_000_000..780_000_000).contains(&bytes), "{bytes}");
         let embd = &plan[0];
         assert_eq!(c.mix.type_for(embd, 16), GgmlDType::Q6K);
+    }
+
+    #[test]
+    fn qwen3_moe_30b_a3b_has_its_published_parameter_count() {
+        let c = parse("qwen3-moe-30b-a3b:q4_k").unwrap();
+        let p = c.preset;
+        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        // Qwen3-30B-A3B: 30.5 B parameters, 3.3 B active.
+        assert!(
+            (30_400_000_000..30_600_000_000).contains(&params),
+            "{params}"
+        );
+        let down = plan
+            .iter()
+            .find(|t| t.name == "blk.0.ffn_down_exps.weight")
+            .unwrap();
+        assert_eq!(down.shape, [128, 2048, 768]);
+        let router = plan
+            .iter()
+            .find(|t| t.name == "blk.0.ffn_gate_inp.weight")
+            .unwrap();
+        assert_eq!(c.mix.type_for(router, 48), GgmlDType::F32);
     }
 
     #[test]

@@ -145,7 +145,12 @@ pub fn build(
         .iter()
         .find(|f| f.id == p.family)
         .ok_or_else(|| Error::Config(format!("preset {}: no family '{}'", p.name, p.family)))?;
-    let arch = spec.gguf_architectures[0];
+    let arch = spec.gguf_architecture().ok_or_else(|| {
+        Error::Config(format!(
+            "preset {}: family '{}' has no GGUF architecture",
+            p.name, spec.id
+        ))
+    })?;
     let mut metadata = synthetic::metadata(arch, &p.dims, p.eps, p.rope_base, p.extra);
     metadata.insert(
         1,
@@ -170,7 +175,7 @@ pub fn build(
     ));
     pad_vocabulary(&mut tokenizer, p.dims.vocab)?;
     metadata.extend(tokenizer);
-    let plan = synthetic::plan(spec, &p.dims, p.tied_embeddings, p.rope_freqs)?;
+    let plan = synthetic::plan(spec, &p.dims, p.tied_embeddings, p.rope_freqs, p.extra)?;
     let mut random = RandomTensors::new(seed, device);
     let mut tensors = Vec::with_capacity(plan.len());
     for t in &plan {
@@ -247,7 +252,7 @@ mod tests {
         let tok = made_up_tokenizer(choice.preset.dims.vocab).unwrap();
         let parts = build(&choice, 1, tok, &Device::Cpu).unwrap();
         let spec = &crate::models::llama::SPEC;
-        let plan = synthetic::plan(spec, &choice.preset.dims, true, false).unwrap();
+        let plan = synthetic::plan(spec, &choice.preset.dims, true, false, &[]).unwrap();
         assert_eq!(parts.tensors.len(), plan.len());
         for ((name, t), p) in parts.tensors.iter().zip(&plan) {
             assert_eq!(name, &p.name);

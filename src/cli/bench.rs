@@ -453,7 +453,6 @@ fn print_presets() -> anyhow::Result<()> {
     }
     let mixes: Vec<&str> = presets::MIXES.iter().map(|m| m.name).collect();
     writeln!(out, "\nquantizations: {}", mixes.join(", "))?;
-    writeln!(out, "no MoE presets yet: this build has no MoE family")?;
     Ok(())
 }
 

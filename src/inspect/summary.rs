@@ -352,7 +352,7 @@ fn gguf_facts(h: &Header) -> Facts {
             reasons.push("no general.architecture key".to_string());
             None
         }
-        Some(a) => match models::family_for_gguf(a) {
+        Some(a) => match models::family_for_gguf_metadata(a, uint) {
             Ok(f) => Some(f.id),
             Err(e) => {
                 reasons.push(e.to_string());

@@ -27,6 +27,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Gemma3ForCausalLM"],
     gguf_architectures: &["gemma3"],
+    gguf_variants: &[],
     gguf_names: &[
         (
             "model.layers.{}.post_attention_layernorm.weight",
@@ -52,6 +53,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         ("rope_local_base_freq", "rope.freq_base_swa"),
         ("sliding_window_pattern", "attention.sliding_window_pattern"),
     ],
+    hf_config_defaults: &[],
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g)?,
@@ -81,6 +83,7 @@ pub static SPEC: FamilySpec = FamilySpec {
             ("attention.sliding_window", 3),
             ("attention.sliding_window_pattern", 2),
         ],
+        fused_gate_up: false,
     },
 };
 
@@ -289,6 +292,7 @@ impl Block {
             head_dim: cfg.head_dim,
             scale: cfg.attn_scale,
             qkv_bias: false,
+            fused_qkv: false,
             qk_norm: Some((cfg.eps, unit_offset)),
             sliding_window: (!global).then_some(cfg.sliding_window),
             softcap: None,

@@ -4,7 +4,8 @@
 //! Pre-norm decoder: RMSNorm → GQA attention → residual, RMSNorm → SwiGLU → residual.
 //! llama3 RoPE scaling comes as precomputed per-frequency factors (`rope_freqs.weight`);
 //! linear scaling from `rope.scaling.*`. Quirk: llama.cpp's converter permutes Q/K rows so
-//! GGUF weights take interleaved RoPE. Qwen 2 and Qwen 3 reuse this file with their options.
+//! GGUF weights take interleaved RoPE. Qwen 2, Qwen 3, Qwen3-MoE, Mixtral and Phi-3 reuse this
+//! file with their options (biases, Q/K norm, fused projections, a mixture-of-experts FFN).
 
 use candle_core::{DType, Tensor};
 
@@ -12,6 +13,7 @@ use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
+use super::layers::moe::{self, SparseMoe};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::{llama3_freq_factors, Llama3Scaling, Rope};
 use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
@@ -26,6 +28,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["LlamaForCausalLM", "MistralForCausalLM"],
     gguf_architectures: &["llama"],
+    gguf_variants: &[],
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: true,
@@ -35,6 +38,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     default_template: "chatml",
     hf_model_type: "llama",
     hf_config_keys: &[],
+    hf_config_defaults: &[],
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g, "llama")?,
@@ -45,6 +49,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     tiny: TinyConfig {
         block_tensors: BLOCK_TENSORS,
         metadata: &[],
+        fused_gate_up: false,
     },
 };
 
@@ -94,6 +99,21 @@ pub struct Config {
     pub qkv_bias: bool,
     /// Per-head Q/K RMSNorm (Qwen 3).
     pub qk_norm: bool,
+    /// Q/K/V stacked in one `qkv_proj` (Phi-3).
+    pub fused_qkv: bool,
+    /// The feed-forward network of every block.
+    pub ffn_kind: FfnKind,
+}
+
+/// Which feed-forward network the blocks have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnKind {
+    /// SwiGLU with `gate_proj`, `up_proj`, `down_proj`.
+    Dense,
+    /// SwiGLU with the gate and up projections stacked in `gate_up_proj` (Phi-3).
+    FusedGateUp,
+    /// A sparse mixture of SwiGLU experts in every block.
+    Moe(moe::Config),
 }
 
 impl Config {
@@ -157,6 +177,8 @@ impl Config {
             sliding_window: g.opt(&k("attention.sliding_window"), Gguf::usize)?,
             qkv_bias: false,
             qk_norm: false,
+            fused_qkv: false,
+            ffn_kind: FfnKind::Dense,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -228,6 +250,8 @@ impl Config {
             },
             qkv_bias: h.opt_bool("attention_bias")?.unwrap_or(false),
             qk_norm: false,
+            fused_qkv: false,
+            ffn_kind: FfnKind::Dense,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -248,6 +272,9 @@ impl Config {
         if self.head_dim % 2 != 0 {
             return bad(format!("odd head_dim {} cannot take RoPE", self.head_dim));
         }
+        if let FfnKind::Moe(m) = &self.ffn_kind {
+            m.validate()?;
+        }
         Ok(())
     }
 
@@ -259,9 +286,35 @@ impl Config {
             head_dim: self.head_dim,
             scale: 1.0 / (self.head_dim as f64).sqrt(),
             qkv_bias: self.qkv_bias,
+            fused_qkv: self.fused_qkv,
             qk_norm: self.qk_norm.then_some((self.eps, false)),
             sliding_window: self.sliding_window,
             softcap: None,
+        }
+    }
+}
+
+/// A block's feed-forward network.
+#[derive(Clone, Debug)]
+enum Ffn {
+    Dense(Mlp),
+    Moe(SparseMoe),
+}
+
+impl Ffn {
+    fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        let (h, f, act) = (cfg.hidden, cfg.ffn, Activation::Silu);
+        Ok(match &cfg.ffn_kind {
+            FfnKind::Dense => Self::Dense(Mlp::load(&vb.pp("mlp"), h, f, act)?),
+            FfnKind::FusedGateUp => Self::Dense(Mlp::load_fused(&vb.pp("mlp"), h, f, act)?),
+            FfnKind::Moe(m) => Self::Moe(SparseMoe::load(vb, h, m)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(m) => m.forward(x),
+            Self::Moe(m) => m.forward(x),
         }
     }
 }
@@ -272,7 +325,7 @@ struct Block {
     attn_norm: RmsNorm,
     attn: Attention,
     mlp_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: Ffn,
 }
 
 impl Block {
@@ -286,7 +339,7 @@ impl Block {
                 cfg.eps,
                 false,
             )?,
-            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden, cfg.ffn, Activation::Silu)?,
+            mlp: Ffn::load(vb, cfg)?,
         })
     }
 }
@@ -364,7 +417,7 @@ impl CausalLm for Model {
                 i,
             )?;
             let h = (x + a)?;
-            // 3. MLP with residual.
+            // 3. Feed-forward (dense or mixture of experts) with residual.
             x = (&h + b.mlp.forward(&b.mlp_norm.forward(&h)?)?)?;
             ctx.trace(i, "block_out", &x);
         }

@@ -2,13 +2,24 @@
 //! ([`FAMILIES`]), shared layers, the KV cache, and one file per family.
 //!
 //! Adding a family is one file here, one entry in [`FAMILIES`], and its tests.
+//!
+//! GGUF files are matched to a family by `general.architecture`, each architecture string
+//! registered by exactly one family. Where a converter reuses another family's architecture
+//! string (llama.cpp writes Mixtral as `llama` with `llama.expert_count` > 0), the family that
+//! really serves such files declares a [`GgufVariant`] in its own spec: the architecture plus
+//! the metadata key that tells the files apart. [`family_for_gguf_file`] consults variants
+//! before the plain table, so the owner of the architecture (llama) needs no change and the
+//! variant stays in the one file of the family that needs it.
 
 pub mod gemma3;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
+pub mod mixtral;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
 pub mod synthetic;
 pub mod testing;
 
@@ -117,8 +128,22 @@ pub struct Quirks {
 pub struct TinyConfig {
     /// GGUF suffixes of the tensors of each block (`attn_q.weight`, ...).
     pub block_tensors: &'static [&'static str],
-    /// Family-specific metadata (key without the architecture prefix, value).
+    /// Family-specific metadata (key without the architecture prefix, value). Expert
+    /// tensors take their shapes from `expert_count` and `expert_feed_forward_length` (or the
+    /// dense `feed_forward_length` when absent, as in llama.cpp's Mixtral files).
     pub metadata: &'static [(&'static str, u32)],
+    /// `ffn_up.weight` holds the gate and up projections stacked (`2 × ffn` rows, Phi-3).
+    pub fused_gate_up: bool,
+}
+
+/// A GGUF architecture string registered by another family, served by this one when the
+/// integer `{architecture}.{nonzero_key}` is present and non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GgufVariant {
+    /// The `general.architecture` value (owned by another family).
+    pub architecture: &'static str,
+    /// The metadata key (without the architecture prefix) that marks this family's files.
+    pub nonzero_key: &'static str,
 }
 
 /// One registered family.
@@ -131,6 +156,8 @@ pub struct FamilySpec {
     pub hf_architectures: &'static [&'static str],
     /// `general.architecture` values of GGUF files this family serves.
     pub gguf_architectures: &'static [&'static str],
+    /// Files of another family's architecture that this family serves (see [`GgufVariant`]).
+    pub gguf_variants: &'static [GgufVariant],
     /// Name rows that add to or override [`crate::formats::names::COMMON`].
     pub gguf_names: &'static [NamePair],
     /// Declared format quirks.
@@ -143,14 +170,36 @@ pub struct FamilySpec {
     /// `config.json` keys of this family beyond [`crate::formats::names::CONFIG_KEYS`], as
     /// (HF key, GGUF key without the architecture prefix), for export.
     pub hf_config_keys: &'static [NamePair],
+    /// `config.json` values an export writes when the GGUF has no key for them, as (HF key,
+    /// JSON literal): the GGUF reader's defaults where they differ from transformers'.
+    pub hf_config_defaults: &'static [(&'static str, &'static str)],
     /// Builds the model.
     pub load: fn(&Vb, &ConfigSource) -> Result<Box<dyn CausalLm>>,
     /// Shapes for conformance tests.
     pub tiny: TinyConfig,
 }
 
+impl FamilySpec {
+    /// The `general.architecture` this family's GGUF files carry: its own first architecture,
+    /// else the one of its first variant (for writing synthetic files).
+    pub fn gguf_architecture(&self) -> Option<&'static str> {
+        self.gguf_architectures
+            .first()
+            .or(self.gguf_variants.first().map(|v| &v.architecture))
+            .copied()
+    }
+}
+
 /// Every family this build supports.
-pub static FAMILIES: &[&FamilySpec] = &[&llama::SPEC, &qwen2::SPEC, &qwen3::SPEC, &gemma3::SPEC];
+pub static FAMILIES: &[&FamilySpec] = &[
+    &llama::SPEC,
+    &qwen2::SPEC,
+    &qwen3::SPEC,
+    &gemma3::SPEC,
+    &qwen3_moe::SPEC,
+    &mixtral::SPEC,
+    &phi3::SPEC,
+];
 
 /// The registered family with id `id`.
 pub fn family(id: &str) -> Option<&'static FamilySpec> {
@@ -214,9 +263,35 @@ pub fn family_for_gguf(arch: &str) -> Result<&'static FamilySpec> {
         })
 }
 
+/// The family that serves a GGUF file of architecture `arch` whose `{arch}.*` integers are
+/// read by `uint` (`key` without the prefix): a family declaring a matching [`GgufVariant`],
+/// else the owner of the architecture.
+pub fn family_for_gguf_metadata(
+    arch: &str,
+    uint: impl Fn(&str) -> Option<u64>,
+) -> Result<&'static FamilySpec> {
+    let variant = FAMILIES.iter().copied().find(|f| {
+        f.gguf_variants
+            .iter()
+            .any(|v| v.architecture == arch && uint(v.nonzero_key).is_some_and(|n| n > 0))
+    });
+    match variant {
+        Some(f) => Ok(f),
+        None => family_for_gguf(arch),
+    }
+}
+
+/// The family that serves an open GGUF file (variants included).
+pub fn family_for_gguf_file(gguf: &Gguf) -> Result<&'static FamilySpec> {
+    let arch = gguf.architecture()?;
+    family_for_gguf_metadata(arch, |k| {
+        gguf.opt(&format!("{arch}.{k}"), Gguf::uint).ok().flatten()
+    })
+}
+
 /// Loads a model from a GGUF file onto `device`, checking that every tensor was used.
 pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
-    let spec = family_for_gguf(gguf.architecture()?)?;
+    let spec = family_for_gguf_file(gguf)?;
     let weights = Weights::from_gguf(gguf, spec.gguf_names, device);
     let model = (spec.load)(&weights.pp(""), &ConfigSource::Gguf(gguf))?;
     weights.check_all_used(spec.id)?;
@@ -266,6 +341,48 @@ mod tests {
                 f.default_template
             );
         }
+    }
+
+    #[test]
+    fn variants_refine_an_architecture_another_family_owns() {
+        let mut seen = HashSet::new();
+        for f in FAMILIES {
+            assert!(
+                f.gguf_architecture().is_some(),
+                "{}: no GGUF architecture",
+                f.id
+            );
+            for v in f.gguf_variants {
+                let owner = family_for_gguf(v.architecture).unwrap();
+                assert_ne!(owner.id, f.id, "{}: variant of its own architecture", f.id);
+                assert!(
+                    seen.insert(v.architecture),
+                    "two variants of {}",
+                    v.architecture
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_llama_gguf_with_experts_is_served_by_mixtral() {
+        let experts = |n: u64| move |k: &str| (k == "expert_count").then_some(n);
+        assert_eq!(
+            family_for_gguf_metadata("llama", experts(8)).unwrap().id,
+            "mixtral"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("llama", experts(0)).unwrap().id,
+            "llama"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("llama", |_| None).unwrap().id,
+            "llama"
+        );
+        assert_eq!(
+            family_for_gguf_metadata("qwen3", experts(8)).unwrap().id,
+            "qwen3"
+        );
     }
 
     #[test]

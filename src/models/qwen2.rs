@@ -12,6 +12,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Qwen2ForCausalLM"],
     gguf_architectures: &["qwen2"],
+    gguf_variants: &[],
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: false,
@@ -21,6 +22,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     default_template: "chatml",
     hf_model_type: "qwen2",
     hf_config_keys: &[],
+    hf_config_defaults: &[],
     load: |vb, src| {
         let base = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen2")?,
@@ -48,6 +50,7 @@ pub static SPEC: FamilySpec = FamilySpec {
             "ffn_down.weight",
         ],
         metadata: &[],
+        fused_gate_up: false,
     },
 };
 

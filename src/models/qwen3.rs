@@ -12,6 +12,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["Qwen3ForCausalLM"],
     gguf_architectures: &["qwen3"],
+    gguf_variants: &[],
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: false,
@@ -21,6 +22,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     default_template: "chatml",
     hf_model_type: "qwen3",
     hf_config_keys: &[],
+    hf_config_defaults: &[],
     load: |vb, src| {
         let base = match src {
             ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen3")?,
@@ -47,5 +49,6 @@ pub static SPEC: FamilySpec = FamilySpec {
             "ffn_down.weight",
         ],
         metadata: &[("attention.key_length", 24), ("attention.value_length", 24)],
+        fused_gate_up: false,
     },
 };

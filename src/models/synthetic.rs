@@ -43,8 +43,10 @@ pub enum Role {
     Output,
     /// A block's value projection (`attn_v.weight`), given more bits by some llama.cpp mixes.
     AttnV,
-    /// A block's MLP down projection (`ffn_down.weight`), idem.
+    /// A block's MLP down projection (`ffn_down.weight`, `ffn_down_exps.weight`), idem.
     FfnDown,
+    /// A mixture-of-experts router (`ffn_gate_inp.weight`), kept in F32 as llama.cpp does.
+    Router,
     /// Any other matrix.
     Matrix,
     /// Norm weights, biases and other vectors (kept in F32, as llama.cpp does).
@@ -64,9 +66,35 @@ pub struct Planned {
     pub layer: Option<usize>,
 }
 
+/// What block shapes depend on beyond [`Dims`]: the family's layout and its extra metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout<'a> {
+    /// `ffn_up.weight` stacks gate and up (`2 × ffn` rows).
+    pub fused_gate_up: bool,
+    /// `{arch}.{key}` integers: `expert_count`, `expert_feed_forward_length` (else the dense
+    /// `feed_forward_length` is the experts' width, as in llama.cpp's Mixtral files).
+    pub metadata: &'a [(&'a str, u32)],
+}
+
+impl Layout<'_> {
+    fn get(&self, key: &str) -> Option<usize> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v as usize)
+    }
+}
+
 /// Candle-order shape of a block tensor from its GGUF suffix.
-pub fn block_shape(suffix: &str, d: &Dims) -> Option<Vec<usize>> {
+pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>> {
     let (q, kv) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+    let experts = || layout.get("expert_count").filter(|&n| n > 0);
+    let expert_ffn = layout.get("expert_feed_forward_length").unwrap_or(d.ffn);
+    let up_rows = if layout.fused_gate_up {
+        2 * d.ffn
+    } else {
+        d.ffn
+    };
     Some(match suffix {
         s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
             vec![d.head_dim]
@@ -74,28 +102,46 @@ pub fn block_shape(suffix: &str, d: &Dims) -> Option<Vec<usize>> {
         s if s.ends_with("norm.weight") => vec![d.hidden],
         "attn_q.weight" => vec![q, d.hidden],
         "attn_k.weight" | "attn_v.weight" => vec![kv, d.hidden],
+        "attn_qkv.weight" => vec![q + 2 * kv, d.hidden],
         "attn_output.weight" => vec![d.hidden, q],
         "attn_q.bias" => vec![q],
         "attn_k.bias" | "attn_v.bias" => vec![kv],
-        "ffn_gate.weight" | "ffn_up.weight" => vec![d.ffn, d.hidden],
+        "ffn_gate.weight" => vec![d.ffn, d.hidden],
+        "ffn_up.weight" => vec![up_rows, d.hidden],
         "ffn_down.weight" => vec![d.hidden, d.ffn],
+        "ffn_gate_inp.weight" => vec![experts()?, d.hidden],
+        "ffn_gate_exps.weight" | "ffn_up_exps.weight" => vec![experts()?, expert_ffn, d.hidden],
+        "ffn_down_exps.weight" => vec![experts()?, d.hidden, expert_ffn],
         _ => return None,
     })
 }
 
-fn role_of(suffix: &str, shape: &[usize]) -> Role {
+/// The role of a block tensor from its GGUF suffix and shape.
+pub fn role_of(suffix: &str, shape: &[usize]) -> Role {
     match (suffix, shape.len()) {
         (_, 1) => Role::Vector,
         ("attn_v.weight", _) => Role::AttnV,
-        ("ffn_down.weight", _) => Role::FfnDown,
+        ("ffn_down.weight" | "ffn_down_exps.weight", _) => Role::FfnDown,
+        ("ffn_gate_inp.weight", _) => Role::Router,
         _ => Role::Matrix,
     }
 }
 
 /// Every tensor a model of `spec`'s family with dimensions `d` holds, in GGUF file order:
 /// embedding, output norm, output matrix (unless `tied`), RoPE frequency factors (when
-/// `rope_freqs`), then each block's tensors as the family's tiny config lists them.
-pub fn plan(spec: &FamilySpec, d: &Dims, tied: bool, rope_freqs: bool) -> Result<Vec<Planned>> {
+/// `rope_freqs`), then each block's tensors as the family's tiny config lists them. `metadata`
+/// holds the `{arch}.{key}` integers the model is written with (expert counts come from it).
+pub fn plan(
+    spec: &FamilySpec,
+    d: &Dims,
+    tied: bool,
+    rope_freqs: bool,
+    metadata: &[(&str, u32)],
+) -> Result<Vec<Planned>> {
+    let layout = Layout {
+        fused_gate_up: spec.tiny.fused_gate_up,
+        metadata,
+    };
     let top = |name: &str, shape: Vec<usize>, role| Planned {
         name: name.into(),
         shape,
@@ -115,7 +161,7 @@ pub fn plan(spec: &FamilySpec, d: &Dims, tied: bool, rope_freqs: bool) -> Result
     }
     for layer in 0..d.layers {
         for suffix in spec.tiny.block_tensors {
-            let shape = block_shape(suffix, d).ok_or_else(|| {
+            let shape = block_shape(suffix, d, &layout).ok_or_else(|| {
                 Error::Config(format!(
                     "synthetic model: no shape rule for block tensor '{suffix}' of family '{}'",
                     spec.id
@@ -282,8 +328,8 @@ mod tests {
     #[test]
     fn plan_lists_output_only_when_untied_and_every_block_tensor() {
         let spec = &super::super::llama::SPEC;
-        let tied = plan(spec, &dims(), true, false).unwrap();
-        let untied = plan(spec, &dims(), false, true).unwrap();
+        let tied = plan(spec, &dims(), true, false, &[]).unwrap();
+        let untied = plan(spec, &dims(), false, true, &[]).unwrap();
         assert_eq!(tied.len(), 2 + 2 * spec.tiny.block_tensors.len());
         assert_eq!(untied.len(), tied.len() + 2);
         assert_eq!(tied[0].role, Role::Output);
@@ -297,6 +343,46 @@ mod tests {
             (v.role, v.shape.clone(), v.layer),
             (Role::AttnV, vec![32, 64], Some(1))
         );
+    }
+
+    #[test]
+    fn fused_and_expert_tensors_take_their_shapes_from_the_layout() {
+        let d = dims();
+        let plain = Layout {
+            fused_gate_up: false,
+            metadata: &[],
+        };
+        let moe = Layout {
+            fused_gate_up: false,
+            metadata: &[("expert_count", 4), ("expert_feed_forward_length", 32)],
+        };
+        let fused = Layout {
+            fused_gate_up: true,
+            metadata: &[("expert_count", 4)],
+        };
+        assert_eq!(block_shape("ffn_up.weight", &d, &plain), Some(vec![96, 64]));
+        assert_eq!(
+            block_shape("ffn_up.weight", &d, &fused),
+            Some(vec![192, 64])
+        );
+        assert_eq!(
+            block_shape("attn_qkv.weight", &d, &plain),
+            Some(vec![128, 64])
+        );
+        assert_eq!(block_shape("ffn_gate_inp.weight", &d, &plain), None);
+        assert_eq!(
+            block_shape("ffn_gate_inp.weight", &d, &moe),
+            Some(vec![4, 64])
+        );
+        let up = block_shape("ffn_up_exps.weight", &d, &moe);
+        assert_eq!(up, Some(vec![4, 32, 64]));
+        let down = block_shape("ffn_down_exps.weight", &d, &moe);
+        assert_eq!(down, Some(vec![4, 64, 32]));
+        // Without an expert width, the experts are as wide as the dense FFN (Mixtral).
+        let gate = block_shape("ffn_gate_exps.weight", &d, &fused);
+        assert_eq!(gate, Some(vec![4, 96, 64]));
+        assert_eq!(role_of("ffn_gate_inp.weight", &[4, 64]), Role::Router);
+        assert_eq!(role_of("ffn_down_exps.weight", &[4, 64, 32]), Role::FfnDown);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Tensor;
 
-use super::synthetic::{self, Dims, Rng};
+use super::synthetic::{self, Dims, Rng, Role};
 use super::FamilySpec;
 use crate::Result;
 
@@ -26,8 +26,9 @@ pub const LAYERS: usize = 3;
 /// Trained context.
 pub const CONTEXT: usize = 256;
 
-/// Writes a tiny random-weight GGUF for `spec` (architecture `spec.gguf_architectures[0]`,
-/// or `arch_override`) with matrices stored as `dtype`.
+/// Writes a tiny random-weight GGUF for `spec` (architecture [`FamilySpec::gguf_architecture`],
+/// or `arch_override`) with matrices stored as `dtype` (routers stay F32, as llama.cpp keeps
+/// them).
 pub fn write_tiny_gguf(
     spec: &FamilySpec,
     path: &Path,
@@ -35,7 +36,15 @@ pub fn write_tiny_gguf(
     dtype: GgmlDType,
     arch_override: Option<&str>,
 ) -> Result<()> {
-    let arch = arch_override.unwrap_or(spec.gguf_architectures[0]);
+    let arch = match arch_override.or(spec.gguf_architecture()) {
+        Some(a) => a,
+        None => {
+            return Err(crate::Error::Config(format!(
+                "family '{}' declares no GGUF architecture",
+                spec.id
+            )))
+        }
+    };
     let mut rng = Rng::new(seed);
     let head_dim = spec
         .tiny
@@ -69,14 +78,21 @@ pub fn write_tiny_gguf(
             quantize(&rng.tensor(&[HIDDEN], 1.0, 0.2)?, false)?,
         ),
     ];
+    let layout = synthetic::Layout {
+        fused_gate_up: spec.tiny.fused_gate_up,
+        metadata: spec.tiny.metadata,
+    };
     for layer in 0..LAYERS {
         for suffix in spec.tiny.block_tensors {
-            let shape = synthetic::block_shape(suffix, &dims).ok_or_else(|| {
+            let shape = synthetic::block_shape(suffix, &dims, &layout).ok_or_else(|| {
                 crate::Error::Config(format!(
                     "tiny model: no shape rule for block tensor '{suffix}'"
                 ))
             })?;
-            let is_matrix = shape.len() == 2;
+            let is_matrix = matches!(
+                synthetic::role_of(suffix, &shape),
+                Role::Matrix | Role::AttnV | Role::FfnDown
+            );
             let t = if suffix.ends_with("norm.weight") {
                 rng.tensor(&shape, 1.0, 0.2)?
             } else {

@@ -1,5 +1,5 @@
-//! Grouped-query attention with the options our families need: Q/K/V biases, per-head Q/K
-//! RMSNorm, a sliding window, logit soft-capping, and a custom score scale. Keys and values
+//! Grouped-query attention with the options our families need: Q/K/V biases, a fused QKV
+//! matrix, per-head Q/K RMSNorm, a sliding window, logit soft-capping, and a custom score scale. Keys and values
 //! go through the engine's KV cache; query heads are grouped onto their KV head by a reshape,
 //! so K/V are never copied per query head.
 
@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::linear::Linear;
 use super::norm::RmsNorm;
+use super::qkv::{self, Qkv};
 use super::rope::{Rope, Tables};
 use crate::formats::weights::Vb;
 use crate::models::KvCache;
@@ -27,6 +28,8 @@ pub struct Config {
     pub scale: f64,
     /// Q/K/V projections carry biases.
     pub qkv_bias: bool,
+    /// Q/K/V are one stacked matrix (`qkv_proj`, Phi-3).
+    pub fused_qkv: bool,
     /// Per-head RMSNorm on Q and K before RoPE: `(eps, unit_offset)`.
     pub qk_norm: Option<(f64, bool)>,
     /// Each query sees at most this many most recent positions (itself included).
@@ -38,9 +41,7 @@ pub struct Config {
 /// One attention layer's weights.
 #[derive(Clone, Debug)]
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -48,7 +49,8 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Loads `q_proj`, `k_proj`, `v_proj`, `o_proj` (and `q_norm`, `k_norm`) under `vb`.
+    /// Loads `q_proj`, `k_proj`, `v_proj` (or `qkv_proj`), `o_proj` (and `q_norm`, `k_norm`)
+    /// under `vb`.
     pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
         let (h, q_dim, kv_dim) = (
             cfg.hidden,
@@ -61,9 +63,16 @@ impl Attention {
                 .transpose()
         };
         Ok(Self {
-            q: Linear::load(&vb.pp("q_proj"), h, q_dim, cfg.qkv_bias)?,
-            k: Linear::load(&vb.pp("k_proj"), h, kv_dim, cfg.qkv_bias)?,
-            v: Linear::load(&vb.pp("v_proj"), h, kv_dim, cfg.qkv_bias)?,
+            qkv: Qkv::load(
+                vb,
+                qkv::Dims {
+                    hidden: h,
+                    q: q_dim,
+                    kv: kv_dim,
+                },
+                cfg.qkv_bias,
+                cfg.fused_qkv,
+            )?,
             o: Linear::load(&vb.pp("o_proj"), q_dim, h, false)?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
@@ -84,15 +93,10 @@ impl Attention {
         let (b, l, _) = x.dims3()?;
         let pos = cache.pos_of(layer);
         // 1. Project and split heads: (B, L, H*D) -> (B, L, H, D).
-        let q = self.q.forward(x)?.reshape((b, l, c.n_heads, c.head_dim))?;
-        let k = self
-            .k
-            .forward(x)?
-            .reshape((b, l, c.n_kv_heads, c.head_dim))?;
-        let v = self
-            .v
-            .forward(x)?
-            .reshape((b, l, c.n_kv_heads, c.head_dim))?;
+        let (q, k, v) = self.qkv.forward(x)?;
+        let q = q.reshape((b, l, c.n_heads, c.head_dim))?;
+        let k = k.reshape((b, l, c.n_kv_heads, c.head_dim))?;
+        let v = v.reshape((b, l, c.n_kv_heads, c.head_dim))?;
         // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D) and RoPE.
         let q = match &self.q_norm {
             Some(n) => n.forward(&q)?,

@@ -43,6 +43,11 @@ impl Linear {
         })
     }
 
+    /// A layer over a ready weight without bias (e.g. one expert split from a stacked tensor).
+    pub fn from_matmul(weight: QMatMul) -> Self {
+        Self { weight, bias: None }
+    }
+
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.batched_via_dense(x)? {

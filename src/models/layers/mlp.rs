@@ -1,6 +1,8 @@
-//! Gated feed-forward networks: SwiGLU (SiLU gate) and GeGLU (GELU-tanh gate, Gemma).
+//! Gated feed-forward networks: SwiGLU (SiLU gate) and GeGLU (GELU-tanh gate, Gemma), with the
+//! gate and up projections stored apart (`gate_proj`, `up_proj`) or stacked in one matrix
+//! (Phi-3's `gate_up_proj`, rows gate|up) that is split after a single matmul.
 
-use candle_core::Tensor;
+use candle_core::{Tensor, D};
 
 use super::linear::Linear;
 use crate::formats::weights::Vb;
@@ -15,11 +17,24 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// The gate and up projections.
+#[derive(Clone, Debug)]
+enum GateUp {
+    Separate {
+        gate: Linear,
+        up: Linear,
+    },
+    /// One `(2 * ffn, hidden)` matrix: the first `ffn` rows are the gate.
+    Fused {
+        gate_up: Linear,
+        ffn: usize,
+    },
+}
+
 /// `down(act(gate(x)) * up(x))`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: GateUp,
     down: Linear,
     act: Activation,
 }
@@ -28,20 +43,118 @@ impl Mlp {
     /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb`.
     pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?,
-            up: Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?,
+            gate_up: GateUp::Separate {
+                gate: Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?,
+                up: Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?,
+            },
             down: Linear::load(&vb.pp("down_proj"), ffn, hidden, false)?,
             act,
         })
     }
 
+    /// Loads the stacked `gate_up_proj` (`2 * ffn` rows, gate first) and `down_proj`.
+    pub fn load_fused(vb: &Vb, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            gate_up: GateUp::Fused {
+                gate_up: Linear::load(&vb.pp("gate_up_proj"), hidden, 2 * ffn, false)?,
+                ffn,
+            },
+            down: Linear::load(&vb.pp("down_proj"), ffn, hidden, false)?,
+            act,
+        })
+    }
+
+    /// A network over ready layers (e.g. one expert of a mixture).
+    pub fn from_linears(gate: Linear, up: Linear, down: Linear, act: Activation) -> Self {
+        Self {
+            gate_up: GateUp::Separate { gate, up },
+            down,
+            act,
+        }
+    }
+
     /// Applies the network to `(..., hidden)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?;
+        let (g, u) = match &self.gate_up {
+            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
+            GateUp::Fused { gate_up, ffn } => {
+                let y = gate_up.forward(x)?;
+                (
+                    y.narrow(D::Minus1, 0, *ffn)?,
+                    y.narrow(D::Minus1, *ffn, *ffn)?,
+                )
+            }
+        };
         let g = match self.act {
             Activation::Silu => candle_nn::ops::silu(&g)?,
             Activation::GeluTanh => g.gelu()?,
         };
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        self.down.forward(&(g * u)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::Device;
+
+    fn linear(t: &Tensor) -> Linear {
+        Linear::from_matmul(QMatMul::Tensor(t.clone()))
+    }
+
+    #[test]
+    fn stacked_gate_up_equals_separate_projections() {
+        let dev = Device::Cpu;
+        let (hidden, ffn) = (8, 6);
+        let gate = Tensor::randn(0f32, 1.0, (ffn, hidden), &dev).unwrap();
+        let up = Tensor::randn(0f32, 1.0, (ffn, hidden), &dev).unwrap();
+        let down = Tensor::randn(0f32, 1.0, (hidden, ffn), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, hidden), &dev).unwrap();
+        let separate =
+            Mlp::from_linears(linear(&gate), linear(&up), linear(&down), Activation::Silu);
+        let fused = Mlp {
+            gate_up: GateUp::Fused {
+                gate_up: linear(&Tensor::cat(&[&gate, &up], 0).unwrap()),
+                ffn,
+            },
+            down: linear(&down),
+            act: Activation::Silu,
+        };
+        let a: Vec<f32> = separate
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = fused
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a.len(), 3 * hidden);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        // Swapping the halves must change the result: the split order matters.
+        let swapped = Mlp {
+            gate_up: GateUp::Fused {
+                gate_up: linear(&Tensor::cat(&[&up, &gate], 0).unwrap()),
+                ffn,
+            },
+            down: linear(&down),
+            act: Activation::Silu,
+        };
+        let c: Vec<f32> = swapped
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(a.iter().zip(&c).any(|(p, q)| (p - q).abs() > 1e-3));
     }
 }

@@ -1,10 +1,13 @@
-//! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention,
-//! gated MLPs and the token embedding. Families compose these; new kinds of layer go here.
+//! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention
+//! (separate or fused QKV), gated MLPs, the sparse mixture of experts and the token embedding.
+//! Families compose these; new kinds of layer go here.
 
 pub mod attention;
 pub mod embedding;
 pub mod linear;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod q4_1;
+pub mod qkv;
 pub mod rope;

@@ -1,0 +1,372 @@
+//! Sparse mixture-of-experts feed-forward block without fused kernels, so it runs on the CPU
+//! and on any device: a router linear (`gate`) scores the experts, each token keeps its top
+//! `k`, and the block's output is the routing-weighted sum of those experts' SwiGLU outputs.
+//!
+//! Routing happens on the host (a few numbers per token). Then, for each expert that received
+//! tokens, its rows are gathered (`index_select`), run through the expert's three linears as
+//! one batch, scaled by their routing weights and scattered back (`index_add`). A decode step
+//! therefore runs only `k` experts, and a prefill runs each chosen expert once.
+//!
+//! Router variants, as the reference implementations declare them:
+//! - [`Router::SoftmaxTopK`]: softmax over all experts, top-k, optionally renormalise the k
+//!   weights (`norm_topk_prob`: true for Qwen3-MoE, false for Qwen2-MoE).
+//! - [`Router::TopKSoftmax`]: top-k over the logits, softmax over those k (Mixtral's paper and
+//!   llama.cpp's description; equal to `SoftmaxTopK { renormalize: true }` in exact maths).
+
+use candle_core::{DType, Tensor};
+
+use super::linear::Linear;
+use super::mlp::{Activation, Mlp};
+use crate::formats::weights::Vb;
+use crate::{Error, Result};
+
+/// How routing weights come from router logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Router {
+    /// Softmax over every expert, then the top `k`; `renormalize` rescales the kept weights
+    /// to sum to 1.
+    SoftmaxTopK {
+        /// Divide the kept weights by their sum (`norm_topk_prob`).
+        renormalize: bool,
+    },
+    /// The top `k` logits, then a softmax over just those.
+    TopKSoftmax,
+}
+
+impl Router {
+    /// The chosen experts of one token and their weights, best first. Ties go to the lower
+    /// expert index.
+    pub fn route(self, logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        order.truncate(k);
+        match self {
+            Self::SoftmaxTopK { renormalize } => {
+                let probs = softmax(logits);
+                let kept: Vec<(usize, f32)> = order.iter().map(|&e| (e, probs[e])).collect();
+                if !renormalize {
+                    return kept;
+                }
+                let sum: f32 = kept.iter().map(|(_, w)| w).sum();
+                kept.into_iter().map(|(e, w)| (e, w / sum)).collect()
+            }
+            Self::TopKSoftmax => {
+                let top: Vec<f32> = order.iter().map(|&e| logits[e]).collect();
+                order.into_iter().zip(softmax(&top)).collect()
+            }
+        }
+    }
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|v| v / sum).collect()
+}
+
+/// Where a family stores the block's weights (under the layer's prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The block (`mlp` for Qwen, `block_sparse_moe` for Mixtral).
+    pub block: &'static str,
+    /// The router linear under the block (`gate`).
+    pub router: &'static str,
+    /// Each expert's gate projection (`experts.E.{gate}.weight`).
+    pub gate: &'static str,
+    /// Each expert's up projection.
+    pub up: &'static str,
+    /// Each expert's down projection.
+    pub down: &'static str,
+}
+
+/// Qwen MoE naming: `mlp.gate`, `mlp.experts.E.{gate,up,down}_proj`.
+pub const QWEN_NAMES: Names = Names {
+    block: "mlp",
+    router: "gate",
+    gate: "gate_proj",
+    up: "up_proj",
+    down: "down_proj",
+};
+
+/// Shape and routing of one MoE block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Experts per layer.
+    pub n_experts: usize,
+    /// Experts each token uses (`k`).
+    pub n_used: usize,
+    /// Width of one expert's MLP.
+    pub ffn: usize,
+    /// How logits become weights.
+    pub router: Router,
+    /// Where the weights are.
+    pub names: Names,
+}
+
+impl Config {
+    /// Rejects shapes that cannot route.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_experts == 0 || self.ffn == 0 {
+            return Err(Error::Config(format!(
+                "mixture of experts needs experts of non-zero width, found {} experts of width {}",
+                self.n_experts, self.ffn
+            )));
+        }
+        if self.n_used == 0 || self.n_used > self.n_experts {
+            return Err(Error::Config(format!(
+                "{} experts used per token out of {}; supported: 1 to {}",
+                self.n_used, self.n_experts, self.n_experts
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A sparse MoE feed-forward block with SwiGLU experts.
+#[derive(Clone, Debug)]
+pub struct SparseMoe {
+    router: Linear,
+    experts: Vec<Mlp>,
+    cfg: Config,
+}
+
+impl SparseMoe {
+    /// Loads the router and the experts from `vb` (the layer's prefix).
+    pub fn load(vb: &Vb, hidden: usize, cfg: &Config) -> Result<Self> {
+        let n = cfg.n_experts;
+        let vb = vb.pp(cfg.names.block);
+        let router = Linear::load(&vb.pp(cfg.names.router), hidden, n, false)?;
+        let gate = vb.experts(cfg.names.gate, n, &[cfg.ffn, hidden])?;
+        let up = vb.experts(cfg.names.up, n, &[cfg.ffn, hidden])?;
+        let down = vb.experts(cfg.names.down, n, &[hidden, cfg.ffn])?;
+        let experts = gate
+            .into_iter()
+            .zip(up)
+            .zip(down)
+            .map(|((g, u), d)| {
+                Mlp::from_linears(
+                    Linear::from_matmul(g),
+                    Linear::from_matmul(u),
+                    Linear::from_matmul(d),
+                    Activation::Silu,
+                )
+            })
+            .collect();
+        Ok(Self {
+            router,
+            experts,
+            cfg: *cfg,
+        })
+    }
+
+    /// Applies the block to `(..., hidden)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let shape = x.dims().to_vec();
+        let hidden = shape.last().copied().unwrap_or(0);
+        let xs = x.reshape(((), hidden))?; // (T, hidden)
+        let device = xs.device();
+        // 1. Router logits (T, E), routed on the host.
+        let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
+        let n = self.experts.len();
+        let (mut rows, mut weights) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+        for (t, l) in logits.iter().enumerate() {
+            for (e, w) in self.cfg.router.route(l, self.cfg.n_used) {
+                rows[e].push(t as u32);
+                weights[e].push(w);
+            }
+        }
+        // 2. Each expert with tokens: gather its rows (n_e, hidden), run it, scale each row by
+        //    its weight, add into the output rows. Experts go in index order, so a token's sum
+        //    is accumulated in the same order whatever else is in the batch.
+        let mut out = xs.zeros_like()?;
+        for (e, expert) in self.experts.iter().enumerate() {
+            let rows_e = std::mem::take(&mut rows[e]);
+            if rows_e.is_empty() {
+                continue;
+            }
+            let count = rows_e.len();
+            let idx = Tensor::from_vec(rows_e, count, device)?;
+            let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
+                .to_dtype(xs.dtype())?;
+            let y = expert
+                .forward(&xs.index_select(&idx, 0)?)?
+                .broadcast_mul(&w)?;
+            out = out.index_add(&idx, &y, 0)?;
+        }
+        Ok(out.reshape(shape)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+
+    fn close(a: &[(usize, f32)], b: &[(usize, f32)]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for ((ea, wa), (eb, wb)) in a.iter().zip(b) {
+            assert_eq!(ea, eb, "{a:?} vs {b:?}");
+            assert!((wa - wb).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+
+    // Logits (1, 3, 2, 0): exp = (e, e^3, e^2, 1), sum 31.192875; softmax
+    // (0.0871443, 0.6439143, 0.2368828, 0.0320586). Top 2: experts 1 and 2.
+    const LOGITS: [f32; 4] = [1.0, 3.0, 2.0, 0.0];
+
+    #[test]
+    fn softmax_then_top_k_keeps_the_full_softmax_weights() {
+        let r = Router::SoftmaxTopK { renormalize: false };
+        close(&r.route(&LOGITS, 2), &[(1, 0.643_914_3), (2, 0.236_882_8)]);
+    }
+
+    #[test]
+    fn softmax_then_top_k_renormalises_when_asked() {
+        // 0.6439143 / 0.8807971 = sigmoid(1) = 0.7310586.
+        let r = Router::SoftmaxTopK { renormalize: true };
+        close(&r.route(&LOGITS, 2), &[(1, 0.731_058_6), (2, 0.268_941_4)]);
+        close(&r.route(&LOGITS, 1), &[(1, 1.0)]);
+    }
+
+    #[test]
+    fn top_k_then_softmax_weighs_only_the_kept_logits() {
+        // softmax(3, 2) = (sigmoid(1), 1 - sigmoid(1)).
+        close(
+            &Router::TopKSoftmax.route(&LOGITS, 2),
+            &[(1, 0.731_058_6), (2, 0.268_941_4)],
+        );
+        // k = 3: softmax(3, 2, 1) = (0.6652410, 0.2447285, 0.0900306).
+        close(
+            &Router::TopKSoftmax.route(&LOGITS, 3),
+            &[(1, 0.665_241), (2, 0.244_728_5), (0, 0.090_030_6)],
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_expert() {
+        let r = Router::TopKSoftmax;
+        close(&r.route(&[0.5, 2.0, 2.0, 2.0], 2), &[(1, 0.5), (2, 0.5)]);
+    }
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::models::synthetic::Rng::new(seed);
+        rng.tensor(shape, 0.0, 1.0).unwrap()
+    }
+
+    fn dense(t: &Tensor) -> Linear {
+        Linear::from_matmul(QMatMul::Tensor(t.clone()))
+    }
+
+    /// One token through every expert, combined with weights computed independently of
+    /// `Router::route` (full softmax, sort, renormalise).
+    fn naive(x: &Tensor, router: &Tensor, experts: &[[Tensor; 3]], k: usize) -> Vec<f32> {
+        let logits: Vec<f32> = x
+            .matmul(&router.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let mut ranked: Vec<usize> = (0..logits.len()).collect();
+        ranked.sort_by(|a, b| logits[*b].partial_cmp(&logits[*a]).unwrap());
+        let kept = &ranked[..k];
+        let norm: f32 = kept.iter().map(|&e| exp[e]).sum();
+        let mut out = vec![0f32; x.dims()[1]];
+        for &e in kept {
+            let [g, u, d] = &experts[e];
+            let gate = candle_nn::ops::silu(&x.matmul(&g.t().unwrap()).unwrap()).unwrap();
+            let up = x.matmul(&u.t().unwrap()).unwrap();
+            let y: Vec<f32> = (gate * up)
+                .unwrap()
+                .matmul(&d.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (o, v) in out.iter_mut().zip(y) {
+                *o += exp[e] / norm * v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn block_equals_a_naive_per_token_dense_computation() {
+        let (hidden, ffn, n, k, tokens) = (8, 6, 4, 2, 7);
+        let router = rand(&[n, hidden], 1);
+        let experts: Vec<[Tensor; 3]> = (0..n as u64)
+            .map(|e| {
+                [
+                    rand(&[ffn, hidden], 10 + e),
+                    rand(&[ffn, hidden], 20 + e),
+                    rand(&[hidden, ffn], 30 + e),
+                ]
+            })
+            .collect();
+        let x = rand(&[1, tokens, hidden], 2);
+        for r in [
+            Router::SoftmaxTopK { renormalize: true },
+            Router::TopKSoftmax,
+        ] {
+            let block = SparseMoe {
+                router: dense(&router),
+                experts: experts
+                    .iter()
+                    .map(|[g, u, d]| {
+                        Mlp::from_linears(dense(g), dense(u), dense(d), Activation::Silu)
+                    })
+                    .collect(),
+                cfg: Config {
+                    n_experts: n,
+                    n_used: k,
+                    ffn,
+                    router: r,
+                    names: QWEN_NAMES,
+                },
+            };
+            let y = block.forward(&x).unwrap();
+            assert_eq!(y.dims(), &[1, tokens, hidden]);
+            let y: Vec<Vec<f32>> = y.squeeze(0).unwrap().to_vec2().unwrap();
+            let mut used = std::collections::HashSet::new();
+            for (t, row) in y.iter().enumerate() {
+                let xt = x.squeeze(0).unwrap().narrow(0, t, 1).unwrap();
+                let want = naive(&xt, &router, &experts, k);
+                for (a, b) in row.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "{r:?} token {t}: {a} vs {b}"
+                    );
+                }
+                let l: Vec<f32> = xt
+                    .matmul(&router.t().unwrap())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                used.extend(r.route(&l, k).into_iter().map(|(e, _)| e));
+            }
+            // The batch must exercise more than k experts, or grouping is not tested.
+            assert!(used.len() > k, "{used:?}");
+        }
+    }
+
+    #[test]
+    fn unroutable_shapes_are_rejected() {
+        let cfg = |n_experts, n_used| Config {
+            n_experts,
+            n_used,
+            ffn: 4,
+            router: Router::TopKSoftmax,
+            names: QWEN_NAMES,
+        };
+        assert!(cfg(4, 2).validate().is_ok());
+        assert!(cfg(4, 5).validate().is_err());
+        assert!(cfg(4, 0).validate().is_err());
+        assert!(cfg(0, 0).validate().is_err());
+    }
+}
