@@ -219,11 +219,21 @@ impl Gguf {
         })
     }
 
-    /// A float value (f32 or f64).
+    /// A float value (f32 or f64, or an integer taken as a float).
     pub fn float(&self, key: &str) -> Result<f64> {
+        use gguf_file::Value as V;
+        // Integers are taken as the floats they spell (writers sometimes store `8` for 8.0).
         match self.value(key)? {
-            gguf_file::Value::F32(x) => Ok(*x as f64),
-            gguf_file::Value::F64(x) => Ok(*x),
+            V::F32(x) => Ok(*x as f64),
+            V::F64(x) => Ok(*x),
+            V::U8(x) => Ok(*x as f64),
+            V::I8(x) => Ok(*x as f64),
+            V::U16(x) => Ok(*x as f64),
+            V::I16(x) => Ok(*x as f64),
+            V::U32(x) => Ok(*x as f64),
+            V::I32(x) => Ok(*x as f64),
+            V::U64(x) => Ok(*x as f64),
+            V::I64(x) => Ok(*x as f64),
             other => Err(bad(key, "a float", other)),
         }
     }
