@@ -12,6 +12,7 @@
 //! variant stays in the one file of the family that needs it.
 
 pub mod gemma3;
+pub mod granite;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
@@ -199,6 +200,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_moe::SPEC,
     &mixtral::SPEC,
     &phi3::SPEC,
+    &granite::SPEC,
 ];
 
 /// The registered family with id `id`.

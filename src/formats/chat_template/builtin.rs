@@ -13,6 +13,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../assets/templates/gemma.jinja"),
     ),
     (
+        "granite",
+        include_str!("../../../assets/templates/granite.jinja"),
+    ),
+    (
         "llama3",
         include_str!("../../../assets/templates/llama3.jinja"),
     ),

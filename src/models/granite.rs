@@ -1,0 +1,274 @@
+//! IBM Granite 3.x dense (HF `GraniteForCausalLM`; GGUF `granite`).
+//!
+//! The llama block with four scalar multipliers: token embeddings are scaled by
+//! `embedding_multiplier`, attention scores by `attention_multiplier` (instead of
+//! `1/sqrt(head_dim)`), each residual branch by `residual_multiplier` before it is added, and
+//! the logits are divided by `logits_scaling`. GGUF stores them as `granite.embedding_scale`,
+//! `granite.attention.scale`, `granite.residual_scale` and `granite.logit_scale`.
+//! Quirk: llama.cpp's converter treats Granite as llama, so GGUF Q/K rows are permuted.
+//! References: HF `modeling_granite.py`, llama.cpp `src/models/granite.cpp`.
+
+use candle_core::{DType, Tensor};
+
+use super::layers::attention::{self, Attention};
+use super::layers::embedding::Embedding;
+use super::layers::linear::Linear;
+use super::layers::mlp::{Activation, Mlp};
+use super::layers::norm::RmsNorm;
+use super::layers::rope::Rope;
+use super::llama::{self, BLOCK_TENSORS};
+use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use crate::formats::gguf::Gguf;
+use crate::formats::hf_config::HfConfig;
+use crate::formats::weights::Vb;
+use crate::{Error, Result};
+
+/// The registry entry.
+pub static SPEC: FamilySpec = FamilySpec {
+    id: "granite",
+    kind: Kind::Dense,
+    hf_architectures: &["GraniteForCausalLM"],
+    gguf_architectures: &["granite"],
+    gguf_names: &[],
+    quirks: Quirks {
+        gguf_qk_permuted: true,
+        norm_unit_offset: false,
+        gguf_norm_unit_offset_folded: false,
+    },
+    default_template: "granite",
+    hf_model_type: "granite",
+    hf_config_keys: &[
+        ("embedding_multiplier", "embedding_scale"),
+        ("residual_multiplier", "residual_scale"),
+        ("attention_multiplier", "attention.scale"),
+        ("logits_scaling", "logit_scale"),
+    ],
+    hf_config_defaults: &[],
+    gguf_variants: &[],
+    load: |vb, src| {
+        let cfg = match src {
+            ConfigSource::Gguf(g) => Config::from_gguf(g)?,
+            ConfigSource::Hf(h) => Config::from_hf(h)?,
+        };
+        Ok(Box::new(Model::load(vb, &cfg)?))
+    },
+    tiny: TinyConfig {
+        block_tensors: BLOCK_TENSORS,
+        metadata: &[
+            ("embedding_scale", 2),
+            ("residual_scale", 3),
+            ("attention.scale", 1),
+            ("logit_scale", 4),
+        ],
+        fused_gate_up: false,
+    },
+};
+
+/// Granite's configuration: llama's plus the four multipliers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The llama part (dimensions, RoPE, norms).
+    pub base: llama::Config,
+    /// Multiplies the token embeddings.
+    pub embedding_multiplier: f64,
+    /// Multiplies each block's attention and MLP output before the residual add.
+    pub residual_multiplier: f64,
+    /// Multiplies `q·k` (replaces `1/sqrt(head_dim)`).
+    pub attention_multiplier: f64,
+    /// Divides the logits.
+    pub logits_scaling: f64,
+}
+
+impl Config {
+    /// Reads `granite.*` metadata; the converter always writes the four scales.
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let cfg = Self {
+            base: llama::Config::from_gguf(g, "granite")?,
+            embedding_multiplier: g.float("granite.embedding_scale")?,
+            residual_multiplier: g.float("granite.residual_scale")?,
+            attention_multiplier: g.float("granite.attention.scale")?,
+            logits_scaling: g.float("granite.logit_scale")?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json` (transformers' defaults: every multiplier 1).
+    pub fn from_hf(h: &HfConfig) -> Result<Self> {
+        if h.opt_bool("mlp_bias")? == Some(true) {
+            return Err(Error::Config(
+                "granite: mlp_bias is not supported; supported: false".into(),
+            ));
+        }
+        let cfg = Self {
+            base: llama::Config::from_hf(h)?,
+            embedding_multiplier: h.opt_float("embedding_multiplier")?.unwrap_or(1.0),
+            residual_multiplier: h.opt_float("residual_multiplier")?.unwrap_or(1.0),
+            attention_multiplier: h.opt_float("attention_multiplier")?.unwrap_or(1.0),
+            logits_scaling: h.opt_float("logits_scaling")?.unwrap_or(1.0),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values this implementation cannot run.
+    pub fn validate(&self) -> Result<()> {
+        self.base.validate()?;
+        if self.logits_scaling == 0.0 || !self.logits_scaling.is_finite() {
+            return Err(Error::Config(format!(
+                "granite: logits_scaling {} cannot divide the logits",
+                self.logits_scaling
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Clone, Debug)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A Granite model.
+pub struct Model {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    residual_multiplier: f64,
+    logits_scaling: f64,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Builds the model from `vb` (rooted at the checkpoint top).
+    pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        let b = &cfg.base;
+        let style = super::rope_style(SPEC.quirks, vb.weights().format());
+        let mut rope = Rope::new(b.head_dim, b.rope_base, style);
+        if b.rope_linear_factor != 1.0 {
+            rope = rope.with_linear_scaling(b.rope_linear_factor as f32);
+        }
+        let attn_cfg = attention::Config {
+            hidden: b.hidden,
+            n_heads: b.n_heads,
+            n_kv_heads: b.n_kv_heads,
+            head_dim: b.head_dim,
+            scale: cfg.attention_multiplier,
+            qkv_bias: b.qkv_bias,
+            qk_norm: None,
+            sliding_window: b.sliding_window,
+            softcap: None,
+            fused_qkv: false,
+        };
+        let m = vb.pp("model");
+        let table = m.qtensor("embed_tokens.weight", &[b.vocab_size, b.hidden])?;
+        let lm_head = if vb.contains("lm_head.weight") {
+            Linear::load(&vb.pp("lm_head"), b.hidden, b.vocab_size, false)?
+        } else {
+            Linear::from_qtensor(table.clone())?
+        };
+        let blocks = (0..b.n_layers)
+            .map(|i| {
+                let vb = m.pp("layers").pp(i);
+                Ok(Block {
+                    attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), b.hidden, b.eps, false)?,
+                    attn: Attention::load(&vb.pp("self_attn"), &attn_cfg)?,
+                    mlp_norm: RmsNorm::load(
+                        &vb.pp("post_attention_layernorm"),
+                        b.hidden,
+                        b.eps,
+                        false,
+                    )?,
+                    mlp: Mlp::load(&vb.pp("mlp"), b.hidden, b.ffn, Activation::Silu)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed: Embedding::new(table, Some(cfg.embedding_multiplier)),
+            blocks,
+            norm: RmsNorm::load(&m.pp("norm"), b.hidden, b.eps, false)?,
+            lm_head,
+            rope,
+            residual_multiplier: cfg.residual_multiplier,
+            logits_scaling: cfg.logits_scaling,
+            info: ModelInfo {
+                family: SPEC.id,
+                kind: SPEC.kind,
+                n_layers: b.n_layers,
+                hidden: b.hidden,
+                n_heads: b.n_heads,
+                n_kv_heads: b.n_kv_heads,
+                head_dim: b.head_dim,
+                vocab_size: b.vocab_size,
+                context_length: b.context_length,
+            },
+        })
+    }
+}
+
+impl CausalLm for Model {
+    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        let (_, l) = tokens.dims2()?;
+        let tables = self.rope.tables(ctx.cache.pos(), l, tokens.device())?;
+        let r = self.residual_multiplier;
+        // 1. Embed and scale: (1, L) -> (1, L, hidden).
+        let mut x = self.embed.forward(tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            // 2. Attention; its output scaled before the residual add.
+            let a = b.attn.forward(
+                &b.attn_norm.forward(&x)?,
+                (&self.rope, &tables),
+                ctx.cache,
+                i,
+            )?;
+            let h = (x + (a * r)?)?;
+            // 3. MLP, likewise.
+            x = (&h + (b.mlp.forward(&b.mlp_norm.forward(&h)?)? * r)?)?;
+            ctx.trace(i, "block_out", &x);
+        }
+        // 4. Last position only: norm, output layer, divided by the logits scale.
+        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
+        let logits = self
+            .lm_head
+            .forward(&x)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?;
+        Ok((logits / self.logits_scaling)?)
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granite_config_reads_the_multipliers() {
+        let h = HfConfig::parse(
+            r#"{"architectures":["GraniteForCausalLM"],"model_type":"granite",
+            "hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":40,
+            "num_attention_heads":32,"num_key_value_heads":8,"max_position_embeddings":4096,
+            "rms_norm_eps":1e-5,"rope_theta":10000.0,"vocab_size":49155,"hidden_act":"silu",
+            "attention_bias":false,"mlp_bias":false,"tie_word_embeddings":true,
+            "embedding_multiplier":12.0,"residual_multiplier":0.22,
+            "attention_multiplier":0.015625,"logits_scaling":8.0}"#,
+            "config.json",
+        )
+        .unwrap();
+        let c = Config::from_hf(&h).unwrap();
+        assert_eq!(c.base.head_dim, 64);
+        assert_eq!(c.embedding_multiplier, 12.0);
+        assert_eq!(c.residual_multiplier, 0.22);
+        assert_eq!(c.attention_multiplier, 0.015625);
+        assert_eq!(c.logits_scaling, 8.0);
+    }
+}
