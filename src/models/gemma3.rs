@@ -184,6 +184,13 @@ impl Config {
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
         let text = h.sub("text_config");
         let h = text.as_ref().unwrap_or(h);
+        if let Some(act) = h.opt_str("hidden_activation")? {
+            if act != "gelu_pytorch_tanh" {
+                return Err(Error::Config(format!(
+                    "gemma3: hidden_activation '{act}' is not supported; supported: gelu_pytorch_tanh"
+                )));
+            }
+        }
         let hidden = h.usize("hidden_size")?;
         let n_heads = h.usize("num_attention_heads")?;
         let head_dim = h.opt_usize("head_dim")?.unwrap_or(hidden / n_heads.max(1));
