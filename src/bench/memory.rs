@@ -14,6 +14,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     parse_status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
 }
 
+/// The current resident set size of this process in bytes (`VmRSS`), where the OS reports it.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kib(&status, "VmRSS:").map(|kib| kib * 1024)
+}
+
 /// Resets the peak resident set to the current one (Linux ≥ 4.0: writing `5` to
 /// `/proc/self/clear_refs`); false where that is not possible.
 pub fn reset_peak_rss() -> bool {

@@ -167,14 +167,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("loading {}", model.display()))?;
     if args.verbose {
         let i = engine.info();
+        let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{} MiB", b >> 20));
         eprintln!(
-            "model: {} ({}, {} layers, ctx {} of {}) loaded in {:.2}s",
+            "model: {} ({}, {} layers, ctx {} of {}) loaded in {:.2}s; RSS {} (peak {})",
             engine.name(),
             i.family,
             i.n_layers,
             engine.ctx_size(),
             i.context_length,
-            load_start.elapsed().as_secs_f64()
+            load_start.elapsed().as_secs_f64(),
+            mib(crate::bench::memory::rss_bytes()),
+            mib(crate::bench::memory::peak_rss_bytes()),
         );
         if let TemplateOrigin::FamilyDefault(name) = engine.template_origin() {
             eprintln!(

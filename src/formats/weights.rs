@@ -219,10 +219,10 @@ impl<'a> Weights<'a> {
                 files, precision, ..
             } => {
                 let t = self.raw(files, &stored)?;
-                let qtype = match precision.quant {
-                    Some(q) if quantizable(t.dims(), q) => q,
-                    _ => GgmlDType::F32,
-                };
+                let qtype = precision
+                    .quant
+                    .and_then(|q| quant_for(t.dims(), q))
+                    .unwrap_or(GgmlDType::F32);
                 QTensor::quantize(&t.to_dtype(DType::F32)?, qtype)?
             }
         };
@@ -246,11 +246,11 @@ impl<'a> Weights<'a> {
             return Err(self.missing(name, stored));
         }
         let t = self.raw(files, &stored)?;
-        Ok(match precision.quant {
-            Some(q) if quantizable(t.dims(), q) => {
+        Ok(match precision.quant.and_then(|q| quant_for(t.dims(), q)) {
+            Some(q) => {
                 QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
             }
-            _ => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
+            None => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
         })
     }
 
@@ -296,9 +296,23 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// Whether a tensor of `dims` can be quantized to `q`: a matrix whose rows split into blocks.
-fn quantizable(dims: &[usize], q: GgmlDType) -> bool {
-    dims.len() == 2 && dims[1] % q.block_size() == 0
+/// The type a tensor of `dims` is quantized to when `q` is asked for: `q` when its rows split
+/// into `q`'s blocks; else, for the 256-wide k-quants, llama.cpp's fallback of the same
+/// quality on 32-wide blocks (Q2_K/Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0);
+/// `None` (kept dense) for vectors or rows that fit neither.
+fn quant_for(dims: &[usize], q: GgmlDType) -> Option<GgmlDType> {
+    let [_, cols] = dims else { return None };
+    if cols % q.block_size() == 0 {
+        return Some(q);
+    }
+    let fallback = match q {
+        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        _ => return None,
+    };
+    (cols % fallback.block_size() == 0).then_some(fallback)
 }
 
 /// A prefix in the weight tree, e.g. `model.layers.3.self_attn`.
@@ -407,6 +421,27 @@ impl<'w, 'a> Vb<'w, 'a> {
         };
         check_shape(&name, &dims, shape)?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_quants_fall_back_to_32_wide_blocks_like_llama_cpp() {
+        assert_eq!(quant_for(&[64, 512], GgmlDType::Q4K), Some(GgmlDType::Q4K));
+        assert_eq!(quant_for(&[64, 576], GgmlDType::Q4K), Some(GgmlDType::Q5_0));
+        assert_eq!(quant_for(&[64, 576], GgmlDType::Q6K), Some(GgmlDType::Q8_0));
+        assert_eq!(
+            quant_for(&[64, 576], GgmlDType::Q8_0),
+            Some(GgmlDType::Q8_0)
+        );
+        assert_eq!(quant_for(&[64, 100], GgmlDType::Q4K), None);
+        assert_eq!(quant_for(&[576], GgmlDType::Q8_0), None);
+        assert_eq!(parse_quant("Q4_K").unwrap(), GgmlDType::Q4K);
+        assert_eq!(parse_quant("q8_0").unwrap(), GgmlDType::Q8_0);
+        assert!(parse_quant("q3_m").is_err());
     }
 }
 
