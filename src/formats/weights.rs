@@ -424,6 +424,18 @@ impl<'w, 'a> Vb<'w, 'a> {
     }
 }
 
+fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::TensorShape {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,17 +454,5 @@ mod tests {
         assert_eq!(parse_quant("Q4_K").unwrap(), GgmlDType::Q4K);
         assert_eq!(parse_quant("q8_0").unwrap(), GgmlDType::Q8_0);
         assert!(parse_quant("q3_m").is_err());
-    }
-}
-
-fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(Error::TensorShape {
-            name: name.to_string(),
-            expected: expected.to_vec(),
-            found: found.to_vec(),
-        })
     }
 }
