@@ -180,7 +180,7 @@ fn convert_tensor(
 pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let rows = dims[0];
-    if heads == 0 || rows % (2 * heads) != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return Err(Error::Config(format!(
             "cannot un-permute {rows} rows over {heads} heads"
         )));

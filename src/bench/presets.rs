@@ -252,7 +252,7 @@ fn use_more_bits(layer: usize, n_layers: usize) -> bool {
 
 /// llama.cpp's fallback when rows are not a whole number of the type's blocks.
 fn compatible(ty: GgmlDType, row: usize) -> GgmlDType {
-    if row % ty.block_size() == 0 {
+    if row.is_multiple_of(ty.block_size()) {
         return ty;
     }
     let fallback = match ty {
@@ -262,7 +262,7 @@ fn compatible(ty: GgmlDType, row: usize) -> GgmlDType {
         GgmlDType::Q6K => GgmlDType::Q8_0,
         other => other,
     };
-    if row % fallback.block_size() == 0 {
+    if row.is_multiple_of(fallback.block_size()) {
         fallback
     } else {
         GgmlDType::F16

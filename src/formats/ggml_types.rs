@@ -95,7 +95,7 @@ impl GgmlType {
     /// or more than a `u64` counts.
     pub fn bytes_for(&self, elements: u64) -> Option<u64> {
         let bs = self.block_size as u64;
-        if elements % bs != 0 {
+        if !elements.is_multiple_of(bs) {
             return None;
         }
         (elements / bs).checked_mul(self.type_size as u64)

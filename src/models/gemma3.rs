@@ -257,10 +257,10 @@ impl Config {
         let ok = self.n_layers > 0
             && self.hidden > 0
             && self.head_dim > 0
-            && self.head_dim % 2 == 0
+            && self.head_dim.is_multiple_of(2)
             && self.vocab_size > 0
             && self.n_kv_heads > 0
-            && self.n_heads % self.n_kv_heads == 0
+            && self.n_heads.is_multiple_of(self.n_kv_heads)
             && self.sliding_window > 0
             && self.pattern > 0;
         if ok {
@@ -273,7 +273,7 @@ impl Config {
     }
 
     fn is_global(&self, layer: usize) -> bool {
-        (layer + 1) % self.pattern == 0
+        (layer + 1).is_multiple_of(self.pattern)
     }
 }
 

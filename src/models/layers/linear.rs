@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use super::q4_1;
+use super::{gemv, q4_1, q5_0, q8_0};
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -52,7 +52,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.batched_via_dense(x)? {
             Some(y) => y,
-            None => match self.vector_via_q4_1(x)? {
+            None => match self.vector_via_own_kernel(x)? {
                 Some(y) => y,
                 None => match &self.weight {
                     // Dense weights kept in f16/bf16 (`--dtype`): compute in their dtype.
@@ -91,18 +91,24 @@ impl Linear {
         Ok(Some(y.reshape(out_shape)?))
     }
 
-    /// Single rows against CPU Q4_1 weights go through our SIMD kernel.
-    fn vector_via_q4_1(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    /// Single rows against CPU Q4_1 / Q5_0 weights go through our SIMD kernels.
+    fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
-        if w.dtype() != GgmlDType::Q4_1 || !x.device().is_cpu() || x.elem_count() != k {
+        let gemv = match w.dtype() {
+            GgmlDType::Q4_1 => q4_1::gemv,
+            GgmlDType::Q5_0 => q5_0::gemv,
+            GgmlDType::Q8_0 => q8_0::gemv,
+            _ => return Ok(None),
+        };
+        if !x.device().is_cpu() || x.elem_count() != k {
             return Ok(None);
         }
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let mut out = vec![0f32; n];
-        q4_1::gemv(&w.data()?, n, k, &input, &mut out, q4_1::kernel());
+        gemv(&w.data()?, n, k, &input, &mut out, gemv::kernel());
         let mut out_shape = x.dims().to_vec();
         if let Some(last) = out_shape.last_mut() {
             *last = n;

@@ -4,10 +4,13 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod gemv;
 pub mod linear;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod q4_1;
+pub mod q5_0;
+pub mod q8_0;
 pub mod qkv;
 pub mod rope;

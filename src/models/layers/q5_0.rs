@@ -1,0 +1,118 @@
+//! Matrix-vector products for Q5_0 weights on the CPU. candle 0.11 computes Q5_0 dot products
+//! with scalar code only; Gemma 3's Q4_K_M files keep most block weights in Q5_0 (and
+//! `--quant q4k` falls back to it), so decoding spent most of its time there. The maths is
+//! ggml's `vec_dot_q5_0_q8_0`: activations quantized per block of 32 to 8 bits, weights
+//! `d * (q - 16)` with 5-bit `q`; AVX2 kernel and portable fallback as in [`super::gemv`].
+
+use half::f16;
+
+use super::gemv::{par_rows, quantize, Kernel, Q8, QK};
+
+/// Bytes per block: f16 scale, 4 bytes of fifth bits, 16 bytes of low nibbles.
+const BLOCK_BYTES: usize = 22;
+
+fn scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+fn high_bits(block: &[u8]) -> u32 {
+    u32::from_le_bytes([block[2], block[3], block[4], block[5]])
+}
+
+fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
+    let mut sum = 0f32;
+    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let qh = high_bits(block);
+        let xq = &x.qs[b * QK..(b + 1) * QK];
+        let mut acc = 0i32;
+        for (j, &byte) in block[6..].iter().enumerate() {
+            // Element j takes bit j of `qh`, element j + 16 bit j + 16.
+            let lo = (byte & 0x0F) as i32 | (((qh >> j) & 1) << 4) as i32;
+            let hi = (byte >> 4) as i32 | (((qh >> (j + 16)) & 1) << 4) as i32;
+            acc += (lo - 16) * xq[j] as i32 + (hi - 16) * xq[j + 16] as i32;
+        }
+        sum += scale(block) * x.d[b] * acc as f32;
+    }
+    sum
+}
+
+/// One block: the 32 products summed in eight i32 lanes, as floats, and the block's scale.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_avx2(block: &[u8], xq: *const i8, x_sum: i32) -> (std::arch::x86_64::__m256, f32) {
+    use std::arch::x86_64::*;
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        i16::from_le_bytes([block[0], block[1]]) as i32,
+    )));
+    // Fifth bits: byte i of the vector takes byte i / 8 of `qh`, then tests bit i % 8.
+    let qh = _mm256_set1_epi32(high_bits(block) as i32);
+    let spread = _mm256_shuffle_epi8(
+        qh,
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    let fifth = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+    // Low nibbles: elements 0..16 from the low halves, 16..32 from the high halves.
+    let packed = _mm_loadu_si128(block.as_ptr().add(6) as *const __m128i);
+    let lo = _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+        _mm256_set1_epi8(0x0F),
+    );
+    let w = _mm256_or_si256(lo, fifth); // 0..31, unsigned
+    let x = _mm256_loadu_si256(xq as *const __m256i);
+    // u8 x i8 pairs to i16 (at most 2 * 31 * 127), then to i32; the -16 offset is taken out
+    // once per block through the activations' sum.
+    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+    let offset = _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, -16 * x_sum);
+    (_mm256_cvtepi32_ps(_mm256_add_epi32(prod, offset)), d)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
+    use std::arch::x86_64::*;
+    // Two accumulators so consecutive blocks do not wait on each other's FMA.
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
+    while let Some((b, block)) = blocks.next() {
+        let (p, d) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.sum[b]);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc0);
+        if let Some((b, block)) = blocks.next() {
+            let (p, d) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.sum[b]);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc1);
+        }
+    }
+    super::gemv::hsum(_mm256_add_ps(acc0, acc1))
+}
+
+/// `out[i] = W[i] · x` for Q5_0 `weights` holding `n` rows of `k` values (`k` a multiple of 32).
+pub fn gemv(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kernel: Kernel) {
+    let row_bytes = k / QK * BLOCK_BYTES;
+    assert!(
+        k.is_multiple_of(QK) && x.len() == k && out.len() == n && weights.len() >= n * row_bytes
+    );
+    let xq = quantize(x);
+    par_rows(out, |i| {
+        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+        match kernel {
+            // SAFETY: Avx2 is only selected when the CPU reports avx2, fma and f16c.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { dot_avx2(row, &xq) },
+            _ => dot_scalar(row, &xq),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernels_agree_with_each_other_and_with_the_dequantized_product() {
+        super::super::gemv::check_kernels(candle_core::quantized::GgmlDType::Q5_0, super::gemv);
+    }
+}
