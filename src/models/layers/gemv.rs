@@ -74,6 +74,59 @@ pub fn kernel() -> Kernel {
     Kernel::Scalar
 }
 
+/// A row · activations dot product for one weight type.
+pub(crate) type Dot = unsafe fn(&[u8], &Q8) -> f32;
+
+/// The dot products of one weight type, by kernel.
+pub(crate) struct Dots {
+    /// Bytes per block of 32 weights.
+    pub(crate) block_bytes: usize,
+    /// Portable code.
+    pub(crate) scalar: fn(&[u8], &Q8) -> f32,
+    /// Needs avx2, fma and f16c.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx2: Dot,
+    /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512: Option<Dot>,
+}
+
+/// `out[i] = W[i] · x` for `weights` holding `n` rows of `k` values (`k` a multiple of 32) in
+/// the block format of `dots`.
+pub(crate) fn gemv(
+    dots: &Dots,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+    kernel: Kernel,
+) {
+    let row_bytes = k / QK * dots.block_bytes;
+    assert!(
+        k.is_multiple_of(QK) && x.len() == k && out.len() == n && weights.len() >= n * row_bytes
+    );
+    let xq = quantize(x);
+    #[cfg(target_arch = "x86_64")]
+    let simd: Option<Dot> = match kernel {
+        Kernel::Scalar => None,
+        Kernel::Avx2 => Some(dots.avx2),
+        Kernel::Avx512Vnni => Some(dots.avx512.unwrap_or(dots.avx2)),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd: Option<Dot> = None;
+    let scalar = dots.scalar;
+    par_rows(out, |i| {
+        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+        match simd {
+            // SAFETY: SIMD kernels are selected only when the CPU reports their features
+            // (`kernel()`); a type without an AVX-512 kernel runs its AVX2 one.
+            Some(dot) => unsafe { dot(row, &xq) },
+            None => scalar(row, &xq),
+        }
+    });
+}
+
 /// `out[i] = row_dot(i)` for every row, rows split over candle's thread pool.
 pub(crate) fn par_rows(out: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
     let n = out.len();

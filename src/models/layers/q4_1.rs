@@ -5,7 +5,7 @@
 
 use half::f16;
 
-use super::gemv::{par_rows, quantize, Kernel, Q8, QK};
+use super::gemv::{Dots, Kernel, Q8, QK};
 
 /// Bytes per block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const BLOCK_BYTES: usize = 20;
@@ -77,22 +77,19 @@ unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
     super::gemv::hsum(_mm256_add_ps(acc0, acc1)) + acc_min
 }
 
+/// The Q4_1 kernels.
+const DOTS: Dots = Dots {
+    block_bytes: BLOCK_BYTES,
+    scalar: dot_scalar,
+    #[cfg(target_arch = "x86_64")]
+    avx2: dot_avx2,
+    #[cfg(target_arch = "x86_64")]
+    avx512: None,
+};
+
 /// `out[i] = W[i] · x` for Q4_1 `weights` holding `n` rows of `k` values (`k` a multiple of 32).
 pub fn gemv(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kernel: Kernel) {
-    let row_bytes = k / QK * BLOCK_BYTES;
-    assert!(
-        k.is_multiple_of(QK) && x.len() == k && out.len() == n && weights.len() >= n * row_bytes
-    );
-    let xq = quantize(x);
-    par_rows(out, |i| {
-        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
-        match kernel {
-            // SAFETY: Avx2 is only selected when the CPU reports avx2, fma and f16c.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { dot_avx2(row, &xq) },
-            _ => dot_scalar(row, &xq),
-        }
-    });
+    super::gemv::gemv(&DOTS, weights, n, k, x, out, kernel)
 }
 
 #[cfg(test)]
