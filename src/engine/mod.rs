@@ -356,17 +356,11 @@ impl Engine {
         self.feed_with(tokens, Some(tracer))
     }
 
-    fn feed_with(&mut self, tokens: &[u32], tracer: Option<&mut dyn Tracer>) -> Result<Vec<f32>> {
-        Ok(self.feed_logits(tokens, tracer)?.to_vec1()?)
-    }
-
-    /// Feeds `tokens` and returns the last token's logits where the model computed them (on
-    /// the GPU for a GPU model).
-    fn feed_logits(
+    fn feed_with(
         &mut self,
         tokens: &[u32],
         mut tracer: Option<&mut dyn Tracer>,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         let needed = self.cached.len() + tokens.len();
         if needed > self.ctx_size() {
             return Err(Error::ContextFull {
@@ -389,7 +383,10 @@ impl Engine {
             logits = Some(self.model.forward(&input, &mut ctx)?);
             self.cached.extend_from_slice(chunk);
         }
-        logits.ok_or_else(|| Error::Config("nothing to feed: the prompt is empty".into()))
+        match logits {
+            Some(l) => Ok(l.to_vec1()?),
+            None => Err(Error::Config("nothing to feed: the prompt is empty".into())),
+        }
     }
 
     /// Generates a continuation of `prompt`, calling `on_text` with each piece of text as it
@@ -423,12 +420,10 @@ impl Engine {
         self.cache.truncate(reused);
         self.cached.truncate(reused);
         // 2. Prefill.
-        let mut logits = self.feed_logits(&prompt[reused..], None)?;
+        let mut logits = self.feed(&prompt[reused..])?;
         let prompt_time = start.elapsed();
-        // 3. Decode. Plain greedy decoding on a GPU takes the argmax there: one id comes back
-        // instead of the whole logit vector.
+        // 3. Decode.
         let mut sampler = sampler::Sampler::new(params.sampling.clone());
-        let argmax_on_device = !self.device.is_cpu() && sampler.is_plain_greedy();
         let mut stops = stop::StopMatcher::new(&params.stop);
         let tokenizer = Arc::clone(&self.tokenizer);
         let mut stream = tokenizer.stream();
@@ -440,11 +435,7 @@ impl Engine {
         let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
         let stop_reason = loop {
             let sampling_start = Instant::now();
-            let token = if argmax_on_device {
-                logits.argmax(0)?.to_scalar::<u32>()?
-            } else {
-                sampler.sample(&logits.to_vec1::<f32>()?, &history)
-            };
+            let token = sampler.sample(&logits, &history);
             let sampled_at = Instant::now();
             sampling_time += sampled_at - sampling_start;
             token_times.push(sampled_at - start);
@@ -468,7 +459,7 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             let forward_start = Instant::now();
-            logits = self.feed_logits(&[token], None)?;
+            logits = self.feed(&[token])?;
             decode_forward_time += forward_start.elapsed();
         };
         if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {

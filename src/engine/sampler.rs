@@ -50,13 +50,6 @@ impl Sampler {
         Self { params, rng }
     }
 
-    /// Whether sampling is a plain argmax of the logits (temperature 0, no repeat penalty), which
-    /// a device can compute where the logits are.
-    pub fn is_plain_greedy(&self) -> bool {
-        self.params.temperature <= 0.0
-            && (self.params.repeat_penalty == 1.0 || self.params.repeat_last_n == 0)
-    }
-
     /// Picks the next token from `logits`; `recent` are the tokens seen so far (for the
     /// repeat penalty).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
@@ -137,21 +130,6 @@ fn softmax(logits: impl Iterator<Item = f32> + Clone, temperature: f32) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_greedy_is_temperature_zero_without_a_penalty() {
-        let with = |temperature, repeat_penalty| {
-            Sampler::new(Params {
-                temperature,
-                repeat_penalty,
-                ..Params::default()
-            })
-            .is_plain_greedy()
-        };
-        assert!(with(0.0, 1.0));
-        assert!(!with(0.0, 1.1));
-        assert!(!with(0.7, 1.0));
-    }
 
     fn greedy() -> Params {
         Params {
