@@ -15,7 +15,9 @@ pub(crate) struct Q8 {
     pub(crate) s: Vec<f32>,
 }
 
-/// Quantizes `x` (a multiple of 32 long): scale `amax / 127`, values rounded to nearest.
+/// Quantizes `x` (a multiple of 32 long) exactly as ggml's Q8_0/Q8_1 do: values rounded to
+/// nearest at scale `amax / 127`, the scale (and the scaled sum) then stored as f16, so our
+/// single-row products see the activations candle's and llama.cpp's batched ones see.
 pub(crate) fn quantize(x: &[f32]) -> Q8 {
     let nb = x.len() / QK;
     let mut q = Q8 {
@@ -34,9 +36,9 @@ pub(crate) fn quantize(x: &[f32]) -> Q8 {
             q.qs[b * QK + j] = qv;
             sum += qv as i32;
         }
-        q.d.push(d);
+        q.d.push(half::f16::from_f32(d).to_f32());
         q.sum.push(sum);
-        q.s.push(d * sum as f32);
+        q.s.push(half::f16::from_f32(d * sum as f32).to_f32());
     }
     q
 }
