@@ -3,7 +3,8 @@
 //! Gemma 3 through the Q5_0 one (random-data agreement is in the unit tests). Tokens are fed
 //! one at a time so every quantized product takes the single-row kernels.
 //!
-//! One test in this binary: it switches a process-wide environment variable.
+//! The logits test switches a process-wide environment variable; the pool test only sets it
+//! for the processes it starts.
 
 use candle_core::Device;
 use mlcli::engine::{Engine, LoadOptions};
@@ -71,4 +72,41 @@ fn scalar_and_simd_kernels_give_the_same_logits_on_real_models() {
         );
         assert!(max < 2.0 && rms < 0.7, "{model}: max {max}, rms {rms}");
     }
+}
+
+/// The yielding pool (`MLCLI_CPU_POOL=yield`) computes every row with the same code, so the
+/// text is identical to the default pool's, byte for byte.
+#[test]
+fn yielding_pool_gives_the_same_text() {
+    let run = |pool: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mlcli"));
+        cmd.args([
+            "run",
+            "--raw",
+            "--temp",
+            "0",
+            "-n",
+            "24",
+            "--ignore-eos",
+            "-t",
+            "2",
+        ])
+        .arg(real_model(SMOLLM2))
+        .arg("The capital of France is")
+        .env_remove("MLCLI_CPU_KERNELS");
+        match pool {
+            Some(p) => cmd.env("MLCLI_CPU_POOL", p),
+            None => cmd.env_remove("MLCLI_CPU_POOL"),
+        };
+        let out = cmd.output().expect("mlcli runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let (spin, sleep) = (run(None), run(Some("yield")));
+    assert!(!spin.trim().is_empty());
+    assert_eq!(spin, sleep);
 }
