@@ -13,7 +13,7 @@ use super::{hf, Model};
 use crate::formats::chat_template::ChatTemplate;
 use crate::formats::gguf_header::{Header, Value};
 use crate::formats::tokenizer::Tokenizer;
-use crate::models::{self, FAMILIES};
+use crate::models;
 
 /// The file format.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -488,20 +488,15 @@ fn hf_facts(config: Option<&Json>, dir: Option<&std::path::Path>) -> Facts {
     if config.is_none() {
         reasons.push("no readable config.json beside the weights".to_string());
     }
-    let family = arch.as_deref().and_then(|a| {
-        let f = FAMILIES.iter().find(|f| f.hf_architectures.contains(&a));
-        if f.is_none() {
-            let known: Vec<&str> = FAMILIES
-                .iter()
-                .flat_map(|f| f.hf_architectures.iter().copied())
-                .collect();
-            reasons.push(format!(
-                "unsupported architecture '{a}'; supported: {}",
-                known.join(", ")
-            ));
-        }
-        f.map(|f| f.id)
-    });
+    let family = arch
+        .as_deref()
+        .and_then(|a| match models::family_for_hf(a) {
+            Ok(f) => Some(f.id),
+            Err(e) => {
+                reasons.push(e.to_string());
+                None
+            }
+        });
     let facts = dir.map(hf::tokenizer).unwrap_or_default();
     if let Some(e) = &facts.error {
         reasons.push(format!("tokenizer: {e}"));
