@@ -162,6 +162,22 @@ pub(crate) fn par_rows(out: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
     });
 }
 
+/// How far ahead of the block being multiplied the SIMD kernels ask for weight bytes. The
+/// hardware prefetcher alone left one thread streaming a model's weights from L3/DRAM at
+/// 7–10 GB/s; with software prefetch 2 KiB ahead SmolLM2's 210 Q4_1 products per token went
+/// from 6.9 to 3.7 ms (the same rows, in cache, run at ~21 GB/s either way). Reading past the
+/// end of a matrix is harmless: prefetches never fault.
+pub(crate) const PREFETCH_BYTES: usize = 2048;
+
+/// Asks for the cache line [`PREFETCH_BYTES`] after `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead(p: *const u8) {
+    use std::arch::x86_64::*;
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8) };
+}
+
 /// The sum of the eight lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -65,6 +65,7 @@ unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
     let mut acc_min = 0f32;
     let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
     while let Some((b, block)) = blocks.next() {
+        super::gemv::prefetch_ahead(block.as_ptr());
         let (s, p, m) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.d[b]);
         acc0 = _mm256_fmadd_ps(s, p, acc0);
         acc_min += m * x.s[b];

@@ -81,6 +81,7 @@ unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
     while let Some((b, block)) = blocks.next() {
+        super::gemv::prefetch_ahead(block.as_ptr());
         let (p, d) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.sum[b]);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc0);
         if let Some((b, block)) = blocks.next() {

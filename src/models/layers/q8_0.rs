@@ -45,9 +45,12 @@ unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
     };
     let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
     while let Some((b, blk)) = blocks.next() {
+        // Two blocks are 68 bytes: one prefetch per block reaches every cache line.
+        super::gemv::prefetch_ahead(blk.as_ptr());
         let (s, p) = block(b, blk);
         acc0 = _mm256_fmadd_ps(s, p, acc0);
         if let Some((b, blk)) = blocks.next() {
+            super::gemv::prefetch_ahead(blk.as_ptr());
             let (s, p) = block(b, blk);
             acc1 = _mm256_fmadd_ps(s, p, acc1);
         }
@@ -75,6 +78,8 @@ unsafe fn dot_avx512(row: &[u8], x: &Q8) -> f32 {
             row.as_ptr().add(b * BLOCK_BYTES + 2),
             row.as_ptr().add((b + 1) * BLOCK_BYTES + 2),
         );
+        super::gemv::prefetch_ahead(pa);
+        super::gemv::prefetch_ahead(pb);
         let w = _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm256_loadu_si256(pa as *const __m256i)),
             _mm256_loadu_si256(pb as *const __m256i),
