@@ -129,31 +129,10 @@ pub(crate) fn gemv(
     });
 }
 
-/// Whether rows go to rayon's pool, whose idle workers sleep (`MLCLI_CPU_POOL=yield`), rather
-/// than candle's barrier pool, whose workers spin. Spinning is faster on an idle machine (no
-/// wake-up per product: SmolLM2 tg128 72 against 53 tok/s) and collapses when another process
-/// takes a core (11 against 33 tok/s); see docs/performance.md.
-fn yielding_pool() -> bool {
-    static YIELD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *YIELD.get_or_init(|| std::env::var("MLCLI_CPU_POOL").is_ok_and(|v| v == "yield"))
-}
-
-/// `out[i] = row_dot(i)` for every row, rows split over candle's thread pool (or rayon's, see
-/// [`yielding_pool`]).
+/// `out[i] = row_dot(i)` for every row, rows split over [`super::pool::Pool`].
 pub(crate) fn par_rows(out: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
-    let n = out.len();
-    if yielding_pool() {
-        use rayon::prelude::*;
-        let chunk = n.div_ceil(rayon::current_num_threads() * 4).max(16);
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
-            for (j, o) in part.iter_mut().enumerate() {
-                *o = row_dot(c * chunk + j);
-            }
-        });
-        return;
-    }
     let out_addr = out.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(n, |rows| {
+    super::pool::Pool::global().run(out.len(), |rows| {
         for i in rows {
             let v = row_dot(i);
             // SAFETY: every row index is handed to exactly one thread, and `out` outlives the call.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use super::{gemv, q4_1, q5_0, q8_0};
+use super::{gemv, kquants, q4_1, q5_0, q8_0};
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -91,16 +91,21 @@ impl Linear {
         Ok(Some(y.reshape(out_shape)?))
     }
 
-    /// Single rows against CPU Q4_1 / Q5_0 weights go through our SIMD kernels.
+    /// Single rows against CPU quantized weights go through our kernels (Q4_1, Q5_0, Q8_0) or
+    /// candle's k-quant dot products on our pool ([`super::kquants`]).
     fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
-        let gemv = match w.dtype() {
-            GgmlDType::Q4_1 => q4_1::gemv,
-            GgmlDType::Q5_0 => q5_0::gemv,
-            GgmlDType::Q8_0 => q8_0::gemv,
+        let dtype = w.dtype();
+        let own = match dtype {
+            GgmlDType::Q4_1 => Some(q4_1::gemv as fn(&[u8], usize, usize, &[f32], &mut [f32], _)),
+            GgmlDType::Q5_0 => Some(q5_0::gemv as _),
+            GgmlDType::Q8_0 => Some(q8_0::gemv as _),
+            GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+                None
+            }
             _ => return Ok(None),
         };
         if !x.device().is_cpu() || x.elem_count() != k {
@@ -108,7 +113,15 @@ impl Linear {
         }
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let mut out = vec![0f32; n];
-        gemv(&w.data()?, n, k, &input, &mut out, gemv::kernel());
+        let data = w.data()?;
+        match own {
+            Some(gemv) => gemv(&data, n, k, &input, &mut out, gemv::kernel()),
+            None => {
+                if kquants::gemv(dtype, &data, n, k, &input, &mut out).is_none() {
+                    return Ok(None);
+                }
+            }
+        }
         let mut out_shape = x.dims().to_vec();
         if let Some(last) = out_shape.last_mut() {
             *last = n;

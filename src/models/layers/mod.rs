@@ -5,10 +5,12 @@
 pub mod attention;
 pub mod embedding;
 pub mod gemv;
+pub mod kquants;
 pub mod linear;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
+pub mod pool;
 pub mod q4_1;
 pub mod q5_0;
 pub mod q8_0;
