@@ -85,11 +85,17 @@ impl Mlp {
                 )
             }
         };
-        let g = match self.act {
-            Activation::Silu => candle_nn::ops::silu(&g)?,
-            Activation::GeluTanh => g.gelu()?,
+        let h = match super::gated::forward(self.act, &g, &u)? {
+            Some(h) => h,
+            None => {
+                let g = match self.act {
+                    Activation::Silu => candle_nn::ops::silu(&g)?,
+                    Activation::GeluTanh => g.gelu()?,
+                };
+                (g * u)?
+            }
         };
-        self.down.forward(&(g * u)?)
+        self.down.forward(&h)
     }
 }
 

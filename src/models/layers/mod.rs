@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod gated;
 pub mod gemv;
 pub mod kquants;
 pub mod linear;
