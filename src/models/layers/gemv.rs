@@ -15,9 +15,10 @@ pub(crate) struct Q8 {
     pub(crate) s: Vec<f32>,
 }
 
-/// Quantizes `x` (a multiple of 32 long) exactly as ggml's Q8_0/Q8_1 do: values rounded to
-/// nearest at scale `amax / 127`, the scale (and the scaled sum) then stored as f16, so our
-/// single-row products see the activations candle's and llama.cpp's batched ones see.
+/// Quantizes `x` (a multiple of 32 long) exactly as ggml's Q8_0/Q8_1 do on x86 (its AVX
+/// code, which is what llama.cpp runs here): values times `127 / amax`, rounded to nearest
+/// even, the scale `amax / 127` (and the scaled sum) then stored as f16, so our single-row
+/// products see the activations candle's and llama.cpp's batched ones see.
 pub(crate) fn quantize(x: &[f32]) -> Q8 {
     let nb = x.len() / QK;
     let mut q = Q8 {
@@ -26,21 +27,78 @@ pub(crate) fn quantize(x: &[f32]) -> Q8 {
         sum: Vec::with_capacity(nb),
         s: Vec::with_capacity(nb),
     };
+    #[cfg(target_arch = "x86_64")]
+    let simd = kernel() != Kernel::Scalar;
     for (b, block) in x.chunks_exact(QK).enumerate() {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (j, v) in block.iter().enumerate() {
-            let qv = (v * id).round() as i8;
-            q.qs[b * QK + j] = qv;
-            sum += qv as i32;
-        }
+        let out = &mut q.qs[b * QK..(b + 1) * QK];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a non-scalar kernel means the CPU has AVX2 (`kernel()`).
+        let (d, sum) = if simd {
+            unsafe { quantize_block_avx2(block, out) }
+        } else {
+            quantize_block(block, out)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (d, sum) = quantize_block(block, out);
         q.d.push(half::f16::from_f32(d).to_f32());
         q.sum.push(sum);
         q.s.push(half::f16::from_f32(d * sum as f32).to_f32());
     }
     q
+}
+
+/// One block of 32: the values into `out`, and the scale and sum.
+fn quantize_block(block: &[f32], out: &mut [i8]) -> (f32, i32) {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (o, v) in out.iter_mut().zip(block) {
+        *o = (v * id).round_ties_even() as i8;
+        sum += *o as i32;
+    }
+    (amax / 127.0, sum)
+}
+
+/// [`quantize_block`] in AVX2, with the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_avx2(block: &[f32], out: &mut [i8]) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    assert!(block.len() == QK && out.len() == QK);
+    let p = block.as_ptr();
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for x in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *x));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    let amax = _mm_cvtss_f32(m4);
+    let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+    let r = v.map(|x| {
+        _mm256_cvtps_epi32(_mm256_round_ps(
+            _mm256_mul_ps(x, id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        ))
+    });
+    // i32 -> i16 -> i8 packs interleave 128-bit lanes; the permute restores element order.
+    let lo = _mm256_packs_epi32(r[0], r[1]);
+    let hi = _mm256_packs_epi32(r[2], r[3]);
+    let bytes = _mm256_packs_epi16(lo, hi);
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, bytes);
+    let s = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
+    let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01));
+    (amax / 127.0, _mm_cvtsi128_si32(s4))
 }
 
 /// Which kernel runs.
@@ -167,6 +225,30 @@ pub(crate) unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+#[test]
+fn simd_quantization_equals_the_portable_one() {
+    if kernel() == Kernel::Scalar {
+        return;
+    }
+    let mut x = test_values(32 * 64, 9);
+    // Ties (x.5 after scaling), zeros and a block of zeros.
+    x[0] = 127.0;
+    x[1] = 0.5;
+    x[2] = 1.5;
+    x[3] = -2.5;
+    for v in &mut x[32..64] {
+        *v = 0.0;
+    }
+    for block in x.chunks_exact(32) {
+        let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+        let want = quantize_block(block, &mut a);
+        // SAFETY: the CPU has AVX2 (`kernel()` is not scalar).
+        let got = unsafe { quantize_block_avx2(block, &mut b) };
+        assert_eq!((a, want), (b, got));
+    }
 }
 
 /// Pseudo-random values in [-1, 1), for kernel tests.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use super::{gemv, kquants, q4_1, q5_0, q8_0};
+use super::{gemm_q8, gemv, kquants, q4_1, q5_0, q8_0};
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -70,23 +70,33 @@ impl Linear {
         })
     }
 
-    /// The batched (prefill) path for CPU weights of types candle has no SIMD kernel for.
+    /// The batched (prefill) path on the CPU: our int8 kernel for Q4_1 / Q5_0 / Q8_0 where the
+    /// CPU has AVX-512 VNNI ([`gemm_q8`]), else the dequantized f32 GEMM for types candle has
+    /// no SIMD kernel for.
     fn batched_via_dense(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
         let rows = x.elem_count() / k.max(1);
+        let mut out_shape = x.dims().to_vec();
+        if let Some(last) = out_shape.last_mut() {
+            *last = n;
+        }
+        if rows >= DENSE_MIN_ROWS && x.device().is_cpu() && gemm_q8::available() {
+            let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            let mut out = vec![0f32; rows * n];
+            if gemm_q8::gemm(w.dtype(), &w.data()?, n, k, &input, &mut out) {
+                let y = Tensor::from_vec(out, out_shape, x.device())?;
+                return Ok(Some(y.to_dtype(x.dtype())?));
+            }
+        }
         let has_fast_kernel =
             matches!(w.dtype(), GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q8_0);
         if rows < DENSE_MIN_ROWS || !x.device().is_cpu() || has_fast_kernel {
             return Ok(None);
         }
         let dense = w.dequantize(x.device())?;
-        let mut out_shape = x.dims().to_vec();
-        if let Some(last) = out_shape.last_mut() {
-            *last = n;
-        }
         let y = x.reshape((rows, k))?.matmul(&dense.t()?)?;
         Ok(Some(y.reshape(out_shape)?))
     }

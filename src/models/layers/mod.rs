@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod gated;
+pub mod gemm_q8;
 pub mod gemv;
 pub mod kquants;
 pub mod linear;
