@@ -1,14 +1,16 @@
-//! Batched products (prompt processing: many activation rows at once) of Q4_1, Q5_0 and Q8_0
-//! weights on CPUs with AVX-512 VNNI, the way llama.cpp computes them: activations quantized
-//! to 8 bits per block of 32 (exactly as for single rows, [`super::gemv::quantize`]) and
-//! integer dot products (`vpdpbusd`), scaled per block.
+//! Batched products (prompt processing: many activation rows at once) of Q4_1, Q5_0, Q8_0,
+//! Q4_K and Q6_K weights on CPUs with AVX-512 VNNI, the way llama.cpp computes them:
+//! activations quantized to 8 bits per block of 32 (exactly as for single rows,
+//! [`super::gemv::quantize`]) and integer dot products (`vpdpbusd`), scaled per block.
 //!
-//! Without it these types were dequantized to f32 and multiplied by candle's f32 GEMM, which
-//! runs AVX2 code here: 45% of Gemma 3's prompt time. Tiles are 4 weight rows by 4 activation
-//! rows, two blocks per 512-bit register; each tile's weights are unpacked once to unsigned
-//! bytes plus per-lane scales, and the unsigned offset (16 for Q5_0, 128 for Q8_0) is taken
-//! out through the activations' four-element sums, which `vpdpbusd` adds for free as its
-//! accumulator input.
+//! Without it the legacy types were dequantized to f32 and multiplied by candle's f32 GEMM,
+//! which runs AVX2 code here (45% of Gemma 3's prompt time), and the k-quants went through
+//! candle's repacked kernels, which keep a second, repacked copy of every such weight (36 MiB
+//! of Gemma 3's peak RSS). Tiles are 4 weight rows by 4 activation rows, two blocks of 32 per
+//! 512-bit register; each tile's weights are unpacked once to unsigned bytes plus per-lane
+//! scales (a lane holds 4 elements, so Q6_K's 16-element scales fit), and the unsigned offset
+//! (16 for Q5_0, 32 for Q6_K, 128 for Q8_0) is taken out through the activations'
+//! four-element sums, which `vpdpbusd` adds for free as its accumulator input.
 
 use candle_core::quantized::GgmlDType;
 
@@ -22,6 +24,8 @@ const PAIR: usize = 2 * QK;
 const R: usize = 4;
 /// Activation rows per tile.
 const C: usize = 4;
+/// Elements per k-quant super-block.
+const QK_K: usize = 256;
 
 /// Whether the batched kernel runs on this CPU (it needs AVX-512 VNNI; the portable and AVX2
 /// paths keep the dequantized GEMM).
@@ -35,6 +39,8 @@ enum Format {
     Q4_1,
     Q5_0,
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 impl Format {
@@ -43,23 +49,39 @@ impl Format {
             GgmlDType::Q4_1 => Some(Self::Q4_1),
             GgmlDType::Q5_0 => Some(Self::Q5_0),
             GgmlDType::Q8_0 => Some(Self::Q8_0),
+            GgmlDType::Q4K => Some(Self::Q4K),
+            GgmlDType::Q6K => Some(Self::Q6K),
             _ => None,
         }
     }
 
-    fn block_bytes(self) -> usize {
+    /// Elements and bytes per block.
+    fn block(self) -> (usize, usize) {
         match self {
-            Self::Q4_1 => 20,
-            Self::Q5_0 => 22,
-            Self::Q8_0 => 34,
+            Self::Q4_1 => (QK, 20),
+            Self::Q5_0 => (QK, 22),
+            Self::Q8_0 => (QK, 34),
+            Self::Q4K => (QK_K, 144),
+            Self::Q6K => (QK_K, 210),
         }
+    }
+
+    fn row_bytes(self, k: usize) -> usize {
+        let (elems, bytes) = self.block();
+        k / elems * bytes
+    }
+
+    /// Whether weights carry a minimum per block (`d·q + m`).
+    fn has_min(self) -> bool {
+        matches!(self, Self::Q4_1 | Self::Q4K)
     }
 
     /// What the unsigned weight bytes carry above the signed value.
     fn offset(self) -> u8 {
         match self {
-            Self::Q4_1 => 0,
+            Self::Q4_1 | Self::Q4K => 0,
             Self::Q5_0 => 16,
+            Self::Q6K => 32,
             Self::Q8_0 => 128,
         }
     }
@@ -79,11 +101,14 @@ pub fn gemm(
     let Some(format) = Format::of(dtype) else {
         return false;
     };
-    if !available() || k == 0 || !k.is_multiple_of(PAIR) || !x.len().is_multiple_of(k) {
+    if !available() || k == 0 || !k.is_multiple_of(format.block().0.max(PAIR)) {
+        return false;
+    }
+    if !x.len().is_multiple_of(k) {
         return false;
     }
     let m = x.len() / k;
-    let row_bytes = k / QK * format.block_bytes();
+    let row_bytes = format.row_bytes(k);
     if out.len() != m * n || weights.len() < n * row_bytes {
         return false;
     }
@@ -113,7 +138,7 @@ pub fn gemm(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{quantize, Format, C, PAIR, QK, R};
+    use super::{quantize, Format, C, PAIR, R};
     use crate::models::layers::gemv::Q8;
 
     /// One weight tile (up to `R` rows) unpacked: per pair of blocks, 64 unsigned bytes and
@@ -150,6 +175,7 @@ mod avx512 {
                 _mm256_set1_epi8(-128),
             ),
             Format::Q4_1 => nibbles(_mm_loadu_si128(blk.add(4) as *const __m128i)),
+            Format::Q4K | Format::Q6K => unreachable!("k-quants unpack whole pairs"),
             Format::Q5_0 => {
                 let qh = i32::from_le_bytes([*blk.add(2), *blk.add(3), *blk.add(4), *blk.add(5)]);
                 let spread = _mm256_shuffle_epi8(
@@ -170,30 +196,136 @@ mod avx512 {
         }
     }
 
+    /// One pair of blocks (elements `64·p .. 64·p + 64` of a row): the unsigned bytes, the
+    /// per-lane scales and (formats with one) the per-lane minimums.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unpack_pair(format: Format, row: *const u8, p: usize) -> (__m512i, __m512, __m512) {
+        let join = |a: __m256i, b: __m256i| _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+        match format {
+            Format::Q4_1 | Format::Q5_0 | Format::Q8_0 => {
+                let bb = format.block().1;
+                let (a, b) = (row.add(2 * p * bb), row.add((2 * p + 1) * bb));
+                let m = if format == Format::Q4_1 {
+                    halves(f16(a.add(2)), f16(b.add(2)))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                (
+                    join(block_bytes(format, a), block_bytes(format, b)),
+                    halves(f16(a), f16(b)),
+                    m,
+                )
+            }
+            Format::Q4K => {
+                // 144-byte super-blocks: d, dmin, 12 bytes of 6-bit scales and minimums for
+                // eight sub-blocks of 32, then 32 bytes per pair of sub-blocks: the first
+                // sub-block in the low nibbles, the second in the high ones.
+                let sb = row.add(p / 4 * 144);
+                let j = p % 4;
+                let (d, dmin) = (f16(sb), f16(sb.add(2)));
+                let sc = std::slice::from_raw_parts(sb.add(4), 12);
+                let scale_min = |i: usize| {
+                    if i < 4 {
+                        ((sc[i] & 63) as f32, (sc[i + 4] & 63) as f32)
+                    } else {
+                        (
+                            ((sc[i + 4] & 0x0F) | ((sc[i - 4] >> 6) << 4)) as f32,
+                            ((sc[i + 4] >> 4) | ((sc[i] >> 6) << 4)) as f32,
+                        )
+                    }
+                };
+                let ((sa, ma), (sb_, mb)) = (scale_min(2 * j), scale_min(2 * j + 1));
+                let q = _mm256_loadu_si256(sb.add(16 + 32 * j) as *const __m256i);
+                let low = _mm256_set1_epi8(0x0F);
+                (
+                    join(
+                        _mm256_and_si256(q, low),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), low),
+                    ),
+                    halves(d * sa, d * sb_),
+                    halves(-dmin * ma, -dmin * mb),
+                )
+            }
+            Format::Q6K => {
+                // 210-byte super-blocks: 128 bytes of low nibbles, 64 of high bit pairs, 16
+                // signed scales (one per 16 elements), d. Each half of 128 elements takes 64
+                // low-nibble bytes and 32 high-bit bytes; its first pair of 32-element blocks
+                // uses the low nibbles and bits 0-3, the second the high nibbles and bits 4-7.
+                let sb = row.add(p / 4 * 210);
+                let (half, second) = ((p % 4) / 2, p % 2 == 1);
+                let ql = sb.add(64 * half);
+                let qh = _mm256_loadu_si256(sb.add(128 + 32 * half) as *const __m256i);
+                let (l0, l1) = (
+                    _mm256_loadu_si256(ql as *const __m256i),
+                    _mm256_loadu_si256(ql.add(32) as *const __m256i),
+                );
+                let low = _mm256_set1_epi8(0x0F);
+                let three = _mm256_set1_epi8(3);
+                let (l0, l1, h0, h1) = if second {
+                    (
+                        _mm256_and_si256(_mm256_srli_epi16(l0, 4), low),
+                        _mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 4), three),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 6), three),
+                    )
+                } else {
+                    (
+                        _mm256_and_si256(l0, low),
+                        _mm256_and_si256(l1, low),
+                        _mm256_and_si256(qh, three),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), three),
+                    )
+                };
+                let a = _mm256_or_si256(l0, _mm256_slli_epi16(h0, 4));
+                let b = _mm256_or_si256(l1, _mm256_slli_epi16(h1, 4));
+                let d = f16(sb.add(208));
+                let scales = sb.add(192) as *const i8;
+                // Elements 64·(p % 4) .. of the super-block: scales by 16 elements, so lanes
+                // (4 elements each) 0..4 of a block take one scale and 4..8 the next.
+                let first = 4 * (p % 4);
+                let s = |i: usize| d * *scales.add(first + i) as f32;
+                let lanes = _mm512_setr_ps(
+                    s(0),
+                    s(0),
+                    s(0),
+                    s(0),
+                    s(1),
+                    s(1),
+                    s(1),
+                    s(1),
+                    s(2),
+                    s(2),
+                    s(2),
+                    s(2),
+                    s(3),
+                    s(3),
+                    s(3),
+                    s(3),
+                );
+                (join(a, b), lanes, _mm512_setzero_ps())
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn unpack(format: Format, w: &[u8], rows: usize, k: usize) -> Unpacked {
-        let bb = format.block_bytes();
-        let row_bytes = k / QK * bb;
+        let row_bytes = format.row_bytes(k);
         let pairs = k / PAIR;
         let mut u = Unpacked {
             w: Vec::with_capacity(R * pairs),
             d: Vec::with_capacity(R * pairs),
-            m: Vec::with_capacity(if format == Format::Q4_1 { R * pairs } else { 0 }),
+            m: Vec::with_capacity(if format.has_min() { R * pairs } else { 0 }),
         };
         for r in 0..R {
             // Missing rows of a last, partial tile repeat the tile's first row; their results
             // are not stored.
             let row = w.as_ptr().add(if r < rows { r * row_bytes } else { 0 });
             for p in 0..pairs {
-                let (a, b) = (row.add(2 * p * bb), row.add((2 * p + 1) * bb));
-                u.w.push(_mm512_inserti64x4(
-                    _mm512_castsi256_si512(block_bytes(format, a)),
-                    block_bytes(format, b),
-                    1,
-                ));
-                u.d.push(halves(f16(a), f16(b)));
-                if format == Format::Q4_1 {
-                    u.m.push(halves(f16(a.add(2)), f16(b.add(2))));
+                let (wv, dv, mv) = unpack_pair(format, row, p);
+                u.w.push(wv);
+                u.d.push(dv);
+                if format.has_min() {
+                    u.m.push(mv);
                 }
             }
         }
@@ -217,7 +349,7 @@ mod avx512 {
         let pairs = k / PAIR;
         let m = x.len() / k;
         let total = m * pairs;
-        let q4_1 = format == Format::Q4_1;
+        let q4_1 = format.has_min();
         // SAFETY (all four): all-zero bytes are valid vectors.
         let mut p = Acts {
             x: vec![unsafe { _mm512_setzero_si512() }; total],
@@ -261,7 +393,7 @@ mod avx512 {
                 _mm512_setzero_si512(),
                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x),
             );
-            if format == Format::Q4_1 {
+            if format.has_min() {
                 // Each block's minimum times its scaled sum, spread over its 8 lanes.
                 *(ps as *mut __m512).add(at + i) = halves(a.s[2 * i] / 8.0, a.s[2 * i + 1] / 8.0);
             }
@@ -283,7 +415,7 @@ mod avx512 {
         acts: &Acts,
         out: *mut f32,
     ) {
-        let row_bytes = k / QK * format.block_bytes();
+        let row_bytes = format.row_bytes(k);
         let unpacked: Vec<(usize, usize, Unpacked)> = tiles
             .map(|t| {
                 let r0 = t * R;
@@ -308,7 +440,7 @@ mod avx512 {
                     for (c, g) in group.iter_mut().enumerate().take(cols) {
                         *g = c0 + c;
                     }
-                    let sums = if format == Format::Q4_1 {
+                    let sums = if format.has_min() {
                         tile::<true>(u, acts, group)
                     } else {
                         tile::<false>(u, acts, group)
@@ -428,9 +560,51 @@ mod tests {
     }
 
     #[test]
+    fn batched_k_quant_products_equal_candles_single_row_ones() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            for (m, n, k) in [(3, 5, 256), (8, 8, 1024)] {
+                let w = Tensor::from_vec(test_values(n * k, 11), (n, k), &Device::Cpu).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let data = q.data().unwrap();
+                let x = test_values(m * k, 12);
+                let mut out = vec![0f32; m * n];
+                assert!(gemm(dtype, &data, n, k, &x, &mut out));
+                let dense = q.dequantize(&Device::Cpu).unwrap();
+                let mut largest = 0f32;
+                for (row, got) in x.chunks_exact(k).zip(out.chunks_exact(n)) {
+                    let mut want = vec![0f32; n];
+                    super::super::kquants::gemv(dtype, &data, n, k, row, &mut want).unwrap();
+                    let xt = Tensor::from_vec(row.to_vec(), (k, 1), &Device::Cpu).unwrap();
+                    let exact: Vec<f32> = dense
+                        .matmul(&xt)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                    for ((g, w), e) in got.iter().zip(&want).zip(&exact) {
+                        // Both quantize the activations (ours per 32 values, candle's per
+                        // 256), each off the exact product by a few hundredths here.
+                        assert!((g - e).abs() < 0.15, "{dtype:?}: {g} vs exact {e}");
+                        assert!((w - e).abs() < 0.15, "{dtype:?}: candle {w} vs exact {e}");
+                        largest = largest.max(e.abs());
+                    }
+                }
+                // Products this large would expose a misplaced scale or nibble.
+                assert!(largest > 1.0, "test data too small: {largest}");
+            }
+        }
+    }
+
+    #[test]
     fn unsupported_shapes_and_types_are_declined() {
         let x = vec![0f32; 96];
         let mut out = vec![0f32; 4];
+        assert!(!gemm(GgmlDType::Q2K, &[0; 1000], 4, 96, &x, &mut out));
         assert!(!gemm(GgmlDType::Q4K, &[0; 1000], 4, 96, &x, &mut out));
         assert!(!gemm(GgmlDType::Q8_0, &[0; 1000], 4, 96, &x, &mut out));
     }
