@@ -109,41 +109,76 @@ impl Attention {
         let q = rope.0.apply(&q.transpose(1, 2)?, rope.1)?;
         let k = rope.0.apply(&k.transpose(1, 2)?, rope.1)?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        // 3. Cache: all keys/values so far, (B, KV, pos + L, D), windowed to what queries see.
+        // 3. Cache: all keys/values so far, (B, KV, pos + L, D).
         let (k, v) = cache.append(layer, &k, &v)?;
-        let first_key = match c.sliding_window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        let n_keys = pos + l - first_key;
-        let (k, v) = (
-            k.narrow(2, first_key, n_keys)?,
-            v.narrow(2, first_key, n_keys)?,
-        );
-        // 4. Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
-        let rep = c.n_heads / c.n_kv_heads;
-        let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;
-        let mut scores = (q.matmul(&k.t()?)? * c.scale)?; // (B, KV, rep*L, keys)
-        if let Some(cap) = c.softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
-        }
-        if l > 1 {
-            let mask = causal_mask(l, pos, first_key, c.sliding_window, x.device())?;
-            scores = scores
-                .reshape((b, c.n_kv_heads, rep, l, n_keys))?
-                .broadcast_add(&mask)?
-                .reshape((b, c.n_kv_heads, rep * l, n_keys))?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        // 5. Weighted values and output projection: (B, KV, rep*L, D) -> (B, L, H*D).
-        let y = probs.matmul(&v)?;
-        let y = y
-            .reshape((b, c.n_heads, l, c.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, l, c.n_heads * c.head_dim))?;
+        // 4. Long prompts go in blocks of queries, each against only the keys it can see:
+        //    the causal half of the score matrix is never computed.
+        let y = attend_in_blocks(c, &q, &k, &v, pos, QUERY_BLOCK)?;
+        // 5. Output projection: (B, H, L, D) -> (B, L, H*D).
+        let y = y.transpose(1, 2)?.reshape((b, l, c.n_heads * c.head_dim))?;
         self.o.forward(&y)
     }
 }
+
+/// [`attend`] for blocks of at most `block` queries at a time.
+fn attend_in_blocks(
+    c: &Config,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: usize,
+    block: usize,
+) -> Result<Tensor> {
+    let l = q.dim(2)?;
+    if l <= block {
+        return attend(c, q, k, v, pos);
+    }
+    let mut parts = Vec::with_capacity(l.div_ceil(block));
+    let mut i0 = 0;
+    while i0 < l {
+        let lb = block.min(l - i0);
+        let qb = q.narrow(2, i0, lb)?.contiguous()?;
+        parts.push(attend(c, &qb, k, v, pos + i0)?);
+        i0 += lb;
+    }
+    Ok(Tensor::cat(&parts, 2)?)
+}
+
+/// Queries `q` (`(B, H, L, D)`, at positions `pos..pos + L`) against the cached `k`, `v`
+/// (`(B, KV, ≥ pos + L, D)`): `(B, H, L, D)`.
+fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<Tensor> {
+    let (b, _, l, _) = q.dims4()?;
+    // Keys the queries see: none after the last query, none before the first one's window.
+    let first_key = match c.sliding_window {
+        Some(w) => (pos + 1).saturating_sub(w),
+        None => 0,
+    };
+    let n_keys = pos + l - first_key;
+    let (k, v) = (
+        k.narrow(2, first_key, n_keys)?,
+        v.narrow(2, first_key, n_keys)?,
+    );
+    // Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
+    let rep = c.n_heads / c.n_kv_heads;
+    let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;
+    let mut scores = (q.matmul(&k.t()?)? * c.scale)?; // (B, KV, rep*L, keys)
+    if let Some(cap) = c.softcap {
+        scores = ((scores / cap)?.tanh()? * cap)?;
+    }
+    if l > 1 {
+        let mask = causal_mask(l, pos, first_key, c.sliding_window, q.device())?;
+        scores = scores
+            .reshape((b, c.n_kv_heads, rep, l, n_keys))?
+            .broadcast_add(&mask)?
+            .reshape((b, c.n_kv_heads, rep * l, n_keys))?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    // Weighted values: (B, KV, rep*L, D) -> (B, H, L, D).
+    Ok(probs.matmul(&v)?.reshape((b, c.n_heads, l, c.head_dim))?)
+}
+
+/// Queries per block when a prompt is attended in blocks.
+const QUERY_BLOCK: usize = 128;
 
 /// Additive mask `(L, keys)`: query `i` (at `pos + i`) sees key `j` (at `first_key + j`) when
 /// the key is not in its future and, with a window, within the window.
@@ -172,6 +207,47 @@ fn causal_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attending_in_blocks_equals_attending_at_once() {
+        let dev = Device::Cpu;
+        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        for window in [None, Some(50)] {
+            let c = Config {
+                hidden: 64,
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 16,
+                scale: 0.25,
+                qkv_bias: false,
+                fused_qkv: false,
+                qk_norm: None,
+                sliding_window: window,
+                softcap: None,
+            };
+            // 10 cached positions, then 77 new queries.
+            let (pos, l, keys) = (10, 77, 87);
+            let q = Tensor::from_vec(values(4 * l * 16, 1), (1, 4, l, 16), &dev).unwrap();
+            let k = Tensor::from_vec(values(2 * keys * 16, 2), (1, 2, keys, 16), &dev).unwrap();
+            let v = Tensor::from_vec(values(2 * keys * 16, 3), (1, 2, keys, 16), &dev).unwrap();
+            let once: Vec<f32> = attend(&c, &q, &k, &v, pos)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let blocks: Vec<f32> = attend_in_blocks(&c, &q, &k, &v, pos, 16)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(once.len(), blocks.len());
+            for (a, b) in once.iter().zip(&blocks) {
+                assert!((a - b).abs() < 1e-5, "{window:?}: {a} vs {b}");
+            }
+        }
+    }
 
     #[test]
     fn mask_hides_the_future_and_what_left_the_window() {
