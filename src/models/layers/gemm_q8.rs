@@ -87,33 +87,33 @@ impl Format {
     }
 }
 
-/// `out (m × n) = x (m × k) · Wᵀ` for `weights` holding `n` rows of `k` values of `dtype`.
-/// Returns false (computing nothing) when the kernel does not apply: another type, `k` not a
-/// multiple of 64, or a CPU without AVX-512 VNNI.
-pub fn gemm(
-    dtype: GgmlDType,
+/// `x (m × k) · Wᵀ`, `m × n`, for `weights` holding `n` rows of `k` values of `dtype`; `None`
+/// (computing nothing) when the kernel does not apply: another type, `k` not a multiple of 64
+/// (256 for k-quants), or a CPU without AVX-512 VNNI.
+pub fn gemm(dtype: GgmlDType, weights: &[u8], n: usize, k: usize, x: &[f32]) -> Option<Vec<f32>> {
+    let format = Format::of(dtype)?;
+    if !available() || k == 0 || !k.is_multiple_of(format.block().0.max(PAIR)) {
+        return None;
+    }
+    if !x.len().is_multiple_of(k) || weights.len() < n * format.row_bytes(k) {
+        return None;
+    }
+    let m = x.len() / k;
+    let acts = avx512::pack_acts(format, x, k);
+    // SAFETY: the tiles below write every (activation row, weight row) entry exactly once.
+    Some(unsafe { super::host::filled(m * n, |out| run_tiles(format, weights, n, k, &acts, out)) })
+}
+
+/// Spreads the tiles of `n` weight rows over the pool, writing `out` (`m × n`).
+fn run_tiles(
+    format: Format,
     weights: &[u8],
     n: usize,
     k: usize,
-    x: &[f32],
-    out: &mut [f32],
-) -> bool {
-    let Some(format) = Format::of(dtype) else {
-        return false;
-    };
-    if !available() || k == 0 || !k.is_multiple_of(format.block().0.max(PAIR)) {
-        return false;
-    }
-    if !x.len().is_multiple_of(k) {
-        return false;
-    }
-    let m = x.len() / k;
-    let row_bytes = format.row_bytes(k);
-    if out.len() != m * n || weights.len() < n * row_bytes {
-        return false;
-    }
-    let acts = avx512::pack_acts(format, x, k);
-    let out_addr = out.as_mut_ptr() as usize;
+    acts: &avx512::Acts,
+    out: *mut f32,
+) {
+    let out_addr = out as usize;
     // Each unit of work is a range of tiles that passes over all activations: few, large
     // ranges (each unpacked into at most ~512 KiB, about half of L2) read the activations
     // fewest times.
@@ -129,9 +129,8 @@ pub fn gemm(
         let range = units.start * per_unit..(units.end * per_unit).min(tiles);
         // SAFETY: the CPU has AVX-512 VNNI (`available`); each range of tiles writes only its
         // own columns of `out`, which outlives the call.
-        unsafe { avx512::rows(format, weights, range, n, k, &acts, out_addr as *mut f32) };
+        unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
     });
-    true
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -538,8 +537,7 @@ mod tests {
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let data = q.data().unwrap();
                 let x = test_values(m * k, 6);
-                let mut out = vec![0f32; m * n];
-                assert!(gemm(dtype, &data, n, k, &x, &mut out));
+                let out = gemm(dtype, &data, n, k, &x).expect("supported");
                 let gemv = match dtype {
                     GgmlDType::Q4_1 => super::super::q4_1::gemv,
                     GgmlDType::Q5_0 => super::super::q5_0::gemv,
@@ -571,8 +569,7 @@ mod tests {
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let data = q.data().unwrap();
                 let x = test_values(m * k, 12);
-                let mut out = vec![0f32; m * n];
-                assert!(gemm(dtype, &data, n, k, &x, &mut out));
+                let out = gemm(dtype, &data, n, k, &x).expect("supported");
                 let dense = q.dequantize(&Device::Cpu).unwrap();
                 let mut largest = 0f32;
                 for (row, got) in x.chunks_exact(k).zip(out.chunks_exact(n)) {
@@ -603,9 +600,8 @@ mod tests {
     #[test]
     fn unsupported_shapes_and_types_are_declined() {
         let x = vec![0f32; 96];
-        let mut out = vec![0f32; 4];
-        assert!(!gemm(GgmlDType::Q2K, &[0; 1000], 4, 96, &x, &mut out));
-        assert!(!gemm(GgmlDType::Q4K, &[0; 1000], 4, 96, &x, &mut out));
-        assert!(!gemm(GgmlDType::Q8_0, &[0; 1000], 4, 96, &x, &mut out));
+        assert!(gemm(GgmlDType::Q2K, &[0; 1000], 4, 96, &x).is_none());
+        assert!(gemm(GgmlDType::Q4K, &[0; 1000], 4, 96, &x).is_none());
+        assert!(gemm(GgmlDType::Q8_0, &[0; 1000], 4, 96, &x).is_none());
     }
 }

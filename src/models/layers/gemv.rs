@@ -113,9 +113,15 @@ pub enum Kernel {
 }
 
 /// The best kernel for this CPU (`MLCLI_CPU_KERNELS=scalar` forces the portable fallback,
-/// `MLCLI_CPU_KERNELS=avx2` the AVX2 kernels on AVX-512 machines).
+/// `MLCLI_CPU_KERNELS=avx2` the AVX2 kernels on AVX-512 machines), decided once per process.
 pub fn kernel() -> Kernel {
-    if std::env::var("MLCLI_CPU_KERNELS").is_ok_and(|v| v == "scalar") {
+    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(detect)
+}
+
+fn detect() -> Kernel {
+    let forced = std::env::var("MLCLI_CPU_KERNELS").ok();
+    if forced.as_deref() == Some("scalar") {
         return Kernel::Scalar;
     }
     #[cfg(target_arch = "x86_64")]
@@ -126,7 +132,7 @@ pub fn kernel() -> Kernel {
         let vnni = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni");
-        if vnni && !std::env::var("MLCLI_CPU_KERNELS").is_ok_and(|v| v == "avx2") {
+        if vnni && forced.as_deref() != Some("avx2") {
             return Kernel::Avx512Vnni;
         }
         return Kernel::Avx2;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use super::{gemm_q8, gemv, kquants, q4_1, q5_0, q8_0};
+use super::{gemm_q8, gemv, host, kquants, q4_1, q5_0, q8_0};
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -84,9 +84,13 @@ impl Linear {
             *last = n;
         }
         if rows >= DENSE_MIN_ROWS && x.device().is_cpu() && gemm_q8::available() {
-            let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-            let mut out = vec![0f32; rows * n];
-            if gemm_q8::gemm(w.dtype(), &w.data()?, n, k, &input, &mut out) {
+            let data = w.data()?;
+            let product = |input: &[f32]| gemm_q8::gemm(w.dtype(), &data, n, k, input);
+            let out = match host::with_f32(x, product)? {
+                Some(out) => out,
+                None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
+            };
+            if let Some(out) = out {
                 let y = Tensor::from_vec(out, out_shape, x.device())?;
                 return Ok(Some(y.to_dtype(x.dtype())?));
             }

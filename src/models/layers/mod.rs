@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod gated;
 pub mod gemm_q8;
 pub mod gemv;
+pub mod host;
 pub mod kquants;
 pub mod linear;
 pub mod mlp;
