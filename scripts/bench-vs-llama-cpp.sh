@@ -6,7 +6,11 @@
 #
 #   MODEL...                 default: the two test models (scripts/fetch-test-models.sh)
 #   -p LIST, -n LIST         prompt and generation sizes (default 512 and 128), as llama-bench
+#   -d LIST                  also run each generation test after this many tokens of context
+#                            (llama-bench's -d; e.g. -d 512)
 #   -r N                     repetitions (default 5)
+#   --busy                   keep one core busy with an unrelated CPU-bound process (a shell
+#                            loop) during every test: how each tool holds up on a shared machine
 #   -t N                     threads (default: the number of physical cores)
 #   --synthetic NAME:QUANT   also compare a synthetic model: mlcli writes it to a GGUF
 #                            (--write-gguf) and both tools run that file
@@ -17,7 +21,9 @@
 # of llama-cpp-python (no git access needed), into ${MLCLI_LLAMA_CPP_CACHE:-~/.cache/mlcli/llama.cpp}.
 # The build targets this CPU (-march=native) without AMX, whose kernels crash on some virtual
 # machines. mlcli is built with `cargo build --release` unless $MLCLI_BIN names a binary.
-# Raw JSON of both tools goes to ${RESULTS:-target/bench-vs-llama-cpp}/.
+# Every test runs in its own process of each tool, so the table can show each process's peak
+# RSS (/usr/bin/time's maximum resident set: weights, KV cache and buffers at that test's
+# context size). Raw JSON of both tools goes to ${RESULTS:-target/bench-vs-llama-cpp}/.
 # Benchmarks are only meaningful on an otherwise idle machine: the load is printed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,17 +35,19 @@ results="${RESULTS:-target/bench-vs-llama-cpp}"
 python="${PYTHON:-python3}"
 jobs="${JOBS:-2}"
 
-prompt=512 gen=128 reps=5 threads="" synthetic="" tokenizer_from=""
+busy="" prompt=512 gen=128 depth="" reps=5 threads="" synthetic="" tokenizer_from=""
 models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -p) prompt="$2"; shift 2 ;;
     -n) gen="$2"; shift 2 ;;
+    -d) depth="$2"; shift 2 ;;
+    --busy) busy=1; shift ;;
     -r) reps="$2"; shift 2 ;;
     -t) threads="$2"; shift 2 ;;
     --synthetic) synthetic="$2"; shift 2 ;;
     --tokenizer-from) tokenizer_from="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     -*) echo "bench-vs-llama-cpp: unknown option $1" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
   esac
@@ -108,33 +116,59 @@ if [ -n "$synthetic" ]; then
 fi
 
 log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+if [ -n "$busy" ]; then
+  sh -c 'while :; do :; done' &
+  busy_pid=$!
+  trap 'kill "$busy_pid" 2>/dev/null || true' EXIT
+  log "--busy: a shell loop (pid $busy_pid) keeps one core busy during the tests"
+elif awk '{exit !($1 > 0.5)}' /proc/loadavg; then
   log "warning: the machine is busy (1-minute load above 0.5): figures will be low and noisy,"
   log "         llama.cpp's far more than mlcli's (its threads spin at barriers); rerun when idle"
 fi
 
-ours="$results/mlcli.jsonl" theirs="$results/llama-bench.jsonl"
-: >"$ours"; : >"$theirs"
+[ -x /usr/bin/time ] || { echo "bench-vs-llama-cpp: /usr/bin/time is required (peak RSS)" >&2; exit 1; }
+ours="$results/mlcli.jsonl" theirs="$results/llama-bench.jsonl" rss="$results/rss.jsonl"
+: >"$ours"; : >"$theirs"; : >"$rss"
+# One test per process: "P N D" triples.
+tests=()
+for p in ${prompt//,/ }; do [ "$p" -gt 0 ] && tests+=("$p 0 0"); done
+for n in ${gen//,/ }; do
+  [ "$n" -gt 0 ] || continue
+  tests+=("0 $n 0")
+  for d in ${depth//,/ }; do [ "$d" -gt 0 ] && tests+=("0 $n $d"); done
+done
+# run TOOL OUT MODEL P N D CMD...: appends CMD's JSON line to OUT and its peak RSS to $rss.
+run() {
+  local tool="$1" out="$2" model="$3" p="$4" n="$5" d="$6"; shift 6
+  /usr/bin/time -f "%M" -o "$results/time.txt" "$@" >>"$out"
+  printf '{"tool":"%s","model":"%s","n_prompt":%s,"n_gen":%s,"n_depth":%s,"rss_kib":%s}\n' \
+    "$tool" "$(basename "$model")" "$p" "$n" "$d" "$(tail -1 "$results/time.txt")" >>"$rss"
+}
 for m in "${models[@]}"; do
-  log "llama-bench: $m"
-  "$llama_bench" -m "$m" -p "$prompt" -n "$gen" -r "$reps" -t "$threads" -o jsonl >>"$theirs"
-  log "mlcli bench: $m"
-  "$mlcli" bench -m "$m" -p "$prompt" -n "$gen" -r "$reps" -t "$threads" -o jsonl >>"$ours"
+  for t in "${tests[@]}"; do
+    read -r p n d <<<"$t"
+    log "$(basename "$m"): -p $p -n $n -d $d"
+    run llama.cpp "$theirs" "$m" "$p" "$n" "$d" \
+      "$llama_bench" -m "$m" -p "$p" -n "$n" -d "$d" -r "$reps" -t "$threads" -o jsonl
+    run mlcli "$ours" "$m" "$p" "$n" "$d" \
+      "$mlcli" bench -m "$m" -p "$p" -n "$n" -d "$d" -r "$reps" -t "$threads" -o jsonl
+  done
 done
 
-"$python" - "$theirs" "$ours" <<'PY'
+"$python" - "$theirs" "$ours" "$rss" <<'PY'
 import json, os, sys
 
 def rows(path):
     with open(path) as f:
         return [json.loads(l) for l in f if l.strip()]
 
-theirs, ours = rows(sys.argv[1]), rows(sys.argv[2])
+theirs, ours, rss = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
 def key(r, file_field):
-    return (os.path.basename(r[file_field]), r["n_prompt"], r["n_gen"], r.get("n_depth", 0), r["n_threads"])
+    return (os.path.basename(r[file_field]), r["n_prompt"], r["n_gen"], r.get("n_depth", 0))
 mine = {key(r, "model_file"): r for r in ours}
-print("| model | test | threads | llama.cpp t/s | mlcli t/s | mlcli / llama.cpp |")
-print("| --- | --- | ---: | ---: | ---: | ---: |")
+peak = {(r["tool"], r["model"], r["n_prompt"], r["n_gen"], r["n_depth"]): r["rss_kib"] / 1024 for r in rss}
+print("| model | test | threads | llama.cpp t/s | mlcli t/s | t/s ratio | llama.cpp peak RSS | mlcli peak RSS | RSS ratio |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for t in theirs:
     k = key(t, "model_filename")
     o = mine.get(k)
@@ -143,7 +177,10 @@ for t in theirs:
         test += f" @ d{t['n_depth']}"
     ours_cell = f"{o['avg_ts']:.2f} ± {o['stddev_ts']:.2f}" if o else "missing"
     ratio = f"{o['avg_ts'] / t['avg_ts']:.2f}" if o else "n/a"
-    print(f"| {k[0]} | {test} | {t['n_threads']} | {t['avg_ts']:.2f} ± {t['stddev_ts']:.2f} | {ours_cell} | {ratio} |")
+    lr, mr = peak.get(("llama.cpp",) + k), peak.get(("mlcli",) + k)
+    cells = [f"{v:.0f} MiB" if v else "n/a" for v in (lr, mr)]
+    rss_ratio = f"{mr / lr:.2f}" if lr and mr else "n/a"
+    print(f"| {k[0]} | {test} | {t['n_threads']} | {t['avg_ts']:.2f} ± {t['stddev_ts']:.2f} | {ours_cell} | {ratio} | {cells[0]} | {cells[1]} | {rss_ratio} |")
 build = theirs[0].get("build_commit", "?") if theirs else "?"
 rec = ours[0]["record"] if ours else {}
 print(f"\nllama.cpp {build} (llama-cpp-python sdist); mlcli {rec.get('mlcli_version', '?')} ({rec.get('git_commit', '?')[:12]}), candle {rec.get('candle_version', '?')}; {rec.get('cpu_model', '?')}")

@@ -5,7 +5,9 @@
 //! GELU-tanh, `0.5·(1 + tanh(y)) = sigmoid(2y)`, which has no cancellation for small `y`) over
 //! a vectorizable `exp`, split over the CPU pool.
 
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
+
+use super::host;
 
 use super::mlp::Activation;
 use crate::Result;
@@ -76,6 +78,22 @@ pub fn apply(act: Activation, g: &[f32], u: &[f32], out: &mut [f32]) {
     apply_loop(act, g, u, out)
 }
 
+/// `out[i] = act(g[i]) * u[i]`, in chunks of 4096 elements over the CPU pool (a single
+/// token's few thousand run inline).
+fn apply_chunks(act: Activation, g: &[f32], u: &[f32], out: *mut f32) {
+    const CHUNK: usize = 4096;
+    let out_addr = out as usize;
+    super::pool::Pool::global().run(g.len().div_ceil(CHUNK), |chunks| {
+        let start = chunks.start * CHUNK;
+        let end = (chunks.end * CHUNK).min(g.len());
+        // SAFETY: chunk ranges are disjoint and within `out`, which outlives the call.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut((out_addr as *mut f32).add(start), end - start)
+        };
+        apply(act, &g[start..end], &u[start..end], dst);
+    });
+}
+
 /// `act(gate) * up` for contiguous f32 CPU tensors of one shape; `None` for anything else (the
 /// caller then uses candle's ops).
 pub fn forward(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
@@ -86,31 +104,15 @@ pub fn forward(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Option<Ten
     {
         return Ok(None);
     }
-    let (gs, gl) = gate.storage_and_layout();
-    let (us, ul) = up.storage_and_layout();
-    let (Storage::Cpu(gc), Storage::Cpu(uc)) = (&*gs, &*us) else {
+    let out = host::with_f32(gate, |g| {
+        host::with_f32(up, |u| {
+            // SAFETY: the chunks below cover every element once.
+            unsafe { host::filled(g.len(), |out| apply_chunks(act, g, u, out)) }
+        })
+    })?;
+    let Some(Some(out)) = out.transpose()? else {
         return Ok(None);
     };
-    let (Some((g0, g1)), Some((u0, u1))) = (gl.contiguous_offsets(), ul.contiguous_offsets())
-    else {
-        return Ok(None);
-    };
-    let g = &gc.as_slice::<f32>()?[g0..g1];
-    let u = &uc.as_slice::<f32>()?[u0..u1];
-    let mut out = vec![0f32; g.len()];
-    // Chunks of 4096 elements: whole prompts split over the threads, single tokens inline.
-    const CHUNK: usize = 4096;
-    let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(g.len().div_ceil(CHUNK), |chunks| {
-        let start = chunks.start * CHUNK;
-        let end = (chunks.end * CHUNK).min(g.len());
-        // SAFETY: chunk ranges are disjoint and within `out`, which outlives the call.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut((out_addr as *mut f32).add(start), end - start)
-        };
-        apply(act, &g[start..end], &u[start..end], dst);
-    });
-    drop((gs, us));
     Ok(Some(Tensor::from_vec(out, gate.dims(), &Device::Cpu)?))
 }
 
