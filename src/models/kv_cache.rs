@@ -1,7 +1,12 @@
 //! The KV cache, owned by the engine: one key/value buffer per layer that grows in steps up to
 //! the context size, can be reset, and truncated to a prefix (for reuse across chat turns).
+//!
+//! f32 keys and values are rounded to f16 precision as they enter the cache (they stay f32 in
+//! memory, so attention needs no conversion): llama.cpp's default cache holds f16, and holding
+//! what it holds brings our logits closer to its reference outputs (first-step rms difference
+//! over the vocabulary: SmolLM2 0.55 → 0.20, Gemma 3 0.23 → 0.21).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::Result;
 
@@ -28,8 +33,8 @@ impl LayerCache {
             ))
             .into());
         }
-        let k = k.contiguous()?;
-        let v = v.contiguous()?;
+        let k = f16_precision(&k.contiguous()?)?;
+        let v = f16_precision(&v.contiguous()?)?;
         self.k = Some(Self::store(self.k.take(), &k, self.len, max_len)?);
         self.v = Some(Self::store(self.v.take(), &v, self.len, max_len)?);
         self.len = needed;
@@ -77,6 +82,14 @@ impl LayerCache {
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .sum()
     }
+}
+
+/// `t` rounded to f16 precision, when it is f32.
+fn f16_precision(t: &Tensor) -> Result<Tensor> {
+    Ok(match t.dtype() {
+        DType::F32 => t.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
+        _ => t.clone(),
+    })
 }
 
 /// The cache of a whole model.
@@ -168,6 +181,25 @@ mod tests {
         let first = k.i((.., .., 0..3, ..)).unwrap();
         let diff = (first - &a).unwrap().abs().unwrap().sum_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn f32_values_are_stored_at_f16_precision() {
+        let mut c = KvCache::new(1, 10);
+        let x = Tensor::from_vec(
+            vec![1.0001f32, 0.1, -3.14159, 65504.0],
+            (1, 1, 1, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (k, _) = c.append(0, &x, &x).unwrap();
+        let got: Vec<f32> = k.flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = [1.0001f32, 0.1, -3.14159, 65504.0]
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[0], 1.0);
     }
 
     #[test]
