@@ -112,11 +112,32 @@ pub enum Kernel {
     Avx512Vnni,
 }
 
-/// The best kernel for this CPU (`MLCLI_CPU_KERNELS=scalar` forces the portable fallback,
-/// `MLCLI_CPU_KERNELS=avx2` the AVX2 kernels on AVX-512 machines), decided once per process.
+/// The kernel that runs: the best for this CPU, decided once per process
+/// (`MLCLI_CPU_KERNELS=scalar` forces the portable fallback, `MLCLI_CPU_KERNELS=avx2` the
+/// AVX2 kernels on AVX-512 machines), unless [`force_kernel`] says otherwise.
 pub fn kernel() -> Kernel {
     static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(detect)
+    let best = *KERNEL.get_or_init(detect);
+    match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Kernel::Scalar,
+        2 if best != Kernel::Scalar => Kernel::Avx2,
+        _ => best,
+    }
+}
+
+/// 0: no override; 1: scalar; 2: AVX2 (see [`force_kernel`]).
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Makes every later product in this process use `kernel` (a slower one than the CPU allows:
+/// `Scalar`, or `Avx2` on an AVX-512 machine), or the best again with `None`. For tests that
+/// compare the portable kernels with the fast ones in one process.
+pub fn force_kernel(kernel: Option<Kernel>) {
+    let v = match kernel {
+        None | Some(Kernel::Avx512Vnni) => 0,
+        Some(Kernel::Scalar) => 1,
+        Some(Kernel::Avx2) => 2,
+    };
+    FORCED.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn detect() -> Kernel {
