@@ -158,6 +158,13 @@ fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<
         k.narrow(2, first_key, n_keys)?,
         v.narrow(2, first_key, n_keys)?,
     );
+    // One new token on the CPU: read the cache in place.
+    if l == 1 {
+        let cap = c.softcap.map(|c| c as f32);
+        if let Some(y) = super::attn_decode::attend_one(q, &k, &v, c.scale as f32, cap)? {
+            return Ok(y);
+        }
+    }
     // Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
     let rep = c.n_heads / c.n_kv_heads;
     let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;
