@@ -120,10 +120,10 @@ fn run_tiles(
     let pool = super::pool::Pool::global();
     let tiles = n.div_ceil(R);
     let unpacked_bytes = tiles * R * (k / PAIR) * 128;
-    let units = pool
-        .threads()
-        .max(unpacked_bytes.div_ceil(512 * 1024))
-        .min(tiles);
+    // A multiple of the thread count, so every thread gets the same share (5 units on two
+    // threads would leave one idle for a fifth of the product).
+    let threads = pool.threads();
+    let units = (unpacked_bytes.div_ceil(512 * 1024).div_ceil(threads) * threads).min(tiles);
     let per_unit = tiles.div_ceil(units);
     pool.run(tiles.div_ceil(per_unit), |units| {
         let range = units.start * per_unit..(units.end * per_unit).min(tiles);
