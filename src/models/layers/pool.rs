@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 /// the pool as fast as a pure spinning one on an idle machine.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// After this long idle, a spinning worker yields its core between checks: on an idle machine
+/// that costs a system call per check, on a busy one it hands the core to the thread that
+/// needs it (ours or another process's).
+const YIELD_AFTER: Duration = Duration::from_micros(20);
+
 /// How long the submitter spins on other threads' claimed chunks before it yields its core
 /// between checks (so a preempted worker on the same core can finish).
 const WAIT_SPIN: Duration = Duration::from_micros(50);
@@ -174,7 +179,16 @@ fn worker(shared: &Shared) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) && idle_since.elapsed() > SPIN {
+            let idle = if spins.is_multiple_of(64) {
+                idle_since.elapsed()
+            } else {
+                Duration::ZERO
+            };
+            if idle > YIELD_AFTER && idle <= SPIN {
+                // Past the usual gap between products: let whatever shares this core run.
+                std::thread::yield_now();
+            }
+            if idle > SPIN {
                 // Announce the sleep before the last check: the submitter bumps the generation
                 // before it reads `sleepers`, so one of the two sees the other.
                 shared.sleepers.fetch_add(1, Ordering::SeqCst);
