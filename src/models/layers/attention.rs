@@ -165,12 +165,6 @@ fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<
             return Ok(y);
         }
     }
-    // The cache may hold another precision (f16 on the CPU): convert what this block sees.
-    let (k, v) = if k.dtype() == q.dtype() {
-        (k, v)
-    } else {
-        (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?)
-    };
     // Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
     let rep = c.n_heads / c.n_kv_heads;
     let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;

@@ -4,17 +4,14 @@
 //! was ~230 µs per layer, and generation fell from 117 to 65 tok/s on SmolLM2. Here a query
 //! head streams its keys once for the scores and its values once for the weighted sum.
 
-use candle_core::{DType, Storage, Tensor};
-use half::f16;
-use half::slice::HalfFloatSliceExt;
+use candle_core::{Storage, Tensor};
 
 use crate::Result;
 
 /// `softmax(scale · q·Kᵀ [soft-capped]) · V` for one query position.
 ///
-/// `q` is `(1, H, 1, D)` f32, `k` and `v` are `(1, KV, n, D)` f32 or f16 views (of the cache:
-/// rows of one head contiguous), all on the CPU; `None` for anything else. Returns
-/// `(1, H, 1, D)`.
+/// `q` is `(1, H, 1, D)`, `k` and `v` are `(1, KV, n, D)` views (of the cache: rows of one
+/// head contiguous), all f32 on the CPU; `None` for anything else. Returns `(1, H, 1, D)`.
 pub fn attend_one(
     q: &Tensor,
     k: &Tensor,
@@ -47,8 +44,8 @@ pub fn attend_one(
                                 );
                                 one_head(
                                     &q[head * d..(head + 1) * d],
-                                    &k_rows[g],
-                                    &v_rows[g],
+                                    k_rows[g],
+                                    v_rows[g],
                                     scale,
                                     softcap,
                                     dst,
@@ -67,38 +64,10 @@ pub fn attend_one(
     }
 }
 
-/// The cached rows of one head, `n × d`, in the cache's precision.
-enum Rows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
-
-impl Rows<'_> {
-    /// Row `j` as f32 (converted into `buf` when the cache holds f16).
-    #[inline(always)]
-    fn row<'b>(&'b self, j: usize, buf: &'b mut [f32]) -> &'b [f32] {
-        let d = buf.len();
-        match self {
-            Rows::F32(s) => &s[j * d..(j + 1) * d],
-            Rows::F16(s) => {
-                s[j * d..(j + 1) * d].convert_to_f32_slice(buf);
-                buf
-            }
-        }
-    }
-
-    fn len(&self, d: usize) -> usize {
-        match self {
-            Rows::F32(s) => s.len() / d,
-            Rows::F16(s) => s.len() / d,
-        }
-    }
-}
-
-/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f32 or f16 on the CPU, each head's rows
-/// contiguous), its `n × d` rows; `None` when `t` is laid out otherwise.
-fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[Rows]) -> R) -> Result<Option<R>> {
-    if !t.device().is_cpu() || !matches!(t.dtype(), DType::F32 | DType::F16) {
+/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f32 CPU, each head's rows contiguous),
+/// the `n × d` slice of its rows; `None` when `t` is laid out otherwise.
+fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
+    if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 {
         return Ok(None);
     }
     let (_, heads, n, _) = t.dims4()?;
@@ -110,30 +79,21 @@ fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[Rows]) -> R) -> Result<Option<
     if stride.len() != 4 || stride[3] != 1 || stride[2] != d {
         return Ok(None);
     }
+    let data = cpu.as_slice::<f32>()?;
     let start = layout.start_offset();
     let mut per_head = Vec::with_capacity(heads);
     for g in 0..heads {
         let from = start + g * stride[1];
-        let rows = match t.dtype() {
-            DType::F16 => cpu
-                .as_slice::<f16>()?
-                .get(from..from + n * d)
-                .map(Rows::F16),
-            _ => cpu
-                .as_slice::<f32>()?
-                .get(from..from + n * d)
-                .map(Rows::F32),
-        };
-        let Some(rows) = rows else {
+        let Some(s) = data.get(from..from + n * d) else {
             return Ok(None);
         };
-        per_head.push(rows);
+        per_head.push(s);
     }
     Ok(Some(f(&per_head)))
 }
 
 /// One query head: scores over `k` rows, softmax, weighted sum of `v` rows into `out`.
-fn one_head(q: &[f32], k: &Rows, v: &Rows, scale: f32, softcap: Option<f32>, out: &mut [f32]) {
+fn one_head(q: &[f32], k: &[f32], v: &[f32], scale: f32, softcap: Option<f32>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::gemv::kernel() != super::gemv::Kernel::Scalar {
         // SAFETY: a non-scalar kernel means the CPU has AVX2 and FMA.
@@ -143,69 +103,32 @@ fn one_head(q: &[f32], k: &Rows, v: &Rows, scale: f32, softcap: Option<f32>, out
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn one_head_avx2(
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &[f32],
+    v: &[f32],
     scale: f32,
     softcap: Option<f32>,
     out: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
-    let d = q.len();
-    let (Rows::F16(k), Rows::F16(v)) = (k, v) else {
-        return one_head_portable(q, k, v, scale, softcap, out);
-    };
-    if !d.is_multiple_of(8) {
-        return one_head_portable(q, &Rows::F16(k), &Rows::F16(v), scale, softcap, out);
-    }
-    // f16 rows converted eight at a time inside the products (F16C), no row buffer.
-    let n = k.len() / d;
-    let mut scores = Vec::with_capacity(n);
-    for row in k.chunks_exact(d) {
-        let mut acc = _mm256_setzero_ps();
-        for i in (0..d).step_by(8) {
-            let kv = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i));
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, acc);
-        }
-        let s = super::gemv::hsum(acc) * scale;
-        scores.push(match softcap {
-            Some(cap) => cap * (s / cap).tanh(),
-            None => s,
-        });
-    }
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0f32;
-    for s in &mut scores {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    out.fill(0.0);
-    for (p, row) in scores.iter().zip(v.chunks_exact(d)) {
-        let w = _mm256_set1_ps(p / sum);
-        for i in (0..d).step_by(8) {
-            let vv = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i));
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(w, vv, _mm256_loadu_ps(o)));
-        }
-    }
+    one_head_portable(q, k, v, scale, softcap, out)
 }
 
 #[inline(always)]
 fn one_head_portable(
     q: &[f32],
-    k: &Rows,
-    v: &Rows,
+    k: &[f32],
+    v: &[f32],
     scale: f32,
     softcap: Option<f32>,
     out: &mut [f32],
 ) {
     let d = q.len();
-    let mut buf = vec![0f32; d];
-    let mut scores: Vec<f32> = (0..k.len(d))
-        .map(|j| {
-            let s = dot(q, k.row(j, &mut buf)) * scale;
+    let mut scores: Vec<f32> = k
+        .chunks_exact(d)
+        .map(|row| {
+            let s = dot(q, row) * scale;
             match softcap {
                 Some(cap) => cap * (s / cap).tanh(),
                 None => s,
@@ -219,9 +142,9 @@ fn one_head_portable(
         sum += *s;
     }
     out.fill(0.0);
-    for (j, p) in scores.iter().enumerate() {
+    for (p, row) in scores.iter().zip(v.chunks_exact(d)) {
         let w = p / sum;
-        for (o, x) in out.iter_mut().zip(v.row(j, &mut buf)) {
+        for (o, x) in out.iter_mut().zip(row) {
             *o += w * x;
         }
     }
@@ -287,29 +210,6 @@ mod tests {
         let want = reference(&q, &k, &v, 0.7, h / kv);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
-        // An f16 cache is read as it is.
-        let (kh, vh) = (
-            kbuf.to_dtype(DType::F16).unwrap(),
-            vbuf.to_dtype(DType::F16).unwrap(),
-        );
-        let (kh, vh) = (kh.narrow(2, 3, n).unwrap(), vh.narrow(2, 3, n).unwrap());
-        let got: Vec<f32> = attend_one(&q, &kh, &vh, 0.7, None)
-            .unwrap()
-            .expect("f16 cache views are supported")
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want = reference(
-            &q,
-            &kh.to_dtype(DType::F32).unwrap(),
-            &vh.to_dtype(DType::F32).unwrap(),
-            0.7,
-            h / kv,
-        );
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5, "f16: {a} vs {b}");
         }
         // Two query positions are not this kernel's job.
         let q2 = Tensor::from_vec(values(h * 2 * d, 4), (1, h, 2, d), &dev).unwrap();
