@@ -1,7 +1,8 @@
-//! Shared machinery of our CPU matrix-vector kernels for quantized weights (`q4_1`, `q5_0`):
-//! activations quantized to 8 bits per block of 32 (ggml's Q8_0/Q8_1), run-time kernel
-//! selection (AVX2 or portable scalar; `MLCLI_CPU_KERNELS=scalar` forces the fallback, for
-//! testing), and rows split over candle's thread pool.
+//! Shared machinery of our CPU matrix-vector kernels for quantized weights (`q4_1`, `q5_0`,
+//! `q8_0`): activations quantized to 8 bits per block of 32 (ggml's Q8_0/Q8_1), run-time
+//! kernel selection (AVX-512 VNNI, AVX2 or portable scalar; `MLCLI_CPU_KERNELS=scalar` or
+//! [`force_kernel`] forces the fallback, for testing), software prefetch of the weights, and
+//! rows split over our CPU pool ([`super::pool`]).
 
 /// Elements per block, for the weights and the quantized activations alike.
 pub(crate) const QK: usize = 32;
