@@ -175,23 +175,7 @@ mod avx512 {
             ),
             Format::Q4_1 => nibbles(_mm_loadu_si128(blk.add(4) as *const __m128i)),
             Format::Q4K | Format::Q6K => unreachable!("k-quants unpack whole pairs"),
-            Format::Q5_0 => {
-                let qh = i32::from_le_bytes([*blk.add(2), *blk.add(3), *blk.add(4), *blk.add(5)]);
-                let spread = _mm256_shuffle_epi8(
-                    _mm256_set1_epi32(qh),
-                    _mm256_set_epi64x(
-                        0x0303_0303_0303_0303,
-                        0x0202_0202_0202_0202,
-                        0x0101_0101_0101_0101,
-                        0,
-                    ),
-                );
-                let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-                let fifth = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-                let lo = nibbles(_mm_loadu_si128(blk.add(6) as *const __m128i));
-                _mm256_or_si256(lo, fifth)
-            }
+            Format::Q5_0 => crate::models::layers::q5_0::unsigned_avx2(blk),
         }
     }
 

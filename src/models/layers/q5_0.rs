@@ -36,18 +36,16 @@ fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
     sum
 }
 
-/// One block: the 32 products summed in eight i32 lanes, as floats, and the block's scale.
+/// The 32 weights of one block as unsigned bytes `q + 16` (0..31), in element order; also
+/// what the batched tiles ([`super::gemm_q8`]) multiply.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_avx2(block: &[u8], xq: *const i8, x_sum: i32) -> (std::arch::x86_64::__m256, f32) {
+pub(crate) unsafe fn unsigned_avx2(block: *const u8) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        i16::from_le_bytes([block[0], block[1]]) as i32,
-    )));
+    let qh = i32::from_le_bytes([*block.add(2), *block.add(3), *block.add(4), *block.add(5)]);
     // Fifth bits: byte i of the vector takes byte i / 8 of `qh`, then tests bit i % 8.
-    let qh = _mm256_set1_epi32(high_bits(block) as i32);
     let spread = _mm256_shuffle_epi8(
-        qh,
+        _mm256_set1_epi32(qh),
         _mm256_set_epi64x(
             0x0303_0303_0303_0303,
             0x0202_0202_0202_0202,
@@ -59,12 +57,24 @@ unsafe fn block_avx2(block: &[u8], xq: *const i8, x_sum: i32) -> (std::arch::x86
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
     let fifth = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
     // Low nibbles: elements 0..16 from the low halves, 16..32 from the high halves.
-    let packed = _mm_loadu_si128(block.as_ptr().add(6) as *const __m128i);
+    let packed = _mm_loadu_si128(block.add(6) as *const __m128i);
     let lo = _mm256_and_si256(
         _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
         _mm256_set1_epi8(0x0F),
     );
-    let w = _mm256_or_si256(lo, fifth); // 0..31, unsigned
+    _mm256_or_si256(lo, fifth)
+}
+
+/// One block: the 32 products summed in eight i32 lanes, as floats, and the block's scale.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_avx2(block: &[u8], xq: *const i8, x_sum: i32) -> (std::arch::x86_64::__m256, f32) {
+    use std::arch::x86_64::*;
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        i16::from_le_bytes([block[0], block[1]]) as i32,
+    )));
+    assert!(block.len() >= BLOCK_BYTES);
+    let w = unsigned_avx2(block.as_ptr());
     let x = _mm256_loadu_si256(xq as *const __m256i);
     // u8 x i8 pairs to i16 (at most 2 * 31 * 127), then to i32; the -16 offset is taken out
     // once per block through the activations' sum.
