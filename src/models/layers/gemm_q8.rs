@@ -505,7 +505,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::layers::gemv::{kernel, test_values};
+    use crate::models::layers::gemv::{exact_product, kernel, test_values};
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
@@ -554,19 +554,11 @@ mod tests {
                 let data = q.data().unwrap();
                 let x = test_values(m * k, 12);
                 let out = gemm(dtype, &data, n, k, &x).expect("supported");
-                let dense = q.dequantize(&Device::Cpu).unwrap();
                 let mut largest = 0f32;
                 for (row, got) in x.chunks_exact(k).zip(out.chunks_exact(n)) {
                     let mut want = vec![0f32; n];
                     super::super::kquants::gemv(dtype, &data, n, k, row, &mut want).unwrap();
-                    let xt = Tensor::from_vec(row.to_vec(), (k, 1), &Device::Cpu).unwrap();
-                    let exact: Vec<f32> = dense
-                        .matmul(&xt)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1()
-                        .unwrap();
+                    let exact = exact_product(&q, row);
                     for ((g, w), e) in got.iter().zip(&want).zip(&exact) {
                         // Both quantize the activations (ours per 32 values, candle's per
                         // 256), each off the exact product by a few hundredths here.

@@ -291,6 +291,22 @@ pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// `W · x` with the dequantized weights of `q` (`(n, k)`), in f32: what the kernels'
+/// results are checked against.
+#[cfg(test)]
+pub(crate) fn exact_product(q: &candle_core::quantized::QTensor, x: &[f32]) -> Vec<f32> {
+    use candle_core::{Device, Tensor};
+    let xt = Tensor::from_vec(x.to_vec(), (x.len(), 1), &Device::Cpu).unwrap();
+    q.dequantize(&Device::Cpu)
+        .unwrap()
+        .matmul(&xt)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// Checks a kernel pair against the dequantized product for weights of type `dtype`.
 #[cfg(test)]
 pub(crate) fn check_kernels(
@@ -305,16 +321,7 @@ pub(crate) fn check_kernels(
     let x = test_values(k, 2);
     // The exact product with the dequantized weights; ours differs only by the 8-bit
     // quantization of the activations.
-    let xt = Tensor::from_vec(x.clone(), (k, 1), &Device::Cpu).unwrap();
-    let exact: Vec<f32> = q
-        .dequantize(&Device::Cpu)
-        .unwrap()
-        .matmul(&xt)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let exact = exact_product(&q, &x);
     let data = q.data().unwrap();
     let run = |kernel| {
         let mut out = vec![0f32; n];

@@ -83,16 +83,7 @@ mod tests {
             GgmlDType::Q6K,
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
-            let xt = Tensor::from_vec(x.clone(), (k, 1), &Device::Cpu).unwrap();
-            let exact: Vec<f32> = q
-                .dequantize(&Device::Cpu)
-                .unwrap()
-                .matmul(&xt)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let exact = super::super::gemv::exact_product(&q, &x);
             let mut out = vec![0f32; n];
             gemv(dtype, &q.data().unwrap(), n, k, &x, &mut out).unwrap();
             for (o, e) in out.iter().zip(&exact) {
