@@ -50,7 +50,7 @@ impl Linear {
 
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match self.batched_via_dense(x)? {
+        let y = match self.batched(x)? {
             Some(y) => y,
             None => match self.vector_via_own_kernel(x)? {
                 Some(y) => y,
@@ -70,10 +70,10 @@ impl Linear {
         })
     }
 
-    /// The batched (prefill) path on the CPU: our int8 kernel for Q4_1 / Q5_0 / Q8_0 where the
-    /// CPU has AVX-512 VNNI ([`gemm_q8`]), else the dequantized f32 GEMM for types candle has
-    /// no SIMD kernel for.
-    fn batched_via_dense(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    /// The batched (prefill) path on the CPU: our int8 tiles for Q4_1, Q5_0, Q8_0, Q4_K and
+    /// Q6_K where the CPU has AVX-512 VNNI ([`gemm_q8`]), else the dequantized f32 GEMM for the
+    /// types candle has no SIMD kernel for (candle's own kernels for the rest).
+    fn batched(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
