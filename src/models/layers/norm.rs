@@ -25,11 +25,93 @@ impl RmsNorm {
 
     /// Normalises `(..., dim)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        let x = x.contiguous()?;
+        if let Some(y) = self.forward_cpu(&x)? {
+            return Ok(y);
+        }
+        Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?)
+    }
+
+    /// The CPU form, rounded as ggml's `rms_norm` + `mul` round: squares summed in f64, the
+    /// mean cast to f32, `scale = 1 / sqrtf(mean + eps)`, then `(x · scale) · w`. candle's
+    /// form (an f32 sum, `x / rms`) differs in the last bit, and a last-bit change in a
+    /// quantized matmul's input can flip the rounding of an 8-bit activation.
+    fn forward_cpu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let dim = self.weight.dim(0)?;
+        if dim == 0 || x.dims().last() != Some(&dim) {
+            return Ok(None);
+        }
+        let eps = self.eps;
+        let out = super::host::with_f32(&self.weight, |w| {
+            super::host::with_f32(x, |x| {
+                let rows = x.len() / dim;
+                // SAFETY: every row of `y` is written by exactly one unit.
+                unsafe {
+                    super::host::filled(x.len(), |y| {
+                        let y = y as usize;
+                        let per = 16;
+                        super::pool::Pool::global().run(rows.div_ceil(per), |units| {
+                            let r0 = units.start * per;
+                            let r1 = (units.end * per).min(rows);
+                            let dst = std::slice::from_raw_parts_mut(
+                                (y as *mut f32).add(r0 * dim),
+                                (r1 - r0) * dim,
+                            );
+                            norm_rows(&x[r0 * dim..r1 * dim], w, eps, dst);
+                        });
+                    })
+                }
+            })
+        })?;
+        match out {
+            Some(Ok(Some(y))) => Ok(Some(Tensor::from_vec(y, x.shape(), x.device())?)),
+            Some(Err(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// ggml's `rms_norm` + `mul` over whole rows of `x` (each `w.len()` long) into `y`. Each
+/// row's squares are summed in f64 one after the other, as ggml sums them; four rows go
+/// side by side, so four such chains are in flight at once.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let dim = w.len();
+    let mut xs = x.chunks_exact(4 * dim);
+    let mut ys = y.chunks_exact_mut(4 * dim);
+    for (x4, y4) in (&mut xs).zip(&mut ys) {
+        let mut sums = [0f64; 4];
+        for i in 0..dim {
+            for (r, s) in sums.iter_mut().enumerate() {
+                let v = x4[r * dim + i];
+                *s += (v * v) as f64;
+            }
+        }
+        for (r, s) in sums.iter().enumerate() {
+            scale_row(
+                &x4[r * dim..(r + 1) * dim],
+                w,
+                *s,
+                eps,
+                &mut y4[r * dim..(r + 1) * dim],
+            );
+        }
+    }
+    for (row, out) in xs
+        .remainder()
+        .chunks_exact(dim)
+        .zip(ys.into_remainder().chunks_exact_mut(dim))
+    {
+        let sum: f64 = row.iter().fold(0.0, |s, v| s + (v * v) as f64);
+        scale_row(row, w, sum, eps, out);
+    }
+}
+
+/// `(x · scale) · w` with `scale = 1 / sqrtf(mean + eps)`, the mean cast to f32.
+fn scale_row(x: &[f32], w: &[f32], sum: f64, eps: f32, y: &mut [f32]) {
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, v), w) in y.iter_mut().zip(x).zip(w) {
+        *o = v * scale * w;
     }
 }
 
@@ -37,6 +119,20 @@ impl RmsNorm {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn rows_side_by_side_equal_rows_one_at_a_time_bit_for_bit() {
+        let (dim, rows) = (96, 7);
+        let x = crate::models::layers::gemv::test_values(dim * rows, 31);
+        let w = crate::models::layers::gemv::test_values(dim, 32);
+        let mut together = vec![0f32; dim * rows];
+        norm_rows(&x, &w, 1e-6, &mut together);
+        for r in 0..rows {
+            let mut alone = vec![0f32; dim];
+            norm_rows(&x[r * dim..(r + 1) * dim], &w, 1e-6, &mut alone);
+            assert_eq!(alone, together[r * dim..(r + 1) * dim], "row {r}");
+        }
+    }
 
     #[test]
     fn rms_norm_matches_the_formula() {

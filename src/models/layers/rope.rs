@@ -19,7 +19,11 @@ pub enum Style {
 /// The frequencies of one RoPE configuration.
 #[derive(Clone, Debug)]
 pub struct Rope {
-    inv_freq: Vec<f32>,
+    /// Ratio of consecutive frequencies, `base^(-2 / head_dim)`.
+    theta_scale: f32,
+    /// Per-frequency divisors (llama3 scaling), if any.
+    factors: Option<Vec<f32>>,
+    half: usize,
     style: Style,
     position_scale: f32,
 }
@@ -33,11 +37,10 @@ pub struct Tables {
 impl Rope {
     /// RoPE over `head_dim` with frequency base `base`.
     pub fn new(head_dim: usize, base: f64, style: Style) -> Self {
-        let inv_freq = (0..head_dim / 2)
-            .map(|i| 1.0 / base.powf(2.0 * i as f64 / head_dim as f64) as f32)
-            .collect();
         Self {
-            inv_freq,
+            theta_scale: (base as f32).powf(-2.0 / head_dim as f32),
+            factors: None,
+            half: head_dim / 2,
             style,
             position_scale: 1.0,
         }
@@ -45,16 +48,17 @@ impl Rope {
 
     /// Divides each frequency by its factor (llama3 scaling stored as `rope_freqs`).
     pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self> {
-        if factors.len() != self.inv_freq.len() {
+        if factors.len() != self.half {
             return Err(crate::Error::Config(format!(
                 "rope_freqs has {} factors, expected {}",
                 factors.len(),
-                self.inv_freq.len()
+                self.half
             )));
         }
-        for (f, d) in self.inv_freq.iter_mut().zip(factors) {
-            *f /= d;
-        }
+        self.factors = Some(match self.factors.take() {
+            Some(f) => f.iter().zip(factors).map(|(a, b)| a * b).collect(),
+            None => factors.to_vec(),
+        });
         Ok(self)
     }
 
@@ -64,16 +68,30 @@ impl Rope {
         self
     }
 
-    /// Tables for positions `start..start + len`.
+    /// Tables for positions `start..start + len`, computed as ggml computes its RoPE cache
+    /// (what llama.cpp runs): the angle starts at the position and is multiplied by
+    /// `theta_scale` from one frequency to the next, in f32, then divided by the frequency's
+    /// factor and scaled; `cosf`/`sinf` of that. The rounding of that running product is part
+    /// of llama.cpp's numerics, and matching it keeps our Q and K equal to its bit for bit.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> Result<Tables> {
-        let half = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(len * half);
+        let half = self.half;
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(len * half),
+            Vec::with_capacity(len * half),
+        );
         for p in start..start + len {
-            let p = p as f32 * self.position_scale;
-            angles.extend(self.inv_freq.iter().map(|f| p * f));
+            let mut theta = p as f32;
+            for i in 0..half {
+                let t = match &self.factors {
+                    Some(f) => theta / f[i],
+                    None => theta,
+                };
+                let t = self.position_scale * t;
+                cos.push(t.cos());
+                sin.push(t.sin());
+                theta *= self.theta_scale;
+            }
         }
-        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
-        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
         Ok(Tables {
             cos: Tensor::from_vec(cos, (len, half), device)?,
             sin: Tensor::from_vec(sin, (len, half), device)?,
@@ -83,11 +101,91 @@ impl Rope {
     /// Rotates `x` shaped `(batch, heads, len, head_dim)`.
     pub fn apply(&self, x: &Tensor, t: &Tables) -> Result<Tensor> {
         let x = x.contiguous()?;
+        if let Some(y) = self.apply_cpu(&x, t)? {
+            return Ok(y);
+        }
         let (cos, sin) = (t.cos.to_dtype(x.dtype())?, t.sin.to_dtype(x.dtype())?);
         Ok(match self.style {
             Style::HalfSplit => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
             Style::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
         })
+    }
+
+    /// The CPU form for f32, rounded as ggml's `rope` rounds (its C++ is compiled with
+    /// contraction, so one product of each pair is fused): `x0·c − x1·s` as
+    /// `fma(x0, c, −(x1·s))` and `x0·s + x1·c` as `fma(x0, s, x1·c)`.
+    fn apply_cpu(&self, x: &Tensor, t: &Tables) -> Result<Option<Tensor>> {
+        let (b, h, l, d) = x.dims4()?;
+        if d != 2 * self.half || t.cos.dims() != [l, self.half] {
+            return Ok(None);
+        }
+        let (half, style) = (self.half, self.style);
+        let out = super::host::with_f32(&t.cos, |cos| {
+            super::host::with_f32(&t.sin, |sin| {
+                super::host::with_f32(x, |x| {
+                    let mut y = vec![0f32; x.len()];
+                    rotate(x, &mut y, cos, sin, half, l, style);
+                    y
+                })
+            })
+        })?;
+        match out {
+            Some(Ok(Some(Ok(Some(y))))) => Ok(Some(Tensor::from_vec(y, (b, h, l, d), x.device())?)),
+            Some(Ok(Some(Err(e)))) | Some(Err(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Rotates every `2·half`-wide row of `x` into `y`; row `i` is at position `i mod l` of the
+/// tables. Fused multiply-adds need the FMA unit to be fast, so x86-64 CPUs with one take a
+/// copy of the loop compiled for it.
+fn rotate(x: &[f32], y: &mut [f32], cos: &[f32], sin: &[f32], half: usize, l: usize, style: Style) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked just above).
+        return unsafe { rotate_fma(x, y, cos, sin, half, l, style) };
+    }
+    rotate_loop(x, y, cos, sin, half, l, style)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rotate_fma(
+    x: &[f32],
+    y: &mut [f32],
+    cos: &[f32],
+    sin: &[f32],
+    half: usize,
+    l: usize,
+    style: Style,
+) {
+    rotate_loop(x, y, cos, sin, half, l, style)
+}
+
+#[inline(always)]
+fn rotate_loop(
+    x: &[f32],
+    y: &mut [f32],
+    cos: &[f32],
+    sin: &[f32],
+    half: usize,
+    l: usize,
+    style: Style,
+) {
+    let d = 2 * half;
+    for (row, (src, dst)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
+        let p = row % l;
+        let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+        for i in 0..half {
+            let (i0, i1) = match style {
+                Style::Interleaved => (2 * i, 2 * i + 1),
+                Style::HalfSplit => (i, i + half),
+            };
+            let (x0, x1) = (src[i0], src[i1]);
+            dst[i0] = x0.mul_add(c[i], -(x1 * s[i]));
+            dst[i1] = x0.mul_add(s[i], x1 * c[i]);
+        }
     }
 }
 
