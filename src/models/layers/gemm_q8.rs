@@ -14,9 +14,9 @@
 
 use candle_core::quantized::GgmlDType;
 
-#[cfg(target_arch = "x86_64")]
-use super::gemv::quantize;
 use super::gemv::QK;
+#[cfg(target_arch = "x86_64")]
+use super::gemv::{quantize, quantize_k};
 
 /// Elements per step: two blocks.
 const PAIR: usize = 2 * QK;
@@ -137,7 +137,7 @@ fn run_tiles(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{quantize, Format, C, PAIR, R};
+    use super::{quantize, quantize_k, Format, C, PAIR, QK, QK_K, R};
     use crate::models::layers::gemv::Q8;
 
     /// One weight tile (up to `R` rows) unpacked: per pair of blocks, 64 unsigned bytes and
@@ -146,6 +146,15 @@ mod avx512 {
         w: Vec<__m512i>,
         d: Vec<__m512>,
         m: Vec<__m512>,
+        /// k-quants, per row pair and block: each row's integer scale in its eight lanes
+        /// (Q6_K: one per four lanes, a scale covering 16 elements).
+        ks: Vec<__m512i>,
+        /// k-quants, per row pair and super-block: `d` (and Q4_K's `dmin`) in each row's lanes.
+        kd: Vec<__m512>,
+        kdmin: Vec<__m512>,
+        /// k-quants, per row pair and super-block, as 32 i16 for `vpmaddwd`: Q4_K's eight
+        /// minimums per row (positions 0..8 and 16..24), Q6_K's sixteen scales per row.
+        kpack: Vec<__m512i>,
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -290,70 +299,182 @@ mod avx512 {
         }
     }
 
+    /// A tile's rows in pairs, block by block: entry `[rp · blocks + b]` holds block `b` of
+    /// rows `2rp` (lanes 0..8) and `2rp + 1` (lanes 8..16).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn unpack(format: Format, w: &[u8], rows: usize, k: usize) -> Unpacked {
         let row_bytes = format.row_bytes(k);
-        let pairs = k / PAIR;
+        let (pairs, blocks) = (k / PAIR, k / QK);
+        let kq = matches!(format, Format::Q4K | Format::Q6K);
+        let supers = if kq { k / QK_K } else { 0 };
         let mut u = Unpacked {
-            w: Vec::with_capacity(R * pairs),
-            d: Vec::with_capacity(R * pairs),
-            m: Vec::with_capacity(if format.has_min() { R * pairs } else { 0 }),
-        };
-        for r in 0..R {
-            // Missing rows of a last, partial tile repeat the tile's first row; their results
-            // are not stored.
-            let row = w.as_ptr().add(if r < rows { r * row_bytes } else { 0 });
-            for p in 0..pairs {
-                let (wv, dv, mv) = unpack_pair(format, row, p);
-                u.w.push(wv);
-                u.d.push(dv);
-                if format.has_min() {
-                    u.m.push(mv);
+            w: vec![_mm512_setzero_si512(); R / 2 * blocks],
+            d: vec![_mm512_setzero_ps(); if kq { 0 } else { R / 2 * blocks }],
+            m: vec![
+                _mm512_setzero_ps();
+                if format.has_min() && !kq {
+                    R / 2 * blocks
+                } else {
+                    0
                 }
+            ],
+            ks: vec![_mm512_setzero_si512(); if kq { R / 2 * blocks } else { 0 }],
+            kd: vec![_mm512_setzero_ps(); R / 2 * supers],
+            kdmin: vec![_mm512_setzero_ps(); R / 2 * supers],
+            kpack: vec![_mm512_setzero_si512(); R / 2 * supers],
+        };
+        // Missing rows of a last, partial tile repeat the tile's first row; their results are
+        // not stored.
+        let row = |r: usize| w.as_ptr().add(if r < rows { r * row_bytes } else { 0 });
+        for rp in 0..R / 2 {
+            let (ra, rb) = (row(2 * rp), row(2 * rp + 1));
+            for p in 0..pairs {
+                // Two blocks of one row per vector, regrouped into one block of two rows:
+                // the low 256 bits of both (block 2p), then the high ones (block 2p + 1).
+                let (wa, da, ma) = unpack_pair(format, ra, p);
+                let (wb, db, mb) = unpack_pair(format, rb, p);
+                let at = rp * blocks + 2 * p;
+                u.w[at] = _mm512_shuffle_i64x2::<0x44>(wa, wb);
+                u.w[at + 1] = _mm512_shuffle_i64x2::<0xEE>(wa, wb);
+                if kq {
+                    continue;
+                }
+                u.d[at] = _mm512_shuffle_f32x4::<0x44>(da, db);
+                u.d[at + 1] = _mm512_shuffle_f32x4::<0xEE>(da, db);
+                if format.has_min() {
+                    u.m[at] = _mm512_shuffle_f32x4::<0x44>(ma, mb);
+                    u.m[at + 1] = _mm512_shuffle_f32x4::<0xEE>(ma, mb);
+                }
+            }
+            if kq {
+                unpack_k(format, &mut u, rp, (ra, rb), blocks, supers);
             }
         }
         u
     }
 
-    /// The activations as the tiles read them: per row and pair of blocks, the 64 bytes, the
-    /// 16 lanes of scales, the `vpdpbusd` start value (`-offset ×` the lane's four-element
-    /// sum) and, for Q4_1, the scaled sums spread over each block's lanes.
+    /// The integer scales, minimums and super-block scales of a row pair of k-quants.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unpack_k(
+        format: Format,
+        u: &mut Unpacked,
+        rp: usize,
+        rows: (*const u8, *const u8),
+        blocks: usize,
+        supers: usize,
+    ) {
+        let bytes = format.block().1;
+        for sb in 0..supers {
+            let (a, b) = (rows.0.add(sb * bytes), rows.1.add(sb * bytes));
+            let at = rp * supers + sb;
+            let mut pack = [0i16; 32];
+            let mut lanes = [[0i32; 16]; 8];
+            match format {
+                Format::Q4K => {
+                    for (half, blk) in [a, b].into_iter().enumerate() {
+                        let sc = std::slice::from_raw_parts(blk.add(4), 12);
+                        for j in 0..8 {
+                            let (s, m) = crate::models::layers::kdots::q4k_scale_min(sc, j);
+                            lanes[j][8 * half..8 * half + 8].fill(s as i32);
+                            pack[16 * half + j] = m as i16;
+                        }
+                    }
+                    u.kd[at] = halves(f16(a), f16(b));
+                    u.kdmin[at] = halves(f16(a.add(2)), f16(b.add(2)));
+                }
+                _ => {
+                    for (half, blk) in [a, b].into_iter().enumerate() {
+                        let sc = blk.add(192) as *const i8;
+                        for (j, l) in lanes.iter_mut().enumerate() {
+                            l[8 * half..8 * half + 4].fill(*sc.add(2 * j) as i32);
+                            l[8 * half + 4..8 * half + 8].fill(*sc.add(2 * j + 1) as i32);
+                        }
+                        for g in 0..16 {
+                            pack[16 * half + g] = *sc.add(g) as i16;
+                        }
+                    }
+                    u.kd[at] = halves(f16(a.add(208)), f16(b.add(208)));
+                }
+            }
+            u.kpack[at] = _mm512_loadu_si512(pack.as_ptr() as *const _);
+            for (j, l) in lanes.iter().enumerate() {
+                u.ks[rp * blocks + 8 * sb + j] = _mm512_loadu_si512(l.as_ptr() as *const _);
+            }
+        }
+    }
+
+    /// The activations as the tiles read them: per row and block of 32, the block's bytes
+    /// twice (one copy per weight row of a pair), the `vpdpbusd` start value (`-offset ×` each
+    /// lane's four-element sum), the block's scale and (formats with a minimum) its scaled sum.
     pub(super) struct Acts {
         x: Vec<__m512i>,
-        d: Vec<__m512>,
         start: Vec<__m512i>,
-        s: Vec<__m512>,
-        pairs: usize,
+        d: Vec<f32>,
+        s: Vec<f32>,
+        /// k-quants, per row and super-block, as 32 i16 for `vpmaddwd` against the weights'
+        /// `kpack`: Q4_K's sums per 32 (positions 0..8, again at 16..24), Q6_K's sums per 16
+        /// (twice).
+        kbs: Vec<__m512i>,
+        blocks: usize,
         rows: usize,
     }
 
     /// Quantizes the `k`-long rows of `x` and packs them, rows split over the CPU pool.
     pub(super) fn pack_acts(format: Format, x: &[f32], k: usize) -> Acts {
-        let pairs = k / PAIR;
+        let blocks = k / QK;
         let m = x.len() / k;
-        let total = m * pairs;
-        let q4_1 = format.has_min();
-        // SAFETY (all four): all-zero bytes are valid vectors.
+        let total = m * blocks;
+        let kq = matches!(format, Format::Q4K | Format::Q6K);
+        let supers = if kq { k / QK_K } else { 0 };
+        // SAFETY (all three): all-zero bytes are valid vectors.
         let mut p = Acts {
             x: vec![unsafe { _mm512_setzero_si512() }; total],
-            d: vec![unsafe { _mm512_setzero_ps() }; total],
             start: vec![unsafe { _mm512_setzero_si512() }; total],
-            s: vec![unsafe { _mm512_setzero_ps() }; if q4_1 { total } else { 0 }],
-            pairs,
+            d: vec![0.0; total],
+            s: vec![0.0; if format.has_min() { total } else { 0 }],
+            kbs: vec![unsafe { _mm512_setzero_si512() }; m * supers],
+            blocks,
             rows: m,
         };
         let ptrs = (
             p.x.as_mut_ptr() as usize,
-            p.d.as_mut_ptr() as usize,
             p.start.as_mut_ptr() as usize,
+            p.d.as_mut_ptr() as usize,
             p.s.as_mut_ptr() as usize,
         );
+        let kbs_ptr = p.kbs.as_mut_ptr() as usize;
         crate::models::layers::pool::Pool::global().run(m, |rows| {
             for row in rows {
-                let q = quantize(&x[row * k..(row + 1) * k]);
+                let x = &x[row * k..(row + 1) * k];
+                // As ggml: k-quant weights meet Q8_K activations, the others Q8_0/Q8_1.
+                let q = match format {
+                    Format::Q4K | Format::Q6K => quantize_k(x),
+                    _ => quantize(x),
+                };
                 // SAFETY: the CPU has AVX-512 VNNI (checked by the caller); each row writes
-                // only its own `pairs` entries of the vectors, which outlive the call.
-                unsafe { pack_row(format, &q, row * pairs, pairs, ptrs) };
+                // only its own `blocks` (and `supers`) entries of the vectors, which outlive
+                // the call.
+                unsafe {
+                    pack_row(format, &q, row * blocks, blocks, ptrs);
+                    for sb in 0..supers {
+                        let sums: Vec<i16> = q.qs[sb * QK_K..(sb + 1) * QK_K]
+                            .chunks_exact(16)
+                            .map(|c| c.iter().map(|&v| v as i16).sum())
+                            .collect();
+                        let mut pack = [0i16; 32];
+                        for h in 0..2 {
+                            if format == Format::Q4K {
+                                for j in 0..8 {
+                                    pack[16 * h + j] = sums[2 * j] + sums[2 * j + 1];
+                                }
+                            } else {
+                                pack[16 * h..16 * h + 16].copy_from_slice(&sums);
+                            }
+                        }
+                        *(kbs_ptr as *mut __m512i).add(row * supers + sb) =
+                            _mm512_loadu_si512(pack.as_ptr() as *const _);
+                    }
+                };
             }
         });
         p
@@ -364,21 +485,21 @@ mod avx512 {
         format: Format,
         a: &Q8,
         at: usize,
-        pairs: usize,
-        (px, pd, pstart, ps): (usize, usize, usize, usize),
+        blocks: usize,
+        (px, pstart, pd, ps): (usize, usize, usize, usize),
     ) {
         let offset = _mm512_set1_epi8(format.offset() as i8);
-        for i in 0..pairs {
-            let x = _mm512_loadu_si512(a.qs.as_ptr().add(i * PAIR) as *const _);
-            *(px as *mut __m512i).add(at + i) = x;
-            *(pd as *mut __m512).add(at + i) = halves(a.d[2 * i], a.d[2 * i + 1]);
-            *(pstart as *mut __m512i).add(at + i) = _mm512_sub_epi32(
+        for b in 0..blocks {
+            let block = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
+            let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(block), block);
+            *(px as *mut __m512i).add(at + b) = x;
+            *(pstart as *mut __m512i).add(at + b) = _mm512_sub_epi32(
                 _mm512_setzero_si512(),
                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x),
             );
+            *(pd as *mut f32).add(at + b) = a.d[b];
             if format.has_min() {
-                // Each block's minimum times its scaled sum, spread over its 8 lanes.
-                *(ps as *mut __m512).add(at + i) = halves(a.s[2 * i] / 8.0, a.s[2 * i + 1] / 8.0);
+                *(ps as *mut f32).add(at + b) = a.s[b];
             }
         }
     }
@@ -409,7 +530,7 @@ mod avx512 {
             .collect();
         let m = acts.rows;
         // About 16 KiB of activations per block.
-        let per_row = acts.pairs * 3 * 64;
+        let per_row = acts.blocks * 2 * 64;
         let block = (24 * 1024 / per_row.max(1)).max(1).next_multiple_of(C);
         let mut b0 = 0;
         while b0 < m {
@@ -423,10 +544,11 @@ mod avx512 {
                     for (c, g) in group.iter_mut().enumerate().take(cols) {
                         *g = c0 + c;
                     }
-                    let sums = if format.has_min() {
-                        tile::<true>(u, acts, group)
-                    } else {
-                        tile::<false>(u, acts, group)
+                    let sums = match format {
+                        Format::Q4K => tile_k::<false>(u, acts, group),
+                        Format::Q6K => tile_k::<true>(u, acts, group),
+                        Format::Q4_1 => tile::<true>(u, acts, group),
+                        _ => tile::<false>(u, acts, group),
                     };
                     for (c, row) in sums.iter().enumerate().take(cols) {
                         for (r, &v) in row.iter().enumerate().take(*rows) {
@@ -440,38 +562,137 @@ mod avx512 {
         }
     }
 
-    /// `R × C` dot products over the whole rows: `[activation][weight]`.
+    /// `R × C` dot products over the whole rows: `[activation][weight]`, each summed in
+    /// ggml's order (as `vec_dot_q4_1_q8_1` and its kin sum them): block after block, the
+    /// scale product times the eight lane sums fused into one eight-lane chain, minimums times
+    /// scaled sums fused into a second chain, the lanes summed as `hsum_float_8` sums them. A
+    /// vector holds that chain for two weight rows, so it stays 512 bits wide.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn tile<const MIN: bool>(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
-        let pairs = a.pairs;
+        const P: usize = R / 2;
+        let blocks = a.blocks;
         let (uw, ud, um) = (u.w.as_ptr(), u.d.as_ptr(), u.m.as_ptr());
-        let (ax, ad, ast, asx) = (a.x.as_ptr(), a.d.as_ptr(), a.start.as_ptr(), a.s.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); R]; C];
-        for p in 0..pairs {
-            let mut w = [_mm512_setzero_si512(); R];
-            let mut d = [_mm512_setzero_ps(); R];
-            for r in 0..R {
-                w[r] = *uw.add(r * pairs + p);
-                d[r] = *ud.add(r * pairs + p);
+        let (ax, ast, ad, asx) = (a.x.as_ptr(), a.start.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); P]; C];
+        let mut mins = [[_mm512_setzero_ps(); P]; C];
+        for b in 0..blocks {
+            let mut w = [_mm512_setzero_si512(); P];
+            let mut d = [_mm512_setzero_ps(); P];
+            let mut m = [_mm512_setzero_ps(); P];
+            for rp in 0..P {
+                w[rp] = *uw.add(rp * blocks + b);
+                d[rp] = *ud.add(rp * blocks + b);
+                if MIN {
+                    m[rp] = *um.add(rp * blocks + b);
+                }
             }
             for c in 0..C {
-                let j = group[c] * pairs + p;
-                let (x, dx, start) = (*ax.add(j), *ad.add(j), *ast.add(j));
-                for r in 0..R {
-                    let dot = _mm512_dpbusd_epi32(start, w[r], x);
-                    let scale = _mm512_mul_ps(d[r], dx);
-                    acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[c][r]);
+                let j = group[c] * blocks + b;
+                let (x, start, dx) = (*ax.add(j), *ast.add(j), _mm512_set1_ps(*ad.add(j)));
+                for rp in 0..P {
+                    let dot = _mm512_dpbusd_epi32(start, w[rp], x);
+                    let scale = _mm512_mul_ps(d[rp], dx);
+                    acc[c][rp] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[c][rp]);
                     if MIN {
-                        acc[c][r] = _mm512_fmadd_ps(*um.add(r * pairs + p), *asx.add(j), acc[c][r]);
+                        mins[c][rp] =
+                            _mm512_fmadd_ps(m[rp], _mm512_set1_ps(*asx.add(j)), mins[c][rp]);
                     }
                 }
             }
         }
         let mut sums = [[0f32; R]; C];
         for c in 0..C {
-            for r in 0..R {
-                sums[c][r] = _mm512_reduce_add_ps(acc[c][r]);
+            for rp in 0..P {
+                let (lo, hi) = crate::models::layers::gemv::halves_ps(acc[c][rp]);
+                sums[c][2 * rp] = crate::models::layers::gemv::hsum(lo);
+                sums[c][2 * rp + 1] = crate::models::layers::gemv::hsum(hi);
+                if MIN {
+                    let (lo, hi) = crate::models::layers::gemv::halves_ps(mins[c][rp]);
+                    sums[c][2 * rp] += _mm256_cvtss_f32(lo);
+                    sums[c][2 * rp + 1] += _mm256_cvtss_f32(hi);
+                }
+            }
+        }
+        sums
+    }
+
+    /// Each 256-bit half's eight i32 lanes summed, in all eight lanes of that half.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn half_sums(v: __m512i) -> __m512i {
+        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b01_00_11_10>(v));
+        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b10_11_00_01>(v));
+        _mm512_add_epi32(v, _mm512_shuffle_i32x4::<0b10_11_00_01>(v, v))
+    }
+
+    /// `R × C` k-quant dot products, `[activation][weight]`, with llama.cpp's rounding (see
+    /// [`crate::models::layers::kdots`]): integers per super-block, then the float steps.
+    /// `Q6`: Q6_K (eight lanes, fused chain, `hsum_float_8`), else Q4_K (one integer per
+    /// super-block and row, chains for scales and minimums, subtracted at the end).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile_k<const Q6: bool>(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
+        const P: usize = R / 2;
+        let blocks = a.blocks;
+        let supers = blocks / 8;
+        let (uw, uks) = (u.w.as_ptr(), u.ks.as_ptr());
+        let (ax, ad, akbs) = (a.x.as_ptr(), a.d.as_ptr(), a.kbs.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); P]; C];
+        let mut accm = [[_mm512_setzero_ps(); P]; C];
+        for sb in 0..supers {
+            let mut isum = [[_mm512_setzero_si512(); P]; C];
+            for j in 0..8 {
+                let b = 8 * sb + j;
+                let mut w = [_mm512_setzero_si512(); P];
+                let mut sc = [_mm512_setzero_si512(); P];
+                for rp in 0..P {
+                    w[rp] = *uw.add(rp * blocks + b);
+                    sc[rp] = *uks.add(rp * blocks + b);
+                }
+                for c in 0..C {
+                    let x = *ax.add(group[c] * blocks + b);
+                    for rp in 0..P {
+                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[rp], x);
+                        isum[c][rp] =
+                            _mm512_add_epi32(isum[c][rp], _mm512_mullo_epi32(dot, sc[rp]));
+                    }
+                }
+            }
+            for c in 0..C {
+                let dx = _mm512_set1_ps(*ad.add(group[c] * blocks + 8 * sb));
+                let bs = *akbs.add(group[c] * supers + sb);
+                for rp in 0..P {
+                    let at = rp * supers + sb;
+                    let pairs = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(at));
+                    if Q6 {
+                        let lanes = _mm512_sub_epi32(isum[c][rp], _mm512_slli_epi32::<5>(pairs));
+                        let d = _mm512_mul_ps(dx, *u.kd.as_ptr().add(at));
+                        acc[c][rp] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[c][rp]);
+                    } else {
+                        let d = _mm512_mul_ps(*u.kd.as_ptr().add(at), dx);
+                        let dmin = _mm512_mul_ps(*u.kdmin.as_ptr().add(at), dx);
+                        let total = _mm512_cvtepi32_ps(half_sums(isum[c][rp]));
+                        let mins = _mm512_cvtepi32_ps(half_sums(pairs));
+                        acc[c][rp] = _mm512_fmadd_ps(total, d, acc[c][rp]);
+                        accm[c][rp] = _mm512_fmadd_ps(mins, dmin, accm[c][rp]);
+                    }
+                }
+            }
+        }
+        let mut sums = [[0f32; R]; C];
+        for c in 0..C {
+            for rp in 0..P {
+                if Q6 {
+                    let (lo, hi) = crate::models::layers::gemv::halves_ps(acc[c][rp]);
+                    sums[c][2 * rp] = crate::models::layers::gemv::hsum(lo);
+                    sums[c][2 * rp + 1] = crate::models::layers::gemv::hsum(hi);
+                } else {
+                    let r = _mm512_sub_ps(acc[c][rp], accm[c][rp]);
+                    let (lo, hi) = crate::models::layers::gemv::halves_ps(r);
+                    sums[c][2 * rp] = _mm256_cvtss_f32(lo);
+                    sums[c][2 * rp + 1] = _mm256_cvtss_f32(hi);
+                }
             }
         }
         sums

@@ -14,6 +14,20 @@ pub(crate) struct Q8 {
     pub(crate) d: Vec<f32>,
     pub(crate) sum: Vec<i32>,
     pub(crate) s: Vec<f32>,
+    /// Sums of each four consecutive values (the lanes of ggml's integer dot products), for
+    /// taking a weight offset out lane by lane.
+    pub(crate) sum4: Vec<i32>,
+}
+
+impl Q8 {
+    fn with_sum4(mut self) -> Self {
+        self.sum4 = self
+            .qs
+            .chunks_exact(4)
+            .map(|c| c.iter().map(|&v| v as i32).sum())
+            .collect();
+        self
+    }
 }
 
 /// Quantizes `x` (a multiple of 32 long) exactly as ggml's Q8_0/Q8_1 do on x86 (its AVX
@@ -27,6 +41,7 @@ pub(crate) fn quantize(x: &[f32]) -> Q8 {
         d: Vec::with_capacity(nb),
         sum: Vec::with_capacity(nb),
         s: Vec::with_capacity(nb),
+        sum4: Vec::new(),
     };
     #[cfg(target_arch = "x86_64")]
     let simd = kernel() != Kernel::Scalar;
@@ -45,7 +60,55 @@ pub(crate) fn quantize(x: &[f32]) -> Q8 {
         q.sum.push(sum);
         q.s.push(half::f16::from_f32(d * sum as f32).to_f32());
     }
+    q.with_sum4()
+}
+
+/// Quantizes `x` (a multiple of 256 long) as ggml's Q8_K, the activations of its k-quant
+/// products: per super-block of 256, `iscale = -127 / max` (`max` the value of largest
+/// magnitude, sign kept), values `iscale · x` rounded to nearest even and capped at 127, and
+/// the scale `1 / iscale` kept in f32. Returned per block of 32 (each block of a super-block
+/// with the same scale; `s` is the scale times the block's sum, unrounded), so the batched
+/// tiles read them as they read Q8_1.
+pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
+    const QK_K: usize = 256;
+    let nb = x.len() / QK;
+    let mut q = Q8 {
+        qs: vec![0; x.len()],
+        d: Vec::with_capacity(nb),
+        sum: Vec::with_capacity(nb),
+        s: Vec::with_capacity(nb),
+        sum4: Vec::new(),
+    };
+    for (sb, block) in x.chunks_exact(QK_K).enumerate() {
+        // The largest magnitude, then the first value that has it (ggml keeps the first).
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = block
+            .iter()
+            .copied()
+            .find(|v| v.abs() == amax)
+            .unwrap_or(0.0);
+        let iscale = if amax > 0.0 { -127.0 / max } else { 0.0 };
+        let d = if amax > 0.0 { 1.0 / iscale } else { 0.0 };
+        let out = &mut q.qs[sb * QK_K..(sb + 1) * QK_K];
+        for (o, v) in out.iter_mut().zip(block) {
+            *o = nearest_int(iscale * v).min(127) as i8;
+        }
+        for b in out.chunks_exact(QK) {
+            let sum: i32 = b.iter().map(|&v| v as i32).sum();
+            q.d.push(d);
+            q.sum.push(sum);
+            q.s.push(d * sum as f32);
+        }
+    }
     q
+}
+
+/// ggml's `nearest_int`: adding `1.5 · 2^23` rounds to the nearest integer (ties to even)
+/// in the low mantissa bits; without a call to `rintf` per value, and vectorizable.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    let t = (v + 12_582_912.0).to_bits() as i32;
+    (t & 0x007f_ffff) - 0x0040_0000
 }
 
 /// One block of 32: the values into `out`, and the scale and sum.
@@ -162,8 +225,8 @@ fn detect() -> Kernel {
     Kernel::Scalar
 }
 
-/// A row · activations dot product for one weight type.
-pub(crate) type Dot = unsafe fn(&[u8], &Q8) -> f32;
+/// Two rows · activations at once (each in its own half of the vectors, in ggml's order).
+pub(crate) type DotPair = unsafe fn(&[u8], &[u8], &Q8) -> (f32, f32);
 
 /// The dot products of one weight type, by kernel.
 pub(crate) struct Dots {
@@ -171,12 +234,12 @@ pub(crate) struct Dots {
     pub(crate) block_bytes: usize,
     /// Portable code.
     pub(crate) scalar: fn(&[u8], &Q8) -> f32,
-    /// Needs avx2, fma and f16c.
+    /// Needs avx2, fma and f16c: rows in pairs, two independent chains.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) avx2: Dot,
-    /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs).
+    pub(crate) avx2: DotPair,
+    /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs): rows in pairs.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) avx512: Option<Dot>,
+    pub(crate) avx512: Option<DotPair>,
 }
 
 /// `out[i] = W[i] · x` for `weights` holding `n` rows of `k` values (`k` a multiple of 32) in
@@ -195,24 +258,76 @@ pub(crate) fn gemv(
         k.is_multiple_of(QK) && x.len() == k && out.len() == n && weights.len() >= n * row_bytes
     );
     let xq = quantize(x);
+    let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
     #[cfg(target_arch = "x86_64")]
-    let simd: Option<Dot> = match kernel {
+    let pair: Option<DotPair> = match kernel {
         Kernel::Scalar => None,
         Kernel::Avx2 => Some(dots.avx2),
         Kernel::Avx512Vnni => Some(dots.avx512.unwrap_or(dots.avx2)),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let simd: Option<Dot> = None;
-    let scalar = dots.scalar;
-    par_rows(out, |i| {
-        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
-        match simd {
+    let pair: Option<DotPair> = None;
+    let Some(pair) = pair else {
+        let scalar = dots.scalar;
+        return par_rows(out, |i| scalar(row(i), &xq));
+    };
+    let n = out.len();
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n.div_ceil(2), |pairs| {
+        for p in pairs {
+            let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
             // SAFETY: SIMD kernels are selected only when the CPU reports their features
-            // (`kernel()`); a type without an AVX-512 kernel runs its AVX2 one.
-            Some(dot) => unsafe { dot(row, &xq) },
-            None => scalar(row, &xq),
+            // (`kernel()`); each pair index is handed to one thread, which writes only its
+            // two rows of `out` (one, for a last odd row), and `out` outlives the call.
+            unsafe {
+                let (va, vb) = pair(row(a), row(b), &xq);
+                *(out_addr as *mut f32).add(a) = va;
+                *(out_addr as *mut f32).add(b) = vb;
+            }
         }
     });
+}
+
+/// Two rows of weights in one 512-bit register, block `b` of each: 32 bytes of `a`, then 32
+/// of `b` (from byte `off` of each block of `block_bytes`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn join_rows(a: *const u8, b: *const u8) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(a as *const __m256i)),
+        _mm256_loadu_si256(b as *const __m256i),
+    )
+}
+
+/// The 32 activation bytes of block `b`, in both halves of a register.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn both_halves(x: &Q8, b: usize) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+        x.qs.as_ptr().add(b * QK) as *const __m256i
+    ))
+}
+
+/// `a` in the low eight lanes, `b` in the high eight.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn split_ps(a: f32, b: f32) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+}
+
+/// Each half of `acc` summed as `hsum_float_8` sums it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn hsum_halves(acc: std::arch::x86_64::__m512) -> (f32, f32) {
+    let (lo, hi) = halves_ps(acc);
+    (hsum(lo), hsum(hi))
 }
 
 /// `out[i] = row_dot(i)` for every row, rows split over [`super::pool::Pool`].
@@ -253,6 +368,20 @@ pub(crate) unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
+}
+
+/// The low and high eight lanes of a 512-bit vector.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+pub(crate) unsafe fn halves_ps(
+    v: std::arch::x86_64::__m512,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    (
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+    )
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

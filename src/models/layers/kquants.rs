@@ -4,9 +4,7 @@
 //! workers would spin beside ours (Gemma 3 decoding lost 30% to that) and which stalls when
 //! another process takes a core.
 
-use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, GgmlType,
-};
+use candle_core::quantized::k_quants::{BlockQ2K, BlockQ3K, BlockQ5K, GgmlType};
 use candle_core::quantized::GgmlDType;
 
 /// `out[i] = W[i] · x` for `weights` holding `n` rows of `k` values of a k-quant `dtype`;
@@ -22,9 +20,10 @@ pub fn gemv(
     match dtype {
         GgmlDType::Q2K => gemv_as::<BlockQ2K>(weights, n, k, x, out),
         GgmlDType::Q3K => gemv_as::<BlockQ3K>(weights, n, k, x, out),
-        GgmlDType::Q4K => gemv_as::<BlockQ4K>(weights, n, k, x, out),
+        // Ours, rounded as llama.cpp rounds them (see `kdots`).
+        GgmlDType::Q4K => super::kdots::gemv(false, weights, n, k, x, out),
         GgmlDType::Q5K => gemv_as::<BlockQ5K>(weights, n, k, x, out),
-        GgmlDType::Q6K => gemv_as::<BlockQ6K>(weights, n, k, x, out),
+        GgmlDType::Q6K => super::kdots::gemv(true, weights, n, k, x, out),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@ pub mod gated;
 pub mod gemm_q8;
 pub mod gemv;
 pub mod host;
+pub mod kdots;
 pub mod kquants;
 pub mod linear;
 pub mod mlp;

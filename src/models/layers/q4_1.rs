@@ -56,26 +56,35 @@ unsafe fn block_avx2(
     (_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(prod), m)
 }
 
+/// Two rows at once, each in ggml's order so products round as llama.cpp's do: one chain of
+/// eight lanes, each block's `d·d_x × lane sums` fused into it, the minimums' `m · s_x` fused
+/// into a second chain, and the lanes summed as ggml sums them ([`super::gemv::hsum`]). The
+/// two rows' chains are independent, so neither waits on the other's latency.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
+unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     use std::arch::x86_64::*;
-    // Two accumulators so consecutive blocks do not wait on each other's FMA.
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut acc_min = 0f32;
-    let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
-    while let Some((b, block)) = blocks.next() {
-        super::gemv::prefetch_ahead(block.as_ptr());
-        let (s, p, m) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.d[b]);
-        acc0 = _mm256_fmadd_ps(s, p, acc0);
-        acc_min += m * x.s[b];
-        if let Some((b, block)) = blocks.next() {
-            let (s, p, m) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.d[b]);
-            acc1 = _mm256_fmadd_ps(s, p, acc1);
-            acc_min += m * x.s[b];
-        }
+    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut min_a, mut min_b) = (0f32, 0f32);
+    for (b, (ba, bb)) in ra
+        .chunks_exact(BLOCK_BYTES)
+        .zip(rb.chunks_exact(BLOCK_BYTES))
+        .enumerate()
+    {
+        super::gemv::prefetch_ahead(ba.as_ptr());
+        super::gemv::prefetch_ahead(bb.as_ptr());
+        let xq = x.qs.as_ptr().add(b * QK);
+        let (sa, pa, ma) = block_avx2(ba, xq, x.d[b]);
+        let (sb, pb, mb) = block_avx2(bb, xq, x.d[b]);
+        min_a = ma.mul_add(x.s[b], min_a);
+        min_b = mb.mul_add(x.s[b], min_b);
+        acc_a = _mm256_fmadd_ps(sa, pa, acc_a);
+        acc_b = _mm256_fmadd_ps(sb, pb, acc_b);
     }
-    super::gemv::hsum(_mm256_add_ps(acc0, acc1)) + acc_min
+    (
+        super::gemv::hsum(acc_a) + min_a,
+        super::gemv::hsum(acc_b) + min_b,
+    )
 }
 
 /// The Q4_1 kernels.
@@ -83,7 +92,7 @@ const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
     scalar: dot_scalar,
     #[cfg(target_arch = "x86_64")]
-    avx2: dot_avx2,
+    avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
     avx512: None,
 };

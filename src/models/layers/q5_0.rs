@@ -65,41 +65,81 @@ pub(crate) unsafe fn unsigned_avx2(block: *const u8) -> std::arch::x86_64::__m25
     _mm256_or_si256(lo, fifth)
 }
 
-/// One block: the 32 products summed in eight i32 lanes, as floats, and the block's scale.
+/// One block: the 32 products summed in eight i32 lanes (four elements each, signed, as
+/// ggml sums them), as floats, and the block's scale.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_avx2(block: &[u8], xq: *const i8, x_sum: i32) -> (std::arch::x86_64::__m256, f32) {
+unsafe fn block_avx2(block: &[u8], x: &Q8, b: usize) -> (std::arch::x86_64::__m256, f32) {
     use std::arch::x86_64::*;
     let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         i16::from_le_bytes([block[0], block[1]]) as i32,
     )));
-    assert!(block.len() >= BLOCK_BYTES);
+    assert!(block.len() >= BLOCK_BYTES && x.sum4.len() >= 8 * (b + 1));
     let w = unsigned_avx2(block.as_ptr());
-    let x = _mm256_loadu_si256(xq as *const __m256i);
-    // u8 x i8 pairs to i16 (at most 2 * 31 * 127), then to i32; the -16 offset is taken out
-    // once per block through the activations' sum.
-    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
-    let offset = _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, -16 * x_sum);
-    (_mm256_cvtepi32_ps(_mm256_add_epi32(prod, offset)), d)
+    let v = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+    // u8 x i8 pairs to i16 (at most 2 * 31 * 127), then to i32 per four elements, less the
+    // weights' offset of 16 per lane (16 x the lane's activations).
+    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), _mm256_set1_epi16(1));
+    let offset = _mm256_slli_epi32::<4>(_mm256_loadu_si256(
+        x.sum4.as_ptr().add(8 * b) as *const __m256i
+    ));
+    (_mm256_cvtepi32_ps(_mm256_sub_epi32(prod, offset)), d)
 }
 
+/// Two rows, each in ggml's order (one chain of eight lanes, each block's `d·d_x × lane
+/// sums` fused into it), interleaved so the two chains overlap.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
+unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     use std::arch::x86_64::*;
-    // Two accumulators so consecutive blocks do not wait on each other's FMA.
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
-    while let Some((b, block)) = blocks.next() {
-        super::gemv::prefetch_ahead(block.as_ptr());
-        let (p, d) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.sum[b]);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc0);
-        if let Some((b, block)) = blocks.next() {
-            let (p, d) = block_avx2(block, x.qs.as_ptr().add(b * QK), x.sum[b]);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc1);
-        }
+    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (b, (ba, bb)) in ra
+        .chunks_exact(BLOCK_BYTES)
+        .zip(rb.chunks_exact(BLOCK_BYTES))
+        .enumerate()
+    {
+        super::gemv::prefetch_ahead(ba.as_ptr());
+        super::gemv::prefetch_ahead(bb.as_ptr());
+        let (pa, da) = block_avx2(ba, x, b);
+        let (pb, db) = block_avx2(bb, x, b);
+        acc_a = _mm256_fmadd_ps(_mm256_set1_ps(da * x.d[b]), pa, acc_a);
+        acc_b = _mm256_fmadd_ps(_mm256_set1_ps(db * x.d[b]), pb, acc_b);
     }
-    super::gemv::hsum(_mm256_add_ps(acc0, acc1))
+    (super::gemv::hsum(acc_a), super::gemv::hsum(acc_b))
+}
+
+/// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2
+/// kernel's order; the offset of 16 starts each lane's sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
+    use super::gemv::{both_halves, prefetch_ahead, split_ps};
+    use std::arch::x86_64::*;
+    assert!(x.sum4.len() * 4 >= ra.len() / BLOCK_BYTES * QK);
+    let d = |row: &[u8], b: usize| {
+        let h = i16::from_le_bytes([row[b * BLOCK_BYTES], row[b * BLOCK_BYTES + 1]]) as i32;
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
+    };
+    let mut acc = _mm512_setzero_ps();
+    for b in 0..ra.len() / BLOCK_BYTES {
+        let (pa, pb) = (
+            ra.as_ptr().add(b * BLOCK_BYTES),
+            rb.as_ptr().add(b * BLOCK_BYTES),
+        );
+        prefetch_ahead(pa);
+        prefetch_ahead(pb);
+        let w =
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unsigned_avx2(pa)), unsigned_avx2(pb));
+        let lanes = _mm256_loadu_si256(x.sum4.as_ptr().add(8 * b) as *const __m256i);
+        let start = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_slli_epi32::<4>(_mm512_broadcast_i64x4(lanes)),
+        );
+        let sums = _mm512_dpbusd_epi32(start, w, both_halves(x, b));
+        let scale = split_ps(d(ra, b) * x.d[b], d(rb, b) * x.d[b]);
+        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc);
+    }
+    super::gemv::hsum_halves(acc)
 }
 
 /// The Q5_0 kernels.
@@ -107,9 +147,9 @@ const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
     scalar: dot_scalar,
     #[cfg(target_arch = "x86_64")]
-    avx2: dot_avx2,
+    avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
-    avx512: None,
+    avx512: Some(dot_pair_avx512),
 };
 
 /// `out[i] = W[i] · x` for Q5_0 `weights` holding `n` rows of `k` values (`k` a multiple of 32).

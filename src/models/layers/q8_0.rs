@@ -25,101 +25,87 @@ fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
     sum
 }
 
+/// One block: its scale times the activations' (in all lanes) and the eight lane sums (four
+/// signed products each, as ggml's `mul_sum_i8_pairs_float` sums them), as floats.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_avx2(
+    block: &[u8],
+    x: &Q8,
+    b: usize,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= BLOCK_BYTES && x.qs.len() >= (b + 1) * QK);
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        i16::from_le_bytes([block[0], block[1]]) as i32,
+    )));
+    let w = _mm256_loadu_si256(block.as_ptr().add(2) as *const __m256i);
+    let v = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+    let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+    let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
+    (_mm256_set1_ps(d * x.d[b]), sum)
+}
+
+/// Two rows, each in ggml's order (one chain of eight lanes, each block's `d·d_x × lane
+/// sums` fused into it), interleaved so the two chains overlap.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2(row: &[u8], x: &Q8) -> f32 {
+unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     use std::arch::x86_64::*;
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let ones = _mm256_set1_epi16(1);
-    let block = |b: usize, block: &[u8]| {
-        let d =
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                i16::from_le_bytes([block[0], block[1]]) as i32,
-            )));
-        let w = _mm256_loadu_si256(block.as_ptr().add(2) as *const __m256i);
-        let v = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-        // maddubs multiplies unsigned by signed: |w| times v with w's sign moved onto v.
-        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
-        let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
-        (_mm256_set1_ps(d * x.d[b]), sum)
-    };
-    let mut blocks = row.chunks_exact(BLOCK_BYTES).enumerate();
-    while let Some((b, blk)) = blocks.next() {
-        // Two blocks are 68 bytes: one prefetch per block reaches every cache line.
-        super::gemv::prefetch_ahead(blk.as_ptr());
-        let (s, p) = block(b, blk);
-        acc0 = _mm256_fmadd_ps(s, p, acc0);
-        if let Some((b, blk)) = blocks.next() {
-            super::gemv::prefetch_ahead(blk.as_ptr());
-            let (s, p) = block(b, blk);
-            acc1 = _mm256_fmadd_ps(s, p, acc1);
-        }
+    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (b, (ba, bb)) in ra
+        .chunks_exact(BLOCK_BYTES)
+        .zip(rb.chunks_exact(BLOCK_BYTES))
+        .enumerate()
+    {
+        super::gemv::prefetch_ahead(ba.as_ptr());
+        super::gemv::prefetch_ahead(bb.as_ptr());
+        let (sa, pa) = block_avx2(ba, x, b);
+        let (sb, pb) = block_avx2(bb, x, b);
+        acc_a = _mm256_fmadd_ps(sa, pa, acc_a);
+        acc_b = _mm256_fmadd_ps(sb, pb, acc_b);
     }
-    super::gemv::hsum(_mm256_add_ps(acc0, acc1))
+    (super::gemv::hsum(acc_a), super::gemv::hsum(acc_b))
 }
 
-/// Two blocks per step in one 512-bit register: `vpdpbusd` sums four u8 × i8 products per
-/// lane, lanes 0..8 holding the first block and 8..16 the second, each then scaled by its own
-/// pair of scales.
+/// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2
+/// kernel's order (one chain of eight lanes per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_avx512(row: &[u8], x: &Q8) -> f32 {
+unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
+    use super::gemv::{both_halves, join_rows, prefetch_ahead, split_ps};
     use std::arch::x86_64::*;
-    let nb = row.len() / BLOCK_BYTES;
-    let scale_of = |b: usize| {
-        let blk = row.as_ptr().add(b * BLOCK_BYTES);
-        let h = i16::from_le_bytes([*blk, *blk.add(1)]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))) * x.d[b]
+    let d = |row: &[u8], b: usize| {
+        let h = i16::from_le_bytes([row[b * BLOCK_BYTES], row[b * BLOCK_BYTES + 1]]) as i32;
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
     };
     let mut acc = _mm512_setzero_ps();
-    let mut b = 0;
-    while b + 2 <= nb {
+    for b in 0..ra.len() / BLOCK_BYTES {
         let (pa, pb) = (
-            row.as_ptr().add(b * BLOCK_BYTES + 2),
-            row.as_ptr().add((b + 1) * BLOCK_BYTES + 2),
+            ra.as_ptr().add(b * BLOCK_BYTES),
+            rb.as_ptr().add(b * BLOCK_BYTES),
         );
-        super::gemv::prefetch_ahead(pa);
-        super::gemv::prefetch_ahead(pb);
-        let w = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256(pa as *const __m256i)),
-            _mm256_loadu_si256(pb as *const __m256i),
-            1,
-        );
-        let v = _mm512_loadu_si512(x.qs.as_ptr().add(b * QK) as *const _);
-        // vpdpbusd takes unsigned × signed: |w| against v carrying w's sign.
-        let negative = _mm512_movepi8_mask(w);
-        let v = _mm512_mask_sub_epi8(v, negative, _mm512_setzero_si512(), v);
+        prefetch_ahead(pa);
+        prefetch_ahead(pb);
+        let w = join_rows(pa.add(2), pb.add(2));
+        // Signed × signed as ggml does it: |w| × (x with w's sign).
+        let v = both_halves(x, b);
+        let v = _mm512_mask_sub_epi8(v, _mm512_movepi8_mask(w), _mm512_setzero_si512(), v);
         let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), v);
-        let scales = _mm512_mask_blend_ps(
-            0xFF00,
-            _mm512_set1_ps(scale_of(b)),
-            _mm512_set1_ps(scale_of(b + 1)),
-        );
-        acc = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(sums), acc);
-        b += 2;
+        let scale = split_ps(d(ra, b) * x.d[b], d(rb, b) * x.d[b]);
+        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc);
     }
-    let mut total = _mm512_reduce_add_ps(acc);
-    if b < nb {
-        // An odd last block.
-        let blk = &row[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-        let acc: i32 = blk[2..]
-            .iter()
-            .zip(&x.qs[b * QK..(b + 1) * QK])
-            .map(|(&w, &v)| w as i8 as i32 * v as i32)
-            .sum();
-        total += scale_of(b) * acc as f32;
-    }
-    total
+    super::gemv::hsum_halves(acc)
 }
 
-/// The Q8_0 kernels.
 const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
     scalar: dot_scalar,
     #[cfg(target_arch = "x86_64")]
-    avx2: dot_avx2,
+    avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
-    avx512: Some(dot_avx512),
+    avx512: Some(dot_pair_avx512),
 };
 
 /// `out[i] = W[i] · x` for Q8_0 `weights` holding `n` rows of `k` values (`k` a multiple of 32).

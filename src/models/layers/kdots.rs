@@ -1,0 +1,344 @@
+//! Q4_K and Q6_K dot products with Q8_K activations, rounded as llama.cpp's CPU kernels round
+//! them, so that a k-quant model's logits can equal llama.cpp's bit for bit:
+//!
+//! - **Q4_K** (what ggml's repacked 8×8 kernels compute on x86, for one token or many): per
+//!   super-block of 256, the exact integer `Σ scale_j · (q·q8)_j` over its eight sub-blocks
+//!   and `Σ min_j · bsum_j`, then two fused chains across super-blocks,
+//!   `acc += isum · (d·d8)` and `accm += imin · (dmin·d8)`; the result is `acc − accm`.
+//! - **Q6_K** (`ggml_vec_dot_q6_K_q8_K`'s AVX2 form): per super-block, eight i32 lanes (lane
+//!   `l` sums elements `4l..4l+4` of each 32-element run, times its 16-element scale), less
+//!   `32 · Σ bsum·scale` over scale groups `2l, 2l+1`; the lanes fused into one eight-lane
+//!   chain with `d8·d`, summed as `hsum_float_8`.
+//!
+//! Integers are exact whichever way they are summed, so only the float steps are pinned
+//! down; the AVX2 forms here and the batched tiles ([`super::gemm_q8`]) compute the same
+//! integers and the same float steps.
+
+use half::f16;
+
+/// Elements per super-block.
+pub(crate) const QK_K: usize = 256;
+/// Bytes per Q4_K super-block.
+pub(crate) const Q4K_BYTES: usize = 144;
+/// Bytes per Q6_K super-block.
+pub(crate) const Q6K_BYTES: usize = 210;
+
+/// Activations quantized as ggml's Q8_K: values, one f32 scale per super-block, and sums of
+/// the values per 16.
+pub(crate) struct Q8K {
+    pub(crate) qs: Vec<i8>,
+    pub(crate) d: Vec<f32>,
+    pub(crate) bsums: Vec<i32>,
+}
+
+/// Quantizes `x` (a multiple of 256 long) to Q8_K ([`super::gemv::quantize_k`]).
+pub(crate) fn quantize(x: &[f32]) -> Q8K {
+    let q = super::gemv::quantize_k(x);
+    let d = q.d.iter().step_by(QK_K / 32).copied().collect();
+    let bsums =
+        q.qs.chunks_exact(16)
+            .map(|c| c.iter().map(|&v| v as i32).sum())
+            .collect();
+    Q8K { qs: q.qs, d, bsums }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Scale and minimum of Q4_K sub-block `j` (6 bits each, packed in 12 bytes).
+pub(crate) fn q4k_scale_min(sc: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (sc[j] & 63, sc[j + 4] & 63)
+    } else {
+        (
+            (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4),
+            (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q4_K row · Q8_K activations, portable form.
+pub(crate) fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
+    let (mut acc, mut accm) = (0f32, 0f32);
+    for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let (sc, qs) = (&blk[4..16], &blk[16..]);
+        let xq = &x.qs[b * QK_K..(b + 1) * QK_K];
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for j in 0..8 {
+            let (s, m) = q4k_scale_min(sc, j);
+            let bytes = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+            let dot: i32 = bytes
+                .iter()
+                .zip(&xq[32 * j..32 * j + 32])
+                .map(|(&q, &v)| (if j % 2 == 0 { q & 15 } else { q >> 4 }) as i32 * v as i32)
+                .sum();
+            isum += s as i32 * dot;
+            imin += m as i32 * (x.bsums[16 * b + 2 * j] + x.bsums[16 * b + 2 * j + 1]);
+        }
+        acc = (isum as f32).mul_add(d * x.d[b], acc);
+        accm = (imin as f32).mul_add(dmin * x.d[b], accm);
+    }
+    acc - accm
+}
+
+/// The unsigned 6-bit value (0..64) of element `e` of a Q6_K super-block.
+fn q6k_value(blk: &[u8], e: usize) -> u8 {
+    let (h, idx, t) = (e / 128, (e % 128) / 32, e % 32);
+    let ql = blk[64 * h + (idx % 2) * 32 + t];
+    let nib = if idx < 2 { ql & 15 } else { ql >> 4 };
+    let qh = (blk[128 + 32 * h + t] >> (2 * idx)) & 3;
+    nib | (qh << 4)
+}
+
+/// The eight lane sums of one Q6_K super-block, offset removed as ggml removes it.
+fn q6k_lanes(blk: &[u8], xq: &[i8], bsums: &[i32]) -> [i32; 8] {
+    let scales = &blk[192..208];
+    let mut lanes = [0i32; 8];
+    for v in 0..8 {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let mut dot = 0i32;
+            for t in 0..4 {
+                let e = 32 * v + 4 * l + t;
+                dot += q6k_value(blk, e) as i32 * xq[e] as i32;
+            }
+            *lane += scales[(32 * v + 4 * l) / 16] as i8 as i32 * dot;
+        }
+    }
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        let sub = bsums[2 * l] * scales[2 * l] as i8 as i32
+            + bsums[2 * l + 1] * scales[2 * l + 1] as i8 as i32;
+        *lane -= sub << 5;
+    }
+    lanes
+}
+
+/// Q6_K row · Q8_K activations, portable form.
+pub(crate) fn q6k_dot(row: &[u8], x: &Q8K) -> f32 {
+    let mut acc = [0f32; 8];
+    for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
+        let d = x.d[b] * f16_at(blk, 208);
+        let lanes = q6k_lanes(
+            blk,
+            &x.qs[b * QK_K..(b + 1) * QK_K],
+            &x.bsums[16 * b..16 * b + 16],
+        );
+        for (a, &l) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(l as f32, *a);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// `hsum_float_8`'s order: halves added, then pairs `(0, 2)` and `(1, 3)`, then those two.
+pub(crate) fn hsum8(a: &[f32; 8]) -> f32 {
+    let t = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{f16_at, q4k_scale_min, Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
+
+    /// Sum of the eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// u8 × i8 products of 32 bytes summed per four (eight i32 lanes).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot4(w: __m256i, x: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
+        let (mut acc, mut accm) = (0f32, 0f32);
+        let low = _mm256_set1_epi8(0x0F);
+        for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr());
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let xq = x.qs.as_ptr().add(b * QK_K);
+            let mut isum = _mm256_setzero_si256();
+            let mut imin = 0i32;
+            for p in 0..4 {
+                let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * p) as *const __m256i);
+                for (half, w) in [
+                    _mm256_and_si256(q, low),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let j = 2 * p + half;
+                    let (s, m) = q4k_scale_min(&blk[4..16], j);
+                    let v = _mm256_loadu_si256(xq.add(32 * j) as *const __m256i);
+                    isum = _mm256_add_epi32(
+                        isum,
+                        _mm256_mullo_epi32(dot4(w, v), _mm256_set1_epi32(s as i32)),
+                    );
+                    imin += m as i32 * (x.bsums[16 * b + 2 * j] + x.bsums[16 * b + 2 * j + 1]);
+                }
+            }
+            acc = (hsum_i32(isum) as f32).mul_add(d * x.d[b], acc);
+            accm = (imin as f32).mul_add(dmin * x.d[b], accm);
+        }
+        acc - accm
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q6k_dot(row: &[u8], x: &Q8K) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let (low, three) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
+            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr());
+            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr().add(128));
+            let d = x.d[b] * f16_at(blk, 208);
+            let xq = x.qs.as_ptr().add(b * QK_K);
+            let scales = blk.as_ptr().add(192) as *const i8;
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                let l0 = _mm256_loadu_si256(blk.as_ptr().add(64 * h) as *const __m256i);
+                let l1 = _mm256_loadu_si256(blk.as_ptr().add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * h) as *const __m256i);
+                let hi = |shift: i32| {
+                    let bits = match shift {
+                        0 => _mm256_and_si256(qh, three),
+                        2 => _mm256_and_si256(_mm256_srli_epi16::<2>(qh), three),
+                        4 => _mm256_and_si256(_mm256_srli_epi16::<4>(qh), three),
+                        _ => _mm256_and_si256(_mm256_srli_epi16::<6>(qh), three),
+                    };
+                    _mm256_slli_epi16::<4>(bits)
+                };
+                let vecs = [
+                    _mm256_or_si256(_mm256_and_si256(l0, low), hi(0)),
+                    _mm256_or_si256(_mm256_and_si256(l1, low), hi(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), low), hi(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), low), hi(6)),
+                ];
+                for (idx, w) in vecs.into_iter().enumerate() {
+                    let g = 8 * h + 2 * idx;
+                    let v = _mm256_loadu_si256(xq.add(128 * h + 32 * idx) as *const __m256i);
+                    let (s0, s1) = (*scales.add(g) as i32, *scales.add(g + 1) as i32);
+                    let sc = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(dot4(w, v), sc));
+                }
+            }
+            // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over scale
+            // groups 2l and 2l + 1.
+            let bs = x.bsums.as_ptr().add(16 * b);
+            let mut sub = [0i32; 8];
+            for (l, s) in sub.iter_mut().enumerate() {
+                *s = (*bs.add(2 * l) * *scales.add(2 * l) as i32
+                    + *bs.add(2 * l + 1) * *scales.add(2 * l + 1) as i32)
+                    << 5;
+            }
+            sumi = _mm256_sub_epi32(sumi, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        crate::models::layers::gemv::hsum(acc)
+    }
+}
+
+/// `out[i] = W[i] · x` for Q4_K (`q6` false) or Q6_K (`q6` true) `weights` holding `n` rows
+/// of `k` values (`k` a multiple of 256); `None` when the bytes do not hold them.
+pub(crate) fn gemv(
+    q6: bool,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Option<()> {
+    let row_bytes = k / QK_K * if q6 { Q6K_BYTES } else { Q4K_BYTES };
+    if k == 0
+        || !k.is_multiple_of(QK_K)
+        || x.len() != k
+        || out.len() != n
+        || weights.len() < n * row_bytes
+    {
+        return None;
+    }
+    let xq = quantize(x);
+    #[cfg(target_arch = "x86_64")]
+    let simd = super::gemv::kernel() != super::gemv::Kernel::Scalar;
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let xq = &xq;
+    super::gemv::par_rows(out, |i| {
+        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
+            return unsafe {
+                if q6 {
+                    avx2::q6k_dot(row, xq)
+                } else {
+                    avx2::q4k_dot(row, xq)
+                }
+            };
+        }
+        let _ = simd;
+        if q6 {
+            q6k_dot(row, xq)
+        } else {
+            q4k_dot(row, xq)
+        }
+    });
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn simd_and_portable_forms_agree_bit_for_bit_and_with_the_exact_product() {
+        let (n, k) = (12, 768);
+        let w = super::super::gemv::test_values(n * k, 21);
+        let x = super::super::gemv::test_values(k, 22);
+        let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let data = q.data().unwrap();
+            let exact = super::super::gemv::exact_product(&q, &x);
+            let xq = quantize(&x);
+            let row_bytes = data.len() / n;
+            for (i, e) in exact.iter().enumerate() {
+                let row = &data[i * row_bytes..(i + 1) * row_bytes];
+                let portable = if q6 {
+                    q6k_dot(row, &xq)
+                } else {
+                    q4k_dot(row, &xq)
+                };
+                assert!(
+                    (portable - e).abs() < 0.05 * (1.0 + e.abs()),
+                    "{dtype:?}: {portable} vs {e}"
+                );
+                #[cfg(target_arch = "x86_64")]
+                if super::super::gemv::kernel() != super::super::gemv::Kernel::Scalar {
+                    // SAFETY: a non-scalar kernel means AVX2, FMA and F16C.
+                    let simd = unsafe {
+                        if q6 {
+                            avx2::q6k_dot(row, &xq)
+                        } else {
+                            avx2::q4k_dot(row, &xq)
+                        }
+                    };
+                    assert_eq!(simd.to_bits(), portable.to_bits(), "{dtype:?} row {i}");
+                }
+            }
+        }
+    }
+}
