@@ -1,10 +1,13 @@
 //! Q4_K and Q6_K dot products with Q8_K activations, rounded as llama.cpp's CPU kernels round
 //! them, so that a k-quant model's logits can equal llama.cpp's bit for bit:
 //!
-//! - **Q4_K** (what ggml's repacked 8×8 kernels compute on x86, for one token or many): per
-//!   super-block of 256, the exact integer `Σ scale_j · (q·q8)_j` over its eight sub-blocks
-//!   and `Σ min_j · bsum_j`, then two fused chains across super-blocks,
-//!   `acc += isum · (d·d8)` and `accm += imin · (dmin·d8)`; the result is `acc − accm`.
+//! - **Q4_K** (what ggml's repacked 8×8 `gemv` computes on x86, for one token and for the
+//!   last `n mod 4` tokens of a batch): per super-block of 256, the exact integer
+//!   `Σ scale_j · (q·q8)_j` over its eight sub-blocks and `Σ min_j · bsum_j`, then two fused
+//!   chains across super-blocks, `acc += isum · (d·d8)` and `accm += imin · (dmin·d8)`; the
+//!   result is `acc − accm`. Its `gemm`, for the other tokens of a batch, fuses every 64
+//!   values rather than every 256, so there our products differ from llama.cpp's in the
+//!   last bits (Gemma 3's first-step logits by 0.13 rms; its top-5 order holds).
 //! - **Q6_K** (`ggml_vec_dot_q6_K_q8_K`'s AVX2 form): per super-block, eight i32 lanes (lane
 //!   `l` sums elements `4l..4l+4` of each 32-element run, times its 16-element scale), less
 //!   `32 · Σ bsum·scale` over scale groups `2l, 2l+1`; the lanes fused into one eight-lane
