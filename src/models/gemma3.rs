@@ -303,6 +303,7 @@ impl Block {
             qk_norm: Some((cfg.eps, unit_offset)),
             sliding_window: (!global).then_some(cfg.sliding_window),
             softcap: None,
+            scale_queries: true,
         };
         let norm = |name: &str| RmsNorm::load(&vb.pp(name), cfg.hidden, cfg.eps, unit_offset);
         Ok(Self {

@@ -164,6 +164,7 @@ impl Model {
             qk_norm: None,
             sliding_window: b.sliding_window,
             softcap: None,
+            scale_queries: false,
             fused_qkv: false,
         };
         let m = vb.pp("model");

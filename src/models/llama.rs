@@ -290,6 +290,7 @@ impl Config {
             qk_norm: self.qk_norm.then_some((self.eps, false)),
             sliding_window: self.sliding_window,
             softcap: None,
+            scale_queries: false,
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     /// `cap * tanh(score / cap)` before the softmax.
     pub softcap: Option<f64>,
+    /// The scale multiplies the queries rather than the scores (llama.cpp's Gemma graphs;
+    /// it changes how queries round to f16 in the few-queries kernel).
+    pub scale_queries: bool,
 }
 
 /// One attention layer's weights.
@@ -158,10 +161,20 @@ fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<
         k.narrow(2, first_key, n_keys)?,
         v.narrow(2, first_key, n_keys)?,
     );
-    // One new token on the CPU: read the cache in place.
-    if l == 1 {
+    // A few queries on the CPU (decoding, short prompts): read the cache in place, in
+    // llama.cpp's flash-attention numerics.
+    if l < super::attn_few::MAX_QUERIES && std::env::var_os("XX_OLD").is_none() {
+        let span = super::attn_few::Span {
+            pos,
+            first_key,
+            window: c.sliding_window,
+        };
         let cap = c.softcap.map(|c| c as f32);
-        if let Some(y) = super::attn_decode::attend_one(q, &k, &v, c.scale as f32, cap)? {
+        let scale = match c.scale_queries {
+            true => super::attn_few::Scale::Query(c.scale as f32),
+            false => super::attn_few::Scale::Scores(c.scale as f32),
+        };
+        if let Some(y) = super::attn_few::attend_few(q, &k, &v, span, scale, cap)? {
             return Ok(y);
         }
     }
@@ -231,6 +244,7 @@ mod tests {
                 qk_norm: None,
                 sliding_window: window,
                 softcap: None,
+                scale_queries: false,
             };
             // 10 cached positions, then 77 new queries.
             let (pos, l, keys) = (10, 77, 87);
@@ -250,8 +264,12 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             assert_eq!(once.len(), blocks.len());
+            // Blocks of 16 take the few-queries kernel, whose value sums are held in f16.
             for (a, b) in once.iter().zip(&blocks) {
-                assert!((a - b).abs() < 1e-5, "{window:?}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 4e-3 * a.abs().max(0.25),
+                    "{window:?}: {a} vs {b}"
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Families compose these; new kinds of layer go here.
 
 pub mod attention;
-pub mod attn_decode;
+pub mod attn_few;
 pub mod embedding;
 pub mod gated;
 pub mod gemm_q8;

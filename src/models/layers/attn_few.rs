@@ -1,0 +1,889 @@
+//! Attention for a few queries on the CPU (one new token, or a prompt shorter than
+//! [`MAX_QUERIES`]), read in place from the KV cache, with the numerics of llama.cpp's CPU
+//! flash attention for such batches:
+//!
+//! - each query row is rounded to f16, as ggml converts Q to the f16 cache's dot type;
+//! - keys are visited in order with an online softmax, and the weighted sum of values is
+//!   held in f16: every scaling and every `acc += w·v` is rounded to f16, as ggml's
+//!   `VKQ16` accumulator is (llama.cpp's default cache is f16, so it takes that path);
+//! - the sum is divided out at the end by multiplying with `1 / S`.
+//!
+//! That f16 accumulator moves logits by a few hundredths, enough to reorder near-tied
+//! candidates; holding what llama.cpp holds is what makes `inspect --logits` list the
+//! reference's top-5 in its order. Longer prompts go through the matmul path in
+//! [`super::attention`], which matches llama.cpp's tiled kernel (f32 throughout) there.
+//!
+//! Reading the cache in place is also what keeps decoding fast: candle's matmul path
+//! repacked the whole key block on every call (after 512 tokens of context that was ~230 µs
+//! per layer on SmolLM2).
+
+use candle_core::{Storage, Tensor};
+
+use crate::Result;
+
+/// Batches of at least this many queries take the matmul path (llama.cpp's Q tile size:
+/// from 64 queries on, it switches to its f32 tiled kernel).
+pub const MAX_QUERIES: usize = 64;
+
+/// Where the queries and keys sit: query `i` is at position `pos + i`, key row `j` at
+/// `first_key + j`; a query sees the keys at or before it, and with a window only the
+/// `window` most recent (itself included).
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Position of the first query.
+    pub pos: usize,
+    /// Position of the first key row.
+    pub first_key: usize,
+    /// Sliding window, if any.
+    pub window: Option<usize>,
+}
+
+impl Span {
+    /// Key rows query `i` sees.
+    fn keys(&self, i: usize) -> std::ops::Range<usize> {
+        let qp = self.pos + i;
+        let from = match self.window {
+            Some(w) => (qp + 1).saturating_sub(w).max(self.first_key),
+            None => self.first_key,
+        };
+        from.saturating_sub(self.first_key)..qp + 1 - self.first_key
+    }
+}
+
+/// `softmax(scale · q·Kᵀ [soft-capped], masked) · V` for `L < MAX_QUERIES` queries.
+///
+/// `q` is `(1, H, L, D)`, `k` and `v` are `(1, KV, n, D)` views (of the cache: rows of one
+/// head contiguous) covering every key the queries see, all f32 on the CPU; `None` for
+/// anything else. Returns `(1, H, L, D)`.
+pub fn attend_few(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    span: Span,
+    scale: Scale,
+    softcap: Option<f32>,
+) -> Result<Option<Tensor>> {
+    let (b, h, l, d) = q.dims4()?;
+    let (kb, kv, n, kd) = k.dims4()?;
+    if b != 1 || l == 0 || l >= MAX_QUERIES || kb != 1 || kd != d || kv == 0 {
+        return Ok(None);
+    }
+    if v.dims4()? != (1, kv, n, d) || !h.is_multiple_of(kv) || span.keys(l - 1).end > n {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let out = super::host::with_f32(&q, |q| {
+        rows(k, d, |k_rows| {
+            rows(v, d, |v_rows| {
+                let rep = h / kv;
+                // SAFETY: one unit per (head, query), each writing only its own D outputs.
+                unsafe {
+                    super::host::filled(h * l * d, |out| {
+                        let out_addr = out as usize;
+                        super::pool::Pool::global().run(h * l, |units| {
+                            for unit in units {
+                                let (head, i) = (unit / l, unit % l);
+                                let g = head / rep;
+                                let dst = std::slice::from_raw_parts_mut(
+                                    (out_addr as *mut f32).add(unit * d),
+                                    d,
+                                );
+                                let keys = span.keys(i);
+                                one_query(
+                                    &q[unit * d..(unit + 1) * d],
+                                    &k_rows[g][keys.start * d..keys.end * d],
+                                    &v_rows[g][keys.start * d..keys.end * d],
+                                    scale,
+                                    softcap,
+                                    dst,
+                                );
+                            }
+                        });
+                    })
+                }
+            })
+        })
+    })?;
+    match out {
+        Some(Ok(Some(Ok(Some(out))))) => Ok(Some(Tensor::from_vec(out, (1, h, l, d), q.device())?)),
+        Some(Ok(Some(Err(e)))) | Some(Err(e)) => Err(e),
+        _ => Ok(None),
+    }
+}
+
+/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f32 CPU, each head's rows contiguous),
+/// the `n × d` slice of its rows; `None` when `t` is laid out otherwise.
+fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
+    if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 {
+        return Ok(None);
+    }
+    let (_, heads, n, _) = t.dims4()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let stride = layout.stride();
+    if stride.len() != 4 || stride[3] != 1 || stride[2] != d {
+        return Ok(None);
+    }
+    let data = cpu.as_slice::<f32>()?;
+    let start = layout.start_offset();
+    let mut per_head = Vec::with_capacity(heads);
+    for g in 0..heads {
+        let from = start + g * stride[1];
+        let Some(s) = data.get(from..from + n * d) else {
+            return Ok(None);
+        };
+        per_head.push(s);
+    }
+    Ok(Some(f(&per_head)))
+}
+
+/// One query against the key and value rows it sees (`k`, `v`: whole rows of `q.len()`).
+fn one_query(q: &[f32], k: &[f32], v: &[f32], scale: Scale, softcap: Option<f32>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemv::kernel() != super::gemv::Kernel::Scalar {
+        if native_f16() {
+            // SAFETY: checked just above, and a non-scalar kernel means AVX2, FMA and F16C.
+            return unsafe { one_query_fp16(q, k, v, scale, softcap, out) };
+        }
+        // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
+        return unsafe { one_query_avx2(q, k, v, scale, softcap, out) };
+    }
+    online::<Portable>(q, k, v, scale, softcap, out)
+}
+
+/// Whether this CPU does f16 arithmetic (AVX512-FP16), as llama.cpp built for it then does.
+#[cfg(target_arch = "x86_64")]
+fn native_f16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512fp16")
+}
+
+/// Compiled without `avx512fp16` itself: with it LLVM turns f16 ↔ f32 vector conversions
+/// into one scalar conversion per element, which made decoding after 512 tokens twice as slow.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn one_query_fp16(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: Scale,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) {
+    online::<Fp16>(q, k, v, scale, softcap, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_query_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: Scale,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) {
+    online::<Avx2>(q, k, v, scale, softcap, out)
+}
+
+/// The vector steps of the online softmax whose rounding matters: f32 → f16 → f32 on a
+/// slice, and the fused `y = f16(y + x·w)` and `y = f16(y·w)` on the accumulator.
+trait F16Steps {
+    fn round(x: &mut [f32]);
+    fn mad(y: &mut [f32], x: &[f32], w: f32);
+    fn scale(y: &mut [f32], w: f32);
+    /// The whole weighted sum of `v`'s rows into `out` (zeroed), step by step as `scale` and
+    /// `mad` would do it, when this form has a faster way for rows as wide as `out`; false
+    /// (touching nothing) otherwise.
+    fn accumulate(_steps: &[(f32, bool)], _v: &[f32], _out: &mut [f32]) -> bool {
+        false
+    }
+    /// [`dot`], by this form's means.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+}
+
+/// Bit-exact software rounding (the `half` crate), for CPUs without F16C.
+struct Portable;
+
+impl F16Steps for Portable {
+    fn round(x: &mut [f32]) {
+        for v in x {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = half::f16::from_f32(x.mul_add(w, *y)).to_f32();
+        }
+    }
+    fn scale(y: &mut [f32], w: f32) {
+        for y in y {
+            *y = half::f16::from_f32(*y * w).to_f32();
+        }
+    }
+}
+
+/// F16C conversions, eight lanes at a time (the tail, if any, in software).
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// `f(lanes)` rounded to f16 and back, over `y` in chunks of 8, `tail` for the rest.
+    #[inline(always)]
+    fn each8(
+        y: &mut [f32],
+        x: Option<&[f32]>,
+        f: impl Fn(std::arch::x86_64::__m256, std::arch::x86_64::__m256) -> std::arch::x86_64::__m256,
+        tail: impl Fn(f32, f32) -> f32,
+    ) {
+        use std::arch::x86_64::*;
+        let n8 = y.len() / 8 * 8;
+        // SAFETY: only called from functions compiled with avx2, fma and f16c, on CPUs that
+        // have them (`one_query`); every load and store stays within `y` (and `x`, which is
+        // at least as long).
+        unsafe {
+            for i in (0..n8).step_by(8) {
+                let yv = _mm256_loadu_ps(y.as_ptr().add(i));
+                let xv = match x {
+                    Some(x) => _mm256_loadu_ps(x.as_ptr().add(i)),
+                    None => _mm256_setzero_ps(),
+                };
+                let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f(yv, xv)));
+                _mm256_storeu_ps(y.as_mut_ptr().add(i), r);
+            }
+        }
+        for i in n8..y.len() {
+            let xi = x.map_or(0.0, |x| x[i]);
+            y[i] = half::f16::from_f32(tail(y[i], xi)).to_f32();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F16Steps for Avx2 {
+    #[inline(always)]
+    fn round(x: &mut [f32]) {
+        Self::each8(x, None, |y, _| y, |y, _| y)
+    }
+    #[inline(always)]
+    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: see `each8`.
+        let wv = unsafe { _mm256_set1_ps(w) };
+        Self::each8(
+            y,
+            Some(x),
+            // SAFETY: see `each8`.
+            |y, x| unsafe { _mm256_fmadd_ps(x, wv, y) },
+            |y, x| x.mul_add(w, y),
+        )
+    }
+    #[inline(always)]
+    fn scale(y: &mut [f32], w: f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: see `each8`.
+        let wv = unsafe { _mm256_set1_ps(w) };
+        // SAFETY: see `each8`.
+        Self::each8(
+            y,
+            None,
+            |y, _| unsafe { _mm256_mul_ps(y, wv) },
+            |y, _| y * w,
+        )
+    }
+
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_avx2(a, b)
+    }
+    #[inline(always)]
+    fn accumulate(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) -> bool {
+        match out.len() {
+            64 => Self::in_registers::<8>(steps, v, out),
+            128 => Self::in_registers::<16>(steps, v, out),
+            _ => return false,
+        }
+        true
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// [`F16Steps::accumulate`] for rows of `8·N` values, the sum held in `N` registers: the
+    /// generic form stores and reloads it at every key, which put a store-to-load delay on
+    /// the chain of roundings and made long-context decoding a fifth slower.
+    #[inline(always)]
+    fn in_registers<const N: usize>(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let round = |x: __m256| {
+            // SAFETY: see `each8`.
+            unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
+        };
+        // SAFETY: see `each8`; rows are `8·N` long and `v` holds one per step.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (&(e, rescale), row) in steps.iter().zip(v.chunks_exact(8 * N)) {
+                let w = if rescale {
+                    let ms = _mm256_set1_ps(e);
+                    for a in &mut acc {
+                        *a = round(_mm256_mul_ps(*a, ms));
+                    }
+                    _mm256_set1_ps(1.0)
+                } else {
+                    _mm256_set1_ps(e)
+                };
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(row.as_ptr().add(8 * c));
+                    *a = round(_mm256_fmadd_ps(x, w, *a));
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *a);
+            }
+        }
+    }
+}
+
+/// CPUs with AVX512-FP16, where ggml (built for the CPU) does its f16 vector arithmetic in
+/// f16: over whole steps of 128 elements, `y = f16(y + x·w)` is one f16 fused multiply-add
+/// with `w` itself rounded to f16 first, and `y = f16(y·w)` one f16 multiply; the elements
+/// past the last whole step take ggml's scalar loop, which computes in f32 as [`Avx2`] does.
+#[cfg(target_arch = "x86_64")]
+struct Fp16;
+
+/// Elements per step of ggml's f16 vector loops with AVX512-FP16.
+#[cfg(target_arch = "x86_64")]
+const FP16_STEP: usize = 128;
+
+#[cfg(target_arch = "x86_64")]
+impl Fp16 {
+    /// `f(y, x)` on 32 f16 lanes at a time over the whole steps of `y` (and `x`), through f16
+    /// vectors converted from and back to the f32 slices; the rest by `rest`.
+    #[inline(always)]
+    fn steps(
+        y: &mut [f32],
+        x: Option<&[f32]>,
+        f: impl Fn(std::arch::x86_64::__m512i, std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i,
+        rest: impl FnOnce(&mut [f32], Option<&[f32]>),
+    ) {
+        use std::arch::x86_64::*;
+        let n = y.len() / FP16_STEP * FP16_STEP;
+        // SAFETY: only called from functions compiled with avx512f, on CPUs that have it and
+        // avx512fp16 (`one_query`; the f16 arithmetic itself is in `fma_ph`/`mul_ph`); loads
+        // and stores stay within `y` (and `x`, as long).
+        unsafe {
+            let to16 = |p: *const f32| {
+                let lo = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p));
+                let hi = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p.add(16)));
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+            };
+            for i in (0..n).step_by(32) {
+                let yv = to16(y.as_ptr().add(i));
+                let xv = match x {
+                    Some(x) => to16(x.as_ptr().add(i)),
+                    None => _mm512_setzero_si512(),
+                };
+                let r = f(yv, xv);
+                _mm512_storeu_ps(
+                    y.as_mut_ptr().add(i),
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(r)),
+                );
+                _mm512_storeu_ps(
+                    y.as_mut_ptr().add(i + 16),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(r)),
+                );
+            }
+        }
+        rest(&mut y[n..], x.map(|x| &x[n..]));
+    }
+
+    /// `w` rounded to f16, in every lane.
+    #[inline(always)]
+    fn splat(w: f32) -> std::arch::x86_64::__m512i {
+        // SAFETY: see `steps`.
+        unsafe { std::arch::x86_64::_mm512_set1_epi16(half::f16::from_f32(w).to_bits() as i16) }
+    }
+}
+
+/// `y + x·w` on 32 f16 lanes, rounded once (`vfmadd231ph`; the intrinsics need an unstable
+/// type, the instruction does not).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512fp16")]
+unsafe fn fma_ph(
+    mut y: std::arch::x86_64::__m512i,
+    x: std::arch::x86_64::__m512i,
+    w: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    std::arch::asm!(
+        "vfmadd231ph {y}, {x}, {w}",
+        y = inout(zmm_reg) y,
+        x = in(zmm_reg) x,
+        w = in(zmm_reg) w,
+        options(pure, nomem, nostack),
+    );
+    y
+}
+
+/// `y·w` on 32 f16 lanes (`vmulph`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512fp16")]
+unsafe fn mul_ph(
+    mut y: std::arch::x86_64::__m512i,
+    w: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    std::arch::asm!(
+        "vmulph {y}, {y}, {w}",
+        y = inout(zmm_reg) y,
+        w = in(zmm_reg) w,
+        options(pure, nomem, nostack),
+    );
+    y
+}
+
+/// [`F16Steps::accumulate`] for [`Fp16`] and rows of `32·N` values (whole f16 steps), the
+/// sum held as f16 in `N` registers, as ggml holds it: each step converts the value row to
+/// f16 and does one f16 multiply-add per 32 lanes. Always true.
+///
+/// # Safety
+/// The CPU must have AVX512-FP16 (and AVX-512 F/BW).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512fp16,f16c")]
+unsafe fn fp16_in_registers<const N: usize>(
+    steps: &[(f32, bool)],
+    v: &[f32],
+    out: &mut [f32],
+) -> bool {
+    use std::arch::x86_64::*;
+    let splat = |w: f32| {
+        _mm512_set1_epi16(
+            _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(w))) as i16,
+        )
+    };
+    let mut acc = [_mm512_setzero_si512(); N];
+    for (&(e, rescale), row) in steps.iter().zip(v.chunks_exact(32 * N)) {
+        let w = if rescale {
+            let ms = splat(e);
+            for a in &mut acc {
+                *a = mul_ph(*a, ms);
+            }
+            splat(1.0)
+        } else {
+            splat(e)
+        };
+        for (c, a) in acc.iter_mut().enumerate() {
+            let p = row.as_ptr().add(32 * c);
+            let lo = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p));
+            let hi = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p.add(16)));
+            *a = fma_ph(
+                *a,
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
+                w,
+            );
+        }
+    }
+    // Back to f32 through memory, element by element (this function's f16 features make
+    // the compiler scalarize vector conversions anyway; it is once per query).
+    let mut h = [0u16; 32];
+    for (c, a) in acc.iter().enumerate() {
+        _mm512_storeu_si512(h.as_mut_ptr() as *mut _, *a);
+        for (o, &bits) in out[32 * c..32 * c + 32].iter_mut().zip(&h) {
+            *o = half::f16::from_bits(bits).to_f32();
+        }
+    }
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F16Steps for Fp16 {
+    #[inline(always)]
+    fn round(x: &mut [f32]) {
+        Avx2::round(x)
+    }
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_avx2(a, b)
+    }
+    #[inline(always)]
+    fn accumulate(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) -> bool {
+        // SAFETY: `Fp16` runs only on CPUs with AVX512-FP16 (`one_query`).
+        unsafe {
+            match out.len() {
+                // Rows shorter than one f16 step take ggml's scalar loop: the AVX2 numerics.
+                n if n < FP16_STEP => Avx2::accumulate(steps, v, out),
+                128 => fp16_in_registers::<4>(steps, v, out),
+                256 => fp16_in_registers::<8>(steps, v, out),
+                _ => false,
+            }
+        }
+    }
+    #[inline(always)]
+    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+        let wv = Self::splat(w);
+        Self::steps(
+            y,
+            Some(x),
+            // SAFETY: see `steps`.
+            |y, x| unsafe { fma_ph(y, x, wv) },
+            |y, x| Avx2::mad(y, x.unwrap_or_default(), w),
+        )
+    }
+    #[inline(always)]
+    fn scale(y: &mut [f32], w: f32) {
+        let wv = Self::splat(w);
+        Self::steps(
+            y,
+            None,
+            // SAFETY: see `steps`.
+            |y, _| unsafe { mul_ph(y, wv) },
+            |y, _| Avx2::scale(y, w),
+        )
+    }
+}
+
+/// How the score scale is applied: to the scores (llama.cpp's default), or to the query
+/// before it is rounded to f16 (Gemma: llama.cpp scales Q by a separate op and passes 1).
+#[derive(Clone, Copy, Debug)]
+pub enum Scale {
+    /// `s = scale · (f16(q)·k)`.
+    Scores(f32),
+    /// `s = f16(scale · q)·k`.
+    Query(f32),
+}
+
+/// ggml's one-row flash attention: scores in key order, running max `M` and sum `S`, values
+/// accumulated in f16 precision.
+#[inline(always)]
+fn online<S: F16Steps>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: Scale,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let mut q16 = [0f32; 512];
+    let mut heap = Vec::new();
+    let q16: &mut [f32] = if d <= q16.len() {
+        &mut q16[..d]
+    } else {
+        heap.resize(d, 0.0);
+        &mut heap
+    };
+    let scale = match scale {
+        Scale::Scores(s) => {
+            q16.copy_from_slice(q);
+            s
+        }
+        Scale::Query(s) => {
+            for (o, x) in q16.iter_mut().zip(q) {
+                *o = x * s;
+            }
+            1.0
+        }
+    };
+    S::round(q16);
+    // With a soft cap ggml folds the scale into the tanh argument.
+    let scale = softcap.map_or(scale, |cap| scale / cap);
+    // The scores, then ggml's running maximum and the two factors of each step (`ms` scales
+    // what was summed when a new maximum appears, `vs` weighs the new value), then the sum:
+    // the same operations in the same order as ggml's single loop, but the `exp`s are
+    // independent of each other and off the chain of f16 roundings that follows.
+    let n = k.len() / d;
+    let mut steps: Vec<(f32, bool)> = Vec::with_capacity(n);
+    let mut max = f32::NEG_INFINITY;
+    for krow in k.chunks_exact(d) {
+        let mut s = S::dot(q16, krow) * scale;
+        if let Some(cap) = softcap {
+            s = cap * s.tanh();
+        }
+        if s > max {
+            steps.push((max - s, true));
+            max = s;
+        } else {
+            steps.push((s - max, false));
+        }
+    }
+    for (arg, _) in &mut steps {
+        *arg = arg.exp();
+    }
+    out.fill(0.0);
+    let fast = S::accumulate(&steps, v, out);
+    let mut sum = 0f32;
+    for (&(e, rescale), vrow) in steps.iter().zip(v.chunks_exact(d)) {
+        let (ms, vs) = if rescale { (e, 1.0) } else { (1.0, e) };
+        if !fast {
+            if rescale {
+                S::scale(out, ms);
+            }
+            S::mad(out, vrow, vs);
+        }
+        // ggml's C is compiled with contraction on: this is one fused multiply-add there.
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for o in out {
+        *o *= inv;
+    }
+}
+
+/// `a·b` summed as ggml's AVX-512 `ggml_vec_dot_f16` sums it: products fused into 64 lanes
+/// (`i mod 64`), the four 16-lane vectors folded pairwise (0+2, 1+3, then 0+1), the 16 lanes
+/// reduced as halves (8, 4, 2, 1), and the products past the last 64 added in f64.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 64];
+    let (ac, bc) = (a.chunks_exact(64), b.chunks_exact(64));
+    let (at, bt) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..64 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut r = [0f32; 16];
+    for i in 0..16 {
+        r[i] = (acc[i] + acc[32 + i]) + (acc[16 + i] + acc[48 + i]);
+    }
+    let mut w = 8;
+    while w > 0 {
+        for i in 0..w {
+            r[i] += r[i + w];
+        }
+        w /= 2;
+    }
+    with_tail(r[0], at, bt)
+}
+
+/// ggml's leftovers: each product rounded to f32, added to the sum in f64.
+#[inline(always)]
+fn with_tail(sum: f32, a: &[f32], b: &[f32]) -> f32 {
+    if a.is_empty() {
+        return sum;
+    }
+    let mut s = sum as f64;
+    for (x, y) in a.iter().zip(b) {
+        s += (x * y) as f64;
+    }
+    s as f32
+}
+
+/// [`dot`] in eight AVX registers: register `c` holds lanes `8c..8c + 8`, and the folds are
+/// the same additions in the same order.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len() / 64 * 64;
+    // SAFETY: only called from functions compiled with avx2 and fma, on CPUs that have them;
+    // loads stay within the first `n` elements of `a` and `b` (as long as `a`).
+    unsafe {
+        let mut c = [_mm256_setzero_ps(); 8];
+        for i in (0..n).step_by(64) {
+            for (j, cj) in c.iter_mut().enumerate() {
+                let x = _mm256_loadu_ps(a.as_ptr().add(i + 8 * j));
+                let y = _mm256_loadu_ps(b.as_ptr().add(i + 8 * j));
+                *cj = _mm256_fmadd_ps(x, y, *cj);
+            }
+        }
+        let lo = _mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7]));
+        let sum = super::gemv::hsum(_mm256_add_ps(lo, hi));
+        with_tail(sum, &a[n..], &b[n..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, D};
+
+    /// matmul-softmax-matmul in f32 over the visible keys, for comparison.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, span: Span, scale: f64) -> Vec<f32> {
+        let (_, h, l, d) = q.dims4().unwrap();
+        let kv = k.dim(1).unwrap();
+        let rep = h / kv;
+        let mut out = Vec::new();
+        for head in 0..h {
+            for i in 0..l {
+                let keys = span.keys(i);
+                let qi = q.narrow(1, head, 1).unwrap().narrow(2, i, 1).unwrap();
+                let kk = k.narrow(1, head / rep, 1).unwrap();
+                let kk = kk.narrow(2, keys.start, keys.len()).unwrap();
+                let vv = v.narrow(1, head / rep, 1).unwrap();
+                let vv = vv.narrow(2, keys.start, keys.len()).unwrap();
+                let s = (qi.matmul(&kk.t().unwrap()).unwrap() * scale).unwrap();
+                let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+                let y: Vec<f32> = p
+                    .matmul(&vv.contiguous().unwrap())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(y.len(), d);
+                out.extend(y);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn few_queries_agree_with_f32_attention_to_f16_precision() {
+        let dev = Device::Cpu;
+        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let (h, kv, d, cap) = (6, 2, 80, 72);
+        // A cache-like buffer with room for 72 positions; the view starts at row 3.
+        let kbuf = Tensor::from_vec(values(kv * cap * d, 1), (1, kv, cap, d), &dev).unwrap();
+        let vbuf = Tensor::from_vec(values(kv * cap * d, 2), (1, kv, cap, d), &dev).unwrap();
+        for (l, n, window) in [(1, 33, None), (5, 40, None), (7, 45, Some(9))] {
+            let (k, v) = (kbuf.narrow(2, 3, n).unwrap(), vbuf.narrow(2, 3, n).unwrap());
+            let span = Span {
+                pos: 100 + n - l,
+                first_key: 100,
+                window,
+            };
+            let q = Tensor::from_vec(values(h * l * d, 3), (1, h, l, d), &dev).unwrap();
+            let want = reference(&q, &k, &v, span, 0.3);
+            let got: Vec<f32> = attend_few(&q, &k, &v, span, Scale::Scores(0.3), None)
+                .unwrap()
+                .expect("cache views are supported")
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                // f16 accumulation: a few units in the last of its 11 bits.
+                assert!(
+                    (a - b).abs() < 4e-3 * b.abs().max(0.25),
+                    "{l} {window:?}: {a} vs {b}"
+                );
+            }
+        }
+        // A batch of MAX_QUERIES is the matmul path's job.
+        let l = MAX_QUERIES;
+        let q = Tensor::from_vec(values(h * l * d, 4), (1, h, l, d), &dev).unwrap();
+        let span = Span {
+            pos: 0,
+            first_key: 0,
+            window: None,
+        };
+        let (k, v) = (kbuf.narrow(2, 0, l).unwrap(), vbuf.narrow(2, 0, l).unwrap());
+        assert!(attend_few(&q, &k, &v, span, Scale::Scores(0.3), None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn the_accumulator_holds_f16_values_like_ggml() {
+        // Two keys with equal scores: acc = f16(f16(v0) + v1) / 2, not (v0 + v1) / 2.
+        let (q, k) = ([0f32; 8], [0f32; 16]);
+        let mut v = [0f32; 16];
+        v[0] = 1.0;
+        v[8] = 1.0e-3; // below half an f16 ulp of 1.0 (2^-11 ≈ 4.9e-4 is half; 1e-3 rounds up)
+        v[1] = 1.0;
+        v[9] = 4.0e-4; // lost in f16
+        for (name, f) in variants() {
+            let mut out = [0f32; 8];
+            f(&q, &k, &v, Scale::Scores(1.0), None, &mut out);
+            assert_eq!(out[0], (1.0 + 2f32.powi(-10)) / 2.0, "{name}");
+            assert_eq!(out[1], 0.5, "{name}");
+        }
+    }
+
+    type OneQuery = fn(&[f32], &[f32], &[f32], Scale, Option<f32>, &mut [f32]);
+
+    /// The portable form, and the AVX2 one where this CPU has it.
+    fn variants() -> Vec<(&'static str, OneQuery)> {
+        let mut v: Vec<(&'static str, OneQuery)> = vec![("portable", online::<Portable>)];
+        #[cfg(target_arch = "x86_64")]
+        if crate::models::layers::gemv::kernel() != crate::models::layers::gemv::Kernel::Scalar {
+            // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
+            v.push(("avx2", |q, k, v, s, c, o| unsafe {
+                one_query_avx2(q, k, v, s, c, o)
+            }));
+            if native_f16() {
+                // SAFETY: checked just above.
+                v.push(("fp16", |q, k, v, s, c, o| unsafe {
+                    one_query_fp16(q, k, v, s, c, o)
+                }));
+            }
+        }
+        v
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16_steps_round_once_to_f16_over_whole_steps() {
+        if crate::models::layers::gemv::kernel() == crate::models::layers::gemv::Kernel::Scalar
+            || !native_f16()
+        {
+            eprintln!("skipped: this CPU has no AVX512-FP16");
+            return;
+        }
+        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let r16 = |v: f32| half::f16::from_f32(v).to_f32();
+        // 128 elements in f16 steps, 72 in ggml's scalar tail.
+        let y0: Vec<f32> = values(200, 8).into_iter().map(r16).collect();
+        let x: Vec<f32> = values(200, 9).into_iter().map(r16).collect();
+        let w = 0.123_456_7f32;
+        let mut y = y0.clone();
+        // SAFETY: checked above; `Fp16` is only used under its target features.
+        unsafe { fp16_mad(&mut y, &x, w) };
+        let wh = r16(w) as f64;
+        for i in 0..200 {
+            let want = if i < 128 {
+                half::f16::from_f64(x[i] as f64 * wh + y0[i] as f64).to_f32()
+            } else {
+                r16(x[i].mul_add(w, y0[i]))
+            };
+            assert_eq!(y[i].to_bits(), want.to_bits(), "element {i}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn fp16_mad(y: &mut [f32], x: &[f32], w: f32) {
+        Fp16::mad(y, x, w)
+    }
+
+    #[test]
+    fn every_form_agrees_bit_for_bit_below_one_f16_step() {
+        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        for (d, n, cap) in [(64, 37, None), (72, 9, Some(2.0))] {
+            let (q, k, v) = (values(d, 5), values(n * d, 6), values(n * d, 7));
+            let outs: Vec<Vec<f32>> = variants()
+                .into_iter()
+                .map(|(_, f)| {
+                    let mut out = vec![0f32; d];
+                    f(&q, &k, &v, Scale::Scores(0.9), cap, &mut out);
+                    out
+                })
+                .collect();
+            assert!(outs.windows(2).all(|w| w[0] == w[1]), "d {d}");
+        }
+    }
+
+    #[test]
+    fn spans_follow_the_causal_mask_and_the_window() {
+        let s = Span {
+            pos: 10,
+            first_key: 4,
+            window: Some(3),
+        };
+        assert_eq!(s.keys(0), 4..7); // position 10 sees 8, 9, 10
+        let s = Span {
+            pos: 10,
+            first_key: 0,
+            window: None,
+        };
+        assert_eq!(s.keys(2), 0..13);
+    }
+}
