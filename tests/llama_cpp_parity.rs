@@ -109,6 +109,81 @@ fn first_step_logits_match_llama_cpp() {
     }
 }
 
+/// Whether this CPU runs our batched int8 kernels, the ones that follow ggml's x86 rounding
+/// for a whole prompt (elsewhere prompts take a dense f32 product and only the bounds above
+/// hold).
+fn runs_ggml_order_kernels() -> bool {
+    use mlcli::models::layers::gemv::{kernel, Kernel};
+    kernel() == Kernel::Avx512Vnni
+}
+
+#[test]
+fn smollm2_first_step_logits_equal_llama_cpps() {
+    if !runs_ggml_order_kernels() {
+        eprintln!("skipped: the batched int8 kernels need AVX-512 VNNI");
+        return;
+    }
+    // Every step of SmolLM2's forward pass rounds as llama.cpp's (on x86 with AVX-512), so
+    // the logits are llama.cpp's: the reference prints them to six decimals.
+    let r = reference();
+    let case = r["greedy_cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["id"] == "a_smollm2_raw_capital")
+        .expect("the SmolLM2 capital case");
+    let logits = engine_for(case)
+        .feed(&ids(&case["prompt_token_ids"]))
+        .expect("forward");
+    for e in case["top20_first_step"].as_array().expect("top20") {
+        let (id, want) = (
+            e["id"].as_u64().expect("id") as usize,
+            e["logit"].as_f64().expect("logit"),
+        );
+        let got = logits[id] as f64;
+        assert!(
+            (got - want).abs() < 5e-6,
+            "id {id}: {got} vs llama.cpp {want}"
+        );
+    }
+}
+
+#[test]
+fn gemma3_top5_is_llama_cpps_in_order() {
+    // Gemma 3's heads are 256 wide, and there llama.cpp's attention sums values in f16
+    // arithmetic on CPUs with AVX512-FP16 (the reference machine's), in f32 elsewhere; the
+    // order of " one" and " Paris" follows that, in llama.cpp as in ours.
+    #[cfg(target_arch = "x86_64")]
+    let fp16 = std::arch::is_x86_feature_detected!("avx512fp16");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fp16 = false;
+    if !runs_ggml_order_kernels() || !fp16 {
+        eprintln!("skipped: needs AVX-512 VNNI and AVX512-FP16, as the reference machine had");
+        return;
+    }
+    // Gemma 3's Q4_K products over several tokens round differently in llama.cpp's repacked
+    // kernels (see `kdots`), so its logits are close, not equal; its top-5 order is kept.
+    let r = reference();
+    let case = r["greedy_cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["id"] == "c_gemma3_raw_capital")
+        .expect("the Gemma 3 capital case");
+    let logits = engine_for(case)
+        .feed(&ids(&case["prompt_token_ids"]))
+        .expect("forward");
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    let want: Vec<u32> = case["top5_first_step"]
+        .as_array()
+        .expect("top5")
+        .iter()
+        .map(|e| e["id"].as_u64().expect("id") as u32)
+        .collect();
+    assert_eq!(order[..5], want[..], "top-5 ids in order");
+}
+
 #[test]
 fn greedy_ids_match_llama_cpp_up_to_the_robust_prefix() {
     for case in reference()["greedy_cases"].as_array().expect("cases") {
