@@ -3,6 +3,7 @@
 //! Families compose these; new kinds of layer go here.
 
 pub mod attention;
+pub mod attn_f16;
 pub mod attn_few;
 pub mod embedding;
 pub mod gated;
