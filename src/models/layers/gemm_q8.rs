@@ -404,11 +404,12 @@ mod avx512 {
     }
 
     /// The activations as the tiles read them: per row and block of 32, the block's bytes
-    /// twice (one copy per weight row of a pair), the `vpdpbusd` start value (`-offset ×` each
-    /// lane's four-element sum), the block's scale and (formats with a minimum) its scaled sum.
+    /// (loaded into both halves of a register, one per weight row of a pair), the `vpdpbusd`
+    /// start value (`-offset ×` each lane's four-element sum; formats with an offset), the
+    /// block's scale and (formats with a minimum) its scaled sum.
     pub(super) struct Acts {
-        x: Vec<__m512i>,
-        start: Vec<__m512i>,
+        x: Vec<i8>,
+        start: Vec<[i32; 8]>,
         d: Vec<f32>,
         s: Vec<f32>,
         /// k-quants, per row and super-block, as 32 i16 for `vpmaddwd` against the weights'
@@ -427,9 +428,10 @@ mod avx512 {
         let kq = matches!(format, Format::Q4K | Format::Q6K);
         let supers = if kq { k / QK_K } else { 0 };
         // SAFETY (all three): all-zero bytes are valid vectors.
+        let offset = format.offset() != 0 && !kq;
         let mut p = Acts {
-            x: vec![unsafe { _mm512_setzero_si512() }; total],
-            start: vec![unsafe { _mm512_setzero_si512() }; total],
+            x: vec![0; total * QK],
+            start: vec![[0; 8]; if offset { total } else { 0 }],
             d: vec![0.0; total],
             s: vec![0.0; if format.has_min() { total } else { 0 }],
             kbs: vec![unsafe { _mm512_setzero_si512() }; m * supers],
@@ -489,19 +491,32 @@ mod avx512 {
         (px, pstart, pd, ps): (usize, usize, usize, usize),
     ) {
         let offset = _mm512_set1_epi8(format.offset() as i8);
+        let kq = matches!(format, Format::Q4K | Format::Q6K);
+        std::ptr::copy_nonoverlapping(a.qs.as_ptr(), (px as *mut i8).add(at * QK), blocks * QK);
         for b in 0..blocks {
-            let block = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
-            let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(block), block);
-            *(px as *mut __m512i).add(at + b) = x;
-            *(pstart as *mut __m512i).add(at + b) = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x),
-            );
+            if format.offset() != 0 && !kq {
+                let x = load_both(a.qs.as_ptr().add(b * QK));
+                let start = _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x),
+                );
+                _mm256_storeu_si256(
+                    (pstart as *mut [i32; 8]).add(at + b) as *mut __m256i,
+                    _mm512_castsi512_si256(start),
+                );
+            }
             *(pd as *mut f32).add(at + b) = a.d[b];
             if format.has_min() {
                 *(ps as *mut f32).add(at + b) = a.s[b];
             }
         }
+    }
+
+    /// 32 activation bytes in both halves of a register.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn load_both(p: *const i8) -> __m512i {
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(p as *const __m256i))
     }
 
     /// The products of weight rows `rows` (whole tiles of `R`, the last one maybe partial,
@@ -574,6 +589,7 @@ mod avx512 {
         let blocks = a.blocks;
         let (uw, ud, um) = (u.w.as_ptr(), u.d.as_ptr(), u.m.as_ptr());
         let (ax, ast, ad, asx) = (a.x.as_ptr(), a.start.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+        let with_start = !a.start.is_empty();
         let mut acc = [[_mm512_setzero_ps(); P]; C];
         let mut mins = [[_mm512_setzero_ps(); P]; C];
         for b in 0..blocks {
@@ -589,7 +605,14 @@ mod avx512 {
             }
             for c in 0..C {
                 let j = group[c] * blocks + b;
-                let (x, start, dx) = (*ax.add(j), *ast.add(j), _mm512_set1_ps(*ad.add(j)));
+                let x = load_both(ax.add(j * QK));
+                let start = match with_start {
+                    true => {
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256(ast.add(j) as *const __m256i))
+                    }
+                    false => _mm512_setzero_si512(),
+                };
+                let dx = _mm512_set1_ps(*ad.add(j));
                 for rp in 0..P {
                     let dot = _mm512_dpbusd_epi32(start, w[rp], x);
                     let scale = _mm512_mul_ps(d[rp], dx);
@@ -651,7 +674,7 @@ mod avx512 {
                     sc[rp] = *uks.add(rp * blocks + b);
                 }
                 for c in 0..C {
-                    let x = *ax.add(group[c] * blocks + b);
+                    let x = load_both(ax.add((group[c] * blocks + b) * QK));
                     for rp in 0..P {
                         let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[rp], x);
                         isum[c][rp] =
