@@ -232,6 +232,12 @@ impl<'a> Weights<'a> {
         Ok(t)
     }
 
+    /// Drops the loaded copy of `name` kept for later lookups (its memory is freed once the
+    /// last user lets go), for a tensor whose data now lives elsewhere (stacked with others).
+    fn forget(&self, name: &str) {
+        self.loaded.borrow_mut().remove(&self.stored_name(name));
+    }
+
     /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
     /// quantized at load time (`--quant`) or kept dense in the chosen dtype.
     fn matmul(&self, name: &str) -> Result<QMatMul> {
@@ -409,6 +415,12 @@ impl<'w, 'a> Vb<'w, 'a> {
                 Ok(QMatMul::from_arc(Arc::new(q))?)
             })
             .collect()
+    }
+
+    /// Forgets the loaded copy of `leaf` (see [`Weights`]'s cache): for parts that were
+    /// stacked into one layer and are not looked up again.
+    pub fn forget(&self, leaf: &str) {
+        self.weights.forget(&self.name(leaf));
     }
 
     /// The weight of a linear layer `leaf` (`(out, in)`), ready for a matmul.

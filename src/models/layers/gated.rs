@@ -120,7 +120,6 @@ pub fn apply(act: Activation, g: &[f32], u: &[f32], out: &mut [f32]) {
 /// `out[i] = act(g[i]) * u[i]`, in chunks of 4096 elements over the CPU pool (a single
 /// token's few thousand run inline).
 fn apply_chunks(act: Activation, g: &[f32], u: &[f32], out: *mut f32) {
-    const CHUNK: usize = 4096;
     let out_addr = out as usize;
     super::pool::Pool::global().run(g.len().div_ceil(CHUNK), |chunks| {
         let start = chunks.start * CHUNK;
@@ -132,6 +131,9 @@ fn apply_chunks(act: Activation, g: &[f32], u: &[f32], out: *mut f32) {
         apply(act, &g[start..end], &u[start..end], dst);
     });
 }
+
+/// Elements per unit of work on the pool.
+const CHUNK: usize = 4096;
 
 /// `act(gate) * up` for contiguous f32 CPU tensors of one shape; `None` for anything else (the
 /// caller then uses candle's ops).
@@ -153,6 +155,47 @@ pub fn forward(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Option<Ten
         return Ok(None);
     };
     Ok(Some(Tensor::from_vec(out, gate.dims(), &Device::Cpu)?))
+}
+
+/// `act(gate) * up` for a contiguous f32 CPU tensor `(..., 2·ffn)` holding each row's gate
+/// then its up values (a stacked gate/up product): `(..., ffn)`; `None` for anything else.
+pub fn forward_stacked(act: Activation, y: &Tensor, ffn: usize) -> Result<Option<Tensor>> {
+    let dims = y.dims();
+    if !y.device().is_cpu()
+        || y.dtype() != candle_core::DType::F32
+        || ffn == 0
+        || dims.last() != Some(&(2 * ffn))
+    {
+        return Ok(None);
+    }
+    let out = host::with_f32(y, |y| {
+        let rows = y.len() / (2 * ffn);
+        // SAFETY: the row ranges below are disjoint and cover every output element once.
+        unsafe {
+            host::filled(rows * ffn, |out| {
+                let out_addr = out as usize;
+                let per = CHUNK.div_ceil(ffn).max(1);
+                super::pool::Pool::global().run(rows.div_ceil(per), |units| {
+                    for r in units.start * per..(units.end * per).min(rows) {
+                        let row = &y[2 * ffn * r..2 * ffn * (r + 1)];
+                        let dst = std::slice::from_raw_parts_mut(
+                            (out_addr as *mut f32).add(ffn * r),
+                            ffn,
+                        );
+                        apply(act, &row[..ffn], &row[ffn..], dst);
+                    }
+                });
+            })
+        }
+    })?;
+    let Some(out) = out else {
+        return Ok(None);
+    };
+    let mut shape = dims.to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = ffn;
+    }
+    Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
 }
 
 #[cfg(test)]

@@ -48,6 +48,73 @@ impl Linear {
         Self { weight, bias: None }
     }
 
+    /// One layer computing `parts` side by side (their output rows stacked in order), when
+    /// they share an input width, a weight type and bias-or-not; `None` otherwise. Each output
+    /// row is computed as its part computes it, so results are the same bit for bit, with one
+    /// product (one pass over the input, one dispatch or kernel launch) instead of several.
+    pub fn stack(parts: &[&Linear]) -> Result<Option<Linear>> {
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        let has_bias = first.bias.is_some();
+        if parts.iter().any(|p| p.bias.is_some() != has_bias) {
+            return Ok(None);
+        }
+        let weight = match &first.weight {
+            QMatMul::QTensor(w0) => {
+                let (dtype, dev) = (w0.dtype(), w0.device());
+                let k = w0.shape().dims2()?.1;
+                let mut bytes = Vec::new();
+                let mut rows = 0;
+                for p in parts {
+                    let QMatMul::QTensor(w) = &p.weight else {
+                        return Ok(None);
+                    };
+                    let (n, kk) = w.shape().dims2()?;
+                    if w.dtype() != dtype || kk != k {
+                        return Ok(None);
+                    }
+                    bytes.extend_from_slice(&w.data()?);
+                    rows += n;
+                }
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Owned(bytes),
+                    &dev,
+                    dtype,
+                )?;
+                QMatMul::from_arc(Arc::new(QTensor::new(storage, (rows, k))?))?
+            }
+            QMatMul::Tensor(_) | QMatMul::TensorF16(_) => {
+                let mut ws = Vec::with_capacity(parts.len());
+                for p in parts {
+                    match (&first.weight, &p.weight) {
+                        (QMatMul::Tensor(_), QMatMul::Tensor(w))
+                        | (QMatMul::TensorF16(_), QMatMul::TensorF16(w)) => ws.push(w.clone()),
+                        _ => return Ok(None),
+                    }
+                }
+                if ws
+                    .iter()
+                    .any(|w| w.dtype() != ws[0].dtype() || w.dim(1).ok() != ws[0].dim(1).ok())
+                {
+                    return Ok(None);
+                }
+                let w = Tensor::cat(&ws, 0)?;
+                match first.weight {
+                    QMatMul::TensorF16(_) => QMatMul::TensorF16(w),
+                    _ => QMatMul::Tensor(w),
+                }
+            }
+        };
+        let bias = if has_bias {
+            let bs: Vec<Tensor> = parts.iter().filter_map(|p| p.bias.clone()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        Ok(Some(Linear { weight, bias }))
+    }
+
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.batched(x)? {
@@ -143,5 +210,66 @@ impl Linear {
         Ok(Some(
             Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn quantized(rows: usize, k: usize, seed: u32, dtype: GgmlDType) -> Linear {
+        let w = super::super::gemv::test_values(rows * k, seed);
+        let w = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
+        Linear::from_qtensor(Arc::new(QTensor::quantize(&w, dtype).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn stacked_layers_give_each_parts_numbers_bit_for_bit() {
+        let k = 256;
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4K] {
+            let parts = [
+                quantized(12, k, 1, dtype),
+                quantized(4, k, 2, dtype),
+                quantized(4, k, 3, dtype),
+            ];
+            let stacked = Linear::stack(&[&parts[0], &parts[1], &parts[2]])
+                .unwrap()
+                .expect("same type and width");
+            // One token (the single-row kernels) and five (the batched path).
+            for m in [1, 5] {
+                let x = Tensor::from_vec(
+                    super::super::gemv::test_values(m * k, 9),
+                    (1, m, k),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let got: Vec<f32> = stacked
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let want: Vec<Tensor> = parts.iter().map(|p| p.forward(&x).unwrap()).collect();
+                let want: Vec<f32> = Tensor::cat(&want, 2)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(got, want, "{dtype:?}, {m} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn layers_of_different_types_or_widths_are_not_stacked() {
+        let a = quantized(4, 256, 1, GgmlDType::Q4_1);
+        let b = quantized(4, 256, 2, GgmlDType::Q8_0);
+        let c = quantized(4, 512, 3, GgmlDType::Q4_1);
+        assert!(Linear::stack(&[&a, &b]).unwrap().is_none());
+        assert!(Linear::stack(&[&a, &c]).unwrap().is_none());
+        assert!(Linear::stack(&[]).unwrap().is_none());
     }
 }

@@ -42,11 +42,19 @@ pub struct Mlp {
 impl Mlp {
     /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb`.
     pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
+        let gate = Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?;
+        let up = Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?;
+        // Stored apart, computed together when both share a type (the same numbers).
+        let gate_up = match Linear::stack(&[&gate, &up])? {
+            Some(gate_up) => {
+                vb.pp("gate_proj").forget("weight");
+                vb.pp("up_proj").forget("weight");
+                GateUp::Fused { gate_up, ffn }
+            }
+            None => GateUp::Separate { gate, up },
+        };
         Ok(Self {
-            gate_up: GateUp::Separate {
-                gate: Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?,
-                up: Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?,
-            },
+            gate_up,
             down: Linear::load(&vb.pp("down_proj"), ffn, hidden, false)?,
             act,
         })
@@ -79,6 +87,9 @@ impl Mlp {
             GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
             GateUp::Fused { gate_up, ffn } => {
                 let y = gate_up.forward(x)?;
+                if let Some(h) = super::gated::forward_stacked(self.act, &y, *ffn)? {
+                    return self.down.forward(&h);
+                }
                 (
                     y.narrow(D::Minus1, 0, *ffn)?,
                     y.narrow(D::Minus1, *ffn, *ffn)?,

@@ -1,5 +1,6 @@
 //! Query/key/value projections: three matrices (`q_proj`, `k_proj`, `v_proj`), or one fused
-//! matrix (Phi-3's `qkv_proj`, rows q|k|v) applied with a single matmul and split afterwards.
+//! matrix (Phi-3's `qkv_proj`, rows q|k|v; or the three stacked at load when they share a
+//! weight type) applied with a single matmul and split afterwards.
 
 use candle_core::{Tensor, D};
 
@@ -49,10 +50,19 @@ impl Qkv {
                 dims: d,
             });
         }
-        Ok(Self::Separate {
-            q: Linear::load(&vb.pp("q_proj"), d.hidden, d.q, bias)?,
-            k: Linear::load(&vb.pp("k_proj"), d.hidden, d.kv, bias)?,
-            v: Linear::load(&vb.pp("v_proj"), d.hidden, d.kv, bias)?,
+        let q = Linear::load(&vb.pp("q_proj"), d.hidden, d.q, bias)?;
+        let k = Linear::load(&vb.pp("k_proj"), d.hidden, d.kv, bias)?;
+        let v = Linear::load(&vb.pp("v_proj"), d.hidden, d.kv, bias)?;
+        // Stored apart, computed together when the three share a type: one product per layer
+        // and token instead of three (the same numbers).
+        Ok(match Linear::stack(&[&q, &k, &v])? {
+            Some(qkv) => {
+                for part in ["q_proj", "k_proj", "v_proj"] {
+                    vb.pp(part).forget("weight");
+                }
+                Self::Fused { qkv, dims: d }
+            }
+            None => Self::Separate { q, k, v },
         })
     }
 
