@@ -44,8 +44,13 @@ impl Mlp {
     pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
         let gate = Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?;
         let up = Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?;
-        // Stored apart, computed together when both share a type (the same numbers).
-        let gate_up = match Linear::stack(&[&gate, &up])? {
+        // Stored apart, computed together on the CPU when both share a type (the same
+        // numbers; see `Qkv::load`).
+        let stacked = match vb.device().is_cpu() {
+            true => Linear::stack(&[&gate, &up])?,
+            false => None,
+        };
+        let gate_up = match stacked {
             Some(gate_up) => {
                 vb.pp("gate_proj").forget("weight");
                 vb.pp("up_proj").forget("weight");

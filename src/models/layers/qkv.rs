@@ -53,9 +53,14 @@ impl Qkv {
         let q = Linear::load(&vb.pp("q_proj"), d.hidden, d.q, bias)?;
         let k = Linear::load(&vb.pp("k_proj"), d.hidden, d.kv, bias)?;
         let v = Linear::load(&vb.pp("v_proj"), d.hidden, d.kv, bias)?;
-        // Stored apart, computed together when the three share a type: one product per layer
-        // and token instead of three (the same numbers).
-        Ok(match Linear::stack(&[&q, &k, &v])? {
+        // Stored apart, computed together on the CPU when the three share a type: one product
+        // per layer and token instead of three (the same numbers). On a GPU the split after
+        // it costs as many kernels as it saves.
+        let stacked = match vb.device().is_cpu() {
+            true => Linear::stack(&[&q, &k, &v])?,
+            false => None,
+        };
+        Ok(match stacked {
             Some(qkv) => {
                 for part in ["q_proj", "k_proj", "v_proj"] {
                     vb.pp(part).forget("weight");
