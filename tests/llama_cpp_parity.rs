@@ -117,6 +117,21 @@ fn runs_ggml_order_kernels() -> bool {
     kernel() == Kernel::Avx512Vnni
 }
 
+/// The reference case `id` and our first-step logits for its prompt.
+fn first_step(id: &str) -> (Value, Vec<f32>) {
+    let case = reference()["greedy_cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("reference case {id}"))
+        .clone();
+    let logits = engine_for(&case)
+        .feed(&ids(&case["prompt_token_ids"]))
+        .expect("forward");
+    (case, logits)
+}
+
 #[test]
 fn smollm2_first_step_logits_equal_llama_cpps() {
     if !runs_ggml_order_kernels() {
@@ -125,16 +140,7 @@ fn smollm2_first_step_logits_equal_llama_cpps() {
     }
     // Every step of SmolLM2's forward pass rounds as llama.cpp's (on x86 with AVX-512), so
     // the logits are llama.cpp's: the reference prints them to six decimals.
-    let r = reference();
-    let case = r["greedy_cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["id"] == "a_smollm2_raw_capital")
-        .expect("the SmolLM2 capital case");
-    let logits = engine_for(case)
-        .feed(&ids(&case["prompt_token_ids"]))
-        .expect("forward");
+    let (case, logits) = first_step("a_smollm2_raw_capital");
     for e in case["top20_first_step"].as_array().expect("top20") {
         let (id, want) = (
             e["id"].as_u64().expect("id") as usize,
@@ -163,16 +169,7 @@ fn gemma3_top5_is_llama_cpps_in_order() {
     }
     // Gemma 3's Q4_K products over several tokens round differently in llama.cpp's repacked
     // kernels (see `kdots`), so its logits are close, not equal; its top-5 order is kept.
-    let r = reference();
-    let case = r["greedy_cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["id"] == "c_gemma3_raw_capital")
-        .expect("the Gemma 3 capital case");
-    let logits = engine_for(case)
-        .feed(&ids(&case["prompt_token_ids"]))
-        .expect("forward");
+    let (case, logits) = first_step("c_gemma3_raw_capital");
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
     let want: Vec<u32> = case["top5_first_step"]

@@ -288,6 +288,47 @@ pub(crate) fn gemv(
     });
 }
 
+/// Two rows' products in ggml's order, interleaved so the chains overlap: `block(bytes, b)`
+/// gives block `b`'s `(scale, eight lane sums, minimum)`; per row the scales × lane sums are
+/// fused into one eight-lane chain, `minimum · s_x` (types with one, `MIN`) into a second,
+/// and the lanes summed as `hsum_float_8`.
+///
+/// # Safety
+/// Only for functions compiled with avx2 and fma, on CPUs that have them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn pair_chains<const MIN: bool>(
+    ra: &[u8],
+    rb: &[u8],
+    x: &Q8,
+    block_bytes: usize,
+    block: impl Fn(&[u8], usize) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256, f32),
+) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut min_a, mut min_b) = (0f32, 0f32);
+    let blocks = ra
+        .chunks_exact(block_bytes)
+        .zip(rb.chunks_exact(block_bytes));
+    for (b, (ba, bb)) in blocks.enumerate() {
+        prefetch_ahead(ba.as_ptr());
+        prefetch_ahead(bb.as_ptr());
+        let (sa, pa, ma) = block(ba, b);
+        let (sb, pb, mb) = block(bb, b);
+        if MIN {
+            min_a = ma.mul_add(x.s[b], min_a);
+            min_b = mb.mul_add(x.s[b], min_b);
+        }
+        acc_a = _mm256_fmadd_ps(sa, pa, acc_a);
+        acc_b = _mm256_fmadd_ps(sb, pb, acc_b);
+    }
+    if MIN {
+        (hsum(acc_a) + min_a, hsum(acc_b) + min_b)
+    } else {
+        (hsum(acc_a), hsum(acc_b))
+    }
+}
+
 /// Two rows of weights in one 512-bit register, block `b` of each: 32 bytes of `a`, then 32
 /// of `b` (from byte `off` of each block of `block_bytes`).
 #[cfg(target_arch = "x86_64")]

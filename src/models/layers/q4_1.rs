@@ -63,28 +63,9 @@ unsafe fn block_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut min_a, mut min_b) = (0f32, 0f32);
-    for (b, (ba, bb)) in ra
-        .chunks_exact(BLOCK_BYTES)
-        .zip(rb.chunks_exact(BLOCK_BYTES))
-        .enumerate()
-    {
-        super::gemv::prefetch_ahead(ba.as_ptr());
-        super::gemv::prefetch_ahead(bb.as_ptr());
-        let xq = x.qs.as_ptr().add(b * QK);
-        let (sa, pa, ma) = block_avx2(ba, xq, x.d[b]);
-        let (sb, pb, mb) = block_avx2(bb, xq, x.d[b]);
-        min_a = ma.mul_add(x.s[b], min_a);
-        min_b = mb.mul_add(x.s[b], min_b);
-        acc_a = _mm256_fmadd_ps(sa, pa, acc_a);
-        acc_b = _mm256_fmadd_ps(sb, pb, acc_b);
-    }
-    (
-        super::gemv::hsum(acc_a) + min_a,
-        super::gemv::hsum(acc_b) + min_b,
-    )
+    super::gemv::pair_chains::<true>(ra, rb, x, BLOCK_BYTES, |blk, b| {
+        block_avx2(blk, x.qs.as_ptr().add(b * QK), x.d[b])
+    })
 }
 
 /// The Q4_1 kernels.

@@ -91,21 +91,10 @@ unsafe fn block_avx2(block: &[u8], x: &Q8, b: usize) -> (std::arch::x86_64::__m2
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for (b, (ba, bb)) in ra
-        .chunks_exact(BLOCK_BYTES)
-        .zip(rb.chunks_exact(BLOCK_BYTES))
-        .enumerate()
-    {
-        super::gemv::prefetch_ahead(ba.as_ptr());
-        super::gemv::prefetch_ahead(bb.as_ptr());
-        let (pa, da) = block_avx2(ba, x, b);
-        let (pb, db) = block_avx2(bb, x, b);
-        acc_a = _mm256_fmadd_ps(_mm256_set1_ps(da * x.d[b]), pa, acc_a);
-        acc_b = _mm256_fmadd_ps(_mm256_set1_ps(db * x.d[b]), pb, acc_b);
-    }
-    (super::gemv::hsum(acc_a), super::gemv::hsum(acc_b))
+    super::gemv::pair_chains::<false>(ra, rb, x, BLOCK_BYTES, |blk, b| {
+        let (sums, d) = block_avx2(blk, x, b);
+        (std::arch::x86_64::_mm256_set1_ps(d * x.d[b]), sums, 0.0)
+    })
 }
 
 /// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2

@@ -52,21 +52,10 @@ unsafe fn block_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for (b, (ba, bb)) in ra
-        .chunks_exact(BLOCK_BYTES)
-        .zip(rb.chunks_exact(BLOCK_BYTES))
-        .enumerate()
-    {
-        super::gemv::prefetch_ahead(ba.as_ptr());
-        super::gemv::prefetch_ahead(bb.as_ptr());
-        let (sa, pa) = block_avx2(ba, x, b);
-        let (sb, pb) = block_avx2(bb, x, b);
-        acc_a = _mm256_fmadd_ps(sa, pa, acc_a);
-        acc_b = _mm256_fmadd_ps(sb, pb, acc_b);
-    }
-    (super::gemv::hsum(acc_a), super::gemv::hsum(acc_b))
+    super::gemv::pair_chains::<false>(ra, rb, x, BLOCK_BYTES, |blk, b| {
+        let (scale, sums) = block_avx2(blk, x, b);
+        (scale, sums, 0.0)
+    })
 }
 
 /// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2
