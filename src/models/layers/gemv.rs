@@ -329,6 +329,42 @@ pub(crate) unsafe fn pair_chains<const MIN: bool>(
     }
 }
 
+/// [`pair_chains`] with AVX-512 VNNI, for block formats whose f16 scale is the block's
+/// first two bytes: `sums(a, b, block)` gives the lane sums of block `block` of both rows
+/// (`a`, `b` point at the blocks), row `a` in the low eight lanes; each half is fused into
+/// its row's chain with `d·d_x`, and summed as `hsum_float_8`.
+///
+/// # Safety
+/// Only for functions compiled with avx512f, avx512bw and avx512vnni, on CPUs that have them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn pair_halves(
+    ra: &[u8],
+    rb: &[u8],
+    x: &Q8,
+    block_bytes: usize,
+    sums: impl Fn(*const u8, *const u8, usize) -> std::arch::x86_64::__m512i,
+) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let d = |p: *const u8| {
+        let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
+    };
+    let mut acc = _mm512_setzero_ps();
+    for b in 0..ra.len().min(rb.len()) / block_bytes {
+        let (pa, pb) = (
+            ra.as_ptr().add(b * block_bytes),
+            rb.as_ptr().add(b * block_bytes),
+        );
+        prefetch_ahead(pa);
+        prefetch_ahead(pb);
+        let lanes = sums(pa, pb, b);
+        let scale = split_ps(d(pa) * x.d[b], d(pb) * x.d[b]);
+        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(lanes), acc);
+    }
+    hsum_halves(acc)
+}
+
 /// Two rows of weights in one 512-bit register, block `b` of each: 32 bytes of `a`, then 32
 /// of `b` (from byte `off` of each block of `block_bytes`).
 #[cfg(target_arch = "x86_64")]

@@ -102,21 +102,9 @@ unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use super::gemv::{both_halves, prefetch_ahead, split_ps};
     use std::arch::x86_64::*;
     assert!(x.sum4.len() * 4 >= ra.len() / BLOCK_BYTES * QK);
-    let d = |row: &[u8], b: usize| {
-        let h = i16::from_le_bytes([row[b * BLOCK_BYTES], row[b * BLOCK_BYTES + 1]]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-    };
-    let mut acc = _mm512_setzero_ps();
-    for b in 0..ra.len() / BLOCK_BYTES {
-        let (pa, pb) = (
-            ra.as_ptr().add(b * BLOCK_BYTES),
-            rb.as_ptr().add(b * BLOCK_BYTES),
-        );
-        prefetch_ahead(pa);
-        prefetch_ahead(pb);
+    super::gemv::pair_halves(ra, rb, x, BLOCK_BYTES, |pa, pb, b| {
         let w =
             _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unsigned_avx2(pa)), unsigned_avx2(pb));
         let lanes = _mm256_loadu_si256(x.sum4.as_ptr().add(8 * b) as *const __m256i);
@@ -124,11 +112,8 @@ unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
             _mm512_setzero_si512(),
             _mm512_slli_epi32::<4>(_mm512_broadcast_i64x4(lanes)),
         );
-        let sums = _mm512_dpbusd_epi32(start, w, both_halves(x, b));
-        let scale = split_ps(d(ra, b) * x.d[b], d(rb, b) * x.d[b]);
-        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc);
-    }
-    super::gemv::hsum_halves(acc)
+        _mm512_dpbusd_epi32(start, w, super::gemv::both_halves(x, b))
+    })
 }
 
 /// The Q5_0 kernels.

@@ -63,29 +63,14 @@ unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use super::gemv::{both_halves, join_rows, prefetch_ahead, split_ps};
     use std::arch::x86_64::*;
-    let d = |row: &[u8], b: usize| {
-        let h = i16::from_le_bytes([row[b * BLOCK_BYTES], row[b * BLOCK_BYTES + 1]]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-    };
-    let mut acc = _mm512_setzero_ps();
-    for b in 0..ra.len() / BLOCK_BYTES {
-        let (pa, pb) = (
-            ra.as_ptr().add(b * BLOCK_BYTES),
-            rb.as_ptr().add(b * BLOCK_BYTES),
-        );
-        prefetch_ahead(pa);
-        prefetch_ahead(pb);
-        let w = join_rows(pa.add(2), pb.add(2));
+    super::gemv::pair_halves(ra, rb, x, BLOCK_BYTES, |pa, pb, b| {
+        let w = super::gemv::join_rows(pa.add(2), pb.add(2));
         // Signed × signed as ggml does it: |w| × (x with w's sign).
-        let v = both_halves(x, b);
+        let v = super::gemv::both_halves(x, b);
         let v = _mm512_mask_sub_epi8(v, _mm512_movepi8_mask(w), _mm512_setzero_si512(), v);
-        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), v);
-        let scale = split_ps(d(ra, b) * x.d[b], d(rb, b) * x.d[b]);
-        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc);
-    }
-    super::gemv::hsum_halves(acc)
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), v)
+    })
 }
 
 const DOTS: Dots = Dots {
