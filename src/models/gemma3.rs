@@ -15,6 +15,7 @@ use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
+use super::recipe::{self, BlockParts, Recipe};
 use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -407,5 +408,33 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                recipe::Block::new(BlockParts {
+                    attn_norm: &b.input_norm,
+                    attn: &b.attn,
+                    rope: match b.global {
+                        true => &self.rope_global,
+                        false => &self.rope_local,
+                    },
+                    post_attn_norm: Some(&b.post_attn_norm),
+                    ffn_norm: &b.pre_mlp_norm,
+                    mlp: &b.mlp,
+                    post_ffn_norm: Some(&b.post_mlp_norm),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Recipe::new(
+            &self.embed,
+            blocks,
+            &self.norm,
+            &self.lm_head,
+            self.final_softcap,
+        )
     }
 }

@@ -16,6 +16,7 @@ use super::layers::mlp::{Activation, Mlp};
 use super::layers::moe::{self, SparseMoe};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::{llama3_freq_factors, Llama3Scaling, Rope};
+use super::recipe::{self, BlockParts, Recipe};
 use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -433,5 +434,27 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let Ffn::Dense(mlp) = &b.mlp else {
+                    return Err("the feed-forward networks are mixtures of experts".to_string());
+                };
+                recipe::Block::new(BlockParts {
+                    attn_norm: &b.attn_norm,
+                    attn: &b.attn,
+                    rope: &self.rope,
+                    post_attn_norm: None,
+                    ffn_norm: &b.mlp_norm,
+                    mlp,
+                    post_ffn_norm: None,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Recipe::new(&self.embed, blocks, &self.norm, &self.lm_head, None)
     }
 }

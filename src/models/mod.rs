@@ -21,6 +21,7 @@ pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
+pub mod recipe;
 pub mod synthetic;
 pub mod testing;
 
@@ -32,6 +33,7 @@ use crate::formats::names::NamePair;
 use crate::formats::weights::{Vb, WeightFormat, Weights};
 use crate::{Error, Result};
 pub use kv_cache::KvCache;
+pub use recipe::Recipe;
 
 /// Dense or mixture-of-experts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +105,14 @@ pub trait CausalLm: Send {
     fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor>;
     /// Dimensions and identity.
     fn info(&self) -> &ModelInfo;
+    /// The model as a [`Recipe`], for backends that run the whole decoder themselves (the
+    /// fused CUDA decoder), or why it cannot be described so.
+    fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {
+        Err(format!(
+            "the {} family has no decoder recipe",
+            self.info().family
+        ))
+    }
 }
 
 /// Where a family reads its configuration from.

@@ -83,6 +83,17 @@ impl Attention {
         })
     }
 
+    /// The projections, the optional per-head Q/K norms and the configuration.
+    pub fn parts(&self) -> (&Qkv, &Linear, Option<&RmsNorm>, Option<&RmsNorm>, &Config) {
+        (
+            &self.qkv,
+            &self.o,
+            self.q_norm.as_ref(),
+            self.k_norm.as_ref(),
+            &self.cfg,
+        )
+    }
+
     /// Attends `x` (`(1, L, hidden)`) at the cache position, storing its keys and values in
     /// layer `layer` of `cache`.
     pub fn forward(
@@ -163,7 +174,7 @@ fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<
     );
     // A few queries on the CPU (decoding, short prompts): read the cache in place, in
     // llama.cpp's flash-attention numerics.
-    if l < super::attn_few::MAX_QUERIES && std::env::var_os("XX_OLD").is_none() {
+    if l < super::attn_few::MAX_QUERIES {
         let span = super::attn_few::Span {
             pos,
             first_key,

@@ -26,6 +26,11 @@ impl Embedding {
         &self.table
     }
 
+    /// The factor applied to gathered rows, if any.
+    pub fn scale(&self) -> Option<f64> {
+        self.scale
+    }
+
     /// Rows for `ids` (`(1, L)` u32) as `(1, L, hidden)` f32.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let x = self.table.embedding(ids)?;

@@ -48,6 +48,14 @@ impl Linear {
         Self { weight, bias: None }
     }
 
+    /// The quantized weight of a layer without bias (what the fused GPU decoder runs), if so.
+    pub fn quantized(&self) -> Option<&Arc<QTensor>> {
+        match (&self.weight, &self.bias) {
+            (QMatMul::QTensor(w), None) => Some(w),
+            _ => None,
+        }
+    }
+
     /// One layer computing `parts` side by side (their output rows stacked in order), when
     /// they share an input width, a weight type and bias-or-not; `None` otherwise. Each output
     /// row is computed as its part computes it, so results are the same bit for bit, with one

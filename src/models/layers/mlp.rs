@@ -86,6 +86,14 @@ impl Mlp {
         }
     }
 
+    /// Gate, up, down and the activation, when gate and up are separate matrices.
+    pub fn separate(&self) -> Option<(&Linear, &Linear, &Linear, Activation)> {
+        match &self.gate_up {
+            GateUp::Separate { gate, up } => Some((gate, up, &self.down, self.act)),
+            GateUp::Fused { .. } => None,
+        }
+    }
+
     /// Applies the network to `(..., hidden)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (g, u) = match &self.gate_up {

@@ -23,6 +23,16 @@ impl RmsNorm {
         })
     }
 
+    /// The weight (with Gemma's `1 +` applied).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The epsilon added to the mean square.
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// Normalises `(..., dim)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;

@@ -68,6 +68,17 @@ impl Rope {
         self
     }
 
+    /// The angle parameters, as the fused GPU decoder computes them: `theta_scale`, the
+    /// per-frequency divisors, the position scale, and whether pairs are half-split.
+    pub fn params(&self) -> (f32, Option<&[f32]>, f32, bool) {
+        (
+            self.theta_scale,
+            self.factors.as_deref(),
+            self.position_scale,
+            self.style == Style::HalfSplit,
+        )
+    }
+
     /// Tables for positions `start..start + len`, computed as ggml computes its RoPE cache
     /// (what llama.cpp runs): the angle starts at the position and is multiplied by
     /// `theta_scale` from one frequency to the next, in f32, then divided by the frequency's
