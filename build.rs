@@ -1,6 +1,8 @@
 //! Build script: records the git commit and the candle version the binary is built from, for
 //! the reproducibility record of `mlcli bench` (`MLCLI_GIT_COMMIT`, `MLCLI_CANDLE_VERSION`;
-//! "unknown" when git or the lock file is not available, e.g. when built from a crate tarball).
+//! "unknown" when git or the lock file is not available, e.g. when built from a crate tarball),
+//! and, with the `cuda` feature, compiles `src/models/cuda/kernels.cu` to PTX with `nvcc` for
+//! `CUDA_COMPUTE_CAP` (default 80; the driver JIT-compiles PTX for newer GPUs).
 
 use std::path::Path;
 use std::process::Command;
@@ -42,4 +44,35 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MLCLI_CANDLE_VERSION={candle}");
     println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_kernels();
+    }
+}
+
+/// `nvcc --ptx` of our CUDA kernels into `$OUT_DIR/mlcli_kernels.ptx`.
+fn build_kernels() {
+    let src = "src/models/cuda/kernels.cu";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    let cap = std::env::var("CUDA_COMPUTE_CAP")
+        .ok()
+        .map(|c| c.trim().replace('.', ""))
+        .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit()))
+        .unwrap_or_else(|| "80".into());
+    let out =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("mlcli_kernels.ptx");
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+    let status = Command::new(&nvcc)
+        .args(["--ptx", "-O3", "-std=c++17", "-lineinfo"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg("-o")
+        .arg(&out)
+        .arg(src)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("{nvcc} failed on {src} ({s})"),
+        Err(e) => panic!("cannot run {nvcc} for {src} (is the CUDA toolkit on PATH?): {e}"),
+    }
 }

@@ -11,6 +11,8 @@
 //! before the plain table, so the owner of the architecture (llama) needs no change and the
 //! variant stays in the one file of the family that needs it.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod gemma3;
 pub mod granite;
 pub mod kv_cache;

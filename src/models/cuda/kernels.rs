@@ -1,0 +1,430 @@
+//! The PTX built from `kernels.cu` (by `build.rs`) and one typed launcher per kernel.
+//!
+//! Launchers take raw device addresses (`u64`) and plain numbers, never cudarc slices, so a
+//! launch records no events and can be captured into a CUDA graph as it is.
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+
+use crate::{Error, Result};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/mlcli_kernels.ptx"));
+
+/// A device address (0 for none).
+pub type Ptr = u64;
+
+/// Maps a driver error to ours, naming what failed.
+pub fn driver(what: &str) -> impl Fn(DriverError) -> Error + '_ {
+    move |e| Error::Device(format!("CUDA {what}: {e}"))
+}
+
+/// A quantized matrix on the device.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat {
+    /// Its first byte.
+    pub ptr: Ptr,
+    /// The ggml type id.
+    pub ty: i32,
+    /// Output rows.
+    pub rows: usize,
+}
+
+/// The loaded kernels and the stream they run on.
+pub struct Kernels {
+    stream: Arc<CudaStream>,
+    mmv: CudaFunction,
+    mmq: CudaFunction,
+    mmv_glu: CudaFunction,
+    embed: CudaFunction,
+    norm_q8: CudaFunction,
+    rope_store: CudaFunction,
+    attn_one: CudaFunction,
+    attn_seq: CudaFunction,
+    glu_q8: CudaFunction,
+    argmax: CudaFunction,
+}
+
+fn cfg(grid: (usize, usize, usize), block: usize, shared: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
+        block_dim: (block as u32, 1, 1),
+        shared_mem_bytes: shared as u32,
+    }
+}
+
+/// Rotary-embedding parameters of one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeArgs {
+    /// `base^(-2 / head_dim)`.
+    pub theta_scale: f32,
+    /// Per-frequency divisors (0 for none).
+    pub factors: Ptr,
+    /// Position multiplier (linear scaling).
+    pub pos_scale: f32,
+    /// Half-split pairs rather than interleaved.
+    pub neox: bool,
+}
+
+/// Attention shape and options of one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnArgs {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv: usize,
+    /// Head width.
+    pub d: usize,
+    /// Score multiplier.
+    pub scale: f32,
+    /// Score soft-cap (0 for none).
+    pub softcap: f32,
+    /// Window (0 for none).
+    pub window: usize,
+    /// The scale multiplies the queries before they round to f16 (Gemma), not the scores.
+    pub scale_q: bool,
+}
+
+/// Dynamic shared memory of `attn_one` for heads of `d`: four warps' 32 value rows.
+pub fn one_shared(d: usize) -> usize {
+    4 * 32 * d * 2
+}
+
+/// Dynamic shared memory of `norm_q8` over rows of `k`.
+pub fn norm_shared(k: usize) -> usize {
+    16 * k
+}
+
+/// Dynamic shared memory of `attn_seq` for heads of `d`: a chunk of K and V rows (as in
+/// `seq_chunk`), four queries, four warps' exponents and flags.
+pub fn seq_shared(d: usize) -> usize {
+    let ck = 8192 / d;
+    (ck * (d + 2) * 2).next_multiple_of(16) + ck * d * 2 + 4 * d * 4 + 4 * ck * 4 + 4 * ck
+}
+
+/// Up to three (matrix, output) pairs, padded with empty ones.
+fn three(mats: &[(Mat, Ptr)]) -> ((Mat, Ptr), (Mat, Ptr), (Mat, Ptr)) {
+    let none = (
+        Mat {
+            ptr: 0,
+            ty: 0,
+            rows: 0,
+        },
+        0,
+    );
+    let get = |i: usize| mats.get(i).copied().unwrap_or(none);
+    (get(0), get(1), get(2))
+}
+
+impl Kernels {
+    /// Loads the module onto `stream`'s context.
+    pub fn load(stream: &Arc<CudaStream>) -> Result<Self> {
+        let module = stream
+            .context()
+            .load_module(Ptx::from_src(PTX))
+            .map_err(driver("loading mlcli's kernels"))?;
+        let f = |name: &str| module.load_function(name).map_err(driver(name));
+        Ok(Self {
+            stream: stream.clone(),
+            mmv: f("mmv")?,
+            mmq: f("mmq")?,
+            mmv_glu: f("mmv_glu")?,
+            embed: f("embed")?,
+            norm_q8: f("norm_q8")?,
+            rope_store: f("rope_store")?,
+            attn_one: f("attn_one")?,
+            attn_seq: f("attn_seq")?,
+            glu_q8: f("glu_q8")?,
+            argmax: f("argmax")?,
+        })
+    }
+
+    /// Lets the kernels with dynamic shared memory take `bytes` of it (beyond the default
+    /// 48 KiB only where the GPU allows).
+    pub fn allow_shared(&self, bytes: usize) -> Result<()> {
+        if bytes <= 48 * 1024 {
+            return Ok(());
+        }
+        let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        for f in [&self.norm_q8, &self.attn_seq, &self.attn_one, &self.embed] {
+            f.set_attribute(attr, bytes as i32)
+                .map_err(driver("raising the shared-memory limit"))?;
+        }
+        Ok(())
+    }
+
+    /// The stream the kernels run on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// One token: `y_m = W_m · x` for up to three matrices over the same q8 input `xq` (`k`
+    /// wide); `add0` (0 for none) is added to the first matrix's output; `cap` soft-caps.
+    pub fn mmv(&self, mats: &[(Mat, Ptr)], add0: Ptr, xq: Ptr, k: usize, cap: f32) -> Result<()> {
+        let (a, b, c) = three(mats);
+        let rows = a.0.rows + b.0.rows + c.0.rows;
+        let (r0, r1, r2, ki) = (a.0.rows as i32, b.0.rows as i32, c.0.rows as i32, k as i32);
+        let mut l = self.stream.launch_builder(&self.mmv);
+        l.arg(&a.0.ptr).arg(&b.0.ptr).arg(&c.0.ptr);
+        l.arg(&a.0.ty).arg(&b.0.ty).arg(&c.0.ty);
+        l.arg(&r0).arg(&r1).arg(&r2);
+        l.arg(&a.1).arg(&b.1).arg(&c.1);
+        l.arg(&add0).arg(&xq).arg(&ki).arg(&cap);
+        let grid = (rows.div_ceil(4), 1, 1);
+        // SAFETY: the arguments match the kernel's signature; the caller's buffers hold every
+        // width involved.
+        unsafe { l.launch(cfg(grid, 128, 0)) }.map_err(driver("mmv"))?;
+        Ok(())
+    }
+
+    /// One token's gate and up rows (`f` of them) over `xq` and the gated activation,
+    /// quantized into `out` (not `xq`).
+    pub fn mmv_glu(
+        &self,
+        (gate, up): (Mat, Mat),
+        xq: Ptr,
+        k: usize,
+        gelu: bool,
+        out: Ptr,
+    ) -> Result<()> {
+        let (ki, gelu) = (k as i32, gelu as i32);
+        let mut l = self.stream.launch_builder(&self.mmv_glu);
+        l.arg(&gate.ptr).arg(&up.ptr).arg(&gate.ty).arg(&up.ty);
+        l.arg(&xq).arg(&ki).arg(&gelu).arg(&out);
+        // SAFETY: as in `mmv`; `f` is a multiple of 32.
+        unsafe { l.launch(cfg((gate.rows / 32, 1, 1), 1024, 0)) }.map_err(driver("mmv_glu"))?;
+        Ok(())
+    }
+
+    /// Several tokens: `y_m = W_m · x` over `n` tokens in 64 × 64 tiles (int8 tensor cores on
+    /// sm_80+), `add0` added to the first matrix's output.
+    pub fn mmq(&self, mats: &[(Mat, Ptr)], add0: Ptr, xq: Ptr, k: usize, n: usize) -> Result<()> {
+        let (a, b, c) = three(mats);
+        let tiles = |r: usize| r.div_ceil(64);
+        let grid = (
+            tiles(a.0.rows) + tiles(b.0.rows) + tiles(c.0.rows),
+            n.div_ceil(64),
+            1,
+        );
+        let (r0, r1, r2) = (a.0.rows as i32, b.0.rows as i32, c.0.rows as i32);
+        let (k, n, cap) = (k as i32, n as i32, 0f32);
+        let mut l = self.stream.launch_builder(&self.mmq);
+        l.arg(&a.0.ptr).arg(&b.0.ptr).arg(&c.0.ptr);
+        l.arg(&a.0.ty).arg(&b.0.ty).arg(&c.0.ty);
+        l.arg(&r0).arg(&r1).arg(&r2);
+        l.arg(&a.1).arg(&b.1).arg(&c.1);
+        l.arg(&add0).arg(&xq).arg(&k).arg(&n).arg(&cap);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg(grid, 128, 0)) }.map_err(driver("mmq"))?;
+        Ok(())
+    }
+
+    /// Embedding rows of `n` token ids at `ids` into `out` (`k` wide), times `scale`; with
+    /// `norm` (weight, eps, q8 buffer) also the first block's quantized input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed(
+        &self,
+        table: Mat,
+        row_bytes: usize,
+        ids: Ptr,
+        n: usize,
+        out: Ptr,
+        k: usize,
+        scale: f32,
+        norm: (Ptr, f32, Ptr),
+    ) -> Result<()> {
+        let (rb, ki) = (row_bytes as i32, k as i32);
+        let mut l = self.stream.launch_builder(&self.embed);
+        l.arg(&table.ptr).arg(&table.ty).arg(&rb).arg(&ids);
+        l.arg(&out)
+            .arg(&ki)
+            .arg(&scale)
+            .arg(&norm.0)
+            .arg(&norm.1)
+            .arg(&norm.2);
+        // SAFETY: as in `mmv`; a row of shared memory.
+        unsafe { l.launch(cfg((n, 1, 1), 256, 4 * k)) }.map_err(driver("embed"))?;
+        Ok(())
+    }
+
+    /// For each of `n` rows: `h += rmsnorm(t) · w_post` when `t` is set; then, when `w` is
+    /// set, `xq = q8(rmsnorm(h) · w)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn norm_q8(
+        &self,
+        t: Ptr,
+        w_post: Ptr,
+        h: Ptr,
+        w: Ptr,
+        xq: Ptr,
+        n: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let (out, ki) = (0u64, k as i32);
+        let mut l = self.stream.launch_builder(&self.norm_q8);
+        l.arg(&t).arg(&w_post).arg(&h).arg(&w).arg(&xq).arg(&out);
+        l.arg(&ki).arg(&eps);
+        // One token: a thread per value (a warp per q8 block); prompts: 256 per token.
+        let block = match n {
+            1 => (k.div_ceil(32) * 32).clamp(128, 1024),
+            _ => 256,
+        };
+        // SAFETY: as in `mmv`; the staged rows in shared memory.
+        unsafe { l.launch(cfg((n, 1, 1), block, norm_shared(k))) }.map_err(driver("norm_q8"))?;
+        Ok(())
+    }
+
+    /// Q/K norms and RoPE for `n` tokens at the device position `pos`; K and V into the
+    /// layer's f16 cache (`ctx` positions per KV head).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store(
+        &self,
+        (q, k, v): (Ptr, Ptr, Ptr),
+        (qn, kn, eps): (Ptr, Ptr, f32),
+        (kc, vc): (Ptr, Ptr),
+        pos: Ptr,
+        ctx: usize,
+        n: usize,
+        a: &AttnArgs,
+        r: &RopeArgs,
+    ) -> Result<()> {
+        let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
+        let neox = r.neox as i32;
+        let mut l = self.stream.launch_builder(&self.rope_store);
+        l.arg(&q).arg(&k).arg(&v).arg(&qn).arg(&kn).arg(&eps);
+        l.arg(&kc)
+            .arg(&vc)
+            .arg(&pos)
+            .arg(&ctx)
+            .arg(&h)
+            .arg(&kv)
+            .arg(&d);
+        l.arg(&r.theta_scale)
+            .arg(&r.factors)
+            .arg(&r.pos_scale)
+            .arg(&neox);
+        let grid = (n, a.n_heads + a.n_kv, 1);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg(grid, a.d / 2, 0)) }.map_err(driver("rope_store"))?;
+        Ok(())
+    }
+
+    /// Attention of one token: norms and RoPE of its query heads and key, its key and value
+    /// into the layer's f16 cache, then `nsplit` splits of `chunk` keys (partials in `part`,
+    /// a counter per head in `done`) joined into `xq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_one(
+        &self,
+        (q, k, v): (Ptr, Ptr, Ptr),
+        (qn, kn, eps): (Ptr, Ptr, f32),
+        (kc, vc): (Ptr, Ptr),
+        (part, done): (Ptr, Ptr),
+        xq: Ptr,
+        pos: Ptr,
+        ctx: usize,
+        a: &AttnArgs,
+        r: &RopeArgs,
+        (nsplit, chunk): (usize, usize),
+    ) -> Result<()> {
+        let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
+        let (window, chunk_i, neox) = (a.window as i32, chunk as i32, r.neox as i32);
+        let mut l = self.stream.launch_builder(&self.attn_one);
+        l.arg(&q).arg(&k).arg(&v).arg(&qn).arg(&kn).arg(&eps);
+        l.arg(&kc)
+            .arg(&vc)
+            .arg(&part)
+            .arg(&done)
+            .arg(&xq)
+            .arg(&pos)
+            .arg(&ctx);
+        l.arg(&h)
+            .arg(&kv)
+            .arg(&d)
+            .arg(&a.scale)
+            .arg(&a.softcap)
+            .arg(&window)
+            .arg(&chunk_i);
+        l.arg(&r.theta_scale)
+            .arg(&r.factors)
+            .arg(&r.pos_scale)
+            .arg(&neox);
+        // SAFETY: as in `mmv`.
+        let grid = (a.n_heads, 1, nsplit);
+        unsafe { l.launch(cfg(grid, 128, one_shared(a.d))) }.map_err(driver("attn_one"))?;
+        Ok(())
+    }
+
+    /// Attention of `n` queries in llama.cpp's CPU order (for prompts), into `xq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_seq(
+        &self,
+        q: Ptr,
+        (kc, vc): (Ptr, Ptr),
+        xq: Ptr,
+        pos: Ptr,
+        ctx: usize,
+        n: usize,
+        a: &AttnArgs,
+    ) -> Result<()> {
+        let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
+        let (window, scale_q, ni) = (a.window as i32, a.scale_q as i32, n as i32);
+        let mut l = self.stream.launch_builder(&self.attn_seq);
+        l.arg(&q)
+            .arg(&kc)
+            .arg(&vc)
+            .arg(&xq)
+            .arg(&pos)
+            .arg(&ctx)
+            .arg(&h)
+            .arg(&kv)
+            .arg(&d);
+        l.arg(&a.scale)
+            .arg(&scale_q)
+            .arg(&a.softcap)
+            .arg(&window)
+            .arg(&ni);
+        // SAFETY: as in `mmv`.
+        let grid = (a.n_heads, n.div_ceil(4), 1);
+        unsafe { l.launch(cfg(grid, 128, seq_shared(a.d))) }.map_err(driver("attn_seq"))?;
+        Ok(())
+    }
+
+    /// `xq = q8(act(g) · u)` for `n` tokens of width `f`.
+    pub fn glu_q8(&self, g: Ptr, u: Ptr, xq: Ptr, n: usize, f: usize, gelu: bool) -> Result<()> {
+        let (fi, act) = (f as i32, gelu as i32);
+        let mut l = self.stream.launch_builder(&self.glu_q8);
+        l.arg(&g).arg(&u).arg(&xq).arg(&fi).arg(&act);
+        let grid = ((f / 32).div_ceil(4), n, 1);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg(grid, 128, 0)) }.map_err(driver("glu_q8"))?;
+        Ok(())
+    }
+
+    /// The index of the largest of `n` floats at `x` (the lowest among equals) into the i32
+    /// at `out`, through per-block partials (`part_v`, `part_i`: `n / 1024` rounded up) and a
+    /// zeroed counter the kernel leaves zeroed.
+    pub fn argmax(
+        &self,
+        x: Ptr,
+        n: usize,
+        (part_v, part_i, count): (Ptr, Ptr, Ptr),
+        out: Ptr,
+    ) -> Result<()> {
+        let ni = n as i32;
+        let mut l = self.stream.launch_builder(&self.argmax);
+        l.arg(&x)
+            .arg(&ni)
+            .arg(&part_v)
+            .arg(&part_i)
+            .arg(&count)
+            .arg(&out);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg((n.div_ceil(1024), 1, 1), 1024, 0)) }.map_err(driver("argmax"))?;
+        Ok(())
+    }
+}

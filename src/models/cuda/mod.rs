@@ -1,0 +1,654 @@
+//! The fused CUDA decoder: runs a [`Recipe`] with mlcli's own kernels (`kernels.cu`) instead
+//! of Candle's op-by-op graph.
+//!
+//! - Products quantize their input to 8 bits per 32 values and take integer dot products
+//!   with the GGUF blocks in place (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), as llama.cpp does
+//!   on the CPU and the GPU, so the logits stay close to the CPU build's.
+//! - Norms, RoPE with the K/V store, attention (split over the keys) and the gated activation
+//!   are one kernel each, and each writes its successor's quantized input directly.
+//! - All buffers, the f16 KV cache included, are allocated once. Kernels read the position
+//!   and token ids from device memory, so the one-token step is captured once as a CUDA graph
+//!   and replayed for every generated token: one launch per token instead of hundreds.
+
+mod kernels;
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, CudaStream, DevicePtr};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use self::kernels::{driver, AttnArgs, Kernels, Mat, Ptr, RopeArgs};
+use super::layers::mlp::Activation;
+use super::layers::norm::RmsNorm;
+use super::recipe::{Recipe, Unsupported};
+use crate::{Error, Result};
+
+/// Keys per attention split at least; longer contexts use longer splits, at most `MAX_SPLITS`.
+const MIN_CHUNK: usize = 128;
+const MAX_SPLITS: usize = 32;
+
+/// The ggml id of a weight type the kernels multiply, with its block bytes and values.
+fn type_id(t: GgmlDType) -> Option<(i32, usize, usize)> {
+    Some(match t {
+        GgmlDType::Q4_0 => (2, 18, 32),
+        GgmlDType::Q4_1 => (3, 20, 32),
+        GgmlDType::Q5_0 => (6, 22, 32),
+        GgmlDType::Q8_0 => (8, 34, 32),
+        GgmlDType::Q4K => (12, 144, 256),
+        GgmlDType::Q6K => (14, 210, 256),
+        _ => return None,
+    })
+}
+
+const SUPPORTED: &str = "Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K";
+
+fn ptr_of<T>(s: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Ptr {
+    let (p, _sync) = s.device_ptr(stream);
+    p
+}
+
+/// Device memory with its address taken once, so launches (and graph capture) never touch
+/// cudarc's event tracking.
+struct DevBuf<T> {
+    ptr: Ptr,
+    _mem: CudaSlice<T>,
+}
+
+impl<T> DevBuf<T> {
+    fn new(mem: CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
+        Self {
+            ptr: ptr_of(&mem, stream),
+            _mem: mem,
+        }
+    }
+}
+
+fn opt(b: &Option<DevBuf<f32>>) -> Ptr {
+    b.as_ref().map_or(0, |b| b.ptr)
+}
+
+/// A weight matrix in place on the device (the tensor is kept alive with it).
+struct Weight {
+    mat: Mat,
+    _keep: Arc<QTensor>,
+}
+
+impl Weight {
+    fn new(t: &Arc<QTensor>, what: &str) -> Result<Self> {
+        let (rows, _) = t.shape().dims2()?;
+        let (ty, _, _) = type_id(t.dtype()).ok_or_else(|| {
+            Error::Config(format!(
+                "{what}: weight type {:?} has no fused CUDA kernel; supported: {SUPPORTED}",
+                t.dtype()
+            ))
+        })?;
+        Ok(Self {
+            mat: Mat {
+                ptr: t.device_ptr()? as Ptr,
+                ty,
+                rows,
+            },
+            _keep: t.clone(),
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: DevBuf<f32>,
+    q: Weight,
+    k: Weight,
+    v: Weight,
+    o: Weight,
+    q_norm: Option<DevBuf<f32>>,
+    k_norm: Option<DevBuf<f32>>,
+    qk_eps: f32,
+    attn: AttnArgs,
+    rope: RopeArgs,
+    _factors: Option<CudaSlice<f32>>,
+    post_attn_norm: Option<DevBuf<f32>>,
+    ffn_norm: DevBuf<f32>,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+    gelu: bool,
+    post_ffn_norm: Option<DevBuf<f32>>,
+    kc: DevBuf<u16>,
+    vc: DevBuf<u16>,
+}
+
+/// Scratch buffers for up to `max_tokens` tokens.
+struct Buffers {
+    ids: CudaSlice<i32>,
+    pos: CudaSlice<i32>,
+    h: CudaSlice<f32>,
+    t: CudaSlice<f32>,
+    xq: CudaSlice<u8>,
+    xq2: CudaSlice<u8>,
+    q: CudaSlice<f32>,
+    k: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    g: CudaSlice<f32>,
+    u: CudaSlice<f32>,
+    part: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    best: CudaSlice<i32>,
+    done: CudaSlice<u32>,
+    count: CudaSlice<u32>,
+    arg_v: CudaSlice<f32>,
+    arg_i: CudaSlice<i32>,
+}
+
+/// Addresses of the buffers (taken once; launches use these).
+#[derive(Clone, Copy)]
+struct Ptrs {
+    ids: Ptr,
+    pos: Ptr,
+    h: Ptr,
+    t: Ptr,
+    xq: Ptr,
+    xq2: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    g: Ptr,
+    u: Ptr,
+    part: Ptr,
+    logits: Ptr,
+    best: Ptr,
+    done: Ptr,
+    count: Ptr,
+    arg_v: Ptr,
+    arg_i: Ptr,
+}
+
+/// The captured one-token step.
+struct Graph(CudaGraph);
+
+// SAFETY: a CUDA graph may be used from any thread as long as calls on it are serialized
+// (CUDA's graph thread-safety rules); the decoder owns it and takes `&mut self` to launch it,
+// so moving the decoder to another thread (the chat UI's worker) keeps every call serialized.
+unsafe impl Send for Graph {}
+
+/// A decoder running a [`Recipe`] on one CUDA device.
+pub struct Decoder {
+    k: Kernels,
+    layers: Vec<Layer>,
+    embed: Weight,
+    embed_row_bytes: usize,
+    embed_scale: f32,
+    norm: DevBuf<f32>,
+    eps: f32,
+    output: Weight,
+    final_softcap: f32,
+    hidden: usize,
+    vocab: usize,
+    ctx: usize,
+    max_tokens: usize,
+    chunk: usize,
+    splits: usize,
+    buf: Buffers,
+    p: Ptrs,
+    /// Captured one-token steps, by the number of attention splits they launch.
+    graphs: Vec<Option<Graph>>,
+    use_graph: bool,
+    trace: bool,
+}
+
+/// Whether `recipe` is of a shape the kernels run (dimensions, weight types); why not if not.
+pub fn check(recipe: &Recipe) -> std::result::Result<(), Unsupported> {
+    let types = |t: &Arc<QTensor>| type_id(t.dtype()).is_some();
+    let first = recipe.blocks.first().ok_or("the model has no blocks")?;
+    let (hidden, d) = (first.attn.hidden, first.attn.head_dim);
+    if !(d.is_multiple_of(64) && d <= 256) {
+        return Err(format!(
+            "head width {d} (the fused kernels take multiples of 64 up to 256)"
+        ));
+    }
+    if !hidden.is_multiple_of(32) {
+        return Err(format!("model width {hidden} is not a multiple of 32"));
+    }
+    for (i, b) in recipe.blocks.iter().enumerate() {
+        for (name, w) in [
+            ("attn_q", &b.q),
+            ("attn_k", &b.k),
+            ("attn_v", &b.v),
+            ("attn_output", &b.o),
+            ("ffn_gate", &b.gate),
+            ("ffn_up", &b.up),
+            ("ffn_down", &b.down),
+        ] {
+            if !types(w) {
+                return Err(format!(
+                    "blk.{i}.{name} is {:?}; the fused kernels take {SUPPORTED}",
+                    w.dtype()
+                ));
+            }
+        }
+        if b.attn.head_dim != d || b.attn.hidden != hidden {
+            return Err("blocks of different widths".into());
+        }
+        if b.gate.shape().dims2().map(|s| s.0).ok() != b.up.shape().dims2().map(|s| s.0).ok() {
+            return Err("gate and up of different widths".into());
+        }
+    }
+    for (name, w) in [("token_embd", &recipe.embed), ("output", &recipe.output)] {
+        if !types(w) {
+            return Err(format!(
+                "{name} is {:?}; the fused kernels take {SUPPORTED}",
+                w.dtype()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn upload(stream: &Arc<CudaStream>, t: &Tensor) -> Result<CudaSlice<f32>> {
+    let host: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+    stream.clone_htod(&host).map_err(driver("upload"))
+}
+
+fn upload_norm(stream: &Arc<CudaStream>, n: &RmsNorm) -> Result<DevBuf<f32>> {
+    Ok(DevBuf::new(upload(stream, n.weight())?, stream))
+}
+
+fn zeros<T>(stream: &Arc<CudaStream>, n: usize) -> Result<CudaSlice<T>>
+where
+    T: candle_core::cuda_backend::cudarc::driver::DeviceRepr
+        + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits,
+{
+    stream.alloc_zeros::<T>(n.max(1)).map_err(driver("alloc"))
+}
+
+impl Decoder {
+    /// Uploads what the kernels need beside the weights (norms, tables) and allocates the
+    /// KV cache for `ctx` positions and scratch for `max_tokens` tokens per call.
+    pub fn new(recipe: &Recipe, device: &Device, ctx: usize, max_tokens: usize) -> Result<Self> {
+        check(recipe).map_err(Error::Config)?;
+        let Device::Cuda(dev) = device else {
+            return Err(Error::Device(
+                "the fused decoder runs on CUDA devices".into(),
+            ));
+        };
+        let stream = dev.cuda_stream();
+        let k = Kernels::load(&stream)?;
+        let first = &recipe.blocks[0].attn;
+        let (hidden, d) = (first.hidden, first.head_dim);
+        let max_tokens = max_tokens.clamp(1, ctx.max(1));
+        let chunk = MIN_CHUNK.max(ctx.div_ceil(MAX_SPLITS));
+        let splits = ctx.div_ceil(chunk).max(1);
+        let mut layers = Vec::with_capacity(recipe.blocks.len());
+        let (mut max_q, mut max_kv, mut ffn, mut max_heads) = (0, 0, 0, 0);
+        for (i, b) in recipe.blocks.iter().enumerate() {
+            let a = &b.attn;
+            let (theta_scale, factors, pos_scale, neox) = b.rope.params();
+            let factors = factors
+                .map(|f| stream.clone_htod(f).map_err(driver("upload")))
+                .transpose()?;
+            let f = b.gate.shape().dims2()?.0;
+            max_q = max_q.max(a.n_heads * d);
+            max_kv = max_kv.max(a.n_kv_heads * d);
+            max_heads = max_heads.max(a.n_heads);
+            ffn = ffn.max(f);
+            let name = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: upload_norm(&stream, &b.attn_norm)?,
+                q: Weight::new(&b.q, &name("attn_q"))?,
+                k: Weight::new(&b.k, &name("attn_k"))?,
+                v: Weight::new(&b.v, &name("attn_v"))?,
+                o: Weight::new(&b.o, &name("attn_output"))?,
+                qk_eps: b.q_norm.as_ref().map_or(0.0, |n| n.eps()),
+                q_norm: b
+                    .q_norm
+                    .as_ref()
+                    .map(|n| upload_norm(&stream, n))
+                    .transpose()?,
+                k_norm: b
+                    .k_norm
+                    .as_ref()
+                    .map(|n| upload_norm(&stream, n))
+                    .transpose()?,
+                attn: AttnArgs {
+                    n_heads: a.n_heads,
+                    n_kv: a.n_kv_heads,
+                    d,
+                    scale: a.scale as f32,
+                    softcap: a.softcap.map_or(0.0, |c| c as f32),
+                    window: a.sliding_window.unwrap_or(0),
+                    scale_q: a.scale_queries,
+                },
+                rope: RopeArgs {
+                    theta_scale,
+                    factors: factors.as_ref().map_or(0, |f| ptr_of(f, &stream)),
+                    pos_scale,
+                    neox,
+                },
+                _factors: factors,
+                post_attn_norm: b
+                    .post_attn_norm
+                    .as_ref()
+                    .map(|n| upload_norm(&stream, n))
+                    .transpose()?,
+                ffn_norm: upload_norm(&stream, &b.ffn_norm)?,
+                gate: Weight::new(&b.gate, &name("ffn_gate"))?,
+                up: Weight::new(&b.up, &name("ffn_up"))?,
+                down: Weight::new(&b.down, &name("ffn_down"))?,
+                gelu: b.act == Activation::GeluTanh,
+                post_ffn_norm: b
+                    .post_ffn_norm
+                    .as_ref()
+                    .map(|n| upload_norm(&stream, n))
+                    .transpose()?,
+                kc: DevBuf::new(zeros(&stream, a.n_kv_heads * ctx * d)?, &stream),
+                vc: DevBuf::new(zeros(&stream, a.n_kv_heads * ctx * d)?, &stream),
+            });
+        }
+        let (vocab, _) = recipe.output.shape().dims2()?;
+        let (ety, eblock_bytes, eblock) = type_id(recipe.embed.dtype()).ok_or_else(|| {
+            Error::Config(format!(
+                "token_embd is {:?}; supported: {SUPPORTED}",
+                recipe.embed.dtype()
+            ))
+        })?;
+        let _ = ety;
+        let widest = hidden.max(max_q).max(ffn);
+        let t = max_tokens;
+        let buf = Buffers {
+            ids: zeros(&stream, t)?,
+            pos: zeros(&stream, 1)?,
+            h: zeros(&stream, t * hidden)?,
+            t: zeros(&stream, t * hidden)?,
+            xq: zeros(&stream, t * widest / 32 * 40)?,
+            xq2: zeros(&stream, ffn / 32 * 40)?,
+            q: zeros(&stream, t * max_q)?,
+            k: zeros(&stream, t * max_kv)?,
+            v: zeros(&stream, t * max_kv)?,
+            g: zeros(&stream, t * ffn)?,
+            u: zeros(&stream, t * ffn)?,
+            part: zeros(&stream, max_heads * splits * (d + 2))?,
+            logits: zeros(&stream, vocab)?,
+            best: zeros(&stream, 1)?,
+            done: zeros(&stream, max_heads)?,
+            count: zeros(&stream, 1)?,
+            arg_v: zeros(&stream, vocab.div_ceil(1024))?,
+            arg_i: zeros(&stream, vocab.div_ceil(1024))?,
+        };
+        let s = &stream;
+        let p = Ptrs {
+            ids: ptr_of(&buf.ids, s),
+            pos: ptr_of(&buf.pos, s),
+            h: ptr_of(&buf.h, s),
+            t: ptr_of(&buf.t, s),
+            xq: ptr_of(&buf.xq, s),
+            xq2: ptr_of(&buf.xq2, s),
+            q: ptr_of(&buf.q, s),
+            k: ptr_of(&buf.k, s),
+            v: ptr_of(&buf.v, s),
+            g: ptr_of(&buf.g, s),
+            u: ptr_of(&buf.u, s),
+            part: ptr_of(&buf.part, s),
+            logits: ptr_of(&buf.logits, s),
+            best: ptr_of(&buf.best, s),
+            done: ptr_of(&buf.done, s),
+            count: ptr_of(&buf.count, s),
+            arg_v: ptr_of(&buf.arg_v, s),
+            arg_i: ptr_of(&buf.arg_i, s),
+        };
+        k.allow_shared(
+            kernels::norm_shared(hidden)
+                .max(kernels::seq_shared(d))
+                .max(kernels::one_shared(d)),
+        )?;
+        Ok(Self {
+            k,
+            layers,
+            embed: Weight::new(&recipe.embed, "token_embd")?,
+            embed_row_bytes: hidden / eblock * eblock_bytes,
+            embed_scale: recipe.embed_scale,
+            norm: upload_norm(&stream, &recipe.norm)?,
+            eps: recipe.norm.eps(),
+            output: Weight::new(&recipe.output, "output")?,
+            final_softcap: recipe.final_softcap.unwrap_or(0.0),
+            hidden,
+            vocab,
+            ctx,
+            max_tokens,
+            chunk,
+            splits,
+            buf,
+            p,
+            graphs: (0..=splits).map(|_| None).collect(),
+            use_graph: std::env::var("MLCLI_CUDA_GRAPH").map_or(true, |v| v != "0"),
+            trace: std::env::var_os("MLCLI_CUDA_TRACE").is_some(),
+        })
+    }
+
+    /// Positions the KV cache holds.
+    pub fn ctx_size(&self) -> usize {
+        self.ctx
+    }
+
+    /// Feeds `tokens` at positions `pos..` and returns the last one's logits.
+    pub fn feed(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.run(tokens, pos)?;
+        let stream = self.k.stream().clone();
+        let logits = stream
+            .clone_dtoh(&self.buf.logits)
+            .map_err(driver("reading the logits"))?;
+        Ok(logits)
+    }
+
+    /// Feeds `tokens` and returns the id of the largest logit, computed on the GPU.
+    pub fn feed_greedy(&mut self, tokens: &[u32], pos: usize) -> Result<u32> {
+        self.run(tokens, pos)?;
+        let stream = self.k.stream().clone();
+        let best = stream
+            .clone_dtoh(&self.buf.best)
+            .map_err(driver("reading the argmax"))?;
+        Ok(best.first().copied().unwrap_or(0) as u32)
+    }
+
+    fn run(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Config("nothing to feed: the prompt is empty".into()));
+        }
+        if pos + tokens.len() > self.ctx {
+            return Err(Error::ContextFull {
+                needed: pos + tokens.len(),
+                ctx_size: self.ctx,
+                model_max: self.ctx,
+            });
+        }
+        let stream = self.k.stream().clone();
+        for (i, chunk) in tokens.chunks(self.max_tokens).enumerate() {
+            let at = pos + i * self.max_tokens;
+            let ids: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
+            stream
+                .memcpy_htod(&ids, &mut self.buf.ids.slice_mut(..ids.len()))
+                .map_err(driver("copying token ids"))?;
+            stream
+                .memcpy_htod(&[at as i32], &mut self.buf.pos)
+                .map_err(driver("copying the position"))?;
+            // Only as many key splits as the last query needs (the graph of a one-token step
+            // is captured once per count).
+            let nsplit = (at + chunk.len())
+                .div_ceil(self.chunk)
+                .clamp(1, self.splits);
+            if chunk.len() == 1 && self.use_graph {
+                if self.graphs[nsplit].is_none() {
+                    stream
+                        .begin_capture(
+                            sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                        )
+                        .map_err(driver("starting graph capture"))?;
+                    let launched = self.step(1, nsplit);
+                    let graph = stream
+                        .end_capture(sys::CUgraphInstantiate_flags(0))
+                        .map_err(driver("capturing the decode step"))?;
+                    launched?;
+                    self.graphs[nsplit] = graph.map(Graph);
+                }
+                match &self.graphs[nsplit] {
+                    Some(g) => g.0.launch().map_err(driver("launching the decode graph"))?,
+                    None => self.step(1, nsplit)?,
+                }
+            } else {
+                self.step(chunk.len(), nsplit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints statistics of the residual stream after block `i` (`MLCLI_CUDA_TRACE`, for
+    /// comparing with `inspect --layer-trace` on the CPU; prompts only, never in a graph).
+    fn trace_block(&self, i: usize, n: usize) -> Result<()> {
+        let h = self
+            .k
+            .stream()
+            .clone_dtoh(&self.buf.h.slice(..n * self.hidden))
+            .map_err(driver("reading the trace"))?;
+        let len = h.len() as f64;
+        let mean = h.iter().map(|&x| x as f64).sum::<f64>() / len;
+        let var = h.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / len;
+        let (lo, hi) = h
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        eprintln!(
+            "trace block {i:>2}: mean {mean:+.6} std {:.6} min {lo:+.4} max {hi:+.4} last[0..4] {:?}",
+            var.sqrt(),
+            &h[(n - 1) * self.hidden..(n - 1) * self.hidden + 4]
+        );
+        Ok(())
+    }
+
+    /// Launches one forward pass over `n` tokens (ids and position already on the device):
+    /// the one-token form for a single token, the prompt form otherwise.
+    fn step(&self, n: usize, nsplit: usize) -> Result<()> {
+        let (k, p, hd) = (&self.k, self.p, self.hidden);
+        let first = self.layers.first().map_or(0, |l| l.attn_norm.ptr);
+        k.embed(
+            self.embed.mat,
+            self.embed_row_bytes,
+            p.ids,
+            n,
+            p.h,
+            hd,
+            self.embed_scale,
+            (first, self.eps, p.xq),
+        )?;
+        for (i, l) in self.layers.iter().enumerate() {
+            // The next block's (or the final) norm, which each block applies to its output
+            // as the next one's quantized input.
+            let next = self
+                .layers
+                .get(i + 1)
+                .map_or(self.norm.ptr, |nl| nl.attn_norm.ptr);
+            match n {
+                1 => self.block_one(l, next, nsplit)?,
+                _ => self.block_prompt(l, next, n)?,
+            }
+            if self.trace && n > 1 {
+                self.trace_block(i, n)?;
+            }
+        }
+        // The last token: output layer (its input quantized by the last block), argmax.
+        let out = [(self.output.mat, p.logits)];
+        let xq = p.xq + ((n - 1) * hd / 32 * 40) as Ptr;
+        k.mmv(&out, 0, xq, hd, self.final_softcap)?;
+        k.argmax(p.logits, self.vocab, (p.arg_v, p.arg_i, p.count), p.best)
+    }
+
+    /// One block for one token, seven launches: Q/K/V; attention with the norms, RoPE and
+    /// cache store of the token's own key (the splits joined by the last); the output
+    /// projection; a norm; gate and up with the gated activation; down; a norm (the next
+    /// block's input, with Gemma's post-norms folded into the two norms).
+    fn block_one(&self, l: &Layer, next: Ptr, nsplit: usize) -> Result<()> {
+        let (k, p, hd, eps) = (&self.k, self.p, self.hidden, self.eps);
+        let a = &l.attn;
+        k.mmv(
+            &[(l.q.mat, p.q), (l.k.mat, p.k), (l.v.mat, p.v)],
+            0,
+            p.xq,
+            hd,
+            0.0,
+        )?;
+        k.attention_one(
+            (p.q, p.k, p.v),
+            (opt(&l.q_norm), opt(&l.k_norm), l.qk_eps),
+            (l.kc.ptr, l.vc.ptr),
+            (p.part, p.done),
+            p.xq,
+            p.pos,
+            self.ctx,
+            a,
+            &l.rope,
+            (nsplit, self.chunk),
+        )?;
+        let (qd, f) = (a.n_heads * a.d, l.gate.mat.rows);
+        match &l.post_attn_norm {
+            Some(post) => {
+                k.mmv(&[(l.o.mat, p.t)], 0, p.xq, qd, 0.0)?;
+                k.norm_q8(p.t, post.ptr, p.h, l.ffn_norm.ptr, p.xq, 1, hd, eps)?;
+            }
+            None => {
+                k.mmv(&[(l.o.mat, p.h)], p.h, p.xq, qd, 0.0)?;
+                k.norm_q8(0, 0, p.h, l.ffn_norm.ptr, p.xq, 1, hd, eps)?;
+            }
+        }
+        k.mmv_glu((l.gate.mat, l.up.mat), p.xq, hd, l.gelu, p.xq2)?;
+        match &l.post_ffn_norm {
+            Some(post) => {
+                k.mmv(&[(l.down.mat, p.t)], 0, p.xq2, f, 0.0)?;
+                k.norm_q8(p.t, post.ptr, p.h, next, p.xq, 1, hd, eps)
+            }
+            None => {
+                k.mmv(&[(l.down.mat, p.h)], p.h, p.xq2, f, 0.0)?;
+                k.norm_q8(0, 0, p.h, next, p.xq, 1, hd, eps)
+            }
+        }
+    }
+
+    /// One block for `n` prompt tokens: norms, products (tensor-core tiles beyond 8 tokens),
+    /// RoPE and the cache store, attention in llama.cpp's CPU order, the gated activation.
+    fn block_prompt(&self, l: &Layer, next: Ptr, n: usize) -> Result<()> {
+        let (k, p, hd, eps) = (&self.k, self.p, self.hidden, self.eps);
+        let a = &l.attn;
+        let qkv = [(l.q.mat, p.q), (l.k.mat, p.k), (l.v.mat, p.v)];
+        k.mmq(&qkv, 0, p.xq, hd, n)?;
+        let cache = (l.kc.ptr, l.vc.ptr);
+        k.rope_store(
+            (p.q, p.k, p.v),
+            (opt(&l.q_norm), opt(&l.k_norm), l.qk_eps),
+            cache,
+            p.pos,
+            self.ctx,
+            n,
+            a,
+            &l.rope,
+        )?;
+        k.attention_seq(p.q, cache, p.xq, p.pos, self.ctx, n, a)?;
+        let (qd, f) = (a.n_heads * a.d, l.gate.mat.rows);
+        match &l.post_attn_norm {
+            Some(post) => {
+                k.mmq(&[(l.o.mat, p.t)], 0, p.xq, qd, n)?;
+                k.norm_q8(p.t, post.ptr, p.h, l.ffn_norm.ptr, p.xq, n, hd, eps)?;
+            }
+            None => {
+                k.mmq(&[(l.o.mat, p.h)], p.h, p.xq, qd, n)?;
+                k.norm_q8(0, 0, p.h, l.ffn_norm.ptr, p.xq, n, hd, eps)?;
+            }
+        }
+        k.mmq(&[(l.gate.mat, p.g), (l.up.mat, p.u)], 0, p.xq, hd, n)?;
+        k.glu_q8(p.g, p.u, p.xq, n, f, l.gelu)?;
+        match &l.post_ffn_norm {
+            Some(post) => {
+                k.mmq(&[(l.down.mat, p.t)], 0, p.xq, f, n)?;
+                k.norm_q8(p.t, post.ptr, p.h, next, p.xq, n, hd, eps)
+            }
+            None => {
+                k.mmq(&[(l.down.mat, p.h)], p.h, p.xq, f, n)?;
+                k.norm_q8(0, 0, p.h, next, p.xq, n, hd, eps)
+            }
+        }
+    }
+}
