@@ -322,6 +322,9 @@ fn measure(a: &RunArgs, s: &Sweep, sources: &[Source], format: Format) -> anyhow
                 out.set_record(rec.clone());
             }
             let label = device::label(&sel.device);
+            if !sel.device.is_cpu() {
+                eprintln!("bench: {label}: {}", loaded.engine.decoder_note());
+            }
             let settings = run::Settings {
                 repetitions: a.repetitions,
                 warmup: !a.no_warmup,

@@ -179,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mib(crate::bench::memory::rss_bytes()),
             mib(crate::bench::memory::peak_rss_bytes()),
         );
+        eprintln!("decoder: {}", engine.decoder_note());
         if let TemplateOrigin::FamilyDefault(name) = engine.template_origin() {
             eprintln!(
                 "note: the model has no chat template; using the {} family's default '{name}' \

@@ -20,6 +20,7 @@ use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
 use crate::formats::weights::Precision;
+use crate::models::fused::{self, Fused};
 use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo, Tracer};
 use crate::{Error, Result};
 pub use sampler::Params as SamplingParams;
@@ -144,6 +145,13 @@ pub enum TemplateOrigin {
     FamilyDefault(&'static str),
 }
 
+/// What a forward pass hands the sampler.
+enum Next {
+    Logits(Vec<f32>),
+    /// The greedy choice, made on the device.
+    Token(u32),
+}
+
 /// A loaded model ready to generate.
 pub struct Engine {
     model: Box<dyn CausalLm>,
@@ -151,6 +159,10 @@ pub struct Engine {
     template: Option<ChatTemplate>,
     template_origin: TemplateOrigin,
     cache: KvCache,
+    /// The backend's fused decoder, which keeps its own KV cache, when the model runs on it.
+    fused: Option<Fused>,
+    /// Which decoder runs the model and why (`-v`).
+    decoder_note: String,
     cached: Vec<u32>,
     device: Device,
     batch_size: usize,
@@ -226,8 +238,11 @@ impl Engine {
         if ctx == 0 {
             return Err(Error::Config("context size must be at least 1".into()));
         }
+        let (fused, decoder_note) = fused::build(&*model, &opts.device, ctx, opts.batch_size)?;
         Ok(Self {
             cache: KvCache::new(info.n_layers, ctx),
+            fused,
+            decoder_note,
             model,
             tokenizer: Arc::new(tokenizer),
             defaults,
@@ -278,6 +293,11 @@ impl Engine {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Which decoder runs the model (fused on the GPU, or layer by layer) and why.
+    pub fn decoder_note(&self) -> &str {
+        &self.decoder_note
     }
 
     /// Renders `messages` with the chat template and tokenizes the result (special tokens in
@@ -336,6 +356,12 @@ impl Engine {
         }
         self.cache = KvCache::new(self.info().n_layers, ctx);
         self.cached.clear();
+        if self.fused.is_some() {
+            // Free the old cache before the new one is allocated.
+            self.fused = None;
+            let (fused, note) = fused::build(&*self.model, &self.device, ctx, self.batch_size)?;
+            (self.fused, self.decoder_note) = (fused, note);
+        }
         Ok(())
     }
 
@@ -369,6 +395,11 @@ impl Engine {
                 model_max: self.info().context_length,
             });
         }
+        if let (Some(f), None) = (self.fused.as_mut(), tracer.as_ref()) {
+            let logits = f.feed(tokens, self.cached.len())?;
+            self.cached.extend_from_slice(tokens);
+            return Ok(logits);
+        }
         let mut logits = None;
         for chunk in tokens.chunks(self.batch_size) {
             let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
@@ -386,6 +417,26 @@ impl Engine {
         match logits {
             Some(l) => Ok(l.to_vec1()?),
             None => Err(Error::Config("nothing to feed: the prompt is empty".into())),
+        }
+    }
+
+    /// Feeds `tokens`; with `on_device`, returns the greedy token found by the fused decoder.
+    fn next(&mut self, tokens: &[u32], on_device: bool) -> Result<Next> {
+        match (on_device, self.fused.as_mut()) {
+            (true, Some(f)) => {
+                let needed = self.cached.len() + tokens.len();
+                if needed > self.cache.max_len() {
+                    return Err(Error::ContextFull {
+                        needed,
+                        ctx_size: self.cache.max_len(),
+                        model_max: self.model.info().context_length,
+                    });
+                }
+                let t = f.feed_greedy(tokens, self.cached.len())?;
+                self.cached.extend_from_slice(tokens);
+                Ok(Next::Token(t))
+            }
+            _ => Ok(Next::Logits(self.feed(tokens)?)),
         }
     }
 
@@ -419,11 +470,13 @@ impl Engine {
         let reused = common.min(prompt.len() - 1);
         self.cache.truncate(reused);
         self.cached.truncate(reused);
-        // 2. Prefill.
-        let mut logits = self.feed(&prompt[reused..])?;
+        // 2. Prefill. Greedy decoding on a fused decoder takes the argmax on the device and
+        //    reads back one id instead of the logits.
+        let mut sampler = sampler::Sampler::new(params.sampling.clone());
+        let on_device = self.fused.is_some() && sampler.is_greedy();
+        let mut next = self.next(&prompt[reused..], on_device)?;
         let prompt_time = start.elapsed();
         // 3. Decode.
-        let mut sampler = sampler::Sampler::new(params.sampling.clone());
         let mut stops = stop::StopMatcher::new(&params.stop);
         let tokenizer = Arc::clone(&self.tokenizer);
         let mut stream = tokenizer.stream();
@@ -435,7 +488,10 @@ impl Engine {
         let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
         let stop_reason = loop {
             let sampling_start = Instant::now();
-            let token = sampler.sample(&logits, &history);
+            let token = match &next {
+                Next::Logits(logits) => sampler.sample(logits, &history),
+                Next::Token(t) => *t,
+            };
             let sampled_at = Instant::now();
             sampling_time += sampled_at - sampling_start;
             token_times.push(sampled_at - start);
@@ -459,7 +515,7 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             let forward_start = Instant::now();
-            logits = self.feed(&[token])?;
+            next = self.next(&[token], on_device)?;
             decode_forward_time += forward_start.elapsed();
         };
         if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {

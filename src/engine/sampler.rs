@@ -50,6 +50,13 @@ impl Sampler {
         Self { params, rng }
     }
 
+    /// Whether this sampler always picks the largest logit (temperature 0, no repeat
+    /// penalty), so a backend may pick it without handing over the logits.
+    pub fn is_greedy(&self) -> bool {
+        let p = &self.params;
+        p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
+    }
+
     /// Picks the next token from `logits`; `recent` are the tokens seen so far (for the
     /// repeat penalty).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod fused;
 pub mod gemma3;
 pub mod granite;
 pub mod kv_cache;
