@@ -52,7 +52,8 @@ fn main() {
 /// `nvcc --ptx` of our CUDA kernels into `$OUT_DIR/mlcli_kernels.ptx`.
 fn build_kernels() {
     let src = "src/models/cuda/kernels.cu";
-    println!("cargo:rerun-if-changed={src}");
+    // The directory: kernels.cu includes its parts (*.cuh) from there.
+    println!("cargo:rerun-if-changed=src/models/cuda");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
     let cap = std::env::var("CUDA_COMPUTE_CAP")

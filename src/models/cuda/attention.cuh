@@ -1,0 +1,371 @@
+// Attention: one token split over the keys with its own RoPE and cache store (attn_one), and
+// prompts in llama.cpp's CPU order (attn_seq).
+
+#pragma once
+
+// ---------------------------------------------------------------------------------------
+// Attention of one token, split over the keys: grid (n_heads, 1, splits), 128 threads. Each
+// block first applies the per-head norm and RoPE to its query head; the block whose split
+// holds the token's own position does the same to the token's key, stores key and value in
+// the f16 cache and uses them from shared memory (blocks of other query heads of the same KV
+// head write the same bytes). Split s of the query at position p covers keys
+// [first + s*chunk, min(first + (s+1)*chunk, p + 1)), `first` where the window starts. A warp
+// takes 32 keys at a time, a key per lane for the scores and the online softmax, then the
+// values key by key with the head's dimensions across lanes. The partial (max, sum, d values)
+// goes to `part`; the last split of a head to finish (a counter per head, reset by it) joins
+// them and writes the head's part of the output projection's q8 input.
+
+#define ATT_WARPS 4
+#define MAX_DPL 8  // head_dim / 32, up to 256
+#define MAX_SPLITS 32
+
+
+extern "C" __global__ void __launch_bounds__(128)
+    attn_one(const float* q, const float* k, const float* v, const float* qn, const float* kn,
+             float eps, __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq,
+             const int* pos0, int ctx, int n_heads, int n_kv, int d, float scale,
+             float softcap, int window, int chunk, float theta_scale, const float* factors,
+             float pos_scale, int neox) {
+    extern __shared__ __align__(16) unsigned char vstage[];  // 4 warps × 32 rows × d halves
+    __shared__ float qs[256];
+    __shared__ __align__(16) __half kcur[256];
+    __shared__ __align__(16) __half vcur[256];
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][32 * MAX_DPL];
+    __shared__ float fs[MAX_SPLITS], y[32 * MAX_DPL];
+    __shared__ bool last;
+    const int head = blockIdx.x, split = blockIdx.z, nsplit = gridDim.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int p = *pos0;
+    const int first = window > 0 ? max(0, p + 1 - window) : 0;
+    const int k0 = first + split * chunk, k1 = min(first + (split + 1) * chunk, p + 1);
+    const int kvh = head / (n_heads / n_kv);
+    const int dpl = d / 32, half = d / 2;
+    __half* kb = kc + (size_t)kvh * ctx * d;
+    __half* vb = vc + (size_t)kvh * ctx * d;
+    const bool own = k0 <= p && p < k1;
+    // 1. The query head and, where this split holds the token's position, its key and value:
+    //    all loads first, then the per-head norms, then RoPE with angles shared by Q and K.
+    float qx[2][2], kx[2][2], vv[2];
+    float qss = 0.0f, kss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = threadIdx.x + 128 * u;
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        const bool in = i < half;
+        qx[u][0] = in ? q[(size_t)head * d + i0] : 0.0f;
+        qx[u][1] = in ? q[(size_t)head * d + i1] : 0.0f;
+        kx[u][0] = in && own ? k[(size_t)kvh * d + i0] : 0.0f;
+        kx[u][1] = in && own ? k[(size_t)kvh * d + i1] : 0.0f;
+        const int e = threadIdx.x + 128 * u;
+        vv[u] = own && e < d ? v[(size_t)kvh * d + e] : 0.0f;
+        qss += qx[u][0] * qx[u][0] + qx[u][1] * qx[u][1];
+        kss += kx[u][0] * kx[u][0] + kx[u][1] * kx[u][1];
+    }
+    const float qsc = qn ? 1.0f / sqrtf(block_sum(qss) / (float)d + eps) : 1.0f;
+    const float ksc = own && kn ? 1.0f / sqrtf(block_sum(kss) / (float)d + eps) : 1.0f;
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = threadIdx.x + 128 * u;
+        if (i < half) {
+            const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            float c, sn;
+            rope_cs(i, p, theta_scale, factors, pos_scale, c, sn);
+            float x0 = qx[u][0], x1 = qx[u][1];
+            if (qn) {
+                x0 = (x0 * qsc) * qn[i0];
+                x1 = (x1 * qsc) * qn[i1];
+            }
+            qs[i0] = x0 * c - x1 * sn;
+            qs[i1] = x0 * sn + x1 * c;
+            if (own) {
+                float z0 = kx[u][0], z1 = kx[u][1];
+                if (kn) {
+                    z0 = (z0 * ksc) * kn[i0];
+                    z1 = (z1 * ksc) * kn[i1];
+                }
+                const __half h0 = __float2half(z0 * c - z1 * sn), h1 = __float2half(z0 * sn + z1 * c);
+                kcur[i0] = h0;
+                kcur[i1] = h1;
+                kb[(size_t)p * d + i0] = h0;
+                kb[(size_t)p * d + i1] = h1;
+            }
+        }
+        const int e = threadIdx.x + 128 * u;
+        if (own && e < d) {
+            const __half vh = __float2half(vv[u]);
+            vcur[e] = vh;
+            vb[(size_t)p * d + e] = vh;
+        }
+    }
+    __syncthreads();
+    // 2. Scores a key per lane, 32 keys at a time per warp; values key by key.
+    float acc[MAX_DPL];
+#pragma unroll
+    for (int j = 0; j < MAX_DPL; j++) acc[j] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int g = k0 + 32 * warp; g < k1; g += 32 * ATT_WARPS) {
+        const int key = g + lane;
+        float s = -INFINITY;
+        if (key < k1) {
+            // 16-byte loads, all in flight together.
+            const uint4* kr = (const uint4*)(key == p ? kcur : kb + (size_t)key * d);
+            float a = 0.0f;
+#pragma unroll 8
+            for (int e8 = 0; e8 < d / 8; e8++) {
+                const uint4 raw = kr[e8];
+                const __half2* h2 = (const __half2*)&raw;
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const float2 kf = __half22float2(h2[u]);
+                    a = fmaf(qs[8 * e8 + 2 * u], kf.x, a);
+                    a = fmaf(qs[8 * e8 + 2 * u + 1], kf.y, a);
+                }
+            }
+            s = a * scale;
+            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        }
+        const float mn = fmaxf(m, warp_max(s));
+        const float corr = expf(m - mn);
+        const float pk = key < k1 ? expf(s - mn) : 0.0f;
+        l = l * corr + warp_sum(pk);
+#pragma unroll
+        for (int j = 0; j < MAX_DPL; j++) acc[j] *= corr;
+        // The group's value rows into this warp's shared memory, 16-byte loads in flight
+        // together, then the weighted sum from there.
+        const int nk = min(32, k1 - g), h8 = d / 8;
+        uint4* vw = (uint4*)vstage + (size_t)warp * 32 * h8;
+#pragma unroll 8
+        for (int e = lane; e < nk * h8; e += 32) {
+            const int row = e / h8, c8 = e % h8, kj = g + row;
+            vw[e] = kj == p ? ((const uint4*)vcur)[c8] : ((const uint4*)(vb + (size_t)kj * d))[c8];
+        }
+        __syncwarp();
+        const __half* vrows = (const __half*)vw;
+        for (int jj = 0; jj < nk; jj++) {
+            const float pj = __shfl_sync(0xffffffff, pk, jj);
+#pragma unroll
+            for (int j = 0; j < MAX_DPL; j++)
+                if (j < dpl) acc[j] = fmaf(pj, __half2float(vrows[jj * d + lane + 32 * j]), acc[j]);
+        }
+        __syncwarp();
+        m = mn;
+    }
+    // 3. This split's partial (with one split, the result).
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < MAX_DPL; j++)
+        if (j < dpl) sacc[warp][lane + 32 * j] = acc[j];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    if (nsplit == 1) {
+        float L = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
+        for (int e = threadIdx.x; e < d; e += blockDim.x) {
+            float a = 0.0f;
+            for (int w = 0; w < ATT_WARPS; w++)
+                if (sm[w] != -INFINITY) a += sacc[w][e] * expf(sm[w] - M);
+            y[e] = a / L;
+        }
+        __syncthreads();
+        for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
+            quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
+        return;
+    }
+    float* out = part + ((size_t)head * nsplit + split) * (d + 2);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float a = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (sm[w] != -INFINITY) a += sacc[w][e] * expf(sm[w] - M);
+        out[2 + e] = a;
+    }
+    if (threadIdx.x == 0) {
+        float L = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
+        out[0] = M;
+        out[1] = L;
+    }
+    // 4. The last split of this head joins them all.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&done[head], 1u) == (unsigned)(nsplit - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float* pp = part + (size_t)head * nsplit * (d + 2);
+    if (threadIdx.x < nsplit) fs[threadIdx.x] = __ldcg(pp + threadIdx.x * (d + 2));
+    __syncthreads();
+    float MM = -INFINITY;
+    for (int sp = 0; sp < nsplit; sp++) MM = fmaxf(MM, fs[sp]);
+    __syncthreads();
+    if (threadIdx.x < nsplit) {
+        const float ms = fs[threadIdx.x];
+        fs[threadIdx.x] = ms == -INFINITY ? 0.0f : expf(ms - MM);
+    }
+    __syncthreads();
+    float L = 0.0f;
+    for (int sp = 0; sp < nsplit; sp++)
+        if (fs[sp] != 0.0f) L += __ldcg(pp + sp * (d + 2) + 1) * fs[sp];
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float a = 0.0f;
+        for (int sp = 0; sp < nsplit; sp++)
+            if (fs[sp] != 0.0f) a += __ldcg(pp + sp * (d + 2) + 2 + e) * fs[sp];
+        y[e] = L > 0.0f ? a / L : 0.0f;
+    }
+    if (threadIdx.x == 0) done[head] = 0;
+    __syncthreads();
+    for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
+        quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
+}
+
+// Attention for prompts in llama.cpp's CPU order, so that prompt logits (the first step's
+// above all) come out as the CPU build's: per query, the scores in key order (Q rounded to
+// f16, each dot product summed as ggml's AVX-512 `ggml_vec_dot_f16` sums it: 64 lanes fused,
+// folded 0+2, 1+3, 0+1, then halves 8, 4, 2, 1), ggml's running maximum, and the value sum
+// held in f16 with one rounding per multiply-add and rescale. One warp per (head, query):
+// scores for 256 keys at a time in parallel (a thread per key), then the exponents, then the
+// value sum key by key with each lane holding head_dim / 32 dimensions. Writes the q8 input
+// of the output projection. Grid: (n_heads, ceil(tokens / 4)); 128 threads.
+
+// Shared memory: the chunk's K rows (d + 2 halves apart, so a thread per row reads without
+// bank conflicts) and V rows, the four queries, and per warp the chunk's exponents and flags.
+static __host__ __device__ int seq_chunk(int d) { return 8192 / d; }
+
+extern "C" __global__ void __launch_bounds__(128)
+    attn_seq(const float* q, const __half* kc, const __half* vc, uint8_t* xq, const int* pos0,
+             int ctx, int n_heads, int n_kv, int d, float scale, int scale_q, float softcap,
+             int window, int ntok) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int ck = seq_chunk(d), kst = d + 2;
+    __half* ks = (__half*)smem;
+    __half* vs = (__half*)(smem + ((ck * kst * 2 + 15) & ~15));
+    float* qsm = (float*)(vs + ck * d);
+    float* argb = qsm + 4 * d;
+    unsigned char* rscb = (unsigned char*)(argb + 4 * ck);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int head = blockIdx.x, tokb = blockIdx.y * 4, tok = tokb + warp;
+    const bool active = tok < ntok;
+    const int p = *pos0 + tok;
+    const int first = window > 0 ? max(0, p + 1 - window) : 0;
+    const int p_lo = *pos0 + tokb, p_hi = *pos0 + min(tokb + 3, ntok - 1);
+    const int kfirst = window > 0 ? max(0, p_lo + 1 - window) : 0;
+    const int kvh = head / (n_heads / n_kv);
+    float* qw = qsm + warp * d;
+    float* arg = argb + warp * ck;
+    unsigned char* rsc = rscb + warp * ck;
+    float sc = scale;
+    if (active) {
+        const float* qr = q + ((size_t)tok * n_heads + head) * d;
+        for (int e = lane; e < d; e += 32) qw[e] = f16r(scale_q ? qr[e] * scale : qr[e]);
+    }
+    if (scale_q) sc = 1.0f;
+    if (softcap > 0.0f) sc = sc / softcap;
+    const __half2* kb2 = (const __half2*)(kc + (size_t)kvh * ctx * d);
+    const __half2* vb2 = (const __half2*)(vc + (size_t)kvh * ctx * d);
+    const int dpl = d / 32, m = d / 64;
+    float acc[MAX_DPL];
+#pragma unroll
+    for (int j = 0; j < MAX_DPL; j++) acc[j] = 0.0f;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int c0 = kfirst; c0 <= p_hi; c0 += ck) {
+        const int nk = min(ck, p_hi + 1 - c0);
+        __syncthreads();
+        // Stage the chunk's K and V rows, 16 bytes per load, eight loads in flight.
+        const int h8 = d / 8;
+        const uint4* kb16 = (const uint4*)kb2 + (size_t)c0 * h8;
+        const uint4* vb16 = (const uint4*)vb2 + (size_t)c0 * h8;
+#pragma unroll 8
+        for (int i = threadIdx.x; i < nk * h8; i += 128) {
+            const int row = i / h8, c8 = i % h8;
+            const uint4 kv = kb16[i], vv = vb16[i];
+            unsigned int* kd = (unsigned int*)(ks + row * kst + 8 * c8);
+            kd[0] = kv.x;
+            kd[1] = kv.y;
+            kd[2] = kv.z;
+            kd[3] = kv.w;
+            ((uint4*)vs)[row * h8 + c8] = vv;
+        }
+        __syncthreads();
+        if (!active) continue;
+        const int lo = max(first - c0, 0), hi = min(p - c0 + 1, nk);
+        if (lo >= hi) continue;
+        // 1. Scores, a thread per key, each summed in ggml's order.
+        for (int i = lo + lane; i < hi; i += 32) {
+            const __half* kr = ks + i * kst;
+            float r[16];
+#pragma unroll
+            for (int l = 0; l < 16; l++) {
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+                for (int c = 0; c < m; c++) {
+                    const float* qq = qw + 64 * c;
+                    const __half* kk = kr + 64 * c;
+                    a0 = fmaf(qq[l], __half2float(kk[l]), a0);
+                    a1 = fmaf(qq[16 + l], __half2float(kk[16 + l]), a1);
+                    a2 = fmaf(qq[32 + l], __half2float(kk[32 + l]), a2);
+                    a3 = fmaf(qq[48 + l], __half2float(kk[48 + l]), a3);
+                }
+                r[l] = __fadd_rn(__fadd_rn(a0, a2), __fadd_rn(a1, a3));
+            }
+#pragma unroll
+            for (int l = 0; l < 8; l++) r[l] = __fadd_rn(r[l], r[l + 8]);
+#pragma unroll
+            for (int l = 0; l < 4; l++) r[l] = __fadd_rn(r[l], r[l + 4]);
+#pragma unroll
+            for (int l = 0; l < 2; l++) r[l] = __fadd_rn(r[l], r[l + 2]);
+            float s = __fmul_rn(__fadd_rn(r[0], r[1]), sc);
+            if (softcap > 0.0f) s = softcap * tanhf(s);
+            arg[i] = s;
+        }
+        __syncwarp();
+        // 2. ggml's running maximum as a prefix maximum, 32 keys at a time; the exponents.
+        for (int g0 = lo; g0 < hi; g0 += 32) {
+            const int i = g0 + lane;
+            const float s = i < hi ? arg[i] : -INFINITY;
+            float incl = s;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const float t = __shfl_up_sync(0xffffffff, incl, o);
+                if (lane >= o) incl = fmaxf(incl, t);
+            }
+            const float up = __shfl_up_sync(0xffffffff, incl, 1);
+            const float before = lane == 0 ? mx : fmaxf(mx, up);
+            if (i < hi) {
+                const bool rs = s > before;
+                arg[i] = expf(rs ? before - s : s - before);
+                rsc[i] = rs;
+            }
+            mx = fmaxf(mx, __shfl_sync(0xffffffff, incl, 31));
+        }
+        __syncwarp();
+        // 3. The value sum, key by key, in f16 precision.
+        for (int i = lo; i < hi; i++) {
+            const float e = arg[i];
+            const bool rs = rsc[i];
+            const float ms = rs ? e : 1.0f, vsc = rs ? 1.0f : e;
+            const __half* vr = vs + i * d;
+#pragma unroll
+            for (int j = 0; j < MAX_DPL; j++) {
+                if (j < dpl) {
+                    float y = acc[j];
+                    if (rs) y = f16r(__fmul_rn(y, ms));
+                    acc[j] = f16r(fmaf(__half2float(vr[lane + 32 * j]), vsc, y));
+                }
+            }
+            sum = fmaf(sum, ms, vsc);
+        }
+        __syncwarp();
+    }
+    if (!active) return;
+    const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+    const int nsub = n_heads * d / QK;
+#pragma unroll
+    for (int j = 0; j < MAX_DPL; j++)
+        if (j < dpl)
+            quant_warp(acc[j] * inv,
+                       xq + ((size_t)tok * nsub + (head * d + lane + 32 * j) / QK) * Q8_BYTES);
+}

@@ -1,0 +1,355 @@
+// Quantized matrix products: one token (a warp per row: mmv, and gate/up with the gated
+// activation: mmv_glu) and prompts (64 × 64 tiles: mmq, int8 tensor cores on sm_80+).
+
+#pragma once
+
+// One warp's dot product of a weight row with one token's q8 input: lanes take the row's
+// 32-value sub-blocks in turn. Every lane gets the sum.
+template <int T>
+static __device__ __forceinline__ float row_dot(const uint8_t* row, int nsub, const uint8_t* xq) {
+    float acc = 0.0f;
+    for (int b = threadIdx.x & 31; b < nsub; b += 32) {
+        Sub s;
+        load_sub<T>(row, b, s);
+        acc += dot_sub<T>(s, xq + b * Q8_BYTES);
+    }
+    return warp_sum(acc);
+}
+
+static __device__ float dot_row(const uint8_t* w, int t, int row, int k, const uint8_t* xq) {
+    const int nsub = k / QK;
+    const uint8_t* r = w + (size_t)row * row_bytes(t, nsub);
+    switch (t) {
+        case T_Q4_0: return row_dot<T_Q4_0>(r, nsub, xq);
+        case T_Q4_1: return row_dot<T_Q4_1>(r, nsub, xq);
+        case T_Q5_0: return row_dot<T_Q5_0>(r, nsub, xq);
+        case T_Q8_0: return row_dot<T_Q8_0>(r, nsub, xq);
+        case T_Q4_K: return row_dot<T_Q4_K>(r, nsub, xq);
+        default: return row_dot<T_Q6_K>(r, nsub, xq);
+    }
+}
+
+// One-token products of up to three matrices sharing one q8 input (Q/K/V, gate/up), each with
+// its own weight type: y_m[row] = W_m[row] · x (+ add0[row] for matrix 0), soft-capped when
+// `cap` > 0. A warp per row; grid: rows / 4; 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    mmv(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
+        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
+        int k, float cap) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row = blockIdx.x * 4 + warp;
+    const uint8_t* w;
+    int t;
+    float* y;
+    const float* add = nullptr;
+    if (row < r0) {
+        w = w0; t = t0; y = y0; add = add0;
+    } else if (row < r0 + r1) {
+        row -= r0; w = w1; t = t1; y = y1;
+    } else if (row < r0 + r1 + r2) {
+        row -= r0 + r1; w = w2; t = t2; y = y2;
+    } else {
+        return;
+    }
+    float o = dot_row(w, t, row, k, xq);
+    if (lane == 0) {
+        if (add) o += add[row];
+        if (cap > 0.0f) o = cap * tanhf(o / cap);
+        y[row] = o;
+    }
+}
+
+// Both rows `row` of two matrices of one type against the same input, their loads together.
+template <int T>
+static __device__ __forceinline__ float2 row_dot2(const uint8_t* ra, const uint8_t* rb, int nsub,
+                                                  const uint8_t* xq) {
+    float a = 0.0f, b = 0.0f;
+    for (int sb = threadIdx.x & 31; sb < nsub; sb += 32) {
+        Sub sa, sbb;
+        load_sub<T>(ra, sb, sa);
+        load_sub<T>(rb, sb, sbb);
+        a += dot_sub<T>(sa, xq + sb * Q8_BYTES);
+        b += dot_sub<T>(sbb, xq + sb * Q8_BYTES);
+    }
+    return make_float2(warp_sum(a), warp_sum(b));
+}
+
+// One token's gate and up rows and the gated activation, quantized for the down projection
+// into `out` (another buffer than the input): a block per 32 rows, a warp per row pair, so
+// each block holds a whole q8 block. Grid: ffn / 32; 1024 threads.
+extern "C" __global__ void __launch_bounds__(1024)
+    mmv_glu(const uint8_t* wg, const uint8_t* wu, int tg, int tu, const uint8_t* xq, int k,
+            int gelu, uint8_t* out) {
+    __shared__ float g[32], u[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 32 + warp;
+    const int nsub = k / QK;
+    float2 gu;
+    if (tg == tu) {
+        const int bytes = row_bytes(tg, nsub);
+        const uint8_t *ra = wg + (size_t)row * bytes, *rb = wu + (size_t)row * bytes;
+        switch (tg) {
+            case T_Q4_0: gu = row_dot2<T_Q4_0>(ra, rb, nsub, xq); break;
+            case T_Q4_1: gu = row_dot2<T_Q4_1>(ra, rb, nsub, xq); break;
+            case T_Q5_0: gu = row_dot2<T_Q5_0>(ra, rb, nsub, xq); break;
+            case T_Q8_0: gu = row_dot2<T_Q8_0>(ra, rb, nsub, xq); break;
+            case T_Q4_K: gu = row_dot2<T_Q4_K>(ra, rb, nsub, xq); break;
+            default: gu = row_dot2<T_Q6_K>(ra, rb, nsub, xq); break;
+        }
+    } else {
+        gu = make_float2(dot_row(wg, tg, row, k, xq), dot_row(wu, tu, row, k, xq));
+    }
+    if (lane == 0) {
+        g[warp] = gu.x;
+        u[warp] = gu.y;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const float x = g[lane];
+        const float act = gelu
+            ? 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)))
+            : x / (1.0f + expf(-x));
+        quant_warp(act * u[lane], out + (size_t)blockIdx.x * Q8_BYTES);
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------
+// The same products for prompts: a block computes a tile of 64 rows × 64 tokens from shared
+// memory, so every unpacked weight and every activation block loaded is used 64 times.
+// Grid: x over 64-row tiles of all matrices, y over 64-token groups; 128 threads.
+
+#define MQ_R 64
+#define MQ_T 64
+#define MQ_KB 4
+
+
+// Loads the unpacked sub-block `b` of row `r` (zeros past the matrix) into shared memory.
+static __device__ __forceinline__ void stage_sub(const uint8_t* w, int t, int bytes, int rows,
+                                                 int row, int b, int nsub, int* v, float* a,
+                                                 float* a2, float* bb) {
+    Sub s;
+    if (b < nsub && row < rows) {
+        const uint8_t* wr = w + (size_t)row * bytes;
+        switch (t) {
+            case T_Q4_0: load_sub<T_Q4_0>(wr, b, s); s.a2 = s.a; break;
+            case T_Q4_1: load_sub<T_Q4_1>(wr, b, s); s.a2 = s.a; break;
+            case T_Q5_0: load_sub<T_Q5_0>(wr, b, s); s.a2 = s.a; break;
+            case T_Q8_0: load_sub<T_Q8_0>(wr, b, s); s.a2 = s.a; break;
+            case T_Q4_K: load_sub<T_Q4_K>(wr, b, s); s.a2 = s.a; break;
+            default: load_sub<T_Q6_K>(wr, b, s); break;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) s.v[i] = 0;
+        s.a = s.a2 = s.b = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = s.v[i];
+    *a = s.a;
+    *a2 = s.a2;
+    *bb = s.b;
+}
+
+// Loads the q8 blocks b0.. b0 + KB of tokens tok0.. tok0 + T into shared memory (zeros past
+// the ends), as 8-byte loads all issued before any is used.
+template <int KB, int T, int S>
+static __device__ __forceinline__ void stage_x(const uint8_t* xq, int b0, int nsub, int tok0,
+                                               int ntok, int (*xv)[T][S], float (*xd)[T],
+                                               float (*xs)[T]) {
+    constexpr int N = KB * T * 5, PER = N / 128;
+    int2 val[PER];
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        const int e = threadIdx.x + 128 * u, kb = e / (T * 5), rem = e % (T * 5);
+        const int tk = rem / 5, w2 = rem % 5, b = b0 + kb, tok = tok0 + tk;
+        val[u] = make_int2(0, 0);
+        if (b < nsub && tok < ntok)
+            val[u] = ((const int2*)(xq + ((size_t)tok * nsub + b) * Q8_BYTES))[w2];
+    }
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        const int e = threadIdx.x + 128 * u, kb = e / (T * 5), rem = e % (T * 5);
+        const int tk = rem / 5, w2 = rem % 5;
+        if (w2 == 0) {
+            xd[kb][tk] = __int_as_float(val[u].x);
+            xs[kb][tk] = __int_as_float(val[u].y);
+        } else {
+            xv[kb][tk][2 * w2 - 2] = val[u].x;
+            xv[kb][tk][2 * w2 - 1] = val[u].y;
+        }
+    }
+}
+
+#if __CUDA_ARCH__ >= 800
+// Tensor-core form (sm_80+): a block computes 64 rows × 64 tokens, each warp 16 rows × 64
+// tokens with int8 mma.m16n8k16 (one per 16 values, so each sub-block's two halves keep
+// their integer sums apart for Q6_K's two scales), then scales the sums in f32.
+#define TC_R 64
+#define TC_T 64
+#define TC_KB 4
+#define TC_S 12  // ints per staged row: 8 used, padded so fragment loads avoid bank conflicts
+
+static __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b0) {
+    c[0] = c[1] = c[2] = c[3] = 0;
+    asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+        "{%0, %1, %2, %3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    mmq(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
+        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
+        int k, int ntok, float cap) {
+    __shared__ int wv[TC_KB][TC_R][TC_S];
+    __shared__ float wa[TC_KB][TC_R], wa2[TC_KB][TC_R], wb[TC_KB][TC_R];
+    __shared__ int xv[TC_KB][TC_T][TC_S];
+    __shared__ float xd[TC_KB][TC_T], xs[TC_KB][TC_T];
+    const int n0 = (r0 + TC_R - 1) / TC_R, n1 = (r1 + TC_R - 1) / TC_R;
+    int tile = blockIdx.x;
+    const uint8_t* w;
+    int t, rows;
+    float* y;
+    const float* add = nullptr;
+    if (tile < n0) {
+        w = w0; t = t0; rows = r0; y = y0; add = add0;
+    } else if (tile < n0 + n1) {
+        tile -= n0; w = w1; t = t1; rows = r1; y = y1;
+    } else {
+        tile -= n0 + n1; w = w2; t = t2; rows = r2; y = y2;
+    }
+    const int row0 = tile * TC_R, tok0 = blockIdx.y * TC_T;
+    const int nsub = k / QK, bytes = row_bytes(t, nsub);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+    float acc[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    for (int b0 = 0; b0 < nsub; b0 += TC_KB) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int e = tid + 128 * u, kb = e >> 6, r = e & 63;
+            stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
+                            &wa2[kb][r], &wb[kb][r]);
+        }
+        stage_x<TC_KB, TC_T, TC_S>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+        __syncthreads();
+#pragma unroll
+        for (int kb = 0; kb < TC_KB; kb++) {
+            const int ra = warp * 16 + g, rb = ra + 8;
+            const int a00 = wv[kb][ra][tg], a01 = wv[kb][rb][tg];
+            const int a10 = wv[kb][ra][4 + tg], a11 = wv[kb][rb][4 + tg];
+            const float fa[2] = {wa[kb][ra], wa[kb][rb]}, fa2[2] = {wa2[kb][ra], wa2[kb][rb]};
+            const float fb[2] = {wb[kb][ra], wb[kb][rb]};
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                const int tk = nt * 8 + g;
+                int c0[4], c1[4];
+                mma_s8(c0, a00, a01, xv[kb][tk][tg]);
+                mma_s8(c1, a10, a11, xv[kb][tk][4 + tg]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int hr = e >> 1, col = nt * 8 + 2 * tg + (e & 1);
+                    acc[nt][e] += xd[kb][col] * (fa[hr] * (float)c0[e] + fa2[hr] * (float)c1[e]) +
+                                  fb[hr] * xs[kb][col];
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int row = row0 + warp * 16 + g + 8 * (e >> 1);
+            const int tok = tok0 + nt * 8 + 2 * tg + (e & 1);
+            if (row >= rows || tok >= ntok) continue;
+            const size_t at = (size_t)tok * rows + row;
+            float o = acc[nt][e];
+            if (add) o += add[at];
+            if (cap > 0.0f) o = cap * tanhf(o / cap);
+            y[at] = o;
+        }
+    }
+}
+#else
+extern "C" __global__ void __launch_bounds__(128)
+    mmq(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
+        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
+        int k, int ntok, float cap) {
+    __shared__ int wv[MQ_KB][MQ_R][8];
+    __shared__ float wa[MQ_KB][MQ_R], wa2[MQ_KB][MQ_R], wb[MQ_KB][MQ_R];
+    __shared__ int xv[MQ_KB][MQ_T][8];
+    __shared__ float xd[MQ_KB][MQ_T], xs[MQ_KB][MQ_T];
+    const int n0 = (r0 + MQ_R - 1) / MQ_R, n1 = (r1 + MQ_R - 1) / MQ_R;
+    int tile = blockIdx.x;
+    const uint8_t* w;
+    int t, rows;
+    float* y;
+    const float* add = nullptr;
+    if (tile < n0) {
+        w = w0; t = t0; rows = r0; y = y0; add = add0;
+    } else if (tile < n0 + n1) {
+        tile -= n0; w = w1; t = t1; rows = r1; y = y1;
+    } else {
+        tile -= n0 + n1; w = w2; t = t2; rows = r2; y = y2;
+    }
+    const int row0 = tile * MQ_R, tok0 = blockIdx.y * MQ_T;
+    const int nsub = k / QK, bytes = row_bytes(t, nsub);
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    float acc[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    for (int b0 = 0; b0 < nsub; b0 += MQ_KB) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int e = tid + 128 * u, kb = e >> 6, r = e & 63;
+            stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
+                         &wa2[kb][r], &wb[kb][r]);
+        }
+        stage_x<MQ_KB, MQ_T, 8>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+        __syncthreads();
+#pragma unroll
+        for (int kb = 0; kb < MQ_KB; kb++) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int r = ty + 8 * i;
+                int v[8];
+#pragma unroll
+                for (int q = 0; q < 8; q++) v[q] = wv[kb][r][q];
+                const float a = wa[kb][r], a2 = wa2[kb][r], bb = wb[kb][r];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int tk = tx + 16 * j;
+                    int s0 = 0, s1 = 0;
+#pragma unroll
+                    for (int q = 0; q < 4; q++) s0 = __dp4a(v[q], xv[kb][tk][q], s0);
+#pragma unroll
+                    for (int q = 4; q < 8; q++) s1 = __dp4a(v[q], xv[kb][tk][q], s1);
+                    acc[i][j] += xd[kb][tk] * (a * (float)s0 + a2 * (float)s1) + bb * xs[kb][tk];
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int row = row0 + ty + 8 * i;
+        if (row >= rows) continue;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int tok = tok0 + tx + 16 * j;
+            if (tok >= ntok) continue;
+            const size_t at = (size_t)tok * rows + row;
+            float o = acc[i][j];
+            if (add) o += add[at];
+            if (cap > 0.0f) o = cap * tanhf(o / cap);
+            y[at] = o;
+        }
+    }
+}
+
+#endif
