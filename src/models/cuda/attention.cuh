@@ -46,7 +46,7 @@ extern "C" __global__ void __launch_bounds__(128)
     // 1. The query head and, where this split holds the token's position, its key and value:
     //    all loads first, then the per-head norms, then RoPE with angles shared by Q and K.
     float qx[2][2], kx[2][2], vv[2];
-    float qss = 0.0f, kss = 0.0f;
+    double qss = 0.0, kss = 0.0;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         const int i = threadIdx.x + 128 * u;
@@ -58,11 +58,11 @@ extern "C" __global__ void __launch_bounds__(128)
         kx[u][1] = in && own ? k[(size_t)kvh * d + i1] : 0.0f;
         const int e = threadIdx.x + 128 * u;
         vv[u] = own && e < d ? v[(size_t)kvh * d + e] : 0.0f;
-        qss += qx[u][0] * qx[u][0] + qx[u][1] * qx[u][1];
-        kss += kx[u][0] * kx[u][0] + kx[u][1] * kx[u][1];
+        qss += (double)__fmul_rn(qx[u][0], qx[u][0]) + (double)__fmul_rn(qx[u][1], qx[u][1]);
+        kss += (double)__fmul_rn(kx[u][0], kx[u][0]) + (double)__fmul_rn(kx[u][1], kx[u][1]);
     }
-    const float qsc = qn ? 1.0f / sqrtf(block_sum(qss) / (float)d + eps) : 1.0f;
-    const float ksc = own && kn ? 1.0f / sqrtf(block_sum(kss) / (float)d + eps) : 1.0f;
+    const float qsc = qn ? rms_scale(block_sum_f64(qss), d, eps) : 1.0f;
+    const float ksc = own && kn ? rms_scale(block_sum_f64(kss), d, eps) : 1.0f;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         const int i = threadIdx.x + 128 * u;

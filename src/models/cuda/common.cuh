@@ -32,19 +32,64 @@ static __device__ __forceinline__ int warp_isum(int v) {
     return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-static __device__ float block_sum(float v) {
-    __shared__ float part[32];
+
+static __device__ __forceinline__ float f16r(float x) { return __half2float(__float2half(x)); }
+
+// Sum over the whole block in f64 (blockDim.x a multiple of 32); every thread gets it. ggml's
+// RMSNorm sums its f32 squares in f64, where they are exact and the order hardly matters.
+static __device__ double block_sum_f64(double v) {
+    __shared__ double part[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
     __syncthreads();
     if (lane == 0) part[warp] = v;
     __syncthreads();
-    v = lane < nw ? part[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < nw ? part[lane] : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
 }
 
-static __device__ __forceinline__ float f16r(float x) { return __half2float(__float2half(x)); }
+// 1 / sqrtf(mean of the squares + eps), the mean cast to f32 as ggml's rms_norm does.
+static __device__ __forceinline__ float rms_scale(double ss, int k, float eps) {
+    const float mean = (float)(ss / (double)k);
+    return 1.0f / sqrtf(mean + eps);
+}
+
+// exp(x) as ggml's vectorized ggml_v_expf computes it (round by 1.5·2^23, the remainder in
+// two fused steps, a degree-5 polynomial of fused multiply-adds, scaled by 2^n), so SiLU
+// equals the CPU build's.
+static __device__ __forceinline__ float ggml_expf(float x) {
+    const float round = 12582912.0f;
+    const float z = fmaf(x, __int_as_float(0x3fb8aa3b), round);
+    const float n = __fsub_rn(z, round);
+    float b = fmaf(-n, __int_as_float(0x3f317200), x);
+    b = fmaf(-n, __int_as_float(0x35bfbe8e), b);
+    const float u = __fmul_rn(b, b);
+    float j = fmaf(__int_as_float(0x3c072010), b, __int_as_float(0x3d2b9f17));
+    j = fmaf(j, u, fmaf(__int_as_float(0x3e2aaf33), b, __int_as_float(0x3efffedb)));
+    j = fmaf(j, u, fmaf(__int_as_float(0x3f7ffff6), b, 1.0f));
+    if (n > 127.0f) return INFINITY;
+    if (n < -126.0f) return 0.0f;
+    return __fmul_rn(j, __int_as_float(((int)n + 127) << 23));
+}
+
+// The gated activations as ggml computes them on the CPU: SiLU with ggml_v_expf; GELU (tanh)
+// through its f16 table: the input rounded to f16, the f32 formula, the result rounded to f16,
+// 0 below -10 and the identity above 10.
+static __device__ __forceinline__ float act_silu(float x) {
+    return __fdiv_rn(x, __fadd_rn(1.0f, ggml_expf(-x)));
+}
+
+static __device__ __forceinline__ float act_gelu(float v) {
+    if (v <= -10.0f) return 0.0f;
+    if (v >= 10.0f) return v;
+    const float x = f16r(v);
+    const float inner = fmaf(__fmul_rn(0.044715f, x), x, 1.0f);
+    const float t = tanhf(__fmul_rn(__fmul_rn(0.7978846f, x), inner));
+    return f16r(__fmul_rn(__fmul_rn(0.5f, x), __fadd_rn(1.0f, t)));
+}
 
 static __device__ __forceinline__ float ld_half(const uint8_t* p) {
     return __half2float(*(const __half*)p);
@@ -64,11 +109,12 @@ static __device__ __forceinline__ void quant_warp(float x, uint8_t* dst) {
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     const int q = __float2int_rn(x * id);
     const int isum = warp_isum(q);
-    const float d = f16r(amax / 127.0f);
+    const float d = amax / 127.0f;
     dst[8 + lane] = (uint8_t)(int8_t)q;
     if (lane == 0) {
-        ((float*)dst)[0] = d;
-        ((float*)dst)[1] = f16r(d * (float)isum);
+        // Stored as f16, the sum from the unrounded scale (ggml's quantize_row_q8_1).
+        ((float*)dst)[0] = f16r(d);
+        ((float*)dst)[1] = f16r(__fmul_rn(d, (float)isum));
     }
 }
 

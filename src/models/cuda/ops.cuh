@@ -15,7 +15,7 @@ extern "C" __global__ void embed(const uint8_t* table, int t, int row_bytes, con
     extern __shared__ float row[];
     const int tok = blockIdx.x;
     const uint8_t* src = table + (size_t)ids[tok] * row_bytes;
-    float ss = 0.0f;
+    double ss = 0.0;
     for (int e = threadIdx.x; e < k; e += blockDim.x) {
         float v;
         switch (t) {
@@ -29,10 +29,10 @@ extern "C" __global__ void embed(const uint8_t* table, int t, int row_bytes, con
         if (scale != 1.0f) v *= scale;
         out[(size_t)tok * k + e] = v;
         row[e] = v;
-        ss += v * v;
+        ss += (double)__fmul_rn(v, v);
     }
     if (!nw) return;
-    const float sc = 1.0f / sqrtf(block_sum(ss) / (float)k + eps);
+    const float sc = rms_scale(block_sum_f64(ss), k, eps);
     const int lane = threadIdx.x & 31, nsub = k / QK;
     for (int b = threadIdx.x >> 5; b < nsub; b += blockDim.x >> 5) {
         const int e = b * QK + lane;
@@ -63,9 +63,9 @@ extern "C" __global__ void norm_q8(const float* t, const float* w_post, float* h
     }
     __syncthreads();
     if (t) {
-        float ss = 0.0f;
-        for (int e = threadIdx.x; e < k; e += blockDim.x) ss += tb[e] * tb[e];
-        const float scale = 1.0f / sqrtf(block_sum(ss) / (float)k + eps);
+        double ss = 0.0;
+        for (int e = threadIdx.x; e < k; e += blockDim.x) ss += (double)__fmul_rn(tb[e], tb[e]);
+        const float scale = rms_scale(block_sum_f64(ss), k, eps);
         for (int e = threadIdx.x; e < k; e += blockDim.x) {
             const float v = hb[e] + (tb[e] * scale) * pb[e];
             hb[e] = v;
@@ -74,9 +74,9 @@ extern "C" __global__ void norm_q8(const float* t, const float* w_post, float* h
         __syncthreads();
     }
     if (!w) return;
-    float ss = 0.0f;
-    for (int e = threadIdx.x; e < k; e += blockDim.x) ss += hb[e] * hb[e];
-    const float scale = 1.0f / sqrtf(block_sum(ss) / (float)k + eps);
+    double ss = 0.0;
+    for (int e = threadIdx.x; e < k; e += blockDim.x) ss += (double)__fmul_rn(hb[e], hb[e]);
+    const float scale = rms_scale(block_sum_f64(ss), k, eps);
     for (int e = threadIdx.x; e < k; e += blockDim.x) {
         const float v = (hb[e] * scale) * wb[e];
         hb[e] = v;
@@ -111,7 +111,8 @@ extern "C" __global__ void rope_store(float* q, const float* k, const float* v,
     const float* nw = is_q ? qn : kn;
     if (nw) {
         // blockDim.x == half; the pad to a warp multiple is done by the caller's launch.
-        const float scale = 1.0f / sqrtf(block_sum(x0 * x0 + x1 * x1) / (float)d + eps);
+        const double sq = (double)__fmul_rn(x0, x0) + (double)__fmul_rn(x1, x1);
+        const float scale = rms_scale(block_sum_f64(sq), d, eps);
         x0 = (x0 * scale) * nw[i0];
         x1 = (x1 * scale) * nw[i1];
     }
@@ -141,13 +142,8 @@ extern "C" __global__ void glu_q8(const float* g, const float* u, uint8_t* xq, i
     if (b >= nsub) return;
     const size_t at = (size_t)tok * f + b * QK + lane;
     const float x = g[at];
-    float a;
-    if (act == 0) {
-        a = x / (1.0f + expf(-x));
-    } else {
-        a = 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
-    }
-    quant_warp(a * u[at], xq + ((size_t)tok * nsub + b) * Q8_BYTES);
+    const float a = act == 0 ? act_silu(x) : act_gelu(x);
+    quant_warp(__fmul_rn(a, u[at]), xq + ((size_t)tok * nsub + b) * Q8_BYTES);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -105,10 +105,8 @@ extern "C" __global__ void __launch_bounds__(1024)
     __syncthreads();
     if (warp == 0) {
         const float x = g[lane];
-        const float act = gelu
-            ? 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)))
-            : x / (1.0f + expf(-x));
-        quant_warp(act * u[lane], out + (size_t)blockIdx.x * Q8_BYTES);
+        const float act = gelu ? act_gelu(x) : act_silu(x);
+        quant_warp(__fmul_rn(act, u[lane]), out + (size_t)blockIdx.x * Q8_BYTES);
     }
 }
 
