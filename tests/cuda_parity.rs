@@ -181,7 +181,8 @@ fn one_token_steps_agree_with_the_prompt_path() {
     }
 }
 
-/// The context limit holds on the GPU as on the CPU: a clear error, nothing lost.
+/// The context limit and the vocabulary hold on the GPU as on the CPU: clear errors, and the
+/// engine still works after them.
 #[test]
 fn full_context_is_an_error_on_the_gpu_too() {
     let Some(dev) = gpu() else { return };
@@ -196,5 +197,7 @@ fn full_context_is_an_error_on_the_gpu_too() {
     .expect("loads");
     let err = e.feed(&[1; 9]).expect_err("9 tokens do not fit in 8");
     assert!(err.to_string().contains("context"), "{err}");
+    let err = e.feed(&[49_152]).expect_err("past the vocabulary");
+    assert!(err.to_string().contains("49152"), "{err}");
     assert!(e.feed(&[1; 8]).is_ok());
 }

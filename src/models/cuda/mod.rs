@@ -4,8 +4,10 @@
 //! - Products quantize their input to 8 bits per 32 values and take integer dot products
 //!   with the GGUF blocks in place (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), as llama.cpp does
 //!   on the CPU and the GPU, so the logits stay close to the CPU build's.
-//! - Norms, RoPE with the K/V store, attention (split over the keys) and the gated activation
-//!   are one kernel each, and each writes its successor's quantized input directly.
+//! - Prompts: tensor-core tiles for the products, attention in llama.cpp's CPU order. One
+//!   token: a warp per output row, attention that ropes and stores its own key and splits the
+//!   keys, gate/up with the activation in one kernel. Norms and activations write the next
+//!   product's quantized input directly.
 //! - All buffers, the f16 KV cache included, are allocated once. Kernels read the position
 //!   and token ids from device memory, so the one-token step is captured once as a CUDA graph
 //!   and replayed for every generated token: one launch per token instead of hundreds.
@@ -94,6 +96,7 @@ impl Weight {
     }
 }
 
+/// One block's weights and norms on the device, with its KV cache.
 struct Layer {
     attn_norm: DevBuf<f32>,
     q: Weight,
@@ -344,13 +347,12 @@ impl Decoder {
             });
         }
         let (vocab, _) = recipe.output.shape().dims2()?;
-        let (ety, eblock_bytes, eblock) = type_id(recipe.embed.dtype()).ok_or_else(|| {
+        let (_, eblock_bytes, eblock) = type_id(recipe.embed.dtype()).ok_or_else(|| {
             Error::Config(format!(
                 "token_embd is {:?}; supported: {SUPPORTED}",
                 recipe.embed.dtype()
             ))
         })?;
-        let _ = ety;
         let widest = hidden.max(max_q).max(ffn);
         let t = max_tokens;
         let buf = Buffers {
@@ -423,11 +425,6 @@ impl Decoder {
         })
     }
 
-    /// Positions the KV cache holds.
-    pub fn ctx_size(&self) -> usize {
-        self.ctx
-    }
-
     /// Feeds `tokens` at positions `pos..` and returns the last one's logits.
     pub fn feed(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
         self.run(tokens, pos)?;
@@ -451,6 +448,12 @@ impl Decoder {
     fn run(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Config("nothing to feed: the prompt is empty".into()));
+        }
+        let rows = self.embed.mat.rows;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= rows) {
+            return Err(Error::Config(format!(
+                "token id {bad} is outside the embedding table ({rows} rows)"
+            )));
         }
         if pos + tokens.len() > self.ctx {
             return Err(Error::ContextFull {
