@@ -29,34 +29,47 @@ static __device__ float dot_row(const uint8_t* w, int t, int row, int k, const u
     }
 }
 
+// One of up to three matrices sharing an input (Q/K/V, gate/up): the one holding unit `u` when
+// each spans ceil(rows / unit) units (a row for one token, a 64-row tile for prompts), with
+// `u` made relative to it; `w` is null past the last. Only the first has `add`.
+struct Pick {
+    const uint8_t* w;
+    int t, rows, u;
+    float* y;
+    const float* add;
+};
+
+#define MATS_PARAMS                                                                          \
+    const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, int t0, int t1, int t2, int r0, \
+        int r1, int r2, float *y0, float *y1, float *y2, const float *add0
+#define MATS_ARGS w0, w1, w2, t0, t1, t2, r0, r1, r2, y0, y1, y2, add0
+
+static __device__ __forceinline__ Pick pick(int u, int unit, MATS_PARAMS) {
+    const int n0 = (r0 + unit - 1) / unit, n1 = (r1 + unit - 1) / unit;
+    const int n2 = (r2 + unit - 1) / unit;
+    if (u < n0) return {w0, t0, r0, u, y0, add0};
+    if (u < n0 + n1) return {w1, t1, r1, u - n0, y1, nullptr};
+    if (u < n0 + n1 + n2) return {w2, t2, r2, u - n0 - n1, y2, nullptr};
+    return {nullptr, 0, 0, 0, nullptr, nullptr};
+}
+
+// Writes output `at` of the picked matrix: plus `add` when it has one, soft-capped when
+// `cap` > 0.
+static __device__ __forceinline__ void put(const Pick& m, size_t at, float o, float cap) {
+    if (m.add) o += m.add[at];
+    if (cap > 0.0f) o = cap * tanhf(o / cap);
+    m.y[at] = o;
+}
+
 // One-token products of up to three matrices sharing one q8 input (Q/K/V, gate/up), each with
 // its own weight type: y_m[row] = W_m[row] · x (+ add0[row] for matrix 0), soft-capped when
 // `cap` > 0. A warp per row; grid: rows / 4; 128 threads.
 extern "C" __global__ void __launch_bounds__(128)
-    mmv(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
-        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
-        int k, float cap) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row = blockIdx.x * 4 + warp;
-    const uint8_t* w;
-    int t;
-    float* y;
-    const float* add = nullptr;
-    if (row < r0) {
-        w = w0; t = t0; y = y0; add = add0;
-    } else if (row < r0 + r1) {
-        row -= r0; w = w1; t = t1; y = y1;
-    } else if (row < r0 + r1 + r2) {
-        row -= r0 + r1; w = w2; t = t2; y = y2;
-    } else {
-        return;
-    }
-    float o = dot_row(w, t, row, k, xq);
-    if (lane == 0) {
-        if (add) o += add[row];
-        if (cap > 0.0f) o = cap * tanhf(o / cap);
-        y[row] = o;
-    }
+    mmv(MATS_PARAMS, const uint8_t* xq, int k, float cap) {
+    const Pick m = pick(blockIdx.x * 4 + (threadIdx.x >> 5), 1, MATS_ARGS);
+    if (!m.w) return;
+    const float o = dot_row(m.w, m.t, m.u, k, xq);
+    if ((threadIdx.x & 31) == 0) put(m, m.u, o, cap);
 }
 
 // Both rows `row` of two matrices of one type against the same input, their loads together.
@@ -196,26 +209,14 @@ static __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b
 }
 
 extern "C" __global__ void __launch_bounds__(128)
-    mmq(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
-        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
-        int k, int ntok, float cap) {
+    mmq(MATS_PARAMS, const uint8_t* xq, int k, int ntok, float cap) {
     __shared__ int wv[TC_KB][TC_R][TC_S];
     __shared__ float wa[TC_KB][TC_R], wa2[TC_KB][TC_R], wb[TC_KB][TC_R];
     __shared__ int xv[TC_KB][TC_T][TC_S];
     __shared__ float xd[TC_KB][TC_T], xs[TC_KB][TC_T];
-    const int n0 = (r0 + TC_R - 1) / TC_R, n1 = (r1 + TC_R - 1) / TC_R;
-    int tile = blockIdx.x;
-    const uint8_t* w;
-    int t, rows;
-    float* y;
-    const float* add = nullptr;
-    if (tile < n0) {
-        w = w0; t = t0; rows = r0; y = y0; add = add0;
-    } else if (tile < n0 + n1) {
-        tile -= n0; w = w1; t = t1; rows = r1; y = y1;
-    } else {
-        tile -= n0 + n1; w = w2; t = t2; rows = r2; y = y2;
-    }
+    const Pick m = pick(blockIdx.x, TC_R, MATS_ARGS);
+    const uint8_t* w = m.w;
+    const int t = m.t, rows = m.rows, tile = m.u;
     const int row0 = tile * TC_R, tok0 = blockIdx.y * TC_T;
     const int nsub = k / QK, bytes = row_bytes(t, nsub);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
@@ -263,36 +264,20 @@ extern "C" __global__ void __launch_bounds__(128)
             const int row = row0 + warp * 16 + g + 8 * (e >> 1);
             const int tok = tok0 + nt * 8 + 2 * tg + (e & 1);
             if (row >= rows || tok >= ntok) continue;
-            const size_t at = (size_t)tok * rows + row;
-            float o = acc[nt][e];
-            if (add) o += add[at];
-            if (cap > 0.0f) o = cap * tanhf(o / cap);
-            y[at] = o;
+            put(m, (size_t)tok * rows + row, acc[nt][e], cap);
         }
     }
 }
 #else
 extern "C" __global__ void __launch_bounds__(128)
-    mmq(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2, int t0, int t1, int t2, int r0,
-        int r1, int r2, float* y0, float* y1, float* y2, const float* add0, const uint8_t* xq,
-        int k, int ntok, float cap) {
+    mmq(MATS_PARAMS, const uint8_t* xq, int k, int ntok, float cap) {
     __shared__ int wv[MQ_KB][MQ_R][8];
     __shared__ float wa[MQ_KB][MQ_R], wa2[MQ_KB][MQ_R], wb[MQ_KB][MQ_R];
     __shared__ int xv[MQ_KB][MQ_T][8];
     __shared__ float xd[MQ_KB][MQ_T], xs[MQ_KB][MQ_T];
-    const int n0 = (r0 + MQ_R - 1) / MQ_R, n1 = (r1 + MQ_R - 1) / MQ_R;
-    int tile = blockIdx.x;
-    const uint8_t* w;
-    int t, rows;
-    float* y;
-    const float* add = nullptr;
-    if (tile < n0) {
-        w = w0; t = t0; rows = r0; y = y0; add = add0;
-    } else if (tile < n0 + n1) {
-        tile -= n0; w = w1; t = t1; rows = r1; y = y1;
-    } else {
-        tile -= n0 + n1; w = w2; t = t2; rows = r2; y = y2;
-    }
+    const Pick m = pick(blockIdx.x, MQ_R, MATS_ARGS);
+    const uint8_t* w = m.w;
+    const int t = m.t, rows = m.rows, tile = m.u;
     const int row0 = tile * MQ_R, tok0 = blockIdx.y * MQ_T;
     const int nsub = k / QK, bytes = row_bytes(t, nsub);
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
@@ -341,11 +326,7 @@ extern "C" __global__ void __launch_bounds__(128)
         for (int j = 0; j < 4; j++) {
             const int tok = tok0 + tx + 16 * j;
             if (tok >= ntok) continue;
-            const size_t at = (size_t)tok * rows + row;
-            float o = acc[i][j];
-            if (add) o += add[at];
-            if (cap > 0.0f) o = cap * tanhf(o / cap);
-            y[at] = o;
+            put(m, (size_t)tok * rows + row, acc[i][j], cap);
         }
     }
 }
