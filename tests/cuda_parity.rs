@@ -5,10 +5,12 @@
 
 #![cfg(feature = "cuda")]
 
+mod reference;
+
 use candle_core::Device;
-use mlcli::engine::{Engine, GenerateParams, LoadOptions, SamplingParams};
+use mlcli::engine::{Engine, LoadOptions};
 use mlcli::models::testing::real_model;
-use serde_json::Value;
+use reference::{greedy, ids, reference};
 
 fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
@@ -18,18 +20,6 @@ fn gpu() -> Option<Device> {
             None
         }
     }
-}
-
-fn reference() -> Value {
-    serde_json::from_str(include_str!("data/llamacpp-reference.json")).expect("reference parses")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
 }
 
 fn load(file: &str, device: &Device, batch: usize) -> Engine {
@@ -54,18 +44,6 @@ fn top(v: &[f32], n: usize) -> Vec<u32> {
     idx.sort_by(|&a, &b| v[b as usize].total_cmp(&v[a as usize]).then(a.cmp(&b)));
     idx.truncate(n);
     idx
-}
-
-fn greedy(max_tokens: usize) -> GenerateParams {
-    GenerateParams {
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(max_tokens),
-        stop: Vec::new(),
-        ignore_eos: true,
-    }
 }
 
 #[test]

@@ -3,25 +3,15 @@
 //! prompt token ids, first-step logits, greedy continuations up to each case's robust prefix,
 //! and teacher-forced argmax beyond it wherever llama.cpp's top-1/top-2 gap is clear.
 
+mod reference;
+
 use std::collections::HashSet;
 
 use candle_core::Device;
-use mlcli::engine::{Engine, GenerateParams, LoadOptions, SamplingParams};
+use mlcli::engine::{Engine, LoadOptions};
 use mlcli::models::testing::real_model;
+use reference::{greedy, ids, reference};
 use serde_json::Value;
-
-fn reference() -> Value {
-    let text = include_str!("data/llamacpp-reference.json");
-    serde_json::from_str(text).expect("reference JSON parses")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
 
 fn engine_for(case: &Value) -> Engine {
     let file = case["model_file"].as_str().expect("model_file");
@@ -34,18 +24,6 @@ fn engine_for(case: &Value) -> Engine {
         },
     )
     .expect("real model loads")
-}
-
-fn greedy(max_tokens: usize) -> GenerateParams {
-    GenerateParams {
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(max_tokens),
-        stop: Vec::new(),
-        ignore_eos: true,
-    }
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -3,6 +3,8 @@
 //! exactly like the GGUF, and — as f32 and quantized in situ to Q8_0 — matches llama.cpp's
 //! greedy reference up to the robust prefix with first-step logits close to the GGUF run's.
 
+mod reference;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -15,6 +17,7 @@ use mlcli::formats::gguf::Gguf;
 use mlcli::formats::tokenizer::{EncodeOptions, HfSpecials, Tokenizer};
 use mlcli::formats::weights::Precision;
 use mlcli::models::testing::{real_model, GEMMA3, SMOLLM2};
+use reference::{ids, reference};
 use serde_json::Value;
 
 /// `file` exported into the test's scratch directory (re-exported every run, so it always
@@ -41,18 +44,6 @@ fn exported() -> &'static Path {
 fn exported_gemma() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| export(GEMMA3, DType::BF16))
-}
-
-fn reference() -> Value {
-    serde_json::from_str(include_str!("data/llamacpp-reference.json")).expect("reference JSON")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
 }
 
 fn smollm2_case() -> Value {
