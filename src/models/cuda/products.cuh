@@ -191,6 +191,25 @@ static __device__ __forceinline__ void stage_x(const uint8_t* xq, int b0, int ns
     }
 }
 
+// One step of a prompt tile: the KB sub-blocks from b0 of its R weight rows (unpacked, two
+// per thread of 128) and of its T tokens' q8 inputs, into shared memory.
+template <int KB, int R, int T, int S>
+static __device__ __forceinline__ void stage_tile(const uint8_t* w, int t, int bytes, int rows,
+                                                  int row0, int b0, int nsub, const uint8_t* xq,
+                                                  int tok0, int ntok, int (*wv)[R][S],
+                                                  float (*wa)[R], float (*wa2)[R],
+                                                  float (*wb)[R], int (*xv)[T][S],
+                                                  float (*xd)[T], float (*xs)[T]) {
+    static_assert(KB * R == 256, "two weight sub-blocks per thread");
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int e = threadIdx.x + 128 * u, kb = e / R, r = e % R;
+        stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
+                  &wa2[kb][r], &wb[kb][r]);
+    }
+    stage_x<KB, T, S>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+}
+
 #if __CUDA_ARCH__ >= 800
 // Tensor-core form (sm_80+): a block computes 64 rows × 64 tokens, each warp 16 rows × 64
 // tokens with int8 mma.m16n8k16 (one per 16 values, so each sub-block's two halves keep
@@ -226,13 +245,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (int b0 = 0; b0 < nsub; b0 += TC_KB) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int e = tid + 128 * u, kb = e >> 6, r = e & 63;
-            stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
-                            &wa2[kb][r], &wb[kb][r]);
-        }
-        stage_x<TC_KB, TC_T, TC_S>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+        stage_tile<TC_KB, TC_R, TC_T, TC_S>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, wv,
+                                             wa, wa2, wb, xv, xd, xs);
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < TC_KB; kb++) {
@@ -287,13 +301,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (int b0 = 0; b0 < nsub; b0 += MQ_KB) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int e = tid + 128 * u, kb = e >> 6, r = e & 63;
-            stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
-                         &wa2[kb][r], &wb[kb][r]);
-        }
-        stage_x<MQ_KB, MQ_T, 8>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+        stage_tile<MQ_KB, MQ_R, MQ_T, 8>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, wv, wa,
+                                         wa2, wb, xv, xd, xs);
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < MQ_KB; kb++) {
