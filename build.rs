@@ -1,7 +1,7 @@
 //! Build script: records the git commit and the candle version the binary is built from, for
 //! the reproducibility record of `mlcli bench` (`MLCLI_GIT_COMMIT`, `MLCLI_CANDLE_VERSION`;
 //! "unknown" when git or the lock file is not available, e.g. when built from a crate tarball),
-//! and, with the `cuda` feature, compiles `src/models/cuda/kernels.cu` to PTX with `nvcc` for
+//! and, with the `cuda` feature, compiles `src/kernels/cuda/kernels.cu` to PTX with `nvcc` for
 //! `CUDA_COMPUTE_CAP` (default 80; the driver JIT-compiles PTX for newer GPUs).
 
 use std::path::Path;
@@ -51,9 +51,9 @@ fn main() {
 
 /// `nvcc --ptx` of our CUDA kernels into `$OUT_DIR/mlcli_kernels.ptx`.
 fn build_kernels() {
-    let src = "src/models/cuda/kernels.cu";
+    let src = "src/kernels/cuda/kernels.cu";
     // The directory: kernels.cu includes its parts (*.cuh) from there.
-    println!("cargo:rerun-if-changed=src/models/cuda");
+    println!("cargo:rerun-if-changed=src/kernels/cuda");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
     let cap = std::env::var("CUDA_COMPUTE_CAP")

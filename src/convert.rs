@@ -53,7 +53,7 @@ pub struct ExportSummary {
 /// Exports the GGUF at `gguf` into the directory `out` (created if needed).
 pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<ExportSummary> {
     if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
-        return Err(Error::Config(format!(
+        return Err(Error::InvalidArgument(format!(
             "export dtype {:?} is not supported; supported: f32, f16, bf16",
             opts.dtype
         )));
@@ -147,7 +147,7 @@ fn convert_tensor(
     kv_heads: usize,
 ) -> Result<Vec<(String, Tensor)>> {
     let hf = names::to_hf(name, spec.gguf_names).ok_or_else(|| {
-        Error::Config(format!(
+        Error::UnsupportedConfig(format!(
             "tensor '{name}' has no Hugging Face name in the '{}' family's name table",
             spec.id
         ))
@@ -181,7 +181,7 @@ pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let rows = dims[0];
     if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return Err(Error::Config(format!(
+        return Err(Error::UnsupportedConfig(format!(
             "cannot un-permute {rows} rows over {heads} heads"
         )));
     }
@@ -211,7 +211,7 @@ fn hf_config(
     for (hf, literal) in spec.hf_config_defaults {
         if !c.contains_key(*hf) {
             let v = serde_json::from_str(literal)
-                .map_err(|e| Error::Config(format!("{}: default {hf}: {e}", spec.id)))?;
+                .map_err(|e| Error::Internal(format!("{}: default {hf}: {e}", spec.id)))?;
             c.insert((*hf).into(), v);
         }
     }
@@ -306,7 +306,7 @@ fn tokenizer_config(gguf: &Gguf) -> Result<Json> {
 fn write_json(dir: &Path, name: &str, value: &Json) -> Result<PathBuf> {
     let path = dir.join(name);
     let text =
-        serde_json::to_string_pretty(value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        serde_json::to_string_pretty(value).map_err(|e| Error::Internal(format!("{name}: {e}")))?;
     std::fs::write(&path, text).map_err(|source| Error::Io {
         path: path.clone(),
         source,

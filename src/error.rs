@@ -140,9 +140,20 @@ pub enum Error {
         /// A few of their names.
         examples: String,
     },
-    /// A configuration value the family cannot run with.
+    /// A configuration value the family cannot run with (or a file whose content cannot be
+    /// converted as asked).
     #[error("unsupported configuration: {0}")]
-    Config(String),
+    UnsupportedConfig(String),
+    /// A JSON configuration file that is not what it should be.
+    #[error("{file}: {key}{why}")]
+    MalformedConfig {
+        /// The file (and nested object).
+        file: String,
+        /// The key, with `: ` after it, or empty for the whole file.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The prompt (plus what is already cached) does not fit the context window.
     #[error("the prompt needs {needed} tokens but the context holds {ctx_size}; use a shorter prompt or a larger -c/--ctx-size (model maximum {model_max})")]
     ContextFull {
@@ -153,6 +164,16 @@ pub enum Error {
         /// The model's trained context length.
         model_max: usize,
     },
+    /// A value given by the user that cannot be honoured (a flag, an option, an argument).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A prompt with no tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// Something that should not happen did (a bug, or a backend failing mid-run): a runtime
+    /// failure, not bad input.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The requested device cannot be used.
     #[error("device: {0}")]
     Device(String),
@@ -190,10 +211,13 @@ impl Error {
                 | Error::MissingTensor { .. }
                 | Error::TensorShape { .. }
                 | Error::UnusedTensors { .. }
-                | Error::Config(_)
+                | Error::UnsupportedConfig(_)
+                | Error::MalformedConfig { .. }
                 | Error::Tokenizer(_)
                 | Error::Template(_)
                 | Error::ContextFull { .. }
+                | Error::InvalidArgument(_)
+                | Error::EmptyPrompt
         ) || matches!(self, Error::Store(e) if e.is_bad_input())
     }
 }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod inspect;
+pub mod kernels;
 pub mod models;
 pub mod store;
 pub mod ui;

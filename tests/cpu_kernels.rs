@@ -7,7 +7,7 @@
 
 use candle_core::Device;
 use mlcli::engine::{Engine, LoadOptions};
-use mlcli::models::layers::gemv::{force_kernel, Kernel};
+use mlcli::kernels::cpu::gemv::{force_kernel, Kernel};
 use mlcli::models::testing::{real_model, GEMMA3, SMOLLM2};
 
 fn token_by_token(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
@@ -57,7 +57,7 @@ fn assert_equivalent(what: &str, fast: &[f32], portable: &[f32]) {
 
 #[test]
 fn scalar_and_simd_kernels_give_the_same_logits_on_real_models() {
-    if mlcli::models::layers::gemv::kernel() == Kernel::Scalar {
+    if mlcli::kernels::cpu::gemv::kernel() == Kernel::Scalar {
         eprintln!("skipped: this CPU runs the portable kernels only");
         return;
     }

@@ -7,7 +7,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use mlcli::formats::gguf::Gguf;
 use mlcli::models::testing::{self, VOCAB};
-use mlcli::models::{self, CausalLm, FamilySpec, Forward, KvCache, Tracer, FAMILIES};
+use mlcli::models::{self, CausalLm, FamilySpec, Tracer, FAMILIES};
 
 const TOKENS: [u32; 11] = [5, 17, 99, 3, 64, 127, 0, 42, 42, 8, 77];
 
@@ -23,13 +23,11 @@ fn load(spec: &FamilySpec, dtype: GgmlDType) -> (tempfile::TempDir, Box<dyn Caus
 
 /// Feeds `chunks` in order into a fresh cache; returns the logits after each chunk.
 fn feed(model: &dyn CausalLm, chunks: &[&[u32]]) -> Vec<Vec<f32>> {
-    let mut cache = KvCache::new(model.info().n_layers, 64);
+    let mut cache = models::new_cache(model, 64).unwrap();
     chunks
         .iter()
         .map(|c| {
-            let t = Tensor::new(*c, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-            model
-                .forward(&t, &mut Forward::new(&mut cache))
+            models::step(model, c, &Device::Cpu, &mut cache, None)
                 .unwrap()
                 .to_vec1()
                 .unwrap()
@@ -103,22 +101,16 @@ fn chunk_after_single_token_steps_equals_full_prefill() {
 #[test]
 fn reset_gives_identical_reruns() {
     each_family(GgmlDType::Q8_0, |spec, m| {
-        let mut cache = KvCache::new(m.info().n_layers, 64);
-        let t = Tensor::new(&TOKENS[..], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let a: Vec<f32> = m
-            .forward(&t, &mut Forward::new(&mut cache))
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let mut cache = models::new_cache(m, 64).unwrap();
+        let step = |cache: &mut models::Cache| -> Vec<f32> {
+            models::step(m, &TOKENS, &Device::Cpu, cache, None)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let a = step(&mut cache);
         cache.reset();
-        let b: Vec<f32> = m
-            .forward(&t, &mut Forward::new(&mut cache))
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let b = step(&mut cache);
         assert_eq!(a, b, "{}: rerun after reset differs", spec.id);
     });
 }
@@ -136,17 +128,9 @@ impl Tracer for CountingTracer {
 #[test]
 fn every_family_reports_each_block_to_the_tracer() {
     each_family(GgmlDType::F32, |spec, m| {
-        let mut cache = KvCache::new(m.info().n_layers, 64);
+        let mut cache = models::new_cache(m, 64).unwrap();
         let mut tracer = CountingTracer(Vec::new());
-        let t = Tensor::new(&TOKENS[..3], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mut ctx = Forward {
-            cache: &mut cache,
-            tracer: Some(&mut tracer),
-        };
-        m.forward(&t, &mut ctx).unwrap();
+        models::step(m, &TOKENS[..3], &Device::Cpu, &mut cache, Some(&mut tracer)).unwrap();
         let want: Vec<usize> = (0..m.info().n_layers).collect();
         assert_eq!(tracer.0, want, "{}: tracer calls", spec.id);
     });

@@ -4,24 +4,19 @@
 //! safetensors weights stays within NMSE 1e-3 of them.
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use mlcli::engine::{Engine, LoadOptions};
 use mlcli::formats::gguf::Gguf;
 use mlcli::formats::hf_config::HfConfig;
 use mlcli::formats::weights::Precision;
 use mlcli::models::testing;
-use mlcli::models::{self, CausalLm, Forward, KvCache, FAMILIES};
+use mlcli::models::{self, CausalLm, FAMILIES};
 
 const TOKENS: [u32; 9] = [5, 17, 99, 3, 64, 127, 0, 42, 8];
 
 fn logits(model: &dyn CausalLm) -> Vec<f32> {
-    let mut cache = KvCache::new(model.info().n_layers, 64);
-    let t = Tensor::new(&TOKENS[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    model
-        .forward(&t, &mut Forward::new(&mut cache))
+    let mut cache = models::new_cache(model, 64).unwrap();
+    models::step(model, &TOKENS, &Device::Cpu, &mut cache, None)
         .unwrap()
         .to_vec1()
         .unwrap()
@@ -91,4 +86,72 @@ fn exported_tiny_checkpoints_load_with_their_tokenizer_through_the_engine() {
         let out = engine.feed(&ids).unwrap();
         assert_eq!(out.len(), testing::VOCAB);
     }
+}
+
+/// Rewrites `dir/config.json` through `edit`.
+fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+}
+
+fn safetensors_logits(dir: &std::path::Path) -> Vec<f32> {
+    let config = HfConfig::from_file(&dir.join("config.json")).unwrap();
+    let model = models::load_safetensors(
+        &config,
+        &[dir.join("model.safetensors")],
+        Precision::default(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    logits(model.as_ref())
+}
+
+/// Granite with every multiplier neutral is llama; with llama3 RoPE scaling in its
+/// `config.json` it must scale its RoPE exactly as llama does (the shared RoPE builder).
+#[test]
+fn granite_with_llama3_rope_scaling_gives_the_llama_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = tmp.path().join("llama");
+    testing::write_tiny_hf(models::family("llama").unwrap(), &llama, 11).unwrap();
+    let head_dim = {
+        let c = HfConfig::from_file(&llama.join("config.json")).unwrap();
+        c.usize("hidden_size").unwrap() / c.usize("num_attention_heads").unwrap()
+    };
+    let granite = tmp.path().join("granite");
+    std::fs::create_dir(&granite).unwrap();
+    for f in std::fs::read_dir(&llama).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, granite.join(f.file_name().unwrap())).unwrap();
+    }
+    edit_config(&granite, |c| {
+        c["architectures"] = serde_json::json!(["GraniteForCausalLM"]);
+        c["model_type"] = "granite".into();
+        c["embedding_multiplier"] = 1.0.into();
+        c["residual_multiplier"] = 1.0.into();
+        c["logits_scaling"] = 1.0.into();
+        c["attention_multiplier"] = (1.0 / (head_dim as f64).sqrt()).into();
+    });
+    let unscaled = safetensors_logits(&granite);
+    let scaling = serde_json::json!({
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 4
+    });
+    for dir in [&llama, &granite] {
+        edit_config(dir, |c| c["rope_scaling"] = scaling.clone());
+    }
+    let (a, b) = (safetensors_logits(&llama), safetensors_logits(&granite));
+    let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
+    let max = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(max <= 1e-5 * scale, "granite vs llama: max |Δ| {max}");
+    let e = nmse(&unscaled, &b);
+    assert!(
+        e > 1e-4,
+        "llama3 scaling changed nothing (NMSE {e}): the test cannot fail"
+    );
 }

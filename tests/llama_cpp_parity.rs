@@ -91,7 +91,7 @@ fn first_step_logits_match_llama_cpp() {
 /// for a whole prompt (elsewhere prompts take a dense f32 product and only the bounds above
 /// hold).
 fn runs_ggml_order_kernels() -> bool {
-    use mlcli::models::layers::gemv::{kernel, Kernel};
+    use mlcli::kernels::cpu::gemv::{kernel, Kernel};
     kernel() == Kernel::Avx512Vnni
 }
 

@@ -165,6 +165,7 @@ fn assert_matches_reference_and_gguf(quant: Option<GgmlDType>) {
         max_tokens: Some(robust),
         stop: Vec::new(),
         ignore_eos: true,
+        min_room: 0,
     };
     st.reset();
     let stats = st

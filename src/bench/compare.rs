@@ -157,7 +157,7 @@ pub fn load(path: &Path) -> Result<Vec<Row>> {
         source,
     })?;
     parse(&text).map_err(|reason| {
-        Error::Config(format!(
+        Error::InvalidArgument(format!(
             "{}: not a bench report (-o json or -o jsonl): {reason}",
             path.display()
         ))

@@ -138,6 +138,7 @@ pub fn run_case(
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         ignore_eos: true,
+        min_room: 0,
     };
     let text = if model.real_tokenizer && t.n_prompt > 0 {
         Some(text_of(engine, t.n_prompt)?)
@@ -182,7 +183,7 @@ pub fn run_case(
         };
         let stats = engine.generate(&ids, &params, &mut |_| ControlFlow::Continue(()))?;
         if stats.stop_reason != StopReason::MaxTokens || stats.generated_tokens != max_tokens {
-            return Err(Error::Config(format!(
+            return Err(Error::Internal(format!(
                 "{t}: generation stopped after {} of {max_tokens} tokens ({:?})",
                 stats.generated_tokens, stats.stop_reason
             )));

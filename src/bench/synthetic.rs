@@ -83,7 +83,7 @@ fn pad_vocabulary(meta: &mut [(String, gguf_file::Value)], vocab: usize) -> Resu
             _ => continue,
         };
         if items.len() > vocab {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "the tokenizer has {} tokens but the synthetic model's vocabulary is {vocab}; copy one with at most {vocab}",
                 items.len()
             )));
@@ -99,7 +99,7 @@ fn pad_vocabulary(meta: &mut [(String, gguf_file::Value)], vocab: usize) -> Resu
 pub fn made_up_tokenizer(vocab: usize) -> Result<Vec<(String, gguf_file::Value)>> {
     use gguf_file::Value as V;
     if vocab < 3 + 256 {
-        return Err(Error::Config(format!(
+        return Err(Error::InvalidArgument(format!(
             "a vocabulary of {vocab} cannot hold the 259 special and byte tokens"
         )));
     }
@@ -144,9 +144,9 @@ pub fn build(
     let spec = FAMILIES
         .iter()
         .find(|f| f.id == p.family)
-        .ok_or_else(|| Error::Config(format!("preset {}: no family '{}'", p.name, p.family)))?;
+        .ok_or_else(|| Error::Internal(format!("preset {}: no family '{}'", p.name, p.family)))?;
     let arch = spec.gguf_architecture().ok_or_else(|| {
-        Error::Config(format!(
+        Error::Internal(format!(
             "preset {}: family '{}' has no GGUF architecture",
             p.name, spec.id
         ))

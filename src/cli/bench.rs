@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use super::run::UsageError;
+use super::UsageError;
 use crate::bench::report::{Format, Line, Row, Writer};
 use crate::bench::sweep::{self, Sweep};
 use crate::bench::{self, compare, memory, presets, record, run, Source};

@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = model_ref::resolve(Some(&args.model), &args.store, Mode::PreferCache)?.model;
     let path = match detect::detect(&model)? {
         Format::Gguf(p) => p,
-        Format::SafetensorsDir(d) => anyhow::bail!(crate::Error::Config(format!(
+        Format::SafetensorsDir(d) => anyhow::bail!(crate::Error::InvalidArgument(format!(
             "{} is already a safetensors checkpoint; export reads GGUF files",
             d.display()
         ))),

@@ -10,7 +10,7 @@ use clap::ArgGroup;
 use regex::Regex;
 use serde::Serialize;
 
-use super::run::UsageError;
+use super::UsageError;
 use crate::device;
 use crate::engine::LoadOptions;
 use crate::inspect::{json, machine, metadata, probe, summary, tensors, text, values, Model};

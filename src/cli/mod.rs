@@ -64,8 +64,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// The clap command, for man-page and completion generation.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    <Cli as clap::CommandFactory>::command().mut_subcommand("run", |run| {
+        run.mut_arg("chat_template", |a| {
+            a.help(chat_template_help()).long_help(None::<&str>)
+        })
+    })
 }
+
+/// Parses the process's arguments with [`command`] (clap exits on a usage error).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `--chat-template`'s help, naming the shipped templates.
+fn chat_template_help() -> String {
+    format!(
+        "Chat template replacing the model's own: a shipped one by name ({}) or a Jinja file. \
+         Models without one use their family's default",
+        crate::formats::chat_template::builtin_names()
+    )
+}
+
+/// An error in how mlcli was called (exit status 2), for any subcommand.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// The source of `--chat-template NAME|FILE`: a shipped template by name, else a file.
 pub fn chat_template_source(arg: &str) -> anyhow::Result<String> {
@@ -75,7 +99,7 @@ pub fn chat_template_source(arg: &str) -> anyhow::Result<String> {
     }
     let path = std::path::Path::new(arg);
     if !path.exists() {
-        anyhow::bail!(crate::Error::Config(format!(
+        anyhow::bail!(crate::Error::InvalidArgument(format!(
             "--chat-template {arg}: no such file, and not a shipped template ({})",
             crate::formats::chat_template::builtin_names()
         )));
@@ -93,7 +117,7 @@ pub fn precision(
         None | Some("f32") => DType::F32,
         Some("f16") => DType::F16,
         Some("bf16") => DType::BF16,
-        Some(other) => anyhow::bail!(crate::Error::Config(format!(
+        Some(other) => anyhow::bail!(crate::Error::InvalidArgument(format!(
             "--dtype {other} is not supported; supported: f32, f16, bf16"
         ))),
     };

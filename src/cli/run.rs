@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 
 use anyhow::{bail, Context};
 
+use super::UsageError;
 use crate::device;
 use crate::engine::{
     Engine, GenerateParams, LoadOptions, Message, SamplingDefaults, SamplingParams, TemplateOrigin,
@@ -33,9 +34,9 @@ pub struct Args {
     /// In raw prompts, treat text spelling special tokens (`<|im_start|>`) as plain text.
     #[arg(long)]
     pub no_special: bool,
-    /// Chat template replacing the model's own: a shipped one by name (chatml, gemma,
-    /// granite, llama3, mistral, phi3) or a Jinja file. Models without one use their
-    /// family's default.
+    /// Chat template replacing the model's own: a shipped one by name or a Jinja file.
+    /// Models without one use their family's default. (The names are listed from the
+    /// shipped templates by `cli::command`.)
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
     /// Sampling temperature; 0 is greedy [default: the model's generation_config.json, else 0.8].
@@ -127,11 +128,6 @@ fn gather_prompt(args: &Args) -> anyhow::Result<Option<String>> {
     }))
 }
 
-/// An error in how mlcli was called (exit status 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 /// Runs `mlcli run`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
@@ -192,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(prompt) = prompt else {
         return chat(engine, &args, params);
     };
-    let use_template = !args.raw && engine.template().is_some();
+    let use_template = !args.raw;
     let tokens = if use_template {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
@@ -258,16 +254,13 @@ fn generate_params(args: &Args, model: &SamplingDefaults) -> GenerateParams {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
+        min_room: 0,
     }
 }
 
 /// The interactive chat UI.
 fn chat(engine: Engine, args: &Args, params: GenerateParams) -> anyhow::Result<()> {
-    let Some(template) = engine.template() else {
-        bail!(UsageError(
-            "this model has no chat template, which interactive chat needs; pass --chat-template FILE, or give a prompt for a raw completion".into()
-        ));
-    };
+    let template = engine.template();
     let card = ModelCard {
         name: engine.name().to_string(),
         family: engine.info().family.to_string(),

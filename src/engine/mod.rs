@@ -1,6 +1,11 @@
-//! The engine: one loaded model with its tokenizer, chat template and KV cache, and the ONE
+//! The engine: one loaded model with its tokenizer, chat template and cache, and the ONE
 //! decode loop ([`Engine::generate`]) that `run`, chat and `bench` all use.
+//!
+//! The engine owns the [`cache::Cache`], which holds the one position of the sequence; the
+//! layer-by-layer path and the fused decoder both feed at that position and commit to it.
 
+pub mod cache;
+pub mod decoder;
 mod hf_dir;
 pub mod sampler;
 pub mod stop;
@@ -12,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 pub use crate::formats::chat_template::Message;
 use crate::formats::chat_template::{ChatTemplate, RenderOptions};
@@ -20,9 +25,10 @@ use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
 use crate::formats::weights::Precision;
-use crate::models::fused::{self, Fused};
-use crate::models::{self, CausalLm, Forward, KvCache, ModelInfo, Tracer};
+use crate::models::{self, CausalLm, ModelInfo, Tracer};
 use crate::{Error, Result};
+use cache::Cache;
+use decoder::Fused;
 pub use sampler::Params as SamplingParams;
 
 /// Default context when the user gives none: the model's, capped here to keep memory modest.
@@ -66,6 +72,10 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (for parity tests and benchmarks).
     pub ignore_eos: bool,
+    /// Refuse a prompt that leaves fewer positions than this for the reply (the chat keeps
+    /// room for a short answer).
+    #[serde(default)]
+    pub min_room: usize,
 }
 
 /// Why generation ended.
@@ -156,14 +166,15 @@ enum Next {
 pub struct Engine {
     model: Box<dyn CausalLm>,
     tokenizer: Arc<Tokenizer>,
-    template: Option<ChatTemplate>,
+    template: ChatTemplate,
     template_origin: TemplateOrigin,
-    cache: KvCache,
-    /// The backend's fused decoder, which keeps its own KV cache, when the model runs on it.
+    /// The one cache: position, token ids, and the layer-by-layer path's per-layer entries.
+    cache: Cache,
+    /// The backend's fused decoder (its KV storage on the device; the position is the
+    /// cache's), when the model runs on it.
     fused: Option<Fused>,
     /// Which decoder runs the model and why (`-v`).
     decoder_note: String,
-    cached: Vec<u32>,
     device: Device,
     batch_size: usize,
     name: String,
@@ -228,19 +239,17 @@ impl Engine {
                 (source.to_string(), TemplateOrigin::FamilyDefault(name))
             }
         };
-        let template = Some(ChatTemplate::new(&source)?);
+        let template = ChatTemplate::new(&source)?;
         let info = model.info();
         let ctx = match opts.ctx_size {
             Some(0) => info.context_length,
             Some(n) => n,
             None => info.context_length.min(DEFAULT_CTX_CAP),
         };
-        if ctx == 0 {
-            return Err(Error::Config("context size must be at least 1".into()));
-        }
-        let (fused, decoder_note) = fused::build(&*model, &opts.device, ctx, opts.batch_size)?;
+        let cache = models::new_cache(&*model, ctx)?;
+        let (fused, decoder_note) = decoder::build(&*model, &opts.device, ctx, opts.batch_size)?;
         Ok(Self {
-            cache: KvCache::new(info.n_layers, ctx),
+            cache,
             fused,
             decoder_note,
             model,
@@ -248,7 +257,6 @@ impl Engine {
             defaults,
             template_origin,
             template,
-            cached: Vec::new(),
             device: opts.device.clone(),
             batch_size: opts.batch_size.max(1),
             name,
@@ -281,8 +289,8 @@ impl Engine {
     }
 
     /// The chat template: the user's, the model's own, or the family's default.
-    pub fn template(&self) -> Option<&ChatTemplate> {
-        self.template.as_ref()
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     /// The context size of this run.
@@ -303,11 +311,7 @@ impl Engine {
     /// Renders `messages` with the chat template and tokenizes the result (special tokens in
     /// the rendered text are parsed; BOS is added only when the template did not write it).
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let Some(template) = &self.template else {
-            return Err(Error::Config(
-                "this model has no chat template; use --raw or --chat-template FILE".into(),
-            ));
-        };
+        let template = &self.template;
         let piece = |id: Option<u32>| id.and_then(|i| self.tokenizer.piece(i)).unwrap_or("");
         let bos = piece(self.tokenizer.bos_id());
         let text = template.render(
@@ -339,9 +343,14 @@ impl Engine {
         )?)
     }
 
-    /// Positions currently held in the KV cache.
+    /// Positions currently held in the cache.
     pub fn cached_len(&self) -> usize {
-        self.cached.len()
+        self.cache.pos()
+    }
+
+    /// Bytes the cache holds now (grows with the conversation; windows stay bounded).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.reserved_bytes()
     }
 
     /// Replaces the KV cache with an empty one holding `ctx` positions (0 = the model's).
@@ -351,15 +360,11 @@ impl Engine {
         } else {
             ctx
         };
-        if ctx == 0 {
-            return Err(Error::Config("context size must be at least 1".into()));
-        }
-        self.cache = KvCache::new(self.info().n_layers, ctx);
-        self.cached.clear();
+        self.cache = models::new_cache(&*self.model, ctx)?;
         if self.fused.is_some() {
             // Free the old cache before the new one is allocated.
             self.fused = None;
-            let (fused, note) = fused::build(&*self.model, &self.device, ctx, self.batch_size)?;
+            let (fused, note) = decoder::build(&*self.model, &self.device, ctx, self.batch_size)?;
             (self.fused, self.decoder_note) = (fused, note);
         }
         Ok(())
@@ -368,7 +373,13 @@ impl Engine {
     /// Forgets the cached conversation.
     pub fn reset(&mut self) {
         self.cache.reset();
-        self.cached.clear();
+    }
+
+    /// Goes back to at most `len` cached positions (keeping that prefix of the conversation)
+    /// and returns the position reached, which may be earlier where a layer's state cannot
+    /// go back that far (see [`Cache::rewind`]).
+    pub fn rewind(&mut self, len: usize) -> usize {
+        self.cache.rewind(len)
     }
 
     /// Feeds `tokens` after what is cached and returns the last token's logits.
@@ -387,36 +398,44 @@ impl Engine {
         tokens: &[u32],
         mut tracer: Option<&mut dyn Tracer>,
     ) -> Result<Vec<f32>> {
-        let needed = self.cached.len() + tokens.len();
-        if needed > self.ctx_size() {
-            return Err(Error::ContextFull {
-                needed,
-                ctx_size: self.ctx_size(),
-                model_max: self.info().context_length,
-            });
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
         }
+        self.cache.ensure_fits(tokens.len())?;
         if let (Some(f), None) = (self.fused.as_mut(), tracer.as_ref()) {
-            let logits = f.feed(tokens, self.cached.len())?;
-            self.cached.extend_from_slice(tokens);
-            return Ok(logits);
+            self.cache.begin(tokens.len())?;
+            let fed = f.feed(tokens, self.cache.pos());
+            return Self::settle(&mut self.cache, tokens, fed);
         }
         let mut logits = None;
         for chunk in tokens.chunks(self.batch_size) {
-            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
-            let mut ctx = Forward {
-                cache: &mut self.cache,
-                // Reborrow (not as_deref_mut) so the trait object's lifetime may shorten.
-                tracer: match tracer {
-                    Some(ref mut t) => Some(&mut **t),
-                    None => None,
-                },
-            };
-            logits = Some(self.model.forward(&input, &mut ctx)?);
-            self.cached.extend_from_slice(chunk);
+            // Reborrow (not as_deref_mut) so the trait object's lifetime may shorten.
+            let tracer = tracer.as_mut().map(|t| &mut **t as &mut dyn Tracer);
+            logits = Some(models::step(
+                &*self.model,
+                chunk,
+                &self.device,
+                &mut self.cache,
+                tracer,
+            )?);
         }
         match logits {
             Some(l) => Ok(l.to_vec1()?),
-            None => Err(Error::Config("nothing to feed: the prompt is empty".into())),
+            None => Err(Error::EmptyPrompt),
+        }
+    }
+
+    /// Commits a fused decoder's pass to the cache, or abandons it on failure.
+    fn settle<T>(cache: &mut Cache, tokens: &[u32], fed: Result<T>) -> Result<T> {
+        match fed {
+            Ok(v) => {
+                cache.commit(tokens)?;
+                Ok(v)
+            }
+            Err(e) => {
+                cache.abort();
+                Err(e)
+            }
         }
     }
 
@@ -424,17 +443,9 @@ impl Engine {
     fn next(&mut self, tokens: &[u32], on_device: bool) -> Result<Next> {
         match (on_device, self.fused.as_mut()) {
             (true, Some(f)) => {
-                let needed = self.cached.len() + tokens.len();
-                if needed > self.cache.max_len() {
-                    return Err(Error::ContextFull {
-                        needed,
-                        ctx_size: self.cache.max_len(),
-                        model_max: self.model.info().context_length,
-                    });
-                }
-                let t = f.feed_greedy(tokens, self.cached.len())?;
-                self.cached.extend_from_slice(tokens);
-                Ok(Next::Token(t))
+                self.cache.begin(tokens.len())?;
+                let fed = f.feed_greedy(tokens, self.cache.pos());
+                Ok(Next::Token(Self::settle(&mut self.cache, tokens, fed)?))
             }
             _ => Ok(Next::Logits(self.feed(tokens)?)),
         }
@@ -451,30 +462,37 @@ impl Engine {
     ) -> Result<Stats> {
         let start = Instant::now();
         if prompt.is_empty() {
-            return Err(Error::Config("the prompt is empty".into()));
+            return Err(Error::EmptyPrompt);
         }
-        if prompt.len() > self.ctx_size() {
-            return Err(Error::ContextFull {
-                needed: prompt.len(),
-                ctx_size: self.ctx_size(),
-                model_max: self.info().context_length,
-            });
-        }
-        // 1. Reuse the common prefix, always recomputing at least the last prompt token.
+        // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
+        //    cache may go back further than asked (a state that cannot be truncated).
         let common = self
-            .cached
+            .cache
+            .tokens()
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        let reused = common.min(prompt.len() - 1);
-        self.cache.truncate(reused);
-        self.cached.truncate(reused);
+        let reused = self.cache.rewind(common.min(prompt.len() - 1));
+        self.cache
+            .ensure_fits(prompt.len() - reused + params.min_room)?;
         // 2. Prefill. Greedy decoding on a fused decoder takes the argmax on the device and
-        //    reads back one id instead of the logits.
+        //    reads back one id instead of the logits. Where layers keep recurrent state, the
+        //    cache is snapshotted before the last prompt token, so that the next turn (or a
+        //    regeneration) can go back to this point.
         let mut sampler = sampler::Sampler::new(params.sampling.clone());
         let on_device = self.fused.is_some() && sampler.is_greedy();
-        let mut next = self.next(&prompt[reused..], on_device)?;
+        let todo = &prompt[reused..];
+        let split = if self.cache.has_recurrent() {
+            todo.len() - 1
+        } else {
+            0
+        };
+        if split > 0 {
+            self.feed(&todo[..split])?;
+            self.cache.snapshot()?;
+        }
+        let mut next = self.next(&todo[split..], on_device)?;
         let prompt_time = start.elapsed();
         // 3. Decode.
         let mut stops = stop::StopMatcher::new(&params.stop);
@@ -511,7 +529,7 @@ impl Engine {
             if params.max_tokens.is_some_and(|m| generated.len() >= m) {
                 break StopReason::MaxTokens;
             }
-            if self.cached.len() >= self.ctx_size() {
+            if self.cache.remaining() == 0 {
                 break StopReason::ContextFull;
             }
             let forward_start = Instant::now();

@@ -67,7 +67,7 @@ impl Gguf {
                 .iter()
                 .find(|ty| ty.candle == Some(dtype))
                 .map(|ty| ty.id)
-                .ok_or_else(|| Error::Config(format!("no ggml id for {dtype:?}")))?;
+                .ok_or_else(|| Error::Internal(format!("no ggml id for {dtype:?}")))?;
             entries.push(TensorEntry {
                 name: tensor_name.clone(),
                 dims: t.shape().dims().iter().rev().map(|&d| d as u64).collect(),

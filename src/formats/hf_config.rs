@@ -33,11 +33,16 @@ impl HfConfig {
                 map,
                 origin: origin.to_string(),
             }),
-            Ok(other) => Err(Error::Config(format!(
-                "{origin} holds {}, not a JSON object",
-                kind(&other)
-            ))),
-            Err(e) => Err(Error::Config(format!("{origin}: {e}"))),
+            Ok(other) => Err(Error::MalformedConfig {
+                file: origin.to_string(),
+                key: String::new(),
+                why: format!("holds {}, not a JSON object", kind(&other)),
+            }),
+            Err(e) => Err(Error::MalformedConfig {
+                file: origin.to_string(),
+                key: String::new(),
+                why: format!("not valid JSON: {e}"),
+            }),
         }
     }
 

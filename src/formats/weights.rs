@@ -64,7 +64,7 @@ pub fn parse_quant(name: &str) -> Result<GgmlDType> {
         .find(|(n, _)| *n == norm || n.replace('_', "") == norm.replace('_', ""))
         .map(|(_, t)| *t)
         .ok_or_else(|| {
-            Error::Config(format!(
+            Error::InvalidArgument(format!(
                 "unknown quantization type '{name}'; supported: {}",
                 QUANT_TYPES
                     .iter()

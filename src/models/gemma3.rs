@@ -9,6 +9,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::assembly::{gguf_vocab_size, output_layer, Dims, RopeConfig};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
@@ -16,7 +17,9 @@ use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
-use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use super::{
+    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
@@ -44,9 +47,9 @@ pub static SPEC: FamilySpec = FamilySpec {
         ),
     ],
     quirks: Quirks {
-        gguf_qk_permuted: false,
         norm_unit_offset: true,
         gguf_norm_unit_offset_folded: true,
+        ..Quirks::NONE
     },
     default_template: "gemma",
     hf_model_type: "gemma3_text",
@@ -109,12 +112,10 @@ pub struct Config {
     pub context_length: usize,
     /// RMSNorm epsilon.
     pub eps: f64,
-    /// RoPE base of global layers.
-    pub rope_global_base: f64,
-    /// RoPE base of sliding-window layers.
+    /// RoPE of global layers (base and scaling).
+    pub rope_global: RopeConfig,
+    /// RoPE base of sliding-window layers (never scaled).
     pub rope_local_base: f64,
-    /// Linear RoPE scaling of global layers (1 = none).
-    pub rope_global_linear_factor: f64,
     /// Window of local layers.
     pub sliding_window: usize,
     /// Every `pattern`-th layer (1-based) is global.
@@ -135,15 +136,6 @@ impl Config {
             Some(d) => d,
             None => hidden / n_heads.max(1),
         };
-        let rope_global_linear_factor = match g.opt_str(&k("rope.scaling.type"))? {
-            None | Some("none") => 1.0,
-            Some("linear") => g.float(&k("rope.scaling.factor"))?,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                "rope scaling type '{other}' is not supported for gemma3; supported: none, linear"
-            )))
-            }
-        };
         let cfg = Self {
             n_layers: g.usize(&k("block_count"))?,
             hidden,
@@ -153,19 +145,13 @@ impl Config {
                 .opt(&k("attention.head_count_kv"), Gguf::usize)?
                 .unwrap_or(n_heads),
             head_dim,
-            vocab_size: g
-                .tensor_shape("token_embd.weight")
-                .and_then(|s| s.first().copied())
-                .unwrap_or(0),
+            vocab_size: gguf_vocab_size(g)?,
             context_length: g.usize(&k("context_length"))?,
             eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
-            rope_global_base: g
-                .opt(&k("rope.freq_base"), Gguf::float)?
-                .unwrap_or(1_000_000.0),
+            rope_global: RopeConfig::from_gguf(g, "gemma3", 1_000_000.0)?,
             rope_local_base: g
                 .opt(&k("rope.freq_base_swa"), Gguf::float)?
                 .unwrap_or(10_000.0),
-            rope_global_linear_factor,
             sliding_window: g.usize(&k("attention.sliding_window"))?,
             pattern: g
                 .opt(&k("attention.sliding_window_pattern"), Gguf::usize)?
@@ -187,7 +173,7 @@ impl Config {
         let h = text.as_ref().unwrap_or(h);
         if let Some(act) = h.opt_str("hidden_activation")? {
             if act != "gelu_pytorch_tanh" {
-                return Err(Error::Config(format!(
+                return Err(Error::UnsupportedConfig(format!(
                     "gemma3: hidden_activation '{act}' is not supported; supported: gelu_pytorch_tanh"
                 )));
             }
@@ -195,18 +181,6 @@ impl Config {
         let hidden = h.usize("hidden_size")?;
         let n_heads = h.usize("num_attention_heads")?;
         let head_dim = h.opt_usize("head_dim")?.unwrap_or(hidden / n_heads.max(1));
-        let rope_global_linear_factor = match h.sub("rope_scaling") {
-            None => 1.0,
-            Some(rs) => match rs.opt_str("rope_type")?.or(rs.opt_str("type")?) {
-                None | Some("default") => 1.0,
-                Some("linear") => rs.float("factor")?,
-                Some(other) => {
-                    return Err(Error::Config(format!(
-                        "rope_scaling type '{other}' is not supported for gemma3; supported: default, linear"
-                    )))
-                }
-            },
-        };
         let n_layers = h.usize("num_hidden_layers")?;
         // Newer configs list every layer's kind; older ones give the period.
         let pattern = match h.get("layer_types").and_then(|v| v.as_array()) {
@@ -220,7 +194,7 @@ impl Config {
                     (t.as_str() == Some("full_attention")) == ((i + 1) % period == 0)
                 });
                 if !regular {
-                    return Err(Error::Config(
+                    return Err(Error::UnsupportedConfig(
                         "gemma3: layer_types is not a regular sliding/full pattern".into(),
                     ));
                 }
@@ -238,9 +212,8 @@ impl Config {
             vocab_size: h.usize("vocab_size")?,
             context_length: h.usize("max_position_embeddings")?,
             eps: h.float("rms_norm_eps")?,
-            rope_global_base: h.opt_float("rope_theta")?.unwrap_or(1_000_000.0),
+            rope_global: RopeConfig::from_hf(h, 1_000_000.0)?,
             rope_local_base: h.opt_float("rope_local_base_freq")?.unwrap_or(10_000.0),
-            rope_global_linear_factor,
             sliding_window: h.usize("sliding_window")?,
             pattern,
             attn_scale: match h.opt_float("query_pre_attn_scalar")? {
@@ -267,7 +240,7 @@ impl Config {
         if ok {
             Ok(())
         } else {
-            Err(Error::Config(format!(
+            Err(Error::UnsupportedConfig(format!(
                 "gemma3: inconsistent dimensions {self:?}"
             )))
         }
@@ -337,10 +310,7 @@ impl Model {
         let format = vb.weights().format();
         let style = super::rope_style(SPEC.quirks, format);
         let unit_offset = super::norm_unit_offset(SPEC.quirks, format);
-        let mut rope_global = Rope::new(cfg.head_dim, cfg.rope_global_base, style);
-        if cfg.rope_global_linear_factor != 1.0 {
-            rope_global = rope_global.with_linear_scaling(cfg.rope_global_linear_factor as f32);
-        }
+        let rope_global = cfg.rope_global.build(vb, cfg.head_dim, style)?;
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
         let blocks = (0..cfg.n_layers)
@@ -350,21 +320,22 @@ impl Model {
             embed: Embedding::new(table.clone(), Some((cfg.hidden as f64).sqrt())),
             blocks,
             norm: RmsNorm::load(&m.pp("norm"), cfg.hidden, cfg.eps, unit_offset)?,
-            lm_head: Linear::from_qtensor(table)?,
+            lm_head: output_layer(vb, &table, cfg.hidden, cfg.vocab_size)?,
             rope_local: Rope::new(cfg.head_dim, cfg.rope_local_base, style),
             rope_global,
             final_softcap: cfg.final_softcap,
-            info: ModelInfo {
-                family: SPEC.id,
-                kind: SPEC.kind,
-                n_layers: cfg.n_layers,
-                hidden: cfg.hidden,
-                n_heads: cfg.n_heads,
-                n_kv_heads: cfg.n_kv_heads,
-                head_dim: cfg.head_dim,
-                vocab_size: cfg.vocab_size,
-                context_length: cfg.context_length,
-            },
+            info: ModelInfo::new(
+                &SPEC,
+                Dims {
+                    n_layers: cfg.n_layers,
+                    hidden: cfg.hidden,
+                    n_heads: cfg.n_heads,
+                    n_kv_heads: cfg.n_kv_heads,
+                    head_dim: cfg.head_dim,
+                    vocab_size: cfg.vocab_size,
+                    context_length: cfg.context_length,
+                },
+            ),
         })
     }
 }
@@ -408,6 +379,10 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn cache_layout(&self) -> Vec<LayerKind> {
+        self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
     }
 
     fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {

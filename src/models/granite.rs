@@ -10,6 +10,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::assembly::output_layer;
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
@@ -17,7 +18,9 @@ use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::llama::{self, BLOCK_TENSORS};
-use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use super::{
+    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
@@ -32,8 +35,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: true,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
+        ..Quirks::NONE
     },
     default_template: "granite",
     hf_model_type: "granite",
@@ -96,7 +98,7 @@ impl Config {
     /// Reads a Hugging Face `config.json` (transformers' defaults: every multiplier 1).
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
         if h.opt_bool("mlp_bias")? == Some(true) {
-            return Err(Error::Config(
+            return Err(Error::UnsupportedConfig(
                 "granite: mlp_bias is not supported; supported: false".into(),
             ));
         }
@@ -115,7 +117,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.base.validate()?;
         if self.logits_scaling == 0.0 || !self.logits_scaling.is_finite() {
-            return Err(Error::Config(format!(
+            return Err(Error::UnsupportedConfig(format!(
                 "granite: logits_scaling {} cannot divide the logits",
                 self.logits_scaling
             )));
@@ -150,30 +152,14 @@ impl Model {
     pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
         let b = &cfg.base;
         let style = super::rope_style(SPEC.quirks, vb.weights().format());
-        let mut rope = Rope::new(b.head_dim, b.rope_base, style);
-        if b.rope_linear_factor != 1.0 {
-            rope = rope.with_linear_scaling(b.rope_linear_factor as f32);
-        }
+        let rope = b.rope.build(vb, b.head_dim, style)?;
         let attn_cfg = attention::Config {
-            hidden: b.hidden,
-            n_heads: b.n_heads,
-            n_kv_heads: b.n_kv_heads,
-            head_dim: b.head_dim,
             scale: cfg.attention_multiplier,
-            qkv_bias: b.qkv_bias,
-            qk_norm: None,
-            sliding_window: b.sliding_window,
-            softcap: None,
-            scale_queries: false,
-            fused_qkv: false,
+            ..b.attention()
         };
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[b.vocab_size, b.hidden])?;
-        let lm_head = if vb.contains("lm_head.weight") {
-            Linear::load(&vb.pp("lm_head"), b.hidden, b.vocab_size, false)?
-        } else {
-            Linear::from_qtensor(table.clone())?
-        };
+        let lm_head = output_layer(vb, &table, b.hidden, b.vocab_size)?;
         let blocks = (0..b.n_layers)
             .map(|i| {
                 let vb = m.pp("layers").pp(i);
@@ -198,17 +184,7 @@ impl Model {
             rope,
             residual_multiplier: cfg.residual_multiplier,
             logits_scaling: cfg.logits_scaling,
-            info: ModelInfo {
-                family: SPEC.id,
-                kind: SPEC.kind,
-                n_layers: b.n_layers,
-                hidden: b.hidden,
-                n_heads: b.n_heads,
-                n_kv_heads: b.n_kv_heads,
-                head_dim: b.head_dim,
-                vocab_size: b.vocab_size,
-                context_length: b.context_length,
-            },
+            info: ModelInfo::new(&SPEC, b.dims()),
         })
     }
 }
@@ -245,6 +221,10 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn cache_layout(&self) -> Vec<LayerKind> {
+        self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
     }
 }
 

@@ -9,15 +9,18 @@
 
 use candle_core::{DType, Tensor};
 
+use super::assembly::{gguf_vocab_size, output_layer, Dims, RopeConfig};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::moe::{self, SparseMoe};
 use super::layers::norm::RmsNorm;
-use super::layers::rope::{llama3_freq_factors, Llama3Scaling, Rope};
+use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
-use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, ModelInfo, Quirks, TinyConfig};
+use super::{
+    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
@@ -33,8 +36,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_names: &[],
     quirks: Quirks {
         gguf_qk_permuted: true,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
+        ..Quirks::NONE
     },
     default_template: "chatml",
     hf_model_type: "llama",
@@ -88,12 +90,8 @@ pub struct Config {
     pub context_length: usize,
     /// RMSNorm epsilon.
     pub eps: f64,
-    /// RoPE frequency base.
-    pub rope_base: f64,
-    /// Linear RoPE scaling factor (1 = none).
-    pub rope_linear_factor: f64,
-    /// llama3 frequency scaling from `config.json` (GGUF stores the factors as a tensor).
-    pub rope_llama3: Option<Llama3Scaling>,
+    /// RoPE base and scaling (GGUF stores llama3 scaling as the `rope_freqs` tensor).
+    pub rope: RopeConfig,
     /// Each query sees at most this many positions (Mistral 7B v0.1), when set.
     pub sliding_window: Option<usize>,
     /// Q/K/V projections have biases (Qwen 2).
@@ -130,34 +128,18 @@ impl Config {
         };
         if let Some(vd) = g.opt(&k("attention.value_length"), Gguf::usize)? {
             if vd != head_dim {
-                return Err(Error::Config(format!(
+                return Err(Error::UnsupportedConfig(format!(
                     "value_length {vd} differs from key_length {head_dim}; supported: equal"
                 )));
             }
         }
         if let Some(rd) = g.opt(&k("rope.dimension_count"), Gguf::usize)? {
             if rd != head_dim {
-                return Err(Error::Config(format!(
+                return Err(Error::UnsupportedConfig(format!(
                     "partial RoPE (rope.dimension_count {rd} < head_dim {head_dim}) is not supported"
                 )));
             }
         }
-        let rope_linear_factor = match g.opt_str(&k("rope.scaling.type"))? {
-            None | Some("none") => 1.0,
-            Some("linear") => g.float(&k("rope.scaling.factor"))?,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "rope scaling type '{other}' is not supported; supported: none, linear, llama3 (rope_freqs)"
-                )))
-            }
-        };
-        let vocab_size = g
-            .tensor_shape("token_embd.weight")
-            .and_then(|s| s.first().copied())
-            .ok_or_else(|| Error::MissingTensor {
-                name: "model.embed_tokens.weight".into(),
-                stored: "token_embd.weight".into(),
-            })?;
         let cfg = Self {
             n_layers: g.usize(&k("block_count"))?,
             hidden,
@@ -167,14 +149,10 @@ impl Config {
                 .opt(&k("attention.head_count_kv"), Gguf::usize)?
                 .unwrap_or(n_heads),
             head_dim,
-            vocab_size,
+            vocab_size: gguf_vocab_size(g)?,
             context_length: g.usize(&k("context_length"))?,
             eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
-            rope_base: g
-                .opt(&k("rope.freq_base"), Gguf::float)?
-                .unwrap_or(10_000.0),
-            rope_linear_factor,
-            rope_llama3: None,
+            rope: RopeConfig::from_gguf(g, arch, 10_000.0)?,
             sliding_window: g.opt(&k("attention.sliding_window"), Gguf::usize)?,
             qkv_bias: false,
             qk_norm: false,
@@ -195,39 +173,14 @@ impl Config {
         };
         if let Some(p) = h.opt_float("partial_rotary_factor")? {
             if p != 1.0 {
-                return Err(Error::Config(format!(
+                return Err(Error::UnsupportedConfig(format!(
                     "partial RoPE (partial_rotary_factor {p}) is not supported"
                 )));
             }
         }
-        let rope_base = h.opt_float("rope_theta")?.unwrap_or(10_000.0);
-        let (mut rope_linear_factor, mut rope_llama3) = (1.0, None);
-        if let Some(rs) = h.sub("rope_scaling") {
-            let kind = match rs.opt_str("rope_type")? {
-                Some(t) => t.to_string(),
-                None => rs.opt_str("type")?.unwrap_or("default").to_string(),
-            };
-            match kind.as_str() {
-                "default" => {}
-                "linear" => rope_linear_factor = rs.float("factor")?,
-                "llama3" => {
-                    rope_llama3 = Some(Llama3Scaling {
-                        factor: rs.float("factor")?,
-                        low_freq_factor: rs.float("low_freq_factor")?,
-                        high_freq_factor: rs.float("high_freq_factor")?,
-                        original_context: rs.float("original_max_position_embeddings")?,
-                    })
-                }
-                other => {
-                    return Err(Error::Config(format!(
-                        "rope_scaling type '{other}' is not supported; supported: default, linear, llama3"
-                    )))
-                }
-            }
-        }
         if let Some(act) = h.opt_str("hidden_act")? {
             if act != "silu" {
-                return Err(Error::Config(format!(
+                return Err(Error::UnsupportedConfig(format!(
                     "hidden_act '{act}' is not supported by the llama family; supported: silu"
                 )));
             }
@@ -242,9 +195,7 @@ impl Config {
             vocab_size: h.usize("vocab_size")?,
             context_length: h.usize("max_position_embeddings")?,
             eps: h.float("rms_norm_eps")?,
-            rope_base,
-            rope_linear_factor,
-            rope_llama3,
+            rope: RopeConfig::from_hf(h, 10_000.0)?,
             sliding_window: match h.opt_bool("use_sliding_window")? {
                 Some(false) => None,
                 _ => h.opt_usize("sliding_window")?,
@@ -260,7 +211,7 @@ impl Config {
 
     /// Rejects values this implementation cannot run.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |m: String| Err(Error::UnsupportedConfig(m));
         if self.n_layers == 0 || self.hidden == 0 || self.n_heads == 0 || self.head_dim == 0 {
             return bad(format!("degenerate dimensions {self:?}"));
         }
@@ -279,7 +230,21 @@ impl Config {
         Ok(())
     }
 
-    fn attention(&self) -> attention::Config {
+    /// The dimensions, for [`ModelInfo`].
+    pub fn dims(&self) -> Dims {
+        Dims {
+            n_layers: self.n_layers,
+            hidden: self.hidden,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            vocab_size: self.vocab_size,
+            context_length: self.context_length,
+        }
+    }
+
+    /// The attention layer of every block (Granite overrides the scale).
+    pub fn attention(&self) -> attention::Config {
         attention::Config {
             hidden: self.hidden,
             n_heads: self.n_heads,
@@ -360,26 +325,10 @@ impl Model {
     /// Builds the model from `vb` (rooted at the checkpoint top) for the family `spec`.
     pub fn load(vb: &Vb, cfg: &Config, spec: &FamilySpec) -> Result<Self> {
         let style = super::rope_style(spec.quirks, vb.weights().format());
-        let mut rope = Rope::new(cfg.head_dim, cfg.rope_base, style);
-        if vb.contains("model.rope_freqs.weight") {
-            let f: Vec<f32> = vb
-                .tensor("model.rope_freqs.weight", &[cfg.head_dim / 2])?
-                .to_vec1()?;
-            rope = rope.with_freq_factors(&f)?;
-        }
-        if let Some(s) = cfg.rope_llama3 {
-            rope = rope.with_freq_factors(&llama3_freq_factors(cfg.head_dim, cfg.rope_base, s))?;
-        }
-        if cfg.rope_linear_factor != 1.0 {
-            rope = rope.with_linear_scaling(cfg.rope_linear_factor as f32);
-        }
+        let rope = cfg.rope.build(vb, cfg.head_dim, style)?;
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
-        let lm_head = if vb.contains("lm_head.weight") {
-            Linear::load(&vb.pp("lm_head"), cfg.hidden, cfg.vocab_size, false)?
-        } else {
-            Linear::from_qtensor(table.clone())?
-        };
+        let lm_head = output_layer(vb, &table, cfg.hidden, cfg.vocab_size)?;
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::load(&m.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -389,17 +338,7 @@ impl Model {
             norm: RmsNorm::load(&m.pp("norm"), cfg.hidden, cfg.eps, false)?,
             lm_head,
             rope,
-            info: ModelInfo {
-                family: spec.id,
-                kind: spec.kind,
-                n_layers: cfg.n_layers,
-                hidden: cfg.hidden,
-                n_heads: cfg.n_heads,
-                n_kv_heads: cfg.n_kv_heads,
-                head_dim: cfg.head_dim,
-                vocab_size: cfg.vocab_size,
-                context_length: cfg.context_length,
-            },
+            info: ModelInfo::new(spec, cfg.dims()),
         })
     }
 }
@@ -434,6 +373,10 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn cache_layout(&self) -> Vec<LayerKind> {
+        self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
     }
 
     fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {

@@ -70,8 +70,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     ],
     quirks: Quirks {
         gguf_qk_permuted: true,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
+        ..Quirks::NONE
     },
     load: |vb, src| {
         let cfg = match src {
@@ -163,7 +162,7 @@ mod tests {
         assert_eq!((c.n_layers, c.hidden, c.head_dim), (32, 4096, 128));
         assert_eq!((c.n_heads, c.n_kv_heads, c.vocab_size), (32, 8, 32_000));
         assert_eq!(
-            (c.rope_base, c.sliding_window, c.qk_norm),
+            (c.rope.base, c.sliding_window, c.qk_norm),
             (1e6, None, false)
         );
         let FfnKind::Moe(m) = c.ffn_kind else {

@@ -1,5 +1,7 @@
 //! Model families: the [`CausalLm`] trait every family implements, the family registry
-//! ([`FAMILIES`]), shared layers, the KV cache, and one file per family.
+//! ([`FAMILIES`]), model-level layers ([`layers`]), shared model assembly ([`assembly`]), and
+//! one file per family. How the numbers are computed lives in [`crate::kernels`]; the cache a
+//! forward pass writes to is the engine's ([`crate::engine::cache`]).
 //!
 //! Adding a family is one file here, one entry in [`FAMILIES`], and its tests.
 //!
@@ -11,12 +13,9 @@
 //! before the plain table, so the owner of the architecture (llama) needs no change and the
 //! variant stays in the one file of the family that needs it.
 
-#[cfg(feature = "cuda")]
-pub mod cuda;
-pub mod fused;
+pub mod assembly;
 pub mod gemma3;
 pub mod granite;
-pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod mixtral;
@@ -26,16 +25,17 @@ pub mod qwen3;
 pub mod qwen3_moe;
 pub mod recipe;
 pub mod synthetic;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use candle_core::{Device, Tensor};
 
+pub use crate::engine::cache::{Cache, LayerKind};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::names::NamePair;
 use crate::formats::weights::{Vb, WeightFormat, Weights};
 use crate::{Error, Result};
-pub use kv_cache::KvCache;
 pub use recipe::Recipe;
 
 /// Dense or mixture-of-experts.
@@ -76,17 +76,17 @@ pub trait Tracer {
     fn record(&mut self, layer: usize, point: &str, value: &Tensor);
 }
 
-/// Per-call state of a forward pass: the engine's KV cache and an optional tracer.
+/// Per-call state of a forward pass: the engine's cache and an optional tracer.
 pub struct Forward<'a> {
-    /// The cache; its position is where the new tokens go.
-    pub cache: &'a mut KvCache,
+    /// The cache; its position is where the new tokens go (see [`step`]).
+    pub cache: &'a mut Cache,
     /// Receives traced values when set.
     pub tracer: Option<&'a mut dyn Tracer>,
 }
 
 impl<'a> Forward<'a> {
     /// A forward pass without tracing.
-    pub fn new(cache: &'a mut KvCache) -> Self {
+    pub fn new(cache: &'a mut Cache) -> Self {
         Self {
             cache,
             tracer: None,
@@ -108,6 +108,11 @@ pub trait CausalLm: Send {
     fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor>;
     /// Dimensions and identity.
     fn info(&self) -> &ModelInfo;
+    /// What each layer keeps in the cache between passes (full KV unless a family says
+    /// otherwise: sliding windows, shared KV, recurrent state).
+    fn cache_layout(&self) -> Vec<LayerKind> {
+        vec![LayerKind::Full; self.info().n_layers]
+    }
     /// The model as a [`Recipe`], for backends that run the whole decoder themselves (the
     /// fused CUDA decoder), or why it cannot be described so.
     fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {
@@ -116,6 +121,42 @@ pub trait CausalLm: Send {
             self.info().family
         ))
     }
+}
+
+/// One forward pass of `tokens` at the cache's position: begins the pass, runs the model,
+/// and commits the tokens to the cache (or abandons the pass when the model fails). Returns
+/// the last token's logits.
+pub fn step(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    device: &Device,
+    cache: &mut Cache,
+    tracer: Option<&mut dyn Tracer>,
+) -> Result<Tensor> {
+    cache.begin(tokens.len())?;
+    let run = match Tensor::new(tokens, device).and_then(|t| t.unsqueeze(0)) {
+        Ok(input) => {
+            let tracer = tracer.map(|t| &mut *t as &mut dyn Tracer);
+            let cache = &mut *cache;
+            model.forward(&input, &mut Forward { cache, tracer })
+        }
+        Err(e) => Err(e.into()),
+    };
+    match run {
+        Ok(logits) => {
+            cache.commit(tokens)?;
+            Ok(logits)
+        }
+        Err(e) => {
+            cache.abort();
+            Err(e)
+        }
+    }
+}
+
+/// A fresh cache for `model`'s layout, holding `ctx` positions.
+pub fn new_cache(model: &dyn CausalLm, ctx: usize) -> Result<Cache> {
+    Cache::new(&model.cache_layout(), ctx, model.info().context_length)
 }
 
 /// Where a family reads its configuration from.
@@ -127,6 +168,7 @@ pub enum ConfigSource<'a> {
 }
 
 /// Facts about a family's files that differ by format, declared instead of discovered.
+/// A family names only the quirks it has: `Quirks { norm_unit_offset: true, ..Quirks::NONE }`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Quirks {
     /// llama.cpp's converter permutes Q/K rows so that GGUF weights use interleaved RoPE.
@@ -135,6 +177,15 @@ pub struct Quirks {
     pub norm_unit_offset: bool,
     /// llama.cpp's converter folds that `1 + w` into the stored norm weights.
     pub gguf_norm_unit_offset_folded: bool,
+}
+
+impl Quirks {
+    /// No quirks: the files hold what the reference implementation computes with.
+    pub const NONE: Self = Self {
+        gguf_qk_permuted: false,
+        norm_unit_offset: false,
+        gguf_norm_unit_offset_folded: false,
+    };
 }
 
 /// A tiny configuration for conformance tests on random weights.

@@ -45,11 +45,7 @@ pub static SPEC: FamilySpec = FamilySpec {
             "blk.{}.ffn_up.weight",
         ),
     ],
-    quirks: Quirks {
-        gguf_qk_permuted: false,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
-    },
+    quirks: Quirks::NONE,
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => from_gguf(g)?,
@@ -102,7 +98,7 @@ pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
 }
 
 fn unsupported_rope(what: &str) -> Error {
-    Error::Config(format!(
+    Error::UnsupportedConfig(format!(
         "phi3: RoPE scaling {what} is not supported (Phi-3 128k / Phi-3.5 long-context models); \
          supported: default RoPE without scaling (e.g. Phi-3-mini-4k, Phi-3-medium-4k)"
     ))
@@ -148,7 +144,7 @@ mod tests {
         );
         assert_eq!((c.n_heads, c.n_kv_heads, c.vocab_size), (32, 32, 32_064));
         assert_eq!((c.context_length, c.sliding_window), (4096, Some(2047)));
-        assert_eq!((c.rope_base, c.eps), (10_000.0, 1e-5));
+        assert_eq!((c.rope.base, c.eps), (10_000.0, 1e-5));
         assert!(c.fused_qkv && c.ffn_kind == FfnKind::FusedGateUp && !c.qk_norm);
     }
 

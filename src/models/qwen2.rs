@@ -14,11 +14,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_architectures: &["qwen2"],
     gguf_variants: &[],
     gguf_names: &[],
-    quirks: Quirks {
-        gguf_qk_permuted: false,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
-    },
+    quirks: Quirks::NONE,
     default_template: "chatml",
     hf_model_type: "qwen2",
     hf_config_keys: &[],

@@ -35,11 +35,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_variants: &[],
     // The router and stacked experts use the Qwen rows of the common table.
     gguf_names: &[],
-    quirks: Quirks {
-        gguf_qk_permuted: false,
-        norm_unit_offset: false,
-        gguf_norm_unit_offset_folded: false,
-    },
+    quirks: Quirks::NONE,
     load: |vb, src| {
         let cfg = match src {
             ConfigSource::Gguf(g) => from_gguf(g)?,
@@ -98,13 +94,13 @@ pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
     let n_layers = base.n_layers;
     let step = h.opt_usize("decoder_sparse_step")?.unwrap_or(1);
     if step != 1 && n_layers > 1 {
-        return Err(Error::Config(format!(
+        return Err(Error::UnsupportedConfig(format!(
             "decoder_sparse_step {step} makes some layers dense; supported: 1 (every layer sparse)"
         )));
     }
     if let Some(dense) = h.get("mlp_only_layers").and_then(|v| v.as_array()) {
         if !dense.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::UnsupportedConfig(format!(
                 "mlp_only_layers {dense:?} makes some layers dense; supported: [] (every layer sparse)"
             )));
         }
@@ -172,7 +168,7 @@ mod tests {
         let c = parse(CONFIG).unwrap();
         assert_eq!((c.n_layers, c.hidden, c.head_dim), (48, 2048, 128));
         assert_eq!((c.n_heads, c.n_kv_heads, c.vocab_size), (32, 4, 151_936));
-        assert_eq!((c.rope_base, c.eps, c.sliding_window), (1e6, 1e-6, None));
+        assert_eq!((c.rope.base, c.eps, c.sliding_window), (1e6, 1e-6, None));
         assert!(c.qk_norm && !c.qkv_bias);
         let FfnKind::Moe(m) = c.ffn_kind else {
             panic!("not MoE: {:?}", c.ffn_kind)

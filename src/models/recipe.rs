@@ -1,5 +1,5 @@
 //! A family-independent description of a dense pre-norm decoder, for backends that run the
-//! whole forward pass themselves (the fused CUDA decoder in `models::cuda`).
+//! whole forward pass themselves (the fused CUDA decoder in `kernels::cuda`).
 //!
 //! A family opts in by implementing [`crate::models::CausalLm::recipe`] from the layers it
 //! already holds: each block is norm → attention (optional per-head Q/K norm, RoPE, window,

@@ -162,7 +162,7 @@ pub fn plan(
     for layer in 0..d.layers {
         for suffix in spec.tiny.block_tensors {
             let shape = block_shape(suffix, d, &layout).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Internal(format!(
                     "synthetic model: no shape rule for block tensor '{suffix}' of family '{}'",
                     spec.id
                 ))
@@ -282,7 +282,7 @@ impl RandomTensors {
         let (block, type_size) = (dtype.block_size(), dtype.type_size());
         let last = shape.last().copied().unwrap_or(1);
         if last % block != 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "a {shape:?} tensor cannot be stored as {dtype:?}: rows of {last} are not a multiple of its block of {block}"
             )));
         }

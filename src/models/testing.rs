@@ -39,7 +39,7 @@ pub fn write_tiny_gguf(
     let arch = match arch_override.or(spec.gguf_architecture()) {
         Some(a) => a,
         None => {
-            return Err(crate::Error::Config(format!(
+            return Err(crate::Error::Internal(format!(
                 "family '{}' declares no GGUF architecture",
                 spec.id
             )))
@@ -85,7 +85,7 @@ pub fn write_tiny_gguf(
     for layer in 0..LAYERS {
         for suffix in spec.tiny.block_tensors {
             let shape = synthetic::block_shape(suffix, &dims, &layout).ok_or_else(|| {
-                crate::Error::Config(format!(
+                crate::Error::Internal(format!(
                     "tiny model: no shape rule for block tensor '{suffix}'"
                 ))
             })?;

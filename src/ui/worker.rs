@@ -105,6 +105,9 @@ impl Worker {
     }
 }
 
+/// Positions a chat prompt must leave free for the reply.
+const REPLY_ROOM: usize = 16;
+
 /// Runs one chat turn; returns the final event.
 fn reply(
     engine: &mut Engine,
@@ -118,14 +121,11 @@ fn reply(
         Err(e) => return Event::Failed(e.to_string()),
     };
     // Leave room for at least a short reply.
-    let needed = tokens.len() + 16;
-    if needed > engine.ctx_size() {
-        return Event::TooLong {
-            needed,
-            ctx_size: engine.ctx_size(),
-        };
-    }
-    let result = engine.generate(&tokens, params, &mut |text| {
+    let params = GenerateParams {
+        min_room: REPLY_ROOM,
+        ..params.clone()
+    };
+    let result = engine.generate(&tokens, &params, &mut |text| {
         if !text.is_empty() {
             deliver(Event::Text(text.to_string()));
         }

@@ -31,5 +31,6 @@ pub fn greedy(max_tokens: usize) -> GenerateParams {
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         ignore_eos: true,
+        min_room: 0,
     }
 }

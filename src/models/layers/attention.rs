@@ -9,8 +9,9 @@ use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::qkv::{self, Qkv};
 use super::rope::{Rope, Tables};
+use crate::engine::cache::{Cache, KvView, LayerKind};
 use crate::formats::weights::Vb;
-use crate::models::KvCache;
+use crate::kernels::cpu::attn_few;
 use crate::Result;
 
 /// Shape and options of one attention layer.
@@ -83,6 +84,14 @@ impl Attention {
         })
     }
 
+    /// What this layer keeps in the cache: its window when it has one, else every position.
+    pub fn cache_kind(&self) -> LayerKind {
+        match self.cfg.sliding_window {
+            Some(w) => LayerKind::Window(w),
+            None => LayerKind::Full,
+        }
+    }
+
     /// The projections, the optional per-head Q/K norms and the configuration.
     pub fn parts(&self) -> (&Qkv, &Linear, Option<&RmsNorm>, Option<&RmsNorm>, &Config) {
         (
@@ -100,12 +109,12 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: (&Rope, &Tables),
-        cache: &mut KvCache,
+        cache: &mut Cache,
         layer: usize,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, l, _) = x.dims3()?;
-        let pos = cache.pos_of(layer);
+        let pos = cache.pos();
         // 1. Project and split heads: (B, L, H*D) -> (B, L, H, D).
         let (q, k, v) = self.qkv.forward(x)?;
         let q = q.reshape((b, l, c.n_heads, c.head_dim))?;
@@ -123,11 +132,11 @@ impl Attention {
         let q = rope.0.apply(&q.transpose(1, 2)?, rope.1)?;
         let k = rope.0.apply(&k.transpose(1, 2)?, rope.1)?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        // 3. Cache: all keys/values so far, (B, KV, pos + L, D).
-        let (k, v) = cache.append(layer, &k, &v)?;
+        // 3. Cache: the keys/values held, (B, KV, pos + L - start, D).
+        let kv = cache.append_kv(layer, &k, &v)?;
         // 4. Long prompts go in blocks of queries, each against only the keys it can see:
         //    the causal half of the score matrix is never computed.
-        let y = attend_in_blocks(c, &q, &k, &v, pos, QUERY_BLOCK)?;
+        let y = attend_in_blocks(c, &q, &kv, pos, QUERY_BLOCK)?;
         // 5. Output projection: (B, H, L, D) -> (B, L, H*D).
         let y = y.transpose(1, 2)?.reshape((b, l, c.n_heads * c.head_dim))?;
         self.o.forward(&y)
@@ -138,54 +147,56 @@ impl Attention {
 fn attend_in_blocks(
     c: &Config,
     q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    kv: &KvView,
     pos: usize,
     block: usize,
 ) -> Result<Tensor> {
     let l = q.dim(2)?;
     if l <= block {
-        return attend(c, q, k, v, pos);
+        return attend(c, q, kv, pos);
     }
     let mut parts = Vec::with_capacity(l.div_ceil(block));
     let mut i0 = 0;
     while i0 < l {
         let lb = block.min(l - i0);
         let qb = q.narrow(2, i0, lb)?.contiguous()?;
-        parts.push(attend(c, &qb, k, v, pos + i0)?);
+        parts.push(attend(c, &qb, kv, pos + i0)?);
         i0 += lb;
     }
     Ok(Tensor::cat(&parts, 2)?)
 }
 
-/// Queries `q` (`(B, H, L, D)`, at positions `pos..pos + L`) against the cached `k`, `v`
-/// (`(B, KV, ≥ pos + L, D)`): `(B, H, L, D)`.
-fn attend(c: &Config, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Result<Tensor> {
+/// Queries `q` (`(B, H, L, D)`, at positions `pos..pos + L`) against the cached keys and
+/// values (`(B, KV, ≥ pos + L - start, D)` from position `start`): `(B, H, L, D)`.
+fn attend(c: &Config, q: &Tensor, kv: &KvView, pos: usize) -> Result<Tensor> {
     let (b, _, l, _) = q.dims4()?;
     // Keys the queries see: none after the last query, none before the first one's window.
     let first_key = match c.sliding_window {
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
     };
+    let Some(skip) = first_key.checked_sub(kv.start) else {
+        return Err(crate::Error::Internal(format!(
+            "attention at position {pos} needs keys from {first_key}; the cache holds them from {}",
+            kv.start
+        )));
+    };
     let n_keys = pos + l - first_key;
-    let (k, v) = (
-        k.narrow(2, first_key, n_keys)?,
-        v.narrow(2, first_key, n_keys)?,
-    );
+    let (k, v) = (kv.k.narrow(2, skip, n_keys)?, kv.v.narrow(2, skip, n_keys)?);
     // A few queries on the CPU (decoding, short prompts): read the cache in place, in
     // llama.cpp's flash-attention numerics.
-    if l < super::attn_few::MAX_QUERIES {
-        let span = super::attn_few::Span {
+    if l < attn_few::MAX_QUERIES {
+        let span = attn_few::Span {
             pos,
             first_key,
             window: c.sliding_window,
         };
         let cap = c.softcap.map(|c| c as f32);
         let scale = match c.scale_queries {
-            true => super::attn_few::Scale::Query(c.scale as f32),
-            false => super::attn_few::Scale::Scores(c.scale as f32),
+            true => attn_few::Scale::Query(c.scale as f32),
+            false => attn_few::Scale::Scores(c.scale as f32),
         };
-        if let Some(y) = super::attn_few::attend_few(q, &k, &v, span, scale, cap)? {
+        if let Some(y) = attn_few::attend_few(q, &k, &v, span, scale, cap)? {
             return Ok(y);
         }
     }
@@ -242,7 +253,7 @@ mod tests {
     #[test]
     fn attending_in_blocks_equals_attending_at_once() {
         let dev = Device::Cpu;
-        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         for window in [None, Some(50)] {
             let c = Config {
                 hidden: 64,
@@ -262,13 +273,14 @@ mod tests {
             let q = Tensor::from_vec(values(4 * l * 16, 1), (1, 4, l, 16), &dev).unwrap();
             let k = Tensor::from_vec(values(2 * keys * 16, 2), (1, 2, keys, 16), &dev).unwrap();
             let v = Tensor::from_vec(values(2 * keys * 16, 3), (1, 2, keys, 16), &dev).unwrap();
-            let once: Vec<f32> = attend(&c, &q, &k, &v, pos)
+            let kv = KvView { k, v, start: 0 };
+            let once: Vec<f32> = attend(&c, &q, &kv, pos)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let blocks: Vec<f32> = attend_in_blocks(&c, &q, &k, &v, pos, 16)
+            let blocks: Vec<f32> = attend_in_blocks(&c, &q, &kv, pos, 16)
                 .unwrap()
                 .flatten_all()
                 .unwrap()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use super::{gemm_q8, gemv, host, kquants, q4_1, q5_0, q8_0};
+use crate::kernels::cpu::{gemm_q8, gemv, host, kquants, q4_1, q5_0, q8_0};
 
 use crate::formats::weights::Vb;
 use crate::Result;
@@ -181,7 +181,7 @@ impl Linear {
     }
 
     /// Single rows against CPU quantized weights go through our kernels (Q4_1, Q5_0, Q8_0) or
-    /// candle's k-quant dot products on our pool ([`super::kquants`]).
+    /// candle's k-quant dot products on our pool ([`kquants`]).
     fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
@@ -227,7 +227,7 @@ mod tests {
     use candle_core::Device;
 
     fn quantized(rows: usize, k: usize, seed: u32, dtype: GgmlDType) -> Linear {
-        let w = super::super::gemv::test_values(rows * k, seed);
+        let w = gemv::test_values(rows * k, seed);
         let w = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
         Linear::from_qtensor(Arc::new(QTensor::quantize(&w, dtype).unwrap())).unwrap()
     }
@@ -246,12 +246,8 @@ mod tests {
                 .expect("same type and width");
             // One token (the single-row kernels) and five (the batched path).
             for m in [1, 5] {
-                let x = Tensor::from_vec(
-                    super::super::gemv::test_values(m * k, 9),
-                    (1, m, k),
-                    &Device::Cpu,
-                )
-                .unwrap();
+                let x =
+                    Tensor::from_vec(gemv::test_values(m * k, 9), (1, m, k), &Device::Cpu).unwrap();
                 let got: Vec<f32> = stacked
                     .forward(&x)
                     .unwrap()

@@ -6,16 +6,10 @@ use candle_core::{Tensor, D};
 
 use super::linear::Linear;
 use crate::formats::weights::Vb;
+use crate::kernels::cpu::gated;
 use crate::Result;
 
-/// The gate's activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `x * sigmoid(x)` (SwiGLU).
-    Silu,
-    /// GELU with the tanh approximation (GeGLU, Gemma's `gelu_pytorch_tanh`).
-    GeluTanh,
-}
+pub use crate::kernels::Activation;
 
 /// The gate and up projections.
 #[derive(Clone, Debug)]
@@ -100,7 +94,7 @@ impl Mlp {
             GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
             GateUp::Fused { gate_up, ffn } => {
                 let y = gate_up.forward(x)?;
-                if let Some(h) = super::gated::forward_stacked(self.act, &y, *ffn)? {
+                if let Some(h) = gated::forward_stacked(self.act, &y, *ffn)? {
                     return self.down.forward(&h);
                 }
                 (
@@ -109,7 +103,7 @@ impl Mlp {
                 )
             }
         };
-        let h = match super::gated::forward(self.act, &g, &u)? {
+        let h = match gated::forward(self.act, &g, &u)? {
             Some(h) => h,
             None => {
                 let g = match self.act {

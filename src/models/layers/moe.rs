@@ -108,13 +108,13 @@ impl Config {
     /// Rejects shapes that cannot route.
     pub fn validate(&self) -> Result<()> {
         if self.n_experts == 0 || self.ffn == 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::UnsupportedConfig(format!(
                 "mixture of experts needs experts of non-zero width, found {} experts of width {}",
                 self.n_experts, self.ffn
             )));
         }
         if self.n_used == 0 || self.n_used > self.n_experts {
-            return Err(Error::Config(format!(
+            return Err(Error::UnsupportedConfig(format!(
                 "{} experts used per token out of {}; supported: 1 to {}",
                 self.n_used, self.n_experts, self.n_experts
             )));

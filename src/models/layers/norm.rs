@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::formats::weights::Vb;
+use crate::kernels::cpu::host;
 use crate::Result;
 
 /// Root-mean-square normalisation over the last dimension.
@@ -52,23 +53,26 @@ impl RmsNorm {
             return Ok(None);
         }
         let eps = self.eps;
-        let out = super::host::with_f32(&self.weight, |w| {
-            super::host::with_f32(x, |x| {
+        let out = host::with_f32(&self.weight, |w| {
+            host::with_f32(x, |x| {
                 let rows = x.len() / dim;
                 // SAFETY: every row of `y` is written by exactly one unit.
                 unsafe {
-                    super::host::filled(x.len(), |y| {
+                    host::filled(x.len(), |y| {
                         let y = y as usize;
                         let per = 16;
-                        super::pool::Pool::global().run(rows.div_ceil(per), |units| {
-                            let r0 = units.start * per;
-                            let r1 = (units.end * per).min(rows);
-                            let dst = std::slice::from_raw_parts_mut(
-                                (y as *mut f32).add(r0 * dim),
-                                (r1 - r0) * dim,
-                            );
-                            norm_rows(&x[r0 * dim..r1 * dim], w, eps, dst);
-                        });
+                        crate::kernels::cpu::pool::Pool::global().run(
+                            rows.div_ceil(per),
+                            |units| {
+                                let r0 = units.start * per;
+                                let r1 = (units.end * per).min(rows);
+                                let dst = std::slice::from_raw_parts_mut(
+                                    (y as *mut f32).add(r0 * dim),
+                                    (r1 - r0) * dim,
+                                );
+                                norm_rows(&x[r0 * dim..r1 * dim], w, eps, dst);
+                            },
+                        );
                     })
                 }
             })
@@ -133,8 +137,8 @@ mod tests {
     #[test]
     fn rows_side_by_side_equal_rows_one_at_a_time_bit_for_bit() {
         let (dim, rows) = (96, 7);
-        let x = crate::models::layers::gemv::test_values(dim * rows, 31);
-        let w = crate::models::layers::gemv::test_values(dim, 32);
+        let x = crate::kernels::cpu::gemv::test_values(dim * rows, 31);
+        let w = crate::kernels::cpu::gemv::test_values(dim, 32);
         let mut together = vec![0f32; dim * rows];
         norm_rows(&x, &w, 1e-6, &mut together);
         for r in 0..rows {

@@ -5,6 +5,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::kernels::cpu::{host, rope};
 use crate::Result;
 
 /// Which dimensions are rotated together.
@@ -49,7 +50,7 @@ impl Rope {
     /// Divides each frequency by its factor (llama3 scaling stored as `rope_freqs`).
     pub fn with_freq_factors(mut self, factors: &[f32]) -> Result<Self> {
         if factors.len() != self.half {
-            return Err(crate::Error::Config(format!(
+            return Err(crate::Error::UnsupportedConfig(format!(
                 "rope_freqs has {} factors, expected {}",
                 factors.len(),
                 self.half
@@ -131,11 +132,11 @@ impl Rope {
             return Ok(None);
         }
         let (half, style) = (self.half, self.style);
-        let out = super::host::with_f32(&t.cos, |cos| {
-            super::host::with_f32(&t.sin, |sin| {
-                super::host::with_f32(x, |x| {
+        let out = host::with_f32(&t.cos, |cos| {
+            host::with_f32(&t.sin, |sin| {
+                host::with_f32(x, |x| {
                     let mut y = vec![0f32; x.len()];
-                    rotate(x, &mut y, cos, sin, half, l, style);
+                    rope::rotate(x, &mut y, cos, sin, half, l, style == Style::Interleaved);
                     y
                 })
             })
@@ -144,58 +145,6 @@ impl Rope {
             Some(Ok(Some(Ok(Some(y))))) => Ok(Some(Tensor::from_vec(y, (b, h, l, d), x.device())?)),
             Some(Ok(Some(Err(e)))) | Some(Err(e)) => Err(e),
             _ => Ok(None),
-        }
-    }
-}
-
-/// Rotates every `2·half`-wide row of `x` into `y`; row `i` is at position `i mod l` of the
-/// tables. Fused multiply-adds need the FMA unit to be fast, so x86-64 CPUs with one take a
-/// copy of the loop compiled for it.
-fn rotate(x: &[f32], y: &mut [f32], cos: &[f32], sin: &[f32], half: usize, l: usize, style: Style) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA (checked just above).
-        return unsafe { rotate_fma(x, y, cos, sin, half, l, style) };
-    }
-    rotate_loop(x, y, cos, sin, half, l, style)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-unsafe fn rotate_fma(
-    x: &[f32],
-    y: &mut [f32],
-    cos: &[f32],
-    sin: &[f32],
-    half: usize,
-    l: usize,
-    style: Style,
-) {
-    rotate_loop(x, y, cos, sin, half, l, style)
-}
-
-#[inline(always)]
-fn rotate_loop(
-    x: &[f32],
-    y: &mut [f32],
-    cos: &[f32],
-    sin: &[f32],
-    half: usize,
-    l: usize,
-    style: Style,
-) {
-    let d = 2 * half;
-    for (row, (src, dst)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
-        let p = row % l;
-        let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
-        for i in 0..half {
-            let (i0, i1) = match style {
-                Style::Interleaved => (2 * i, 2 * i + 1),
-                Style::HalfSplit => (i, i + half),
-            };
-            let (x0, x1) = (src[i0], src[i1]);
-            dst[i0] = x0.mul_add(c[i], -(x1 * s[i]));
-            dst[i1] = x0.mul_add(s[i], x1 * c[i]);
         }
     }
 }

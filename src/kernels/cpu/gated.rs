@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::host;
 
-use super::mlp::Activation;
+use crate::kernels::Activation;
 use crate::Result;
 
 /// `sqrt(2 / pi)`.

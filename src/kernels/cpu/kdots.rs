@@ -168,7 +168,7 @@ mod avx2 {
         let (mut acc, mut accm) = (0f32, 0f32);
         let low = _mm256_set1_epi8(0x0F);
         for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
-            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr());
+            crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
             let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
             let xq = x.qs.as_ptr().add(b * QK_K);
             let mut isum = _mm256_setzero_si256();
@@ -203,8 +203,8 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let (low, three) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
         for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
-            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr());
-            crate::models::layers::gemv::prefetch_ahead(blk.as_ptr().add(128));
+            crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
+            crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr().add(128));
             let d = x.d[b] * f16_at(blk, 208);
             let xq = x.qs.as_ptr().add(b * QK_K);
             let scales = blk.as_ptr().add(192) as *const i8;
@@ -248,7 +248,7 @@ mod avx2 {
             sumi = _mm256_sub_epi32(sumi, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        crate::models::layers::gemv::hsum(acc)
+        crate::kernels::cpu::gemv::hsum(acc)
     }
 }
 

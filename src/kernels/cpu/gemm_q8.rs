@@ -138,7 +138,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{quantize, quantize_k, Format, C, PAIR, QK, QK_K, R};
-    use crate::models::layers::gemv::Q8;
+    use crate::kernels::cpu::gemv::Q8;
 
     /// One weight tile (up to `R` rows) unpacked: per pair of blocks, 64 unsigned bytes and
     /// 16 lanes of scales (and minimums, Q4_1), lanes 0..8 for the first block.
@@ -184,7 +184,7 @@ mod avx512 {
             ),
             Format::Q4_1 => nibbles(_mm_loadu_si128(blk.add(4) as *const __m128i)),
             Format::Q4K | Format::Q6K => unreachable!("k-quants unpack whole pairs"),
-            Format::Q5_0 => crate::models::layers::q5_0::unsigned_avx2(blk),
+            Format::Q5_0 => crate::kernels::cpu::q5_0::unsigned_avx2(blk),
         }
     }
 
@@ -374,7 +374,7 @@ mod avx512 {
                     for (half, blk) in [a, b].into_iter().enumerate() {
                         let sc = std::slice::from_raw_parts(blk.add(4), 12);
                         for j in 0..8 {
-                            let (s, m) = crate::models::layers::kdots::q4k_scale_min(sc, j);
+                            let (s, m) = crate::kernels::cpu::kdots::q4k_scale_min(sc, j);
                             lanes[j][8 * half..8 * half + 8].fill(s as i32);
                             pack[16 * half + j] = m as i16;
                         }
@@ -445,7 +445,7 @@ mod avx512 {
             p.s.as_mut_ptr() as usize,
         );
         let kbs_ptr = p.kbs.as_mut_ptr() as usize;
-        crate::models::layers::pool::Pool::global().run(m, |rows| {
+        crate::kernels::cpu::pool::Pool::global().run(m, |rows| {
             for row in rows {
                 let x = &x[row * k..(row + 1) * k];
                 // As ggml: k-quant weights meet Q8_K activations, the others Q8_0/Q8_1.
@@ -627,11 +627,11 @@ mod avx512 {
         let mut sums = [[0f32; R]; C];
         for c in 0..C {
             for rp in 0..P {
-                let (lo, hi) = crate::models::layers::gemv::halves_ps(acc[c][rp]);
-                sums[c][2 * rp] = crate::models::layers::gemv::hsum(lo);
-                sums[c][2 * rp + 1] = crate::models::layers::gemv::hsum(hi);
+                let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(acc[c][rp]);
+                sums[c][2 * rp] = crate::kernels::cpu::gemv::hsum(lo);
+                sums[c][2 * rp + 1] = crate::kernels::cpu::gemv::hsum(hi);
                 if MIN {
-                    let (lo, hi) = crate::models::layers::gemv::halves_ps(mins[c][rp]);
+                    let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(mins[c][rp]);
                     sums[c][2 * rp] += _mm256_cvtss_f32(lo);
                     sums[c][2 * rp + 1] += _mm256_cvtss_f32(hi);
                 }
@@ -650,7 +650,7 @@ mod avx512 {
     }
 
     /// `R × C` k-quant dot products, `[activation][weight]`, with llama.cpp's rounding (see
-    /// [`crate::models::layers::kdots`]): integers per super-block, then the float steps.
+    /// [`crate::kernels::cpu::kdots`]): integers per super-block, then the float steps.
     /// `Q6`: Q6_K (eight lanes, fused chain, `hsum_float_8`), else Q4_K (one integer per
     /// super-block and row, chains for scales and minimums, subtracted at the end).
     #[inline]
@@ -707,12 +707,12 @@ mod avx512 {
         for c in 0..C {
             for rp in 0..P {
                 if Q6 {
-                    let (lo, hi) = crate::models::layers::gemv::halves_ps(acc[c][rp]);
-                    sums[c][2 * rp] = crate::models::layers::gemv::hsum(lo);
-                    sums[c][2 * rp + 1] = crate::models::layers::gemv::hsum(hi);
+                    let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(acc[c][rp]);
+                    sums[c][2 * rp] = crate::kernels::cpu::gemv::hsum(lo);
+                    sums[c][2 * rp + 1] = crate::kernels::cpu::gemv::hsum(hi);
                 } else {
                     let r = _mm512_sub_ps(acc[c][rp], accm[c][rp]);
-                    let (lo, hi) = crate::models::layers::gemv::halves_ps(r);
+                    let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(r);
                     sums[c][2 * rp] = _mm256_cvtss_f32(lo);
                     sums[c][2 * rp + 1] = _mm256_cvtss_f32(hi);
                 }
@@ -725,7 +725,7 @@ mod avx512 {
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
     use super::Format;
-    use crate::models::layers::gemv::Q8;
+    use crate::kernels::cpu::gemv::Q8;
 
     pub(super) struct Acts;
 
@@ -749,7 +749,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::layers::gemv::{exact_product, kernel, test_values};
+    use crate::kernels::cpu::gemv::{exact_product, kernel, test_values};
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 

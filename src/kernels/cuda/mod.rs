@@ -21,9 +21,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use self::kernels::{driver, AttnArgs, Kernels, Mat, Ptr, RopeArgs};
-use super::layers::mlp::Activation;
-use super::layers::norm::RmsNorm;
-use super::recipe::{Recipe, Unsupported};
+use crate::kernels::Activation;
+use crate::models::layers::norm::RmsNorm;
+use crate::models::recipe::{Recipe, Unsupported};
 use crate::{Error, Result};
 
 /// Keys per attention split at least; longer contexts use longer splits, at most `MAX_SPLITS`.
@@ -80,7 +80,7 @@ impl Weight {
     fn new(t: &Arc<QTensor>, what: &str) -> Result<Self> {
         let (rows, _) = t.shape().dims2()?;
         let (ty, _, _) = type_id(t.dtype()).ok_or_else(|| {
-            Error::Config(format!(
+            Error::Internal(format!(
                 "{what}: weight type {:?} has no fused CUDA kernel; supported: {SUPPORTED}",
                 t.dtype()
             ))
@@ -348,7 +348,7 @@ impl Decoder {
         }
         let (vocab, _) = recipe.output.shape().dims2()?;
         let (_, eblock_bytes, eblock) = type_id(recipe.embed.dtype()).ok_or_else(|| {
-            Error::Config(format!(
+            Error::Internal(format!(
                 "token_embd is {:?}; supported: {SUPPORTED}",
                 recipe.embed.dtype()
             ))
@@ -447,20 +447,21 @@ impl Decoder {
 
     fn run(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
         if tokens.is_empty() {
-            return Err(Error::Config("nothing to feed: the prompt is empty".into()));
+            return Err(Error::EmptyPrompt);
         }
         let rows = self.embed.mat.rows;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= rows) {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "token id {bad} is outside the embedding table ({rows} rows)"
             )));
         }
+        // The engine's cache checked the context (`Cache::begin`); this guards the buffers.
         if pos + tokens.len() > self.ctx {
-            return Err(Error::ContextFull {
-                needed: pos + tokens.len(),
-                ctx_size: self.ctx,
-                model_max: self.ctx,
-            });
+            return Err(Error::Internal(format!(
+                "fused decoder fed positions {pos}..{} past its {} cache rows",
+                pos + tokens.len(),
+                self.ctx
+            )));
         }
         let stream = self.k.stream().clone();
         for (i, chunk) in tokens.chunks(self.max_tokens).enumerate() {

@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn few_queries_agree_with_f32_attention_to_f16_precision() {
         let dev = Device::Cpu;
-        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         let (h, kv, d, cap) = (6, 2, 80, 72);
         // A cache-like buffer with room for 72 positions; the view starts at row 3.
         let kbuf = Tensor::from_vec(values(kv * cap * d, 1), (1, kv, cap, d), &dev).unwrap();
@@ -383,7 +383,7 @@ mod tests {
     fn variants() -> Vec<(&'static str, OneQuery)> {
         let mut v: Vec<(&'static str, OneQuery)> = vec![("portable", online::<Portable>)];
         #[cfg(target_arch = "x86_64")]
-        if crate::models::layers::gemv::kernel() != crate::models::layers::gemv::Kernel::Scalar {
+        if crate::kernels::cpu::gemv::kernel() != crate::kernels::cpu::gemv::Kernel::Scalar {
             // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
             v.push(("avx2", |q, k, v, s, c, o| unsafe {
                 one_query_avx2(q, k, v, s, c, o)
@@ -401,13 +401,13 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn f16_steps_round_once_to_f16_over_whole_steps() {
-        if crate::models::layers::gemv::kernel() == crate::models::layers::gemv::Kernel::Scalar
+        if crate::kernels::cpu::gemv::kernel() == crate::kernels::cpu::gemv::Kernel::Scalar
             || !native_f16()
         {
             eprintln!("skipped: this CPU has no AVX512-FP16");
             return;
         }
-        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         let r16 = |v: f32| half::f16::from_f32(v).to_f32();
         // 128 elements in f16 steps, 72 in ggml's scalar tail.
         let y0: Vec<f32> = values(200, 8).into_iter().map(r16).collect();
@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn every_form_agrees_bit_for_bit_below_one_f16_step() {
-        let values = |n: usize, seed: u32| crate::models::layers::gemv::test_values(n, seed);
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         for (d, n, cap) in [(64, 37, None), (72, 9, Some(2.0))] {
             let (q, k, v) = (values(d, 5), values(n * d, 6), values(n * d, 7));
             let outs: Vec<Vec<f32>> = variants()

@@ -1,18 +1,19 @@
-//! Whether a model runs on its backend's fused decoder (the CUDA one in `models::cuda`) or
+//! Whether a model runs on its backend's fused decoder (the CUDA one in `kernels::cuda`) or
 //! layer by layer through its family's `forward`, and why; the engine asks once per load.
+//! The fused decoder keeps its KV rows on the device; the position is the engine's cache's.
 //!
 //! `MLCLI_CUDA_DECODER=layers` keeps a CUDA model on the layer-by-layer path (for
 //! comparisons); `MLCLI_CUDA_GRAPH=0` runs the fused decoder without CUDA graphs.
 
 use candle_core::Device;
 
-use super::CausalLm;
+use crate::models::CausalLm;
 use crate::Result;
 
 /// A fused decoder for one model, device and context size.
 pub struct Fused {
     #[cfg(feature = "cuda")]
-    dec: super::cuda::Decoder,
+    dec: crate::kernels::cuda::Decoder,
 }
 
 /// Builds the fused decoder for `model` when `device` has one and the model fits it, with
@@ -49,10 +50,10 @@ fn build_on(
         Ok(r) => r,
         Err(why) => return Ok((None, format!("layer by layer: {why}"))),
     };
-    if let Err(why) = super::cuda::check(&recipe) {
+    if let Err(why) = crate::kernels::cuda::check(&recipe) {
         return Ok((None, format!("layer by layer: {why}")));
     }
-    let dec = super::cuda::Decoder::new(&recipe, device, ctx, max_tokens)?;
+    let dec = crate::kernels::cuda::Decoder::new(&recipe, device, ctx, max_tokens)?;
     Ok((Some(Fused { dec }), "fused CUDA decoder".into()))
 }
 

@@ -1,0 +1,20 @@
+//! CPU kernels: products of quantized weights with 8-bit activations (single rows in
+//! [`gemv`] and the per-type files, batches in [`gemm_q8`], k-quants in [`kquants`] and
+//! [`kdots`]), few-query attention in llama.cpp's numerics ([`attn_few`], [`attn_f16`]), the
+//! gated activation ([`gated`]), RoPE's rotation ([`rope`]), borrowing tensor data ([`host`])
+//! and the thread pool they all run on ([`pool`]). Each picks its SIMD form at run time;
+//! `MLCLI_CPU_KERNELS=scalar` (or [`gemv::force_kernel`]) forces the portable one.
+
+pub mod attn_f16;
+pub mod attn_few;
+pub mod gated;
+pub mod gemm_q8;
+pub mod gemv;
+pub mod host;
+pub mod kdots;
+pub mod kquants;
+pub mod pool;
+pub mod q4_1;
+pub mod q5_0;
+pub mod q8_0;
+pub mod rope;
