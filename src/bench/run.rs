@@ -114,14 +114,8 @@ pub fn run_case(
     let t = case.test;
     let needed = t.ctx_needed();
     let ctx = if case.ctx == 0 { needed } else { case.ctx };
-    if ctx < needed {
-        return Err(Error::ContextFull {
-            needed,
-            ctx_size: ctx,
-            model_max: engine.info().context_length,
-        });
-    }
     engine.set_ctx_size(ctx)?;
+    engine.ensure_fits(needed)?;
     // A tg test feeds one token as its "prompt", then one per generated token but the last.
     let prompt_len = t.n_depth + t.n_prompt.max(1);
     let ids = token_ids(engine, prompt_len, settings.seed);

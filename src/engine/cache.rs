@@ -17,7 +17,7 @@
 //! and holding what it holds brings our logits closer to its reference outputs (first-step rms
 //! difference over the vocabulary: SmolLM2 0.55 → 0.20, Gemma 3 0.23 → 0.21).
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -200,8 +200,6 @@ pub struct Cache {
     tokens: Vec<u32>,
     /// Tokens of the forward pass under way (0 between passes).
     pending: usize,
-    /// A failed pass may have changed recurrent state that cannot be undone.
-    dirty: bool,
     max_len: usize,
     model_max: usize,
     snapshots: Vec<Snapshot>,
@@ -248,7 +246,6 @@ impl Cache {
             entries,
             tokens: Vec::new(),
             pending: 0,
-            dirty: false,
             max_len,
             model_max,
             snapshots: Vec::new(),
@@ -311,9 +308,6 @@ impl Cache {
         if n == 0 {
             return Err(Error::Internal("a forward pass of no tokens".into()));
         }
-        if self.dirty {
-            self.reset();
-        }
         self.ensure_fits(n)?;
         self.pending = n;
         Ok(())
@@ -335,10 +329,11 @@ impl Cache {
     }
 
     /// Abandons the pass under way. KV written past the position is ignored; recurrent state
-    /// it may have changed is dropped at the next pass (the sequence restarts).
+    /// the pass may have changed cannot be undone, so then the whole sequence is dropped (the
+    /// position goes to 0 and the next prompt is fed again from its start).
     pub fn abort(&mut self) {
         if self.pending != 0 && self.has_recurrent() {
-            self.dirty = true;
+            self.reset();
         }
         self.pending = 0;
     }
@@ -394,8 +389,9 @@ impl Cache {
         }
     }
 
-    /// Layer `layer`'s recurrent state, zeros at position 0; the layer updates it in place.
-    pub fn state(&mut self, layer: usize) -> Result<&mut Vec<Tensor>> {
+    /// Layer `layer`'s recurrent state (f32 on `device`, zeros at position 0); the layer
+    /// updates it in place during the pass.
+    pub fn state(&mut self, layer: usize, device: &Device) -> Result<&mut Vec<Tensor>> {
         if self.pending == 0 {
             return Err(Error::Internal(
                 "recurrent state used outside a pass".into(),
@@ -406,7 +402,7 @@ impl Cache {
                 if state.is_empty() {
                     *state = shapes
                         .iter()
-                        .map(|s| Tensor::zeros(s.as_slice(), DType::F32, &candle_core::Device::Cpu))
+                        .map(|s| Tensor::zeros(s.as_slice(), DType::F32, device))
                         .collect::<candle_core::Result<Vec<_>>>()?;
                 }
                 Ok(state)
@@ -463,7 +459,7 @@ impl Cache {
     /// every layer can go there, else the latest snapshot before it, else 0.
     pub fn rewind(&mut self, len: usize) -> usize {
         let len = len.min(self.pos());
-        if self.dirty || len == 0 {
+        if len == 0 {
             self.reset();
             return 0;
         }
@@ -531,7 +527,6 @@ impl Cache {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.pending = 0;
-        self.dirty = false;
         self.snapshots.clear();
         for e in &mut self.entries {
             match e {

@@ -348,6 +348,11 @@ impl Engine {
         self.cache.pos()
     }
 
+    /// Fails with [`Error::ContextFull`] unless `n` more tokens fit after what is cached.
+    pub fn ensure_fits(&self, n: usize) -> Result<()> {
+        self.cache.ensure_fits(n)
+    }
+
     /// Bytes the cache holds now (grows with the conversation; windows stay bounded).
     pub fn cache_bytes(&self) -> usize {
         self.cache.reserved_bytes()

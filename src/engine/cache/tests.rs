@@ -204,7 +204,7 @@ fn a_shared_layer_reads_its_source() {
 /// A recurrent step: the state counts the tokens seen (state += n).
 fn recurrent_pass(c: &mut Cache, n: usize) -> f32 {
     c.begin(n).unwrap();
-    let s = c.state(0).unwrap();
+    let s = c.state(0, &Device::Cpu).unwrap();
     s[0] = (&s[0] + n as f64).unwrap();
     let v = s[0].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
     c.commit(&vec![1; n]).unwrap();
@@ -231,9 +231,14 @@ fn a_failed_pass_over_recurrent_state_restarts_the_sequence() {
     let mut c = Cache::new(&[LayerKind::Recurrent(vec![vec![1]])], 64, 64).unwrap();
     recurrent_pass(&mut c, 4);
     c.begin(2).unwrap();
-    let s = c.state(0).unwrap();
+    let s = c.state(0, &Device::Cpu).unwrap();
     s[0] = (&s[0] + 100.0).unwrap();
     c.abort();
-    assert_eq!(c.rewind(4), 0, "the state no longer matches position 4");
+    assert_eq!(
+        c.pos(),
+        0,
+        "the state no longer matches position 4: start again"
+    );
+    assert_eq!(c.rewind(4), 0);
     assert_eq!(recurrent_pass(&mut c, 1), 1.0);
 }
