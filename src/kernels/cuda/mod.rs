@@ -267,7 +267,7 @@ impl Decoder {
     /// Uploads what the kernels need beside the weights (norms, tables) and allocates the
     /// KV cache for `ctx` positions and scratch for `max_tokens` tokens per call.
     pub fn new(recipe: &Recipe, device: &Device, ctx: usize, max_tokens: usize) -> Result<Self> {
-        check(recipe).map_err(Error::Config)?;
+        check(recipe).map_err(Error::Internal)?;
         let Device::Cuda(dev) = device else {
             return Err(Error::Device(
                 "the fused decoder runs on CUDA devices".into(),
