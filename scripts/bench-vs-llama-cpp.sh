@@ -28,9 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LCP_VERSION="0.3.36"
-LCP_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-cache="${MLCLI_LLAMA_CPP_CACHE:-$HOME/.cache/mlcli/llama.cpp}"
+. scripts/lib/llama-cpp-source.sh
+cache="$llama_cpp_cache"
 results="${RESULTS:-target/bench-vs-llama-cpp}"
 python="${PYTHON:-python3}"
 jobs="${JOBS:-2}"
@@ -66,18 +65,7 @@ log() { echo "bench-vs-llama-cpp: $*" >&2; }
 # --- llama-bench, built once ------------------------------------------------------------------
 llama_bench="$cache/build/bin/llama-bench"
 if [ ! -x "$llama_bench" ]; then
-  mkdir -p "$cache"
-  sdist="$cache/llama_cpp_python-$LCP_VERSION.tar.gz"
-  if [ ! -f "$sdist" ]; then
-    log "downloading llama-cpp-python $LCP_VERSION (source distribution) from PyPI"
-    # Only this package as source: ':all:' would also build pip's build tools (cmake!) from
-    # source just to read the package's metadata.
-    "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
-      "llama-cpp-python==$LCP_VERSION" -d "$cache"
-  fi
-  echo "$LCP_SHA256  $sdist" | sha256sum --check --quiet
-  src="$cache/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp"
-  [ -d "$src" ] || tar -xzf "$sdist" -C "$cache"
+  src="$(llama_cpp_source)"
   cmake="$(command -v cmake || true)"
   if [ -z "$cmake" ]; then
     [ -x "$cache/venv/bin/cmake" ] || {

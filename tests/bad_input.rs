@@ -187,6 +187,29 @@ fn safetensors_checkpoint_missing_a_config_key_names_it() {
 }
 
 #[test]
+fn safetensors_checkpoint_with_an_unsupported_rope_type_names_the_key_and_value() {
+    let d = broken_checkpoint(|dir| {
+        edit_config(dir, |c| {
+            c.remove("rope_theta");
+            c.remove("rope_scaling");
+            c.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_type": "frobnicate", "rope_theta": 10000.0}),
+            );
+        })
+    });
+    assert_clean_failure(
+        &mlcli(&d.path().join("hf")),
+        &[
+            "config.json",
+            "rope_parameters.rope_type",
+            "frobnicate",
+            "default, linear, dynamic, yarn, llama3, longrope",
+        ],
+    );
+}
+
+#[test]
 fn safetensors_checkpoint_missing_a_tensor_names_it() {
     let d = broken_checkpoint(|dir| {
         edit_tensors(dir, |t| {

@@ -54,6 +54,11 @@ impl HfConfig {
         }
     }
 
+    /// Where the keys came from (`config.json`, `config.json: text_config`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The underlying JSON object.
     pub fn map(&self) -> &Map<String, Value> {
         &self.map
@@ -103,6 +108,17 @@ impl HfConfig {
                 .map(Some)
                 .ok_or_else(|| self.bad(key, "a non-negative integer")),
         }
+    }
+
+    /// A required non-negative integer stored under any of `keys` (a key renamed between
+    /// transformers versions, e.g. `num_experts` / `num_local_experts`); the first present wins.
+    pub fn usize_any(&self, keys: &[&str]) -> Result<usize> {
+        for key in keys {
+            if let Some(v) = self.opt_usize(key)? {
+                return Ok(v);
+            }
+        }
+        Err(self.missing(&keys.join("' or '")))
     }
 
     /// A required number.

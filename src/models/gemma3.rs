@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::assembly::{gguf_vocab_size, output_layer, Dims, RopeConfig};
+use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
@@ -17,6 +17,7 @@ use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
+use super::rope_config::{RopeConfig, RopeScaling};
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
@@ -202,6 +203,7 @@ impl Config {
             }
             None => h.opt_usize("sliding_window_pattern")?.unwrap_or(6),
         };
+        let (rope_global, rope_local_base) = hf_ropes(h)?;
         let cfg = Self {
             n_layers,
             hidden,
@@ -212,8 +214,8 @@ impl Config {
             vocab_size: h.usize("vocab_size")?,
             context_length: h.usize("max_position_embeddings")?,
             eps: h.float("rms_norm_eps")?,
-            rope_global: RopeConfig::from_hf(h, 1_000_000.0)?,
-            rope_local_base: h.opt_float("rope_local_base_freq")?.unwrap_or(10_000.0),
+            rope_global,
+            rope_local_base,
             sliding_window: h.usize("sliding_window")?,
             pattern,
             attn_scale: match h.opt_float("query_pre_attn_scalar")? {
@@ -251,6 +253,30 @@ impl Config {
     }
 }
 
+/// The RoPE of global layers and the base of sliding-window layers: transformers 5's
+/// per-layer-type `rope_parameters`, or the older `rope_theta` + `rope_scaling` (global) and
+/// `rope_local_base_freq` (local, never scaled).
+fn hf_ropes(h: &HfConfig) -> Result<(RopeConfig, f64)> {
+    let global = RopeConfig::from_hf_layer_type(h, "full_attention", 1_000_000.0)?;
+    let local = RopeConfig::from_hf_layer_type(h, "sliding_attention", 10_000.0)?;
+    match (global, local) {
+        (Some(global), Some(local)) => {
+            if local.scaling != RopeScaling::None {
+                return Err(Error::UnsupportedConfig(format!(
+                    "{}: rope_parameters.sliding_attention scales RoPE ({:?}); supported for \
+                     gemma3's sliding-window layers: rope_type 'default'",
+                    h.origin(),
+                    local.scaling
+                )));
+            }
+            Ok((global, local.base))
+        }
+        _ => Ok((
+            RopeConfig::from_hf(h, 1_000_000.0)?,
+            h.opt_float("rope_local_base_freq")?.unwrap_or(10_000.0),
+        )),
+    }
+}
 /// One Gemma 3 block: sandwich norms around attention and MLP.
 #[derive(Clone, Debug)]
 struct Block {

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::assembly::{gguf_vocab_size, output_layer, Dims, RopeConfig};
+use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
@@ -18,6 +18,7 @@ use super::layers::moe::{self, SparseMoe};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
+use super::rope_config::RopeConfig;
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
@@ -171,13 +172,6 @@ impl Config {
             Some(d) => d,
             None => hidden / n_heads.max(1),
         };
-        if let Some(p) = h.opt_float("partial_rotary_factor")? {
-            if p != 1.0 {
-                return Err(Error::UnsupportedConfig(format!(
-                    "partial RoPE (partial_rotary_factor {p}) is not supported"
-                )));
-            }
-        }
         if let Some(act) = h.opt_str("hidden_act")? {
             if act != "silu" {
                 return Err(Error::UnsupportedConfig(format!(

@@ -119,7 +119,7 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
     let base = llama::Config::from_hf(h)?;
     let moe = moe::Config {
-        n_experts: h.usize("num_local_experts")?,
+        n_experts: h.usize_any(&["num_local_experts", "num_experts"])?,
         n_used: h.usize("num_experts_per_tok")?,
         ffn: base.ffn,
         router: Router::TopKSoftmax,

@@ -24,6 +24,7 @@ pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
 pub mod recipe;
+pub mod rope_config;
 pub mod synthetic;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

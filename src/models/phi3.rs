@@ -12,9 +12,12 @@
 //! disables SWA for Phi-3 (llama.cpp PR 13676), so past 2047 tokens our logits follow
 //! transformers, not llama.cpp.
 //!
-//! Not supported, rejected with a config error: `longrope` scaling (Phi-3-*-128k, Phi-3.5;
-//! transformers' `su`/`yarn` are its old names; in GGUF the `rope_factors_long/short`
-//! tensors) and partial rotary (Phi-4-mini's `partial_rotary_factor` 0.75).
+//! LongRoPE (Phi-3-*-128k, Phi-3.5) is read from `config.json` by the shared RoPE reader
+//! ([`super::rope_config`]), with transformers' semantics: a pass ending past
+//! `original_max_position_embeddings` uses the long factors. Not supported, rejected with a
+//! config error: LongRoPE in GGUF (the `rope_factors_long/short` tensors; llama.cpp picks them
+//! by context size, not per pass, and its converter mis-reads transformers 5 configs), and
+//! partial rotary (Phi-4-mini's `partial_rotary_factor` 0.75).
 //! References: HF `modeling_phi3.py` / `configuration_phi3.py`, llama.cpp
 //! `src/models/phi3.cpp`.
 
@@ -81,26 +84,13 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `phi3`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    // Newer transformers write `rope_parameters` where older ones wrote `rope_scaling`.
-    for key in ["rope_scaling", "rope_parameters"] {
-        if let Some(rs) = h.sub(key) {
-            let kind = match rs.opt_str("rope_type")? {
-                Some(t) => Some(t),
-                None => rs.opt_str("type")?,
-            };
-            match kind {
-                None | Some("default") => {}
-                Some(other) => return Err(unsupported_rope(&format!("'{other}'"))),
-            }
-        }
-    }
     finish(llama::Config::from_hf(h)?)
 }
 
 fn unsupported_rope(what: &str) -> Error {
     Error::UnsupportedConfig(format!(
-        "phi3: RoPE scaling {what} is not supported (Phi-3 128k / Phi-3.5 long-context models); \
-         supported: default RoPE without scaling (e.g. Phi-3-mini-4k, Phi-3-medium-4k)"
+        "phi3: RoPE scaling {what} is not supported in GGUF files; supported: default RoPE \
+         (e.g. Phi-3-mini-4k), or LongRoPE from the safetensors checkpoint's config.json"
     ))
 }
 
@@ -117,6 +107,7 @@ fn finish(base: llama::Config) -> Result<llama::Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::rope_config::RopeScaling;
 
     /// The keys of Phi-3-mini-4k-instruct's `config.json` (values as published).
     const CONFIG: &str = r#"{
@@ -149,23 +140,19 @@ mod tests {
     }
 
     #[test]
-    fn longrope_and_partial_rotary_are_rejected_naming_what_is_supported() {
+    fn longrope_is_read_and_partial_rotary_rejected_naming_what_is_supported() {
         let longrope = CONFIG.replace(
             r#""rope_scaling": null"#,
-            r#""rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}"#,
+            r#""rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0],
+                "original_max_position_embeddings": 4096}"#,
         );
-        let e = parse(&longrope).unwrap_err().to_string();
-        assert!(
-            e.contains("'longrope'") && e.contains("supported: default"),
-            "{e}"
-        );
-        let su = longrope.replace("longrope", "su");
-        assert!(parse(&su).unwrap_err().to_string().contains("'su'"));
+        let c = parse(&longrope).unwrap();
+        assert!(matches!(c.rope.scaling, RopeScaling::LongRope(_)), "{c:?}");
         let partial = CONFIG.replace(
             r#""rope_scaling": null"#,
             r#""rope_scaling": null, "partial_rotary_factor": 0.75"#,
         );
         let e = parse(&partial).unwrap_err().to_string();
-        assert!(e.contains("partial"), "{e}");
+        assert!(e.contains("partial_rotary_factor = 0.75"), "{e}");
     }
 }

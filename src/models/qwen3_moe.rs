@@ -106,7 +106,7 @@ pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
         }
     }
     let moe = moe::Config {
-        n_experts: h.usize("num_experts")?,
+        n_experts: h.usize_any(&["num_experts", "num_local_experts"])?,
         n_used: h.usize("num_experts_per_tok")?,
         ffn: h.usize("moe_intermediate_size")?,
         router: Router::SoftmaxTopK {

@@ -109,6 +109,9 @@ impl Block {
         let Some((gate, up, down, act)) = p.mlp.separate() else {
             return Err("gate and up are one fused matrix".into());
         };
+        if let Some(why) = p.rope.gpu_unsupported() {
+            return Err(why);
+        }
         Ok(Self {
             attn_norm: p.attn_norm.clone(),
             q: quantized(q, "the query projection")?.clone(),

@@ -1,7 +1,9 @@
 //! Rotary position embeddings: half-split (NeoX / Hugging Face) and interleaved (GPT-J /
-//! llama.cpp's GGUF llama) layouts, with per-frequency factors (llama3 scaling via
-//! `rope_freqs`) and linear position scaling. Tables are computed per forward pass for just
-//! the positions in use, never for the whole context.
+//! llama.cpp's GGUF llama) layouts, with per-frequency factors (llama3, YaRN, LongRoPE),
+//! linear position scaling, a magnitude on cos/sin (YaRN's and LongRoPE's attention factor),
+//! and frequencies that change once a pass reaches past the trained context (dynamic NTK,
+//! LongRoPE's long factors). Tables are computed per forward pass for just the positions in
+//! use, never for the whole context.
 
 use candle_core::{Device, Tensor};
 
@@ -27,6 +29,24 @@ pub struct Rope {
     half: usize,
     style: Style,
     position_scale: f32,
+    /// cos and sin are multiplied by this.
+    magnitude: f32,
+    /// What changes when a pass ends past the trained context.
+    beyond: Option<Beyond>,
+}
+
+/// Frequencies for passes that end past `original` positions, as transformers computes them
+/// (each pass takes the frequencies for its own end; keys already cached keep theirs).
+#[derive(Clone, Debug)]
+enum Beyond {
+    /// Dynamic NTK: the base grows with the sequence length.
+    DynamicNtk {
+        factor: f64,
+        original: usize,
+        base: f64,
+    },
+    /// LongRoPE: these per-frequency divisors replace the short ones.
+    LongFactors { original: usize, factors: Vec<f32> },
 }
 
 /// cos/sin for a run of positions, `(len, head_dim / 2)` each.
@@ -44,7 +64,54 @@ impl Rope {
             half: head_dim / 2,
             style,
             position_scale: 1.0,
+            magnitude: 1.0,
+            beyond: None,
         }
+    }
+
+    /// Multiplies cos and sin by `m` (YaRN's and LongRoPE's attention factor).
+    pub fn with_magnitude(mut self, m: f32) -> Self {
+        self.magnitude = m;
+        self
+    }
+
+    /// Dynamic NTK scaling: a pass ending at `n > original` positions uses the base
+    /// `base · (factor·n/original − (factor − 1))^(d/(d−2))`.
+    pub fn with_dynamic_ntk(mut self, factor: f64, original: usize, base: f64) -> Self {
+        self.beyond = Some(Beyond::DynamicNtk {
+            factor,
+            original,
+            base,
+        });
+        self
+    }
+
+    /// LongRoPE: a pass ending past `original` positions divides by `long` instead of the
+    /// factors set with [`Rope::with_freq_factors`].
+    pub fn with_long_factors(mut self, original: usize, long: &[f32]) -> Result<Self> {
+        if long.len() != self.half {
+            return Err(crate::Error::UnsupportedConfig(format!(
+                "LongRoPE has {} long factors, expected {} (head_dim / 2)",
+                long.len(),
+                self.half
+            )));
+        }
+        self.beyond = Some(Beyond::LongFactors {
+            original,
+            factors: long.to_vec(),
+        });
+        Ok(self)
+    }
+
+    /// Why the fused GPU decoder cannot run this RoPE, if it cannot: its kernels know the
+    /// frequency ratio, per-frequency divisors and the position scale only.
+    pub fn gpu_unsupported(&self) -> Option<String> {
+        if self.magnitude != 1.0 {
+            return Some(format!("RoPE scales cos/sin by {}", self.magnitude));
+        }
+        self.beyond.as_ref().map(|_| {
+            "RoPE frequencies change past the trained context (dynamic NTK or LongRoPE)".into()
+        })
     }
 
     /// Divides each frequency by its factor (llama3 scaling stored as `rope_freqs`).
@@ -91,23 +158,48 @@ impl Rope {
             Vec::with_capacity(len * half),
             Vec::with_capacity(len * half),
         );
+        let (theta_scale, factors) = self.frequencies_until(start + len);
+        let m = self.magnitude;
         for p in start..start + len {
             let mut theta = p as f32;
             for i in 0..half {
-                let t = match &self.factors {
+                let t = match factors {
                     Some(f) => theta / f[i],
                     None => theta,
                 };
                 let t = self.position_scale * t;
-                cos.push(t.cos());
-                sin.push(t.sin());
-                theta *= self.theta_scale;
+                cos.push(m * t.cos());
+                sin.push(m * t.sin());
+                theta *= theta_scale;
             }
         }
         Ok(Tables {
             cos: Tensor::from_vec(cos, (len, half), device)?,
             sin: Tensor::from_vec(sin, (len, half), device)?,
         })
+    }
+
+    /// The frequency ratio and divisors of a pass that ends at `end` positions.
+    fn frequencies_until(&self, end: usize) -> (f32, Option<&[f32]>) {
+        match &self.beyond {
+            Some(Beyond::DynamicNtk {
+                factor,
+                original,
+                base,
+            }) if end > *original => {
+                let d = (2 * self.half) as f64;
+                let grown =
+                    (factor * end as f64 / *original as f64 - (factor - 1.0)).powf(d / (d - 2.0));
+                (
+                    ((base * grown) as f32).powf(-2.0 / d as f32),
+                    self.factors.as_deref(),
+                )
+            }
+            Some(Beyond::LongFactors { original, factors }) if end > *original => {
+                (self.theta_scale, Some(factors))
+            }
+            _ => (self.theta_scale, self.factors.as_deref()),
+        }
     }
 
     /// Rotates `x` shaped `(batch, heads, len, head_dim)`.

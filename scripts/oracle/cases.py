@@ -1,0 +1,163 @@
+"""The oracle's cases: one or more tiny configurations per mlcli family, each exercising the
+features that family's file implements. `family` is the mlcli family id (tests/oracle.rs
+checks that every registered family has at least one case); `config` is passed to
+transformers' config class, which saves it in its own (transformers 5) format."""
+
+# Shared tiny dimensions: GQA (4 query heads over 2 KV heads), head width 16.
+BASE = {
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+def tiny(**over):
+    c = dict(BASE)
+    c.update(over)
+    return c
+
+
+CASES = [
+    {
+        "name": "llama-llama3-rope",
+        "family": "llama",
+        "model_type": "llama",
+        "architecture": "LlamaForCausalLM",
+        "features": "GQA, untied output, llama3 RoPE scaling in rope_parameters",
+        "seed": 1,
+        "config": tiny(tie_word_embeddings=False, max_position_embeddings=64,
+                       rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                                        "factor": 8.0, "low_freq_factor": 1.0,
+                                        "high_freq_factor": 4.0,
+                                        "original_max_position_embeddings": 16}),
+    },
+    {
+        "name": "mistral-sliding-window",
+        "family": "llama",
+        "model_type": "mistral",
+        "architecture": "MistralForCausalLM",
+        "features": "sliding window 5 (shorter than the 12 tokens), head_dim set apart from hidden/heads",
+        "gguf_skip": "llama.cpp's converter drops sliding_window for the llama architecture "
+                     "(llama.cpp runs Mistral v0.1 GGUFs with full attention)",
+        "seed": 2,
+        "config": tiny(sliding_window=5, head_dim=24, tie_word_embeddings=False),
+    },
+    {
+        "name": "qwen2-bias-yarn",
+        "family": "qwen2",
+        "model_type": "qwen2",
+        "architecture": "Qwen2ForCausalLM",
+        "features": "q/k/v biases, tied output, YaRN RoPE",
+        "seed": 3,
+        "config": tiny(tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0,
+                                        "factor": 4.0,
+                                        "original_max_position_embeddings": 64}),
+    },
+    {
+        "name": "qwen3-qk-norm",
+        "family": "qwen3",
+        "model_type": "qwen3",
+        "architecture": "Qwen3ForCausalLM",
+        "features": "q/k RMSNorm, head_dim 32 (wider than hidden/heads), tied output, linear RoPE scaling",
+        "seed": 4,
+        "config": tiny(head_dim=32, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0,
+                                        "factor": 2.0}),
+    },
+    {
+        "name": "qwen3-moe-routing",
+        "family": "qwen3_moe",
+        "model_type": "qwen3_moe",
+        "architecture": "Qwen3MoeForCausalLM",
+        "features": "MoE (8 experts, top-2, normalized top-k probabilities), q/k norm, untied output",
+        "seed": 5,
+        "config": tiny(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                       norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+                       tie_word_embeddings=False),
+    },
+    {
+        "name": "mixtral-routing",
+        "family": "mixtral",
+        "model_type": "mixtral",
+        "architecture": "MixtralForCausalLM",
+        "features": "MoE (4 experts, top-2 softmax routing), GQA, untied output",
+        "seed": 6,
+        "config": tiny(num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+    },
+    {
+        "name": "phi3-fused",
+        "family": "phi3",
+        "model_type": "phi3",
+        "architecture": "Phi3ForCausalLM",
+        "features": "fused qkv and gate_up projections, sliding window 7, untied output",
+        "seed": 7,
+        "config": tiny(sliding_window=7, tie_word_embeddings=False, pad_token_id=0),
+    },
+    {
+        "name": "phi3-longrope",
+        "family": "phi3",
+        "model_type": "phi3",
+        "architecture": "Phi3ForCausalLM",
+        "features": "LongRoPE (short factors within the original 8 positions, long past them, "
+                    "attention factor), tied output",
+        "gguf_skip": "llama.cpp's converter reads original_max_position_embeddings at the top "
+                     "level, where transformers 5 no longer writes it: its GGUF says 4096 and "
+                     "attention factor 1, a different model",
+        "seed": 10,
+        "config": tiny(max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0,
+                       rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                        "original_max_position_embeddings": 8,
+                                        "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                                        "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0]}),
+    },
+    {
+        "name": "llama-dynamic-ntk",
+        "family": "llama",
+        "model_type": "llama",
+        "architecture": "LlamaForCausalLM",
+        "features": "dynamic NTK RoPE past a trained context of 8 positions",
+        "gguf_skip": "llama.cpp has no dynamic NTK scaling; its converter drops it",
+        "seed": 11,
+        "config": tiny(max_position_embeddings=8, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
+                                        "factor": 2.0}),
+    },
+    {
+        "name": "gemma3-sliding",
+        "family": "gemma3",
+        "model_type": "gemma3_text",
+        "architecture": "Gemma3ForCausalLM",
+        "features": "5 local + 1 global layers, sliding window 4, per-layer-type rope_parameters "
+                    "(local 10k, global 1M with linear scaling 8), q/k norm, head_dim 32, "
+                    "soft-capped logits",
+        "seed": 8,
+        "config": tiny(num_hidden_layers=6, head_dim=32, sliding_window=4,
+                       query_pre_attn_scalar=32, final_logit_softcapping=30.0,
+                       hidden_activation="gelu_pytorch_tanh",
+                       rope_parameters={
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0,
+                                              "factor": 8.0}},
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "granite-multipliers",
+        "family": "granite",
+        "model_type": "granite",
+        "architecture": "GraniteForCausalLM",
+        "features": "embedding/residual/attention/logit multipliers, tied output",
+        "seed": 9,
+        "config": tiny(embedding_multiplier=12.0, residual_multiplier=0.22,
+                       attention_multiplier=0.0078125, logits_scaling=8.0,
+                       tie_word_embeddings=True),
+    },
+]

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""The reference oracle: tiny random-weight checkpoints made by transformers, their GGUFs made
+by llama.cpp's own converter, and transformers' logits, one case per feature set of a family.
+
+    scripts/oracle/make.py [--out DIR] [--check] [CASE ...]
+
+Writes tests/data/oracle/<case>/ (the default --out): config.json and model.safetensors exactly
+as transformers' save_pretrained writes them, model.gguf from convert_hf_to_gguf.py
+(--outtype f16), and oracle.json (the family, the token ids, and transformers' logits at every
+position, from one pass over all tokens and from one token per pass). tests/oracle.rs compares mlcli on both forms against those logits.
+--check regenerates into a temporary directory and fails unless every file is byte-identical
+to the committed one.
+
+Run it with scripts/oracle/run.sh, which makes the pinned environment (torch, transformers,
+the llama.cpp converter from the llama-cpp-python sdist) and then calls this script.
+"""
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import cases
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TOKENS = [1, 5, 17, 42, 8, 99, 3, 64, 77, 12, 30, 58]
+
+
+def tokenizer_model(vocab: int) -> bytes:
+    """A SentencePiece model of `vocab` pieces (no training: a fixed list), which llama.cpp's
+    converter reads for every family here: <unk> <s> </s>, ▁, printable ASCII, then word-initial pairs."""
+    from sentencepiece import sentencepiece_model_pb2 as sp
+
+    m = sp.ModelProto()
+    m.trainer_spec.model_type = sp.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = vocab
+    m.trainer_spec.byte_fallback = False
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = True
+    pieces = [("<unk>", sp.ModelProto.SentencePiece.UNKNOWN),
+              ("<s>", sp.ModelProto.SentencePiece.CONTROL),
+              ("</s>", sp.ModelProto.SentencePiece.CONTROL),
+              ("\u2581", sp.ModelProto.SentencePiece.NORMAL)]
+    pieces += [(chr(c), sp.ModelProto.SentencePiece.NORMAL) for c in range(33, 127)]
+    pairs = ("\u2581" + a + b for a in "etaoinshrdlu" for b in "etaoinshrdlu ")
+    while len(pieces) < vocab:
+        pieces.append((next(pairs).strip(), sp.ModelProto.SentencePiece.NORMAL))
+    for i, (text, kind) in enumerate(pieces):
+        p = m.pieces.add()
+        p.piece, p.type, p.score = text, kind, float(-i)
+    return m.SerializeToString()
+
+
+def tokenizer_json(vocab: int) -> bytes:
+    """A byte-level BPE vocabulary of `vocab` single characters, no merges, for the families
+    whose llama.cpp converter reads only GPT-2-style tokenizers (Qwen MoE)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())[:vocab]
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok.to_str().encode()
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Weights that make every part of the model matter: matrices N(0, 1/fan_in), norms and
+    biases visibly away from their identity values. Rounded to f16 (the stored precision), so
+    transformers' logits come from exactly the weights written."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() >= 2:
+                std = p.shape[-1] ** -0.5
+                if "embed" in name:
+                    std = 1.0
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+            elif "norm" in name or "layernorm" in name:
+                base = 0.0 if p.abs().max() == 0 else 1.0  # Gemma stores (w - 1)
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            p.copy_(p.half().float())
+
+
+def convert(converter: Path, out: Path, name: str) -> None:
+    """out/model.gguf from out/, by llama.cpp's converter (f16 matrices, f32 vectors)."""
+    done = subprocess.run([sys.executable, str(HERE / "convert.py"), str(converter), str(out),
+                           "--outfile", str(out / "model.gguf"), "--outtype", "f16"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: llama.cpp's converter failed:\n{done.stderr[-3000:]}")
+
+
+def make_case(case: dict, out: Path, converter: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    out.mkdir(parents=True, exist_ok=True)
+    config = AutoConfig.for_model(case["model_type"], **case["config"])
+    config.architectures = [case["architecture"]]
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                             attn_implementation="eager")
+    model.eval()
+    randomize(model, case["seed"])
+    with torch.no_grad():
+        logits = model(torch.tensor([TOKENS])).logits[0].float()
+        stepwise, past = [], None
+        for t in TOKENS:
+            step = model(torch.tensor([[t]]), past_key_values=past, use_cache=True)
+            past = step.past_key_values
+            stepwise.append(step.logits[0, -1].float())
+    model.half().save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    vocab = case["config"]["vocab_size"]
+    tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
+                       "tokenizer.json": tokenizer_json(vocab),
+                       "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast"}'}
+    for name, data in tokenizer_files.items():
+        (out / name).write_bytes(data)
+    if not case.get("gguf_skip"):
+        convert(converter, out, case["name"])
+    for name in tokenizer_files:
+        (out / name).unlink()
+    import transformers
+    record = {
+        "case": case["name"],
+        "family": case["family"],
+        "features": case["features"],
+        "made_by": {"transformers": transformers.__version__,
+                    "torch": torch.__version__.split("+")[0],
+                    "converter": "convert_hf_to_gguf.py (llama-cpp-python "
+                                 + os.environ.get("ORACLE_LCP_VERSION", "?") + ")"},
+        "gguf_skip": case.get("gguf_skip"),
+        "tokens": TOKENS,
+        "logits": [[round(float(x), 6) for x in row] for row in logits],
+        "logits_stepwise": [[round(float(x), 6) for x in row] for row in stepwise],
+    }
+    (out / "oracle.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "tests/data/oracle")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--converter", type=Path, required=True)
+    ap.add_argument("names", nargs="*")
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    chosen = [c for c in cases.CASES if not args.names or c["name"] in args.names]
+    if args.names and len(chosen) != len(args.names):
+        print(f"unknown case among {args.names}; cases: {[c['name'] for c in cases.CASES]}",
+              file=sys.stderr)
+        return 2
+    if not args.check:
+        for c in chosen:
+            shutil.rmtree(args.out / c["name"], ignore_errors=True)
+            make_case(c, args.out / c["name"], args.converter)
+            print(f"wrote {args.out / c['name']}")
+        return 0
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in chosen:
+            make_case(c, Path(tmp) / c["name"], args.converter)
+            new, old = Path(tmp) / c["name"], args.out / c["name"]
+            names = sorted(p.name for p in new.iterdir())
+            olds = sorted(p.name for p in old.iterdir()) if old.is_dir() else []
+            same = names == olds and all(
+                filecmp.cmp(new / n, old / n, shallow=False) for n in names)
+            print(f"{'same' if same else 'DIFFERENT'}: {c['name']}")
+            bad += not same
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
