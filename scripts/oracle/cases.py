@@ -150,6 +150,33 @@ CASES = [
                        tie_word_embeddings=True, pad_token_id=0),
     },
     {
+        "name": "gemma3-multimodal",
+        "family": "gemma3",
+        "model_type": "gemma3",
+        "architecture": "Gemma3ForConditionalGeneration",
+        "features": "a multimodal checkpoint: the text model inside text_config (with "
+                    "per-layer-type rope_parameters) beside a vision tower that is not used",
+        "seed": 12,
+        "config": {
+            # Six layers: llama.cpp has Gemma 3's 5:1 pattern built in (its GGUF has no key
+            # for it), so a shorter model would be another model there.
+            "text_config": tiny(num_hidden_layers=6, head_dim=32, sliding_window=4,
+                                query_pre_attn_scalar=32,
+                                rope_parameters={
+                                    "sliding_attention": {"rope_type": "default",
+                                                          "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "linear",
+                                                       "rope_theta": 1000000.0,
+                                                       "factor": 8.0}},
+                                pad_token_id=0),
+            "vision_config": {"hidden_size": 32, "intermediate_size": 64,
+                              "num_hidden_layers": 1, "num_attention_heads": 2,
+                              "image_size": 28, "patch_size": 14},
+            "mm_tokens_per_image": 4, "image_token_index": 127, "boi_token_index": 125,
+            "eoi_token_index": 126, "vocab_size": 128,
+        },
+    },
+    {
         "name": "granite-multipliers",
         "family": "granite",
         "model_type": "granite",

@@ -121,7 +121,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
             stepwise.append(step.logits[0, -1].float())
     model.half().save_pretrained(out, safe_serialization=True)
     (out / "generation_config.json").unlink(missing_ok=True)
-    vocab = case["config"]["vocab_size"]
+    vocab = case["config"].get("vocab_size") or case["config"]["text_config"]["vocab_size"]
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
                        "tokenizer.json": tokenizer_json(vocab),
                        "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast"}'}

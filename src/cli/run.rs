@@ -161,6 +161,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("loading {}", model.display()))?;
+    for note in engine.load_notes() {
+        eprintln!("note: {note}");
+    }
     if args.verbose {
         let i = engine.info();
         let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{} MiB", b >> 20));

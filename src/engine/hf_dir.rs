@@ -36,6 +36,8 @@ pub(crate) struct Loaded {
     pub(crate) template: Option<String>,
     pub(crate) defaults: SamplingDefaults,
     pub(crate) name: String,
+    /// Lines for the user about what was loaded (a multimodal checkpoint's text model).
+    pub(crate) notes: Vec<String>,
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Map<String, Json>>> {
@@ -53,7 +55,18 @@ pub(crate) fn load(
 ) -> Result<Loaded> {
     let config = HfConfig::from_file(&dir.join("config.json"))?;
     // Refuse unsupported architectures before the slower tokenizer and weight loading.
-    let spec = models::family_for_hf(config.architecture()?)?;
+    let described = models::hf_model(&config)?;
+    let spec = described.spec;
+    let notes = described
+        .multimodal
+        .iter()
+        .map(|arch| {
+            format!(
+                "{arch} is multimodal: its text model ({}) is loaded; the vision tower is not used",
+                spec.id
+            )
+        })
+        .collect();
 
     let tokenizer_json = dir.join("tokenizer.json");
     if !tokenizer_json.is_file() {
@@ -69,9 +82,15 @@ pub(crate) fn load(
     let gen = read_json(&dir.join("generation_config.json"))?.unwrap_or_default();
     let gen = HfConfig::from_map(gen, "generation_config.json");
     let mut specials = HfSpecials::from_tokenizer_config(&tok_cfg);
-    specials.bos_id = config.ids("bos_token_id")?.first().copied();
-    specials.eos_id = config.ids("eos_token_id")?.first().copied();
-    specials.extra_eog = config.ids("eos_token_id")?;
+    let ids = |key: &str| -> Result<Vec<u32>> {
+        match config.ids(key)? {
+            found if found.is_empty() => described.config.ids(key),
+            found => Ok(found),
+        }
+    };
+    specials.bos_id = ids("bos_token_id")?.first().copied();
+    specials.eos_id = ids("eos_token_id")?.first().copied();
+    specials.extra_eog = ids("eos_token_id")?;
     specials.extra_eog.extend(gen.ids("eos_token_id")?);
     let tokenizer = Tokenizer::from_hf(&tokenizer_json, &specials)?;
 
@@ -110,6 +129,7 @@ pub(crate) fn load(
         template,
         defaults,
         name,
+        notes,
     })
 }
 

@@ -179,6 +179,8 @@ pub struct Engine {
     batch_size: usize,
     name: String,
     defaults: SamplingDefaults,
+    /// Lines for the user about what was loaded.
+    notes: Vec<String>,
 }
 
 impl Engine {
@@ -188,7 +190,10 @@ impl Engine {
             Format::Gguf(p) => Gguf::open(&p)?,
             Format::SafetensorsDir(dir) => {
                 let l = hf_dir::load(&dir, opts.precision, &opts.device)?;
-                return Self::assemble(l.model, l.tokenizer, l.template, l.name, l.defaults, opts);
+                let mut engine =
+                    Self::assemble(l.model, l.tokenizer, l.template, l.name, l.defaults, opts)?;
+                engine.notes = l.notes;
+                return Ok(engine);
             }
         };
         Self::from_gguf(&gguf, opts)
@@ -260,6 +265,7 @@ impl Engine {
             device: opts.device.clone(),
             batch_size: opts.batch_size.max(1),
             name,
+            notes: Vec::new(),
         })
     }
 
@@ -301,6 +307,12 @@ impl Engine {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// What the user should know about what was loaded (e.g. that a multimodal checkpoint's
+    /// vision tower is not used), one line each.
+    pub fn load_notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Which decoder runs the model (fused on the GPU, or layer by layer) and why.

@@ -85,8 +85,24 @@ enum Source<'a> {
         /// Every tensor name, in file order.
         names: Vec<String>,
         precision: Precision,
+        /// In a multimodal checkpoint, where its text model's tensors are stored: `(name as
+        /// the family asks for it, name in the file)` prefix pairs. Empty: names as asked.
+        text_prefixes: Vec<(&'static str, &'static str)>,
     },
 }
+
+/// How multimodal checkpoints store their text model: transformers 5's layout, then the
+/// older one (which transformers 5 still writes for Gemma 3).
+const TEXT_LAYOUTS: &[&[(&str, &str)]] = &[
+    &[
+        ("model.", "model.language_model."),
+        ("lm_head.", "lm_head."),
+    ],
+    &[
+        ("model.", "language_model.model."),
+        ("lm_head.", "language_model.lm_head."),
+    ],
+];
 
 /// All tensors of one checkpoint, on one device.
 pub struct Weights<'a> {
@@ -128,6 +144,7 @@ impl<'a> Weights<'a> {
                 files: st,
                 names,
                 precision,
+                text_prefixes: Vec::new(),
             },
             device: device.clone(),
             loaded: RefCell::new(HashMap::new()),
@@ -161,8 +178,44 @@ impl<'a> Weights<'a> {
             Source::Gguf { extra_names, .. } => {
                 names::to_gguf(name, extra_names).unwrap_or_else(|| name.to_string())
             }
-            Source::Safetensors { .. } => name.to_string(),
+            Source::Safetensors { text_prefixes, .. } => text_prefixes
+                .iter()
+                .find_map(|(asked, stored)| {
+                    name.strip_prefix(asked)
+                        .map(|rest| format!("{stored}{rest}"))
+                })
+                .unwrap_or_else(|| name.to_string()),
         }
+    }
+
+    /// Reads only the text model of a multimodal checkpoint (its language model's tensors,
+    /// found in either layout of [`TEXT_LAYOUTS`]); the rest (vision tower, projector) is left
+    /// unread and not counted as unused. Returns how many tensors are left so.
+    pub fn select_text_model(&mut self) -> Result<usize> {
+        let Source::Safetensors {
+            names,
+            text_prefixes,
+            ..
+        } = &mut self.source
+        else {
+            return Ok(0);
+        };
+        let layout = TEXT_LAYOUTS.iter().find(|l| {
+            names
+                .iter()
+                .any(|n| n.starts_with(l[0].1) && n.contains("layers."))
+        });
+        let Some(layout) = layout else {
+            return Err(Error::MissingTensor {
+                name: "model.layers.0.*".into(),
+                stored: "model.language_model.layers.0.* or language_model.model.layers.0.*".into(),
+            });
+        };
+        *text_prefixes = layout.to_vec();
+        Ok(names
+            .iter()
+            .filter(|n| !layout.iter().any(|(_, stored)| n.starts_with(stored)))
+            .count())
     }
 
     fn has_stored(&self, stored: &str) -> bool {
@@ -275,9 +328,16 @@ impl<'a> Weights<'a> {
                 .filter(|n| !consumed.contains(*n))
                 .map(str::to_string)
                 .collect(),
-            Source::Safetensors { names, .. } => names
+            Source::Safetensors {
+                names,
+                text_prefixes,
+                ..
+            } => names
                 .iter()
                 .filter(|n| !consumed.contains(*n))
+                .filter(|n| {
+                    text_prefixes.is_empty() || text_prefixes.iter().any(|(_, s)| n.starts_with(s))
+                })
                 .cloned()
                 .collect(),
         }

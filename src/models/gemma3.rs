@@ -167,11 +167,9 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads a Hugging Face `config.json` (`gemma3_text`, or the `text_config` of a
-    /// multimodal Gemma 3 checkpoint).
+    /// Reads a Hugging Face `config.json` (`gemma3_text`; for a multimodal Gemma 3
+    /// checkpoint, the `text_config` [`super::hf_model`] found).
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
-        let text = h.sub("text_config");
-        let h = text.as_ref().unwrap_or(h);
         if let Some(act) = h.opt_str("hidden_activation")? {
             if act != "gelu_pytorch_tanh" {
                 return Err(Error::UnsupportedConfig(format!(

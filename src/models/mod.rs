@@ -294,18 +294,62 @@ pub fn family_for_hf(arch: &str) -> Result<&'static FamilySpec> {
         })
 }
 
+/// What a `config.json` describes: the family and the config of the model mlcli runs.
+pub struct HfModel {
+    /// The family.
+    pub spec: &'static FamilySpec,
+    /// The language model's config: the file's, or the `text_config` inside it.
+    pub config: HfConfig,
+    /// Set for a multimodal checkpoint: the architecture whose text model is loaded.
+    pub multimodal: Option<String>,
+}
+
+/// The family of a `config.json`: by its architecture, or, for a multimodal checkpoint
+/// (`…ForConditionalGeneration` with a `text_config`), by its text model's `model_type`.
+pub fn hf_model(config: &HfConfig) -> Result<HfModel> {
+    let arch = config.architecture()?;
+    let unsupported = |found: String| Error::UnsupportedArchitecture {
+        found,
+        supported: supported_hf_architectures(),
+    };
+    if let Ok(spec) = family_for_hf(arch) {
+        return Ok(HfModel {
+            spec,
+            config: config.clone(),
+            multimodal: None,
+        });
+    }
+    let Some(text) = config.sub("text_config") else {
+        return Err(unsupported(arch.to_string()));
+    };
+    let model_type = text.opt_str("model_type")?.unwrap_or_default().to_string();
+    let spec = FAMILIES
+        .iter()
+        .copied()
+        .find(|f| f.hf_model_type == model_type)
+        .ok_or_else(|| unsupported(format!("{arch} (text model '{model_type}')")))?;
+    Ok(HfModel {
+        spec,
+        config: text,
+        multimodal: Some(arch.to_string()),
+    })
+}
+
 /// Loads a model from safetensors files (`config` is their `config.json`), checking that
-/// every tensor was used.
+/// every tensor was used (of a multimodal checkpoint: every tensor of its text model).
 pub fn load_safetensors(
     config: &HfConfig,
     files: &[std::path::PathBuf],
     precision: crate::formats::weights::Precision,
     device: &Device,
 ) -> Result<Box<dyn CausalLm>> {
-    let spec = family_for_hf(config.architecture()?)?;
-    let weights = Weights::from_safetensors(files, precision, device)?;
-    let model = (spec.load)(&weights.pp(""), &ConfigSource::Hf(config))?;
-    weights.check_all_used(spec.id)?;
+    let m = hf_model(config)?;
+    let mut weights = Weights::from_safetensors(files, precision, device)?;
+    if m.multimodal.is_some() {
+        weights.select_text_model()?;
+    }
+    let model = (m.spec.load)(&weights.pp(""), &ConfigSource::Hf(&m.config))?;
+    weights.check_all_used(m.spec.id)?;
     Ok(model)
 }
 
