@@ -188,9 +188,22 @@ fn fetch_once(
                 return Err(transport_error(&url, ureq::Error::Io(e)));
             }
         };
-        file.write_all(&buf[..n]).map_err(io)?;
-        *pos += n as u64;
+        // Never more than announced: a body that runs on is cut at the size and refused.
+        let room = job.size.map_or(n as u64, |size| size.saturating_sub(*pos));
+        let keep = n.min(usize::try_from(room).unwrap_or(usize::MAX));
+        file.write_all(&buf[..keep]).map_err(io)?;
+        *pos += keep as u64;
         bar.set(*pos);
+        if keep < n {
+            file.flush().map_err(io)?;
+            return Err(Error::Protocol {
+                url,
+                reason: format!(
+                    "the body runs past the announced {} bytes",
+                    job.size.unwrap_or_default()
+                ),
+            });
+        }
     }
     file.flush().map_err(io)?;
     Ok(job.size.is_none_or(|size| *pos >= size))

@@ -202,6 +202,18 @@ pub enum Error {
         /// What was found instead.
         reason: String,
     },
+    /// A name sent by a server (or given as `--revision`) that cannot safely become a path.
+    #[error("{from} gave a {what} mlcli will not use as a file name: \"{value}\" ({why})")]
+    UnsafeName {
+        /// What the name is (commit id, file path, wheel filename).
+        what: &'static str,
+        /// The name, escaped and shortened.
+        value: String,
+        /// Who sent it (a URL) or where it would go.
+        from: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `rm` of something that is not in either cache.
     #[error("'{0}' is not in the cache (see `mlcli list`)")]
     NotInCache(String),

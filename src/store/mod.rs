@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod progress;
 pub mod pypi;
 pub mod reference;
+pub mod safe_name;
 pub mod usage;
 
 use std::cell::OnceCell;

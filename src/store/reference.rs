@@ -36,6 +36,12 @@ pub fn parse(arg: &str, revision: Option<&str>) -> Result<Reference> {
     if arg.is_empty() {
         return Err(bad("empty"));
     }
+    if let Some(why) = super::safe_name::revision_problem(revision) {
+        return Err(Error::BadReference {
+            reference: format!("--revision {}", revision.escape_debug()),
+            reason: format!("a branch, tag or commit name cannot be {why}"),
+        });
+    }
     if Path::new(arg).exists() {
         return Ok(Reference::Path(PathBuf::from(arg)));
     }

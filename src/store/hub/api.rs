@@ -8,7 +8,10 @@ use serde::Deserialize;
 use ureq::http::Response;
 
 use crate::store::http::{encode_path, encode_segment, header, join, status_error, Follow, Http};
-use crate::store::{Error, Result};
+use crate::store::{safe_name, Error, Result};
+
+/// Most pages of one tree listing followed (a 100k-file repository takes about 100).
+const MAX_TREE_PAGES: usize = 10_000;
 
 /// A file of the tree listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,10 +85,10 @@ impl Api<'_> {
         );
         let body = self.get_json(repo, Some(revision), &url)?;
         let info: RevisionInfo = serde_json::from_str(&body).map_err(|e| Error::Protocol {
-            url,
+            url: url.clone(),
             reason: e.to_string(),
         })?;
-        Ok(info.sha)
+        safe_name::commit(&info.sha, &url)
     }
 
     /// Every file at `commit`, following pagination.
@@ -96,24 +99,33 @@ impl Api<'_> {
             encode_segment(commit)
         );
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         loop {
+            if !seen.insert(url.clone()) || seen.len() > MAX_TREE_PAGES {
+                return Err(Error::Protocol {
+                    url,
+                    reason: format!(
+                        "the tree listing's pages loop or exceed {MAX_TREE_PAGES} pages"
+                    ),
+                });
+            }
             let (resp, body) = self.get(repo, Some(commit), &url)?;
             let items: Vec<TreeItem> =
                 serde_json::from_str(&body).map_err(|e| Error::Protocol {
                     url: url.clone(),
                     reason: e.to_string(),
                 })?;
-            out.extend(
-                items
-                    .into_iter()
-                    .filter(|i| i.kind == "file")
-                    .map(|i| Entry {
-                        path: i.path,
-                        size: i.size,
-                        oid: i.oid,
-                        lfs_sha256: i.lfs.map(|l| l.oid),
-                    }),
-            );
+            for i in items.into_iter().filter(|i| i.kind == "file") {
+                out.push(Entry {
+                    path: safe_name::repo_path(&i.path, &url)?,
+                    size: i.size,
+                    oid: safe_name::blob_id(&i.oid, &url)?,
+                    lfs_sha256: i
+                        .lfs
+                        .map(|l| safe_name::blob_id(&l.oid, &url))
+                        .transpose()?,
+                });
+            }
             match header(&resp, "link").and_then(|l| next_link(&l)) {
                 Some(next) => url = join(&url, &next),
                 None => return Ok(out),
@@ -146,8 +158,8 @@ impl Api<'_> {
             _ => answered.clone(),
         };
         Ok(FileMeta {
-            commit,
-            etag: normalize_etag(&etag),
+            commit: safe_name::commit(commit.trim(), &answered)?,
+            etag: safe_name::blob_id(&normalize_etag(&etag), &answered)?,
             size,
             url,
         })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::store::{Error, Result};
+use crate::store::{safe_name, Error, Result};
 
 /// One HF hub cache directory.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ impl HubCache {
         let refs = self.repo_dir(repo).join("refs").join(revision);
         if let Ok(commit) = std::fs::read_to_string(refs) {
             let commit = commit.trim();
-            if !commit.is_empty() {
+            if is_commit_hash(commit) {
                 return Some(commit.to_string());
             }
         }
@@ -95,6 +95,7 @@ impl HubCache {
             return Ok(());
         }
         let dir = self.repo_dir(repo).join("refs");
+        safe_name::inside(&dir, &dir.join(revision))?;
         self.cache_repo(repo, revision)
             .create_ref(commit)
             .map_err(Error::io(dir))
@@ -133,22 +134,31 @@ impl HubCache {
     /// Moves a verified partial download to `blobs/<etag>`.
     pub fn store_blob(&self, repo: &str, etag: &str, partial: &Path) -> Result<PathBuf> {
         let blob = self.blob(repo, etag);
+        safe_name::inside(&self.repo_dir(repo), &blob)?;
         std::fs::rename(partial, &blob).map_err(Error::io(&blob))?;
         Ok(blob)
     }
 
     /// Links `snapshots/<commit>/<file>` to `blobs/<etag>` with a relative symlink, as
     /// `huggingface_hub` does; returns the snapshot path.
+    /// The link is made under a temporary name and renamed into place, so processes pulling
+    /// the same file at once each leave a good link.
     pub fn link(&self, repo: &str, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
-        let dst = self.snapshot(repo, commit).join(file);
+        let snapshot = self.snapshot(repo, commit);
+        let dst = snapshot.join(file);
+        safe_name::inside(&snapshot, &dst)?;
+        safe_name::inside(&self.repo_dir(repo), &self.blob(repo, etag))?;
         let dir = dst.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let depth = file.split('/').count() + 1;
         let target = PathBuf::from("../".repeat(depth)).join("blobs").join(etag);
-        if dst.symlink_metadata().is_ok() {
-            std::fs::remove_file(&dst).map_err(Error::io(&dst))?;
-        }
-        symlink(&target, &dst).map_err(Error::io(&dst))?;
+        let name = dst
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into());
+        let tmp = dir.join(format!(".{name}.{}.link", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        symlink(&target, &tmp).map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, &dst).map_err(Error::io(&dst))?;
         Ok(dst)
     }
 }

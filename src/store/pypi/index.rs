@@ -136,8 +136,10 @@ pub fn normalize(name: &str) -> String {
     out
 }
 
-/// (distribution, version, is pure) of `dist-ver(-build)?-py-abi-plat.whl`.
+/// (distribution, version, is pure) of `dist-ver(-build)?-py-abi-plat.whl`; `None` for
+/// anything else, names that could leave a directory included.
 pub fn parse_wheel_name(filename: &str) -> Option<(String, String, bool)> {
+    crate::store::safe_name::wheel_filename(filename, "").ok()?;
     let stem = filename.strip_suffix(".whl")?;
     let parts: Vec<&str> = stem.split('-').collect();
     if parts.len() != 5 && parts.len() != 6 {

@@ -20,7 +20,7 @@ use self::wheel::Wheel;
 use super::download::{self, hex, Digest, Job};
 use super::http::Http;
 use super::progress::Progress;
-use super::{Error, Result};
+use super::{safe_name, Error, Result};
 
 /// A package on the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +122,7 @@ pub fn pull(
         downloaded += n;
         wheels.push(Wheel::open(&path)?);
     }
+    let version = safe_name::component("version", &version, &dist.url)?;
     let dir = pypi_dir.join(&package).join(&version);
     let staging = pypi_dir.join(&package).join(format!(".{version}.partial"));
     let _ = std::fs::remove_dir_all(&staging);
@@ -152,7 +153,7 @@ fn fetch_wheel(
     dist: &index::Dist,
     progress: &dyn Progress,
 ) -> Result<(PathBuf, u64)> {
-    let path = downloads.join(&dist.filename);
+    let path = downloads.join(safe_name::wheel_filename(&dist.filename, &dist.url)?);
     let digest = dist.sha256.clone().map(Digest::Sha256);
     if path.is_file() {
         let ok = match &digest {
@@ -269,7 +270,10 @@ fn write_joined(
     out: &Path,
     sums: &HashMap<String, String>,
 ) -> Result<()> {
-    let path = out.join(name);
+    let from = wheels
+        .first()
+        .map_or_else(String::new, |w| w.name().to_string());
+    let path = out.join(safe_name::component("model file name", name, &from)?);
     let file = File::create(&path).map_err(Error::io(&path))?;
     let mut sink = HashingWriter {
         inner: BufWriter::new(file),
