@@ -1,6 +1,7 @@
 //! End to end in a real pseudo-terminal (tmux) with the real SmolLM2 model: start
 //! `mlcli run`, ask a question and see the streamed answer, stop a reply with Esc, `/regen`,
-//! `/save`, quit — and the terminal is restored (same `stty` settings as before).
+//! `/save`, quit — and the terminal is restored (same `stty` settings as before), also when
+//! the process is killed with SIGTERM, SIGINT or SIGQUIT.
 
 use std::path::Path;
 use std::process::Command;
@@ -72,6 +73,17 @@ impl Tmux {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl Tmux {
+    /// A tmux format variable of the pane (`alternate_on`, `mouse_any_flag`, `pane_pid`).
+    fn pane(&self, var: &str) -> String {
+        let out = Command::new("tmux")
+            .args(["display", "-p", "-t", &self.session, &format!("#{{{var}}}")])
+            .output()
+            .expect("tmux display");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -178,4 +190,69 @@ fn chat_in_a_real_terminal_streams_stops_regenerates_saves_and_restores_the_term
         dir.path().join("mlcli/history.jsonl").exists(),
         "input history persisted"
     );
+}
+
+#[test]
+fn a_killed_chat_restores_the_terminal() {
+    let model = real_model(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tmux::start(dir.path());
+    let before = dir.path().join("before.txt");
+    t.type_line(&format!("stty -g > {}", before.display()));
+    t.wait_for("the shell", |_| before.exists(), 30);
+    let shell = t.pane("pane_pid");
+    for (signal, status) in [("TERM", 143), ("INT", 130), ("QUIT", 131)] {
+        let after = dir.path().join(format!("after-{signal}.txt"));
+        t.type_line(&format!(
+            "XDG_DATA_HOME={} {} run {} --temp 0; echo $? > {}.status; stty -g > {}",
+            dir.path().display(),
+            env!("CARGO_BIN_EXE_mlcli"),
+            model.display(),
+            after.display(),
+            after.display()
+        ));
+        t.wait_for("the chat screen", |s| s.contains(IDLE), 60);
+        assert_eq!(t.pane("alternate_on"), "1");
+        let pid = Command::new("pgrep")
+            .args(["-P", &shell])
+            .output()
+            .expect("pgrep");
+        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+        assert!(
+            !pid.is_empty(),
+            "mlcli's pid not found under the shell {shell}"
+        );
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+        t.wait_for(
+            "exit",
+            |_| std::fs::metadata(&after).is_ok_and(|m| m.len() > 0),
+            30,
+        );
+        let code = std::fs::read_to_string(format!("{}.status", after.display())).unwrap();
+        assert_eq!(
+            code.trim(),
+            status.to_string(),
+            "exit status after SIG{signal}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&before).unwrap(),
+            std::fs::read_to_string(&after).unwrap(),
+            "terminal settings not restored after SIG{signal}"
+        );
+        assert_eq!(
+            t.pane("alternate_on"),
+            "0",
+            "alternate screen after SIG{signal}"
+        );
+        assert_eq!(
+            t.pane("mouse_any_flag"),
+            "0",
+            "mouse capture after SIG{signal}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Terminal setup and restoration (raw mode, alternate screen, bracketed paste, mouse), on
-//! every exit path including a panic, and suspending the UI to run `$EDITOR`.
+//! every exit path including a panic and a terminating signal (`kill -TERM`, `-INT`, `-QUIT`,
+//! `-HUP`), and suspending the UI to run `$EDITOR`.
 
 use std::io::{stdout, Write};
 
@@ -54,13 +55,14 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Enters UI mode and installs the panic hook.
+    /// Enters UI mode and installs the panic hook and the signal handler.
     pub fn new() -> std::io::Result<Self> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             leave();
             previous(info);
         }));
+        restore_on_signals()?;
         enter()?;
         let term = Terminal::new(CrosstermBackend::new(stdout()))?;
         Ok(Self { term })
@@ -80,6 +82,26 @@ impl Drop for Guard {
     fn drop(&mut self) {
         leave();
     }
+}
+
+/// On a terminating signal, restores the terminal and exits with the shell's status for it
+/// (128 + the signal's number). In raw mode Ctrl+C is a key, not a signal: these come from
+/// `kill`, a closing terminal, or a job-control shell.
+fn restore_on_signals() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    leave();
+                    std::process::exit(128 + signal);
+                }
+            })?;
+    }
+    Ok(())
 }
 
 fn run_editor(text: &str) -> Result<String, String> {
