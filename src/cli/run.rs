@@ -55,9 +55,9 @@ pub struct Args {
     /// Penalty for recently seen tokens (1 = off) [default: the model's, else 1].
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
-    /// How many recent tokens the repeat penalty considers.
-    #[arg(long, default_value_t = 64)]
-    pub repeat_last_n: usize,
+    /// How many recent tokens the repeat penalty considers (-1 = the context).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    pub repeat_last_n: i32,
     /// Random seed (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -250,6 +250,7 @@ fn generate_params(args: &Args, model: &SamplingDefaults) -> GenerateParams {
                 .unwrap_or(builtin.repeat_penalty),
             repeat_last_n: args.repeat_last_n,
             seed: args.seed.unwrap_or_else(clock_seed),
+            dry: builtin.dry,
         },
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod decoder;
+pub mod dry;
 mod hf_dir;
 pub mod sampler;
 pub mod stop;
@@ -179,6 +180,8 @@ pub struct Engine {
     batch_size: usize,
     name: String,
     defaults: SamplingDefaults,
+    /// DRY's sequence breakers in this vocabulary, for the breaker strings they came from.
+    breakers: Option<(Vec<String>, Arc<dry::Breakers>)>,
 }
 
 impl Engine {
@@ -255,6 +258,7 @@ impl Engine {
             model,
             tokenizer: Arc::new(tokenizer),
             defaults,
+            breakers: None,
             template_origin,
             template,
             device: opts.device.clone(),
@@ -456,6 +460,25 @@ impl Engine {
         }
     }
 
+    /// DRY's sequence breakers in this vocabulary (none while DRY is off), computed once per
+    /// list of breaker strings: finding them reads every token of the vocabulary.
+    fn breakers_for(&mut self, dry: &dry::Params) -> Result<Arc<dry::Breakers>> {
+        if !dry.is_on() {
+            return Ok(Arc::default());
+        }
+        if let Some((strings, b)) = &self.breakers {
+            if *strings == dry.sequence_breakers {
+                return Ok(Arc::clone(b));
+            }
+        }
+        let b = Arc::new(dry::Breakers::for_vocab(
+            &self.tokenizer,
+            &dry.sequence_breakers,
+        )?);
+        self.breakers = Some((dry.sequence_breakers.clone(), Arc::clone(&b)));
+        Ok(b)
+    }
+
     /// Generates a continuation of `prompt`, calling `on_text` with each piece of text as it
     /// becomes final; `on_text` returning `Break` cancels. Reuses cached KV entries for the
     /// longest common prefix with the previous call.
@@ -469,6 +492,13 @@ impl Engine {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        params
+            .sampling
+            .validate()
+            .map_err(|setting| Error::InvalidSampling {
+                setting,
+                origin: None,
+            })?;
         // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
         //    cache may go back further than asked (a state that cannot be truncated).
         let common = self
@@ -485,7 +515,11 @@ impl Engine {
         //    reads back one id instead of the logits. Where layers keep recurrent state, the
         //    cache is snapshotted before the last prompt token, so that the next turn (or a
         //    regeneration) can go back to this point.
-        let mut sampler = sampler::Sampler::new(params.sampling.clone());
+        let mut sampler = sampler::Sampler::new(
+            params.sampling.clone(),
+            self.breakers_for(&params.sampling.dry)?,
+            self.cache.max_len(),
+        );
         let on_device = self.fused.is_some() && sampler.is_greedy();
         let todo = &prompt[reused..];
         let split = if self.cache.has_recurrent() {
