@@ -282,6 +282,44 @@ fn ctrl_d_on_empty_input_and_quit_command_leave() {
 }
 
 #[test]
+fn set_dry_and_show_params_with_their_sources() {
+    let mut a = app();
+    type_text(&mut a, "/set dry_multiplier 0.8");
+    a.update(key(KeyCode::Enter));
+    assert_eq!(a.params.sampling.dry.multiplier, 0.8);
+    type_text(&mut a, "/set dry_base 0.5");
+    a.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&a.banner, Some((Level::Error, m)) if m.contains("dry_base") && m.contains("1 or more")),
+        "{:?}",
+        a.banner
+    );
+    assert_eq!(
+        a.params.sampling.dry.base, 1.75,
+        "a refused value changes nothing"
+    );
+    type_text(&mut a, "/show params");
+    a.update(key(KeyCode::Enter));
+    let body = a
+        .overlay
+        .as_ref()
+        .map(|o| o.body.clone())
+        .unwrap_or_default();
+    let line = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("dry_multiplier").contains("0.8") && line("dry_multiplier").ends_with("(/set)"),
+        "{body}"
+    );
+    assert!(line("dry_base").ends_with("(mlcli default)"), "{body}");
+    assert!(line("max_tokens").contains("none"), "{body}");
+}
+
+#[test]
 fn screen_empty_chat() {
     insta::assert_snapshot!(screen(&app(), 80, 16));
 }

@@ -8,10 +8,12 @@ pub mod cache;
 pub mod decoder;
 pub mod dry;
 mod hf_dir;
+pub mod recommended;
 pub mod sampler;
+pub mod settings;
 pub mod stop;
 
-pub use hf_dir::SamplingDefaults;
+pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -179,7 +181,7 @@ pub struct Engine {
     device: Device,
     batch_size: usize,
     name: String,
-    defaults: SamplingDefaults,
+    recommended: Recommended,
     /// DRY's sequence breakers in this vocabulary, for the breaker strings they came from.
     breakers: Option<(Vec<String>, Arc<dry::Breakers>)>,
 }
@@ -191,7 +193,14 @@ impl Engine {
             Format::Gguf(p) => Gguf::open(&p)?,
             Format::SafetensorsDir(dir) => {
                 let l = hf_dir::load(&dir, opts.precision, &opts.device)?;
-                return Self::assemble(l.model, l.tokenizer, l.template, l.name, l.defaults, opts);
+                return Self::assemble(
+                    l.model,
+                    l.tokenizer,
+                    l.template,
+                    l.name,
+                    l.recommended,
+                    opts,
+                );
             }
         };
         Self::from_gguf(&gguf, opts)
@@ -205,6 +214,7 @@ impl Engine {
         models::family_for_gguf(gguf.architecture()?)?;
         let tokenizer = Tokenizer::from_gguf(gguf.content())?;
         let source = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
+        let recommended = recommended::from_gguf(gguf)?;
         let model = models::load_gguf(gguf, &opts.device)?;
         let name = gguf
             .opt_str("general.name")?
@@ -213,14 +223,7 @@ impl Engine {
                 path.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into())
             });
-        Self::assemble(
-            model,
-            tokenizer,
-            source,
-            name,
-            SamplingDefaults::default(),
-            opts,
-        )
+        Self::assemble(model, tokenizer, source, name, recommended, opts)
     }
 
     /// The common tail of loading: template, context size, cache.
@@ -229,7 +232,7 @@ impl Engine {
         tokenizer: Tokenizer,
         template: Option<String>,
         name: String,
-        defaults: SamplingDefaults,
+        recommended: Recommended,
         opts: &LoadOptions,
     ) -> Result<Self> {
         let (source, template_origin) = match (&opts.chat_template, template) {
@@ -257,7 +260,7 @@ impl Engine {
             decoder_note,
             model,
             tokenizer: Arc::new(tokenizer),
-            defaults,
+            recommended,
             breakers: None,
             template_origin,
             template,
@@ -277,9 +280,10 @@ impl Engine {
         &self.name
     }
 
-    /// Sampling defaults the checkpoint recommends (`generation_config.json`).
-    pub fn sampling_defaults(&self) -> &SamplingDefaults {
-        &self.defaults
+    /// The sampling the model's own files recommend (`general.sampling.*` in a GGUF,
+    /// `generation_config.json` beside safetensors).
+    pub fn recommended(&self) -> &Recommended {
+        &self.recommended
     }
 
     /// The tokenizer.
