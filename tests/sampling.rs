@@ -1,6 +1,6 @@
 //! Sampling with the real SmolLM2: DRY's sequence breakers found in its vocabulary as
 //! llama.cpp finds them, DRY turning greedy decoding out of a loop, `-v` naming where each
-//! sampling value came from, and a value out of range refused.
+//! sampling value came from, and the stop reason on stderr (stdout keeps only the model's text).
 
 use std::process::Command;
 
@@ -114,6 +114,7 @@ fn verbose_names_the_source_of_every_sampling_value() {
         err.contains("sampling (mlcli default): top_k 40, top_p 0.95, min_p 0.05"),
         "{err}"
     );
+    assert!(err.contains("stop: max tokens (-n)"), "{err}");
 }
 
 #[test]
@@ -126,4 +127,34 @@ fn a_value_that_cannot_be_honoured_is_refused() {
         err.contains("dry_base = -1: expected 1 or more") && err.contains("command line"),
         "{err}"
     );
+}
+
+#[test]
+fn a_reply_cut_short_by_a_limit_says_so_on_stderr_only() {
+    let model = smollm2();
+    let (code, out, err) = mlcli(&["run", &model, "--raw", "--temp", "0", "-n", "3", "Once"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("mlcli"), "{out:?}");
+    assert_eq!(
+        err.trim_end(),
+        "mlcli: stopped after 3 tokens, the -n/--max-tokens limit"
+    );
+    let (code, out, err) = mlcli(&[
+        "run",
+        &model,
+        "--raw",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-c",
+        "12",
+        "Once upon a time",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.is_empty() && !out.contains("mlcli"), "{out:?}");
+    assert!(
+        err.starts_with("mlcli: stopped after") && err.contains("the context of 12 tokens is full"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use super::UsageError;
 use crate::device;
 use crate::engine::settings::{self, Origins, Preset, Source};
-use crate::engine::{Engine, GenerateParams, LoadOptions, Message, Recommended, TemplateOrigin};
+use crate::engine::{
+    Engine, GenerateParams, LoadOptions, Message, Recommended, StopReason, TemplateOrigin,
+};
 use crate::ui::{self, app::ModelCard, transcript};
 
 /// Arguments of `mlcli run`.
@@ -248,7 +250,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.verbose {
         eprintln!(
-            "prompt: {} tokens ({} reused) at {:.1} tok/s | generated: {} tokens at {:.1} tok/s | TTFT {:.0} ms | stop: {:?}",
+            "prompt: {} tokens ({} reused) at {:.1} tok/s | generated: {} tokens at {:.1} tok/s | TTFT {:.0} ms | stop: {}",
             stats.prompt_tokens,
             stats.reused_tokens,
             stats.prompt_tok_per_s(),
@@ -257,8 +259,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stats.time_to_first_token.as_secs_f64() * 1000.0,
             stats.stop_reason
         );
+    } else if let Some(note) = cut_short(stats.stop_reason, stats.generated_tokens, &engine) {
+        eprintln!("{note}");
     }
     Ok(())
+}
+
+/// The one stderr line of a run whose reply was cut short by a limit, not ended by the model.
+fn cut_short(reason: StopReason, generated: usize, engine: &Engine) -> Option<String> {
+    match reason {
+        StopReason::ContextFull => Some(format!(
+            "mlcli: stopped after {generated} tokens: the context of {} tokens is full \
+             (-c/--ctx-size sets it; the model allows {})",
+            engine.ctx_size(),
+            engine.info().context_length
+        )),
+        StopReason::MaxTokens => Some(format!(
+            "mlcli: stopped after {generated} tokens, the -n/--max-tokens limit"
+        )),
+        _ => None,
+    }
 }
 
 /// `-v`: each sampling value with where it came from, grouped by source.

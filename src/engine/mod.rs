@@ -96,6 +96,18 @@ pub enum StopReason {
     ContextFull,
 }
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::EndOfGeneration => "end-of-generation token (eos)",
+            StopReason::MaxTokens => "max tokens (-n)",
+            StopReason::StopString => "stop string",
+            StopReason::Cancelled => "cancelled",
+            StopReason::ContextFull => "context full",
+        })
+    }
+}
+
 /// Counters and timings of one generation.
 #[derive(Clone, Debug)]
 pub struct Stats {
