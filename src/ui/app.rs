@@ -8,7 +8,7 @@ use super::input::Input;
 use super::transcript::Transcript;
 use super::worker::{Event, Summary};
 use crate::engine::settings::{self, Origins, Source};
-use crate::engine::{GenerateParams, Message};
+use crate::engine::{GenerateParams, Message, StopReason};
 
 /// What the status bar and `/show info` say about the model.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -335,6 +335,12 @@ impl App {
 
     fn engine(&mut self, e: Event) -> Vec<Effect> {
         match e {
+            Event::Progress(used) => {
+                if self.busy() {
+                    self.ctx_used = used;
+                }
+                Vec::new()
+            }
             Event::Text(t) => {
                 if let Some(r) = self.reply.as_mut() {
                     r.push_str(&t);
@@ -345,11 +351,23 @@ impl App {
                 let text = self.reply.take().unwrap_or_default();
                 self.messages.push(Message::new("assistant", text));
                 self.ctx_used = s.ctx_used;
-                if s.stop_reason == crate::engine::StopReason::ContextFull {
-                    self.banner = Some((
-                        Level::Warning,
-                        "the context is full: /drop removes the oldest exchange, /clear starts over".into(),
-                    ));
+                match s.stop_reason {
+                    StopReason::ContextFull => {
+                        self.banner = Some((
+                            Level::Warning,
+                            "the context is full: /drop removes the oldest exchange, /clear starts over".into(),
+                        ));
+                    }
+                    StopReason::MaxTokens => {
+                        self.banner = Some((
+                            Level::Info,
+                            format!(
+                                "the reply stopped at max_tokens ({}): /set max_tokens none lifts it",
+                                s.generated_tokens
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
                 self.stats.push(s);
                 vec![Effect::Changed]
