@@ -167,6 +167,14 @@ pub enum Error {
     /// A value given by the user that cannot be honoured (a flag, an option, an argument).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A sampling setting outside its range, with where the value came from when known.
+    #[error("sampling setting {setting}{}", .origin.as_ref().map(|o| format!(" (source: {o})")).unwrap_or_default())]
+    InvalidSampling {
+        /// The setting, its value and what it accepts.
+        setting: crate::engine::sampler::OutOfRange,
+        /// The source of the value (`flag`, `catalogue: smollm2`, ...).
+        origin: Option<String>,
+    },
     /// A prompt with no tokens.
     #[error("the prompt is empty")]
     EmptyPrompt,
@@ -217,6 +225,7 @@ impl Error {
                 | Error::Template(_)
                 | Error::ContextFull { .. }
                 | Error::InvalidArgument(_)
+                | Error::InvalidSampling { .. }
                 | Error::EmptyPrompt
         ) || matches!(self, Error::Store(e) if e.is_bad_input())
     }

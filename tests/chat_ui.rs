@@ -282,6 +282,73 @@ fn ctrl_d_on_empty_input_and_quit_command_leave() {
 }
 
 #[test]
+fn context_gauge_moves_while_a_reply_streams() {
+    let mut a = app();
+    exchange(&mut a, "Hi", "Hello!");
+    assert_eq!(a.ctx_used, 50);
+    type_text(&mut a, "And then?");
+    a.update(key(KeyCode::Enter));
+    let mut seen = Vec::new();
+    for used in 61..=64 {
+        a.update(Msg::Engine(Event::Progress(used)));
+        a.update(Msg::Engine(Event::Text("x".into())));
+        seen.push(a.ctx_used);
+        assert!(screen(&a, 80, 16).contains(&format!("ctx {used}/2048")));
+    }
+    assert_eq!(seen, [61, 62, 63, 64]);
+    let mut s = summary(60, 50, 64);
+    s.stop_reason = StopReason::MaxTokens;
+    a.update(Msg::Engine(Event::Finished(s)));
+    assert_eq!(a.ctx_used, 64);
+    assert!(
+        matches!(&a.banner, Some((Level::Info, m)) if m.contains("max_tokens")),
+        "a reply cut short says so: {:?}",
+        a.banner
+    );
+    // A late progress event after the reply does not move the gauge.
+    a.update(Msg::Engine(Event::Progress(99)));
+    assert_eq!(a.ctx_used, 64);
+}
+
+#[test]
+fn set_dry_and_show_params_with_their_sources() {
+    let mut a = app();
+    type_text(&mut a, "/set dry_multiplier 0.8");
+    a.update(key(KeyCode::Enter));
+    assert_eq!(a.params.sampling.dry.multiplier, 0.8);
+    type_text(&mut a, "/set dry_base 0.5");
+    a.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&a.banner, Some((Level::Error, m)) if m.contains("dry_base") && m.contains("1 or more")),
+        "{:?}",
+        a.banner
+    );
+    assert_eq!(
+        a.params.sampling.dry.base, 1.75,
+        "a refused value changes nothing"
+    );
+    type_text(&mut a, "/show params");
+    a.update(key(KeyCode::Enter));
+    let body = a
+        .overlay
+        .as_ref()
+        .map(|o| o.body.clone())
+        .unwrap_or_default();
+    let line = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("dry_multiplier").contains("0.8") && line("dry_multiplier").ends_with("(/set)"),
+        "{body}"
+    );
+    assert!(line("dry_base").ends_with("(mlcli default)"), "{body}");
+    assert!(line("max_tokens").contains("none"), "{body}");
+}
+
+#[test]
 fn screen_empty_chat() {
     insta::assert_snapshot!(screen(&app(), 80, 16));
 }
@@ -291,7 +358,10 @@ fn screen_streaming_mid_reply() {
     let mut a = app();
     type_text(&mut a, "What is the capital of France?");
     a.update(key(KeyCode::Enter));
-    a.update(Msg::Engine(Event::Text("The capital of".into())));
+    for (used, piece) in [(21, "The"), (22, " capital"), (23, " of")] {
+        a.update(Msg::Engine(Event::Progress(used)));
+        a.update(Msg::Engine(Event::Text(piece.into())));
+    }
     insta::assert_snapshot!(screen(&a, 80, 16));
 }
 

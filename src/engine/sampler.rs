@@ -1,8 +1,12 @@
-//! Token sampling: repeat penalty, then greedy (temperature 0) or top-k → top-p → min-p →
-//! temperature → a seeded draw, in llama.cpp's order.
+//! Token sampling: repeat penalty → DRY, then greedy (temperature 0) or top-k → top-p →
+//! min-p → temperature → a seeded draw, in llama.cpp's order.
+
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use super::dry;
 
 /// Sampling parameters; the defaults are llama.cpp's.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -17,10 +21,13 @@ pub struct Params {
     pub min_p: f32,
     /// Divide positive (multiply negative) logits of recent tokens by this (1 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
-    pub repeat_last_n: usize,
+    /// How many recent tokens the penalty looks at (-1 = the whole context, 0 = none).
+    pub repeat_last_n: i32,
     /// Seed of the draw.
     pub seed: u64,
+    /// DRY, the penalty on extending repeated sequences (off by default).
+    #[serde(default)]
+    pub dry: dry::Params,
 }
 
 impl Default for Params {
@@ -33,7 +40,86 @@ impl Default for Params {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 0,
+            dry: dry::Params::default(),
         }
+    }
+}
+
+/// A sampling setting outside the range it is defined on.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{name} = {value}: expected {expected}")]
+pub struct OutOfRange {
+    /// The setting's name (as `/set` and the catalogue spell it).
+    pub name: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What the setting accepts.
+    pub expected: &'static str,
+}
+
+impl Params {
+    /// Checks every setting against the range it is defined on; nothing is clamped.
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        let check = |ok: bool, name, value: &dyn std::fmt::Display, expected| {
+            if ok {
+                Ok(())
+            } else {
+                Err(OutOfRange {
+                    name,
+                    value: value.to_string(),
+                    expected,
+                })
+            }
+        };
+        let t = self.temperature;
+        check(t.is_finite() && t >= 0.0, "temp", &t, "0 (greedy) or more")?;
+        let p = self.top_p;
+        check((0.0..=1.0).contains(&p), "top_p", &p, "0 to 1 (1 = off)")?;
+        let m = self.min_p;
+        check((0.0..=1.0).contains(&m), "min_p", &m, "0 to 1 (0 = off)")?;
+        let r = self.repeat_penalty;
+        let expected = "a positive number (1 = off)";
+        check(r.is_finite() && r > 0.0, "repeat_penalty", &r, expected)?;
+        let n = self.repeat_last_n;
+        let expected = "-1 (the whole context), 0 (off) or a count of tokens";
+        check(n >= -1, "repeat_last_n", &n, expected)?;
+        self.validate_dry()
+    }
+
+    fn validate_dry(&self) -> Result<(), OutOfRange> {
+        let d = &self.dry;
+        let bad = |name, value: &dyn std::fmt::Display, expected| OutOfRange {
+            name,
+            value: value.to_string(),
+            expected,
+        };
+        if !(d.multiplier.is_finite() && d.multiplier >= 0.0) {
+            return Err(bad("dry_multiplier", &d.multiplier, "0 (off) or more"));
+        }
+        if !(d.base.is_finite() && d.base >= 1.0) {
+            return Err(bad(
+                "dry_base",
+                &d.base,
+                "1 or more (the penalty is multiplier * base^(repeat - allowed))",
+            ));
+        }
+        if d.penalty_last_n < -1 {
+            return Err(bad(
+                "dry_penalty_last_n",
+                &d.penalty_last_n,
+                "-1 (the whole context), 0 (off) or a count of tokens",
+            ));
+        }
+        for b in &d.sequence_breakers {
+            if b.is_empty() || b.len() > dry::MAX_BREAKER_BYTES {
+                return Err(bad(
+                    "dry_sequence_breakers",
+                    &format!("{b:?}"),
+                    "non-empty strings of at most 40 bytes",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -41,24 +127,34 @@ impl Default for Params {
 pub struct Sampler {
     params: Params,
     rng: StdRng,
+    /// DRY's sequence breakers in the model's vocabulary.
+    breakers: Arc<dry::Breakers>,
+    /// The context size (what -1 means for the penalty windows).
+    ctx_size: usize,
 }
 
 impl Sampler {
-    /// A sampler seeded from `params.seed`.
-    pub fn new(params: Params) -> Self {
+    /// A sampler seeded from `params.seed`, for a context of `ctx_size` tokens; `breakers` are
+    /// `params.dry.sequence_breakers` in the model's vocabulary.
+    pub fn new(params: Params, breakers: Arc<dry::Breakers>, ctx_size: usize) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Self { params, rng }
+        Self {
+            params,
+            rng,
+            breakers,
+            ctx_size,
+        }
     }
 
     /// Whether this sampler always picks the largest logit (temperature 0, no repeat
-    /// penalty), so a backend may pick it without handing over the logits.
+    /// penalty, no DRY), so a backend may pick it without handing over the logits.
     pub fn is_greedy(&self) -> bool {
         let p = &self.params;
-        p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
+        p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0) && !p.dry.is_on()
     }
 
-    /// Picks the next token from `logits`; `recent` are the tokens seen so far (for the
-    /// repeat penalty).
+    /// Picks the next token from `logits`; `recent` are the tokens seen so far, prompt
+    /// included (for the repeat penalty and DRY).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
         let p = &self.params;
         let mut cand: Vec<(u32, f32)> = logits
@@ -66,8 +162,9 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
-            let start = recent.len().saturating_sub(p.repeat_last_n);
+        if p.repeat_penalty != 1.0 && p.repeat_last_n != 0 {
+            let window = usize::try_from(p.repeat_last_n).unwrap_or(self.ctx_size);
+            let start = recent.len().saturating_sub(window);
             let mut seen = std::collections::HashSet::new();
             for &t in &recent[start..] {
                 if let Some(c) = cand.get_mut(t as usize).filter(|_| seen.insert(t)) {
@@ -77,6 +174,11 @@ impl Sampler {
                         c.1 * p.repeat_penalty
                     };
                 }
+            }
+        }
+        for (t, penalty) in dry::penalties(&p.dry, &self.breakers, recent, self.ctx_size) {
+            if let Some(c) = cand.get_mut(t as usize) {
+                c.1 -= penalty;
             }
         }
         if p.temperature <= 0.0 {
@@ -138,6 +240,10 @@ fn softmax(logits: impl Iterator<Item = f32> + Clone, temperature: f32) -> Vec<f
 mod tests {
     use super::*;
 
+    fn sampler(params: Params) -> Sampler {
+        Sampler::new(params, Arc::default(), 4096)
+    }
+
     fn greedy() -> Params {
         Params {
             temperature: 0.0,
@@ -147,13 +253,13 @@ mod tests {
 
     #[test]
     fn temperature_zero_is_argmax() {
-        let mut s = Sampler::new(greedy());
+        let mut s = sampler(greedy());
         assert_eq!(s.sample(&[0.1, 3.0, 2.9, -1.0], &[]), 1);
     }
 
     #[test]
     fn repeat_penalty_demotes_recent_tokens() {
-        let mut s = Sampler::new(Params {
+        let mut s = sampler(Params {
             repeat_penalty: 2.0,
             ..greedy()
         });
@@ -162,7 +268,7 @@ mod tests {
 
     #[test]
     fn top_k_one_always_picks_the_best() {
-        let mut s = Sampler::new(Params {
+        let mut s = sampler(Params {
             top_k: 1,
             temperature: 5.0,
             ..Params::default()
@@ -183,7 +289,7 @@ mod tests {
         };
         let logits = [5.0, 4.9, 0.0, -3.0];
         let draw = |seed| {
-            let mut s = Sampler::new(Params {
+            let mut s = sampler(Params {
                 seed,
                 ..params.clone()
             });
@@ -197,7 +303,7 @@ mod tests {
 
     #[test]
     fn top_p_keeps_the_nucleus() {
-        let mut s = Sampler::new(Params {
+        let mut s = sampler(Params {
             top_k: 0,
             top_p: 0.5,
             min_p: 0.0,
@@ -207,5 +313,105 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(s.sample(&[10.0, 0.0, 0.0, 0.0], &[]), 0);
         }
+    }
+
+    #[test]
+    fn dry_turns_a_greedy_choice_away_from_a_repeat() {
+        let dry = dry::Params {
+            multiplier: 2.0,
+            ..dry::Params::default()
+        };
+        let mut s = sampler(Params { dry, ..greedy() });
+        assert!(!s.is_greedy(), "DRY needs the logits");
+        // "1 2 3 0 | 1 2": 3 would repeat three tokens and loses 2.0 of its lead.
+        let logits = [0.0, 0.0, 0.0, 3.0, 2.0];
+        assert_eq!(s.sample(&logits, &[1, 2, 3, 0, 1, 2]), 4);
+        assert_eq!(s.sample(&logits, &[1, 2, 3, 0, 4, 2]), 3);
+    }
+
+    #[test]
+    fn repeat_last_n_minus_one_is_the_whole_context() {
+        let mut s = sampler(Params {
+            repeat_penalty: 2.0,
+            repeat_last_n: -1,
+            ..greedy()
+        });
+        let recent: Vec<u32> = std::iter::once(1).chain([0; 100]).collect();
+        assert_eq!(s.sample(&[0.1, 3.0, 2.0], &recent), 2);
+    }
+
+    #[test]
+    fn settings_outside_their_range_are_refused_by_name() {
+        let refused = |p: Params| p.validate().map_err(|e| e.name);
+        assert_eq!(refused(Params::default()), Ok(()));
+        let bad_dry = |dry| {
+            refused(Params {
+                dry,
+                ..Params::default()
+            })
+        };
+        assert_eq!(
+            bad_dry(dry::Params {
+                base: -1.0,
+                ..dry::Params::default()
+            }),
+            Err("dry_base")
+        );
+        assert_eq!(
+            bad_dry(dry::Params {
+                multiplier: -0.5,
+                ..dry::Params::default()
+            }),
+            Err("dry_multiplier")
+        );
+        assert_eq!(
+            bad_dry(dry::Params {
+                penalty_last_n: -2,
+                ..dry::Params::default()
+            }),
+            Err("dry_penalty_last_n")
+        );
+        assert_eq!(
+            bad_dry(dry::Params {
+                sequence_breakers: vec![String::new()],
+                ..dry::Params::default()
+            }),
+            Err("dry_sequence_breakers")
+        );
+        assert_eq!(
+            refused(Params {
+                top_p: 1.5,
+                ..Params::default()
+            }),
+            Err("top_p")
+        );
+        assert_eq!(
+            refused(Params {
+                temperature: f32::NAN,
+                ..Params::default()
+            }),
+            Err("temp")
+        );
+        assert_eq!(
+            refused(Params {
+                repeat_last_n: -3,
+                ..Params::default()
+            }),
+            Err("repeat_last_n")
+        );
+        let e = Params {
+            dry: dry::Params {
+                base: -1.0,
+                ..dry::Params::default()
+            },
+            ..Params::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("dry_base = -1: expected 1 or more"),
+            "{e}"
+        );
     }
 }

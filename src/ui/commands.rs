@@ -12,7 +12,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "/set",
         "<name> <value>",
-        "temp, top_k, top_p, min_p, repeat_penalty, seed, max_tokens",
+        "temp, top_p, dry_multiplier, … (see /show params)",
     ),
     (
         "/show",
@@ -36,13 +36,20 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("/quit", "", "leave"),
 ];
 
-/// Names accepted by `/set`, the same as the CLI flags.
+/// Names accepted by `/set`, the same as the CLI flags: the engine's sampling settings
+/// ([`crate::engine::settings::NAMES`]) and `max_tokens`.
 pub const SETTINGS: &[&str] = &[
     "temp",
     "top_k",
     "top_p",
     "min_p",
     "repeat_penalty",
+    "repeat_last_n",
+    "dry_multiplier",
+    "dry_base",
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "dry_sequence_breakers",
     "seed",
     "max_tokens",
 ];
@@ -177,12 +184,23 @@ mod tests {
     }
 
     #[test]
+    fn set_accepts_every_sampling_setting_and_max_tokens() {
+        let mut names = crate::engine::settings::NAMES.to_vec();
+        names.push("max_tokens");
+        assert_eq!(SETTINGS, names.as_slice());
+    }
+
+    #[test]
     fn tab_completes_commands_and_arguments() {
         assert_eq!(complete("/reg").as_deref(), Some("/regen"));
         assert_eq!(complete("/sa").as_deref(), Some("/save "));
         assert_eq!(complete("/s"), None); // /system, /set, /show, /save, /stats share only "/s"
         assert_eq!(complete("/st").as_deref(), Some("/stats"));
         assert_eq!(complete("/set to").as_deref(), Some("/set top_"));
+        assert_eq!(
+            complete("/set dry_m").as_deref(),
+            Some("/set dry_multiplier ")
+        );
         assert_eq!(complete("/show te").as_deref(), Some("/show template"));
         assert_eq!(complete("hello"), None);
     }

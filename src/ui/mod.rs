@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyEventKind, MouseEventKind};
 
+use crate::engine::settings::Origins;
 use crate::engine::{Engine, GenerateParams};
 use app::{App, Effect, ModelCard, Msg};
 use transcript::Transcript;
@@ -34,6 +35,8 @@ pub struct Options {
     pub card: ModelCard,
     /// Initial generation settings.
     pub params: GenerateParams,
+    /// Where each sampling setting came from (for `/show params`).
+    pub origins: Origins,
     /// Initial system message.
     pub system: Option<String>,
     /// `--session`: the transcript file to resume and autosave.
@@ -61,6 +64,7 @@ pub fn run(engine: Engine, opts: Options) -> std::io::Result<DrawStats> {
         })
     };
     let mut app = App::new(opts.card, opts.params, opts.system);
+    app.origins = opts.origins;
     let history_file = history::path();
     if let Some(p) = &history_file {
         app.history = history::load(p);

@@ -48,6 +48,8 @@ pub struct Summary {
 /// What the engine reports back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// Context positions in use while a reply streams: the prompt, then one more per token.
+    Progress(usize),
     /// A piece of the reply.
     Text(String),
     /// The reply is complete (or was cancelled, or filled the context).
@@ -125,7 +127,12 @@ fn reply(
         min_room: REPLY_ROOM,
         ..params.clone()
     };
+    // Positions after each token: the prompt and the reply so far (the engine's own count
+    // arrives with `Finished`).
+    let mut used = tokens.len();
     let result = engine.generate(&tokens, &params, &mut |text| {
+        used += 1;
+        deliver(Event::Progress(used));
         if !text.is_empty() {
             deliver(Event::Text(text.to_string()));
         }

@@ -367,6 +367,24 @@ impl Tokenizer {
         StreamDecoder::new(self)
     }
 
+    /// The bytes of one token as llama.cpp's `token_to_piece` with `special` renders them:
+    /// control and unknown tokens as their text, the others as [`Tokenizer::decode`] does.
+    /// (llama.cpp's `detokenize` also drops the leading space of a SentencePiece token in
+    /// vocabularies that add a space prefix; this does not.)
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        match (
+            self.vocab.kinds.get(id as usize),
+            self.vocab.pieces.get(id as usize),
+        ) {
+            (Some(TokenKind::Control | TokenKind::Unknown), Some(piece)) => {
+                out.extend_from_slice(piece.as_bytes())
+            }
+            _ => self.piece_bytes(id, &mut out),
+        }
+        out
+    }
+
     /// Appends the bytes `id` decodes to, as llama.cpp's `token_to_piece` without `special`.
     fn piece_bytes(&self, id: u32, out: &mut Vec<u8>) {
         let (Some(piece), Some(kind)) = (
