@@ -256,3 +256,26 @@ fn a_killed_chat_restores_the_terminal() {
         );
     }
 }
+
+#[test]
+fn a_dumb_terminal_gets_a_clear_error_instead_of_the_full_screen_chat() {
+    let model = real_model(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tmux::start(dir.path());
+    let status = dir.path().join("status.txt");
+    t.type_line(&format!(
+        "TERM=dumb {} run {} 2> err.txt; echo $? > {}",
+        env!("CARGO_BIN_EXE_mlcli"),
+        model.display(),
+        status.display()
+    ));
+    t.wait_for(
+        "exit",
+        |_| std::fs::metadata(&status).is_ok_and(|m| m.len() > 0),
+        30,
+    );
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "2");
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(err.contains("TERM=dumb") && err.contains("-p"), "{err}");
+    assert_eq!(t.pane("alternate_on"), "0");
+}

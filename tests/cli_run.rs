@@ -186,3 +186,16 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
     assert!(out.is_empty());
     assert!(err.contains("the context holds 64"), "{err}");
 }
+
+#[test]
+fn zero_max_tokens_generates_nothing() {
+    let model = real_model(SMOLLM2);
+    let m = model.to_str().unwrap();
+    let (code, out, err) = run(
+        &["run", m, "--raw", "-n", "0", "The capital of France is"],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "", "stdout must stay empty with -n 0");
+    assert!(err.contains("stopped after 0 tokens"), "{err}");
+}

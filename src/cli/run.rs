@@ -147,12 +147,22 @@ fn gather_prompt(args: &Args) -> anyhow::Result<Option<String>> {
         }
         (Some(p), false) => p.to_string(),
         (None, true) => read_stdin()?,
-        (None, false) if std::io::stdout().is_terminal() => return Ok(None),
+        (None, false) if std::io::stdout().is_terminal() && !dumb_terminal() => return Ok(None),
+        (None, false) if std::io::stdout().is_terminal() => bail!(UsageError(
+            "no prompt, and TERM=dumb cannot show the full-screen chat: give a prompt as an \
+             argument, with -p, or on stdin (or run the chat in a terminal that is not dumb)"
+                .into()
+        )),
         (None, false) => bail!(UsageError(
             "no prompt: give one as an argument, with -p, or on stdin (interactive chat needs stdout to be a terminal)"
                 .into()
         )),
     }))
+}
+
+/// True when `$TERM` says the terminal cannot draw the full-screen chat (`TERM=dumb`).
+fn dumb_terminal() -> bool {
+    std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
 
 /// Runs `mlcli run`.

@@ -571,6 +571,9 @@ impl Engine {
         let mut token_times = Vec::new();
         let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
         let stop_reason = loop {
+            if params.max_tokens == Some(0) {
+                break StopReason::MaxTokens;
+            }
             let sampling_start = Instant::now();
             let token = match &next {
                 Next::Logits(logits) => sampler.sample(logits, &history),
