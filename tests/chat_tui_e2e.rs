@@ -15,7 +15,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(dir: &Path) -> Self {
-        let session = format!("mlcli-e2e-{}", std::process::id());
+        // Tests of one binary run in parallel: one session each.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("mlcli-e2e-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
                 "new-session",
