@@ -26,6 +26,7 @@ pub mod qwen3_moe;
 pub mod recipe;
 pub mod rope_config;
 pub mod synthetic;
+pub mod values;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
