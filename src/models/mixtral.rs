@@ -72,13 +72,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_qk_permuted: true,
         ..Quirks::NONE
     },
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => from_gguf(g)?,
-            ConfigSource::Hf(h) => from_hf(h)?,
-        };
-        Ok(Box::new(llama::Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(llama::Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -96,6 +91,24 @@ pub static SPEC: FamilySpec = FamilySpec {
         metadata: &[("expert_count", 4), ("expert_used_count", 2)],
         fused_gate_up: false,
     },
+};
+
+fn config(src: &ConfigSource) -> Result<llama::Config> {
+    match src {
+        ConfigSource::Gguf(g) => from_gguf(g),
+        ConfigSource::Hf(h) => from_hf(h),
+    }
+}
+
+/// `MixtralConfig`: no biases, a sliding window only when the file sets one, 8 KV heads and
+/// RoPE base 1e6 unless the file says otherwise. `router_jitter_noise` acts only in training.
+pub const MIXTRAL: llama::HfClass = llama::HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: llama::Sliding::Every { default: None },
+    kv_heads: Some(8),
+    rope_theta: 1_000_000.0,
+    ..llama::LLAMA
 };
 
 /// Reads `llama.*` metadata of a Mixtral file: the llama keys plus `expert_count`,
@@ -117,7 +130,7 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `mixtral`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    let base = llama::Config::from_hf(h)?;
+    let base = llama::Config::from_hf(h, &MIXTRAL)?;
     let moe = moe::Config {
         n_experts: h.usize_any(&["num_local_experts", "num_experts"])?,
         n_used: h.usize("num_experts_per_tok")?,

@@ -26,9 +26,9 @@ pub mod qwen3_moe;
 pub mod recipe;
 pub mod rope_config;
 pub mod synthetic;
-pub mod values;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod values;
 
 use candle_core::{Device, Tensor};
 
@@ -242,6 +242,9 @@ pub struct FamilySpec {
     pub hf_config_defaults: &'static [(&'static str, &'static str)],
     /// Builds the model.
     pub load: fn(&Vb, &ConfigSource) -> Result<Box<dyn CausalLm>>,
+    /// Reads and validates the configuration exactly as `load` does, without the weights:
+    /// what `inspect` asks before it says a model runs.
+    pub check: fn(&ConfigSource) -> Result<()>,
     /// Shapes for conformance tests.
     pub tiny: TinyConfig,
 }
@@ -408,6 +411,22 @@ pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
     let model = (spec.load)(&weights.pp(""), &ConfigSource::Gguf(gguf))?;
     weights.check_all_used(spec.id)?;
     Ok(model)
+}
+
+/// Reads a GGUF's configuration as [`load_gguf`] does, without its weights: the family, or
+/// why the file would not load.
+pub fn check_gguf(gguf: &Gguf) -> Result<&'static FamilySpec> {
+    let spec = family_for_gguf_file(gguf)?;
+    (spec.check)(&ConfigSource::Gguf(gguf))?;
+    Ok(spec)
+}
+
+/// Reads a `config.json` as [`load_safetensors`] does, without the weights: the family, or
+/// why the checkpoint would not load.
+pub fn check_hf(config: &HfConfig) -> Result<&'static FamilySpec> {
+    let m = hf_model(config)?;
+    (m.spec.check)(&ConfigSource::Hf(&m.config))?;
+    Ok(m.spec)
 }
 
 /// The RoPE layout the weights expect, from the family's declared quirks.

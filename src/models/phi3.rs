@@ -49,13 +49,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         ),
     ],
     quirks: Quirks::NONE,
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => from_gguf(g)?,
-            ConfigSource::Hf(h) => from_hf(h)?,
-        };
-        Ok(Box::new(llama::Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(llama::Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -68,6 +63,21 @@ pub static SPEC: FamilySpec = FamilySpec {
         metadata: &[("attention.sliding_window", 5)],
         fused_gate_up: true,
     },
+};
+
+fn config(src: &ConfigSource) -> Result<llama::Config> {
+    match src {
+        ConfigSource::Gguf(g) => from_gguf(g),
+        ConfigSource::Hf(h) => from_hf(h),
+    }
+}
+
+/// `Phi3Config`: no biases, a sliding window only when the file sets one.
+pub const PHI3: llama::HfClass = llama::HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: llama::Sliding::Every { default: None },
+    ..llama::LLAMA
 };
 
 /// Reads `phi3.*` metadata (the llama keys, `attention.sliding_window` included).
@@ -84,7 +94,7 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `phi3`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    finish(llama::Config::from_hf(h)?)
+    finish(llama::Config::from_hf(h, &PHI3)?)
 }
 
 fn unsupported_rope(what: &str) -> Error {

@@ -1,10 +1,14 @@
 //! Qwen 2 / 2.5 (HF `Qwen2ForCausalLM`; GGUF `qwen2`).
 //!
-//! The llama block with biases on the Q/K/V projections and NeoX (half-split) RoPE; GGUF
-//! weights are not permuted. Everything else is reused from [`super::llama`].
+//! The llama block with biases on the Q/K/V projections (always: `Qwen2Config` has no
+//! `attention_bias`) and NeoX (half-split) RoPE; GGUF weights are not permuted. The sliding
+//! window applies only with `use_sliding_window`, on the layers `layer_types` marks (else
+//! from `max_window_layers` on); llama.cpp's converter drops it. Everything else is reused
+//! from [`super::llama`].
 
-use super::llama::{Config, Model};
+use super::llama::{Config, HfClass, Model, Sliding, LLAMA};
 use super::{ConfigSource, FamilySpec, Kind, Quirks, TinyConfig};
+use crate::Result;
 
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
@@ -19,17 +23,8 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_model_type: "qwen2",
     hf_config_keys: &[],
     hf_config_defaults: &[],
-    load: |vb, src| {
-        let base = match src {
-            ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen2")?,
-            ConfigSource::Hf(h) => Config::from_hf(h)?,
-        };
-        let cfg = Config {
-            qkv_bias: true,
-            ..base
-        };
-        Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -49,6 +44,27 @@ pub static SPEC: FamilySpec = FamilySpec {
         fused_gate_up: false,
     },
 };
+
+/// `Qwen2Config`: fixed Q/K/V biases, no `attention_bias` or `mlp_bias`, 32 KV heads unless
+/// the file says otherwise.
+pub const QWEN2: HfClass = HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: Sliding::Qwen { per_layer: true },
+    kv_heads: Some(32),
+    ..LLAMA
+};
+
+fn config(src: &ConfigSource) -> Result<Config> {
+    let base = match src {
+        ConfigSource::Gguf(g) => Config::from_gguf(g, "qwen2")?,
+        ConfigSource::Hf(h) => Config::from_hf(h, &QWEN2)?,
+    };
+    Ok(Config {
+        qkv_bias: true,
+        ..base
+    })
+}
 
 #[cfg(test)]
 mod tests {
