@@ -239,3 +239,55 @@ mod tests {
         assert_eq!(c.logits_scaling, 8.0);
     }
 }
+
+#[cfg(test)]
+mod refusal_tests {
+    use candle_core::quantized::gguf_file::Value;
+    use candle_core::quantized::GgmlDType;
+
+    use super::*;
+    use crate::models::testing;
+
+    #[test]
+    fn granite_multipliers_must_be_positive_and_biases_are_honoured() {
+        let base = r#"{"architectures":["GraniteForCausalLM"],"hidden_size":64,
+            "intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4,
+            "max_position_embeddings":64,"rms_norm_eps":1e-5,"vocab_size":128,
+            "mlp_bias":true,"attention_bias":true,"logits_scaling":8.0}"#;
+        let read = |text: &str| Config::from_hf(&HfConfig::parse(text, "granite/config.json")?);
+        let c = read(base).unwrap();
+        assert!(c.base.mlp_bias && c.base.qkv_bias && c.base.o_bias);
+        assert_eq!(
+            (c.embedding_multiplier, c.base.attn_scale),
+            (1.0, Some(1.0))
+        );
+        for (from, to) in [
+            ("\"logits_scaling\":8.0", "\"logits_scaling\":0"),
+            (
+                "\"logits_scaling\":8.0",
+                "\"logits_scaling\":8.0,\"embedding_multiplier\":-12",
+            ),
+            (
+                "\"logits_scaling\":8.0",
+                "\"logits_scaling\":8.0,\"attention_multiplier\":0",
+            ),
+        ] {
+            let e = read(&base.replace(from, to)).unwrap_err().to_string();
+            assert!(
+                e.contains("granite/config.json") && e.contains("positive"),
+                "{e}"
+            );
+        }
+        // GGUF: only logit_scale is required; the others default to no scaling.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let gguf = |edit: &dyn Fn(&mut testing::Meta)| {
+            testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, edit).unwrap();
+            Config::from_gguf(&Gguf::open(&path).unwrap())
+        };
+        let c = gguf(&|m| m.retain(|(k, _)| k != "granite.embedding_scale")).unwrap();
+        assert_eq!((c.embedding_multiplier, c.residual_multiplier), (1.0, 3.0));
+        let e = gguf(&|m| testing::set_meta(m, "granite.logit_scale", Value::F32(0.0)));
+        assert!(e.unwrap_err().to_string().contains("granite.logit_scale"));
+    }
+}

@@ -155,6 +155,7 @@ fn finish(base: llama::Config, moe: moe::Config) -> Result<llama::Config> {
 mod tests {
     use super::*;
     use crate::formats::names;
+    use crate::models::testing;
 
     /// The keys of Mixtral-8x7B-Instruct-v0.1's `config.json` (values as published).
     const CONFIG: &str = r#"{
@@ -189,6 +190,47 @@ mod tests {
         let windowed = CONFIG.replace(r#""sliding_window": null"#, r#""sliding_window": 4096"#);
         let c = from_hf(&HfConfig::parse(&windowed, "config.json").unwrap()).unwrap();
         assert_eq!(c.sliding_window, Some(4096));
+    }
+
+    #[test]
+    fn mixtral_class_defaults_and_its_window_are_read_and_training_keys_ignored() {
+        let edit = |from: &str, to: &str| {
+            let text = CONFIG.replacen(from, to, 1);
+            assert_ne!(text, CONFIG, "'{from}' is not in the config");
+            from_hf(&HfConfig::parse(&text, "config.json").unwrap()).unwrap()
+        };
+        // MixtralConfig: 8 KV heads and RoPE base 1e6 when absent.
+        let c = edit(
+            "\"num_key_value_heads\": 8,",
+            "\"num_attention_heads\": 32,",
+        );
+        assert_eq!(c.n_kv_heads, 8);
+        assert_eq!(edit("\"rope_theta\": 1000000.0,", "").rope.base, 1e6);
+        assert_eq!(
+            edit("\"sliding_window\": null", "\"sliding_window\": 4096").sliding_window,
+            Some(4096)
+        );
+        // No attention_bias key in the class; router_jitter_noise only acts in training.
+        let c = edit(
+            "\"use_cache\": true",
+            "\"attention_bias\": true, \"router_jitter_noise\": 0.1",
+        );
+        assert!(!c.qkv_bias && !c.o_bias);
+    }
+
+    #[test]
+    fn gguf_routing_other_than_softmax_is_refused() {
+        use candle_core::quantized::{gguf_file::Value, GgmlDType};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, |m| {
+            testing::set_meta(m, "llama.expert_weights_scale", Value::F32(2.5))
+        })
+        .unwrap();
+        let e = from_gguf(&Gguf::open(&path).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_weights_scale = 2.5"), "{e}");
     }
 
     #[test]

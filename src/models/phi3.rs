@@ -150,6 +150,18 @@ mod tests {
     }
 
     #[test]
+    fn phi3_reads_no_bias_keys_and_a_window_only_when_set() {
+        let biased = CONFIG.replace("\"attention_bias\": false", "\"attention_bias\": true");
+        let c = parse(&biased).unwrap();
+        assert!(!c.qkv_bias && !c.o_bias && !c.mlp_bias);
+        let c = parse(&CONFIG.replace("\"sliding_window\": 2047,", "")).unwrap();
+        assert_eq!(c.sliding_window, None);
+        let c =
+            parse(&CONFIG.replace("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -1")).unwrap_err();
+        assert!(c.to_string().contains("rms_norm_eps"), "{c}");
+    }
+
+    #[test]
     fn longrope_is_read_and_partial_rotary_rejected_naming_what_is_supported() {
         let longrope = CONFIG.replace(
             r#""rope_scaling": null"#,

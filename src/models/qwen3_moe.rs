@@ -183,9 +183,25 @@ mod tests {
     fn dense_layers_and_impossible_routing_are_rejected() {
         let with = |from: &str, to: &str| parse(&CONFIG.replace(from, to));
         let e = with(r#""decoder_sparse_step": 1"#, r#""decoder_sparse_step": 2"#).unwrap_err();
-        assert!(e.to_string().contains("decoder_sparse_step"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("config.json: decoder_sparse_step = 2 is not supported; supported: 1"),
+            "{e}"
+        );
         let e = with(r#""mlp_only_layers": []"#, r#""mlp_only_layers": [0, 5]"#).unwrap_err();
-        assert!(e.to_string().contains("mlp_only_layers"), "{e}");
+        assert!(e.to_string().contains("mlp_only_layers = [0,5]"), "{e}");
+        // attention_bias puts biases on q, k, v and o; the window needs use_sliding_window.
+        let c = with(r#""attention_bias": false"#, r#""attention_bias": true"#).unwrap();
+        assert!(c.qkv_bias && c.o_bias);
+        let c = with(r#""sliding_window": null"#, r#""sliding_window": 8"#).unwrap();
+        assert_eq!(c.sliding_window, None);
+        let both = CONFIG
+            .replace(r#""sliding_window": null"#, r#""sliding_window": 8"#)
+            .replace(
+                r#""use_sliding_window": false"#,
+                r#""use_sliding_window": true"#,
+            );
+        assert_eq!(parse(&both).unwrap().sliding_window, Some(8));
         let e = with(
             r#""num_experts_per_tok": 8"#,
             r#""num_experts_per_tok": 200"#,
