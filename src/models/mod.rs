@@ -413,22 +413,6 @@ pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
     Ok(model)
 }
 
-/// Reads a GGUF's configuration as [`load_gguf`] does, without its weights: the family, or
-/// why the file would not load.
-pub fn check_gguf(gguf: &Gguf) -> Result<&'static FamilySpec> {
-    let spec = family_for_gguf_file(gguf)?;
-    (spec.check)(&ConfigSource::Gguf(gguf))?;
-    Ok(spec)
-}
-
-/// Reads a `config.json` as [`load_safetensors`] does, without the weights: the family, or
-/// why the checkpoint would not load.
-pub fn check_hf(config: &HfConfig) -> Result<&'static FamilySpec> {
-    let m = hf_model(config)?;
-    (m.spec.check)(&ConfigSource::Hf(&m.config))?;
-    Ok(m.spec)
-}
-
 /// The RoPE layout the weights expect, from the family's declared quirks.
 pub fn rope_style(quirks: Quirks, format: WeightFormat) -> layers::rope::Style {
     match format {
