@@ -122,6 +122,13 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
         "{}",
         rows[1]
     );
+    // The closing count does not pass the unread tensors off as free of NaN and Inf.
+    let text = mlcli(&["inspect", p.to_str().expect("path"), "--stats"]);
+    let text = String::from_utf8(text.stdout).expect("UTF-8");
+    assert!(
+        text.ends_with("4 tensors, 0 of the 1 read with NaN or Inf values, 3 could not be read\n"),
+        "{text}"
+    );
     // Dumping it is an error naming the type (exit 2).
     let dump = mlcli(&[
         "inspect",
