@@ -179,6 +179,19 @@ impl Config {
             Some(d) => d,
             None => hidden / n_heads.max(1),
         };
+        for (key, what) in [
+            ("attention.value_length", "value heads of another width"),
+            ("rope.dimension_count", "partial RoPE"),
+        ] {
+            if let Some(d) = g.opt(&k(key), Gguf::usize)?.filter(|&d| d != head_dim) {
+                return Err(values::refused(
+                    &g.path().display().to_string(),
+                    &k(key),
+                    d,
+                    &format!("{head_dim}, the head width ({what} is not implemented)"),
+                ));
+            }
+        }
         let sliding_window = g
             .opt(&k("attention.sliding_window"), Gguf::usize)?
             .filter(|&w| w > 0);
@@ -628,6 +641,12 @@ mod tests {
             .to_string();
         assert!(
             e.contains("gemma3.final_logit_softcapping") && e.contains("found 0"),
+            "{e}"
+        );
+        let e = gguf(|m| testing::set_meta(m, "gemma3.rope.dimension_count", Value::U32(16)));
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("gemma3.rope.dimension_count = 16") && e.contains("partial RoPE"),
             "{e}"
         );
     }

@@ -174,6 +174,25 @@ const GGUF_REFUSED: &[GgufRefusal] = &[
     },
 ];
 
+/// Granite's scales, which the other llama-like architectures do not have.
+const GGUF_SCALES: &[GgufRefusal] = &[
+    GgufRefusal {
+        key: "embedding_scale",
+        accepted: Accepted::Absent,
+        supported: "no embedding scale in this architecture (granite has one)",
+    },
+    GgufRefusal {
+        key: "residual_scale",
+        accepted: Accepted::Absent,
+        supported: "no residual scale in this architecture (granite has one)",
+    },
+    GgufRefusal {
+        key: "logit_scale",
+        accepted: Accepted::Absent,
+        supported: "no logit scale in this architecture (granite has one)",
+    },
+];
+
 /// Configuration of a llama-like model; every default is explicit in `from_gguf`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -242,6 +261,10 @@ impl Config {
         let k = |s: &str| format!("{arch}.{s}");
         refuse_gguf(g, arch, values::GGUF_COMMON)?;
         refuse_gguf(g, arch, GGUF_REFUSED)?;
+        if arch != "granite" {
+            // Granite's graph reads these; llama.cpp's other llama-like graphs do not.
+            refuse_gguf(g, arch, GGUF_SCALES)?;
+        }
         let n_heads = g.usize(&k("attention.head_count"))?;
         let hidden = g.usize(&k("embedding_length"))?;
         let head_dim = match g.opt(&k("attention.key_length"), Gguf::usize)? {
@@ -722,6 +745,11 @@ mod tests {
                 "llama.expert_shared_count",
                 Value::U32(1),
                 &["= 1", "no shared experts"],
+            ),
+            (
+                "llama.logit_scale",
+                Value::F32(8.0),
+                &["= 8", "granite has one"],
             ),
         ] {
             let e = gguf(key, value).unwrap_err().to_string();

@@ -22,6 +22,7 @@
 
 use super::layers::moe::{self, Router};
 use super::llama::{self, FfnKind};
+use super::values::{refuse_gguf, Accepted, GgufRefusal};
 use super::{ConfigSource, FamilySpec, GgufVariant, Kind, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -114,6 +115,17 @@ pub const MIXTRAL: llama::HfClass = llama::HfClass {
 /// Reads `llama.*` metadata of a Mixtral file: the llama keys plus `expert_count`,
 /// `expert_used_count` and the experts' width.
 pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
+    // Softmax over the top k equals softmax over all then renormalised: llama.cpp's llama
+    // graph always renormalises, whatever the file says.
+    refuse_gguf(
+        g,
+        "llama",
+        &[GgufRefusal {
+            key: "expert_weights_norm",
+            accepted: Accepted::Bool(true),
+            supported: "true (Mixtral's top-k softmax)",
+        }],
+    )?;
     let base = llama::Config::from_gguf(g, "llama")?;
     let ffn = g
         .opt("llama.expert_feed_forward_length", Gguf::usize)?
@@ -231,6 +243,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("llama.expert_weights_scale = 2.5"), "{e}");
+        testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, |m| {
+            testing::set_meta(m, "llama.expert_weights_norm", Value::Bool(false))
+        })
+        .unwrap();
+        let e = from_gguf(&Gguf::open(&path).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_weights_norm = false"), "{e}");
     }
 
     #[test]
