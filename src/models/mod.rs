@@ -16,6 +16,7 @@
 pub mod assembly;
 pub mod gemma3;
 pub mod granite;
+pub mod hf_class;
 pub mod layers;
 pub mod llama;
 pub mod mixtral;
