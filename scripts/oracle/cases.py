@@ -177,6 +177,57 @@ CASES = [
         },
     },
     {
+        "name": "llama-biases",
+        "family": "llama",
+        "model_type": "llama",
+        "architecture": "LlamaForCausalLM",
+        "features": "attention_bias (q, k, v and o) and mlp_bias (gate, up, down), untied output",
+        "seed": 13,
+        "config": tiny(attention_bias=True, mlp_bias=True, tie_word_embeddings=False),
+    },
+    {
+        "name": "qwen2-window-layers",
+        "family": "qwen2",
+        "model_type": "qwen2",
+        "architecture": "Qwen2ForCausalLM",
+        "features": "use_sliding_window with max_window_layers 1: layer 0 full, layer 1 a "
+                    "window of 5 (shorter than the 12 tokens)",
+        "gguf_skip": "llama.cpp's converter writes no sliding window for qwen2 (llama.cpp runs "
+                     "Qwen 2 with full attention)",
+        "seed": 14,
+        "config": tiny(use_sliding_window=True, sliding_window=5, max_window_layers=1,
+                       tie_word_embeddings=True),
+    },
+    {
+        "name": "gemma3-softcap-bias",
+        "family": "gemma3",
+        "model_type": "gemma3_text",
+        "architecture": "Gemma3ForCausalLM",
+        "features": "attn_logit_softcapping, attention_bias, layer_types out of the 5:1 order "
+                    "(local, global, local), query_pre_attn_scalar left at its default 256 "
+                    "with head_dim 32",
+        "gguf_skip": "llama.cpp's converter refuses Gemma 3 with attn_logit_softcapping (and "
+                     "writes no layer types)",
+        "seed": 15,
+        "config": tiny(num_hidden_layers=3, head_dim=32, sliding_window=4,
+                       attn_logit_softcapping=5.0, attention_bias=True,
+                       layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                       hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                       pad_token_id=0),
+    },
+    {
+        "name": "granite-biases",
+        "family": "granite",
+        "model_type": "granite",
+        "architecture": "GraniteForCausalLM",
+        "features": "attention_bias and mlp_bias with the four multipliers (attention "
+                    "multiplier left at its default 1), one layer",
+        "seed": 16,
+        "config": tiny(num_hidden_layers=1, attention_bias=True, mlp_bias=True,
+                       embedding_multiplier=4.0, residual_multiplier=0.5, logits_scaling=2.0,
+                       tie_word_embeddings=True),
+    },
+    {
         "name": "granite-multipliers",
         "family": "granite",
         "model_type": "granite",

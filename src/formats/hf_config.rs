@@ -137,6 +137,30 @@ impl HfConfig {
         }
     }
 
+    /// A required number that is positive and finite as an `f32` too (a norm epsilon, a RoPE
+    /// base): NaN, zero, negative or overflowing values are refused naming the key and file.
+    pub fn positive(&self, key: &str) -> Result<f64> {
+        self.opt_positive(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// An optional number that, when present, is positive and finite (see [`Self::positive`]).
+    pub fn opt_positive(&self, key: &str) -> Result<Option<f64>> {
+        match self.opt_float(key)? {
+            Some(v) if !is_positive(v) => Err(self.bad(key, "a positive finite number")),
+            v => Ok(v),
+        }
+    }
+
+    /// The value of `key` with transformers' semantics for a `int | None` field with a default:
+    /// absent gives `default`, an explicit `null` gives `None`.
+    pub fn opt_usize_or(&self, key: &str, default: Option<usize>) -> Result<Option<usize>> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(Value::Null) => Ok(None),
+            Some(_) => self.opt_usize(key),
+        }
+    }
+
     /// An optional boolean (absent or null: `None`).
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
@@ -201,6 +225,13 @@ impl HfConfig {
     }
 }
 
+/// True for a number that is positive and finite both as an `f64` and once rounded to the
+/// `f32` the kernels compute with (`1e-50` rounds to 0, `1e39` to infinity).
+pub fn is_positive(v: f64) -> bool {
+    let f = v as f32;
+    v.is_finite() && v > 0.0 && f.is_finite() && f > 0.0
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -234,6 +265,29 @@ mod tests {
         assert_eq!(c.ids("bos_token_id").unwrap(), vec![1]);
         assert_eq!(c.ids("pad_token_id").unwrap(), Vec::<u32>::new());
         assert_eq!(c.sub("rope_scaling").unwrap().float("factor").unwrap(), 8.0);
+    }
+
+    #[test]
+    fn positive_numbers_refuse_zero_negative_and_what_f32_cannot_hold() {
+        let c = cfg(r#"{"a":1e-6,"zero":0,"neg":-1.0,"tiny":1e-50,"huge":1e39,"n":null}"#);
+        assert_eq!(c.positive("a").unwrap(), 1e-6);
+        assert_eq!(c.opt_positive("n").unwrap(), None);
+        for key in ["zero", "neg", "tiny", "huge"] {
+            let e = c.positive(key).unwrap_err().to_string();
+            assert!(
+                e.contains(key) && e.contains("config.json") && e.contains("positive"),
+                "{e}"
+            );
+        }
+        assert!(c.positive("absent").is_err());
+    }
+
+    #[test]
+    fn absent_and_null_differ_where_transformers_has_a_default() {
+        let c = cfg(r#"{"w":7,"n":null}"#);
+        assert_eq!(c.opt_usize_or("w", Some(4096)).unwrap(), Some(7));
+        assert_eq!(c.opt_usize_or("n", Some(4096)).unwrap(), None);
+        assert_eq!(c.opt_usize_or("absent", Some(4096)).unwrap(), Some(4096));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The summary view: format, size, architecture and whether this build can run it (and why
 //! not), parameters and quant mix from the tensors, dimensions, RoPE, tokenizer, special
 //! tokens, chat template, and a memory estimate. GGUF facts come from the metadata,
-//! safetensors facts from `config.json` and the tokenizer files beside the weights.
+//! safetensors facts from `config.json` and the tokenizer files beside the weights. The
+//! verdict reads the configuration as `run` does (format detection, then the family's own
+//! reader, [`crate::models::FamilySpec::check`]), so a value `run` refuses is a reason here.
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -11,9 +13,12 @@ use super::memory::{self, KvShape, Memory};
 use super::tensors::{self, Tensor};
 use super::{hf, Model};
 use crate::formats::chat_template::ChatTemplate;
+use crate::formats::detect;
+use crate::formats::gguf::Gguf;
 use crate::formats::gguf_header::{Header, Value};
+use crate::formats::hf_config::HfConfig;
 use crate::formats::tokenizer::Tokenizer;
-use crate::models;
+use crate::models::{self, ConfigSource};
 
 /// The file format.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -192,7 +197,7 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
     let rows = tensors::list(model);
     let mut problems: Vec<String> = rows.iter().filter_map(|t| t.problem.clone()).collect();
     let (format, mut facts) = match model {
-        Model::Gguf { header, .. } => (
+        Model::Gguf { header, path } => (
             Format {
                 name: "GGUF",
                 version: Some(header.version),
@@ -201,13 +206,23 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
                 data_offset: Some(header.data_offset),
                 alignment: Some(header.alignment),
             },
-            gguf_facts(header),
+            gguf_facts(header, path),
         ),
         Model::Safetensors {
-            checkpoint, dir, ..
+            checkpoint,
+            dir,
+            path,
         } => {
             problems.extend(checkpoint.problems.iter().cloned());
             let config = dir.as_deref().and_then(hf::config);
+            let mut facts = hf_facts(config.as_ref(), dir.as_deref());
+            // `run` takes a checkpoint directory (or a weights file inside one), not an
+            // index file; without config.json the facts already say so.
+            if config.is_some() {
+                if let Err(e) = detect::detect(path) {
+                    facts.support.reasons.push(e.to_string());
+                }
+            }
             (
                 Format {
                     name: "safetensors",
@@ -217,7 +232,7 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
                     data_offset: None,
                     alignment: None,
                 },
-                hf_facts(config.as_ref(), dir.as_deref()),
+                facts,
             )
         }
     };
@@ -310,8 +325,9 @@ fn unsupported_types(rows: &[Tensor]) -> Vec<String> {
         .collect()
 }
 
-/// Facts of a GGUF file from its metadata.
-fn gguf_facts(h: &Header) -> Facts {
+/// Facts of a GGUF file from its metadata; `path` is opened as `run` opens it to read the
+/// family's configuration.
+fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
     let arch = h.architecture().map(str::to_string);
     let a = arch.clone().unwrap_or_default();
     let key = |k: &str| h.get(&format!("{a}.{k}"));
@@ -353,7 +369,13 @@ fn gguf_facts(h: &Header) -> Facts {
             None
         }
         Some(a) => match models::family_for_gguf_metadata(a, uint) {
-            Ok(f) => Some(f.id),
+            Ok(f) => {
+                let checked = Gguf::open(path).and_then(|g| (f.check)(&ConfigSource::Gguf(&g)));
+                if let Err(e) = checked {
+                    reasons.push(e.to_string());
+                }
+                Some(f.id)
+            }
             Err(e) => {
                 reasons.push(e.to_string());
                 None
@@ -441,6 +463,23 @@ fn gguf_facts(h: &Header) -> Facts {
     }
 }
 
+/// The family of a `config.json` as `run` finds it (a multimodal checkpoint's by its text
+/// model), with the reason to `reasons` when its configuration would not load.
+fn hf_family(h: &HfConfig, reasons: &mut Vec<String>) -> Option<&'static str> {
+    match models::hf_model(h) {
+        Ok(m) => {
+            if let Err(e) = (m.spec.check)(&ConfigSource::Hf(&m.config)) {
+                reasons.push(e.to_string());
+            }
+            Some(m.spec.id)
+        }
+        Err(e) => {
+            reasons.push(e.to_string());
+            None
+        }
+    }
+}
+
 /// Facts of a safetensors checkpoint from the Hugging Face files in `dir`.
 fn hf_facts(config: Option<&Json>, dir: Option<&std::path::Path>) -> Facts {
     let null = Json::Null;
@@ -488,15 +527,17 @@ fn hf_facts(config: Option<&Json>, dir: Option<&std::path::Path>) -> Facts {
     if config.is_none() {
         reasons.push("no readable config.json beside the weights".to_string());
     }
-    let family = arch
-        .as_deref()
-        .and_then(|a| match models::family_for_hf(a) {
-            Ok(f) => Some(f.id),
-            Err(e) => {
-                reasons.push(e.to_string());
-                None
-            }
-        });
+    let family = match c.as_object() {
+        Some(map) => {
+            // Named as `run` names it, so both print the same line.
+            let origin = dir.map_or_else(
+                || "config.json".to_string(),
+                |d| d.join("config.json").display().to_string(),
+            );
+            hf_family(&HfConfig::from_map(map.clone(), &origin), &mut reasons)
+        }
+        None => None,
+    };
     let facts = dir.map(hf::tokenizer).unwrap_or_default();
     if let Some(e) = &facts.error {
         reasons.push(format!("tokenizer: {e}"));

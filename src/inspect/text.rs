@@ -440,7 +440,7 @@ pub fn stats(rows: &[TensorStats]) -> String {
         .chain(STATS_HEADER.iter())
         .map(|s| s.to_string())
         .collect::<Vec<_>>()];
-    let mut flagged = 0;
+    let (mut flagged, mut unread) = (0, 0);
     for r in rows {
         let mut cells = vec![r.name.clone(), r.dtype.clone()];
         match (&r.stats, &r.error) {
@@ -450,15 +450,22 @@ pub fn stats(rows: &[TensorStats]) -> String {
                 }
                 cells.extend(stats_cells(s));
             }
-            (None, e) => cells.push(format!("cannot read: {}", opt(e.as_deref()))),
+            (None, e) => {
+                unread += 1;
+                cells.push(format!("cannot read: {}", opt(e.as_deref())));
+            }
         }
         table_rows.push(cells);
     }
-    format!(
-        "{}{} tensors, {flagged} with NaN or Inf values\n",
-        table(&table_rows),
-        rows.len()
-    )
+    // A tensor that could not be read is not one without NaN or Inf values.
+    let verdict = match unread {
+        0 => format!("{flagged} with NaN or Inf values"),
+        n => format!(
+            "{flagged} of the {} read with NaN or Inf values, {n} could not be read",
+            rows.len() - n
+        ),
+    };
+    format!("{}{} tensors, {verdict}\n", table(&table_rows), rows.len())
 }
 
 /// The `--tokenize` view.

@@ -363,6 +363,16 @@ pub fn stats(model: &Model, pattern: Option<&Regex>) -> Vec<TensorStats> {
                     s.merge(&Stats::of(chunk));
                     Ok(())
                 })?;
+                // Statistics of part of a tensor would pass for the whole one.
+                if s.count != t.elements {
+                    return Err(Error::Io {
+                        path: t.file.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("read {} of the {} values", s.count, t.elements),
+                        ),
+                    });
+                }
                 Ok(s)
             });
             let (stats, error) = match result {

@@ -13,13 +13,27 @@ use crate::formats::gguf::Gguf;
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
-/// The output layer: `lm_head.weight` when the checkpoint has one, else the embedding
-/// `table` (tied weights).
-pub fn output_layer(vb: &Vb, table: &Arc<QTensor>, hidden: usize, vocab: usize) -> Result<Linear> {
+/// The output layer of `(hidden, vocab)`: `lm_head.weight` when the checkpoint has one, else
+/// the embedding `table` (tied weights) unless `untied_in` names a `config.json` that says
+/// `tie_word_embeddings: false`. transformers reads the same: with both tensors present it
+/// does not tie them, and without `lm_head.weight` an untied model would run a randomly
+/// initialised output layer, which is refused.
+pub fn output_layer(
+    vb: &Vb,
+    table: &Arc<QTensor>,
+    (hidden, vocab): (usize, usize),
+    untied_in: Option<&str>,
+) -> Result<Linear> {
     if vb.contains("lm_head.weight") {
-        Linear::load(&vb.pp("lm_head"), hidden, vocab, false)
-    } else {
-        Linear::from_qtensor(table.clone())
+        return Linear::load(&vb.pp("lm_head"), hidden, vocab, false);
+    }
+    match untied_in {
+        Some(origin) => Err(Error::UnsupportedConfig(format!(
+            "{origin}: tie_word_embeddings = false, but the checkpoint has no lm_head.weight \
+             (transformers would run a randomly initialised output layer); supported: \
+             lm_head.weight, or tie_word_embeddings = true"
+        ))),
+        None => Linear::from_qtensor(table.clone()),
     }
 }
 

@@ -3,8 +3,18 @@
 //! Differences from llama: embeddings scaled by `sqrt(hidden)`; RMSNorm as `(1 + w)` (folded
 //! into the weights by llama.cpp's converter, a declared quirk); norms before *and after*
 //! attention and MLP; per-head Q/K norm; GeGLU (GELU-tanh gate — not SiLU); local layers with
-//! a sliding window and RoPE base 10k, and every `pattern`-th layer global with the long
-//! RoPE base (and linear scaling when configured); NeoX RoPE; tied output layer.
+//! a sliding window and RoPE base 10k, and global layers with the long RoPE base (and linear
+//! scaling when configured) — `layer_types` in `config.json`, else every
+//! `sliding_window_pattern`-th layer (6); NeoX RoPE; tied output layer by default. Scores are
+//! scaled by `query_pre_attn_scalar^-1/2` (default 256) and optionally soft-capped
+//! (`attn_logit_softcapping`), logits too (`final_logit_softcapping`); `attention_bias` adds
+//! biases to q, k, v and o; bidirectional attention is refused.
+//!
+//! GGUF: llama.cpp's converter drops `query_pre_attn_scalar`; llama.cpp scales by
+//! `1/sqrt(head_dim)`, except for the 62-layer 27B, whose scalar is `hidden / heads` — read
+//! the same here unless the file has `gemma3.attention.scale`. A file without
+//! `attention.sliding_window` (the converter's form of `sliding_window_pattern` 1) has only
+//! global layers, as in llama.cpp.
 //! References: HF `modeling_gemma3.py`, llama.cpp `src/models/gemma3.cpp`.
 
 use candle_core::{DType, Tensor};
@@ -18,6 +28,7 @@ use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
 use super::rope_config::{RopeConfig, RopeScaling};
+use super::values::{self, refuse_gguf, refuse_hf, HfRefusal};
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
@@ -34,6 +45,10 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_architectures: &["gemma3"],
     gguf_variants: &[],
     gguf_names: &[
+        (
+            "model.layers.{}.self_attn.o_proj.bias",
+            "blk.{}.attn_output.bias",
+        ),
         (
             "model.layers.{}.post_attention_layernorm.weight",
             "blk.{}.post_attention_norm.weight",
@@ -57,15 +72,12 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_config_keys: &[
         ("rope_local_base_freq", "rope.freq_base_swa"),
         ("sliding_window_pattern", "attention.sliding_window_pattern"),
+        // What llama.cpp scales by (see the module doc; the 27B's hidden / heads aside).
+        ("query_pre_attn_scalar", "attention.key_length"),
     ],
     hf_config_defaults: &[],
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => Config::from_gguf(g)?,
-            ConfigSource::Hf(h) => Config::from_hf(h)?,
-        };
-        Ok(Box::new(Model::load(vb, &cfg)?))
-    },
+    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src)?)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -92,7 +104,28 @@ pub static SPEC: FamilySpec = FamilySpec {
     },
 };
 
-/// Gemma 3's configuration; every default is explicit in `from_gguf`.
+fn config(src: &ConfigSource) -> Result<Config> {
+    match src {
+        ConfigSource::Gguf(g) => Config::from_gguf(g),
+        ConfigSource::Hf(h) => Config::from_hf(h),
+    }
+}
+
+/// `config.json` values `Gemma3TextConfig` accepts but this build does not implement.
+const HF_REFUSED: &[HfRefusal] = &[
+    HfRefusal {
+        key: "hidden_activation",
+        accepted: &["\"gelu_pytorch_tanh\""],
+        supported: "gelu_pytorch_tanh",
+    },
+    HfRefusal {
+        key: "use_bidirectional_attention",
+        accepted: &["false"],
+        supported: "false (causal attention)",
+    },
+];
+
+/// Gemma 3's configuration; every default is explicit in `from_gguf` and `from_hf`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Blocks.
@@ -117,28 +150,62 @@ pub struct Config {
     pub rope_global: RopeConfig,
     /// RoPE base of sliding-window layers (never scaled).
     pub rope_local_base: f64,
-    /// Window of local layers.
-    pub sliding_window: usize,
-    /// Every `pattern`-th layer (1-based) is global.
-    pub pattern: usize,
-    /// Score multiplier (1/sqrt(head_dim) unless the file says otherwise).
+    /// Window of local layers (`None`: they see every position, with the local RoPE).
+    pub sliding_window: Option<usize>,
+    /// Per layer: true for a local (sliding-window) layer, false for a global one.
+    pub local: Vec<bool>,
+    /// Score multiplier (`query_pre_attn_scalar^-1/2`).
     pub attn_scale: f64,
+    /// Soft-cap of the attention scores, when set.
+    pub attn_softcap: Option<f64>,
+    /// Q, K, V and O projections have biases (`attention_bias`).
+    pub attn_bias: bool,
     /// Soft-cap of the final logits, when set.
     pub final_softcap: Option<f64>,
+    /// Set (to the file's name) when `config.json` unties the output layer (see
+    /// [`super::llama::Config::untied_in`]).
+    pub untied_in: Option<String>,
 }
 
 impl Config {
     /// Reads `gemma3.*` metadata.
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let k = |s: &str| format!("gemma3.{s}");
+        refuse_gguf(g, "gemma3", values::GGUF_COMMON)?;
         let hidden = g.usize(&k("embedding_length"))?;
         let n_heads = g.usize(&k("attention.head_count"))?;
+        let n_layers = g.usize(&k("block_count"))?;
         let head_dim = match g.opt(&k("attention.key_length"), Gguf::usize)? {
             Some(d) => d,
             None => hidden / n_heads.max(1),
         };
+        for (key, what) in [
+            ("attention.value_length", "value heads of another width"),
+            ("rope.dimension_count", "partial RoPE"),
+        ] {
+            if let Some(d) = g.opt(&k(key), Gguf::usize)?.filter(|&d| d != head_dim) {
+                return Err(values::refused(
+                    &g.path().display().to_string(),
+                    &k(key),
+                    d,
+                    &format!("{head_dim}, the head width ({what} is not implemented)"),
+                ));
+            }
+        }
+        let sliding_window = g
+            .opt(&k("attention.sliding_window"), Gguf::usize)?
+            .filter(|&w| w > 0);
+        let pattern = g
+            .opt(&k("attention.sliding_window_pattern"), Gguf::usize)?
+            .unwrap_or(6);
+        // llama.cpp's rule (the converter drops query_pre_attn_scalar): the 27B (62 layers)
+        // scales by hidden / heads, every other size by the head width.
+        let scalar = match n_layers {
+            62 => hidden / n_heads.max(1),
+            _ => head_dim,
+        };
         let cfg = Self {
-            n_layers: g.usize(&k("block_count"))?,
+            n_layers,
             hidden,
             ffn: g.usize(&k("feed_forward_length"))?,
             n_heads,
@@ -148,58 +215,42 @@ impl Config {
             head_dim,
             vocab_size: gguf_vocab_size(g)?,
             context_length: g.usize(&k("context_length"))?,
-            eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
+            eps: values::positive(g, &k("attention.layer_norm_rms_epsilon"))?,
             rope_global: RopeConfig::from_gguf(g, "gemma3", 1_000_000.0)?,
-            rope_local_base: g
-                .opt(&k("rope.freq_base_swa"), Gguf::float)?
-                .unwrap_or(10_000.0),
-            sliding_window: g.usize(&k("attention.sliding_window"))?,
-            pattern: g
-                .opt(&k("attention.sliding_window_pattern"), Gguf::usize)?
-                .unwrap_or(6),
-            attn_scale: match g.opt(&k("attention.scale"), Gguf::float)? {
+            rope_local_base: values::opt_positive(g, &k("rope.freq_base_swa"))?.unwrap_or(10_000.0),
+            local: (0..n_layers)
+                .map(|i| sliding_window.is_some() && !(i + 1).is_multiple_of(pattern.max(1)))
+                .collect(),
+            sliding_window,
+            attn_scale: match values::opt_positive(g, &k("attention.scale"))? {
                 Some(s) => s,
-                None => 1.0 / (head_dim as f64).sqrt(),
+                None => 1.0 / (scalar as f64).sqrt(),
             },
-            final_softcap: g.opt(&k("final_logit_softcapping"), Gguf::float)?,
+            attn_softcap: values::opt_positive(g, &k("attn_logit_softcapping"))?,
+            attn_bias: g.has_tensor("blk.0.attn_q.bias"),
+            final_softcap: values::opt_positive(g, &k("final_logit_softcapping"))?,
+            untied_in: None,
         };
-        cfg.validate()?;
+        cfg.validate(pattern)?;
         Ok(cfg)
     }
 
     /// Reads a Hugging Face `config.json` (`gemma3_text`; for a multimodal Gemma 3
-    /// checkpoint, the `text_config` [`super::hf_model`] found).
+    /// checkpoint, the `text_config` [`super::hf_model`] found), with `Gemma3TextConfig`'s
+    /// defaults.
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
-        if let Some(act) = h.opt_str("hidden_activation")? {
-            if act != "gelu_pytorch_tanh" {
-                return Err(Error::UnsupportedConfig(format!(
-                    "gemma3: hidden_activation '{act}' is not supported; supported: gelu_pytorch_tanh"
-                )));
-            }
-        }
+        refuse_hf(h, HF_REFUSED)?;
         let hidden = h.usize("hidden_size")?;
         let n_heads = h.usize("num_attention_heads")?;
-        let head_dim = h.opt_usize("head_dim")?.unwrap_or(hidden / n_heads.max(1));
+        let head_dim = h.opt_usize("head_dim")?.unwrap_or(256);
         let n_layers = h.usize("num_hidden_layers")?;
         // Newer configs list every layer's kind; older ones give the period.
-        let pattern = match h.get("layer_types").and_then(|v| v.as_array()) {
-            Some(types) => {
-                let period = types
-                    .iter()
-                    .position(|t| t.as_str() == Some("full_attention"))
-                    .map(|i| i + 1)
-                    .unwrap_or(n_layers + 1);
-                let regular = types.iter().enumerate().all(|(i, t)| {
-                    (t.as_str() == Some("full_attention")) == ((i + 1) % period == 0)
-                });
-                if !regular {
-                    return Err(Error::UnsupportedConfig(
-                        "gemma3: layer_types is not a regular sliding/full pattern".into(),
-                    ));
-                }
-                period
-            }
-            None => h.opt_usize("sliding_window_pattern")?.unwrap_or(6),
+        let pattern = h.opt_usize("sliding_window_pattern")?.unwrap_or(6);
+        let local = match values::sliding_layers(h, n_layers)? {
+            Some(local) => local,
+            None => (0..n_layers)
+                .map(|i| !(i + 1).is_multiple_of(pattern.max(1)))
+                .collect(),
         };
         let (rope_global, rope_local_base) = hf_ropes(h)?;
         let cfg = Self {
@@ -207,27 +258,40 @@ impl Config {
             hidden,
             ffn: h.usize("intermediate_size")?,
             n_heads,
-            n_kv_heads: h.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
+            n_kv_heads: h.opt_usize("num_key_value_heads")?.unwrap_or(4),
             head_dim,
             vocab_size: h.usize("vocab_size")?,
-            context_length: h.usize("max_position_embeddings")?,
-            eps: h.float("rms_norm_eps")?,
+            context_length: h.opt_usize("max_position_embeddings")?.unwrap_or(131_072),
+            eps: h.opt_positive("rms_norm_eps")?.unwrap_or(1e-6),
             rope_global,
             rope_local_base,
-            sliding_window: h.usize("sliding_window")?,
-            pattern,
-            attn_scale: match h.opt_float("query_pre_attn_scalar")? {
-                Some(s) => 1.0 / s.sqrt(),
-                None => 1.0 / (head_dim as f64).sqrt(),
+            sliding_window: h.opt_usize_or("sliding_window", Some(4096))?,
+            local,
+            attn_scale: 1.0
+                / h.opt_positive("query_pre_attn_scalar")?
+                    .unwrap_or(256.0)
+                    .sqrt(),
+            attn_softcap: h.opt_positive("attn_logit_softcapping")?,
+            attn_bias: h.opt_bool("attention_bias")?.unwrap_or(false),
+            final_softcap: h.opt_positive("final_logit_softcapping")?,
+            untied_in: match h.opt_bool("tie_word_embeddings")? {
+                Some(false) => Some(h.origin().to_string()),
+                _ => None,
             },
-            final_softcap: h.opt_float("final_logit_softcapping")?,
         };
-        cfg.validate()?;
+        cfg.validate(pattern)?;
         Ok(cfg)
     }
 
     /// Rejects values this implementation cannot run.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self, pattern: usize) -> Result<()> {
+        if self.sliding_window == Some(0) {
+            return Err(Error::UnsupportedConfig(
+                "gemma3: sliding_window 0 leaves a query nothing to attend to; supported: a \
+                 window of at least 1, or none"
+                    .into(),
+            ));
+        }
         let ok = self.n_layers > 0
             && self.hidden > 0
             && self.head_dim > 0
@@ -235,19 +299,14 @@ impl Config {
             && self.vocab_size > 0
             && self.n_kv_heads > 0
             && self.n_heads.is_multiple_of(self.n_kv_heads)
-            && self.sliding_window > 0
-            && self.pattern > 0;
+            && pattern > 0;
         if ok {
             Ok(())
         } else {
             Err(Error::UnsupportedConfig(format!(
-                "gemma3: inconsistent dimensions {self:?}"
+                "gemma3: inconsistent dimensions {self:?} (sliding_window_pattern {pattern})"
             )))
         }
-    }
-
-    fn is_global(&self, layer: usize) -> bool {
-        (layer + 1).is_multiple_of(self.pattern)
     }
 }
 
@@ -271,7 +330,7 @@ fn hf_ropes(h: &HfConfig) -> Result<(RopeConfig, f64)> {
         }
         _ => Ok((
             RopeConfig::from_hf(h, 1_000_000.0)?,
-            h.opt_float("rope_local_base_freq")?.unwrap_or(10_000.0),
+            h.opt_positive("rope_local_base_freq")?.unwrap_or(10_000.0),
         )),
     }
 }
@@ -289,18 +348,19 @@ struct Block {
 
 impl Block {
     fn load(vb: &Vb, cfg: &Config, layer: usize, unit_offset: bool) -> Result<Self> {
-        let global = cfg.is_global(layer);
+        let global = !cfg.local[layer];
         let attn_cfg = attention::Config {
             hidden: cfg.hidden,
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim,
             scale: cfg.attn_scale,
-            qkv_bias: false,
+            qkv_bias: cfg.attn_bias,
+            o_bias: cfg.attn_bias,
             fused_qkv: false,
             qk_norm: Some((cfg.eps, unit_offset)),
-            sliding_window: (!global).then_some(cfg.sliding_window),
-            softcap: None,
+            sliding_window: cfg.sliding_window.filter(|_| !global),
+            softcap: cfg.attn_softcap,
             scale_queries: true,
         };
         let norm = |name: &str| RmsNorm::load(&vb.pp(name), cfg.hidden, cfg.eps, unit_offset);
@@ -309,7 +369,13 @@ impl Block {
             attn: Attention::load(&vb.pp("self_attn"), &attn_cfg)?,
             post_attn_norm: norm("post_attention_layernorm")?,
             pre_mlp_norm: norm("pre_feedforward_layernorm")?,
-            mlp: Mlp::load(&vb.pp("mlp"), cfg.hidden, cfg.ffn, Activation::GeluTanh)?,
+            mlp: Mlp::load(
+                &vb.pp("mlp"),
+                cfg.hidden,
+                cfg.ffn,
+                Activation::GeluTanh,
+                false,
+            )?,
             post_mlp_norm: norm("post_feedforward_layernorm")?,
             global,
         })
@@ -344,7 +410,12 @@ impl Model {
             embed: Embedding::new(table.clone(), Some((cfg.hidden as f64).sqrt())),
             blocks,
             norm: RmsNorm::load(&m.pp("norm"), cfg.hidden, cfg.eps, unit_offset)?,
-            lm_head: output_layer(vb, &table, cfg.hidden, cfg.vocab_size)?,
+            lm_head: output_layer(
+                vb,
+                &table,
+                (cfg.hidden, cfg.vocab_size),
+                cfg.untied_in.as_deref(),
+            )?,
             rope_local: Rope::new(cfg.head_dim, cfg.rope_local_base, style),
             rope_global,
             final_softcap: cfg.final_softcap,
@@ -437,3 +508,6 @@ impl CausalLm for Model {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

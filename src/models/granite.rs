@@ -3,28 +3,32 @@
 //! The llama block with four scalar multipliers: token embeddings are scaled by
 //! `embedding_multiplier`, attention scores by `attention_multiplier` (instead of
 //! `1/sqrt(head_dim)`), each residual branch by `residual_multiplier` before it is added, and
-//! the logits are divided by `logits_scaling`. GGUF stores them as `granite.embedding_scale`,
-//! `granite.attention.scale`, `granite.residual_scale` and `granite.logit_scale`.
+//! the logits are divided by `logits_scaling` (transformers' defaults: all 1). GGUF stores them
+//! as `granite.embedding_scale`, `granite.attention.scale`, `granite.residual_scale` and
+//! `granite.logit_scale`; llama.cpp's converter writes each only when it is non-zero, and
+//! llama.cpp reads an absent one as no scaling (attention: `1/sqrt(head_dim)`), as here.
+//! `attention_bias` and `mlp_bias` add biases as in Llama.
 //! Quirk: llama.cpp's converter treats Granite as llama, so GGUF Q/K rows are permuted.
 //! References: HF `modeling_granite.py`, llama.cpp `src/models/granite.cpp`.
 
 use candle_core::{DType, Tensor};
 
 use super::assembly::output_layer;
-use super::layers::attention::{self, Attention};
+use super::layers::attention::Attention;
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::llama::{self, BLOCK_TENSORS};
+use super::values;
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
@@ -32,7 +36,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     kind: Kind::Dense,
     hf_architectures: &["GraniteForCausalLM"],
     gguf_architectures: &["granite"],
-    gguf_names: &[],
+    gguf_names: llama::BIAS_NAMES,
     quirks: Quirks {
         gguf_qk_permuted: true,
         ..Quirks::NONE
@@ -47,13 +51,8 @@ pub static SPEC: FamilySpec = FamilySpec {
     ],
     hf_config_defaults: &[],
     gguf_variants: &[],
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => Config::from_gguf(g)?,
-            ConfigSource::Hf(h) => Config::from_hf(h)?,
-        };
-        Ok(Box::new(Model::load(vb, &cfg)?))
-    },
+    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src)?)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: BLOCK_TENSORS,
         metadata: &[
@@ -66,63 +65,54 @@ pub static SPEC: FamilySpec = FamilySpec {
     },
 };
 
-/// Granite's configuration: llama's plus the four multipliers.
+fn config(src: &ConfigSource) -> Result<Config> {
+    match src {
+        ConfigSource::Gguf(g) => Config::from_gguf(g),
+        ConfigSource::Hf(h) => Config::from_hf(h),
+    }
+}
+
+/// Granite's configuration: llama's (whose `attn_scale` is the attention multiplier) plus
+/// the other three multipliers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// The llama part (dimensions, RoPE, norms).
+    /// The llama part (dimensions, RoPE, norms, biases, the attention multiplier).
     pub base: llama::Config,
     /// Multiplies the token embeddings.
     pub embedding_multiplier: f64,
     /// Multiplies each block's attention and MLP output before the residual add.
     pub residual_multiplier: f64,
-    /// Multiplies `q·k` (replaces `1/sqrt(head_dim)`).
-    pub attention_multiplier: f64,
     /// Divides the logits.
     pub logits_scaling: f64,
 }
 
 impl Config {
-    /// Reads `granite.*` metadata; the converter always writes the four scales.
+    /// Reads `granite.*` metadata (llama.cpp requires `logit_scale`; the others default to
+    /// no scaling).
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
-        let cfg = Self {
+        let scale = |k: &str| -> Result<f64> { Ok(values::opt_positive(g, k)?.unwrap_or(1.0)) };
+        Ok(Self {
             base: llama::Config::from_gguf(g, "granite")?,
-            embedding_multiplier: g.float("granite.embedding_scale")?,
-            residual_multiplier: g.float("granite.residual_scale")?,
-            attention_multiplier: g.float("granite.attention.scale")?,
-            logits_scaling: g.float("granite.logit_scale")?,
-        };
-        cfg.validate()?;
-        Ok(cfg)
+            embedding_multiplier: scale("granite.embedding_scale")?,
+            residual_multiplier: scale("granite.residual_scale")?,
+            logits_scaling: values::positive(g, "granite.logit_scale")?,
+        })
     }
 
-    /// Reads a Hugging Face `config.json` (transformers' defaults: every multiplier 1).
+    /// Reads a Hugging Face `config.json` (transformers' defaults: every multiplier 1, the
+    /// attention multiplier too, in place of `1/sqrt(head_dim)`).
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
-        if h.opt_bool("mlp_bias")? == Some(true) {
-            return Err(Error::UnsupportedConfig(
-                "granite: mlp_bias is not supported; supported: false".into(),
-            ));
-        }
-        let cfg = Self {
-            base: llama::Config::from_hf(h)?,
-            embedding_multiplier: h.opt_float("embedding_multiplier")?.unwrap_or(1.0),
-            residual_multiplier: h.opt_float("residual_multiplier")?.unwrap_or(1.0),
-            attention_multiplier: h.opt_float("attention_multiplier")?.unwrap_or(1.0),
-            logits_scaling: h.opt_float("logits_scaling")?.unwrap_or(1.0),
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Rejects values this implementation cannot run.
-    pub fn validate(&self) -> Result<()> {
-        self.base.validate()?;
-        if self.logits_scaling == 0.0 || !self.logits_scaling.is_finite() {
-            return Err(Error::UnsupportedConfig(format!(
-                "granite: logits_scaling {} cannot divide the logits",
-                self.logits_scaling
-            )));
-        }
-        Ok(())
+        let multiplier = |k: &str| -> Result<f64> { Ok(h.opt_positive(k)?.unwrap_or(1.0)) };
+        let base = llama::Config::from_hf(h, &llama::LLAMA)?;
+        Ok(Self {
+            base: llama::Config {
+                attn_scale: Some(multiplier("attention_multiplier")?),
+                ..base
+            },
+            embedding_multiplier: multiplier("embedding_multiplier")?,
+            residual_multiplier: multiplier("residual_multiplier")?,
+            logits_scaling: multiplier("logits_scaling")?,
+        })
     }
 }
 
@@ -153,26 +143,22 @@ impl Model {
         let b = &cfg.base;
         let style = super::rope_style(SPEC.quirks, vb.weights().format());
         let rope = b.rope.build(vb, b.head_dim, style)?;
-        let attn_cfg = attention::Config {
-            scale: cfg.attention_multiplier,
-            ..b.attention()
-        };
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[b.vocab_size, b.hidden])?;
-        let lm_head = output_layer(vb, &table, b.hidden, b.vocab_size)?;
+        let lm_head = output_layer(vb, &table, (b.hidden, b.vocab_size), b.untied_in.as_deref())?;
         let blocks = (0..b.n_layers)
             .map(|i| {
                 let vb = m.pp("layers").pp(i);
                 Ok(Block {
                     attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), b.hidden, b.eps, false)?,
-                    attn: Attention::load(&vb.pp("self_attn"), &attn_cfg)?,
+                    attn: Attention::load(&vb.pp("self_attn"), &b.attention(i))?,
                     mlp_norm: RmsNorm::load(
                         &vb.pp("post_attention_layernorm"),
                         b.hidden,
                         b.eps,
                         false,
                     )?,
-                    mlp: Mlp::load(&vb.pp("mlp"), b.hidden, b.ffn, Activation::Silu)?,
+                    mlp: Mlp::load(&vb.pp("mlp"), b.hidden, b.ffn, Activation::Silu, b.mlp_bias)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -249,7 +235,59 @@ mod tests {
         assert_eq!(c.base.head_dim, 64);
         assert_eq!(c.embedding_multiplier, 12.0);
         assert_eq!(c.residual_multiplier, 0.22);
-        assert_eq!(c.attention_multiplier, 0.015625);
+        assert_eq!(c.base.attn_scale, Some(0.015625));
         assert_eq!(c.logits_scaling, 8.0);
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use candle_core::quantized::gguf_file::Value;
+    use candle_core::quantized::GgmlDType;
+
+    use super::*;
+    use crate::models::testing;
+
+    #[test]
+    fn granite_multipliers_must_be_positive_and_biases_are_honoured() {
+        let base = r#"{"architectures":["GraniteForCausalLM"],"hidden_size":64,
+            "intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4,
+            "max_position_embeddings":64,"rms_norm_eps":1e-5,"vocab_size":128,
+            "mlp_bias":true,"attention_bias":true,"logits_scaling":8.0}"#;
+        let read = |text: &str| Config::from_hf(&HfConfig::parse(text, "granite/config.json")?);
+        let c = read(base).unwrap();
+        assert!(c.base.mlp_bias && c.base.qkv_bias && c.base.o_bias);
+        assert_eq!(
+            (c.embedding_multiplier, c.base.attn_scale),
+            (1.0, Some(1.0))
+        );
+        for (from, to) in [
+            ("\"logits_scaling\":8.0", "\"logits_scaling\":0"),
+            (
+                "\"logits_scaling\":8.0",
+                "\"logits_scaling\":8.0,\"embedding_multiplier\":-12",
+            ),
+            (
+                "\"logits_scaling\":8.0",
+                "\"logits_scaling\":8.0,\"attention_multiplier\":0",
+            ),
+        ] {
+            let e = read(&base.replace(from, to)).unwrap_err().to_string();
+            assert!(
+                e.contains("granite/config.json") && e.contains("positive"),
+                "{e}"
+            );
+        }
+        // GGUF: only logit_scale is required; the others default to no scaling.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let gguf = |edit: &dyn Fn(&mut testing::Meta)| {
+            testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, edit).unwrap();
+            Config::from_gguf(&Gguf::open(&path).unwrap())
+        };
+        let c = gguf(&|m| m.retain(|(k, _)| k != "granite.embedding_scale")).unwrap();
+        assert_eq!((c.embedding_multiplier, c.residual_multiplier), (1.0, 3.0));
+        let e = gguf(&|m| testing::set_meta(m, "granite.logit_scale", Value::F32(0.0)));
+        assert!(e.unwrap_err().to_string().contains("granite.logit_scale"));
     }
 }

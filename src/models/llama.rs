@@ -10,6 +10,7 @@
 use candle_core::{DType, Tensor};
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
+pub use super::hf_class::{HfClass, Sliding};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
@@ -19,11 +20,13 @@ use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
 use super::rope_config::RopeConfig;
+use super::values::{self, refuse_gguf, refuse_hf, Accepted, GgufRefusal, HfRefusal};
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
+use crate::formats::names::NamePair;
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
@@ -34,7 +37,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_architectures: &["LlamaForCausalLM", "MistralForCausalLM"],
     gguf_architectures: &["llama"],
     gguf_variants: &[],
-    gguf_names: &[],
+    gguf_names: BIAS_NAMES,
     quirks: Quirks {
         gguf_qk_permuted: true,
         ..Quirks::NONE
@@ -43,19 +46,24 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_model_type: "llama",
     hf_config_keys: &[],
     hf_config_defaults: &[],
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => Config::from_gguf(g, "llama")?,
-            ConfigSource::Hf(h) => Config::from_hf(h)?,
-        };
-        Ok(Box::new(Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: BLOCK_TENSORS,
         metadata: &[],
         fused_gate_up: false,
     },
 };
+
+fn config(src: &ConfigSource) -> Result<Config> {
+    match src {
+        ConfigSource::Gguf(g) => Config::from_gguf(g, "llama"),
+        ConfigSource::Hf(h) if h.architecture()? == "MistralForCausalLM" => {
+            Config::from_hf(h, &MISTRAL)
+        }
+        ConfigSource::Hf(h) => Config::from_hf(h, &LLAMA),
+    }
+}
 
 /// GGUF tensors of one llama block (shared with the families that reuse this file).
 pub const BLOCK_TENSORS: &[&str] = &[
@@ -68,6 +76,81 @@ pub const BLOCK_TENSORS: &[&str] = &[
     "ffn_gate.weight",
     "ffn_up.weight",
     "ffn_down.weight",
+];
+
+/// Name rows of the biases that [`crate::formats::names::COMMON`] lacks: the output
+/// projection's and the MLP's (`attention_bias`, `mlp_bias`; llama.cpp loads them when a
+/// llama or granite file has them).
+pub const BIAS_NAMES: &[NamePair] = &[
+    (
+        "model.layers.{}.self_attn.o_proj.bias",
+        "blk.{}.attn_output.bias",
+    ),
+    ("model.layers.{}.mlp.gate_proj.bias", "blk.{}.ffn_gate.bias"),
+    ("model.layers.{}.mlp.up_proj.bias", "blk.{}.ffn_up.bias"),
+    ("model.layers.{}.mlp.down_proj.bias", "blk.{}.ffn_down.bias"),
+];
+
+/// `LlamaConfig`.
+pub const LLAMA: HfClass = HfClass {
+    attention_bias: true,
+    mlp_bias: true,
+    sliding: Sliding::None,
+    kv_heads: None,
+    head_dim: None,
+    rope_theta: 10_000.0,
+    tied: false,
+};
+
+/// `MistralConfig`: no biases, a window of 4096 unless the file says otherwise, 8 KV heads.
+pub const MISTRAL: HfClass = HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: Sliding::Every {
+        default: Some(4096),
+    },
+    kv_heads: Some(8),
+    ..LLAMA
+};
+
+/// `config.json` values the llama-like classes accept but this build does not implement.
+const HF_REFUSED: &[HfRefusal] = &[HfRefusal {
+    key: "hidden_act",
+    accepted: &["\"silu\""],
+    supported: "silu",
+}];
+
+/// GGUF keys llama.cpp's llama-like graphs do not read and this build does not implement.
+const GGUF_REFUSED: &[GgufRefusal] = &[
+    GgufRefusal {
+        key: "final_logit_softcapping",
+        accepted: Accepted::Absent,
+        supported: "no soft-capping in this architecture",
+    },
+    GgufRefusal {
+        key: "attn_logit_softcapping",
+        accepted: Accepted::Absent,
+        supported: "no soft-capping in this architecture",
+    },
+];
+
+/// Granite's scales, which the other llama-like architectures do not have.
+const GGUF_SCALES: &[GgufRefusal] = &[
+    GgufRefusal {
+        key: "embedding_scale",
+        accepted: Accepted::Absent,
+        supported: "no embedding scale in this architecture (granite has one)",
+    },
+    GgufRefusal {
+        key: "residual_scale",
+        accepted: Accepted::Absent,
+        supported: "no residual scale in this architecture (granite has one)",
+    },
+    GgufRefusal {
+        key: "logit_scale",
+        accepted: Accepted::Absent,
+        supported: "no logit scale in this architecture (granite has one)",
+    },
 ];
 
 /// Configuration of a llama-like model; every default is explicit in `from_gguf`.
@@ -95,14 +178,28 @@ pub struct Config {
     pub rope: RopeConfig,
     /// Each query sees at most this many positions (Mistral 7B v0.1), when set.
     pub sliding_window: Option<usize>,
-    /// Q/K/V projections have biases (Qwen 2).
+    /// Layers that attend to every position although `sliding_window` is set (Qwen's
+    /// `layer_types` / `max_window_layers`).
+    pub full_layers: Vec<usize>,
+    /// Q/K/V projections have biases (Qwen 2; `attention_bias`).
     pub qkv_bias: bool,
+    /// The output projection has a bias (`attention_bias` of Llama, Qwen 3, Granite).
+    pub o_bias: bool,
+    /// Gate, up and down projections have biases (`mlp_bias`).
+    pub mlp_bias: bool,
+    /// The score multiplier, when not `1/sqrt(head_dim)` (GGUF `attention.scale`, Granite's
+    /// `attention_multiplier`).
+    pub attn_scale: Option<f64>,
     /// Per-head Q/K RMSNorm (Qwen 3).
     pub qk_norm: bool,
     /// Q/K/V stacked in one `qkv_proj` (Phi-3).
     pub fused_qkv: bool,
     /// The feed-forward network of every block.
     pub ffn_kind: FfnKind,
+    /// Set (to the file's name) when `config.json` says the output layer is not tied to the
+    /// embedding: then `lm_head.weight` must exist (transformers would initialise it at
+    /// random). GGUF files have no such key: `output.weight`, else the embedding.
+    pub untied_in: Option<String>,
 }
 
 /// Which feed-forward network the blocks have.
@@ -117,9 +214,17 @@ pub enum FfnKind {
 }
 
 impl Config {
-    /// Reads `{arch}.*` metadata.
+    /// Reads `{arch}.*` metadata. Biases are taken from the tensors (llama.cpp loads them when
+    /// present); a key that would change the maths in a way this build does not implement
+    /// is refused.
     pub fn from_gguf(g: &Gguf, arch: &str) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
+        refuse_gguf(g, arch, values::GGUF_COMMON)?;
+        refuse_gguf(g, arch, GGUF_REFUSED)?;
+        if arch != "granite" {
+            // Granite's graph reads these; llama.cpp's other llama-like graphs do not.
+            refuse_gguf(g, arch, GGUF_SCALES)?;
+        }
         let n_heads = g.usize(&k("attention.head_count"))?;
         let hidden = g.usize(&k("embedding_length"))?;
         let head_dim = match g.opt(&k("attention.key_length"), Gguf::usize)? {
@@ -141,6 +246,7 @@ impl Config {
                 )));
             }
         }
+        let has = |t: &str| g.has_tensor(&format!("blk.0.{t}"));
         let cfg = Self {
             n_layers: g.usize(&k("block_count"))?,
             hidden,
@@ -152,52 +258,62 @@ impl Config {
             head_dim,
             vocab_size: gguf_vocab_size(g)?,
             context_length: g.usize(&k("context_length"))?,
-            eps: g.float(&k("attention.layer_norm_rms_epsilon"))?,
+            eps: values::positive(g, &k("attention.layer_norm_rms_epsilon"))?,
             rope: RopeConfig::from_gguf(g, arch, 10_000.0)?,
             sliding_window: g.opt(&k("attention.sliding_window"), Gguf::usize)?,
-            qkv_bias: false,
+            full_layers: Vec::new(),
+            qkv_bias: has("attn_q.bias"),
+            o_bias: has("attn_output.bias"),
+            mlp_bias: ["ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"]
+                .iter()
+                .any(|t| has(t)),
+            attn_scale: values::opt_positive(g, &k("attention.scale"))?,
             qk_norm: false,
             fused_qkv: false,
             ffn_kind: FfnKind::Dense,
+            untied_in: None,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Reads a Hugging Face `config.json` (llama, mistral, qwen2, qwen3 keys).
-    pub fn from_hf(h: &HfConfig) -> Result<Self> {
+    /// Reads a Hugging Face `config.json` as the transformers class `class` does.
+    pub fn from_hf(h: &HfConfig, class: &HfClass) -> Result<Self> {
+        refuse_hf(h, HF_REFUSED)?;
         let hidden = h.usize("hidden_size")?;
         let n_heads = h.usize("num_attention_heads")?;
+        let n_layers = h.usize("num_hidden_layers")?;
         let head_dim = match h.opt_usize("head_dim")? {
             Some(d) => d,
-            None => hidden / n_heads.max(1),
+            None => class.head_dim.unwrap_or(hidden / n_heads.max(1)),
         };
-        if let Some(act) = h.opt_str("hidden_act")? {
-            if act != "silu" {
-                return Err(Error::UnsupportedConfig(format!(
-                    "hidden_act '{act}' is not supported by the llama family; supported: silu"
-                )));
-            }
-        }
+        let attention_bias = class.attention_bias && h.opt_bool("attention_bias")?.unwrap_or(false);
+        let (sliding_window, full_layers) = class.window(h, n_layers)?;
+        let tied = h.opt_bool("tie_word_embeddings")?.unwrap_or(class.tied);
         let cfg = Self {
-            n_layers: h.usize("num_hidden_layers")?,
+            n_layers,
             hidden,
             ffn: h.usize("intermediate_size")?,
             n_heads,
-            n_kv_heads: h.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
+            n_kv_heads: match h.opt_usize("num_key_value_heads")? {
+                Some(n) => n,
+                None => class.kv_heads.unwrap_or(n_heads),
+            },
             head_dim,
             vocab_size: h.usize("vocab_size")?,
             context_length: h.usize("max_position_embeddings")?,
-            eps: h.float("rms_norm_eps")?,
-            rope: RopeConfig::from_hf(h, 10_000.0)?,
-            sliding_window: match h.opt_bool("use_sliding_window")? {
-                Some(false) => None,
-                _ => h.opt_usize("sliding_window")?,
-            },
-            qkv_bias: h.opt_bool("attention_bias")?.unwrap_or(false),
+            eps: h.positive("rms_norm_eps")?,
+            rope: RopeConfig::from_hf(h, class.rope_theta)?,
+            sliding_window,
+            full_layers,
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
+            mlp_bias: class.mlp_bias && h.opt_bool("mlp_bias")?.unwrap_or(false),
+            attn_scale: None,
             qk_norm: false,
             fused_qkv: false,
             ffn_kind: FfnKind::Dense,
+            untied_in: (!tied).then(|| h.origin().to_string()),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -218,6 +334,13 @@ impl Config {
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("odd head_dim {} cannot take RoPE", self.head_dim));
         }
+        if self.sliding_window == Some(0) {
+            return bad(
+                "sliding_window 0 leaves a query nothing to attend to; supported: \
+                        a window of at least 1, or none"
+                    .into(),
+            );
+        }
         if let FfnKind::Moe(m) = &self.ffn_kind {
             m.validate()?;
         }
@@ -237,18 +360,23 @@ impl Config {
         }
     }
 
-    /// The attention layer of every block (Granite overrides the scale).
-    pub fn attention(&self) -> attention::Config {
+    /// The attention layer of block `layer`.
+    pub fn attention(&self, layer: usize) -> attention::Config {
         attention::Config {
             hidden: self.hidden,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
-            scale: 1.0 / (self.head_dim as f64).sqrt(),
+            scale: self
+                .attn_scale
+                .unwrap_or(1.0 / (self.head_dim as f64).sqrt()),
             qkv_bias: self.qkv_bias,
+            o_bias: self.o_bias,
             fused_qkv: self.fused_qkv,
             qk_norm: self.qk_norm.then_some((self.eps, false)),
-            sliding_window: self.sliding_window,
+            sliding_window: self
+                .sliding_window
+                .filter(|_| !self.full_layers.contains(&layer)),
             softcap: None,
             scale_queries: false,
         }
@@ -266,7 +394,7 @@ impl Ffn {
     fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
         let (h, f, act) = (cfg.hidden, cfg.ffn, Activation::Silu);
         Ok(match &cfg.ffn_kind {
-            FfnKind::Dense => Self::Dense(Mlp::load(&vb.pp("mlp"), h, f, act)?),
+            FfnKind::Dense => Self::Dense(Mlp::load(&vb.pp("mlp"), h, f, act, cfg.mlp_bias)?),
             FfnKind::FusedGateUp => Self::Dense(Mlp::load_fused(&vb.pp("mlp"), h, f, act)?),
             FfnKind::Moe(m) => Self::Moe(SparseMoe::load(vb, h, m)?),
         })
@@ -290,10 +418,10 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+    fn load(vb: &Vb, cfg: &Config, layer: usize) -> Result<Self> {
         Ok(Self {
             attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden, cfg.eps, false)?,
-            attn: Attention::load(&vb.pp("self_attn"), &cfg.attention())?,
+            attn: Attention::load(&vb.pp("self_attn"), &cfg.attention(layer))?,
             mlp_norm: RmsNorm::load(
                 &vb.pp("post_attention_layernorm"),
                 cfg.hidden,
@@ -322,9 +450,14 @@ impl Model {
         let rope = cfg.rope.build(vb, cfg.head_dim, style)?;
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
-        let lm_head = output_layer(vb, &table, cfg.hidden, cfg.vocab_size)?;
+        let lm_head = output_layer(
+            vb,
+            &table,
+            (cfg.hidden, cfg.vocab_size),
+            cfg.untied_in.as_deref(),
+        )?;
         let blocks = (0..cfg.n_layers)
-            .map(|i| Block::load(&m.pp("layers").pp(i), cfg))
+            .map(|i| Block::load(&m.pp("layers").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embed: Embedding::new(table, None),
@@ -395,3 +528,6 @@ impl CausalLm for Model {
         Recipe::new(&self.embed, blocks, &self.norm, &self.lm_head, None)
     }
 }
+
+#[cfg(test)]
+mod tests;

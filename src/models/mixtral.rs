@@ -22,6 +22,7 @@
 
 use super::layers::moe::{self, Router};
 use super::llama::{self, FfnKind};
+use super::values::{refuse_gguf, Accepted, GgufRefusal};
 use super::{ConfigSource, FamilySpec, GgufVariant, Kind, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -72,13 +73,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_qk_permuted: true,
         ..Quirks::NONE
     },
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => from_gguf(g)?,
-            ConfigSource::Hf(h) => from_hf(h)?,
-        };
-        Ok(Box::new(llama::Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(llama::Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -98,9 +94,38 @@ pub static SPEC: FamilySpec = FamilySpec {
     },
 };
 
+fn config(src: &ConfigSource) -> Result<llama::Config> {
+    match src {
+        ConfigSource::Gguf(g) => from_gguf(g),
+        ConfigSource::Hf(h) => from_hf(h),
+    }
+}
+
+/// `MixtralConfig`: no biases, a sliding window only when the file sets one, 8 KV heads and
+/// RoPE base 1e6 unless the file says otherwise. `router_jitter_noise` acts only in training.
+pub const MIXTRAL: llama::HfClass = llama::HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: llama::Sliding::Every { default: None },
+    kv_heads: Some(8),
+    rope_theta: 1_000_000.0,
+    ..llama::LLAMA
+};
+
 /// Reads `llama.*` metadata of a Mixtral file: the llama keys plus `expert_count`,
 /// `expert_used_count` and the experts' width.
 pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
+    // Softmax over the top k equals softmax over all then renormalised: llama.cpp's llama
+    // graph always renormalises, whatever the file says.
+    refuse_gguf(
+        g,
+        "llama",
+        &[GgufRefusal {
+            key: "expert_weights_norm",
+            accepted: Accepted::Bool(true),
+            supported: "true (Mixtral's top-k softmax)",
+        }],
+    )?;
     let base = llama::Config::from_gguf(g, "llama")?;
     let ffn = g
         .opt("llama.expert_feed_forward_length", Gguf::usize)?
@@ -117,7 +142,7 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `mixtral`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    let base = llama::Config::from_hf(h)?;
+    let base = llama::Config::from_hf(h, &MIXTRAL)?;
     let moe = moe::Config {
         n_experts: h.usize_any(&["num_local_experts", "num_experts"])?,
         n_used: h.usize("num_experts_per_tok")?,
@@ -142,6 +167,7 @@ fn finish(base: llama::Config, moe: moe::Config) -> Result<llama::Config> {
 mod tests {
     use super::*;
     use crate::formats::names;
+    use crate::models::testing;
 
     /// The keys of Mixtral-8x7B-Instruct-v0.1's `config.json` (values as published).
     const CONFIG: &str = r#"{
@@ -176,6 +202,55 @@ mod tests {
         let windowed = CONFIG.replace(r#""sliding_window": null"#, r#""sliding_window": 4096"#);
         let c = from_hf(&HfConfig::parse(&windowed, "config.json").unwrap()).unwrap();
         assert_eq!(c.sliding_window, Some(4096));
+    }
+
+    #[test]
+    fn mixtral_class_defaults_and_its_window_are_read_and_training_keys_ignored() {
+        let edit = |from: &str, to: &str| {
+            let text = CONFIG.replacen(from, to, 1);
+            assert_ne!(text, CONFIG, "'{from}' is not in the config");
+            from_hf(&HfConfig::parse(&text, "config.json").unwrap()).unwrap()
+        };
+        // MixtralConfig: 8 KV heads and RoPE base 1e6 when absent.
+        let c = edit(
+            "\"num_key_value_heads\": 8,",
+            "\"num_attention_heads\": 32,",
+        );
+        assert_eq!(c.n_kv_heads, 8);
+        assert_eq!(edit("\"rope_theta\": 1000000.0,", "").rope.base, 1e6);
+        assert_eq!(
+            edit("\"sliding_window\": null", "\"sliding_window\": 4096").sliding_window,
+            Some(4096)
+        );
+        // No attention_bias key in the class; router_jitter_noise only acts in training.
+        let c = edit(
+            "\"use_cache\": true",
+            "\"attention_bias\": true, \"router_jitter_noise\": 0.1",
+        );
+        assert!(!c.qkv_bias && !c.o_bias);
+    }
+
+    #[test]
+    fn gguf_routing_other_than_softmax_is_refused() {
+        use candle_core::quantized::{gguf_file::Value, GgmlDType};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, |m| {
+            testing::set_meta(m, "llama.expert_weights_scale", Value::F32(2.5))
+        })
+        .unwrap();
+        let e = from_gguf(&Gguf::open(&path).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_weights_scale = 2.5"), "{e}");
+        testing::write_tiny_gguf_with(&SPEC, &path, 1, GgmlDType::F32, None, |m| {
+            testing::set_meta(m, "llama.expert_weights_norm", Value::Bool(false))
+        })
+        .unwrap();
+        let e = from_gguf(&Gguf::open(&path).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_weights_norm = false"), "{e}");
     }
 
     #[test]

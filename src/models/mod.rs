@@ -16,6 +16,7 @@
 pub mod assembly;
 pub mod gemma3;
 pub mod granite;
+pub mod hf_class;
 pub mod layers;
 pub mod llama;
 pub mod mixtral;
@@ -28,6 +29,7 @@ pub mod rope_config;
 pub mod synthetic;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod values;
 
 use candle_core::{Device, Tensor};
 
@@ -241,6 +243,9 @@ pub struct FamilySpec {
     pub hf_config_defaults: &'static [(&'static str, &'static str)],
     /// Builds the model.
     pub load: fn(&Vb, &ConfigSource) -> Result<Box<dyn CausalLm>>,
+    /// Reads and validates the configuration exactly as `load` does, without the weights:
+    /// what `inspect` asks before it says a model runs.
+    pub check: fn(&ConfigSource) -> Result<()>,
     /// Shapes for conformance tests.
     pub tiny: TinyConfig,
 }

@@ -49,13 +49,8 @@ pub static SPEC: FamilySpec = FamilySpec {
         ),
     ],
     quirks: Quirks::NONE,
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => from_gguf(g)?,
-            ConfigSource::Hf(h) => from_hf(h)?,
-        };
-        Ok(Box::new(llama::Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(llama::Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -68,6 +63,21 @@ pub static SPEC: FamilySpec = FamilySpec {
         metadata: &[("attention.sliding_window", 5)],
         fused_gate_up: true,
     },
+};
+
+fn config(src: &ConfigSource) -> Result<llama::Config> {
+    match src {
+        ConfigSource::Gguf(g) => from_gguf(g),
+        ConfigSource::Hf(h) => from_hf(h),
+    }
+}
+
+/// `Phi3Config`: no biases, a sliding window only when the file sets one.
+pub const PHI3: llama::HfClass = llama::HfClass {
+    attention_bias: false,
+    mlp_bias: false,
+    sliding: llama::Sliding::Every { default: None },
+    ..llama::LLAMA
 };
 
 /// Reads `phi3.*` metadata (the llama keys, `attention.sliding_window` included).
@@ -84,7 +94,7 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `phi3`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    finish(llama::Config::from_hf(h)?)
+    finish(llama::Config::from_hf(h, &PHI3)?)
 }
 
 fn unsupported_rope(what: &str) -> Error {
@@ -137,6 +147,18 @@ mod tests {
         assert_eq!((c.context_length, c.sliding_window), (4096, Some(2047)));
         assert_eq!((c.rope.base, c.eps), (10_000.0, 1e-5));
         assert!(c.fused_qkv && c.ffn_kind == FfnKind::FusedGateUp && !c.qk_norm);
+    }
+
+    #[test]
+    fn phi3_reads_no_bias_keys_and_a_window_only_when_set() {
+        let biased = CONFIG.replace("\"attention_bias\": false", "\"attention_bias\": true");
+        let c = parse(&biased).unwrap();
+        assert!(!c.qkv_bias && !c.o_bias && !c.mlp_bias);
+        let c = parse(&CONFIG.replace("\"sliding_window\": 2047,", "")).unwrap();
+        assert_eq!(c.sliding_window, None);
+        let c =
+            parse(&CONFIG.replace("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -1")).unwrap_err();
+        assert!(c.to_string().contains("rms_norm_eps"), "{c}");
     }
 
     #[test]

@@ -14,10 +14,11 @@
 
 use super::layers::moe::{self, Router};
 use super::llama::{self, FfnKind};
+use super::values::{refuse_hf, HfRefusal};
 use super::{ConfigSource, FamilySpec, Kind, Quirks, TinyConfig};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
@@ -34,15 +35,10 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_config_defaults: &[("norm_topk_prob", "true")],
     gguf_variants: &[],
     // The router and stacked experts use the Qwen rows of the common table.
-    gguf_names: &[],
+    gguf_names: llama::BIAS_NAMES,
     quirks: Quirks::NONE,
-    load: |vb, src| {
-        let cfg = match src {
-            ConfigSource::Gguf(g) => from_gguf(g)?,
-            ConfigSource::Hf(h) => from_hf(h)?,
-        };
-        Ok(Box::new(llama::Model::load(vb, &cfg, &SPEC)?))
-    },
+    load: |vb, src| Ok(Box::new(llama::Model::load(vb, &config(src)?, &SPEC)?)),
+    check: |src| config(src).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -69,6 +65,36 @@ pub static SPEC: FamilySpec = FamilySpec {
     },
 };
 
+fn config(src: &ConfigSource) -> Result<llama::Config> {
+    match src {
+        ConfigSource::Gguf(g) => from_gguf(g),
+        ConfigSource::Hf(h) => from_hf(h),
+    }
+}
+
+/// `Qwen3MoeConfig`: `attention_bias` on q/k/v/o, a sliding window on every layer only with
+/// `use_sliding_window`, 4 KV heads unless the file says otherwise.
+pub const QWEN3_MOE: llama::HfClass = llama::HfClass {
+    mlp_bias: false,
+    sliding: llama::Sliding::Qwen { per_layer: false },
+    kv_heads: Some(4),
+    ..llama::LLAMA
+};
+
+/// Keys that would make some layers dense (a plain MLP of `intermediate_size`).
+const HF_REFUSED: &[HfRefusal] = &[
+    HfRefusal {
+        key: "decoder_sparse_step",
+        accepted: &["1"],
+        supported: "1 (every layer sparse)",
+    },
+    HfRefusal {
+        key: "mlp_only_layers",
+        accepted: &["[]"],
+        supported: "[] (every layer sparse)",
+    },
+];
+
 /// Reads `qwen3moe.*` metadata: the llama keys plus `expert_count`, `expert_used_count`,
 /// `expert_feed_forward_length` and (optional, default true) `expert_weights_norm`.
 pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
@@ -90,21 +116,8 @@ pub fn from_gguf(g: &Gguf) -> Result<llama::Config> {
 
 /// Reads a Hugging Face `config.json` (`model_type` `qwen3_moe`).
 pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
-    let base = llama::Config::from_hf(h)?;
-    let n_layers = base.n_layers;
-    let step = h.opt_usize("decoder_sparse_step")?.unwrap_or(1);
-    if step != 1 && n_layers > 1 {
-        return Err(Error::UnsupportedConfig(format!(
-            "decoder_sparse_step {step} makes some layers dense; supported: 1 (every layer sparse)"
-        )));
-    }
-    if let Some(dense) = h.get("mlp_only_layers").and_then(|v| v.as_array()) {
-        if !dense.is_empty() {
-            return Err(Error::UnsupportedConfig(format!(
-                "mlp_only_layers {dense:?} makes some layers dense; supported: [] (every layer sparse)"
-            )));
-        }
-    }
+    refuse_hf(h, HF_REFUSED)?;
+    let base = llama::Config::from_hf(h, &QWEN3_MOE)?;
     let moe = moe::Config {
         n_experts: h.usize_any(&["num_experts", "num_local_experts"])?,
         n_used: h.usize("num_experts_per_tok")?,
@@ -115,18 +128,7 @@ pub fn from_hf(h: &HfConfig) -> Result<llama::Config> {
         },
         names: moe::QWEN_NAMES,
     };
-    // transformers keeps the window only when `use_sliding_window` is true (default false).
-    let sliding_window = match h.opt_bool("use_sliding_window")? {
-        Some(true) => base.sliding_window,
-        _ => None,
-    };
-    finish(
-        llama::Config {
-            sliding_window,
-            ..base
-        },
-        moe,
-    )
+    finish(base, moe)
 }
 
 fn finish(base: llama::Config, moe: moe::Config) -> Result<llama::Config> {
@@ -181,9 +183,25 @@ mod tests {
     fn dense_layers_and_impossible_routing_are_rejected() {
         let with = |from: &str, to: &str| parse(&CONFIG.replace(from, to));
         let e = with(r#""decoder_sparse_step": 1"#, r#""decoder_sparse_step": 2"#).unwrap_err();
-        assert!(e.to_string().contains("decoder_sparse_step"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("config.json: decoder_sparse_step = 2 is not supported; supported: 1"),
+            "{e}"
+        );
         let e = with(r#""mlp_only_layers": []"#, r#""mlp_only_layers": [0, 5]"#).unwrap_err();
-        assert!(e.to_string().contains("mlp_only_layers"), "{e}");
+        assert!(e.to_string().contains("mlp_only_layers = [0,5]"), "{e}");
+        // attention_bias puts biases on q, k, v and o; the window needs use_sliding_window.
+        let c = with(r#""attention_bias": false"#, r#""attention_bias": true"#).unwrap();
+        assert!(c.qkv_bias && c.o_bias);
+        let c = with(r#""sliding_window": null"#, r#""sliding_window": 8"#).unwrap();
+        assert_eq!(c.sliding_window, None);
+        let both = CONFIG
+            .replace(r#""sliding_window": null"#, r#""sliding_window": 8"#)
+            .replace(
+                r#""use_sliding_window": false"#,
+                r#""use_sliding_window": true"#,
+            );
+        assert_eq!(parse(&both).unwrap().sliding_window, Some(8));
         let e = with(
             r#""num_experts_per_tok": 8"#,
             r#""num_experts_per_tok": 200"#,

@@ -5,13 +5,28 @@
 //! way mlcli does not implement, is refused naming the file, the key and the value.
 
 use super::layers::rope::{llama3_freq_factors, Llama3Scaling, Rope, Style};
+use super::values::{opt_positive, positive, refuse_gguf, Accepted, GgufRefusal};
 use crate::formats::gguf::Gguf;
-use crate::formats::hf_config::HfConfig;
+use crate::formats::hf_config::{is_positive, HfConfig};
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
 /// RoPE types this build implements (`rope_type` in `config.json`).
 pub const ROPE_TYPES: &str = "default, linear, dynamic, yarn, llama3, longrope";
+
+/// YaRN keys of llama.cpp's that transformers' YaRN has no counterpart for.
+const YARN_REFUSED: &[GgufRefusal] = &[
+    GgufRefusal {
+        key: "rope.scaling.yarn_ext_factor",
+        accepted: Accepted::Number(1.0),
+        supported: "1.0 (transformers' YaRN)",
+    },
+    GgufRefusal {
+        key: "rope.scaling.yarn_log_multiplier",
+        accepted: Accepted::Number(0.0),
+        supported: "0 (transformers' YaRN)",
+    },
+];
 
 /// How a model stretches its rotary frequencies.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,26 +114,19 @@ impl RopeConfig {
     /// `rope_factors_long/short` tensors, which the family reads.
     pub fn from_gguf(g: &Gguf, arch: &str, default_base: f64) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
-        let base = g
-            .opt(&k("rope.freq_base"), Gguf::float)?
-            .unwrap_or(default_base);
+        let base = opt_positive(g, &k("rope.freq_base"))?.unwrap_or(default_base);
         let scaling = match g.opt_str(&k("rope.scaling.type"))? {
             None | Some("none") => RopeScaling::None,
-            Some("linear") => RopeScaling::Linear(g.float(&k("rope.scaling.factor"))?),
+            Some("linear") => RopeScaling::Linear(positive(g, &k("rope.scaling.factor"))?),
             Some("yarn") => {
-                let factor = g.float(&k("rope.scaling.factor"))?;
-                let attn = g
-                    .opt(&k("rope.scaling.attn_factor"), Gguf::float)?
-                    .unwrap_or(1.0);
+                refuse_gguf(g, arch, YARN_REFUSED)?;
+                let factor = positive(g, &k("rope.scaling.factor"))?;
+                let attn = opt_positive(g, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0);
                 RopeScaling::Yarn(Yarn {
                     factor,
-                    original: g.float(&k("rope.scaling.original_context_length"))?,
-                    beta_fast: g
-                        .opt(&k("rope.scaling.yarn_beta_fast"), Gguf::float)?
-                        .unwrap_or(32.0),
-                    beta_slow: g
-                        .opt(&k("rope.scaling.yarn_beta_slow"), Gguf::float)?
-                        .unwrap_or(1.0),
+                    original: positive(g, &k("rope.scaling.original_context_length"))?,
+                    beta_fast: opt_positive(g, &k("rope.scaling.yarn_beta_fast"))?.unwrap_or(32.0),
+                    beta_slow: opt_positive(g, &k("rope.scaling.yarn_beta_slow"))?.unwrap_or(1.0),
                     magnitude: attn * yarn_mscale(factor, 1.0),
                     truncate: true,
                 })
@@ -144,7 +152,7 @@ impl RopeConfig {
                 h.origin()
             )));
         }
-        let base = h.opt_float("rope_theta")?;
+        let base = h.opt_positive("rope_theta")?;
         match h.sub("rope_parameters") {
             Some(p) => Self::read(
                 h,
@@ -181,7 +189,7 @@ impl RopeConfig {
         let Some(p) = all.sub(layer_type) else {
             return Err(Error::MalformedConfig {
                 file: h.origin().to_string(),
-                key: format!("rope_parameters.{layer_type}"),
+                key: format!("rope_parameters.{layer_type}: "),
                 why: "missing: the model has layers of this type".into(),
             });
         };
@@ -189,7 +197,7 @@ impl RopeConfig {
             h,
             Params {
                 obj: Some(p),
-                key: format!("rope_parameters.{layer_type}"),
+                key: format!("rope_parameters.{layer_type}: "),
             },
             default_base,
         )
@@ -208,7 +216,7 @@ impl RopeConfig {
             check_partial(h, None, &p.key)?;
             return Ok(Self::plain(default_base));
         };
-        let base = o.opt_float("rope_theta")?.unwrap_or(default_base);
+        let base = o.opt_positive("rope_theta")?.unwrap_or(default_base);
         check_partial(h, Some(o), &p.key)?;
         let kind = match o.opt_str("rope_type")? {
             Some(t) => t.to_string(),
@@ -270,13 +278,13 @@ impl RopeConfig {
         }
         let positive = |key: &str| -> Result<f64> {
             let v = o.float(key)?;
-            if v.is_finite() && v > 0.0 {
+            if is_positive(v) {
                 Ok(v)
             } else {
                 Err(Error::MalformedConfig {
                     file: h.origin().to_string(),
-                    key: format!("{}.{key}", p.key),
-                    why: format!("{v} is not a positive number"),
+                    key: format!("{}.{key}: ", p.key),
+                    why: format!("{v} is not a positive finite number"),
                 })
             }
         };
@@ -311,8 +319,8 @@ impl RopeConfig {
                 RopeScaling::Yarn(Yarn {
                     factor,
                     original,
-                    beta_fast: o.opt_float("beta_fast")?.unwrap_or(32.0),
-                    beta_slow: o.opt_float("beta_slow")?.unwrap_or(1.0),
+                    beta_fast: o.opt_positive("beta_fast")?.unwrap_or(32.0),
+                    beta_slow: o.opt_positive("beta_slow")?.unwrap_or(1.0),
                     magnitude,
                     truncate: o.opt_bool("truncate")?.unwrap_or(true),
                 })
@@ -455,7 +463,7 @@ fn check_partial(h: &HfConfig, o: Option<&HfConfig>, key: &str) -> Result<()> {
 fn floats(h: &HfConfig, o: &HfConfig, at: &str, key: &str) -> Result<Vec<f64>> {
     let bad = |why: &str| Error::MalformedConfig {
         file: h.origin().to_string(),
-        key: format!("{at}.{key}"),
+        key: format!("{at}.{key}: "),
         why: why.to_string(),
     };
     match o.get(key) {

@@ -32,6 +32,9 @@ pub const LAYERS: usize = 3;
 /// Trained context.
 pub const CONTEXT: usize = 256;
 
+/// GGUF metadata as written: `(key, value)` pairs, keys in full.
+pub type Meta = Vec<(String, gguf_file::Value)>;
+
 /// Writes a tiny random-weight GGUF for `spec` (architecture [`FamilySpec::gguf_architecture`],
 /// or `arch_override`) with matrices stored as `dtype` (routers stay F32, as llama.cpp keeps
 /// them).
@@ -41,6 +44,19 @@ pub fn write_tiny_gguf(
     seed: u64,
     dtype: GgmlDType,
     arch_override: Option<&str>,
+) -> Result<()> {
+    write_tiny_gguf_with(spec, path, seed, dtype, arch_override, |_| {})
+}
+
+/// [`write_tiny_gguf`] with its metadata (`(key, value)` pairs, keys in full) changed by
+/// `edit` before it is written: for files with hostile or unsupported values.
+pub fn write_tiny_gguf_with(
+    spec: &FamilySpec,
+    path: &Path,
+    seed: u64,
+    dtype: GgmlDType,
+    arch_override: Option<&str>,
+    edit: impl FnOnce(&mut Meta),
 ) -> Result<()> {
     let arch = match arch_override.or(spec.gguf_architecture()) {
         Some(a) => a,
@@ -70,6 +86,7 @@ pub fn write_tiny_gguf(
     };
     let mut meta = synthetic::metadata(arch, &dims, 1e-6, 10_000.0, spec.tiny.metadata);
     meta.extend(tiny_tokenizer_metadata());
+    edit(&mut meta);
     let quantize = |t: &Tensor, is_matrix: bool| -> Result<QTensor> {
         let ty = if is_matrix { dtype } else { GgmlDType::F32 };
         Ok(QTensor::quantize(t, ty)?)
@@ -170,4 +187,13 @@ pub fn write_tiny_hf(spec: &FamilySpec, dir: &Path, seed: u64) -> Result<()> {
         source,
     })?;
     Ok(())
+}
+
+/// Sets `key` to `value` in GGUF metadata, adding it when absent (for
+/// [`write_tiny_gguf_with`]).
+pub fn set_meta(meta: &mut Meta, key: &str, value: gguf_file::Value) {
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => meta.push((key.to_string(), value)),
+    }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub scale: f64,
     /// Q/K/V projections carry biases.
     pub qkv_bias: bool,
+    /// The output projection carries a bias.
+    pub o_bias: bool,
     /// Q/K/V are one stacked matrix (`qkv_proj`, Phi-3).
     pub fused_qkv: bool,
     /// Per-head RMSNorm on Q and K before RoPE: `(eps, unit_offset)`.
@@ -77,7 +79,7 @@ impl Attention {
                 cfg.qkv_bias,
                 cfg.fused_qkv,
             )?,
-            o: Linear::load(&vb.pp("o_proj"), q_dim, h, false)?,
+            o: Linear::load(&vb.pp("o_proj"), q_dim, h, cfg.o_bias)?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
             cfg: cfg.clone(),
@@ -262,6 +264,7 @@ mod tests {
                 head_dim: 16,
                 scale: 0.25,
                 qkv_bias: false,
+                o_bias: false,
                 fused_qkv: false,
                 qk_norm: None,
                 sliding_window: window,

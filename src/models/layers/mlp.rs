@@ -34,10 +34,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb`.
-    pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
-        let gate = Linear::load(&vb.pp("gate_proj"), hidden, ffn, false)?;
-        let up = Linear::load(&vb.pp("up_proj"), hidden, ffn, false)?;
+    /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb`, with their biases when `bias`
+    /// (`mlp_bias`).
+    pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation, bias: bool) -> Result<Self> {
+        let gate = Linear::load(&vb.pp("gate_proj"), hidden, ffn, bias)?;
+        let up = Linear::load(&vb.pp("up_proj"), hidden, ffn, bias)?;
         // Stored apart, computed together on the CPU when both share a type (the same
         // numbers; see `Qkv::load`).
         let stacked = match vb.device().is_cpu() {
@@ -54,7 +55,7 @@ impl Mlp {
         };
         Ok(Self {
             gate_up,
-            down: Linear::load(&vb.pp("down_proj"), ffn, hidden, false)?,
+            down: Linear::load(&vb.pp("down_proj"), ffn, hidden, bias)?,
             act,
         })
     }
