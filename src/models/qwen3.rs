@@ -79,11 +79,7 @@ mod tests {
         "vocab_size": 151936}"#;
 
     fn hf(edits: &[(&str, &str)]) -> Result<Config> {
-        let mut text = CONFIG.to_string();
-        for (from, to) in edits {
-            assert!(text.contains(from), "'{from}' is not in the config");
-            text = text.replacen(from, to, 1);
-        }
+        let text = crate::models::testing::edited(CONFIG, edits);
         config(&ConfigSource::Hf(&HfConfig::parse(
             &text,
             "qwen3/config.json",

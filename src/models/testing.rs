@@ -35,6 +35,17 @@ pub const CONTEXT: usize = 256;
 /// GGUF metadata as written: `(key, value)` pairs, keys in full.
 pub type Meta = Vec<(String, gguf_file::Value)>;
 
+/// `base` (a `config.json` text) with each `(from, to)` replacement made once; panics when
+/// `from` is not there, so a test cannot edit a key the config does not have.
+pub fn edited(base: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = base.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "'{from}' is not in the config");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
 /// Writes a tiny random-weight GGUF for `spec` (architecture [`FamilySpec::gguf_architecture`],
 /// or `arch_override`) with matrices stored as `dtype` (routers stay F32, as llama.cpp keeps
 /// them).

@@ -541,10 +541,10 @@ fn set_param(p: &mut GenerateParams, key: &str, value: &str) -> Result<(), Strin
         };
         return Ok(());
     }
-    if !commands::SETTINGS.contains(&key) {
+    if !commands::settings().any(|s| s == key) {
         return Err(format!(
             "/set: unknown setting '{key}'; settings: {}",
-            commands::SETTINGS.join(", ")
+            commands::settings().collect::<Vec<_>>().join(", ")
         ));
     }
     settings::set(&mut p.sampling, key, value).map_err(|e| format!("/set {e}"))

@@ -38,21 +38,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 
 /// Names accepted by `/set`, the same as the CLI flags: the engine's sampling settings
 /// ([`crate::engine::settings::NAMES`]) and `max_tokens`.
-pub const SETTINGS: &[&str] = &[
-    "temp",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "dry_multiplier",
-    "dry_base",
-    "dry_allowed_length",
-    "dry_penalty_last_n",
-    "dry_sequence_breakers",
-    "seed",
-    "max_tokens",
-];
+pub fn settings() -> impl Iterator<Item = &'static str> + Clone {
+    crate::engine::settings::NAMES
+        .iter()
+        .copied()
+        .chain(["max_tokens"])
+}
 
 /// A parsed command.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,9 +91,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/clear" => Command::Clear,
         "/system" => Command::System(rest.to_string()),
         "/set" => {
-            let (k, v) = rest
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| format!("usage: /set <{}> <value>", SETTINGS.join("|")))?;
+            let (k, v) = rest.split_once(char::is_whitespace).ok_or_else(|| {
+                format!(
+                    "usage: /set <{}> <value>",
+                    settings().collect::<Vec<_>>().join("|")
+                )
+            })?;
             Command::Set(k.to_string(), v.trim().to_string())
         }
         "/show" => Command::Show(need("one of info, params, template, system")?),
@@ -120,8 +114,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
 /// Completes a partly typed command name (`/re` → `/regen`), or a `/set` or `/show` argument.
 pub fn complete(line: &str) -> Option<String> {
     let candidates: Vec<String> = if let Some(arg) = line.strip_prefix("/set ") {
-        SETTINGS
-            .iter()
+        settings()
             .filter(|s| s.starts_with(arg))
             .map(|s| format!("/set {s} "))
             .collect()
@@ -185,9 +178,9 @@ mod tests {
 
     #[test]
     fn set_accepts_every_sampling_setting_and_max_tokens() {
-        let mut names = crate::engine::settings::NAMES.to_vec();
-        names.push("max_tokens");
-        assert_eq!(SETTINGS, names.as_slice());
+        let names: Vec<&str> = settings().collect();
+        assert!(names.contains(&"max_tokens") && names.contains(&"dry_multiplier"));
+        assert_eq!(names.len(), crate::engine::settings::NAMES.len() + 1);
     }
 
     #[test]

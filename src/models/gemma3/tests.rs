@@ -18,11 +18,7 @@ const CONFIG: &str = r#"{"architectures": ["Gemma3ForCausalLM"], "model_type": "
     "vocab_size": 262144}"#;
 
 fn hf(edits: &[(&str, &str)]) -> Result<Config> {
-    let mut text = CONFIG.to_string();
-    for (from, to) in edits {
-        assert!(text.contains(from), "'{from}' is not in the config");
-        text = text.replacen(from, to, 1);
-    }
+    let text = crate::models::testing::edited(CONFIG, edits);
     config(&ConfigSource::Hf(&HfConfig::parse(
         &text,
         "gemma/config.json",

@@ -16,11 +16,7 @@ const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "l
 
 /// The config with each `(from, to)` replacement made, read as `load` reads it.
 fn hf(edits: &[(&str, &str)]) -> Result<Config> {
-    let mut text = CONFIG.to_string();
-    for (from, to) in edits {
-        assert!(text.contains(from), "'{from}' is not in the config");
-        text = text.replacen(from, to, 1);
-    }
+    let text = crate::models::testing::edited(CONFIG, edits);
     config(&ConfigSource::Hf(&HfConfig::parse(
         &text,
         "smollm2/config.json",
