@@ -31,8 +31,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, joined by `: `; a cause whose text its parent already ends with
-/// (a library error wrapped by a layer that printed it) is not repeated.
+/// The error and its causes, joined by `: `, without repeating themselves: a cause whose
+/// text its parent already ends with (a library error wrapped by a layer that printed it) is
+/// left out, and one that starts with what its parent ends with (`loading m.gguf` then
+/// `m.gguf: truncated`) says only the rest.
 fn chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for c in e.chain() {
@@ -40,10 +42,15 @@ fn chain(e: &anyhow::Error) -> String {
         if out.ends_with(&text) {
             continue;
         }
+        let said = out.trim_end_matches('\'');
+        let text = match text.split_once(": ") {
+            Some((head, rest)) if !head.is_empty() && said.ends_with(head) => rest,
+            _ => &text,
+        };
         if !out.is_empty() {
             out.push_str(": ");
         }
-        out.push_str(&text);
+        out.push_str(text);
     }
     out
 }
@@ -68,5 +75,23 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_chain_does_not_repeat_itself() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("m.gguf: no such file");
+        assert_eq!(chain(&e), "m.gguf: no such file");
+        let e = anyhow::anyhow!("m.gguf: truncated").context("loading m.gguf");
+        assert_eq!(chain(&e), "loading m.gguf: truncated");
+        let e = anyhow::anyhow!("/x: not found").context("model '/x'");
+        assert_eq!(chain(&e), "model '/x': not found");
+        let e = anyhow::anyhow!("bad magic").context("loading m.gguf");
+        assert_eq!(chain(&e), "loading m.gguf: bad magic");
     }
 }
