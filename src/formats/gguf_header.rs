@@ -112,8 +112,8 @@ impl Header {
         self.get("general.architecture").and_then(Value::as_str)
     }
 
-    /// Checks that every tensor has a type this build computes with, lies inside the file and
-    /// starts on the file's alignment.
+    /// Checks that every tensor has a type this build computes with, starts on the file's
+    /// alignment and lies inside the file.
     pub fn check_loadable(&self, path: &Path) -> Result<()> {
         for t in &self.tensors {
             let ty = ggml_types::by_id(t.type_id);
@@ -127,19 +127,6 @@ impl Header {
         }
         for t in &self.tensors {
             self.extent(t).map_err(|reason| malformed(path, reason))?;
-            // Readers take the data at the offset given, so a misaligned tensor loads as
-            // garbage (NaN logits) rather than failing.
-            if t.offset % self.alignment != 0 {
-                return Err(malformed(
-                    path,
-                    format!(
-                        "tensor '{}' starts at data offset {}, which is not a multiple of the alignment {} (general.alignment, default 32)",
-                        untrusted::short(&t.name),
-                        t.offset,
-                        self.alignment
-                    ),
-                ));
-            }
         }
         Ok(())
     }
@@ -150,8 +137,18 @@ impl Header {
     }
 
     /// Where a tensor's bytes lie in the file (absolute start, length), or why that is unknown
-    /// or impossible (unknown type, partial block, past the end of the file).
+    /// or impossible (unknown type, partial block, misaligned, past the end of the file).
     pub fn extent(&self, t: &TensorEntry) -> std::result::Result<(u64, u64), String> {
+        // Readers take the data at the offset given, so a misaligned tensor loaded as garbage
+        // (NaN logits) rather than failing; `inspect` reports it as `run` refuses it.
+        if t.offset % self.alignment != 0 {
+            return Err(format!(
+                "tensor '{}' starts at data offset {}, which is not a multiple of the alignment {} (general.alignment, default 32)",
+                untrusted::short(&t.name),
+                t.offset,
+                self.alignment
+            ));
+        }
         let size = self
             .tensor_bytes(t)
             .ok_or_else(|| match ggml_types::by_id(t.type_id) {
