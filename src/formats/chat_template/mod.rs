@@ -28,6 +28,10 @@ use crate::formats::untrusted;
 /// Name under which the one template lives in its environment (no extension: no escaping).
 const NAME: &str = "chat_template";
 
+/// Stack of the rendering thread: minijinja bounds recursion at 500 levels, each of which may
+/// take several kilobytes (the default 2 MiB of a spawned thread is not enough for all).
+const RENDER_STACK: usize = 16 << 20;
+
 /// Longest message from a template (its `raise_exception` text, a parser's excerpt) that errors
 /// repeat.
 const MAX_MESSAGE: usize = 300;
@@ -240,6 +244,7 @@ impl ChatTemplate {
         let (tx, rx) = mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new()
             .name("chat-template".into())
+            .stack_size(RENDER_STACK)
             .spawn(move || {
                 budget::enter(job.limits.memory_bytes, &flag);
                 let result = job.run();

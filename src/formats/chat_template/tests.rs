@@ -467,3 +467,14 @@ fn errors_name_the_templates_origin_and_escape_what_it_says() {
         "{file}"
     );
 }
+
+#[test]
+fn deep_recursion_is_an_error_not_a_stack_overflow() {
+    for source in [
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% macro f(n) %}{% for i in [1] %}{% if true %}{% with x = n %}{{ f(x + 1) }}{% endwith %}{% endif %}{% endfor %}{% endmacro %}{{ f(0) }}",
+    ] {
+        let err = render_err(source);
+        assert!(matches!(err, Error::Render { .. } | Error::Limit { .. }), "{err:?}");
+    }
+}
