@@ -45,6 +45,14 @@ impl Gguf {
         let file = std::fs::File::open(path).map_err(io)?;
         let mut content = header.to_candle_content();
         content.tensor_infos = tensor_infos(&header);
+        // The tokenizer reads candle's copy of its arrays; ours need not hold them twice.
+        let mut header = header;
+        for (_, value) in &mut header.metadata {
+            if let gguf_header::Value::Array(a) = value {
+                a.items.truncate(gguf_header::PREVIEW_ITEMS);
+                a.items.shrink_to_fit();
+            }
+        }
         // The name is shown in the chat and in `-v`: no escape sequences, no screenful.
         if let Some(gguf_file::Value::String(name)) = content.metadata.get_mut("general.name") {
             *name = untrusted::short(name);
@@ -121,7 +129,8 @@ impl Gguf {
         &self.content
     }
 
-    /// Our own view of the header.
+    /// Our own view of the header (of a file: every array abbreviated; whole arrays are in
+    /// [`Gguf::content`]).
     pub fn header(&self) -> &Header {
         &self.header
     }
