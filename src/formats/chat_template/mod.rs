@@ -251,18 +251,25 @@ impl ChatTemplate {
                 budget::leave();
                 let _ = tx.send(result);
             });
-        if let Err(e) = spawned {
-            return Err(Error::Render {
-                origin: self.origin.clone(),
-                line: None,
-                message: format!("cannot start the rendering thread: {e}"),
-            });
-        }
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                return Err(Error::Render {
+                    origin: self.origin.clone(),
+                    line: None,
+                    message: format!("cannot start the rendering thread: {e}"),
+                })
+            }
+        };
         let start = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(Ok(text)) => return Ok(text),
-                Ok(Err(err)) => return Err(self.error(&err, messages.len())),
+                Ok(result) => {
+                    // It has sent its last word: wait for it to end, so that no thread
+                    // outlives a render but one that spent its budget or its time.
+                    let _ = thread.join();
+                    return result.map_err(|err| self.error(&err, messages.len()));
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if spent.load(Ordering::SeqCst) {
                         return Err(limit(format!(
