@@ -141,7 +141,7 @@ impl Header {
     pub fn extent(&self, t: &TensorEntry) -> std::result::Result<(u64, u64), String> {
         // Readers take the data at the offset given, so a misaligned tensor loaded as garbage
         // (NaN logits) rather than failing; `inspect` reports it as `run` refuses it.
-        if t.offset % self.alignment != 0 {
+        if !t.offset.is_multiple_of(self.alignment) {
             return Err(format!(
                 "tensor '{}' starts at data offset {}, which is not a multiple of the alignment {} (general.alignment, default 32)",
                 untrusted::short(&t.name),

@@ -46,6 +46,8 @@ pub enum Origin {
     Builtin(&'static str),
     /// A file the user named (`--chat-template FILE`).
     File(PathBuf),
+    /// The user's `--chat-template`, where its file name is no longer known.
+    User,
     /// The caller did not say.
     Unnamed,
 }
@@ -60,6 +62,7 @@ impl std::fmt::Display for Origin {
                 "the chat template {}",
                 untrusted::short(&path.display().to_string())
             ),
+            Origin::User => f.write_str("the --chat-template template"),
             Origin::Unnamed => f.write_str("the chat template"),
         }
     }
