@@ -94,7 +94,7 @@ pub fn count_output(n: usize) -> Result<(), JinjaError> {
     let written = written.saturating_add(n);
     OUTPUT.with(|o| o.set((limit, written)));
     if written > limit {
-        return Err(spent(format!("output over {limit} bytes")));
+        return Err(spent(format!("wrote more than {limit} bytes")));
     }
     Ok(())
 }
@@ -136,7 +136,7 @@ pub fn indent(
     let by_name: Option<usize> = kwargs.peek("width")?;
     if let Some(w) = width.or(by_name).filter(|&w| w > MAX_INDENT) {
         return Err(spent(format!(
-            "indent width {w} is too large (at most {MAX_INDENT})"
+            "asked for an indent width of {w} (at most {MAX_INDENT})"
         )));
     }
     minijinja::filters::indent(value, width, first, blank, kwargs)

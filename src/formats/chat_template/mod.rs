@@ -102,7 +102,7 @@ pub enum Error {
     /// Rendering went past one of its [`Limits`]: a loop without end, a string doubled until
     /// it fills memory. Templates are code from the model file, so their cost is bounded.
     #[error(
-        "{origin} was stopped: it {what}, past the bound for a conversation of {messages} message(s); a chat template that needs this is broken or hostile (--chat-template replaces it)"
+        "{origin} was stopped: it {what}, the bound for a conversation of {messages} message(s); a chat template that needs more is broken or hostile (--chat-template replaces it)"
     )]
     Limit {
         /// Where the template came from.
@@ -271,7 +271,7 @@ impl ChatTemplate {
                     // It has sent its last word: wait for it to end, so that no thread
                     // outlives a render but one that spent its budget or its time.
                     let _ = thread.join();
-                    return result.map_err(|err| self.error(&err, messages.len()));
+                    return result.map_err(|err| self.error(&err, messages.len(), &limits));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if spent.load(Ordering::SeqCst) {
@@ -299,7 +299,7 @@ impl ChatTemplate {
     }
 
     /// Our error for minijinja's `err`.
-    fn error(&self, err: &minijinja::Error, messages: usize) -> Error {
+    fn error(&self, err: &minijinja::Error, messages: usize, limits: &Limits) -> Error {
         let origin = self.origin.clone();
         if let Some(message) = find_source::<Raised>(err).map(|r| r.0.clone()) {
             return Error::Raised {
@@ -310,14 +310,14 @@ impl ChatTemplate {
         if let Some(what) = find_source::<limits::Spent>(err).map(|s| s.0.clone()) {
             return Error::Limit {
                 origin,
-                what: format!("went past a bound: {what}"),
+                what,
                 messages,
             };
         }
         if err.kind() == ErrorKind::OutOfFuel {
             return Error::Limit {
                 origin,
-                what: "ran out of its instruction budget".into(),
+                what: format!("ran more than {} instructions", limits.fuel),
                 messages,
             };
         }
@@ -362,7 +362,7 @@ impl Job {
         let rendered = template.render_captured_to(ctx, &mut out);
         if out.overflowed {
             return Err(limits::spent(format!(
-                "output over {} bytes",
+                "wrote more than {} bytes",
                 self.limits.output_bytes
             )));
         }
