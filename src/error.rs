@@ -188,8 +188,8 @@ pub enum Error {
     /// Tokenizer construction or encoding failed.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] crate::formats::tokenizer::Error),
-    /// Chat-template compilation or rendering failed.
-    #[error("chat template: {0}")]
+    /// Chat-template compilation or rendering failed (the message names the template).
+    #[error(transparent)]
     Template(#[from] crate::formats::chat_template::Error),
     /// A tensor operation failed.
     #[error(transparent)]

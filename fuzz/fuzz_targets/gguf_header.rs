@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use mlcli::formats::gguf_header::{parse_bytes, ReadOptions};
 
 fuzz_target!(|data: &[u8]| {
-    for opts in [ReadOptions::PREVIEW, ReadOptions::FULL] {
+    for opts in [ReadOptions::PREVIEW, ReadOptions::LOAD, ReadOptions::FULL] {
         let Ok(h) = parse_bytes(data, data.len() as u64, opts) else {
             continue;
         };

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes small valid seed files for the fuzz targets (GGUF and safetensors headers).
+"""Writes small valid seed files for the fuzz targets (GGUF and safetensors headers,
+config.json, chat templates).
 
 Run from fuzz/ before fuzzing: python3 seeds/make_seeds.py. The seeds are generated, never
 committed (no model-format files in git).
@@ -118,3 +119,33 @@ write("safetensors_header", "two.safetensors", safetensors(
 write("safetensors_header", "odd.safetensors", safetensors(
     {}, [("x", "F8_E4M3", [1], b"\0"), ("y", "Q9", [2], b"\0\0")],
 ))
+
+# config.json: one per family shape, and the multimodal nesting.
+base = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
+for arch, extra in [
+    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192}}),
+    ("Qwen3ForCausalLM", {"head_dim": 16, "tie_word_embeddings": True}),
+    ("Qwen3MoeForCausalLM", {"num_experts": 4, "num_experts_per_tok": 2,
+                             "moe_intermediate_size": 32}),
+    ("MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    ("Phi3ForCausalLM", {"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8,
+                         "long_factor": [2.0] * 8}, "original_max_position_embeddings": 128}),
+    ("Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 32, "query_pre_attn_scalar": 16,
+                           "rope_local_base_freq": 10000.0}),
+    ("GraniteForCausalLM", {"embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+                            "attention_multiplier": 0.0078125, "logits_scaling": 8.0}),
+]:
+    write("config_json", arch + ".json", json.dumps(dict(base, architectures=[arch], **extra)).encode())
+write("config_json", "multimodal.json", json.dumps({
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "text_config": dict(base, model_type="gemma3_text", head_dim=16)}).encode())
+
+# Chat templates: the shipped ones.
+templates = os.path.join(HERE, "..", "..", "assets", "templates")
+for name in sorted(os.listdir(templates)):
+    with open(os.path.join(templates, name), "rb") as f:
+        write("chat_template", name, f.read())

@@ -13,6 +13,8 @@ pub struct Args {
 /// Writes the completion script to stdout.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut cmd = super::command();
-    clap_complete::generate(args.shell, &mut cmd, "mlcli", &mut std::io::stdout());
-    Ok(())
+    // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "mlcli", &mut script);
+    super::print_stdout(script)
 }

@@ -2,7 +2,6 @@
 //! run it, and where a forward pass goes wrong. Parses the view, calls [`crate::inspect`], and
 //! prints its text or JSON form.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -114,8 +113,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         crate::cli::set_threads(t);
     }
+    let open = if args.metadata && args.full {
+        Model::open_full
+    } else {
+        Model::open
+    };
     let model =
-        Model::open(&args.model).with_context(|| format!("inspecting {}", args.model.display()))?;
+        open(&args.model).with_context(|| format!("inspecting {}", args.model.display()))?;
     let file = model.display_name();
     let load = || -> anyhow::Result<LoadOptions> {
         Ok(LoadOptions {
@@ -163,9 +167,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let s = summary::summarize(&model, args.ctx_size, machine::Machine::detect());
         render(&args, "summary", &file, &s, text::summary)?
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(out.as_bytes())
-        .and_then(|_| stdout.flush())
-        .context("writing to stdout")
+    // Names, keys and templates come from the file: no escape sequence reaches the terminal
+    // (JSON escapes control characters itself).
+    let out = if args.json {
+        out
+    } else {
+        crate::formats::untrusted::text(&out)
+    };
+    crate::cli::print_stdout(out)
 }

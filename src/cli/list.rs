@@ -26,8 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::default();
     let models = store.list().map_err(crate::Error::from)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&models)?);
-        return Ok(());
+        return super::print_stdout(serde_json::to_string_pretty(&models)? + "\n");
     }
     if models.is_empty() {
         let c = store.config();
@@ -69,15 +68,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             or_dash(m.aliases.join(",")),
         ]);
     }
-    print_table(&rows);
-    Ok(())
+    super::print_stdout(table(&rows))
 }
 
 fn aliases(json: bool) -> anyhow::Result<()> {
     let c = catalogue::catalogue();
     if json {
-        println!("{}", serde_json::to_string_pretty(&c.models)?);
-        return Ok(());
+        return super::print_stdout(serde_json::to_string_pretty(&c.models)? + "\n");
     }
     let mut rows = vec![[
         "ALIAS".to_string(),
@@ -93,8 +90,7 @@ fn aliases(json: bool) -> anyhow::Result<()> {
             e.about.clone(),
         ]);
     }
-    print_table(&rows);
-    Ok(())
+    super::print_stdout(table(&rows))
 }
 
 fn or_dash(s: String) -> String {
@@ -105,19 +101,23 @@ fn or_dash(s: String) -> String {
     }
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+/// The rows as aligned columns, one line each.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
+    out
 }

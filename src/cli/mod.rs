@@ -86,6 +86,18 @@ fn chat_template_help() -> String {
     )
 }
 
+/// Writes `text` to stdout, locked and flushed. A closed pipe (`mlcli list | head -1`) comes
+/// back as an `io::Error` of kind `BrokenPipe`, which `main` takes for success; `println!`
+/// would panic instead.
+pub fn print_stdout(text: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_ref())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
 /// An error in how mlcli was called (exit status 2), for any subcommand.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -104,7 +116,15 @@ pub fn chat_template_source(arg: &str) -> anyhow::Result<String> {
             crate::formats::chat_template::builtin_names()
         )));
     }
-    std::fs::read_to_string(path).with_context(|| format!("reading chat template {arg}"))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading chat template {arg}"))?;
+    // Compiled here too, so that a syntax error names the file rather than "the chat template".
+    crate::formats::chat_template::ChatTemplate::with_origin(
+        &text,
+        crate::formats::chat_template::Origin::File(path.to_path_buf()),
+    )
+    .map_err(crate::Error::from)?;
+    Ok(text)
 }
 
 /// The `--dtype` / `--quant` pair as load options for safetensors weights.

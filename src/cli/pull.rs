@@ -23,8 +23,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let resolved = model_ref::resolve(Some(&args.model), &args.store, Mode::Refresh)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&resolved)?);
-        return Ok(());
+        return super::print_stdout(serde_json::to_string_pretty(&resolved)? + "\n");
     }
     let origin = match &resolved.source {
         Source::Local => "local path".to_string(),
@@ -41,6 +40,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             HumanBytes(resolved.downloaded)
         );
     }
-    println!("{}", resolved.model.display());
-    Ok(())
+    super::print_stdout(format!("{}\n", resolved.model.display()))
 }

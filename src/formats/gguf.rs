@@ -10,7 +10,8 @@ use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::Device;
 
 use super::ggml_types;
-use super::gguf_header::{self, Header, TensorEntry};
+use super::gguf_header::{self, Header, ReadOptions, TensorEntry};
+use super::untrusted;
 use crate::{Error, Result};
 
 /// An open GGUF file.
@@ -30,20 +31,32 @@ enum Data {
 }
 
 impl Gguf {
-    /// Opens and validates `path`: structure, bounds and tensor types are checked before
-    /// anything is loaded.
+    /// Opens and validates `path`: structure, bounds, alignment and tensor types are checked
+    /// before anything is loaded. Metadata arrays other than the tokenizer's are not kept (a
+    /// file of one large array would otherwise cost dozens of bytes of memory per byte).
     pub fn open(path: &Path) -> Result<Self> {
-        let header = gguf_header::read(path)?;
+        let header = gguf_header::read_with(path, ReadOptions::LOAD)?;
         header.check_loadable(path)?;
+        check_tokenizer_arrays(&header)?;
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| Error::MalformedGguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut content = header.to_candle_content();
+        content.tensor_infos = tensor_infos(&header);
+        // The tokenizer reads candle's copy of its arrays; ours need not hold them twice.
+        let mut header = header;
+        for (_, value) in &mut header.metadata {
+            if let gguf_header::Value::Array(a) = value {
+                a.items.truncate(gguf_header::PREVIEW_ITEMS);
+                a.items.shrink_to_fit();
+            }
+        }
+        // The name is shown in the chat and in `-v`: no escape sequences, no screenful.
+        if let Some(gguf_file::Value::String(name)) = content.metadata.get_mut("general.name") {
+            *name = untrusted::short(name);
+        }
         Ok(Self {
             path: path.to_path_buf(),
             header,
@@ -116,7 +129,8 @@ impl Gguf {
         &self.content
     }
 
-    /// Our own view of the header.
+    /// Our own view of the header (of a file: every array abbreviated; whole arrays are in
+    /// [`Gguf::content`]).
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -263,6 +277,46 @@ impl Gguf {
             Ok(None)
         }
     }
+}
+
+/// Candle's tensor directory from ours (whose types `check_loadable` has checked).
+fn tensor_infos(header: &Header) -> HashMap<String, gguf_file::TensorInfo> {
+    header
+        .tensors
+        .iter()
+        .filter_map(|t| {
+            let dims = t
+                .dims
+                .iter()
+                .rev()
+                .map(|&d| usize::try_from(d).ok())
+                .collect::<Option<Vec<_>>>()?;
+            let info = gguf_file::TensorInfo {
+                ggml_dtype: ggml_types::by_id(t.type_id)?.candle?,
+                shape: dims.into(),
+                offset: t.offset,
+            };
+            Some((t.name.clone(), info))
+        })
+        .collect()
+}
+
+/// The tokenizer's arrays must have the element types it reads: one of another type is kept
+/// abbreviated, so it is refused here rather than reported missing later.
+fn check_tokenizer_arrays(header: &Header) -> Result<()> {
+    for (key, types) in gguf_header::TOKENIZER_ARRAYS {
+        let Some(array) = header.get(key).and_then(gguf_header::Value::as_array) else {
+            continue;
+        };
+        if !types.contains(&array.elem_type) {
+            return Err(Error::BadMetadata {
+                key: (*key).to_string(),
+                expected: "an array of the element type the tokenizer reads",
+                found: format!("ARRAY[{}]", array.elem_type.name()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The GGUF id of a value type.

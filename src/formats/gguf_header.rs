@@ -12,6 +12,7 @@ use candle_core::quantized::gguf_file;
 
 use super::ggml_types;
 pub use super::gguf_value::{Array, Value, ValueType};
+use super::untrusted;
 use crate::{Error, Result};
 
 /// The GGUF magic, as the first four bytes of the file.
@@ -28,16 +29,39 @@ pub const MAX_ARRAY_DEPTH: usize = 4;
 pub struct ReadOptions {
     /// Leading elements kept of every array (the rest is skipped, never allocated).
     pub array_items: usize,
+    /// Arrays kept whole whatever `array_items` says: by key, when their elements have one of
+    /// the types given and they hold at most [`MAX_WHOLE_ITEMS`].
+    pub whole: &'static [(&'static str, &'static [ValueType])],
 }
+
+/// The arrays the tokenizer reads, with the element types it accepts.
+pub const TOKENIZER_ARRAYS: &[(&str, &[ValueType])] = &[
+    ("tokenizer.ggml.tokens", &[ValueType::String]),
+    ("tokenizer.ggml.merges", &[ValueType::String]),
+    ("tokenizer.ggml.scores", &[ValueType::F32, ValueType::I32]),
+    ("tokenizer.ggml.token_type", &[ValueType::I32]),
+];
+
+/// Longest array [`ReadOptions::whole`] keeps: 16 times the largest vocabularies and merge
+/// lists in use (262,144 tokens), so that a file cannot make loading hold hundreds of bytes of
+/// parsed values per byte it stores.
+pub const MAX_WHOLE_ITEMS: u64 = 1 << 22;
 
 impl ReadOptions {
     /// Arrays abbreviated to their first [`PREVIEW_ITEMS`] elements.
     pub const PREVIEW: Self = Self {
         array_items: PREVIEW_ITEMS,
+        whole: &[],
     };
-    /// Every array element kept (what a tokenizer needs).
+    /// What loading a model needs: the tokenizer's arrays whole, every other abbreviated.
+    pub const LOAD: Self = Self {
+        array_items: PREVIEW_ITEMS,
+        whole: TOKENIZER_ARRAYS,
+    };
+    /// Every array element kept (`inspect --metadata --full`).
     pub const FULL: Self = Self {
         array_items: usize::MAX,
+        whole: &[],
     };
 }
 
@@ -88,13 +112,14 @@ impl Header {
         self.get("general.architecture").and_then(Value::as_str)
     }
 
-    /// Checks that every tensor has a type this build computes with and lies inside the file.
+    /// Checks that every tensor has a type this build computes with, starts on the file's
+    /// alignment and lies inside the file.
     pub fn check_loadable(&self, path: &Path) -> Result<()> {
         for t in &self.tensors {
             let ty = ggml_types::by_id(t.type_id);
             if ty.is_none_or(|ty| ty.candle.is_none()) {
                 return Err(Error::UnsupportedTensorType {
-                    tensor: t.name.clone(),
+                    tensor: untrusted::short(&t.name),
                     found: ggml_types::name_of(t.type_id),
                     supported: ggml_types::supported_names(),
                 });
@@ -112,18 +137,32 @@ impl Header {
     }
 
     /// Where a tensor's bytes lie in the file (absolute start, length), or why that is unknown
-    /// or impossible (unknown type, partial block, past the end of the file).
+    /// or impossible (unknown type, partial block, misaligned, past the end of the file).
     pub fn extent(&self, t: &TensorEntry) -> std::result::Result<(u64, u64), String> {
+        // Readers take the data at the offset given, so a misaligned tensor loaded as garbage
+        // (NaN logits) rather than failing; `inspect` reports it as `run` refuses it.
+        if !t.offset.is_multiple_of(self.alignment) {
+            return Err(format!(
+                "tensor '{}' starts at data offset {}, which is not a multiple of the alignment {} (general.alignment, default 32)",
+                untrusted::short(&t.name),
+                t.offset,
+                self.alignment
+            ));
+        }
         let size = self
             .tensor_bytes(t)
             .ok_or_else(|| match ggml_types::by_id(t.type_id) {
                 None => format!(
                     "tensor '{}' has unknown type id {}, so its size is unknown",
-                    t.name, t.type_id
+                    untrusted::short(&t.name),
+                    t.type_id
                 ),
                 Some(ty) => format!(
                     "tensor '{}' has {:?} elements of {}, not a whole number of {}-element blocks",
-                    t.name, t.dims, ty.name, ty.block_size
+                    untrusted::short(&t.name),
+                    t.dims,
+                    ty.name,
+                    ty.block_size
                 ),
             })?;
         let start = self.data_offset.checked_add(t.offset);
@@ -131,7 +170,9 @@ impl Header {
             Some(end) if end <= self.file_size => Ok((self.data_offset + t.offset, size)),
             _ => Err(format!(
                 "tensor '{}' ({size} bytes at data offset {}) extends past the end of the file ({} bytes): truncated?",
-                t.name, t.offset, self.file_size
+                untrusted::short(&t.name),
+                t.offset,
+                self.file_size
             )),
         }
     }
@@ -192,6 +233,7 @@ pub fn read_with(path: &Path, opts: ReadOptions) -> Result<Header> {
         pos: 0,
         size: file_size,
         opts,
+        whole: None,
     };
     parse(&mut r).map_err(|reason| malformed(path, reason))
 }
@@ -204,6 +246,7 @@ pub fn parse_bytes(bytes: &[u8], file_size: u64, opts: ReadOptions) -> Result<He
         pos: 0,
         size: file_size,
         opts,
+        whole: None,
     };
     parse(&mut r).map_err(|reason| malformed(&PathBuf::from("<memory>"), reason))
 }
@@ -232,11 +275,19 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
         let id = r.u32("value type")?;
         let ty = ValueType::from_id(id).ok_or_else(|| {
             format!(
-                "metadata '{key}' has unknown value type {id} at offset {} (known: 0-12)",
+                "metadata '{}' has unknown value type {id} at offset {} (known: 0-12)",
+                untrusted::short(&key),
                 r.pos - 4
             )
         })?;
-        let value = r.value(ty, &format!("value of '{key}'"), 0)?;
+        r.whole = r
+            .opts
+            .whole
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| *t);
+        let value = r.value(ty, &format!("value of '{}'", untrusted::short(&key)), 0)?;
+        r.whole = None;
         metadata.push((key, value));
     }
     let mut tensors = Vec::new();
@@ -245,7 +296,8 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
         let n_dims = r.u32("tensor rank")?;
         if n_dims > 8 {
             return Err(format!(
-                "tensor '{name}' has rank {n_dims} (at most 8 supported)"
+                "tensor '{}' has rank {n_dims} (at most 8 supported)",
+                untrusted::short(&name)
             ));
         }
         let dims = (0..n_dims)
@@ -263,7 +315,13 @@ fn parse<R: Read>(r: &mut Reader<R>) -> std::result::Result<Header, String> {
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         Some((_, v)) => match v.as_u64() {
             Some(a) if a > 0 && a <= 1 << 20 => a,
-            _ => return Err(format!("general.alignment has an invalid value {v:?}")),
+            _ => {
+                return Err(format!(
+                    "general.alignment has an invalid value {}, expected an integer from 1 to {}",
+                    untrusted::short(&format!("{v:?}")),
+                    1 << 20
+                ))
+            }
         },
         None => 32,
     };
@@ -290,6 +348,8 @@ struct Reader<R> {
     pos: u64,
     size: u64,
     opts: ReadOptions,
+    /// Element types of the metadata array being read when it is one to keep whole.
+    whole: Option<&'static [ValueType]>,
 }
 
 impl<R: Read> Reader<R> {
@@ -401,7 +461,18 @@ impl<R: Read> Reader<R> {
         let len = self.u64(what)?;
         self.check_count(len, elem_type.min_size(), what)?;
         // `len` is now bounded by the bytes left in the file.
-        let keep = len.min(self.opts.array_items as u64);
+        let mut keep = len.min(self.opts.array_items as u64);
+        if let Some(types) = self.whole.filter(|_| depth == 0) {
+            if len > MAX_WHOLE_ITEMS {
+                return Err(format!(
+                    "{what} at offset {}: an array of {len} elements (at most {MAX_WHOLE_ITEMS} supported)",
+                    self.pos
+                ));
+            }
+            if types.contains(&elem_type) {
+                keep = len;
+            }
+        }
         let mut items = Vec::new();
         for _ in 0..keep {
             items.push(self.value(elem_type, what, depth + 1)?);

@@ -14,4 +14,5 @@ pub mod names;
 pub mod safetensors_header;
 pub mod safetensors_index;
 pub mod tokenizer;
+pub mod untrusted;
 pub mod weights;

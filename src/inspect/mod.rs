@@ -29,7 +29,7 @@ use crate::Result;
 /// A model opened for inspection: its headers, never its weights.
 #[derive(Debug)]
 pub enum Model {
-    /// A GGUF file, with every metadata array read whole.
+    /// A GGUF file, with the metadata arrays [`Model::open`] or [`Model::open_full`] keeps.
     Gguf {
         /// The file.
         path: PathBuf,
@@ -50,7 +50,18 @@ pub enum Model {
 impl Model {
     /// Opens `path` as `run` resolves it (a GGUF file recognised by content, a Hugging Face
     /// directory), and also a single `*.safetensors` file or a `*.safetensors.index.json`.
+    /// GGUF metadata arrays other than the tokenizer's are kept abbreviated.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, ReadOptions::LOAD)
+    }
+
+    /// Like [`Model::open`], with every GGUF metadata array read whole (`--metadata --full`:
+    /// the user asked to see them, so memory follows the array sizes).
+    pub fn open_full(path: &Path) -> Result<Self> {
+        Self::open_with(path, ReadOptions::FULL)
+    }
+
+    fn open_with(path: &Path, gguf: ReadOptions) -> Result<Self> {
         let is_index = path.is_file()
             && path
                 .file_name()
@@ -74,7 +85,7 @@ impl Model {
         }
         match detect::detect(path)? {
             Format::Gguf(p) => Ok(Self::Gguf {
-                header: gguf_header::read_with(&p, ReadOptions::FULL)?,
+                header: gguf_header::read_with(&p, gguf)?,
                 path: p,
             }),
             Format::SafetensorsDir(d) => Ok(Self::Safetensors {

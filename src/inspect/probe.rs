@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::stats::Stats;
 use super::{hf, Model};
 use crate::engine::{Engine, LoadOptions};
-use crate::formats::chat_template::{ChatTemplate, Message, RenderOptions};
+use crate::formats::chat_template::{ChatTemplate, Message, Origin, RenderOptions};
 use crate::formats::gguf_header::Value;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
 use crate::models::Tracer;
@@ -149,7 +149,7 @@ pub fn template(model: &Model) -> Result<Rendered> {
     };
     let messages = sample_conversation();
     let rendered = match &text {
-        Some(src) => Some(ChatTemplate::new(src)?.render(
+        Some(src) => Some(ChatTemplate::with_origin(src, Origin::Model)?.render(
             &messages,
             &RenderOptions {
                 add_generation_prompt: true,

@@ -12,7 +12,7 @@ use super::machine::Machine;
 use super::memory::{self, KvShape, Memory};
 use super::tensors::{self, Tensor};
 use super::{hf, Model};
-use crate::formats::chat_template::ChatTemplate;
+use crate::formats::chat_template::{ChatTemplate, Origin};
 use crate::formats::detect;
 use crate::formats::gguf::Gguf;
 use crate::formats::gguf_header::{Header, Value};
@@ -438,8 +438,8 @@ fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
         Err(e) => reasons.push(format!("tokenizer: {e}")),
     }
     let template = h.get("tokenizer.chat_template").and_then(Value::as_str);
-    if let Some(Err(e)) = template.map(ChatTemplate::new) {
-        reasons.push(format!("chat template: {e}"));
+    if let Some(Err(e)) = template.map(|t| ChatTemplate::with_origin(t, Origin::Model)) {
+        reasons.push(e.to_string());
     }
     Facts {
         name: h

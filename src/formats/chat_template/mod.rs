@@ -6,43 +6,111 @@
 //! the globals `raise_exception` and `strftime_now`. This module reproduces that on minijinja,
 //! with Python's string/dict methods from minijinja-contrib and Python's `str()` for output.
 
+mod budget;
 mod builtin;
+mod limits;
 mod python;
 mod strftime;
 
+pub use budget::BudgetAllocator;
 pub use builtin::{builtin, builtin_names, BUILTIN};
+pub use limits::Limits;
 
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
 
 use minijinja::{context, AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 
+use crate::formats::untrusted;
+
 /// Name under which the one template lives in its environment (no extension: no escaping).
 const NAME: &str = "chat_template";
+
+/// Stack of the rendering thread: minijinja bounds recursion at 500 levels, each of which may
+/// take several kilobytes (the default 2 MiB of a spawned thread is not enough for all).
+const RENDER_STACK: usize = 16 << 20;
+
+/// Longest message from a template (its `raise_exception` text, a parser's excerpt) that errors
+/// repeat.
+const MAX_MESSAGE: usize = 300;
+
+/// Where a template came from, for errors: a template is code, and the user must know whose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The model's own files (GGUF `tokenizer.chat_template`, `tokenizer_config.json`,
+    /// `chat_template.jinja`).
+    Model,
+    /// A template shipped in `assets/templates/`.
+    Builtin(&'static str),
+    /// A file the user named (`--chat-template FILE`).
+    File(PathBuf),
+    /// The user's `--chat-template`, where its file name is no longer known.
+    User,
+    /// The caller did not say.
+    Unnamed,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Model => f.write_str("the model's chat template"),
+            Origin::Builtin(name) => write!(f, "the built-in chat template '{name}'"),
+            Origin::File(path) => write!(
+                f,
+                "the chat template {}",
+                untrusted::short(&path.display().to_string())
+            ),
+            Origin::User => f.write_str("the --chat-template template"),
+            Origin::Unnamed => f.write_str("the chat template"),
+        }
+    }
+}
 
 /// Why a chat template could not be compiled or rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The template text is not valid Jinja.
-    #[error("chat template does not compile{}: {message}", at_line(*.line))]
+    #[error("{origin} does not compile{}: {message}", at_line(*.line))]
     Syntax {
+        /// Where the template came from.
+        origin: Origin,
         /// 1-based line of the problem, when known.
         line: Option<usize>,
         /// What the parser expected and found.
         message: String,
     },
     /// The template called `raise_exception(message)`, usually to reject a conversation shape.
-    #[error("chat template rejected the conversation: {message}")]
+    #[error("{origin} rejected the conversation: {message}")]
     Raised {
-        /// The template's own message, verbatim.
+        /// Where the template came from.
+        origin: Origin,
+        /// The template's own message (control characters escaped, long ones cut).
         message: String,
     },
     /// Rendering failed for another reason (a bad operation, attribute of an undefined value…).
-    #[error("chat template failed to render{}: {message}", at_line(*.line))]
+    #[error("{origin} failed to render{}: {message}", at_line(*.line))]
     Render {
+        /// Where the template came from.
+        origin: Origin,
         /// 1-based line where rendering stopped, when known.
         line: Option<usize>,
         /// What went wrong.
         message: String,
+    },
+    /// Rendering went past one of its [`Limits`]: a loop without end, a string doubled until
+    /// it fills memory. Templates are code from the model file, so their cost is bounded.
+    #[error(
+        "{origin} was stopped: it {what}, the bound for a conversation of {messages} message(s); a chat template that needs more is broken or hostile (--chat-template replaces it)"
+    )]
+    Limit {
+        /// Where the template came from.
+        origin: Origin,
+        /// What it went past (`ran more than 2000000 instructions`).
+        what: String,
+        /// Messages in the conversation (the bounds grow with it).
+        messages: usize,
     },
 }
 
@@ -83,34 +151,50 @@ pub struct RenderOptions<'a> {
 /// A compiled chat template; compile once, render from any thread.
 pub struct ChatTemplate {
     source: String,
-    env: Environment<'static>,
+    origin: Origin,
+    env: Arc<Environment<'static>>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplate")
+            .field("origin", &self.origin)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
 
 impl ChatTemplate {
-    /// Compiles `source`; a syntax error comes back as [`Error::Syntax`] with its line.
+    /// Compiles `source`; a syntax error comes back as [`Error::Syntax`] with its line. The
+    /// origin is a shipped template's when `source` is one, else unnamed: prefer
+    /// [`ChatTemplate::with_origin`].
     pub fn new(source: &str) -> Result<Self, Error> {
-        Self::with_clock(source, system_clock)
+        let origin = BUILTIN
+            .iter()
+            .find(|(_, text)| *text == source)
+            .map_or(Origin::Unnamed, |(name, _)| Origin::Builtin(name));
+        Self::with_origin(source, origin)
     }
 
-    /// Like [`ChatTemplate::new`], with `strftime_now` reading time from `clock`.
-    fn with_clock(source: &str, clock: fn() -> Duration) -> Result<Self, Error> {
+    /// Compiles `source`, which came from `origin` (named in every error).
+    pub fn with_origin(source: &str, origin: Origin) -> Result<Self, Error> {
+        Self::with_clock(source, origin, system_clock)
+    }
+
+    /// Like [`ChatTemplate::with_origin`], with `strftime_now` reading time from `clock`.
+    fn with_clock(source: &str, origin: Origin, clock: fn() -> Duration) -> Result<Self, Error> {
         let mut env = environment(clock);
-        env.add_template_owned(NAME, rewrite_generation_tags(source))
-            .map_err(|err| Error::Syntax {
+        if let Err(err) = env.add_template_owned(NAME, rewrite_generation_tags(source)) {
+            return Err(Error::Syntax {
+                origin,
                 line: err.line(),
                 message: describe(&err),
-            })?;
+            });
+        }
         Ok(ChatTemplate {
             source: source.to_owned(),
-            env,
+            origin,
+            env: Arc::new(env),
         })
     }
 
@@ -119,25 +203,172 @@ impl ChatTemplate {
         &self.source
     }
 
-    /// Renders `messages` into the prompt text, as `apply_chat_template(tokenize=False)` does.
+    /// Where the template came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Renders `messages` into the prompt text, as `apply_chat_template(tokenize=False)` does,
+    /// within the [`Limits`] for this conversation.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, Error> {
+        let input = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>()
+            + opts.bos_token.len()
+            + opts.eos_token.len();
+        self.render_within(messages, opts, Limits::for_input(messages.len(), input))
+    }
+
+    /// [`ChatTemplate::render`] within explicit `limits`. The render runs on a thread of its
+    /// own, under a memory budget (see [`BudgetAllocator`]); a thread that spends it is left
+    /// parked and this returns [`Error::Limit`].
+    pub fn render_within(
+        &self,
+        messages: &[Message],
+        opts: &RenderOptions,
+        limits: Limits,
+    ) -> Result<String, Error> {
+        let job = Job {
+            env: Arc::clone(&self.env),
+            messages: messages.to_vec(),
+            add_generation_prompt: opts.add_generation_prompt,
+            bos_token: opts.bos_token.to_owned(),
+            eos_token: opts.eos_token.to_owned(),
+            limits,
+        };
+        let limit = |what: String| Error::Limit {
+            origin: self.origin.clone(),
+            what,
+            messages: messages.len(),
+        };
+        let spent = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&spent);
+        let (tx, rx) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("chat-template".into())
+            .stack_size(RENDER_STACK)
+            .spawn(move || {
+                budget::enter(job.limits.memory_bytes, &flag);
+                let result = job.run();
+                budget::leave();
+                let _ = tx.send(result);
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                return Err(Error::Render {
+                    origin: self.origin.clone(),
+                    line: None,
+                    message: format!("cannot start the rendering thread: {e}"),
+                })
+            }
+        };
+        let start = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(result) => {
+                    // It has sent its last word: wait for it to end, so that no thread
+                    // outlives a render but one that spent its budget or its time.
+                    let _ = thread.join();
+                    return result.map_err(|err| self.error(&err, messages.len(), &limits));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if spent.load(Ordering::SeqCst) {
+                        return Err(limit(format!(
+                            "held more than {} MiB of memory",
+                            limits.memory_bytes >> 20
+                        )));
+                    }
+                    if start.elapsed() > limits.time {
+                        return Err(limit(format!(
+                            "ran for more than {} s",
+                            limits.time.as_secs()
+                        )));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Render {
+                        origin: self.origin.clone(),
+                        line: None,
+                        message: "the rendering thread stopped without an answer".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Our error for minijinja's `err`.
+    fn error(&self, err: &minijinja::Error, messages: usize, limits: &Limits) -> Error {
+        let origin = self.origin.clone();
+        if let Some(message) = find_source::<Raised>(err).map(|r| r.0.clone()) {
+            return Error::Raised {
+                origin,
+                message: untrusted::short_to(&message, MAX_MESSAGE),
+            };
+        }
+        if let Some(what) = find_source::<limits::Spent>(err).map(|s| s.0.clone()) {
+            return Error::Limit {
+                origin,
+                what,
+                messages,
+            };
+        }
+        if err.kind() == ErrorKind::OutOfFuel {
+            return Error::Limit {
+                origin,
+                what: format!("ran more than {} instructions", limits.fuel),
+                messages,
+            };
+        }
+        Error::Render {
+            origin,
+            line: err.line(),
+            message: describe(err),
+        }
+    }
+}
+
+/// One render, owned, so that it can run on a thread that may be abandoned.
+struct Job {
+    env: Arc<Environment<'static>>,
+    messages: Vec<Message>,
+    add_generation_prompt: bool,
+    bos_token: String,
+    eos_token: String,
+    limits: Limits,
+}
+
+impl Job {
+    fn run(&self) -> Result<String, minijinja::Error> {
         let ctx = context! {
-            messages => Value::from_serialize(messages),
-            add_generation_prompt => opts.add_generation_prompt,
-            bos_token => opts.bos_token,
-            eos_token => opts.eos_token,
+            messages => Value::from_serialize(&self.messages),
+            add_generation_prompt => self.add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
             tools => Value::from(()),
             documents => Value::from(()),
         };
-        let render_error = |err: minijinja::Error| match raised_message(&err) {
-            Some(message) => Error::Raised { message },
-            None => Error::Render {
-                line: err.line(),
-                message: describe(&err),
-            },
+        // Fuel is a setting of the environment; a clone shares the compiled template.
+        let mut env = Environment::clone(&self.env);
+        env.set_fuel(Some(self.limits.fuel));
+        limits::set_output_limit(self.limits.output_bytes);
+        let template = env.get_template(NAME)?;
+        let mut out = limits::BoundedOutput {
+            bytes: Vec::new(),
+            limit: self.limits.output_bytes,
+            overflowed: false,
         };
-        let template = self.env.get_template(NAME).map_err(render_error)?;
-        template.render(ctx).map_err(render_error)
+        let rendered = template.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(limits::spent(format!(
+                "wrote more than {} bytes",
+                self.limits.output_bytes
+            )));
+        }
+        rendered?;
+        String::from_utf8(out.bytes)
+            .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, "output is not UTF-8"))
     }
 }
 
@@ -156,13 +387,18 @@ fn environment(clock: fn() -> Duration) -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     // jinja2 prints values with Python's str(): `None`, `True`, `['a', 1]`.
-    env.set_formatter(|out, _state, value| Ok(out.write_str(&python::str_of(value))?));
+    env.set_formatter(|out, _state, value| {
+        let text = python::str_of(value);
+        limits::count_output(text.len())?;
+        Ok(out.write_str(&text)?)
+    });
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("string", |value: &Value| python::str_of(value));
     env.add_filter("tojson", python::tojson);
     env.add_filter("length", python::length);
     env.add_filter("count", python::length);
     // jinja2 built-ins that minijinja keeps in contrib (not its non-jinja2 extras).
+    env.add_filter("indent", limits::indent);
     env.add_filter("truncate", minijinja_contrib::filters::truncate);
     env.add_filter("striptags", minijinja_contrib::filters::striptags);
     env.add_filter("filesizeformat", minijinja_contrib::filters::filesizeformat);
@@ -195,11 +431,12 @@ fn raise_exception(message: Value) -> Result<Value, minijinja::Error> {
     )
 }
 
-fn raised_message(err: &minijinja::Error) -> Option<String> {
+/// The first error of type `T` in `err`'s chain of sources.
+fn find_source<T: std::error::Error + 'static>(err: &minijinja::Error) -> Option<&T> {
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        if let Some(Raised(message)) = cause.downcast_ref::<Raised>() {
-            return Some(message.clone());
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
         }
         source = cause.source();
     }
@@ -207,10 +444,11 @@ fn raised_message(err: &minijinja::Error) -> Option<String> {
 }
 
 fn describe(err: &minijinja::Error) -> String {
-    match err.detail() {
+    let text = match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
         None => err.kind().to_string(),
-    }
+    };
+    untrusted::short_to(&text, MAX_MESSAGE)
 }
 
 /// Turns HF's `{% generation %}…{% endgeneration %}` (its assistant-mask marker, which renders

@@ -160,7 +160,7 @@ fn render(source: &str, messages: &[Message], add_generation_prompt: bool) -> St
         bos_token: "<s>",
         eos_token: "</s>",
     };
-    let template = ChatTemplate::with_clock(source, fixed_clock).unwrap();
+    let template = ChatTemplate::with_clock(source, Origin::Unnamed, fixed_clock).unwrap();
     template.render(messages, &opts).unwrap()
 }
 
@@ -249,7 +249,7 @@ fn raise_exception_fails_render_with_the_templates_message() {
         .render(&[user("Hi"), user("again")], &RenderOptions::default())
         .unwrap_err();
     match err {
-        Error::Raised { message } => assert_eq!(
+        Error::Raised { message, .. } => assert_eq!(
             message,
             "Conversation roles must alternate user/assistant/user/assistant/..."
         ),
@@ -320,7 +320,7 @@ fn syntax_error_is_an_error_naming_its_line() {
     let err =
         ChatTemplate::new("{% for m in messages %}\n{{ m.content }\n{% endfor %}").unwrap_err();
     match &err {
-        Error::Syntax { line, message } => {
+        Error::Syntax { line, message, .. } => {
             assert_eq!(*line, Some(2));
             assert!(message.starts_with("syntax error"), "{message}");
         }
@@ -343,4 +343,138 @@ fn attribute_of_undefined_is_a_render_error_as_in_jinja2() {
 fn chat_template_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ChatTemplate>();
+}
+
+/// Every real template in this file and every shipped one.
+fn real_templates() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![
+        ("smollm2", SMOLLM2),
+        ("llama3", LLAMA3),
+        ("gemma3", GEMMA3),
+        ("qwen25_tools", QWEN25_WITH_TOOLS),
+        ("llama32_date", LLAMA32_DATE),
+    ];
+    all.extend_from_slice(BUILTIN);
+    all
+}
+
+/// A conversation of `turns` user/assistant pairs after a system message, each `bytes` long.
+fn long_conversation(turns: usize, bytes: usize) -> Vec<Message> {
+    let text = "word ".repeat(bytes / 5);
+    let mut messages = vec![sys("Be brief.")];
+    for _ in 0..turns {
+        messages.push(user(&text));
+        messages.push(assistant(&text));
+    }
+    messages.push(user("last"));
+    messages
+}
+
+const OPTS: RenderOptions = RenderOptions {
+    add_generation_prompt: true,
+    bos_token: "<s>",
+    eos_token: "</s>",
+};
+
+#[test]
+fn real_templates_render_long_conversations_within_a_tenth_of_the_fuel() {
+    // 2,001 messages: the longest chats a context window holds have far fewer.
+    for (turns, bytes) in [(1000, 40), (20, 200_000)] {
+        let messages = long_conversation(turns, bytes);
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let mut limits = Limits::for_input(messages.len(), input + 7);
+        limits.fuel /= 10;
+        for (name, source) in real_templates() {
+            let t = ChatTemplate::with_clock(source, Origin::Unnamed, fixed_clock).unwrap();
+            let out = t.render_within(&messages, &OPTS, limits);
+            let out = out.unwrap_or_else(|e| panic!("{name}, {turns} turns: {e}"));
+            assert!(out.contains("last"), "{name}");
+        }
+    }
+}
+
+fn render_err(source: &str) -> Error {
+    let t = ChatTemplate::with_origin(source, Origin::Model).unwrap();
+    t.render(&[user("hi")], &OPTS).unwrap_err()
+}
+
+#[test]
+fn nested_loops_run_out_of_fuel_quickly() {
+    let start = std::time::Instant::now();
+    let err = render_err(
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}",
+    );
+    assert!(matches!(err, Error::Limit { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(
+            "the model's chat template was stopped: it ran more than 2002"
+        ),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn output_is_bounded_captured_or_not() {
+    for source in [
+        "{% for a in range(100000) %}{{ 'y' * 10000 }}{% endfor %}",
+        "{% set x %}{% for a in range(100000) %}{{ 'y' * 10000 }}{% endfor %}{% endset %}{{ x|length }}",
+        "{% macro m() %}{% for a in range(100000) %}{{ 'y' * 10000 }}{% endfor %}{% endmacro %}{{ m()|length }}",
+    ] {
+        let err = render_err(source);
+        assert!(
+            matches!(&err, Error::Limit { what, .. } if what.starts_with("wrote more than")),
+            "{source}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn indent_width_is_bounded() {
+    for source in [
+        "{{ 'a\nb'|indent(10000000000) }}",
+        "{{ 'a\nb'|indent(width=5000000) }}",
+    ] {
+        let err = render_err(source);
+        assert!(err.to_string().contains("indent width"), "{err}");
+    }
+    let t = ChatTemplate::new("{{ 'a\nb'|indent(2) }}").unwrap();
+    assert_eq!(t.render(&[], &OPTS).unwrap(), "a\n  b");
+}
+
+#[test]
+fn errors_name_the_templates_origin_and_escape_what_it_says() {
+    let t = ChatTemplate::new(BUILTIN[0].1).unwrap();
+    assert_eq!(t.origin(), &Origin::Builtin(BUILTIN[0].0));
+    let err = render_err("{{ raise_exception('no\x1b[2J' ~ 'x' * 5000) }}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("the model's chat template rejected the conversation: no\\u{1b}[2J"),
+        "{text}"
+    );
+    assert!(text.len() < 1000, "{} bytes", text.len());
+    let file = ChatTemplate::with_origin("{{", Origin::File("t.jinja".into())).unwrap_err();
+    assert!(
+        file.to_string()
+            .starts_with("the chat template t.jinja does not compile"),
+        "{file}"
+    );
+}
+
+#[test]
+fn deep_recursion_is_an_error_not_a_stack_overflow() {
+    for source in [
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% macro f(n) %}{% for i in [1] %}{% if true %}{% with x = n %}{{ f(x + 1) }}{% endwith %}{% endif %}{% endfor %}{% endmacro %}{{ f(0) }}",
+    ] {
+        let err = render_err(source);
+        assert!(matches!(err, Error::Render { .. } | Error::Limit { .. }), "{err:?}");
+    }
 }
