@@ -409,9 +409,8 @@ fn nested_loops_run_out_of_fuel_quickly() {
     );
     assert!(matches!(err, Error::Limit { .. }), "{err:?}");
     assert!(
-        err.to_string().starts_with(
-            "the model's chat template was stopped: it ran more than 2002"
-        ),
+        err.to_string()
+            .starts_with("the model's chat template was stopped: it ran more than 2002"),
         "{err}"
     );
     assert!(
