@@ -75,6 +75,15 @@ const LIST_DOUBLING: &str = "{% set ns = namespace(l=[1]) %}{% for i in range(64
 const OUTPUT_FLOOD: &str =
     "{% for a in range(100000) %}{{ messages[0]['content'] * 1000 }}{% endfor %}";
 const WIDE_INDENT: &str = "{{ 'a\nb'|indent(10000000000) }}";
+/// Found by fuzzing: one repetition of 90 MB, past the fuzz target's memory budget.
+const BIG_REPEAT: &str = "{ {(\"A*{{ 'k*][[1%*'*000010000000}}";
+
+/// Found by fuzzing: minijinja folds constant expressions while compiling, so this asks for
+/// 9 GB before any render (it aborted `mlcli run` and `inspect`).
+fn folded_constant() -> String {
+    let big = "('x' * 99999999)";
+    format!("{{{{ {} }}}}", vec![big; 90].join(" ~ "))
+}
 
 #[test]
 fn hostile_user_templates_stop_with_a_clean_error() {
@@ -87,6 +96,7 @@ fn hostile_user_templates_stop_with_a_clean_error() {
         ("list.jinja", LIST_DOUBLING, "was stopped"),
         ("flood.jinja", OUTPUT_FLOOD, "wrote more than"),
         ("indent.jinja", WIDE_INDENT, "indent width"),
+        ("repeat.jinja", BIG_REPEAT, "wrote more than"),
     ] {
         let t = write(d.path(), name, source.as_bytes());
         let start = Instant::now();
@@ -104,6 +114,41 @@ fn hostile_user_templates_stop_with_a_clean_error() {
         assert!(elapsed < Duration::from_secs(30), "{name}: {elapsed:?}");
         assert!(!stderr.contains("memory allocation"), "{stderr}");
     }
+}
+
+#[test]
+fn a_template_that_folds_into_gigabytes_is_stopped_while_compiling() {
+    let d = tempfile::tempdir().unwrap();
+    let model = write(d.path(), "m.gguf", &tiny_gguf_with(vec![]));
+    let t = write(d.path(), "folded.jinja", folded_constant().as_bytes());
+    let stderr = assert_clean_failure(
+        &mlcli(&[
+            "run",
+            "--chat-template",
+            t.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "hi",
+        ]),
+        &["folded.jinja", "memory while compiling"],
+    );
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+    let evil = write(
+        d.path(),
+        "folded.gguf",
+        &tiny_gguf_with(vec![(
+            "tokenizer.chat_template",
+            Value::Str(folded_constant()),
+        )]),
+    );
+    let m = evil.to_str().unwrap();
+    assert_clean_failure(
+        &mlcli(&["inspect", "--template", m]),
+        &["the model's chat template", "memory while compiling"],
+    );
+    assert_clean_failure(
+        &mlcli(&["run", m, "hi"]),
+        &["chat template was stopped", "memory while compiling"],
+    );
 }
 
 #[test]

@@ -57,6 +57,19 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The bounds for compiling a template of `source_bytes` bytes (memory and time: minijinja
+    /// folds constant expressions such as `'x' * 99999999` while compiling).
+    pub fn for_source(source_bytes: usize) -> Self {
+        Limits {
+            fuel: BASE_FUEL,
+            output_bytes: BASE_OUTPUT,
+            memory_bytes: BASE_MEMORY.saturating_add(MEMORY_PER_BYTE.saturating_mul(source_bytes)),
+            time: TIME,
+        }
+    }
+}
+
 thread_local! {
     /// The output bound of the render on this thread (0: none) and what it wrote so far; a
     /// render has a thread of its own, so these are per render.

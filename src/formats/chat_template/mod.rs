@@ -99,18 +99,18 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// Rendering went past one of its [`Limits`]: a loop without end, a string doubled until
-    /// it fills memory. Templates are code from the model file, so their cost is bounded.
+    /// Compiling or rendering went past one of its [`Limits`]: a loop without end, a string
+    /// doubled until it fills memory. Templates are code from the model file, so their cost
+    /// is bounded.
     #[error(
-        "{origin} was stopped: it {what}, the bound for a conversation of {messages} message(s); a chat template that needs more is broken or hostile (--chat-template replaces it)"
+        "{origin} was stopped: it {what}; a chat template that needs more is broken or hostile (--chat-template replaces it)"
     )]
     Limit {
         /// Where the template came from.
         origin: Origin,
-        /// What it went past (`ran more than 2000000 instructions`).
+        /// What it went past, and when (`ran more than 2000000 instructions, the bound for a
+        /// conversation of 3 messages`).
         what: String,
-        /// Messages in the conversation (the bounds grow with it).
-        messages: usize,
     },
 }
 
@@ -176,26 +176,49 @@ impl ChatTemplate {
         Self::with_origin(source, origin)
     }
 
-    /// Compiles `source`, which came from `origin` (named in every error).
+    /// Compiles `source`, which came from `origin` (named in every error), within
+    /// [`Limits::for_source`].
     pub fn with_origin(source: &str, origin: Origin) -> Result<Self, Error> {
-        Self::with_clock(source, origin, system_clock)
+        Self::compile(source, origin, &Limits::for_source(source.len()))
     }
 
-    /// Like [`ChatTemplate::with_origin`], with `strftime_now` reading time from `clock`.
-    fn with_clock(source: &str, origin: Origin, clock: fn() -> Duration) -> Result<Self, Error> {
-        let mut env = environment(clock);
-        if let Err(err) = env.add_template_owned(NAME, rewrite_generation_tags(source)) {
-            return Err(Error::Syntax {
+    /// Compiles `source` within the memory and time of `limits`: minijinja folds constant
+    /// expressions while compiling, so `'x' * 99999999 ~ ...` allocates before any render.
+    pub fn compile(source: &str, origin: Origin, limits: &Limits) -> Result<Self, Error> {
+        Self::build(source, origin, limits, system_clock)
+    }
+
+    /// [`ChatTemplate::compile`] with `strftime_now` reading time from `clock`.
+    fn build(
+        source: &str,
+        origin: Origin,
+        limits: &Limits,
+        clock: fn() -> Duration,
+    ) -> Result<Self, Error> {
+        let text = rewrite_generation_tags(source);
+        let compiled = bounded(limits, move || {
+            let mut env = environment(clock);
+            env.add_template_owned(NAME, text).map(|()| env)
+        });
+        match compiled {
+            Ok(Ok(env)) => Ok(ChatTemplate {
+                source: source.to_owned(),
+                origin,
+                env: Arc::new(env),
+            }),
+            Ok(Err(err)) => Err(Error::Syntax {
                 origin,
                 line: err.line(),
                 message: describe(&err),
-            });
+            }),
+            Err(stop) => Err(stop.error(origin, limits, "while compiling")),
         }
-        Ok(ChatTemplate {
-            source: source.to_owned(),
-            origin,
-            env: Arc::new(env),
-        })
+    }
+
+    /// Like [`ChatTemplate::with_origin`], with `strftime_now` reading time from `clock`.
+    #[cfg(test)]
+    fn with_clock(source: &str, origin: Origin, clock: fn() -> Duration) -> Result<Self, Error> {
+        Self::build(source, origin, &Limits::for_source(source.len()), clock)
     }
 
     /// The template text as given to [`ChatTemplate::new`].
@@ -237,69 +260,16 @@ impl ChatTemplate {
             eos_token: opts.eos_token.to_owned(),
             limits,
         };
-        let limit = |what: String| Error::Limit {
-            origin: self.origin.clone(),
-            what,
-            messages: messages.len(),
-        };
-        let spent = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&spent);
-        let (tx, rx) = mpsc::sync_channel(1);
-        let spawned = std::thread::Builder::new()
-            .name("chat-template".into())
-            .stack_size(RENDER_STACK)
-            .spawn(move || {
-                budget::enter(job.limits.memory_bytes, &flag);
-                let result = job.run();
-                budget::leave();
-                let _ = tx.send(result);
-            });
-        let thread = match spawned {
-            Ok(thread) => thread,
-            Err(e) => {
-                return Err(Error::Render {
-                    origin: self.origin.clone(),
-                    line: None,
-                    message: format!("cannot start the rendering thread: {e}"),
-                })
-            }
-        };
-        let start = Instant::now();
-        loop {
-            match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(result) => {
-                    // It has sent its last word: wait for it to end, so that no thread
-                    // outlives a render but one that spent its budget or its time.
-                    let _ = thread.join();
-                    return result.map_err(|err| self.error(&err, messages.len(), &limits));
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if spent.load(Ordering::SeqCst) {
-                        return Err(limit(format!(
-                            "held more than {} MiB of memory",
-                            limits.memory_bytes >> 20
-                        )));
-                    }
-                    if start.elapsed() > limits.time {
-                        return Err(limit(format!(
-                            "ran for more than {} s",
-                            limits.time.as_secs()
-                        )));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Render {
-                        origin: self.origin.clone(),
-                        line: None,
-                        message: "the rendering thread stopped without an answer".into(),
-                    })
-                }
-            }
+        let during = format!("rendering a conversation of {} message(s)", messages.len());
+        match bounded(&limits, move || job.run()) {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(err)) => Err(self.error(&err, &during, &limits)),
+            Err(stop) => Err(stop.error(self.origin.clone(), &limits, &during)),
         }
     }
 
-    /// Our error for minijinja's `err`.
-    fn error(&self, err: &minijinja::Error, messages: usize, limits: &Limits) -> Error {
+    /// Our error for minijinja's `err`, raised `during` a render.
+    fn error(&self, err: &minijinja::Error, during: &str, limits: &Limits) -> Error {
         let origin = self.origin.clone();
         if let Some(message) = find_source::<Raised>(err).map(|r| r.0.clone()) {
             return Error::Raised {
@@ -310,21 +280,89 @@ impl ChatTemplate {
         if let Some(what) = find_source::<limits::Spent>(err).map(|s| s.0.clone()) {
             return Error::Limit {
                 origin,
-                what,
-                messages,
+                what: format!("{what} {during}"),
             };
         }
         if err.kind() == ErrorKind::OutOfFuel {
             return Error::Limit {
                 origin,
-                what: format!("ran more than {} instructions", limits.fuel),
-                messages,
+                what: format!("ran more than {} instructions {during}", limits.fuel),
             };
         }
         Error::Render {
             origin,
             line: err.line(),
             message: describe(err),
+        }
+    }
+}
+
+/// Why [`bounded`] work did not finish.
+enum Stop {
+    /// Its thread spent its memory budget and was left parked.
+    Memory,
+    /// It ran out of time (its thread is left to finish on its own).
+    Time,
+    /// Its thread ended without an answer (a panic).
+    Lost,
+}
+
+impl Stop {
+    fn error(self, origin: Origin, limits: &Limits, during: &str) -> Error {
+        let what = match self {
+            Stop::Memory => format!(
+                "held more than {} MiB of memory {during}",
+                limits.memory_bytes >> 20
+            ),
+            Stop::Time => format!("ran for more than {} s {during}", limits.time.as_secs()),
+            Stop::Lost => {
+                return Error::Render {
+                    origin,
+                    line: None,
+                    message: format!("the thread {during} stopped without an answer"),
+                }
+            }
+        };
+        Error::Limit { origin, what }
+    }
+}
+
+/// Runs `work` on a thread of its own under the memory budget and time of `limits` (see
+/// [`BudgetAllocator`]). A thread that spends its budget stays parked; any other is joined
+/// before this returns, so that no thread outlives its work otherwise.
+fn bounded<T: Send + 'static>(
+    limits: &Limits,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stop> {
+    let memory = limits.memory_bytes;
+    let spent = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&spent);
+    let (tx, rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("chat-template".into())
+        .stack_size(RENDER_STACK)
+        .spawn(move || {
+            budget::enter(memory, &flag);
+            let result = work();
+            budget::leave();
+            let _ = tx.send(result);
+        })
+        .map_err(|_| Stop::Lost)?;
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(result) => {
+                let _ = thread.join();
+                return Ok(result);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if spent.load(Ordering::SeqCst) => {
+                return Err(Stop::Memory)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() > limits.time => {
+                return Err(Stop::Time)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Stop::Lost),
         }
     }
 }

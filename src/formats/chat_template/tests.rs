@@ -429,7 +429,8 @@ fn output_is_bounded_captured_or_not() {
     ] {
         let err = render_err(source);
         assert!(
-            matches!(&err, Error::Limit { what, .. } if what.starts_with("wrote more than")),
+            matches!(&err, Error::Limit { what, .. } if what.starts_with("wrote more than")
+                && what.ends_with("rendering a conversation of 1 message(s)")),
             "{source}: {err:?}"
         );
     }
