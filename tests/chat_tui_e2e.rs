@@ -90,6 +90,21 @@ impl Tmux {
     }
 }
 
+/// The pid of a child process of `parent` (read from /proc, which every Linux CI has).
+fn child_of(parent: &str) -> String {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .find_map(|stat| {
+            // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid = rest.split_whitespace().nth(1)?;
+            (ppid == parent).then(|| head.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -216,19 +231,16 @@ fn a_killed_chat_restores_the_terminal() {
         ));
         t.wait_for("the chat screen", |s| s.contains(IDLE), 60);
         assert_eq!(t.pane("alternate_on"), "1");
-        let pid = Command::new("pgrep")
-            .args(["-P", &shell])
-            .output()
-            .expect("pgrep");
-        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+        let pid = child_of(&shell);
         assert!(
             !pid.is_empty(),
             "mlcli's pid not found under the shell {shell}"
         );
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
+        // The shell's builtin kill: no procps needed.
+        let ok = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {pid}")])
             .status()
-            .expect("kill")
+            .expect("sh")
             .success();
         assert!(ok, "kill -{signal} {pid}");
         t.wait_for(
