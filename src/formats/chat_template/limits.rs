@@ -1,5 +1,5 @@
-//! What one render of a chat template may spend: instructions (minijinja's fuel), output bytes,
-//! memory (through [`super::budget`]) and wall-clock time. Every bound grows with the
+//! What compiling and rendering a chat template may spend: instructions (minijinja's fuel),
+//! output bytes, memory (through [`super::budget`]) and wall-clock time. Every bound grows with the
 //! conversation, so real templates render conversations of any length that fits a context
 //! window, while a template that loops or doubles without end stops with a clean error.
 
@@ -22,8 +22,8 @@ pub struct Limits {
     pub time: Duration,
 }
 
-/// Fuel for any conversation. Real templates spend 100–600 instructions per message (measured
-/// on the shipped and tested templates), so this is thousands of turns.
+/// Fuel for any conversation. The shipped and tested real templates render 2,001 messages
+/// within a tenth of the bound (a unit test checks it), so this is thousands of turns.
 const BASE_FUEL: u64 = 2_000_000;
 /// Fuel per message and per input byte, for the conversations longer than that.
 const FUEL_PER_MESSAGE: u64 = 2_000;
@@ -55,9 +55,7 @@ impl Limits {
             time: TIME,
         }
     }
-}
 
-impl Limits {
     /// The bounds for compiling a template of `source_bytes` bytes (memory and time: minijinja
     /// folds constant expressions such as `'x' * 99999999` while compiling).
     pub fn for_source(source_bytes: usize) -> Self {
