@@ -173,7 +173,7 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
             args.new.display()
         )));
     }
-    println!("{}", c.to_markdown("old", "new"));
+    crate::cli::print_stdout(c.to_markdown("old", "new") + "\n")?;
     gate(&c, args.max_regress.as_deref())
 }
 

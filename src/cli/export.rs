@@ -62,6 +62,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.files.len(),
         start.elapsed().as_secs_f64()
     );
-    println!("{}", args.out.display());
+    crate::cli::print_stdout(format!("{}\n", args.out.display()))?;
     Ok(())
 }

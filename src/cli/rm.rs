@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let removed = store.remove(model).map_err(crate::Error::from)?;
         if !args.json {
             for p in &removed.removed {
-                println!("removed {}", p.display());
+                crate::cli::print_stdout(format!("removed {}\n", p.display()))?;
             }
             eprintln!("mlcli: {model}: freed {}", HumanBytes(removed.freed));
         }
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::cli::print_stdout(serde_json::to_string_pretty(&report)? + "\n")?;
     }
     Ok(())
 }
