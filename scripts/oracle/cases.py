@@ -238,4 +238,28 @@ CASES = [
                        attention_multiplier=0.0078125, logits_scaling=8.0,
                        tie_word_embeddings=True),
     },
+    {
+        "name": "smollm3-nope",
+        "family": "smollm3",
+        "model_type": "smollm3",
+        "architecture": "SmolLM3ForCausalLM",
+        "features": "NoPE on every 4th layer (layer 3 of 4, no_rope_layer_interval's default), "
+                    "GQA, tied output, RoPE base 2e6 (the class default)",
+        "seed": 17,
+        "config": tiny(num_hidden_layers=4, tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "smollm3-nope-list-window",
+        "family": "smollm3",
+        "model_type": "smollm3",
+        "architecture": "SmolLM3ForCausalLM",
+        "features": "no_rope_layers [1, 0, 1] with use_sliding_window: the NoPE layer 1 sees "
+                    "a window of 5 (shorter than the 12 tokens), attention_bias, untied output",
+        "gguf_skip": "llama.cpp has the NoPE layers of smollm3 fixed at every 4th and no "
+                     "window; its converter writes neither",
+        "seed": 18,
+        "config": tiny(num_hidden_layers=3, no_rope_layers=[1, 0, 1], use_sliding_window=True,
+                       sliding_window=5, attention_bias=True, tie_word_embeddings=False,
+                       pad_token_id=0),
+    },
 ]
