@@ -262,4 +262,43 @@ CASES = [
                        sliding_window=5, attention_bias=True, tie_word_embeddings=False,
                        pad_token_id=0),
     },
+    {
+        "name": "olmo3-sliding",
+        "family": "olmo3",
+        "model_type": "olmo3",
+        "architecture": "Olmo3ForCausalLM",
+        "features": "post-norm blocks, q/k RMSNorm over the whole projection, 3 sliding + 1 "
+                    "full layers (layer_types' default), window 5 (shorter than the 12 tokens), "
+                    "YaRN on the full layer only, GQA, untied output",
+        "seed": 19,
+        "config": tiny(num_hidden_layers=4, sliding_window=5, tie_word_embeddings=False,
+                       pad_token_id=0,
+                       rope_parameters={
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                              "factor": 4.0,
+                                              "original_max_position_embeddings": 64}}),
+    },
+    {
+        "name": "olmo3-layer-types-bias",
+        "family": "olmo3",
+        "model_type": "olmo3",
+        "architecture": "Olmo3ForCausalLM",
+        "features": "layer_types out of the 3:1 order (full, sliding, sliding), window 4, "
+                    "attention_bias, tied output",
+        "seed": 20,
+        "config": tiny(num_hidden_layers=3, sliding_window=4, attention_bias=True,
+                       layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "olmo2-post-norm",
+        "family": "olmo3",
+        "model_type": "olmo2",
+        "architecture": "Olmo2ForCausalLM",
+        "features": "OLMo 2: post-norm blocks and whole-projection q/k norm with no window, "
+                    "untied output",
+        "seed": 21,
+        "config": tiny(tie_word_embeddings=False, pad_token_id=0),
+    },
 ]

@@ -20,6 +20,7 @@ pub mod hf_class;
 pub mod layers;
 pub mod llama;
 pub mod mixtral;
+pub mod olmo3;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
@@ -274,6 +275,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &phi3::SPEC,
     &granite::SPEC,
     &smollm3::SPEC,
+    &olmo3::SPEC,
 ];
 
 /// The registered family with id `id`.
