@@ -301,4 +301,31 @@ CASES = [
         "seed": 21,
         "config": tiny(tie_word_embeddings=False, pad_token_id=0),
     },
+    {
+        "name": "lfm2-hybrid",
+        "family": "lfm2",
+        "model_type": "lfm2",
+        "architecture": "Lfm2ForCausalLM",
+        "features": "short-convolution blocks (3 taps, state across the 12 tokens) around one "
+                    "attention block (q/k layernorm, GQA), the MLP width adjusted (2/3 of 96, "
+                    "multiple of 32), tied output",
+        "seed": 22,
+        "config": tiny(num_hidden_layers=4, norm_eps=1e-5, conv_L_cache=3, block_multiple_of=32,
+                       layer_types=["conv", "full_attention", "conv", "conv"],
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "lfm2-conv-bias",
+        "family": "lfm2",
+        "model_type": "lfm2",
+        "architecture": "Lfm2ForCausalLM",
+        "features": "conv_bias (in_proj, conv and out_proj biases), 4 taps, full_attn_idxs "
+                    "[1, 2], block_ffn_dim_multiplier 1.5, untied output",
+        "gguf_skip": "llama.cpp's converter fails on conv_bias (it squeezes the 1-D conv bias "
+                     "as if it were the kernel), and llama.cpp's graph has no convolution biases",
+        "seed": 23,
+        "config": tiny(num_hidden_layers=3, norm_eps=1e-5, conv_L_cache=4, conv_bias=True,
+                       full_attn_idxs=[1, 2], block_multiple_of=32, block_ffn_dim_multiplier=1.5,
+                       tie_word_embeddings=False, pad_token_id=0),
+    },
 ]

@@ -18,6 +18,7 @@ pub mod gemma3;
 pub mod granite;
 pub mod hf_class;
 pub mod layers;
+pub mod lfm2;
 pub mod llama;
 pub mod mixtral;
 pub mod olmo3;
@@ -276,6 +277,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &granite::SPEC,
     &smollm3::SPEC,
     &olmo3::SPEC,
+    &lfm2::SPEC,
 ];
 
 /// The registered family with id `id`.

@@ -54,6 +54,30 @@ pub struct Options {
     /// The Q/K RMSNorm of [`Config::qk_norm`] spans the whole projection (`heads × head_dim`
     /// weights, OLMo 2/3) rather than each head.
     pub qk_norm_whole: bool,
+    /// The leaf names of the output projection and the Q/K norms.
+    pub names: Names,
+}
+
+/// Leaf names, under the layer's prefix, of the tensors whose names differ between families
+/// (the Q/K/V projections are `q_proj`, `k_proj`, `v_proj` everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The output projection (`o_proj`).
+    pub o: &'static str,
+    /// The query norm (`q_norm`).
+    pub q_norm: &'static str,
+    /// The key norm (`k_norm`).
+    pub k_norm: &'static str,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            o: "o_proj",
+            q_norm: "q_norm",
+            k_norm: "k_norm",
+        }
+    }
 }
 
 /// One attention layer's weights.
@@ -102,9 +126,9 @@ impl Attention {
                 cfg.qkv_bias,
                 cfg.fused_qkv,
             )?,
-            o: Linear::load(&vb.pp("o_proj"), q_dim, h, cfg.o_bias)?,
-            q_norm: norm("q_norm", q_dim)?,
-            k_norm: norm("k_norm", kv_dim)?,
+            o: Linear::load(&vb.pp(opts.names.o), q_dim, h, cfg.o_bias)?,
+            q_norm: norm(opts.names.q_norm, q_dim)?,
+            k_norm: norm(opts.names.k_norm, kv_dim)?,
             cfg: cfg.clone(),
             opts,
         })
