@@ -217,7 +217,7 @@ fn nan_in_config_json_is_refused_by_both_as_invalid_json() {
 fn a_multimodal_checkpoint_is_judged_by_its_text_model_as_run_loads_it() {
     // The oracle's Gemma 3 multimodal checkpoint has no tokenizer.json: both stop there, not
     // at the architecture (inspect used to call Gemma3ForConditionalGeneration unsupported).
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oracle/gemma3-multimodal");
+    let dir = mlcli::models::testing::oracle_fixtures().join("gemma3-multimodal");
     agree(&dir, &["tokenizer.json"]);
     let out = Command::new(env!("CARGO_BIN_EXE_mlcli"))
         .args(["inspect", "--json"])

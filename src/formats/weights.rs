@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -286,9 +286,32 @@ impl<'a> Weights<'a> {
     }
 
     /// Drops the loaded copy of `name` kept for later lookups (its memory is freed once the
-    /// last user lets go), for a tensor whose data now lives elsewhere (stacked with others).
+    /// last user lets go), for a tensor whose data now lives elsewhere (stacked with others);
+    /// a mapped GGUF tensor's pages leave the resident set.
     fn forget(&self, name: &str) {
-        self.loaded.borrow_mut().remove(&self.stored_name(name));
+        let stored = self.stored_name(name);
+        self.loaded.borrow_mut().remove(&stored);
+        if let Source::Gguf { gguf, .. } = &self.source {
+            gguf.release(&stored);
+        }
+    }
+
+    /// The `n` experts stacked in GGUF tensor `name`, each checked against `shape`.
+    fn split(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<QTensor>> {
+        let Source::Gguf { gguf, .. } = &self.source else {
+            return Err(Error::Internal("stacked experts are a GGUF layout".into()));
+        };
+        let stored = self.stored_name(name);
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
+        }
+        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+        if let Some(found) = gguf.tensor_shape(&stored) {
+            check_shape(name, &found, &stacked_shape)?;
+        }
+        let parts = gguf.tensor_split(&stored, n, &self.device)?;
+        self.consumed.borrow_mut().insert(stored);
+        Ok(parts)
     }
 
     /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
@@ -463,17 +486,10 @@ impl<'w, 'a> Vb<'w, 'a> {
                 .map(|e| self.pp("experts").pp(e).pp(leaf).matmul("weight", shape))
                 .collect();
         }
-        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
-        let stacked = self.qtensor(&format!("experts.*.{leaf}.weight"), &stacked_shape)?;
-        let data = stacked.data()?;
-        let per = data.len() / n.max(1);
-        (0..n)
-            .map(|e| {
-                let bytes = std::borrow::Cow::Borrowed(&data[e * per..(e + 1) * per]);
-                let storage = QStorage::from_data(bytes, &w.device, stacked.dtype())?;
-                let q = QTensor::new(storage, shape.to_vec())?;
-                Ok(QMatMul::from_arc(Arc::new(q))?)
-            })
+        let name = self.name(&format!("experts.*.{leaf}.weight"));
+        w.split(&name, n, shape)?
+            .into_iter()
+            .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
             .collect()
     }
 
