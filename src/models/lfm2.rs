@@ -29,8 +29,9 @@ use super::layers::rope::Rope;
 use super::layers::short_conv::{self, ShortConv};
 use super::rope_config::RopeConfig;
 use super::values::{self, refuse_gguf, Accepted, GgufRefusal};
-use super::TinyConfig;
-use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks};
+use super::{
+    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;

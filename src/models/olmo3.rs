@@ -27,8 +27,9 @@ use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
 use super::rope_config::{RopeConfig, RopeScaling};
 use super::values::{self, refuse_gguf, refuse_hf, HfRefusal};
-use super::TinyConfig;
-use super::{CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks};
+use super::{
+    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+};
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;

@@ -213,6 +213,54 @@ mod tests {
         assert_eq!(c.sliding_window, None);
     }
 
+    /// The tiny model's safetensors with a NoPE middle layer under a window of 3: token-by-token
+    /// decode equals one prefill (the registry's tiny SmolLM3 has 3 layers, so its GGUF has no
+    /// NoPE layer: llama.cpp's period is 4).
+    #[test]
+    fn nope_and_window_layers_decode_as_they_prefill() {
+        use crate::formats::weights::Precision;
+        use candle_core::{DType, Device};
+        let dir = tempfile::tempdir().unwrap();
+        let hf_dir = dir.path().join("hf");
+        crate::models::testing::write_tiny_hf(&SPEC, &hf_dir, 9).unwrap();
+        let path = hf_dir.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        c["no_rope_layers"] = serde_json::json!([1, 0, 1]);
+        c["use_sliding_window"] = serde_json::json!(true);
+        c["sliding_window"] = serde_json::json!(3);
+        std::fs::write(&path, c.to_string()).unwrap();
+        let h = HfConfig::from_file(&path).unwrap();
+        let files = [hf_dir.join("model.safetensors")];
+        let precision = Precision {
+            dtype: DType::F32,
+            quant: None,
+        };
+        let m = crate::models::load_safetensors(&h, &files, precision, &Device::Cpu).unwrap();
+        assert_eq!(m.cache_layout()[1], crate::models::LayerKind::Window(3));
+        let tokens = [5u32, 17, 99, 3, 64, 127, 0, 42, 42, 8];
+        let run = |chunks: &[&[u32]]| -> Vec<f32> {
+            let mut cache = crate::models::new_cache(m.as_ref(), 32).unwrap();
+            let mut last = Vec::new();
+            for c in chunks {
+                last = crate::models::step(m.as_ref(), c, &Device::Cpu, &mut cache, None)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+            }
+            last
+        };
+        let full = run(&[&tokens]);
+        let singles: Vec<&[u32]> = tokens.chunks(1).collect();
+        let steps = run(&singles);
+        let scale = full.iter().fold(1f32, |a, x| a.max(x.abs()));
+        let max = full
+            .iter()
+            .zip(&steps)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(max <= 1e-4 * scale, "max |Δ| {max} (scale {scale})");
+    }
+
     #[test]
     fn bad_nope_lists_are_refused_naming_the_key() {
         let short = "\"no_rope_layers\": [1, 0]";
