@@ -176,7 +176,14 @@ impl Config {
         let n_heads = g.usize(&k("attention.head_count"))?;
         let n_layers = g.usize(&k("block_count"))?;
         let kv = per_layer(g, &k("attention.head_count_kv"), n_layers)?;
-        let n_kv_heads = uniform_kv(&kv, &k("attention.head_count_kv"))?;
+        let n_kv_heads = uniform_kv(&kv).map_err(|found| {
+            values::refused(
+                &g.path().display().to_string(),
+                &k("attention.head_count_kv"),
+                found,
+                "one KV head count for every attention layer (0 for a convolution)",
+            )
+        })?;
         let head_dim = hidden / n_heads.max(1);
         for key in ["attention.key_length", "attention.value_length"] {
             if let Some(d) = g.opt(&k(key), Gguf::usize)?.filter(|&d| d != head_dim) {
@@ -403,17 +410,15 @@ fn count(v: &Value) -> Option<usize> {
     usize::try_from(n).ok()
 }
 
-/// The one KV head count of the attention layers (0 marks a convolution).
-fn uniform_kv(kv: &[usize], key: &str) -> Result<usize> {
+/// The one KV head count of the attention layers (0 marks a convolution); `Err` holds the
+/// counts, for the refusal.
+fn uniform_kv(kv: &[usize]) -> std::result::Result<usize, String> {
     let mut heads = kv.iter().copied().filter(|&n| n > 0);
     let first = heads.next().unwrap_or(1);
-    if heads.any(|n| n != first) {
-        return Err(Error::UnsupportedConfig(format!(
-            "{key} = {kv:?}: attention layers with different KV head counts are not \
-             supported; supported: one count for every attention layer"
-        )));
+    match heads.any(|n| n != first) {
+        true => Err(format!("{kv:?}")),
+        false => Ok(first),
     }
-    Ok(first)
 }
 
 /// A block's mixer.

@@ -53,6 +53,15 @@ const ATTENTION: [bool; 4] = [false, true, false, false];
 
 /// Writes a tiny hybrid LFM2 GGUF (f32 or `dtype` matrices) with the tiny tokenizer.
 fn write_hybrid(path: &std::path::Path, dtype: GgmlDType) {
+    write_hybrid_with(path, dtype, |_| {});
+}
+
+/// [`write_hybrid`] with the metadata changed by `edit`.
+fn write_hybrid_with(
+    path: &std::path::Path,
+    dtype: GgmlDType,
+    edit: impl FnOnce(&mut testing::Meta),
+) {
     let mut rng = Rng::new(5);
     let d = synthetic::Dims {
         layers: ATTENTION.len(),
@@ -72,6 +81,7 @@ fn write_hybrid(path: &std::path::Path, dtype: GgmlDType) {
         gguf_file::Value::Array(kv.to_vec()),
     );
     meta.extend(testing::tiny_tokenizer_metadata());
+    edit(&mut meta);
     let (h, q, kvd) = (HIDDEN, HIDDEN, KV_HEADS * HIDDEN / HEADS);
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
         ("token_embd.weight".into(), vec![VOCAB, h]),
@@ -153,6 +163,41 @@ fn assert_close(what: &str, a: &[f32], b: &[f32]) {
     let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
     let max = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(max <= 1e-4 * scale, "{what}: max |Δ| {max} (scale {scale})");
+}
+
+#[test]
+fn gguf_layer_kinds_come_from_the_per_layer_kv_heads_and_odd_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lfm2.gguf");
+    let read = |edit: &dyn Fn(&mut testing::Meta)| {
+        write_hybrid_with(&path, GgmlDType::F32, edit);
+        Config::from_gguf(&Gguf::open(&path).unwrap())
+    };
+    let c = read(&|_| {}).unwrap();
+    assert_eq!(
+        (c.attention.as_slice(), c.dims.n_kv_heads),
+        (&ATTENTION[..], KV_HEADS)
+    );
+    let kv = |counts: [u32; 4]| {
+        move |m: &mut testing::Meta| {
+            let v = counts.map(gguf_file::Value::U32).to_vec();
+            testing::set_meta(
+                m,
+                "lfm2.attention.head_count_kv",
+                gguf_file::Value::Array(v),
+            );
+        }
+    };
+    let e = read(&kv([0, 2, 0, 1])).unwrap_err().to_string();
+    assert!(
+        e.contains("lfm2.attention.head_count_kv = [0, 2, 0, 1]"),
+        "{e}"
+    );
+    let window = |m: &mut testing::Meta| {
+        testing::set_meta(m, "lfm2.attention.sliding_window", gguf_file::Value::U32(8));
+    };
+    let e = read(&window).unwrap_err().to_string();
+    assert!(e.contains("sliding_window"), "{e}");
 }
 
 #[test]
