@@ -16,7 +16,6 @@
 //! which transformers' LFM2 lacks) is refused.
 //! References: HF `modular_lfm2.py`, llama.cpp `src/models/lfm2.cpp`.
 
-use candle_core::quantized::gguf_file::Value;
 use candle_core::{DType, Tensor};
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
@@ -175,7 +174,7 @@ impl Config {
         let hidden = g.usize(&k("embedding_length"))?;
         let n_heads = g.usize(&k("attention.head_count"))?;
         let n_layers = g.usize(&k("block_count"))?;
-        let kv = per_layer(g, &k("attention.head_count_kv"), n_layers)?;
+        let kv = g.per_layer(&k("attention.head_count_kv"), n_layers)?;
         let n_kv_heads = uniform_kv(&kv).map_err(|found| {
             values::refused(
                 &g.path().display().to_string(),
@@ -369,45 +368,6 @@ fn hf_layer_kinds(h: &HfConfig, n_layers: usize) -> Result<Vec<bool>> {
             Ok((0..n_layers as u64).map(|i| idxs.contains(&i)).collect())
         }
     }
-}
-
-/// A per-layer integer key: an array of one value per block, or one value for all.
-fn per_layer(g: &Gguf, key: &str, n_layers: usize) -> Result<Vec<usize>> {
-    let bad = |found: String| Error::BadMetadata {
-        key: key.to_string(),
-        expected: "an integer, or one integer per block",
-        found,
-    };
-    match g.content().metadata.get(key) {
-        None => Err(Error::MissingMetadata(key.to_string())),
-        Some(Value::Array(items)) => {
-            if items.len() != n_layers {
-                return Err(bad(format!("{} values for {n_layers} blocks", items.len())));
-            }
-            items
-                .iter()
-                .map(|v| count(v).ok_or_else(|| bad(format!("{v:?}"))))
-                .collect()
-        }
-        Some(_) => Ok(vec![g.usize(key)?; n_layers]),
-    }
-}
-
-/// A non-negative integer of any width (llama.cpp's converter writes per-layer counts as
-/// i32).
-fn count(v: &Value) -> Option<usize> {
-    let n: i128 = match v {
-        Value::U8(x) => *x as i128,
-        Value::I8(x) => *x as i128,
-        Value::U16(x) => *x as i128,
-        Value::I16(x) => *x as i128,
-        Value::U32(x) => *x as i128,
-        Value::I32(x) => *x as i128,
-        Value::U64(x) => *x as i128,
-        Value::I64(x) => *x as i128,
-        _ => return None,
-    };
-    usize::try_from(n).ok()
 }
 
 /// The one KV head count of the attention layers (0 marks a convolution); `Err` holds the

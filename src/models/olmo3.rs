@@ -163,7 +163,7 @@ impl Config {
             .filter(|&w| w > 0);
         let sliding = match (
             sliding_window,
-            gguf_bools(g, &k("attention.sliding_window_pattern"))?,
+            g.opt(&k("attention.sliding_window_pattern"), Gguf::bools)?,
         ) {
             (None, _) => vec![false; n_layers],
             (Some(_), Some(p)) if p.len() == n_layers => p,
@@ -294,30 +294,6 @@ impl Config {
             scale_queries: false,
         }
     }
-}
-
-/// A GGUF array of booleans, when present.
-fn gguf_bools(g: &Gguf, key: &str) -> Result<Option<Vec<bool>>> {
-    use candle_core::quantized::gguf_file::Value;
-    let Some(v) = g.content().metadata.get(key) else {
-        return Ok(None);
-    };
-    let bad = || Error::BadMetadata {
-        key: key.to_string(),
-        expected: "an array of booleans",
-        found: format!("{v:?}").chars().take(80).collect(),
-    };
-    let Value::Array(items) = v else {
-        return Err(bad());
-    };
-    items
-        .iter()
-        .map(|i| match i {
-            Value::Bool(b) => Ok(*b),
-            _ => Err(bad()),
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
 }
 
 /// The RoPE of full-attention layers and the base of sliding ones: transformers 5's
