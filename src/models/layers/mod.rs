@@ -1,5 +1,6 @@
 //! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention
-//! (separate or fused QKV), gated MLPs, the sparse mixture of experts and the token embedding.
+//! (separate or fused QKV), gated MLPs, the sparse mixture of experts, the token embedding and
+//! the gated short convolution.
 //! Families compose these; new kinds of layer go here.
 
 pub mod attention;
@@ -10,3 +11,4 @@ pub mod moe;
 pub mod norm;
 pub mod qkv;
 pub mod rope;
+pub mod short_conv;
