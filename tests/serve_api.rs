@@ -493,3 +493,40 @@ fn sigterm_during_a_stream_ends_it_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", s.log());
     assert!(s.log().contains("shutting down"));
 }
+
+/// Whether python3 can import both official clients.
+fn python_has_clients() -> bool {
+    Command::new("python3")
+        .args(["-c", "import openai, anthropic"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_official_python_clients_work_unmodified() {
+    if !python_has_clients() {
+        assert!(
+            std::env::var_os("MLCLI_REQUIRE_SERVE_CLIENTS").is_none(),
+            "MLCLI_REQUIRE_SERVE_CLIENTS is set but python3 cannot import openai and anthropic: \
+             python3 -m pip install openai anthropic"
+        );
+        eprintln!("skipped: python3 cannot import openai and anthropic");
+        return;
+    }
+    let s = Served::start(&[]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/serve_clients.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{}", s.addr))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nserver: {}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    assert!(stdout.contains("anthropic stream: same text"), "{stdout}");
+}
