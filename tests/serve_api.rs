@@ -513,7 +513,7 @@ fn the_official_python_clients_work_unmodified() {
         eprintln!("skipped: python3 cannot import openai, anthropic and jsonschema");
         return;
     }
-    let s = Served::start(&[]);
+    let s = Served::start(&["--chat-template", "chatml"]);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/serve_clients.py");
     let out = Command::new("python3")
@@ -579,4 +579,91 @@ fn json_schema_and_json_object_answers_always_parse() {
     let (status, v, text) = post(&s.addr, "/v1/chat/completions", &bad);
     assert_eq!(status, 400, "{text}");
     assert_eq!(v["error"]["param"], "response_format");
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40},
+                           "unit": {"type": "string", "enum": ["c", "f"]}},
+            "required": ["city", "unit"], "additionalProperties": false}}}])
+}
+
+#[test]
+fn forced_tool_calls_come_back_as_tool_calls_and_results_feed_the_next_turn() {
+    let s = Served::start(&["--chat-template", "chatml"]);
+    let ask = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let body = json!({"messages": ask, "max_tokens": 100, "tools": weather_tool(),
+                      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{text}");
+    assert!(choice["message"]["content"].is_null(), "{text}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        args["city"].is_string() && ["c", "f"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+    assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
+    // Streamed with "required": tool-call deltas, nothing of the call in content.
+    let mut streamed = body.clone();
+    streamed["tool_choice"] = json!("required");
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let chunks: Vec<Value> = events(&text)
+        .into_iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .map(|(_, d)| serde_json::from_str(&d).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!content.contains("tool_call"), "{content}");
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"),
+        "{text}"
+    );
+    // The result goes back as a tool message; the model answers from it.
+    let follow = json!({"messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "{\"temperature\": 21, \"sky\": \"clear\"}"}],
+        "tools": weather_tool(), "max_tokens": 20, "temperature": 0});
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &follow);
+    assert_eq!(status, 200, "{text}");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{text}");
+}
+
+#[test]
+fn tools_for_a_template_without_tools_are_refused_by_name() {
+    let s = Served::start(&[]);
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "tools": weather_tool()});
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(v["error"]["param"], "tools");
+    let named = json!({"messages": [{"role": "user", "content": "Hi"}], "tools": weather_tool(),
+                       "tool_choice": {"type": "function", "function": {"name": "nope"}}});
+    let (status, _, text) = post(&s.addr, "/v1/chat/completions", &named);
+    assert_eq!(status, 400, "{text}");
 }

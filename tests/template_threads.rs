@@ -21,6 +21,7 @@ fn renders_leave_no_thread_behind() {
         add_generation_prompt: true,
         bos_token: "<s>",
         eos_token: "</s>",
+        tools: None,
     };
     let before = threads();
     for _ in 0..200 {

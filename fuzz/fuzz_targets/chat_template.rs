@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         add_generation_prompt: true,
         bos_token: "<s>",
         eos_token: "</s>",
+        tools: None,
     };
     if let Ok(text) = template.render_within(&messages, &opts, LIMITS) {
         assert!(text.len() <= LIMITS.output_bytes);

@@ -354,7 +354,23 @@ impl Engine {
     /// Renders `messages` with the chat template and tokenizes the result (special tokens in
     /// the rendered text are parsed; BOS is added only when the template did not write it).
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.chat_tokens_with_tools(messages, None)
+    }
+
+    /// [`Engine::chat_tokens`] with `tools` (OpenAI's list) given to the template, which must
+    /// take them.
+    pub fn chat_tokens_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>> {
         let template = &self.template;
+        if tools.is_some() && !template.takes_tools() {
+            return Err(Error::InvalidArgument(format!(
+                "{} does not take tools (a template with tool support, e.g. --chat-template chatml, does)",
+                template.origin()
+            )));
+        }
         let piece = |id: Option<u32>| id.and_then(|i| self.tokenizer.piece(i)).unwrap_or("");
         let bos = piece(self.tokenizer.bos_id());
         let text = template.render(
@@ -363,6 +379,7 @@ impl Engine {
                 add_generation_prompt: true,
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
+                tools,
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);

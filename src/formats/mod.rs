@@ -15,5 +15,6 @@ pub mod names;
 pub mod safetensors_header;
 pub mod safetensors_index;
 pub mod tokenizer;
+pub mod tool_calls;
 pub mod untrusted;
 pub mod weights;

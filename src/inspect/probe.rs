@@ -155,6 +155,7 @@ pub fn template(model: &Model) -> Result<Rendered> {
                 add_generation_prompt: true,
                 bos_token: bos.as_deref().unwrap_or(""),
                 eos_token: eos.as_deref().unwrap_or(""),
+                tools: None,
             },
         )?),
         None => None,

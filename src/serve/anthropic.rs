@@ -97,7 +97,7 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params
         generate: params,
         constraint: None,
     };
-    Ok((Prompt::Chat(messages), params, body.stream))
+    Ok((Prompt::Chat(messages, None), params, body.stream))
 }
 
 fn stop_reason(r: StopReason) -> &'static str {

@@ -85,6 +85,7 @@ struct Inner {
     started_at: u64,
     ids: AtomicU64,
     api_key: Option<String>,
+    tool_format: Option<crate::formats::tool_calls::Format>,
 }
 
 /// Seconds since the Unix epoch.
@@ -178,6 +179,11 @@ impl Server {
         &self.0.model_id
     }
 
+    /// The tool-call format the model's chat template teaches, if it takes tools.
+    pub fn tool_format(&self) -> Option<crate::formats::tool_calls::Format> {
+        self.0.tool_format
+    }
+
     /// When the server started (Unix seconds).
     pub fn started_at(&self) -> u64 {
         self.0.started_at
@@ -217,6 +223,7 @@ pub fn run(
         started_at: now(),
         ids: AtomicU64::new(1),
         api_key: opts.api_key.clone(),
+        tool_format: crate::formats::tool_calls::detect(engine.template().source()),
     }));
     let engine_stop = Arc::clone(&stopping);
     let engine_thread = std::thread::Builder::new()

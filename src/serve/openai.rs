@@ -13,6 +13,7 @@ use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
 use crate::engine::grammar::Constraint;
 use crate::engine::{Message, StopReason};
+use crate::formats::tool_calls::{Call, Format};
 
 /// A chat message as clients send it: `content` is a string or a list of parts.
 #[derive(Debug, Deserialize)]
@@ -20,6 +21,12 @@ struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// The body of `POST /v1/chat/completions` (and, with `prompt`, of `/v1/completions`).
@@ -45,6 +52,10 @@ struct Body {
     n: Option<u64>,
     #[serde(default)]
     response_format: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
 }
@@ -118,7 +129,7 @@ pub async fn models(server: Server) -> Response {
 
 async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind: Kind) -> Response {
     let parsed = body.and_then(|b| parse(&server, &b, kind));
-    let (job_prompt, params, stream, include_usage) = match parsed {
+    let (job_prompt, params, stream, include_usage, tools) = match parsed {
         Ok(p) => p,
         Err(e) => return e.respond(Dialect::OpenAi),
     };
@@ -138,6 +149,7 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
         created: super::now(),
         model: server.model_id().to_string(),
         kind,
+        tools,
     };
     if stream {
         streamed(meta, events, include_usage).await
@@ -146,7 +158,89 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
     }
 }
 
-type Parsed = (Prompt, super::worker::Params, bool, bool);
+type Parsed = (Prompt, super::worker::Params, bool, bool, Option<Format>);
+
+/// The tools the template gets (none for `tool_choice: "none"`) and the grammar that forces a
+/// call (`"required"`, or a named function).
+fn tool_choice(
+    server: &Server,
+    body: &Body,
+) -> Result<(Option<Vec<Value>>, Option<Constraint>), ApiError> {
+    let tools = match &body.tools {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            return match body.tool_choice.as_ref().filter(|c| !c.is_null()) {
+                None => Ok((None, None)),
+                Some(c) if c.as_str() == Some("none") || c.as_str() == Some("auto") => {
+                    Ok((None, None))
+                }
+                Some(_) => Err(ApiError::invalid_param(
+                    "tool_choice",
+                    "tool_choice needs tools",
+                )),
+            };
+        }
+    };
+    for (i, t) in tools.iter().enumerate() {
+        let name = t
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str);
+        if t.get("type").and_then(Value::as_str) != Some("function") || name.is_none() {
+            return Err(ApiError::invalid_param(
+                &format!("tools[{i}]"),
+                "each tool is {\"type\": \"function\", \"function\": {\"name\": …, \"parameters\": …}}",
+            ));
+        }
+    }
+    let choice = body.tool_choice.as_ref().filter(|c| !c.is_null());
+    if choice.and_then(Value::as_str) == Some("none") {
+        return Ok((None, None));
+    }
+    let Some(format) = server.tool_format() else {
+        return Err(ApiError::invalid_param(
+            "tools",
+            "this model's chat template takes no tools (serve it with --chat-template chatml \
+             for Hermes-style tool calls)",
+        ));
+    };
+    let named = |c: &Value| {
+        c.get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let forced = match choice {
+        None => None,
+        Some(c) if c.as_str() == Some("auto") => None,
+        Some(c) if c.as_str() == Some("required") => Some(tools.iter().collect::<Vec<_>>()),
+        Some(c) => match named(c) {
+            Some(name) => {
+                let one: Vec<&Value> = tools
+                    .iter()
+                    .filter(|t| t["function"]["name"].as_str() == Some(name.as_str()))
+                    .collect();
+                if one.is_empty() {
+                    return Err(ApiError::invalid_param(
+                        "tool_choice",
+                        format!("no tool named '{name}' among the tools"),
+                    ));
+                }
+                Some(one)
+            }
+            None => {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    "tool_choice is none, auto, required or {\"type\": \"function\", \"function\": {\"name\": …}}",
+                ))
+            }
+        },
+    };
+    Ok((
+        Some(tools.clone()),
+        forced.map(|t| Constraint::Lark(format.grammar(&t))),
+    ))
+}
 
 /// `response_format`: `text` (none), `json_object`, or `json_schema` with its `schema`.
 fn response_format(v: Option<&Value>) -> Result<Option<Constraint>, ApiError> {
@@ -185,7 +279,7 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     if body.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_param("n", "only n = 1 is supported"));
     }
-    let prompt = match kind {
+    let messages = match kind {
         Kind::Chat => {
             if body.messages.is_empty() {
                 return Err(ApiError::invalid_param("messages", "'messages' is empty"));
@@ -194,22 +288,37 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
             for (i, m) in body.messages.iter().enumerate() {
                 let role = match m.role.as_str() {
                     "developer" => "system",
-                    r @ ("system" | "user" | "assistant") => r,
+                    r @ ("system" | "user" | "assistant" | "tool") => r,
                     other => {
                         return Err(ApiError::invalid_param(
                             &format!("messages[{i}].role"),
                             format!(
-                            "role '{other}' is not supported (system, developer, user, assistant)"
+                            "role '{other}' is not supported (system, developer, user, assistant, tool)"
                         ),
                         ))
                     }
                 };
                 let text =
                     request::text_content(m.content.as_ref(), &format!("messages[{i}].content"))?;
-                messages.push(Message::new(role, text));
+                let mut message = Message::new(role, text);
+                if let Some(calls) = m.tool_calls.clone().filter(|c| !c.is_null()) {
+                    message.extra.insert("tool_calls".into(), calls);
+                }
+                if let Some(id) = &m.tool_call_id {
+                    message.extra.insert("tool_call_id".into(), json!(id));
+                }
+                if let Some(name) = &m.name {
+                    message.extra.insert("name".into(), json!(name));
+                }
+                messages.push(message);
             }
-            Prompt::Chat(messages)
+            messages
         }
+        Kind::Completion => Vec::new(),
+    };
+    let (tools, forced) = tool_choice(server, &body)?;
+    let prompt = match kind {
+        Kind::Chat => Prompt::Chat(messages, tools.as_ref().map(|t| Value::Array(t.clone()))),
         Kind::Completion => match &body.prompt {
             Some(Value::String(s)) => Prompt::Text(s.clone()),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
@@ -225,11 +334,19 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     let stop = request::stops(body.stop.as_ref(), "stop")?;
     let params = server.params(&body.sampling, max, stop)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    let format = response_format(body.response_format.as_ref())?;
+    if format.is_some() && forced.is_some() {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "a forced tool call and a response_format cannot both hold the output",
+        ));
+    }
     let params = super::worker::Params {
         generate: params,
-        constraint: response_format(body.response_format.as_ref())?,
+        constraint: forced.or(format),
     };
-    Ok((prompt, params, body.stream, include_usage))
+    let tool_format = tools.as_ref().and(server.tool_format());
+    Ok((prompt, params, body.stream, include_usage, tool_format))
 }
 
 struct Meta {
@@ -237,6 +354,30 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
+    /// The tool-call format to parse replies with, when the request gave tools.
+    tools: Option<Format>,
+}
+
+/// The length of the longest end of `text` that is a proper start of `marker` (text that
+/// may still become the marker, held back).
+fn partial_marker(text: &str, marker: &str) -> usize {
+    (1..marker.len())
+        .rev()
+        .find(|&n| text.ends_with(&marker[..n]))
+        .unwrap_or(0)
+}
+
+/// OpenAI's `tool_calls` for `calls` (arguments as JSON text), with ids unique in the reply.
+fn tool_calls_json(id: &str, calls: &[Call]) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": format!("call_{}_{i}", id.rsplit('-').next().unwrap_or(id)),
+                   "type": "function",
+                   "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+        })
+        .collect()
 }
 
 fn finish_reason(r: StopReason) -> &'static str {
@@ -263,7 +404,20 @@ async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Even
             Event::Text(t) => text.push_str(&t),
             Event::Failed(e) => return e.respond(Dialect::OpenAi),
             Event::Done(f) => {
+                let (content, calls) = match meta.tools {
+                    Some(format) => format.parse(&text),
+                    None => (text.clone(), Vec::new()),
+                };
                 let choice = match meta.kind {
+                    Kind::Chat if !calls.is_empty() => json!({
+                        "index": 0,
+                        "message": {"role": "assistant",
+                                    "content": if content.is_empty() { Value::Null } else { json!(content) },
+                                    "tool_calls": tool_calls_json(&meta.id, &calls),
+                                    "refusal": null},
+                        "logprobs": null,
+                        "finish_reason": "tool_calls",
+                    }),
                     Kind::Chat => json!({
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "refusal": null},
@@ -301,6 +455,7 @@ async fn streamed(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     include_usage: bool,
 ) -> Response {
+    let (tools, call_ids) = (meta.tools, meta.id.clone());
     // Errors found before the first token are answered with a status, not a stream.
     match events.recv().await {
         Some(Event::Started { .. }) => {}
@@ -342,12 +497,48 @@ async fn streamed(
         SseEvent::default().data(c.to_string())
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
+    // With tools, text that may start a call is held back; once a call starts, the rest is
+    // kept and sent as tool-call deltas at the end (never as content).
+    let (mut held, mut capturing) = (String::new(), false);
     let rest = super::events_stream(events).flat_map(move |event| {
         let out: Vec<SseEvent> = match event {
             Event::Started { .. } => Vec::new(),
-            Event::Text(t) => vec![chunk(json!({"content": t}), None, None)],
+            Event::Text(t) => match tools {
+                None => vec![chunk(json!({"content": t}), None, None)],
+                Some(format) => {
+                    held.push_str(&t);
+                    capturing = capturing || held.contains(format.marker());
+                    let keep = if capturing {
+                        held.len()
+                    } else {
+                        partial_marker(&held, format.marker())
+                    };
+                    let emit: String = held.drain(..held.len() - keep).collect();
+                    match emit.is_empty() {
+                        true => Vec::new(),
+                        false => vec![chunk(json!({"content": emit}), None, None)],
+                    }
+                }
+            },
             Event::Done(f) => {
-                let mut v = vec![chunk(json!({}), Some(finish_reason(f.reason)), None)];
+                let mut v = Vec::new();
+                let mut finish = finish_reason(f.reason);
+                if let Some(format) = tools {
+                    let (content, calls) = match capturing {
+                        true => format.parse(&held),
+                        false => (std::mem::take(&mut held), Vec::new()),
+                    };
+                    if !content.is_empty() {
+                        v.push(chunk(json!({"content": content}), None, None));
+                    }
+                    for (i, mut call) in tool_calls_json(&call_ids, &calls).into_iter().enumerate()
+                    {
+                        call["index"] = json!(i);
+                        v.push(chunk(json!({"tool_calls": [call]}), None, None));
+                        finish = "tool_calls";
+                    }
+                }
+                v.push(chunk(json!({}), Some(finish), None));
                 if include_usage {
                     v.push(chunk(json!({}), None, Some(usage(&f))));
                 }

@@ -16,8 +16,8 @@ use crate::engine::{Engine, GenerateParams, Message, StopReason};
 /// What to generate from.
 #[derive(Debug)]
 pub enum Prompt {
-    /// A conversation, rendered with the model's chat template.
-    Chat(Vec<Message>),
+    /// A conversation, rendered with the model's chat template (with the tools it may call).
+    Chat(Vec<Message>, Option<serde_json::Value>),
     /// Raw text (the completions endpoint), BOS as the model says.
     Text(String),
 }
@@ -100,7 +100,7 @@ pub fn run(mut engine: Engine, mut jobs: mpsc::Receiver<Job>, stopping: Arc<Atom
 
 fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
     let tokens = match &job.prompt {
-        Prompt::Chat(messages) => engine.chat_tokens(messages),
+        Prompt::Chat(messages, tools) => engine.chat_tokens_with_tools(messages, tools.as_ref()),
         Prompt::Text(text) => engine.raw_tokens(text, true),
     };
     let tokens = match tokens {

@@ -61,6 +61,20 @@ person = json.loads(structured.choices[0].message.content)
 jsonschema.validate(person, schema)
 print("openai json_schema: valid", person)
 
+weather = {"type": "object",
+           "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+           "required": ["city", "unit"], "additionalProperties": False}
+tooled = oa.chat.completions.create(
+    model="m", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    max_tokens=100,
+    tools=[{"type": "function", "function": {"name": "get_weather", "parameters": weather}}],
+    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+assert tooled.choices[0].finish_reason == "tool_calls", tooled
+call = tooled.choices[0].message.tool_calls[0]
+assert call.function.name == "get_weather", call
+jsonschema.validate(json.loads(call.function.arguments), weather)
+print("openai tool call: valid", call.function.arguments)
+
 an = anthropic.Anthropic(base_url=base, api_key="unused")
 msg = an.messages.create(model="m", max_tokens=10, system="Answer briefly.",
                          messages=[{"role": "user", "content": "Hi"}],

@@ -60,6 +60,7 @@ mod tests {
                 add_generation_prompt: true,
                 bos_token: "<s>",
                 eos_token: "</s>",
+                tools: None,
             },
         )
         .unwrap()

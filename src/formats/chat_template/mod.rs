@@ -134,6 +134,10 @@ pub struct Message {
     pub role: String,
     /// What they say.
     pub content: String,
+    /// Anything else a template reads: an assistant turn's `tool_calls`, a tool result's
+    /// `tool_call_id` and `name` (empty for plain messages).
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Message {
@@ -142,6 +146,7 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct RenderOptions<'a> {
     pub bos_token: &'a str,
     /// The tokenizer's EOS token text (`""` when it has none).
     pub eos_token: &'a str,
+    /// The tools the model may call (OpenAI's `tools` list), for templates that take them.
+    pub tools: Option<&'a serde_json::Value>,
 }
 
 /// A compiled chat template; compile once, render from any thread.
@@ -240,13 +247,19 @@ impl ChatTemplate {
         &self.origin
     }
 
+    /// Whether the template reads the `tools` variable (so tool definitions reach the model).
+    pub fn takes_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
     /// Renders `messages` into the prompt text, as `apply_chat_template(tokenize=False)` does,
     /// within the [`Limits`] for this conversation.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, Error> {
         let input = messages
             .iter()
-            .map(|m| m.role.len() + m.content.len())
+            .map(|m| m.role.len() + m.content.len() + json_len(&m.extra))
             .sum::<usize>()
+            + opts.tools.map_or(0, |t| t.to_string().len())
             + opts.bos_token.len()
             + opts.eos_token.len();
         self.render_within(messages, opts, Limits::for_input(messages.len(), input))
@@ -267,6 +280,7 @@ impl ChatTemplate {
             add_generation_prompt: opts.add_generation_prompt,
             bos_token: opts.bos_token.to_owned(),
             eos_token: opts.eos_token.to_owned(),
+            tools: opts.tools.cloned(),
             limits,
         };
         let during = format!("rendering a conversation of {} message(s)", messages.len());
@@ -303,6 +317,15 @@ impl ChatTemplate {
             line: err.line(),
             message: describe(err),
         }
+    }
+}
+
+/// Bytes of `extra` as JSON (for the render's input size).
+fn json_len(extra: &serde_json::Map<String, serde_json::Value>) -> usize {
+    if extra.is_empty() {
+        0
+    } else {
+        serde_json::Value::Object(extra.clone()).to_string().len()
     }
 }
 
@@ -383,6 +406,7 @@ struct Job {
     add_generation_prompt: bool,
     bos_token: String,
     eos_token: String,
+    tools: Option<serde_json::Value>,
     limits: Limits,
 }
 
@@ -393,7 +417,7 @@ impl Job {
             add_generation_prompt => self.add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
-            tools => Value::from(()),
+            tools => self.tools.as_ref().map_or(Value::from(()), Value::from_serialize),
             documents => Value::from(()),
         };
         // Fuel is a setting of the environment; a clone shares the compiled template.

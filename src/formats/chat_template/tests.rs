@@ -159,6 +159,7 @@ fn render(source: &str, messages: &[Message], add_generation_prompt: bool) -> St
         add_generation_prompt,
         bos_token: "<s>",
         eos_token: "</s>",
+        tools: None,
     };
     let template = ChatTemplate::with_clock(source, Origin::Unnamed, fixed_clock).unwrap();
     template.render(messages, &opts).unwrap()
@@ -374,6 +375,7 @@ const OPTS: RenderOptions = RenderOptions {
     add_generation_prompt: true,
     bos_token: "<s>",
     eos_token: "</s>",
+    tools: None,
 };
 
 #[test]

@@ -1,0 +1,205 @@
+//! Tool calls in a model's text, in the formats chat templates teach: Hermes/Qwen
+//! (`<tool_call>{"name", "arguments"}</tool_call>`, any number), Mistral
+//! (`[TOOL_CALLS][{"name", "arguments"}, …]`) and Llama 3 (a bare `{"name", "parameters"}`
+//! object, optionally after `<|python_tag|>`). Which one a model uses is read from its
+//! template; each format gives the marker that starts a call (so streamed text can be held
+//! back before it) and a grammar that forces a call to one of the tools.
+
+use serde_json::{json, Value};
+
+/// A tool-call format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`, repeated.
+    Hermes,
+    /// `[TOOL_CALLS][{"name": …, "arguments": {…}}, …]`.
+    Mistral,
+    /// `{"name": …, "parameters": {…}}`, optionally after `<|python_tag|>`.
+    Llama3,
+}
+
+/// One call parsed from the text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments (a JSON object).
+    pub arguments: Value,
+}
+
+/// The format a chat template teaches, from its source (none: the template takes no tools
+/// or uses a format not known here).
+pub fn detect(template: &str) -> Option<Format> {
+    if !template.contains("tools") {
+        return None;
+    }
+    if template.contains("<tool_call>") {
+        Some(Format::Hermes)
+    } else if template.contains("[TOOL_CALLS]") {
+        Some(Format::Mistral)
+    } else if template.contains("<|start_header_id|>") && template.contains("parameters") {
+        Some(Format::Llama3)
+    } else {
+        None
+    }
+}
+
+impl Format {
+    /// Text that starts a call: streamed text that could begin with it is held back.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Format::Hermes => "<tool_call>",
+            Format::Mistral => "[TOOL_CALLS]",
+            Format::Llama3 => "{\"name\"",
+        }
+    }
+
+    /// Splits `text` into the reply's content and its tool calls (none when it has none or
+    /// they do not parse: then all of it is content).
+    pub fn parse(self, text: &str) -> (String, Vec<Call>) {
+        let whole = || (text.to_string(), Vec::new());
+        match self {
+            Format::Hermes => {
+                let mut content = String::new();
+                let mut calls = Vec::new();
+                let mut rest = text;
+                while let Some(start) = rest.find("<tool_call>") {
+                    content.push_str(&rest[..start]);
+                    let after = &rest[start + "<tool_call>".len()..];
+                    let (body, next) = match after.find("</tool_call>") {
+                        Some(end) => (&after[..end], &after[end + "</tool_call>".len()..]),
+                        None => (after, ""),
+                    };
+                    match call(body.trim(), "arguments") {
+                        Some(c) => calls.push(c),
+                        None => return whole(),
+                    }
+                    rest = next;
+                }
+                content.push_str(rest);
+                (content.trim().to_string(), calls)
+            }
+            Format::Mistral => {
+                let Some(at) = text.find("[TOOL_CALLS]") else {
+                    return whole();
+                };
+                let list = text[at + "[TOOL_CALLS]".len()..].trim();
+                let Ok(Value::Array(items)) = serde_json::from_str::<Value>(list) else {
+                    return whole();
+                };
+                let calls: Option<Vec<Call>> = items
+                    .iter()
+                    .map(|i| call(&i.to_string(), "arguments"))
+                    .collect();
+                match calls {
+                    Some(c) if !c.is_empty() => (text[..at].trim().to_string(), c),
+                    _ => whole(),
+                }
+            }
+            Format::Llama3 => {
+                let body = text.trim();
+                let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim();
+                match call(body, "parameters").or_else(|| call(body, "arguments")) {
+                    Some(c) => (String::new(), vec![c]),
+                    None => whole(),
+                }
+            }
+        }
+    }
+
+    /// A Lark grammar (llguidance's dialect) for one call to one of `tools` (OpenAI's list:
+    /// `{"type": "function", "function": {"name", "parameters"}}`), its arguments valid
+    /// against the tool's parameter schema.
+    pub fn grammar(self, tools: &[&Value]) -> String {
+        let key = match self {
+            Format::Llama3 => "parameters",
+            Format::Hermes | Format::Mistral => "arguments",
+        };
+        let one: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let f = t.get("function").unwrap_or(t);
+                let params = f
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                json!({"type": "object",
+                       "properties": {"name": {"const": f.get("name").cloned().unwrap_or(Value::Null)},
+                                      key: params},
+                       "required": ["name", key],
+                       "additionalProperties": false})
+            })
+            .collect();
+        let schema = match one.as_slice() {
+            [single] => single.clone(),
+            _ => json!({"anyOf": one}),
+        };
+        let (open, close) = match self {
+            Format::Hermes => ("<tool_call>\\n", "\\n</tool_call>"),
+            Format::Mistral => ("[TOOL_CALLS][", "]"),
+            Format::Llama3 => ("", ""),
+        };
+        format!("start: \"{open}\" call \"{close}\"\ncall: %json {schema}\n")
+            .replace("start: \"\" call \"\"", "start: call")
+    }
+}
+
+/// A call from a JSON object with `name` and the arguments under `key`.
+fn call(body: &str, key: &str) -> Option<Call> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let name = v.get("name")?.as_str()?.to_string();
+    let arguments = match v.get(key)? {
+        // Some models write the arguments as a JSON string.
+        Value::String(s) => serde_json::from_str(s).ok()?,
+        other => other.clone(),
+    };
+    arguments.is_object().then_some(Call { name, arguments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hermes_calls_are_split_from_the_content() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>";
+        let (content, calls) = Format::Hermes.parse(text);
+        assert_eq!(content, "Let me check.");
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].name, "weather");
+        assert_eq!(calls[0].arguments["city"], "Paris");
+        // Not a call after all: everything stays content.
+        let (content, calls) = Format::Hermes.parse("<tool_call> nope");
+        assert_eq!((content.as_str(), calls.len()), ("<tool_call> nope", 0));
+    }
+
+    #[test]
+    fn mistral_and_llama3_calls_parse() {
+        let (c, calls) =
+            Format::Mistral.parse("[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"x\": 1}}]");
+        assert_eq!((c.as_str(), calls[0].name.as_str()), ("", "f"));
+        let (_, calls) = Format::Llama3
+            .parse("<|python_tag|>{\"name\": \"f\", \"parameters\": \"{\\\"x\\\": 2}\"}");
+        assert_eq!(calls[0].arguments["x"], 2);
+        let (c, calls) = Format::Llama3.parse("Paris is the capital.");
+        assert_eq!((c.as_str(), calls.len()), ("Paris is the capital.", 0));
+    }
+
+    #[test]
+    fn formats_are_read_from_templates() {
+        assert_eq!(
+            detect("{% if tools %}<tool_call>{% endif %}"),
+            Some(Format::Hermes)
+        );
+        assert_eq!(
+            detect("{% if tools %}[TOOL_CALLS]{% endif %}"),
+            Some(Format::Mistral)
+        );
+        assert_eq!(detect("<tool_call> without the variable"), None);
+        let g = Format::Hermes.grammar(&[&json!({"type": "function", "function": {"name": "f"}})]);
+        assert!(g.starts_with("start: \"<tool_call>\\n\" call"), "{g}");
+        assert!(Format::Llama3
+            .grammar(&[&json!({"name": "f"})])
+            .starts_with("start: call\n"));
+    }
+}
