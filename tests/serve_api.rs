@@ -667,3 +667,38 @@ fn tools_for_a_template_without_tools_are_refused_by_name() {
     let (status, _, text) = post(&s.addr, "/v1/chat/completions", &named);
     assert_eq!(status, 400, "{text}");
 }
+
+#[test]
+fn bench_endpoint_measures_a_server_at_each_concurrency() {
+    let s = Served::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_mlcli"))
+        .args(["bench", "--endpoint", &format!("http://{}", s.addr)])
+        .args([
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--concurrency",
+            "1,2",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for (r, c) in reports.iter().zip([1, 2]) {
+        assert_eq!(r["concurrency"], c);
+        assert_eq!(r["requests"], c);
+        assert!(r["aggregate_tok_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ttft_ms"][0].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Each request generated its full 4 tokens (ignore_eos): a warm-up per level, then 1 + 2.
+    let log = s.wait_for_log("request 5 ");
+    assert_eq!(log.matches(", 4 generated").count(), 5, "{log}");
+}

@@ -5,6 +5,7 @@
 //! [`synthetic`]). The vocabulary and columns are llama-bench's, so figures compare directly.
 
 pub mod compare;
+pub mod endpoint;
 pub mod memory;
 pub mod presets;
 pub mod record;

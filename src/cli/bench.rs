@@ -133,6 +133,28 @@ pub struct RunArgs {
     /// With --baseline: exit with status 1 when a row got slower than that (e.g. 5%).
     #[arg(long, value_name = "PERCENT", requires = "baseline")]
     pub max_regress: Option<String>,
+    /// Measure an OpenAI-compatible server at this URL instead of a model (ours, llama-server,
+    /// Ollama, vLLM …): streamed completions of -p words and -n tokens, -r per client.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["models", "synthetic"])]
+    pub endpoint: Option<String>,
+    /// With --endpoint: clients at once (a list sweeps).
+    #[arg(long, value_name = "LIST", default_value = "1", requires = "endpoint")]
+    pub concurrency: Vec<String>,
+    /// With --endpoint: the request's `model` field.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "endpoint"
+    )]
+    pub endpoint_model: String,
+    /// With --endpoint: the key to send (`Authorization: Bearer`); also MLCLI_API_KEY.
+    #[arg(long, env = "MLCLI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// With --endpoint: do not send `ignore_eos` (for servers that refuse it; replies may
+    /// then end early).
+    #[arg(long, requires = "endpoint")]
+    pub no_ignore_eos: bool,
     /// Internal: run as the child process for one thread count, writing JSON Lines.
     #[arg(long, hide = true)]
     pub child_threads: Option<usize>,
@@ -175,6 +197,45 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<()> {
     }
     crate::cli::print_stdout(c.to_markdown("old", "new") + "\n")?;
     gate(&c, args.max_regress.as_deref())
+}
+
+/// `bench --endpoint`: one row per concurrency level.
+fn run_endpoint(a: &RunArgs, url: &str) -> anyhow::Result<()> {
+    let single = |list: &[String], flag: &str| -> anyhow::Result<usize> {
+        let values = sweep::parse_lists(flag, list).map_err(usage)?;
+        match values.as_slice() {
+            [v] if *v > 0 => Ok(*v),
+            _ => Err(usage(format!("{flag}: one positive value with --endpoint"))),
+        }
+    };
+    let load = crate::bench::endpoint::Load {
+        url: url.to_string(),
+        model: a.endpoint_model.clone(),
+        api_key: a.api_key.clone(),
+        prompt_words: single(&a.n_prompt, "-p")?,
+        max_tokens: single(&a.n_gen, "-n")?,
+        ignore_eos: !a.no_ignore_eos,
+        concurrency: 1,
+        requests: a.repetitions.max(1),
+    };
+    let levels = sweep::parse_lists("--concurrency", &a.concurrency).map_err(usage)?;
+    let mut reports = Vec::new();
+    for c in levels {
+        if c == 0 {
+            bail!(usage("--concurrency: at least 1"));
+        }
+        eprintln!("bench: {url} with {c} client(s) at once");
+        let load = crate::bench::endpoint::Load {
+            concurrency: c,
+            ..load.clone()
+        };
+        reports.push(crate::bench::endpoint::measure(&load)?);
+    }
+    let text = match a.output {
+        Format::Json | Format::Jsonl => serde_json::to_string_pretty(&reports)? + "\n",
+        _ => crate::bench::endpoint::markdown(url, &load, &reports),
+    };
+    crate::cli::print_stdout(text)
 }
 
 /// Fails with [`Regression`] when `max_regress` is set and a pair is slower than it allows.
@@ -245,6 +306,9 @@ fn sources(a: &RunArgs) -> anyhow::Result<Vec<Source>> {
 }
 
 fn run_bench(a: RunArgs) -> anyhow::Result<()> {
+    if let Some(url) = &a.endpoint {
+        return run_endpoint(&a, url);
+    }
     if a.synthetic.iter().any(|s| s == "list") {
         return print_presets();
     }

@@ -56,6 +56,9 @@ struct Body {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    /// llama-server's and vLLM's extension: keep generating past end-of-generation tokens.
+    #[serde(default)]
+    ignore_eos: bool,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
 }
@@ -332,7 +335,8 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     };
     let max = body.max_completion_tokens.or(body.max_tokens);
     let stop = request::stops(body.stop.as_ref(), "stop")?;
-    let params = server.params(&body.sampling, max, stop)?;
+    let mut params = server.params(&body.sampling, max, stop)?;
+    params.ignore_eos = body.ignore_eos;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let format = response_format(body.response_format.as_ref())?;
     if format.is_some() && forced.is_some() {
