@@ -18,6 +18,11 @@ BASE = {
 }
 
 
+# A prompt longer than the gated delta rule's chunk of 64 tokens (Qwen3.5), so that state
+# carried from one chunk into the next is checked; ids spread over the tiny vocabulary.
+LONG_TOKENS = [1] + [(37 * i + 11) % 125 + 3 for i in range(79)]
+
+
 def tiny(**over):
     c = dict(BASE)
     c.update(over)
@@ -237,5 +242,55 @@ CASES = [
         "config": tiny(embedding_multiplier=12.0, residual_multiplier=0.22,
                        attention_multiplier=0.0078125, logits_scaling=8.0,
                        tie_word_embeddings=True),
+    },
+    {
+        "name": "qwen3_5-hybrid",
+        "family": "qwen3_5",
+        "model_type": "qwen3_5_text",
+        "architecture": "Qwen3_5ForCausalLM",
+        "features": "gated DeltaNet layers (2 key heads over 4 value heads, conv kernel 4) "
+                    "between gated full-attention layers (q/k norm, partial RoPE 0.25 of "
+                    "head_dim 32), (1 + w) norms, untied output, 80 tokens (two delta-rule "
+                    "chunks), slow decay so state crosses the chunk boundary; config.json declares one "
+                    "multi-token-prediction layer (the GGUF counts it as a block, without weights)",
+        "seed": 17,
+        "tokens": LONG_TOKENS,
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(num_hidden_layers=4, head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "full_attention",
+                                    "linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, tie_word_embeddings=False,
+                       mtp_num_hidden_layers=1,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25,
+                                        "mrope_section": [2, 1, 1],
+                                        "mrope_interleaved": True}),
+    },
+    {
+        "name": "qwen3_5-moe",
+        "family": "qwen3_5_moe",
+        "model_type": "qwen3_5_moe_text",
+        "architecture": "Qwen3_5MoeForCausalLM",
+        "features": "the hybrid Qwen3.5 stack with MoE (8 experts, top-2, renormalized) and a "
+                    "sigmoid-gated shared expert, tied output, 80 tokens",
+        "seed": 18,
+        # transformers' Qwen3.5 tokenizer adds <|endoftext|> after the made-up vocabulary, which
+        # the converter's GPT-2 path (Qwen MoE) requires inside vocab_size: leave it one id.
+        "bpe_vocab": 127,
+        "tokens": LONG_TOKENS,
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(num_hidden_layers=4, head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "linear_attention",
+                                    "linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2,
+                       moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                       mtp_num_hidden_layers=1,
+                       tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25}),
     },
 ]

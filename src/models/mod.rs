@@ -23,6 +23,8 @@ pub mod mixtral;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_5;
+pub mod qwen3_5_moe;
 pub mod qwen3_moe;
 pub mod recipe;
 pub mod rope_config;
@@ -271,6 +273,8 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &mixtral::SPEC,
     &phi3::SPEC,
     &granite::SPEC,
+    &qwen3_5::SPEC,
+    &qwen3_5_moe::SPEC,
 ];
 
 /// The registered family with id `id`.
