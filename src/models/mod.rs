@@ -182,6 +182,11 @@ pub struct Quirks {
     pub norm_unit_offset: bool,
     /// llama.cpp's converter folds that `1 + w` into the stored norm weights.
     pub gguf_norm_unit_offset_folded: bool,
+    /// llama.cpp's Gated DeltaNet conversion (Qwen3.5, Qwen3-Next): `ssm_a` holds
+    /// `-exp(A_log)`, the convolution is stored without its middle axis, the DeltaNet's
+    /// gated output norm is not unit-offset (nor folded), value heads are tiled over key
+    /// heads, and `partial_rotary_factor` is `rope.dimension_count` over the head width.
+    pub gguf_delta_net: bool,
 }
 
 impl Quirks {
@@ -190,6 +195,7 @@ impl Quirks {
         gguf_qk_permuted: false,
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
+        gguf_delta_net: false,
     };
 }
 

@@ -53,13 +53,44 @@ pub static SPEC: FamilySpec = FamilySpec {
     quirks: QUIRKS,
     default_template: "chatml",
     hf_model_type: "qwen3_5_text",
-    hf_config_keys: &[],
+    hf_config_keys: CONFIG_KEYS,
     hf_config_defaults: &[],
     load: |vb, src| Ok(Box::new(Model::load(vb, &config(src, false)?, &SPEC)?)),
     check: |src| config(src, false).map(drop),
     tiny: TinyConfig {
-        block_tensors: &[],
-        metadata: &[],
+        block_tensors: &[
+            "attn_norm.weight",
+            "attn_q.weight",
+            "attn_q_norm.weight",
+            "attn_k.weight",
+            "attn_k_norm.weight",
+            "attn_v.weight",
+            "attn_output.weight",
+            "attn_qkv.weight",
+            "attn_gate.weight",
+            "ssm_beta.weight",
+            "ssm_alpha.weight",
+            "ssm_conv1d.weight",
+            "ssm_a",
+            "ssm_dt.bias",
+            "ssm_norm.weight",
+            "ssm_out.weight",
+            "post_attention_norm.weight",
+            "ffn_gate.weight",
+            "ffn_up.weight",
+            "ffn_down.weight",
+        ],
+        metadata: &[
+            ("attention.key_length", 32),
+            ("attention.value_length", 32),
+            ("rope.dimension_count", 8),
+            ("full_attention_interval", 2),
+            ("ssm.conv_kernel", 4),
+            ("ssm.state_size", 16),
+            ("ssm.group_count", 4),
+            ("ssm.time_step_rank", 4),
+            ("ssm.inner_size", 64),
+        ],
         fused_gate_up: false,
     },
 };
@@ -68,8 +99,20 @@ pub static SPEC: FamilySpec = FamilySpec {
 pub const QUIRKS: Quirks = Quirks {
     norm_unit_offset: true,
     gguf_norm_unit_offset_folded: true,
+    gguf_delta_net: true,
     ..Quirks::NONE
 };
+
+/// `config.json` keys of the DeltaNet layers, as llama.cpp's converter writes them (it
+/// assumes value heads as wide as key heads).
+pub const CONFIG_KEYS: &[NamePair] = &[
+    ("linear_conv_kernel_dim", "ssm.conv_kernel"),
+    ("linear_key_head_dim", "ssm.state_size"),
+    ("linear_value_head_dim", "ssm.state_size"),
+    ("linear_num_key_heads", "ssm.group_count"),
+    ("linear_num_value_heads", "ssm.time_step_rank"),
+    ("full_attention_interval", "full_attention_interval"),
+];
 
 /// Name rows beyond the common table: the DeltaNet's tensors, the post-attention norm and the
 /// shared expert.
@@ -409,7 +452,7 @@ fn hf_recurrent(h: &HfConfig, n_layers: usize) -> Result<Vec<bool>> {
 
 /// Which layers are DeltaNet layers in a GGUF: `attention.recurrent_layers`, else every layer
 /// but each `full_attention_interval`-th (4), as llama.cpp reads them.
-fn gguf_recurrent(g: &Gguf, arch: &str, n_layers: usize) -> Result<Vec<bool>> {
+pub fn gguf_recurrent(g: &Gguf, arch: &str, n_layers: usize) -> Result<Vec<bool>> {
     use candle_core::quantized::gguf_file::Value;
     let key = format!("{arch}.attention.recurrent_layers");
     if let Some(Value::Array(items)) = g.content().metadata.get(&key) {
