@@ -198,7 +198,9 @@ fn delta_net_config(gguf: &Gguf, arch: &str, c: &mut Map<String, Json>) -> Resul
             gguf.path().display()
         )));
     }
-    let mtp = gguf.opt(&k("nextn_predict_layers"), Gguf::usize)?.unwrap_or(0);
+    let mtp = gguf
+        .opt(&k("nextn_predict_layers"), Gguf::usize)?
+        .unwrap_or(0);
     let n_layers = gguf.usize(&k("block_count"))?.saturating_sub(mtp);
     c.insert("num_hidden_layers".into(), json!(n_layers));
     let types: Vec<&str> = models::qwen3_5::gguf_recurrent(gguf, arch, n_layers)?

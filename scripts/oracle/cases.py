@@ -293,4 +293,34 @@ CASES = [
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                         "partial_rotary_factor": 0.25}),
     },
+    {
+        "name": "qwen3_5-multimodal",
+        "family": "qwen3_5",
+        "model_type": "qwen3_5",
+        "architecture": "Qwen3_5ForConditionalGeneration",
+        "auto_class": "AutoModelForImageTextToText",
+        "features": "a multimodal checkpoint: the hybrid text model inside text_config (value "
+                    "heads as many as key heads, tied output) beside a vision tower that is "
+                    "not used",
+        "seed": 19,
+        "bpe_vocab": 127,  # as for qwen3_5-moe
+        "param_offsets": {"A_log": -3.0},
+        "config": {
+            "text_config": tiny(head_dim=32, max_position_embeddings=128,
+                                layer_types=["linear_attention", "full_attention"],
+                                linear_num_key_heads=2, linear_num_value_heads=2,
+                                linear_key_head_dim=16, linear_value_head_dim=16,
+                                linear_conv_kernel_dim=4, tie_word_embeddings=True,
+                                mtp_num_hidden_layers=1,
+                                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                 "partial_rotary_factor": 0.25,
+                                                 "mrope_section": [2, 1, 1],
+                                                 "mrope_interleaved": True}),
+            "vision_config": {"depth": 1, "hidden_size": 32, "intermediate_size": 64,
+                              "num_heads": 2, "out_hidden_size": 64, "patch_size": 14,
+                              "num_position_embeddings": 16},
+            "image_token_id": 127, "video_token_id": 126, "vision_start_token_id": 124,
+            "vision_end_token_id": 125, "tie_word_embeddings": True,
+        },
+    },
 ]

@@ -108,14 +108,18 @@ def convert(converter: Path, out: Path, name: str) -> None:
 
 
 def make_case(case: dict, out: Path, converter: Path) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    import transformers
+    from transformers import AutoConfig
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
     config = AutoConfig.for_model(case["model_type"], **case["config"])
     config.architectures = [case["architecture"]]
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                             attn_implementation="eager")
+    # The auto class that builds the checkpoint's architecture (a case's `auto_class`: e.g.
+    # the image-text one for a multimodal architecture AutoModelForCausalLM maps to its text
+    # model).
+    auto = getattr(transformers, case.get("auto_class", "AutoModelForCausalLM"))
+    model = auto.from_config(config, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     randomize(model, case["seed"], case.get("param_offsets"))
     tokens = case.get("tokens", TOKENS)
@@ -138,7 +142,6 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
         convert(converter, out, case["name"])
     for name in tokenizer_files:
         (out / name).unlink()
-    import transformers
     record = {
         "case": case["name"],
         "family": case["family"],

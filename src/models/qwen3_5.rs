@@ -41,7 +41,6 @@ use crate::formats::names::NamePair;
 use crate::formats::weights::{Vb, WeightFormat};
 use crate::{Error, Result};
 
-
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
     id: "qwen3_5",
@@ -420,7 +419,9 @@ impl Config {
 fn hf_recurrent(h: &HfConfig, n_layers: usize) -> Result<Vec<bool>> {
     let Some(v) = h.get("layer_types") else {
         let every = h.opt_usize("full_attention_interval")?.unwrap_or(4).max(1);
-        return Ok((0..n_layers).map(|i| !(i + 1).is_multiple_of(every)).collect());
+        return Ok((0..n_layers)
+            .map(|i| !(i + 1).is_multiple_of(every))
+            .collect());
     };
     let bad = |why: String| Error::MalformedConfig {
         file: h.origin().to_string(),
@@ -478,7 +479,9 @@ pub fn gguf_recurrent(g: &Gguf, arch: &str, n_layers: usize) -> Result<Vec<bool>
         .opt(&format!("{arch}.full_attention_interval"), Gguf::usize)?
         .unwrap_or(4)
         .max(1);
-    Ok((0..n_layers).map(|i| !(i + 1).is_multiple_of(every)).collect())
+    Ok((0..n_layers)
+        .map(|i| !(i + 1).is_multiple_of(every))
+        .collect())
 }
 
 /// A block's token mixer.

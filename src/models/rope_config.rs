@@ -323,7 +323,8 @@ impl RopeConfig {
             "original_max_position_embeddings",
         ];
         for key in o.map().keys() {
-            let neutral = NEUTRAL.contains(&key.as_str()) || p.allow.neutral.contains(&key.as_str());
+            let neutral =
+                NEUTRAL.contains(&key.as_str()) || p.allow.neutral.contains(&key.as_str());
             if !neutral && !keys.contains(&key.as_str()) {
                 let allowed: Vec<&str> = keys.to_vec();
                 return Err(unsupported(

@@ -344,7 +344,10 @@ pub fn recurrent(inp: &Inputs, state: &mut [f32]) -> Vec<f32> {
         let mut delta = vec![0f32; dv];
         for (t, o) in out.chunks_mut(dv).enumerate() {
             let at = t * hn + h;
-            let (q, k) = (&inp.q[at * dk..(at + 1) * dk], &inp.k[at * dk..(at + 1) * dk]);
+            let (q, k) = (
+                &inp.q[at * dk..(at + 1) * dk],
+                &inp.k[at * dk..(at + 1) * dk],
+            );
             let v = &inp.v[at * dv..(at + 1) * dv];
             let (decay, beta) = (inp.g[at].exp(), inp.beta[at]);
             s.iter_mut().for_each(|x| *x *= decay);
@@ -466,31 +469,42 @@ mod tests {
     }
 
     fn normed(x: Vec<f32>, d: usize) -> Vec<f32> {
-        x.chunks(d).flat_map(|r| l2_normed(r, 1.0).collect::<Vec<_>>()).collect()
+        x.chunks(d)
+            .flat_map(|r| l2_normed(r, 1.0).collect::<Vec<_>>())
+            .collect()
     }
 
     /// Random inputs for `l` positions of 3 heads (dk 8, dv 5).
-    fn inputs(l: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn inputs(l: usize) -> [Vec<f32>; 5] {
         let (h, dk, dv) = (3, 8, 5);
         let q = normed(values(l * h * dk, 1), dk);
         let k = normed(values(l * h * dk, 2), dk);
         let v = values(l * h * dv, 3);
-        let g = values(l * h, 4).iter().map(|x| -0.05 - 0.1 * x.abs()).collect();
-        let beta = values(l * h, 5).iter().map(|x| 0.5 + 0.4 * x.tanh()).collect();
-        (q, k, v, g, beta)
+        let g = values(l * h, 4)
+            .iter()
+            .map(|x| -0.05 - 0.1 * x.abs())
+            .collect();
+        let beta = values(l * h, 5)
+            .iter()
+            .map(|x| 0.5 + 0.4 * x.tanh())
+            .collect();
+        [q, k, v, g, beta]
     }
 
     fn close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{what}: {x} vs {y}"
+            );
         }
     }
 
     #[test]
     fn chunked_delta_rule_equals_the_recurrent_form_across_chunks() {
         let l = 150; // two full chunks of 64 and a partial one
-        let (q, k, v, g, beta) = inputs(l);
+        let [q, k, v, g, beta] = inputs(l);
         let inp = Inputs {
             q: &q,
             k: &k,
@@ -510,7 +524,11 @@ mod tests {
         // Chunks of any length agree too (here 7: many boundaries).
         let mut s3 = vec![0f32; s1.len()];
         let mut s4 = vec![0f32; s1.len()];
-        close(&chunked(&inp, &mut s3, 7), &recurrent(&inp, &mut s4), "chunks of 7");
+        close(
+            &chunked(&inp, &mut s3, 7),
+            &recurrent(&inp, &mut s4),
+            "chunks of 7",
+        );
     }
 
     #[test]

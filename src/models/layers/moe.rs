@@ -214,7 +214,13 @@ impl SharedExpert {
     /// (one row) under `vb` (the block's prefix, e.g. `mlp`).
     pub fn load(vb: &Vb, hidden: usize, ffn: usize) -> Result<Self> {
         Ok(Self {
-            mlp: Mlp::load(&vb.pp("shared_expert"), hidden, ffn, Activation::Silu, false)?,
+            mlp: Mlp::load(
+                &vb.pp("shared_expert"),
+                hidden,
+                ffn,
+                Activation::Silu,
+                false,
+            )?,
             gate: Linear::load_f32(&vb.pp("shared_expert_gate"), hidden, 1)?,
         })
     }
