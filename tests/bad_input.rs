@@ -278,3 +278,11 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_malformed_reference_is_named_once() {
+    let out = mlcli(Path::new("nosuch/../x"));
+    assert_clean_failure(&out, &["'nosuch/../x' is not a model reference"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("nosuch/../x").count(), 1, "{stderr}");
+}

@@ -110,7 +110,8 @@ fn hostile_user_templates_stop_with_a_clean_error() {
             "hi",
         ]);
         let elapsed = start.elapsed();
-        let stderr = assert_clean_failure(&out, &[needle, "chat template was stopped"]);
+        let stderr = assert_clean_failure(&out, &[needle, "--chat-template template was stopped"]);
+        assert!(!stderr.contains("replaces it"), "{stderr}");
         assert!(elapsed < Duration::from_secs(30), "{name}: {elapsed:?}");
         assert!(!stderr.contains("memory allocation"), "{stderr}");
     }

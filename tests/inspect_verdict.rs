@@ -1,14 +1,19 @@
 //! `inspect`'s verdict agrees with `run`: on tiny models and on hostile copies of them (a RoPE
 //! base or norm epsilon of NaN, 0 or below, an unsupported key, in GGUF metadata and in
 //! `config.json`), `inspect` says "runs with this build" exactly when `run` runs, and when
-//! `run` refuses (exit 2, one line naming the key and value), `inspect` gives the same reason.
+//! `run` refuses (exit 2, one line naming the key and value), `inspect` gives the same reason;
+//! likewise for a missing, misshapen, badly typed or left-over tensor (inspect loads the
+//! weights as `run` does, without reading their data).
 //! Runs the real binary.
 
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::GgmlDType;
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
 use mlcli::models::{llama, testing};
 use serde_json::json;
 
@@ -217,7 +222,7 @@ fn nan_in_config_json_is_refused_by_both_as_invalid_json() {
 fn a_multimodal_checkpoint_is_judged_by_its_text_model_as_run_loads_it() {
     // The oracle's Gemma 3 multimodal checkpoint has no tokenizer.json: both stop there, not
     // at the architecture (inspect used to call Gemma3ForConditionalGeneration unsupported).
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oracle/gemma3-multimodal");
+    let dir = mlcli::models::testing::oracle_fixtures().join("gemma3-multimodal");
     agree(&dir, &["tokenizer.json"]);
     let out = Command::new(env!("CARGO_BIN_EXE_mlcli"))
         .args(["inspect", "--json"])
@@ -226,4 +231,96 @@ fn a_multimodal_checkpoint_is_judged_by_its_text_model_as_run_loads_it() {
         .expect("mlcli runs");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["summary"]["support"]["family"], "gemma3", "{v}");
+}
+
+/// Rewrites the GGUF at `path` through `edit` on its tensors (metadata kept).
+fn edit_gguf_tensors(path: &Path, edit: impl FnOnce(&mut Vec<(String, QTensor)>)) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|n| (n.clone(), content.tensor(&mut f, n, &Device::Cpu).unwrap()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut tensors);
+    let metadata: Vec<(&str, &Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut out, &metadata, &refs).unwrap();
+}
+
+#[test]
+fn missing_misshapen_or_left_over_gguf_tensors_fail_both_alike() {
+    let d = tempfile::tempdir().unwrap();
+    let tiny = |name: &str| {
+        let p = d.path().join(name);
+        testing::write_tiny_gguf_with(&llama::SPEC, &p, 1, GgmlDType::Q8_0, None, |_| {}).unwrap();
+        p
+    };
+    agree(&tiny("whole.gguf"), &[]);
+    let missing = tiny("missing.gguf");
+    edit_gguf_tensors(&missing, |t| {
+        t.retain(|(n, _)| n != "blk.1.ffn_down.weight")
+    });
+    agree(&missing, &["missing tensor", "blk.1.ffn_down.weight"]);
+    let misshapen = tiny("misshapen.gguf");
+    edit_gguf_tensors(&misshapen, |t| {
+        let i = t
+            .iter()
+            .position(|(n, _)| n == "blk.0.ffn_up.weight")
+            .unwrap();
+        let dense = t[i].1.dequantize(&Device::Cpu).unwrap();
+        let k = dense.dim(1).unwrap();
+        // A fresh tensor: candle quantizes a narrowed view's whole storage.
+        let rows = dense.narrow(0, 0, 32).unwrap().flatten_all().unwrap();
+        let cut = Tensor::from_vec(rows.to_vec1::<f32>().unwrap(), (32, k), &Device::Cpu).unwrap();
+        t[i].1 = QTensor::quantize(&cut, GgmlDType::Q8_0).unwrap();
+    });
+    agree(
+        &misshapen,
+        &[
+            "layers.0.mlp.up_proj.weight",
+            "expected shape [96, 64], found [32, 64]",
+        ],
+    );
+    let extra = tiny("extra.gguf");
+    edit_gguf_tensors(&extra, |t| {
+        let norm = t.iter().find(|(n, _)| n == "output_norm.weight").unwrap();
+        let copy = QTensor::quantize(&norm.1.dequantize(&Device::Cpu).unwrap(), GgmlDType::F32);
+        t.push(("blk.0.surprise.weight".into(), copy.unwrap()));
+    });
+    agree(&extra, &["blk.0.surprise.weight"]);
+}
+
+#[test]
+fn missing_misshapen_or_badly_typed_safetensors_fail_both_alike() {
+    let d = tempfile::tempdir().unwrap();
+    let edit = |name: &str, f: &dyn Fn(&mut HashMap<String, Tensor>)| {
+        let dir = checkpoint(d.path(), name, |_| {});
+        let p = dir.join("model.safetensors");
+        let mut t = candle_core::safetensors::load(&p, &Device::Cpu).unwrap();
+        f(&mut t);
+        candle_core::safetensors::save(&t, &p).unwrap();
+        dir
+    };
+    let down = "model.layers.0.mlp.down_proj.weight";
+    let dir = edit("missing", &|t| {
+        t.remove(down);
+    });
+    agree(&dir, &["missing tensor", down]);
+    let dir = edit("misshapen", &|t| {
+        let w = t[down].t().unwrap().contiguous().unwrap();
+        t.insert(down.into(), w);
+    });
+    agree(&dir, &[down, "shape"]);
+    let dir = edit("integer", &|t| {
+        let w = t[down].to_dtype(DType::I64).unwrap();
+        t.insert(down.into(), w);
+    });
+    agree(&dir, &[down, "I64"]);
 }

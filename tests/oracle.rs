@@ -1,5 +1,6 @@
 //! The reference oracle: mlcli's logits against transformers' for tiny random-weight
-//! checkpoints of every family (`tests/data/oracle/<case>/`, made by `scripts/oracle/run.sh`:
+//! checkpoints of every family (one directory per case, made on first use by
+//! `scripts/oracle/run.sh` into mlcli's cache, see `models::testing::oracle_fixtures`:
 //! transformers 5 wrote the safetensors and config.json, llama.cpp's converter the GGUF).
 //! Each case is fed one token at a time (the decode path, against transformers' logits with
 //! its KV cache) and all at once (the prompt path); every position must agree with
@@ -7,7 +8,7 @@
 //! RMS, the same top-1 (unless transformers' top two are closer than our error), and at least
 //! 4 of the top 5.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
@@ -36,7 +37,7 @@ struct Case {
 }
 
 fn oracle_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oracle")
+    models::testing::oracle_fixtures()
 }
 
 fn cases() -> Vec<Case> {
@@ -215,7 +216,7 @@ fn every_family_has_an_oracle_case() {
     for spec in FAMILIES {
         assert!(
             cases.iter().any(|c| c.family == spec.id),
-            "family '{}' has no case in scripts/oracle/cases.py (tests/data/oracle)",
+            "family '{}' has no case in scripts/oracle/cases.py",
             spec.id
         );
     }

@@ -4,12 +4,12 @@ by llama.cpp's own converter, and transformers' logits, one case per feature set
 
     scripts/oracle/make.py [--out DIR] [--check] [CASE ...]
 
-Writes tests/data/oracle/<case>/ (the default --out): config.json and model.safetensors exactly
+Writes <out>/<case>/ (tests/data/oracle/, not committed, by default; the tests use mlcli's cache): config.json and model.safetensors exactly
 as transformers' save_pretrained writes them, model.gguf from convert_hf_to_gguf.py
 (--outtype f16), and oracle.json (the family, the token ids, and transformers' logits at every
 position, from one pass over all tokens and from one token per pass). tests/oracle.rs compares mlcli on both forms against those logits.
 --check regenerates into a temporary directory and fails unless every file is byte-identical
-to the committed one.
+to the one in --out.
 
 Run it with scripts/oracle/run.sh, which makes the pinned environment (torch, transformers,
 the llama.cpp converter from the llama-cpp-python sdist) and then calls this script.

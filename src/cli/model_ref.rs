@@ -26,8 +26,11 @@ pub fn resolve(model: Option<&str>, args: &StoreArgs, mode: Mode) -> anyhow::Res
         revision: args.revision.clone(),
         mode,
     };
-    Store::default()
-        .resolve(model, &options, &Reporter::new())
-        .map_err(crate::Error::from)
-        .with_context(|| format!("model '{model}'"))
+    let resolved = Store::default().resolve(model, &options, &Reporter::new());
+    match resolved {
+        Ok(r) => Ok(r),
+        // The error already quotes the reference: saying it twice reads as "X: X".
+        Err(e @ store::Error::BadReference { .. }) => Err(crate::Error::from(e).into()),
+        Err(e) => Err(crate::Error::from(e)).with_context(|| format!("model '{model}'")),
+    }
 }

@@ -95,9 +95,11 @@ pub(crate) fn load(
     }
     let files: Vec<PathBuf> = checkpoint.shards.iter().map(|s| s.path.clone()).collect();
     let model = models::load_safetensors(&config, &files, precision, device)?;
-    let name = dir
-        .file_name()
-        .map_or_else(|| spec.id.to_string(), |n| n.to_string_lossy().into());
+    // Shown in the chat and in `-v`: a directory name is not trusted to hold no escapes.
+    let name = dir.file_name().map_or_else(
+        || spec.id.to_string(),
+        |n| crate::formats::untrusted::short(&n.to_string_lossy()),
+    );
     Ok(Loaded {
         model,
         tokenizer,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 
 pub use crate::formats::chat_template::Message;
-use crate::formats::chat_template::{ChatTemplate, RenderOptions};
+use crate::formats::chat_template::{self, ChatTemplate, RenderOptions};
 use crate::formats::detect::{self, Format};
 use crate::formats::gguf::Gguf;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
@@ -261,7 +261,13 @@ impl Engine {
                 (source.to_string(), TemplateOrigin::FamilyDefault(name))
             }
         };
-        let template = ChatTemplate::new(&source)?;
+        // Errors name whose code the template is (the model's, the user's or ours).
+        let origin = match template_origin {
+            TemplateOrigin::User => chat_template::Origin::User,
+            TemplateOrigin::Model => chat_template::Origin::Model,
+            TemplateOrigin::FamilyDefault(name) => chat_template::Origin::Builtin(name),
+        };
+        let template = ChatTemplate::with_origin(&source, origin)?;
         let info = model.info();
         let ctx = match opts.ctx_size {
             Some(0) => info.context_length,

@@ -1,16 +1,20 @@
-//! GGUF files opened for loading: validated by our tolerant header reader, then read through
-//! candle's `gguf_file`, with typed metadata getters that accept any integer width. A GGUF can
+//! GGUF files opened for loading: validated by our tolerant header reader, metadata through
+//! candle's `gguf_file` with typed getters that accept any integer width, tensors borrowed
+//! from the memory-mapped file (see [`super::mapped`]). A GGUF can
 //! also be assembled in memory (metadata and tensors, no file), e.g. for synthetic benchmarks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::{gguf_file, QTensor};
-use candle_core::Device;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Shape};
+
+use memmap2::Mmap;
 
 use super::ggml_types;
 use super::gguf_header::{self, Header, ReadOptions, TensorEntry};
+use super::mapped;
 use super::untrusted;
 use crate::{Error, Result};
 
@@ -24,8 +28,8 @@ pub struct Gguf {
 
 /// Where tensor data comes from.
 enum Data {
-    /// Read on demand from the file.
-    File(Mutex<std::fs::File>),
+    /// The file, mapped read-only: tensors borrow their blocks from it.
+    Map(Arc<Mmap>),
     /// Built in memory; each tensor is handed out once, so loading does not copy it.
     Memory(Mutex<HashMap<String, QTensor>>),
 }
@@ -43,6 +47,10 @@ impl Gguf {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: mapped read-only. Like llama.cpp's default (and every mmap-based loader) we
+        // rely on the file not being truncated or rewritten while it is in use; the header's
+        // bounds were checked against its size above.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let mut content = header.to_candle_content();
         content.tensor_infos = tensor_infos(&header);
         // The tokenizer reads candle's copy of its arrays; ours need not hold them twice.
@@ -61,7 +69,7 @@ impl Gguf {
             path: path.to_path_buf(),
             header,
             content,
-            data: Data::File(Mutex::new(file)),
+            data: Data::Map(Arc::new(map)),
         })
     }
 
@@ -165,14 +173,14 @@ impl Gguf {
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let poisoned = || Error::Device("GGUF reader lock poisoned".into());
         match &self.data {
-            Data::File(file) => {
-                let mut file = file.lock().map_err(|_| poisoned())?;
-                self.content
-                    .tensor(&mut *file, name, device)
-                    .map_err(|e| Error::MalformedGguf {
+            Data::Map(map) => {
+                let (range, dtype, shape) = self.locate(name)?;
+                mapped::qtensor(map, range, dtype, shape, device).map_err(|e| {
+                    Error::MalformedGguf {
                         path: self.path.clone(),
-                        reason: format!("tensor '{name}': {e}"),
-                    })
+                        reason: format!("tensor '{}': {e}", untrusted::short(name)),
+                    }
+                })
             }
             Data::Memory(tensors) => tensors
                 .lock()
@@ -182,6 +190,96 @@ impl Gguf {
                     path: self.path.clone(),
                     reason: format!("tensor '{name}' is absent or was already loaded"),
                 }),
+        }
+    }
+
+    /// The `n` equal slices of tensor `name` along its outermost dimension (the experts of a
+    /// stacked MoE tensor), each shaped like the tensor without that dimension: borrowed from
+    /// the map like [`Self::tensor`], or split from the in-memory tensor (copied).
+    pub fn tensor_split(&self, name: &str, n: usize, device: &Device) -> Result<Vec<QTensor>> {
+        let malformed = |reason: String| Error::MalformedGguf {
+            path: self.path.clone(),
+            reason: format!("tensor '{}': {reason}", untrusted::short(name)),
+        };
+        let slices = |total: usize, dims: &[usize]| -> Result<(usize, Vec<usize>)> {
+            match dims.split_first() {
+                Some((&outer, inner)) if outer == n && n > 0 && total.is_multiple_of(n) => {
+                    Ok((total / n, inner.to_vec()))
+                }
+                _ => Err(malformed(format!(
+                    "shape {dims:?} does not hold {n} experts"
+                ))),
+            }
+        };
+        match &self.data {
+            Data::Map(map) => {
+                let (range, dtype, shape) = self.locate(name)?;
+                let (per, inner) = slices(range.len(), shape.dims())?;
+                (0..n)
+                    .map(|e| {
+                        let start = range.start + e * per;
+                        mapped::qtensor(
+                            map,
+                            start..start + per,
+                            dtype,
+                            inner.clone().into(),
+                            device,
+                        )
+                        .map_err(|err| malformed(err.to_string()))
+                    })
+                    .collect()
+            }
+            Data::Memory(_) => {
+                let whole = self.tensor(name, device)?;
+                let data = whole.data()?;
+                let (per, inner) = slices(data.len(), whole.shape().dims())?;
+                (0..n)
+                    .map(|e| {
+                        let bytes = std::borrow::Cow::Borrowed(&data[e * per..(e + 1) * per]);
+                        let storage = candle_core::quantized::QStorage::from_data(
+                            bytes,
+                            device,
+                            whole.dtype(),
+                        )?;
+                        Ok(QTensor::new(storage, inner.clone())?)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Lets the pages of tensor `name` go (its data now lives elsewhere, e.g. stacked with
+    /// others): they leave the resident set and are read again from the file if touched.
+    pub fn release(&self, name: &str) {
+        if let (Data::Map(map), Ok((range, _, _))) = (&self.data, self.locate(name)) {
+            mapped::release(map, range);
+        }
+    }
+
+    /// Where tensor `name`'s bytes lie in the file, with its type and shape.
+    fn locate(&self, name: &str) -> Result<(std::ops::Range<usize>, GgmlDType, Shape)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::MalformedGguf {
+                path: self.path.clone(),
+                reason: format!("no tensor '{}'", untrusted::short(name)),
+            })?;
+        let dtype = info.ggml_dtype;
+        let elems = info.shape.elem_count();
+        let bytes = elems / dtype.block_size() * dtype.type_size();
+        let start = self
+            .content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|s| usize::try_from(s).ok());
+        match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
+            Some(range) => Ok((range, dtype, info.shape.clone())),
+            None => Err(Error::MalformedGguf {
+                path: self.path.clone(),
+                reason: format!("tensor '{}' lies outside the file", untrusted::short(name)),
+            }),
         }
     }
 

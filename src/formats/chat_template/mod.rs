@@ -103,7 +103,8 @@ pub enum Error {
     /// doubled until it fills memory. Templates are code from the model file, so their cost
     /// is bounded.
     #[error(
-        "{origin} was stopped: it {what}; a chat template that needs more is broken or hostile (--chat-template replaces it)"
+        "{origin} was stopped: it {what}; a chat template that needs more is broken or hostile{}",
+        replace_hint(origin)
     )]
     Limit {
         /// Where the template came from.
@@ -112,6 +113,14 @@ pub enum Error {
         /// conversation of 3 messages`).
         what: String,
     },
+}
+
+/// How to get past a broken template that is not the user's own.
+fn replace_hint(origin: &Origin) -> &'static str {
+    match origin {
+        Origin::User | Origin::File(_) => "",
+        Origin::Model | Origin::Builtin(_) | Origin::Unnamed => " (--chat-template replaces it)",
+    }
 }
 
 fn at_line(line: Option<usize>) -> String {

@@ -56,7 +56,7 @@ impl Qkv {
         // Stored apart, computed together on the CPU when the three share a type: one product
         // per layer and token instead of three (the same numbers). On a GPU the split after
         // it costs as many kernels as it saves.
-        let stacked = match vb.device().is_cpu() {
+        let stacked = match vb.device().is_cpu() && !vb.check_only() {
             true => Linear::stack(&[&q, &k, &v])?,
             false => None,
         };
