@@ -196,3 +196,50 @@ fn gguf_metadata_gives_the_same_config_as_the_exported_config_json() {
     assert_eq!(untiled, from_hf.linear);
     assert_eq!(from_gguf.recurrent, from_hf.recurrent);
 }
+
+#[test]
+fn the_second_chat_turn_resumes_from_the_first_turns_snapshot_and_replies_as_a_cold_run() {
+    use crate::engine::{Engine, GenerateParams, LoadOptions, Message, SamplingParams};
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    crate::models::testing::write_tiny_hf(&SPEC, &hf, 5).unwrap();
+    let mut engine = Engine::load(&hf, &LoadOptions::default()).unwrap();
+    let params = GenerateParams {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        max_tokens: Some(6),
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let reply = |engine: &mut Engine, messages: &[Message]| {
+        let tokens = engine.chat_tokens(messages).unwrap();
+        let mut text = String::new();
+        let stats = engine
+            .generate(&tokens, &params, &mut |t| {
+                text.push_str(t);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        (text, stats, tokens.len())
+    };
+    let mut conversation = vec![Message::new("user", "Hi there!")];
+    let (answer, first, turn1_len) = reply(&mut engine, &conversation);
+    assert_eq!(first.reused_tokens, 0);
+    // Regenerating goes back to the snapshot before the last prompt token (the DeltaNet
+    // state cannot step back from the end of the reply) and gives the same reply.
+    let (again, regenerated, _) = reply(&mut engine, &conversation);
+    assert_eq!(regenerated.reused_tokens, turn1_len - 1);
+    assert_eq!(again, answer);
+    conversation.push(Message::new("assistant", answer));
+    conversation.push(Message::new("user", "And then?"));
+    let (warm, second, _) = reply(&mut engine, &conversation);
+    // Recurrent state goes back at most to the snapshot before turn 1's last prompt token
+    // (here the whole cache matches: turn 1 with its reply).
+    assert!(second.reused_tokens >= turn1_len - 1, "{second:?}");
+    engine.reset();
+    let (cold, third, _) = reply(&mut engine, &conversation);
+    assert_eq!(third.reused_tokens, 0);
+    assert_eq!(warm, cold);
+}
