@@ -323,4 +323,26 @@ CASES = [
             "vision_end_token_id": 125, "tie_word_embeddings": True,
         },
     },
+    {
+        "name": "qwen3_next-moe",
+        "family": "qwen3_next",
+        "model_type": "qwen3_next",
+        "architecture": "Qwen3NextForCausalLM",
+        "features": "Qwen3.5's design with the DeltaNet projections fused per key head "
+                    "(in_proj_qkvz, in_proj_ba; 2 key heads over 4 value heads), MoE (8 "
+                    "experts, top-2, norm_topk_prob) with a gated shared expert, partial RoPE",
+        "seed": 20,
+        "bpe_vocab": 127,  # as for qwen3_5-moe
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2,
+                       moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                       norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+                       mtp_num_hidden_layers=1, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25}),
+    },
 ]

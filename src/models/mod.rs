@@ -26,6 +26,7 @@ pub mod qwen3;
 pub mod qwen3_5;
 pub mod qwen3_5_moe;
 pub mod qwen3_moe;
+pub mod qwen3_next;
 pub mod recipe;
 pub mod rope_config;
 pub mod synthetic;
@@ -185,7 +186,8 @@ pub struct Quirks {
     /// llama.cpp's Gated DeltaNet conversion (Qwen3.5, Qwen3-Next): `ssm_a` holds
     /// `-exp(A_log)`, the convolution is stored without its middle axis, the DeltaNet's
     /// gated output norm is not unit-offset (nor folded), value heads are tiled over key
-    /// heads, and `partial_rotary_factor` is `rope.dimension_count` over the head width.
+    /// heads (Qwen3.5; export refuses fewer key heads than value heads), and
+    /// `partial_rotary_factor` is `rope.dimension_count` over the head width.
     pub gguf_delta_net: bool,
 }
 
@@ -281,6 +283,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &granite::SPEC,
     &qwen3_5::SPEC,
     &qwen3_5_moe::SPEC,
+    &qwen3_next::SPEC,
 ];
 
 /// The registered family with id `id`.

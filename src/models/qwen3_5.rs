@@ -54,8 +54,8 @@ pub static SPEC: FamilySpec = FamilySpec {
     hf_model_type: "qwen3_5_text",
     hf_config_keys: CONFIG_KEYS,
     hf_config_defaults: &[],
-    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src, false)?, &SPEC)?)),
-    check: |src| config(src, false).map(drop),
+    load: |vb, src| Ok(Box::new(Model::load(vb, &config(src, &DENSE)?, &SPEC)?)),
+    check: |src| config(src, &DENSE).map(drop),
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
@@ -136,6 +136,11 @@ pub const NAMES: &[NamePair] = &[
         "model.layers.{}.linear_attn.in_proj_a.weight",
         "blk.{}.ssm_alpha.weight",
     ),
+    // Qwen3-Next's fused rate projection (its fused in_proj_qkvz is split by the converter).
+    (
+        "model.layers.{}.linear_attn.in_proj_ba.weight",
+        "blk.{}.ssm_ba.weight",
+    ),
     (
         "model.layers.{}.linear_attn.conv1d.weight",
         "blk.{}.ssm_conv1d.weight",
@@ -172,12 +177,31 @@ pub const NAMES: &[NamePair] = &[
     ),
 ];
 
-fn config(src: &ConfigSource, moe: bool) -> Result<Config> {
+fn config(src: &ConfigSource, form: &GgufForm) -> Result<Config> {
     match src {
-        ConfigSource::Gguf(g) => Config::from_gguf(g, moe),
-        ConfigSource::Hf(h) => Config::from_hf(h, moe),
+        ConfigSource::Gguf(g) => Config::from_gguf(g, form),
+        ConfigSource::Hf(h) => Config::from_hf(h, form.moe),
     }
 }
+
+/// How a DeltaNet hybrid's GGUF is written: its architecture, whether its blocks hold experts,
+/// and whether llama.cpp's converter tiled its value heads (Qwen3.5; not Qwen3-Next).
+#[derive(Clone, Copy, Debug)]
+pub struct GgufForm {
+    /// `general.architecture`.
+    pub arch: &'static str,
+    /// Blocks hold a mixture of experts with a shared expert.
+    pub moe: bool,
+    /// Value heads are tiled over key heads.
+    pub v_heads_tiled: bool,
+}
+
+/// Qwen3.5 dense files.
+pub const DENSE: GgufForm = GgufForm {
+    arch: "qwen35",
+    moe: false,
+    v_heads_tiled: true,
+};
 
 /// The feed-forward part of every block.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,9 +260,9 @@ const HF_REFUSED: &[HfRefusal] = &[HfRefusal {
 }];
 
 impl Config {
-    /// Reads `qwen35.*` (or, for `moe`, `qwen35moe.*`) metadata.
-    pub fn from_gguf(g: &Gguf, moe: bool) -> Result<Self> {
-        let arch = if moe { "qwen35moe" } else { "qwen35" };
+    /// Reads `{arch}.*` metadata of a file of `form`.
+    pub fn from_gguf(g: &Gguf, form: &GgufForm) -> Result<Self> {
+        let (arch, moe) = (form.arch, form.moe);
         let k = |s: &str| format!("{arch}.{s}");
         values::refuse_gguf(g, arch, values::GGUF_COMMON)?;
         let hidden = g.usize(&k("embedding_length"))?;
@@ -276,7 +300,7 @@ impl Config {
             v_dim: g.usize(&k("ssm.inner_size"))? / v_heads.max(1),
             kernel: g.usize(&k("ssm.conv_kernel"))?,
             eps: values::positive(g, &k("attention.layer_norm_rms_epsilon"))?,
-            v_heads_tiled: true,
+            v_heads_tiled: form.v_heads_tiled,
         };
         let ffn = match moe {
             false => Ffn::Dense(g.usize(&k("feed_forward_length"))?),
@@ -285,7 +309,11 @@ impl Config {
                     n_experts: g.usize(&k("expert_count"))?,
                     n_used: g.usize(&k("expert_used_count"))?,
                     ffn: g.usize(&k("expert_feed_forward_length"))?,
-                    router: moe::Router::SoftmaxTopK { renormalize: true },
+                    router: moe::Router::SoftmaxTopK {
+                        renormalize: g
+                            .opt(&k("expert_weights_norm"), Gguf::bool)?
+                            .unwrap_or(true),
+                    },
                     names: moe::QWEN_NAMES,
                 },
                 shared: g.usize(&k("expert_shared_feed_forward_length"))?,

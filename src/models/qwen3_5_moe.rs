@@ -7,7 +7,7 @@
 //! of `shared_expert_intermediate_size` scaled by `sigmoid(shared_expert_gate · x)`.
 //! References: HF `modeling_qwen3_5_moe.py`; llama.cpp `src/models/qwen35moe.cpp`.
 
-use super::qwen3_5::{Config, Model, NAMES, QUIRKS};
+use super::qwen3_5::{Config, GgufForm, Model, NAMES, QUIRKS};
 use super::{ConfigSource, FamilySpec, Kind, TinyConfig};
 use crate::formats::names::NamePair;
 use crate::Result;
@@ -91,7 +91,14 @@ const MOE_CONFIG_KEYS: &[NamePair] = &[
 
 fn config(src: &ConfigSource) -> Result<Config> {
     match src {
-        ConfigSource::Gguf(g) => Config::from_gguf(g, true),
+        ConfigSource::Gguf(g) => Config::from_gguf(
+            g,
+            &GgufForm {
+                arch: "qwen35moe",
+                moe: true,
+                v_heads_tiled: true,
+            },
+        ),
         ConfigSource::Hf(h) => Config::from_hf(h, true),
     }
 }

@@ -142,6 +142,7 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         "attn_gate.weight" => vec![inner?, d.hidden],
         "ssm_a" | "ssm_dt.bias" => vec![v_heads?],
         "ssm_alpha.weight" | "ssm_beta.weight" => vec![v_heads?, d.hidden],
+        "ssm_ba.weight" => vec![2 * v_heads?, d.hidden],
         "ssm_conv1d.weight" => vec![conv_dim()?, ssm("ssm.conv_kernel")?],
         "ssm_out.weight" => vec![d.hidden, inner?],
         "ffn_gate_inp_shexp.weight" => vec![1, d.hidden],

@@ -12,6 +12,9 @@
 //! [`LayerKind::Recurrent`]: the convolution's last inputs `(kernel - 1, conv_dim)` and the
 //! delta-rule state `(v_heads, d_k, d_v)`.
 //!
+//! Qwen3-Next stores the projections fused per key head (`in_proj_qkvz`, `in_proj_ba`); they
+//! are split into the same layout after the product.
+//!
 //! Key heads may be fewer than value heads. Hugging Face weights group the value heads by
 //! key head (value head `h` reads key head `h / (v_heads / k_heads)`); llama.cpp's converter
 //! reorders them tiled (`h % k_heads`), which [`Config::v_heads_tiled`] declares.
@@ -87,10 +90,8 @@ impl Config {
 /// One Gated DeltaNet layer's weights.
 #[derive(Clone, Debug)]
 pub struct GatedDeltaNet {
-    in_qkv: Linear,
-    in_z: Linear,
-    in_b: Linear,
-    in_a: Linear,
+    qkvz: InProj,
+    ba: RateProj,
     /// Convolution taps, `(kernel, conv_dim)`.
     conv: Vec<f32>,
     /// `-exp(A_log)` per value head.
@@ -122,12 +123,28 @@ impl GatedDeltaNet {
             false => a_log.exp()?.neg()?,
         };
         Ok(Self {
-            in_qkv: Linear::load(&vb.pp("in_proj_qkv"), h, c, false)?,
-            in_z: Linear::load(&vb.pp("in_proj_z"), h, value, false)?,
+            qkvz: match vb.contains("in_proj_qkvz.weight") {
+                true => {
+                    InProj::PerKeyHead(Linear::load(&vb.pp("in_proj_qkvz"), h, c + value, false)?)
+                }
+                false => InProj::Separate {
+                    qkv: Linear::load(&vb.pp("in_proj_qkv"), h, c, false)?,
+                    z: Linear::load(&vb.pp("in_proj_z"), h, value, false)?,
+                },
+            },
             // Rates and decays of the state: kept f32 (a rounding error here compounds over
             // every later position).
-            in_b: Linear::load_f32(&vb.pp("in_proj_b"), h, cfg.v_heads)?,
-            in_a: Linear::load_f32(&vb.pp("in_proj_a"), h, cfg.v_heads)?,
+            ba: match vb.contains("in_proj_ba.weight") {
+                true => RateProj::PerKeyHead(Linear::load_f32(
+                    &vb.pp("in_proj_ba"),
+                    h,
+                    2 * cfg.v_heads,
+                )?),
+                false => RateProj::Separate {
+                    b: Linear::load_f32(&vb.pp("in_proj_b"), h, cfg.v_heads)?,
+                    a: Linear::load_f32(&vb.pp("in_proj_a"), h, cfg.v_heads)?,
+                },
+            },
             conv: conv.t()?.flatten_all()?.to_vec1()?,
             a: a.to_vec1()?,
             dt_bias: vb.tensor("dt_bias", &[cfg.v_heads])?.to_vec1()?,
@@ -156,13 +173,23 @@ impl GatedDeltaNet {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
         };
         // 1. Projections: (1, L, hidden) -> qkv (L, conv_dim), z (L, V·dv), b and a (L, V).
-        let mixed = host(self.in_qkv.forward(x)?)?;
-        let z = self.in_z.forward(x)?;
-        let beta: Vec<f32> = host(self.in_b.forward(x)?)?
+        let (mixed, z) = match &self.qkvz {
+            InProj::Separate { qkv, z } => (host(qkv.forward(x)?)?, z.forward(x)?),
+            InProj::PerKeyHead(qkvz) => {
+                let (mixed, z) = split_per_key_head(&host(qkvz.forward(x)?)?, c);
+                let z = Tensor::from_vec(z, (1, l, c.v_heads * c.v_dim), &dev)?;
+                (mixed, z.to_dtype(dtype)?)
+            }
+        };
+        let (b_raw, a_raw) = match &self.ba {
+            RateProj::Separate { b, a } => (host(b.forward(x)?)?, host(a.forward(x)?)?),
+            RateProj::PerKeyHead(ba) => split_rates(&host(ba.forward(x)?)?, c),
+        };
+        let beta: Vec<f32> = b_raw
             .into_iter()
             .map(|v| 1.0 / (1.0 + (-v).exp()))
             .collect();
-        let g: Vec<f32> = host(self.in_a.forward(x)?)?
+        let g: Vec<f32> = a_raw
             .chunks(c.v_heads)
             .flat_map(|row| {
                 row.iter()
@@ -201,6 +228,66 @@ impl GatedDeltaNet {
         let y = (self.norm.forward(&y)? * candle_nn::ops::silu(&z)?)?;
         self.out.forward(&y.reshape((1, l, c.v_heads * c.v_dim))?)
     }
+}
+
+/// The query/key/value/gate projections.
+#[derive(Clone, Debug)]
+enum InProj {
+    /// `in_proj_qkv` (rows q | k | v, all heads each) and `in_proj_z` (Qwen3.5; Qwen3-Next's
+    /// GGUF, which llama.cpp's converter splits so).
+    Separate { qkv: Linear, z: Linear },
+    /// `in_proj_qkvz` (Qwen3-Next): per key head, its query, its key, then the values and the
+    /// gates of the value heads it serves.
+    PerKeyHead(Linear),
+}
+
+/// The rate (`b`) and decay (`a`) projections.
+#[derive(Clone, Debug)]
+enum RateProj {
+    /// `in_proj_b` and `in_proj_a`.
+    Separate { b: Linear, a: Linear },
+    /// `in_proj_ba` (Qwen3-Next): per key head, the `b` then the `a` of its value heads.
+    PerKeyHead(Linear),
+}
+
+/// Qwen3-Next's fused `(L, k_heads · (2·dk + 2·r·dv))` projection as the convolution's input
+/// `(L, conv_dim)` (q | k | v of all heads) and the gates `(L, V·dv)`; `r` value heads per key
+/// head, grouped.
+fn split_per_key_head(y: &[f32], c: &Config) -> (Vec<f32>, Vec<f32>) {
+    let (dk, r) = (c.k_dim, c.v_heads / c.k_heads);
+    let rv = r * c.v_dim;
+    let per_head = 2 * dk + 2 * rv;
+    let l = y.len() / (c.k_heads * per_head).max(1);
+    let (mut mixed, mut z) = (
+        Vec::with_capacity(l * c.conv_dim()),
+        Vec::with_capacity(l * c.v_heads * c.v_dim),
+    );
+    for row in y.chunks(c.k_heads * per_head) {
+        let head = |g: usize| &row[g * per_head..(g + 1) * per_head];
+        for (from, len) in [(0, dk), (dk, dk), (2 * dk, rv)] {
+            for g in 0..c.k_heads {
+                mixed.extend_from_slice(&head(g)[from..from + len]);
+            }
+        }
+        for g in 0..c.k_heads {
+            z.extend_from_slice(&head(g)[2 * dk + rv..]);
+        }
+    }
+    (mixed, z)
+}
+
+/// Qwen3-Next's fused `(L, k_heads · 2r)` rate projection as `b` and `a`, each `(L, V)`.
+fn split_rates(y: &[f32], c: &Config) -> (Vec<f32>, Vec<f32>) {
+    let r = c.v_heads / c.k_heads;
+    let (mut b, mut a) = (
+        Vec::with_capacity(y.len() / 2),
+        Vec::with_capacity(y.len() / 2),
+    );
+    for head in y.chunks(2 * r) {
+        b.extend_from_slice(&head[..r]);
+        a.extend_from_slice(&head[r..]);
+    }
+    (b, a)
 }
 
 fn softplus(x: f32) -> f32 {

@@ -176,7 +176,7 @@ fn gguf_metadata_gives_the_same_config_as_the_exported_config_json() {
     let path = dir.path().join("tiny.gguf");
     let dtype = candle_core::quantized::GgmlDType::F32;
     crate::models::testing::write_tiny_gguf(&SPEC, &path, 1, dtype, None).unwrap();
-    let from_gguf = Config::from_gguf(&Gguf::open(&path).unwrap(), false).unwrap();
+    let from_gguf = Config::from_gguf(&Gguf::open(&path).unwrap(), &DENSE).unwrap();
     let hf_dir = dir.path().join("hf");
     crate::models::testing::write_tiny_hf(&SPEC, &hf_dir, 1).unwrap();
     let from_hf = Config::from_hf(
