@@ -15,6 +15,7 @@ pub mod formats;
 pub mod inspect;
 pub mod kernels;
 pub mod models;
+pub mod serve;
 pub mod store;
 pub mod ui;
 

@@ -345,4 +345,94 @@ CASES = [
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                         "partial_rotary_factor": 0.25}),
     },
+    {
+        "name": "smollm3-nope",
+        "family": "smollm3",
+        "model_type": "smollm3",
+        "architecture": "SmolLM3ForCausalLM",
+        "features": "NoPE on every 4th layer (layer 3 of 4, no_rope_layer_interval's default), "
+                    "GQA, tied output, RoPE base 2e6 (the class default)",
+        "seed": 17,
+        "config": tiny(num_hidden_layers=4, tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "smollm3-nope-list-window",
+        "family": "smollm3",
+        "model_type": "smollm3",
+        "architecture": "SmolLM3ForCausalLM",
+        "features": "no_rope_layers [1, 0, 1] with use_sliding_window: the NoPE layer 1 sees "
+                    "a window of 5 (shorter than the 12 tokens), attention_bias, untied output",
+        "gguf_skip": "llama.cpp has the NoPE layers of smollm3 fixed at every 4th and no "
+                     "window; its converter writes neither",
+        "seed": 18,
+        "config": tiny(num_hidden_layers=3, no_rope_layers=[1, 0, 1], use_sliding_window=True,
+                       sliding_window=5, attention_bias=True, tie_word_embeddings=False,
+                       pad_token_id=0),
+    },
+    {
+        "name": "olmo3-sliding",
+        "family": "olmo3",
+        "model_type": "olmo3",
+        "architecture": "Olmo3ForCausalLM",
+        "features": "post-norm blocks, q/k RMSNorm over the whole projection, 3 sliding + 1 "
+                    "full layers (layer_types' default), window 5 (shorter than the 12 tokens), "
+                    "YaRN on the full layer only, GQA, untied output",
+        "seed": 19,
+        "config": tiny(num_hidden_layers=4, sliding_window=5, tie_word_embeddings=False,
+                       pad_token_id=0,
+                       rope_parameters={
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                              "factor": 4.0,
+                                              "original_max_position_embeddings": 64}}),
+    },
+    {
+        "name": "olmo3-layer-types-bias",
+        "family": "olmo3",
+        "model_type": "olmo3",
+        "architecture": "Olmo3ForCausalLM",
+        "features": "layer_types out of the 3:1 order (full, sliding, sliding), window 4, "
+                    "attention_bias, tied output",
+        "seed": 20,
+        "config": tiny(num_hidden_layers=3, sliding_window=4, attention_bias=True,
+                       layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "olmo2-post-norm",
+        "family": "olmo3",
+        "model_type": "olmo2",
+        "architecture": "Olmo2ForCausalLM",
+        "features": "OLMo 2: post-norm blocks and whole-projection q/k norm with no window, "
+                    "untied output",
+        "seed": 21,
+        "config": tiny(tie_word_embeddings=False, pad_token_id=0),
+    },
+    {
+        "name": "lfm2-hybrid",
+        "family": "lfm2",
+        "model_type": "lfm2",
+        "architecture": "Lfm2ForCausalLM",
+        "features": "short-convolution blocks (3 taps, state across the 12 tokens) around one "
+                    "attention block (q/k layernorm, GQA), the MLP width adjusted (2/3 of 96, "
+                    "multiple of 32), tied output",
+        "seed": 22,
+        "config": tiny(num_hidden_layers=4, norm_eps=1e-5, conv_L_cache=3, block_multiple_of=32,
+                       layer_types=["conv", "full_attention", "conv", "conv"],
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "lfm2-conv-bias",
+        "family": "lfm2",
+        "model_type": "lfm2",
+        "architecture": "Lfm2ForCausalLM",
+        "features": "conv_bias (in_proj, conv and out_proj biases), 4 taps, full_attn_idxs "
+                    "[1, 2], block_ffn_dim_multiplier 1.5, untied output",
+        "gguf_skip": "llama.cpp's converter fails on conv_bias (it squeezes the 1-D conv bias "
+                     "as if it were the kernel), and llama.cpp's graph has no convolution biases",
+        "seed": 23,
+        "config": tiny(num_hidden_layers=3, norm_eps=1e-5, conv_L_cache=4, conv_bias=True,
+                       full_attn_idxs=[1, 2], block_multiple_of=32, block_ffn_dim_multiplier=1.5,
+                       tie_word_embeddings=False, pad_token_id=0),
+    },
 ]

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod pull;
 pub mod rm;
 pub mod run;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -46,12 +47,16 @@ pub enum Command {
     /// Measure throughput (llama-bench's pp/tg/pg tests) with latency, memory and a
     /// reproducibility record; `bench compare` gates on regressions.
     Bench(Box<bench::Args>),
+    /// Serve a model over HTTP with OpenAI's and Anthropic's APIs (chat completions,
+    /// completions, models, messages; streamed or whole).
+    Serve(Box<serve::Args>),
 }
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Serve(args) => serve::run(*args),
         Command::Inspect(args) => inspect::run(*args),
         Command::Completions(args) => completions::run(args),
         Command::Export(args) => export::run(args),

@@ -333,24 +333,11 @@ fn generate_params(
         dry_penalty_last_n: args.dry_penalty_last_n,
         dry_sequence_breakers: sequence_breakers(&args.dry_sequence_breakers),
     };
-    let catalogue = match alias.and_then(crate::store::catalogue::find) {
-        Some(e) => Some((
-            Source::Catalogue(e.alias.clone()),
-            Preset::from_json(&e.params)
-                .with_context(|| format!("the catalogue's parameters for {}", e.alias))?,
-        )),
-        None => None,
-    };
-    let mut layers = vec![(Source::Flag, &flags)];
-    if let Some((source, preset)) = &catalogue {
-        layers.push((source.clone(), preset));
-    }
-    layers.push((Source::Model(model.from), &model.preset));
     let seed = match args.seed {
         Some(s) => (s, Source::Flag),
-        None => (clock_seed(), Source::Clock),
+        None => (settings::clock_seed(), Source::Clock),
     };
-    let (sampling, origins) = settings::resolve(&layers, seed)?;
+    let (sampling, origins) = resolve_sampling(&flags, alias, model, seed)?;
     Ok((
         GenerateParams {
             sampling,
@@ -361,6 +348,30 @@ fn generate_params(
         },
         origins,
     ))
+}
+
+/// Sampling from `flags` over the catalogue's parameters for `alias` over the model's own
+/// recommendations over mlcli's defaults, with where each value came from (`run`, `serve`).
+pub(crate) fn resolve_sampling(
+    flags: &Preset,
+    alias: Option<&str>,
+    model: &Recommended,
+    seed: (u64, Source),
+) -> anyhow::Result<(crate::engine::SamplingParams, Origins)> {
+    let catalogue = match alias.and_then(crate::store::catalogue::find) {
+        Some(e) => Some((
+            Source::Catalogue(e.alias.clone()),
+            Preset::from_json(&e.params)
+                .with_context(|| format!("the catalogue's parameters for {}", e.alias))?,
+        )),
+        None => None,
+    };
+    let mut layers = vec![(Source::Flag, flags)];
+    if let Some((source, preset)) = &catalogue {
+        layers.push((source.clone(), preset));
+    }
+    layers.push((Source::Model(model.from), &model.preset));
+    Ok(settings::resolve(&layers, seed)?)
 }
 
 /// `--dry-sequence-breaker` as llama.cpp reads it: the first one replaces the defaults,
@@ -445,12 +456,6 @@ fn chat(
         );
     }
     Ok(())
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

@@ -127,6 +127,8 @@ pub struct Stats {
     pub tokens: Vec<u32>,
     /// Why it ended.
     pub stop_reason: StopReason,
+    /// The stop string that ended it, when one did.
+    pub stop_string: Option<String>,
     /// When each generated token was sampled, from the start of the call (`[0]` is the TTFT).
     pub token_times: Vec<Duration>,
     /// Time in forward passes after the prompt (one single-token pass per sampled token but
@@ -576,6 +578,7 @@ impl Engine {
         let mut first_token_at = None;
         let mut token_times = Vec::new();
         let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
+        let mut stop_string = None;
         let stop_reason = loop {
             if params.max_tokens == Some(0) {
                 break StopReason::MaxTokens;
@@ -599,6 +602,7 @@ impl Engine {
                 break StopReason::Cancelled;
             }
             if step.stopped {
+                stop_string = step.matched;
                 break StopReason::StopString;
             }
             if params.max_tokens.is_some_and(|m| generated.len() >= m) {
@@ -628,6 +632,7 @@ impl Engine {
             time_to_first_token: first - start,
             tokens: generated,
             stop_reason,
+            stop_string,
             token_times,
             decode_forward_time,
             sampling_time,

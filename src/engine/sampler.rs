@@ -23,6 +23,14 @@ pub struct Params {
     pub repeat_penalty: f32,
     /// How many recent tokens the penalty looks at (-1 = the whole context, 0 = none).
     pub repeat_last_n: i32,
+    /// Subtracted once from the logit of every token in the penalty window (OpenAI's
+    /// `presence_penalty`, llama.cpp's `--presence-penalty`; 0 = off).
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per occurrence in the penalty window (OpenAI's
+    /// `frequency_penalty`; 0 = off).
+    #[serde(default)]
+    pub frequency_penalty: f32,
     /// Seed of the draw.
     pub seed: u64,
     /// DRY, the penalty on extending repeated sequences (off by default).
@@ -39,6 +47,8 @@ impl Default for Params {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
             dry: dry::Params::default(),
         }
@@ -83,6 +93,21 @@ impl Params {
         let n = self.repeat_last_n;
         let expected = "-1 (the whole context), 0 (off) or a count of tokens";
         check(n >= -1, "repeat_last_n", &n, expected)?;
+        let expected = "-2 to 2 (0 = off)";
+        let pp = self.presence_penalty;
+        check(
+            (-2.0..=2.0).contains(&pp),
+            "presence_penalty",
+            &pp,
+            expected,
+        )?;
+        let fp = self.frequency_penalty;
+        check(
+            (-2.0..=2.0).contains(&fp),
+            "frequency_penalty",
+            &fp,
+            expected,
+        )?;
         self.validate_dry()
     }
 
@@ -123,6 +148,16 @@ impl Params {
     }
 }
 
+impl Params {
+    /// Whether the repeat, presence or frequency penalty changes any logit.
+    fn penalizes(&self) -> bool {
+        self.repeat_last_n != 0
+            && (self.repeat_penalty != 1.0
+                || self.presence_penalty != 0.0
+                || self.frequency_penalty != 0.0)
+    }
+}
+
 /// A sampler with its own random state.
 pub struct Sampler {
     params: Params,
@@ -150,7 +185,7 @@ impl Sampler {
     /// penalty, no DRY), so a backend may pick it without handing over the logits.
     pub fn is_greedy(&self) -> bool {
         let p = &self.params;
-        p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0) && !p.dry.is_on()
+        p.temperature <= 0.0 && !p.penalizes() && !p.dry.is_on()
     }
 
     /// Picks the next token from `logits`; `recent` are the tokens seen so far, prompt
@@ -162,17 +197,22 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        if p.repeat_penalty != 1.0 && p.repeat_last_n != 0 {
+        if p.penalizes() {
+            // llama.cpp's penalties sampler: one window for all three.
             let window = usize::try_from(p.repeat_last_n).unwrap_or(self.ctx_size);
             let start = recent.len().saturating_sub(window);
-            let mut seen = std::collections::HashSet::new();
+            let mut counts = std::collections::HashMap::<u32, usize>::new();
             for &t in &recent[start..] {
-                if let Some(c) = cand.get_mut(t as usize).filter(|_| seen.insert(t)) {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (t, n) in counts {
+                if let Some(c) = cand.get_mut(t as usize) {
                     c.1 = if c.1 > 0.0 {
                         c.1 / p.repeat_penalty
                     } else {
                         c.1 * p.repeat_penalty
                     };
+                    c.1 -= n as f32 * p.frequency_penalty + p.presence_penalty;
                 }
             }
         }
@@ -255,6 +295,28 @@ mod tests {
     fn temperature_zero_is_argmax() {
         let mut s = sampler(greedy());
         assert_eq!(s.sample(&[0.1, 3.0, 2.9, -1.0], &[]), 1);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_subtract_per_token_and_per_occurrence() {
+        let params = Params {
+            temperature: 0.0,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            ..Params::default()
+        };
+        let mut s = Sampler::new(params, Arc::default(), 64);
+        // Token 0 leads by 1.1; seen three times it loses 0.5 + 3 * 0.25 = 1.25.
+        assert_eq!(s.sample(&[2.1, 1.0, 0.0], &[]), 0);
+        assert_eq!(s.sample(&[2.1, 1.0, 0.0], &[0, 0, 0]), 1);
+        // Seen once it loses 0.75 and still leads.
+        assert_eq!(s.sample(&[2.1, 1.0, 0.0], &[0]), 0);
+        assert!(!s.is_greedy());
+        let bad = Params {
+            presence_penalty: 2.5,
+            ..Params::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().name, "presence_penalty");
     }
 
     #[test]

@@ -197,6 +197,13 @@ impl Origins {
     }
 }
 
+/// A seed from the clock, for a run or request that gave none.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Merges `layers`, highest precedence first, over mlcli's defaults, with `seed` from its
 /// own source; fails when the result has a value out of range.
 pub fn resolve(layers: &[(Source, &Preset)], seed: (u64, Source)) -> Result<(Params, Origins)> {

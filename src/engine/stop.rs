@@ -14,6 +14,8 @@ pub struct Step {
     pub emit: String,
     /// True when a stop string was reached (the stop string itself is not emitted).
     pub stopped: bool,
+    /// Which stop string was reached (the earliest in the text).
+    pub matched: Option<String>,
 }
 
 impl StopMatcher {
@@ -31,14 +33,16 @@ impl StopMatcher {
         let first = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min();
-        if let Some(at) = first {
+            .filter_map(|s| Some((self.pending.find(s.as_str())?, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, stop)) = first {
+            let matched = Some(stop.clone());
             let emit = self.pending[..at].to_string();
             self.pending.clear();
             return Step {
                 emit,
                 stopped: true,
+                matched,
             };
         }
         let hold = self.held_suffix_len();
@@ -48,6 +52,7 @@ impl StopMatcher {
         Step {
             emit,
             stopped: false,
+            matched: None,
         }
     }
 

@@ -305,19 +305,8 @@ impl Gguf {
 
     /// An unsigned integer value of any width.
     pub fn uint(&self, key: &str) -> Result<u64> {
-        use gguf_file::Value as V;
         let v = self.value(key)?;
-        let n: i128 = match v {
-            V::U8(x) => *x as i128,
-            V::I8(x) => *x as i128,
-            V::U16(x) => *x as i128,
-            V::I16(x) => *x as i128,
-            V::U32(x) => *x as i128,
-            V::I32(x) => *x as i128,
-            V::U64(x) => *x as i128,
-            V::I64(x) => *x as i128,
-            other => return Err(bad(key, "an integer", other)),
-        };
+        let n = integer(v).ok_or_else(|| bad(key, "an integer", v))?;
         u64::try_from(n).map_err(|_| bad(key, "a non-negative integer", v))
     }
 
@@ -375,6 +364,62 @@ impl Gguf {
             Ok(None)
         }
     }
+
+    /// An array of booleans (llama.cpp's per-layer flags, `attention.sliding_window_pattern`).
+    pub fn bools(&self, key: &str) -> Result<Vec<bool>> {
+        let v = self.value(key)?;
+        let items = match v {
+            gguf_file::Value::Array(items) => items,
+            other => return Err(bad(key, "an array of booleans", other)),
+        };
+        items
+            .iter()
+            .map(|i| match i {
+                gguf_file::Value::Bool(b) => Ok(*b),
+                other => Err(bad(key, "an array of booleans", other)),
+            })
+            .collect()
+    }
+
+    /// One unsigned integer per layer: an array of `n_layers` integers of any width, or one
+    /// integer for every layer (llama.cpp's per-layer `attention.head_count_kv`).
+    pub fn per_layer(&self, key: &str, n_layers: usize) -> Result<Vec<usize>> {
+        let items = match self.value(key)? {
+            gguf_file::Value::Array(items) => items,
+            _ => return Ok(vec![self.usize(key)?; n_layers]),
+        };
+        if items.len() != n_layers {
+            return Err(Error::BadMetadata {
+                key: key.to_string(),
+                expected: "one integer per block",
+                found: format!("{} values for {n_layers} blocks", items.len()),
+            });
+        }
+        items
+            .iter()
+            .map(|v| {
+                integer(v)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad(key, "non-negative integers", v))
+            })
+            .collect()
+    }
+}
+
+/// An integer of any width, widened.
+fn integer(v: &gguf_file::Value) -> Option<i128> {
+    use gguf_file::Value as V;
+    Some(match v {
+        V::U8(x) => *x as i128,
+        V::I8(x) => *x as i128,
+        V::U16(x) => *x as i128,
+        V::I16(x) => *x as i128,
+        V::U32(x) => *x as i128,
+        V::I32(x) => *x as i128,
+        V::U64(x) => *x as i128,
+        V::I64(x) => *x as i128,
+        _ => return None,
+    })
 }
 
 /// Candle's tensor directory from ours (whose types `check_loadable` has checked).

@@ -349,7 +349,13 @@ fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
         context_length: uint("context_length"),
         layers: uint("block_count"),
         heads,
-        kv_heads: uint("attention.head_count_kv").or(heads),
+        // Hybrids (LFM2) give one count per layer, 0 where a layer has no attention.
+        kv_heads: uint("attention.head_count_kv")
+            .or_else(|| {
+                let per_layer = key("attention.head_count_kv").and_then(Value::as_array)?;
+                per_layer.items.iter().filter_map(Value::as_u64).max()
+            })
+            .or(heads),
         head_dim,
         value_head_dim: uint("attention.value_length").or(head_dim),
         hidden,

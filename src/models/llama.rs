@@ -4,8 +4,9 @@
 //! Pre-norm decoder: RMSNorm → GQA attention → residual, RMSNorm → SwiGLU → residual.
 //! llama3 RoPE scaling comes as precomputed per-frequency factors (`rope_freqs.weight`);
 //! linear scaling from `rope.scaling.*`. Quirk: llama.cpp's converter permutes Q/K rows so
-//! GGUF weights take interleaved RoPE. Qwen 2, Qwen 3, Qwen3-MoE, Mixtral and Phi-3 reuse this
-//! file with their options (biases, Q/K norm, fused projections, a mixture-of-experts FFN).
+//! GGUF weights take interleaved RoPE. Qwen 2, Qwen 3, Qwen3-MoE, Mixtral, Phi-3 and SmolLM3
+//! reuse this file with their options (biases, Q/K norm, fused projections, a
+//! mixture-of-experts FFN, NoPE layers).
 
 use candle_core::{DType, Tensor};
 
@@ -181,6 +182,8 @@ pub struct Config {
     /// Layers that attend to every position although `sliding_window` is set (Qwen's
     /// `layer_types` / `max_window_layers`).
     pub full_layers: Vec<usize>,
+    /// Layers without RoPE (SmolLM3's NoPE layers).
+    pub nope_layers: Vec<usize>,
     /// Q/K/V projections have biases (Qwen 2; `attention_bias`).
     pub qkv_bias: bool,
     /// The output projection has a bias (`attention_bias` of Llama, Qwen 3, Granite).
@@ -262,6 +265,7 @@ impl Config {
             rope: RopeConfig::from_gguf(g, arch, 10_000.0)?,
             sliding_window: g.opt(&k("attention.sliding_window"), Gguf::usize)?,
             full_layers: Vec::new(),
+            nope_layers: Vec::new(),
             qkv_bias: has("attn_q.bias"),
             o_bias: has("attn_output.bias"),
             mlp_bias: ["ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"]
@@ -306,6 +310,7 @@ impl Config {
             rope: RopeConfig::from_hf(h, class.rope_theta)?,
             sliding_window,
             full_layers,
+            nope_layers: Vec::new(),
             qkv_bias: attention_bias,
             o_bias: attention_bias,
             mlp_bias: class.mlp_bias && h.opt_bool("mlp_bias")?.unwrap_or(false),
@@ -421,7 +426,14 @@ impl Block {
     fn load(vb: &Vb, cfg: &Config, layer: usize) -> Result<Self> {
         Ok(Self {
             attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden, cfg.eps, false)?,
-            attn: Attention::load(&vb.pp("self_attn"), &cfg.attention(layer))?,
+            attn: Attention::load_with(
+                &vb.pp("self_attn"),
+                &cfg.attention(layer),
+                attention::Options {
+                    no_rope: cfg.nope_layers.contains(&layer),
+                    ..attention::Options::default()
+                },
+            )?,
             mlp_norm: RmsNorm::load(
                 &vb.pp("post_attention_layernorm"),
                 cfg.hidden,

@@ -18,8 +18,10 @@ pub mod gemma3;
 pub mod granite;
 pub mod hf_class;
 pub mod layers;
+pub mod lfm2;
 pub mod llama;
 pub mod mixtral;
+pub mod olmo3;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
@@ -29,6 +31,7 @@ pub mod qwen3_moe;
 pub mod qwen3_next;
 pub mod recipe;
 pub mod rope_config;
+pub mod smollm3;
 pub mod synthetic;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -208,7 +211,8 @@ pub struct TinyConfig {
     pub block_tensors: &'static [&'static str],
     /// Family-specific metadata (key without the architecture prefix, value). Expert
     /// tensors take their shapes from `expert_count` and `expert_feed_forward_length` (or the
-    /// dense `feed_forward_length` when absent, as in llama.cpp's Mixtral files).
+    /// dense `feed_forward_length` when absent, as in llama.cpp's Mixtral files). Keys under
+    /// [`synthetic::HINT_PREFIX`] only shape the tensors and are not written.
     pub metadata: &'static [(&'static str, u32)],
     /// `ffn_up.weight` holds the gate and up projections stacked (`2 × ffn` rows, Phi-3).
     pub fused_gate_up: bool,
@@ -281,6 +285,9 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &mixtral::SPEC,
     &phi3::SPEC,
     &granite::SPEC,
+    &smollm3::SPEC,
+    &olmo3::SPEC,
+    &lfm2::SPEC,
     &qwen3_5::SPEC,
     &qwen3_5_moe::SPEC,
     &qwen3_next::SPEC,

@@ -112,6 +112,11 @@ impl Block {
         if let Some(why) = p.rope.gpu_unsupported() {
             return Err(why);
         }
+        if p.attn.options() != attention::Options::default() {
+            return Err(
+                "an attention layer has no RoPE or norms Q/K over whole projections".into(),
+            );
+        }
         Ok(Self {
             attn_norm: p.attn_norm.clone(),
             q: quantized(q, "the query projection")?.clone(),

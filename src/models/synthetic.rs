@@ -66,6 +66,10 @@ pub struct Planned {
     pub layer: Option<usize>,
 }
 
+/// Prefix of [`super::TinyConfig::metadata`] keys that only shape synthetic tensors and are
+/// not written to the file (`synthetic.qk_norm_whole` 1: Q/K norms span every head, OLMo).
+pub const HINT_PREFIX: &str = "synthetic.";
+
 /// What block shapes depend on beyond [`Dims`]: the family's layout and its extra metadata.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout<'a> {
@@ -121,6 +125,7 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
     } else {
         d.ffn
     };
+    let whole_qk_norm = layout.get("synthetic.qk_norm_whole").is_some_and(|n| n > 0);
     // The linear-attention (Gated DeltaNet) shapes of a hybrid model.
     let ssm = |key: &str| layout.get(key);
     let v_heads = ssm("ssm.time_step_rank");
@@ -128,6 +133,8 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
     let conv_dim = || Some(2 * ssm("ssm.group_count")? * ssm("ssm.state_size")? + inner?);
     let shared = layout.get("expert_shared_feed_forward_length");
     Some(match suffix {
+        "attn_q_norm.weight" if whole_qk_norm => vec![q],
+        "attn_k_norm.weight" if whole_qk_norm => vec![kv],
         "ssm_norm.weight" => vec![inner? / v_heads?.max(1)],
         s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
             vec![d.head_dim]
@@ -258,7 +265,7 @@ pub fn metadata(
             gguf_file::Value::F32(rope_base),
         ),
     ];
-    for (k, v) in extra {
+    for (k, v) in extra.iter().filter(|(k, _)| !k.starts_with(HINT_PREFIX)) {
         meta.push((format!("{arch}.{k}"), gguf_file::Value::U32(*v)));
     }
     meta

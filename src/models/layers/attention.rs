@@ -1,5 +1,7 @@
 //! Grouped-query attention with the options our families need: Q/K/V biases, a fused QKV
-//! matrix, per-head Q/K RMSNorm, a sliding window, logit soft-capping, and a custom score scale. Keys and values
+//! matrix, per-head Q/K RMSNorm, a sliding window, logit soft-capping, and a custom score scale
+//! (in [`Config`]); no RoPE (NoPE layers) and Q/K RMSNorm over the whole projection (in
+//! [`Options`], which the many `Config` literals need not name). Keys and values
 //! go through the engine's KV cache; query heads are grouped onto their KV head by a reshape,
 //! so K/V are never copied per query head.
 
@@ -44,6 +46,40 @@ pub struct Config {
     pub scale_queries: bool,
 }
 
+/// Rarer switches of an attention layer, beside its [`Config`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Positions enter only through the causal mask: no RoPE (SmolLM3's NoPE layers).
+    pub no_rope: bool,
+    /// The Q/K RMSNorm of [`Config::qk_norm`] spans the whole projection (`heads × head_dim`
+    /// weights, OLMo 2/3) rather than each head.
+    pub qk_norm_whole: bool,
+    /// The leaf names of the output projection and the Q/K norms.
+    pub names: Names,
+}
+
+/// Leaf names, under the layer's prefix, of the tensors whose names differ between families
+/// (the Q/K/V projections are `q_proj`, `k_proj`, `v_proj` everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The output projection (`o_proj`).
+    pub o: &'static str,
+    /// The query norm (`q_norm`).
+    pub q_norm: &'static str,
+    /// The key norm (`k_norm`).
+    pub k_norm: &'static str,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            o: "o_proj",
+            q_norm: "q_norm",
+            k_norm: "k_norm",
+        }
+    }
+}
+
 /// One attention layer's weights.
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -52,20 +88,31 @@ pub struct Attention {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     cfg: Config,
+    opts: Options,
 }
 
 impl Attention {
     /// Loads `q_proj`, `k_proj`, `v_proj` (or `qkv_proj`), `o_proj` (and `q_norm`, `k_norm`)
     /// under `vb`.
     pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        Self::load_with(vb, cfg, Options::default())
+    }
+
+    /// [`Attention::load`] with the switches of `opts`.
+    pub fn load_with(vb: &Vb, cfg: &Config, opts: Options) -> Result<Self> {
         let (h, q_dim, kv_dim) = (
             cfg.hidden,
             cfg.n_heads * cfg.head_dim,
             cfg.n_kv_heads * cfg.head_dim,
         );
-        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+        let norm = |name: &str, whole: usize| -> Result<Option<RmsNorm>> {
+            let dim = if opts.qk_norm_whole {
+                whole
+            } else {
+                cfg.head_dim
+            };
             cfg.qk_norm
-                .map(|(eps, offset)| RmsNorm::load(&vb.pp(name), cfg.head_dim, eps, offset))
+                .map(|(eps, offset)| RmsNorm::load(&vb.pp(name), dim, eps, offset))
                 .transpose()
         };
         Ok(Self {
@@ -79,11 +126,17 @@ impl Attention {
                 cfg.qkv_bias,
                 cfg.fused_qkv,
             )?,
-            o: Linear::load(&vb.pp("o_proj"), q_dim, h, cfg.o_bias)?,
-            q_norm: norm("q_norm")?,
-            k_norm: norm("k_norm")?,
+            o: Linear::load(&vb.pp(opts.names.o), q_dim, h, cfg.o_bias)?,
+            q_norm: norm(opts.names.q_norm, q_dim)?,
+            k_norm: norm(opts.names.k_norm, kv_dim)?,
             cfg: cfg.clone(),
+            opts,
         })
+    }
+
+    /// The switches beyond [`Config`].
+    pub fn options(&self) -> Options {
+        self.opts
     }
 
     /// What this layer keeps in the cache: its window when it has one, else every position.
@@ -116,22 +169,25 @@ impl Attention {
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, l, _) = x.dims3()?;
-        // 1. Project and split heads: (B, L, H*D) -> (B, L, H, D).
+        // 1. Project (and norm the whole projections, OLMo), split heads:
+        //    (B, L, H*D) -> (B, L, H, D).
         let (q, k, v) = self.qkv.forward(x)?;
-        let q = q.reshape((b, l, c.n_heads, c.head_dim))?;
-        let k = k.reshape((b, l, c.n_kv_heads, c.head_dim))?;
+        let norm = |n: &Option<RmsNorm>, t: Tensor, whole: bool| -> Result<Tensor> {
+            match n {
+                Some(n) if self.opts.qk_norm_whole == whole => n.forward(&t),
+                _ => Ok(t),
+            }
+        };
+        let q = norm(&self.q_norm, q, true)?.reshape((b, l, c.n_heads, c.head_dim))?;
+        let k = norm(&self.k_norm, k, true)?.reshape((b, l, c.n_kv_heads, c.head_dim))?;
         let v = v.reshape((b, l, c.n_kv_heads, c.head_dim))?;
-        // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D) and RoPE.
-        let q = match &self.q_norm {
-            Some(n) => n.forward(&q)?,
-            None => q,
+        // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D) and RoPE (unless NoPE).
+        let q = norm(&self.q_norm, q, false)?.transpose(1, 2)?;
+        let k = norm(&self.k_norm, k, false)?.transpose(1, 2)?;
+        let (q, k) = match self.opts.no_rope {
+            true => (q.contiguous()?, k.contiguous()?),
+            false => (rope.0.apply(&q, rope.1)?, rope.0.apply(&k, rope.1)?),
         };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(&k)?,
-            None => k,
-        };
-        let q = rope.0.apply(&q.transpose(1, 2)?, rope.1)?;
-        let k = rope.0.apply(&k.transpose(1, 2)?, rope.1)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let y = attend_cached(c, &q, &k, &v, cache, layer)?;
         // 5. Output projection: (B, H, L, D) -> (B, L, H*D).

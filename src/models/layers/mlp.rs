@@ -37,8 +37,27 @@ impl Mlp {
     /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb`, with their biases when `bias`
     /// (`mlp_bias`).
     pub fn load(vb: &Vb, hidden: usize, ffn: usize, act: Activation, bias: bool) -> Result<Self> {
-        let gate = Linear::load(&vb.pp("gate_proj"), hidden, ffn, bias)?;
-        let up = Linear::load(&vb.pp("up_proj"), hidden, ffn, bias)?;
+        Self::load_named(
+            vb,
+            ["gate_proj", "up_proj", "down_proj"],
+            (hidden, ffn),
+            act,
+            bias,
+        )
+    }
+
+    /// [`Mlp::load`] with the gate, up and down projections named `names` (LFM2: `w1`, `w3`,
+    /// `w2`); `dims` is `(hidden, ffn)`.
+    pub fn load_named(
+        vb: &Vb,
+        names: [&str; 3],
+        (hidden, ffn): (usize, usize),
+        act: Activation,
+        bias: bool,
+    ) -> Result<Self> {
+        let [gate_name, up_name, down_name] = names;
+        let gate = Linear::load(&vb.pp(gate_name), hidden, ffn, bias)?;
+        let up = Linear::load(&vb.pp(up_name), hidden, ffn, bias)?;
         // Stored apart, computed together on the CPU when both share a type (the same
         // numbers; see `Qkv::load`).
         let stacked = match vb.device().is_cpu() && !vb.check_only() {
@@ -47,15 +66,15 @@ impl Mlp {
         };
         let gate_up = match stacked {
             Some(gate_up) => {
-                vb.pp("gate_proj").forget("weight");
-                vb.pp("up_proj").forget("weight");
+                vb.pp(gate_name).forget("weight");
+                vb.pp(up_name).forget("weight");
                 GateUp::Fused { gate_up, ffn }
             }
             None => GateUp::Separate { gate, up },
         };
         Ok(Self {
             gate_up,
-            down: Linear::load(&vb.pp("down_proj"), ffn, hidden, bias)?,
+            down: Linear::load(&vb.pp(down_name), ffn, hidden, bias)?,
             act,
         })
     }

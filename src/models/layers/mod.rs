@@ -1,6 +1,7 @@
 //! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention
 //! (separate or fused QKV, or with an output gate), the Gated DeltaNet linear-attention mixer,
-//! gated MLPs, the sparse mixture of experts and the token embedding.
+//! gated MLPs, the sparse mixture of experts, the token embedding and the gated short
+//! convolution.
 //! Families compose these; new kinds of layer go here.
 
 pub mod attention;
@@ -13,3 +14,4 @@ pub mod moe;
 pub mod norm;
 pub mod qkv;
 pub mod rope;
+pub mod short_conv;

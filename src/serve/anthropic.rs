@@ -1,0 +1,206 @@
+//! Anthropic's Messages API: `POST /v1/messages`, whole or streamed as Anthropic streams it
+//! (`message_start`, `content_block_start`, `ping`, `content_block_delta`…,
+//! `content_block_stop`, `message_delta`, `message_stop`). Parameters this server does not
+//! implement (tools, images, thinking) are refused with a 400 naming them.
+
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api_error::{ApiError, Dialect};
+use super::worker::{Event, Prompt};
+use super::{request, Server};
+use crate::engine::{Message, StopReason};
+
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    content: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Body {
+    messages: Vec<InMessage>,
+    max_tokens: u64,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    stop_sequences: Option<Value>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(flatten)]
+    sampling: request::Sampling,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+/// Keys that change nothing here, accepted as they are.
+const HARMLESS: &[&str] = &["model", "metadata", "service_tier"];
+
+/// `POST /v1/messages`.
+pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>) -> Response {
+    let parsed = body.and_then(|b| parse(&server, &b));
+    let (prompt, params, stream) = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.respond(Dialect::Anthropic),
+    };
+    let events = match server.submit("/v1/messages", prompt, params) {
+        Ok(rx) => rx,
+        Err(e) => return e.respond(Dialect::Anthropic),
+    };
+    let id = server.next_id("msg");
+    let model = server.model_id().to_string();
+    if stream {
+        streamed(id, model, events).await
+    } else {
+        whole(id, model, events).await
+    }
+}
+
+fn parse(
+    server: &Server,
+    bytes: &[u8],
+) -> Result<(Prompt, crate::engine::GenerateParams, bool), ApiError> {
+    let body: Body = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("the body is not a valid request: {e}")))?;
+    if let Some(key) = body
+        .rest
+        .iter()
+        .find(|(k, v)| !HARMLESS.contains(&k.as_str()) && !v.is_null())
+        .map(|(k, _)| k)
+    {
+        return Err(ApiError::unsupported(key));
+    }
+    if body.sampling.presence_penalty.is_some() || body.sampling.frequency_penalty.is_some() {
+        return Err(ApiError::unsupported("presence_penalty"));
+    }
+    let mut messages = Vec::with_capacity(body.messages.len() + 1);
+    if let Some(system) = &body.system {
+        let text = request::text_content(Some(system), "system")?;
+        messages.push(Message::new("system", text));
+    }
+    if body.messages.is_empty() {
+        return Err(ApiError::invalid_param("messages", "'messages' is empty"));
+    }
+    for (i, m) in body.messages.iter().enumerate() {
+        if !matches!(m.role.as_str(), "user" | "assistant") {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}].role"),
+                format!("role '{}' is not one of user, assistant", m.role),
+            ));
+        }
+        let text = request::text_content(Some(&m.content), &format!("messages[{i}].content"))?;
+        messages.push(Message::new(m.role.clone(), text));
+    }
+    let stop = request::stops(body.stop_sequences.as_ref(), "stop_sequences")?;
+    let params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
+    Ok((Prompt::Chat(messages), params, body.stream))
+}
+
+fn stop_reason(r: StopReason) -> &'static str {
+    match r {
+        StopReason::MaxTokens | StopReason::ContextFull => "max_tokens",
+        StopReason::StopString => "stop_sequence",
+        StopReason::EndOfGeneration | StopReason::Cancelled => "end_turn",
+    }
+}
+
+async fn whole(
+    id: String,
+    model: String,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Response {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Started { .. } => {}
+            Event::Text(t) => text.push_str(&t),
+            Event::Failed(e) => return e.respond(Dialect::Anthropic),
+            Event::Done(f) => {
+                return axum::Json(json!({
+                    "id": id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": stop_reason(f.reason),
+                    "stop_sequence": f.stop_string,
+                    "usage": {
+                        "input_tokens": f.prompt_tokens,
+                        "output_tokens": f.completion_tokens,
+                        "cache_read_input_tokens": f.reused_tokens,
+                    },
+                }))
+                .into_response();
+            }
+        }
+    }
+    ApiError::internal("the engine stopped before finishing").respond(Dialect::Anthropic)
+}
+
+fn event(kind: &str, data: Value) -> SseEvent {
+    SseEvent::default().event(kind).data(data.to_string())
+}
+
+async fn streamed(
+    id: String,
+    model: String,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Response {
+    let prompt_tokens = match events.recv().await {
+        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+        Some(Event::Failed(e)) => return e.respond(Dialect::Anthropic),
+        _ => {
+            return ApiError::internal("the engine stopped before starting")
+                .respond(Dialect::Anthropic)
+        }
+    };
+    let head = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
+            }}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
+    let rest = super::events_stream(events).flat_map(|e| {
+        let out = match e {
+            Event::Started { .. } => Vec::new(),
+            Event::Text(t) => vec![event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "text_delta", "text": t}}),
+            )],
+            Event::Done(f) => vec![
+                event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                event(
+                    "message_delta",
+                    json!({"type": "message_delta",
+                           "delta": {"stop_reason": stop_reason(f.reason),
+                                     "stop_sequence": f.stop_string},
+                           "usage": {"output_tokens": f.completion_tokens}}),
+                ),
+                event("message_stop", json!({"type": "message_stop"})),
+            ],
+            Event::Failed(err) => vec![event("error", err.body(Dialect::Anthropic))],
+        };
+        futures_util::stream::iter(out)
+    });
+    let stream = futures_util::stream::iter(head)
+        .chain(rest)
+        .map(Ok::<_, std::convert::Infallible>);
+    Sse::new(stream).into_response()
+}

@@ -1,0 +1,65 @@
+"""The official openai and anthropic Python clients, unmodified, against `mlcli serve`.
+
+    python3 serve_clients.py http://127.0.0.1:PORT
+
+Prints one line per check; exits non-zero at the first failure."""
+
+import sys
+
+import anthropic
+import openai
+
+base = sys.argv[1]
+oa = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+question = [{"role": "user", "content": "What is the capital of France?"}]
+
+whole = oa.chat.completions.create(model="m", messages=question, max_tokens=12, temperature=0)
+text = whole.choices[0].message.content
+assert text, whole
+assert whole.choices[0].finish_reason in ("stop", "length"), whole
+assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+print("openai chat:", repr(text))
+
+parts, usage = [], None
+for chunk in oa.chat.completions.create(model="m", messages=question, max_tokens=12,
+                                        temperature=0, stream=True,
+                                        stream_options={"include_usage": True}):
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        usage = chunk.usage
+assert "".join(parts) == text, (parts, text)
+assert usage and usage.completion_tokens == whole.usage.completion_tokens, usage
+print("openai stream: same text, usage", usage.completion_tokens)
+
+comp = oa.completions.create(model="m", prompt="The capital of France is", max_tokens=4,
+                             temperature=0)
+assert isinstance(comp.choices[0].text, str), comp
+print("openai completion:", repr(comp.choices[0].text))
+
+models = oa.models.list()
+assert len(models.data) == 1, models
+print("openai models:", models.data[0].id)
+
+try:
+    oa.chat.completions.create(model="m", messages=question, n=3)
+    raise AssertionError("n=3 was accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400 and "n = 1" in str(e), e
+    print("openai error: 400", e.body["param"] if isinstance(e.body, dict) else e.body)
+
+an = anthropic.Anthropic(base_url=base, api_key="unused")
+msg = an.messages.create(model="m", max_tokens=10, system="Answer briefly.",
+                         messages=[{"role": "user", "content": "Hi"}],
+                         extra_body={"temperature": 0})
+assert msg.content[0].type == "text" and msg.stop_reason in ("end_turn", "max_tokens"), msg
+print("anthropic message:", repr(msg.content[0].text))
+
+with an.messages.stream(model="m", max_tokens=10, system="Answer briefly.",
+                        messages=[{"role": "user", "content": "Hi"}],
+                         extra_body={"temperature": 0}) as s:
+    streamed = "".join(s.text_stream)
+    final = s.get_final_message()
+assert streamed == msg.content[0].text, (streamed, msg.content[0].text)
+assert final.usage.output_tokens == msg.usage.output_tokens, final
+print("anthropic stream: same text,", final.stop_reason)

@@ -1,0 +1,532 @@
+//! `mlcli serve` end to end: the real binary serving SmolLM2 on a free loopback port, driven
+//! over HTTP — OpenAI chat (whole and streamed, with usage), completions, models, Anthropic
+//! messages (whole and streamed), errors as error objects (malformed body, unsupported
+//! parameter, too large, no key) with the server healthy after them, prefix reuse across
+//! resent conversations, concurrent clients, a client leaving mid-stream, and SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mlcli::models::testing::{real_model, SMOLLM2};
+use serde_json::{json, Value};
+
+/// A running server and what it has printed on stderr so far.
+struct Served {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Served {
+        let model = real_model(SMOLLM2);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mlcli"))
+            .arg("serve")
+            .arg(&model)
+            .args(["--port", "0", "-c", "1024"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mlcli starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://") {
+                    let addr = line[at + 7..].trim_end_matches("/v1").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no address printed: {}", log.lock().unwrap()));
+        Served { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` (the engine logs a request when it ends).
+    fn wait_for_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "'{needle}' never logged: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange: the status and the whole body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text[9..12].parse().expect("status");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn post(addr: &str, path: &str, body: &Value) -> (u16, Value, String) {
+    let (status, text) = http(addr, "POST", path, &[], body.to_string().as_bytes());
+    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, v, text)
+}
+
+/// The `data:` payloads of an event stream (with their `event:` names).
+fn events(body: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in body.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = Some(n.to_string());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.take(), d.to_string()));
+        }
+    }
+    out
+}
+
+fn chat(content: &str, extra: Value) -> Value {
+    let mut b = json!({"model": "smollm2", "messages": [{"role": "user", "content": content}],
+                       "temperature": 0, "max_tokens": 12});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+#[test]
+fn openai_chat_whole_and_streamed_completions_and_models() {
+    let s = Served::start(&[]);
+    let (status, v, text) = post(
+        &s.addr,
+        "/v1/chat/completions",
+        &chat("What is the capital of France?", json!({})),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(v["object"], "chat.completion");
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.is_empty(), "{text}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(["stop", "length"].contains(&v["choices"][0]["finish_reason"].as_str().unwrap()));
+    let u = &v["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    // The same request streamed gives the same text (greedy), then usage, then [DONE].
+    let body = chat(
+        "What is the capital of France?",
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let evs = events(&text);
+    assert_eq!(evs.last().unwrap().1, "[DONE]", "{text}");
+    let chunks: Vec<Value> = evs[..evs.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, answer);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(
+        last["usage"]["completion_tokens"],
+        v["usage"]["completion_tokens"]
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"].is_string()));
+    // Raw completion and the model list.
+    let (status, v, text) = post(
+        &s.addr,
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["choices"][0]["text"].is_string());
+    let (status, text) = http(&s.addr, "GET", "/v1/models", &[], b"");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+}
+
+#[test]
+fn anthropic_messages_whole_and_streamed_as_anthropic_sends_them() {
+    let s = Served::start(&[]);
+    let body = json!({"model": "m", "max_tokens": 8, "temperature": 0, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]});
+    let (status, v, text) = post(&s.addr, "/v1/messages", &body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert!(
+        ["end_turn", "max_tokens"].contains(&v["stop_reason"].as_str().unwrap()),
+        "{text}"
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/messages",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let names: Vec<String> = events(&text).into_iter().filter_map(|(n, _)| n).collect();
+    let mut expected = vec!["message_start", "content_block_start", "ping"];
+    let deltas = names.iter().filter(|n| *n == "content_block_delta").count();
+    expected.extend(std::iter::repeat_n("content_block_delta", deltas));
+    expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names, expected, "{text}");
+    let text_of = |t: &str| -> String {
+        events(t)
+            .into_iter()
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+            .filter_map(|d| d["delta"]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(text_of(&text), v["content"][0]["text"].as_str().unwrap());
+    // Anthropic's error shape.
+    let (status, v, _) = post(
+        &s.addr,
+        "/v1/messages",
+        &json!({"max_tokens": 8, "messages": [], "tools": [{"name": "x"}]}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+}
+
+#[test]
+fn bad_requests_get_error_objects_and_the_server_stays_healthy() {
+    let s = Served::start(&["--max-body", "4096"]);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        b"{\"messages\": [",
+    );
+    assert_eq!(status, 400, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let cases = [
+        (
+            chat(
+                "x",
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            ),
+            "tools",
+        ),
+        (chat("x", json!({"n": 2})), "n"),
+        (chat("x", json!({"temperature": -1})), "temperature"),
+        (chat("x", json!({"max_tokens": 100000})), "max_tokens"),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}),
+            "messages[0].content[0]",
+        ),
+    ];
+    for (body, param) in cases {
+        let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+        assert_eq!(status, 400, "{text}");
+        assert_eq!(v["error"]["param"], param, "{text}");
+    }
+    let big = chat(&"x".repeat(8000), json!({}));
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &big);
+    assert_eq!(status, 413, "{text}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--max-body"));
+    let (status, _, text) = post(&s.addr, "/v1/nope", &json!({}));
+    assert_eq!(status, 404, "{text}");
+    let (status, text) = http(&s.addr, "GET", "/health", &[], b"");
+    assert_eq!((status, text.as_str()), (200, "{\"status\":\"ok\"}"));
+    let (status, _, text) = post(
+        &s.addr,
+        "/v1/chat/completions",
+        &chat("Hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn a_key_is_required_when_set_and_open_addresses_need_one() {
+    let s = Served::start(&["--api-key", "sesame"]);
+    let body = chat("Hi", json!({"max_tokens": 2})).to_string();
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 401, "{text}");
+    let (status, _) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer wrong")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 401);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sesame")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, _) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-api-key", "sesame")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = http(&s.addr, "GET", "/health", &[], b"");
+    assert_eq!(status, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_mlcli"))
+        .arg("serve")
+        .arg(real_model(SMOLLM2))
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .env_remove("MLCLI_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without --api-key"), "{err}");
+}
+
+#[test]
+fn a_resent_conversation_prefills_only_its_new_suffix_and_clients_queue() {
+    let s = Served::start(&[]);
+    let mut messages = vec![json!({"role": "user", "content": "Name a color."})];
+    let mut reused = Vec::new();
+    for turn in 0..3 {
+        let body = json!({"messages": messages, "temperature": 0, "max_tokens": 6});
+        let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{text}");
+        let u = &v["usage"];
+        reused.push((
+            u["prompt_tokens"].as_u64().unwrap(),
+            u["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        ));
+        messages
+            .push(json!({"role": "assistant", "content": v["choices"][0]["message"]["content"]}));
+        messages.push(json!({"role": "user", "content": format!("And another, number {turn}?")}));
+    }
+    // Every later turn reuses at least the whole previous prompt.
+    for w in reused.windows(2) {
+        assert!(w[1].1 >= w[0].0, "{reused:?}");
+    }
+    // Four clients at once: all answered.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                post(
+                    &addr,
+                    "/v1/chat/completions",
+                    &chat(&format!("Count to {i}."), json!({"max_tokens": 4})),
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        let (status, _, text) = h.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+}
+
+/// Starts a long streamed reply and returns the open connection after its first chunks.
+fn open_stream(addr: &str) -> TcpStream {
+    let body = chat(
+        "Write a very long story about a dragon.",
+        json!({"stream": true, "max_tokens": 600, "temperature": 0.8, "seed": 1}),
+    )
+    .to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while seen.matches("data: ").count() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    s
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_stops_the_generation() {
+    let s = Served::start(&[]);
+    let stream = open_stream(&s.addr);
+    drop(stream);
+    let log = s.wait_for_log("the client left");
+    let line = log.lines().find(|l| l.contains("the client left")).unwrap();
+    let generated: usize = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" generated"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(generated < 600, "{line}");
+    // The server goes on serving.
+    let (status, _, text) = post(
+        &s.addr,
+        "/v1/chat/completions",
+        &chat("Hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_during_a_stream_ends_it_and_exits_zero() {
+    let mut s = Served::start(&[]);
+    let mut stream = open_stream(&s.addr);
+    let pid = s.child.id().to_string();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut rest = String::new();
+    let _ = stream.read_to_string(&mut rest);
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running: {}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", s.log());
+    assert!(s.log().contains("shutting down"));
+}
+
+/// Whether python3 can import both official clients.
+fn python_has_clients() -> bool {
+    Command::new("python3")
+        .args(["-c", "import openai, anthropic"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_official_python_clients_work_unmodified() {
+    if !python_has_clients() {
+        assert!(
+            std::env::var_os("MLCLI_REQUIRE_SERVE_CLIENTS").is_none(),
+            "MLCLI_REQUIRE_SERVE_CLIENTS is set but python3 cannot import openai and anthropic: \
+             python3 -m pip install openai anthropic"
+        );
+        eprintln!("skipped: python3 cannot import openai and anthropic");
+        return;
+    }
+    let s = Served::start(&[]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/serve_clients.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{}", s.addr))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nserver: {}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    assert!(stdout.contains("anthropic stream: same text"), "{stdout}");
+}
