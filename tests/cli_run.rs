@@ -199,3 +199,54 @@ fn zero_max_tokens_generates_nothing() {
     assert_eq!(out, "", "stdout must stay empty with -n 0");
     assert!(err.contains("stopped after 0 tokens"), "{err}");
 }
+
+#[test]
+fn json_schema_holds_the_output_to_the_schema() {
+    let model = real_model(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+            "country": {"type": "string", "maxLength": 30}},
+            "required": ["city", "country"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "run",
+            model.to_str().unwrap(),
+            "--json-schema",
+            schema.to_str().unwrap(),
+            "--temp",
+            "0",
+            "-n",
+            "100",
+            "-p",
+            "Describe Paris.",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["city", "country"], "{out}");
+    // A schema the grammar engine refuses is bad input, named.
+    std::fs::write(&schema, r#"{"type": "objekt"}"#).unwrap();
+    let (code, _, err) = run(
+        &[
+            "run",
+            model.to_str().unwrap(),
+            "--json-schema",
+            schema.to_str().unwrap(),
+            "-p",
+            "x",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("output constraint") && err.contains("objekt"),
+        "{err}"
+    );
+}

@@ -497,7 +497,7 @@ fn sigterm_during_a_stream_ends_it_and_exits_zero() {
 /// Whether python3 can import both official clients.
 fn python_has_clients() -> bool {
     Command::new("python3")
-        .args(["-c", "import openai, anthropic"])
+        .args(["-c", "import openai, anthropic, jsonschema"])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -507,10 +507,10 @@ fn the_official_python_clients_work_unmodified() {
     if !python_has_clients() {
         assert!(
             std::env::var_os("MLCLI_REQUIRE_SERVE_CLIENTS").is_none(),
-            "MLCLI_REQUIRE_SERVE_CLIENTS is set but python3 cannot import openai and anthropic: \
-             python3 -m pip install openai anthropic"
+            "MLCLI_REQUIRE_SERVE_CLIENTS is set but python3 cannot import openai, anthropic and jsonschema: \
+             python3 -m pip install openai anthropic jsonschema"
         );
-        eprintln!("skipped: python3 cannot import openai and anthropic");
+        eprintln!("skipped: python3 cannot import openai, anthropic and jsonschema");
         return;
     }
     let s = Served::start(&[]);
@@ -529,4 +529,54 @@ fn the_official_python_clients_work_unmodified() {
         s.log()
     );
     assert!(stdout.contains("anthropic stream: same text"), "{stdout}");
+}
+
+#[test]
+fn json_schema_and_json_object_answers_always_parse() {
+    let s = Served::start(&[]);
+    let schema = json!({"type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30},
+                       "population": {"type": "integer", "minimum": 0, "maximum": 99999999},
+                       "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+        "required": ["city", "population", "tags"], "additionalProperties": false});
+    for seed in 0..3 {
+        let body = chat(
+            "Describe Paris.",
+            json!({"max_tokens": 200, "temperature": 1.0, "seed": seed,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "strict": true, "schema": schema}}}),
+        );
+        let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{text}");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let answer: Value =
+            serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+        assert!(
+            answer["city"].is_string() && answer["population"].is_i64(),
+            "{answer}"
+        );
+        let tags = answer["tags"].as_array().unwrap();
+        assert!(
+            tags.len() <= 3 && tags.iter().all(Value::is_string),
+            "{answer}"
+        );
+        assert_eq!(answer.as_object().unwrap().len(), 3, "{answer}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text}");
+    }
+    let body = chat(
+        "Give the capital of France as a JSON object with key capital.",
+        json!({"max_tokens": 100, "response_format": {"type": "json_object"}}),
+    );
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(answer.is_object());
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text}");
+    let bad = chat(
+        "x",
+        json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}}}),
+    );
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &bad);
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(v["error"]["param"], "response_format");
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use super::UsageError;
 use crate::device;
+use crate::engine::grammar::Constraint;
 use crate::engine::settings::{self, Origins, Preset, Source};
 use crate::engine::{
     Engine, GenerateParams, LoadOptions, Message, Recommended, StopReason, TemplateOrigin,
@@ -40,6 +41,12 @@ pub struct Args {
     /// shipped templates by `cli::command`.)
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
+    /// Hold the output to this JSON schema (a file): it always parses and validates.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Hold the output to this Lark grammar (a file, llguidance's dialect).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<std::path::PathBuf>,
     /// Sampling temperature; 0 is greedy. Sampling flags override the catalogue's
     /// parameters for an alias, which override the model's own recommendations
     /// (general.sampling.* in a GGUF, generation_config.json); -v shows where each value
@@ -243,18 +250,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         engine.raw_tokens(&prompt, !args.no_special)?
     };
+    let constraint = output_constraint(&args)?;
+    let mut grammar = match &constraint {
+        Some(c) => Some(engine.grammar(c).context("the output constraint")?),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let stats = engine.generate(&tokens, &params, &mut |text| match out
-        .write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-    {
-        Ok(()) => ControlFlow::Continue(()),
-        Err(e) => {
-            write_error = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
+    let stats =
+        engine.generate_constrained(&tokens, &params, grammar.as_mut(), &mut |text| match out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+        {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        })?;
     if let Some(e) = write_error {
         return Err(e).context("writing to stdout");
     }
@@ -276,6 +289,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("{note}");
     }
     Ok(())
+}
+
+/// `--json-schema` or `--grammar`, read.
+fn output_constraint(args: &Args) -> anyhow::Result<Option<Constraint>> {
+    if let Some(path) = &args.json_schema {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --json-schema {}", path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            crate::Error::InvalidArgument(format!(
+                "--json-schema {}: not JSON: {e}",
+                path.display()
+            ))
+        })?;
+        return Ok(Some(Constraint::JsonSchema(schema)));
+    }
+    if let Some(path) = &args.grammar {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --grammar {}", path.display()))?;
+        return Ok(Some(Constraint::Lark(text)));
+    }
+    Ok(None)
 }
 
 /// The one stderr line of a run whose reply was cut short by a limit, not ended by the model.

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod decoder;
 pub mod dry;
+pub mod grammar;
 mod hf_dir;
 pub mod recommended;
 pub mod sampler;
@@ -198,6 +199,8 @@ pub struct Engine {
     recommended: Recommended,
     /// DRY's sequence breakers in this vocabulary, for the breaker strings they came from.
     breakers: Option<(Vec<String>, Arc<dry::Breakers>)>,
+    /// The vocabulary as the grammar engine sees it, once a constraint asked for it.
+    vocabulary: Option<grammar::Vocabulary>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
 }
@@ -286,6 +289,7 @@ impl Engine {
             tokenizer: Arc::new(tokenizer),
             recommended,
             breakers: None,
+            vocabulary: None,
             template_origin,
             template,
             device: opts.device.clone(),
@@ -523,6 +527,30 @@ impl Engine {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Stats> {
+        self.generate_constrained(prompt, params, None, on_text)
+    }
+
+    /// A matcher for `constraint` over this model's vocabulary (the vocabulary's trie is
+    /// built on first use and kept).
+    pub fn grammar(&mut self, constraint: &grammar::Constraint) -> Result<grammar::Grammar> {
+        if self.vocabulary.is_none() {
+            self.vocabulary = Some(grammar::Vocabulary::new(Arc::clone(&self.tokenizer))?);
+        }
+        match &self.vocabulary {
+            Some(v) => v.matcher(constraint),
+            None => Err(Error::Internal("vocabulary not built".into())),
+        }
+    }
+
+    /// [`Engine::generate`] with the output held to `grammar` (each step's logits masked to
+    /// what it allows; generation ends when it is complete).
+    pub fn generate_constrained(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut grammar: Option<&mut grammar::Grammar>,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Stats> {
         let start = Instant::now();
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
@@ -555,7 +583,7 @@ impl Engine {
             self.breakers_for(&params.sampling.dry)?,
             self.cache.max_len(),
         );
-        let on_device = self.fused.is_some() && sampler.is_greedy();
+        let on_device = self.fused.is_some() && sampler.is_greedy() && grammar.is_none();
         let todo = &prompt[reused..];
         let split = if self.cache.has_recurrent() {
             todo.len() - 1
@@ -584,9 +612,14 @@ impl Engine {
                 break StopReason::MaxTokens;
             }
             let sampling_start = Instant::now();
-            let token = match &next {
-                Next::Logits(logits) => sampler.sample(logits, &history),
-                Next::Token(t) => *t,
+            let token = match (&next, grammar.as_deref_mut()) {
+                (Next::Logits(logits), Some(g)) => {
+                    let mut allowed = logits.clone();
+                    g.mask(&mut allowed)?;
+                    sampler.sample(&allowed, &history)
+                }
+                (Next::Logits(logits), None) => sampler.sample(logits, &history),
+                (Next::Token(t), _) => *t,
             };
             let sampled_at = Instant::now();
             sampling_time += sampled_at - sampling_start;
@@ -597,6 +630,9 @@ impl Engine {
             if !params.ignore_eos && eog.contains(&token) {
                 break StopReason::EndOfGeneration;
             }
+            if let Some(g) = grammar.as_deref_mut() {
+                g.accept(token)?;
+            }
             let step = stops.push(&stream.push(token));
             if on_text(&step.emit).is_break() {
                 break StopReason::Cancelled;
@@ -604,6 +640,9 @@ impl Engine {
             if step.stopped {
                 stop_string = step.matched;
                 break StopReason::StopString;
+            }
+            if grammar.as_deref().is_some_and(grammar::Grammar::is_done) {
+                break StopReason::EndOfGeneration;
             }
             if params.max_tokens.is_some_and(|m| generated.len() >= m) {
                 break StopReason::MaxTokens;

@@ -59,10 +59,7 @@ pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>)
     }
 }
 
-fn parse(
-    server: &Server,
-    bytes: &[u8],
-) -> Result<(Prompt, crate::engine::GenerateParams, bool), ApiError> {
+fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params, bool), ApiError> {
     let body: Body = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("the body is not a valid request: {e}")))?;
     if let Some(key) = body
@@ -96,6 +93,10 @@ fn parse(
     }
     let stop = request::stops(body.stop_sequences.as_ref(), "stop_sequences")?;
     let params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
+    let params = super::worker::Params {
+        generate: params,
+        constraint: None,
+    };
     Ok((Prompt::Chat(messages), params, body.stream))
 }
 

@@ -100,7 +100,7 @@ impl Server {
         &self,
         endpoint: &'static str,
         prompt: Prompt,
-        params: GenerateParams,
+        params: worker::Params,
     ) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
         let (events, rx) = mpsc::unbounded_channel();
         let job = Job {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::api_error::{ApiError, Dialect};
 use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
+use crate::engine::grammar::Constraint;
 use crate::engine::{Message, StopReason};
 
 /// A chat message as clients send it: `content` is a string or a list of parts.
@@ -42,6 +43,8 @@ struct Body {
     stop: Option<Value>,
     #[serde(default)]
     n: Option<u64>,
+    #[serde(default)]
+    response_format: Option<Value>,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
 }
@@ -143,7 +146,27 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
     }
 }
 
-type Parsed = (Prompt, crate::engine::GenerateParams, bool, bool);
+type Parsed = (Prompt, super::worker::Params, bool, bool);
+
+/// `response_format`: `text` (none), `json_object`, or `json_schema` with its `schema`.
+fn response_format(v: Option<&Value>) -> Result<Option<Constraint>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ApiError::invalid_param("response_format", why.to_string());
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonObject)),
+        Some("json_schema") => {
+            let schema = v
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| bad("'json_schema' needs 'json_schema.schema'"))?;
+            Ok(Some(Constraint::JsonSchema(schema.clone())))
+        }
+        _ => Err(bad("'type' must be text, json_object or json_schema")),
+    }
+}
 
 fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> {
     let body: Body = serde_json::from_slice(bytes)
@@ -202,6 +225,10 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     let stop = request::stops(body.stop.as_ref(), "stop")?;
     let params = server.params(&body.sampling, max, stop)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    let params = super::worker::Params {
+        generate: params,
+        constraint: response_format(body.response_format.as_ref())?,
+    };
     Ok((prompt, params, body.stream, include_usage))
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::api_error::ApiError;
+use crate::engine::grammar::Constraint;
 use crate::engine::{Engine, GenerateParams, Message, StopReason};
 
 /// What to generate from.
@@ -28,10 +29,19 @@ pub struct Job {
     pub endpoint: &'static str,
     /// The prompt.
     pub prompt: Prompt,
-    /// Sampling and limits.
-    pub params: GenerateParams,
+    /// Sampling, limits and the output constraint.
+    pub params: Params,
     /// Where the events go; closed when the client has gone.
     pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// How to generate for one job.
+#[derive(Debug)]
+pub struct Params {
+    /// Sampling and limits.
+    pub generate: GenerateParams,
+    /// What the output must be (`response_format`), if anything.
+    pub constraint: Option<Constraint>,
 }
 
 /// What the engine reports for a job, in order: `Started`, any number of `Text`, then `Done`
@@ -108,7 +118,18 @@ fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
         )));
         return;
     }
-    let mut params = job.params.clone();
+    let mut grammar = match &job.params.constraint {
+        None => None,
+        Some(c) => match engine.grammar(c) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let e = ApiError::invalid_param("response_format", e.to_string());
+                let _ = job.events.send(Event::Failed(e));
+                return;
+            }
+        },
+    };
+    let mut params = job.params.generate.clone();
     // A reply may not run past the context: the limit is the room left, never more.
     params.max_tokens = Some(params.max_tokens.map_or(room, |m| m.min(room)));
     let _ = job.events.send(Event::Started {
@@ -129,7 +150,7 @@ fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
         }
         ControlFlow::Continue(())
     };
-    let result = engine.generate(&tokens, &params, &mut on_text);
+    let result = engine.generate_constrained(&tokens, &params, grammar.as_mut(), &mut on_text);
     match result {
         Ok(stats) => {
             let why = if client_left {

@@ -48,6 +48,19 @@ except openai.BadRequestError as e:
     assert e.status_code == 400 and "n = 1" in str(e), e
     print("openai error: 400", e.body["param"] if isinstance(e.body, dict) else e.body)
 
+import jsonschema
+
+schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+structured = oa.chat.completions.create(
+    model="m", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=100,
+    response_format={"type": "json_schema",
+                     "json_schema": {"name": "person", "strict": True, "schema": schema}})
+import json
+person = json.loads(structured.choices[0].message.content)
+jsonschema.validate(person, schema)
+print("openai json_schema: valid", person)
+
 an = anthropic.Anthropic(base_url=base, api_key="unused")
 msg = an.messages.create(model="m", max_tokens=10, system="Answer briefly.",
                          messages=[{"role": "user", "content": "Hi"}],

@@ -1,0 +1,151 @@
+//! Constrained decoding through llguidance: a JSON schema, any JSON object, or a Lark grammar
+//! becomes a token mask applied before sampling, so the output always parses. The vocabulary
+//! is turned into llguidance's token trie once per model (control tokens marked special).
+
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+
+use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
+use crate::{Error, Result};
+
+/// What the output must be.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Constraint {
+    /// JSON valid against this JSON schema.
+    JsonSchema(serde_json::Value),
+    /// Any JSON object.
+    JsonObject,
+    /// Text matching a Lark grammar (llguidance's dialect).
+    Lark(String),
+}
+
+/// The model's vocabulary as llguidance sees it (built once; cheap to clone).
+#[derive(Clone)]
+pub struct Vocabulary {
+    factory: Arc<ParserFactory>,
+}
+
+struct Env {
+    trie: TokTrie,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl TokenizerEnv for Env {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        let text = String::from_utf8_lossy(s);
+        self.tokenizer
+            .encode(
+                &text,
+                EncodeOptions {
+                    add_bos: false,
+                    parse_special: false,
+                },
+            )
+            .unwrap_or_default()
+    }
+}
+
+impl Vocabulary {
+    /// The trie of `tokenizer`'s tokens: each token's bytes, control tokens as llguidance's
+    /// special-token marker and their text.
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Self> {
+        let n = tokenizer.vocab_size();
+        let words: Vec<Vec<u8>> = (0..n as u32)
+            .map(|id| {
+                if tokenizer.is_control(id) {
+                    let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+                    w.extend_from_slice(tokenizer.piece(id).unwrap_or_default().as_bytes());
+                    w
+                } else {
+                    tokenizer.token_bytes(id)
+                }
+            })
+            .collect();
+        let eog = tokenizer.end_of_generation_ids();
+        let eos = tokenizer
+            .eos_id()
+            .or_else(|| eog.first().copied())
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "constrained output needs an end-of-generation token, and this model's \
+                     tokenizer has none"
+                        .into(),
+                )
+            })?;
+        let mut info = TokRxInfo::new(n as u32, eos);
+        info.tok_bos = tokenizer.bos_id();
+        info.tok_end_of_turn = eog.iter().copied().find(|&t| t != eos);
+        let trie = TokTrie::from(&info, &words);
+        let env: TokEnv = Arc::new(Env { trie, tokenizer });
+        let mut factory = ParserFactory::new_simple(&env)
+            .map_err(|e| Error::Internal(format!("grammar engine: {e}")))?;
+        factory.set_stderr_log_level(0);
+        Ok(Self {
+            factory: Arc::new(factory),
+        })
+    }
+
+    /// A fresh matcher for `constraint` (refused with the grammar engine's reason when the
+    /// schema or grammar is invalid or unsupported).
+    pub fn matcher(&self, constraint: &Constraint) -> Result<Grammar> {
+        let grammar = match constraint {
+            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
+            Constraint::JsonObject => {
+                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
+            }
+            Constraint::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
+        };
+        let parser = self
+            .factory
+            .create_parser(grammar)
+            .map_err(|e| Error::InvalidArgument(format!("the output constraint: {e}")))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(Error::InvalidArgument(format!(
+                "the output constraint: {e}"
+            )));
+        }
+        Ok(Grammar { matcher })
+    }
+}
+
+/// One generation's constraint state.
+pub struct Grammar {
+    matcher: Matcher,
+}
+
+impl Grammar {
+    /// Sets every logit the grammar forbids now to minus infinity (logits past the
+    /// tokenizer's vocabulary too).
+    pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        let allowed = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| Error::Internal(format!("grammar: {e}")))?;
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id >= allowed.len() || !allowed.is_allowed(id as TokenId) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances past `token`.
+    pub fn accept(&mut self, token: u32) -> Result<()> {
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| Error::Internal(format!("grammar: {e}")))
+    }
+
+    /// Whether the output is complete (nothing more may follow).
+    pub fn is_done(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+}
