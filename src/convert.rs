@@ -157,7 +157,14 @@ fn convert_tensor(
         .dequantize(&Device::Cpu)?
         .to_dtype(DType::F32)?;
     let q = spec.quirks;
-    let t = if q.gguf_qk_permuted && hf.ends_with("self_attn.q_proj.weight") {
+    let t = if q.gguf_delta_net && hf.ends_with("linear_attn.A_log") {
+        // ssm_a = -exp(A_log).
+        t.neg()?.log()?
+    } else if q.gguf_delta_net && hf.ends_with("linear_attn.conv1d.weight") {
+        t.unsqueeze(1)?
+    } else if q.gguf_delta_net && hf.ends_with("linear_attn.norm.weight") {
+        t
+    } else if q.gguf_qk_permuted && hf.ends_with("self_attn.q_proj.weight") {
         unpermute(&t, heads)?
     } else if q.gguf_qk_permuted && hf.ends_with("self_attn.k_proj.weight") {
         unpermute(&t, kv_heads)?
@@ -173,6 +180,47 @@ fn convert_tensor(
             .collect();
     }
     Ok(vec![(hf, t)])
+}
+
+/// The `config.json` keys of a Gated DeltaNet hybrid (Qwen3.5) that are no GGUF key: the
+/// layers without the multi-token-prediction blocks, each layer's type, and the partial RoPE.
+/// Value heads tiled over fewer key heads would need their rows reordered: refused.
+fn delta_net_config(gguf: &Gguf, arch: &str, c: &mut Map<String, Json>) -> Result<()> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let (groups, v_heads) = (
+        gguf.usize(&k("ssm.group_count"))?,
+        gguf.usize(&k("ssm.time_step_rank"))?,
+    );
+    if groups != v_heads {
+        return Err(Error::UnsupportedConfig(format!(
+            "{}: export of {v_heads} value heads over {groups} key heads (tiled by llama.cpp's \
+             converter) is not supported; supported: as many key heads as value heads",
+            gguf.path().display()
+        )));
+    }
+    let mtp = gguf
+        .opt(&k("nextn_predict_layers"), Gguf::usize)?
+        .unwrap_or(0);
+    let n_layers = gguf.usize(&k("block_count"))?.saturating_sub(mtp);
+    c.insert("num_hidden_layers".into(), json!(n_layers));
+    let types: Vec<&str> = models::qwen3_5::gguf_recurrent(gguf, arch, n_layers)?
+        .into_iter()
+        .map(|r| match r {
+            true => "linear_attention",
+            false => "full_attention",
+        })
+        .collect();
+    c.insert("layer_types".into(), json!(types));
+    if let (Some(rot), Some(head)) = (
+        gguf.opt(&k("rope.dimension_count"), Gguf::usize)?,
+        gguf.opt(&k("attention.key_length"), Gguf::usize)?,
+    ) {
+        c.insert(
+            "partial_rotary_factor".into(),
+            json!(rot as f64 / head.max(1) as f64),
+        );
+    }
+    Ok(())
 }
 
 /// Undoes llama.cpp's `permute` of Q/K rows: within each head, rows were reordered from
@@ -227,6 +275,9 @@ fn hf_config(
         "tie_word_embeddings".into(),
         json!(!gguf.has_tensor("output.weight")),
     );
+    if spec.quirks.gguf_delta_net {
+        delta_net_config(gguf, arch, &mut c)?;
+    }
     if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {
         let factor = gguf.float(&format!("{arch}.rope.scaling.factor"))?;
         c.insert(

@@ -117,7 +117,8 @@ fn agreement(ours: &[f32], reference: &[f32]) -> Agreement {
 
 /// Logits at every position, one token per pass, and the last position of one pass over all.
 fn run(model: &dyn CausalLm, tokens: &[u32]) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let mut cache = models::new_cache(model, 64).unwrap();
+    let ctx = tokens.len().max(64);
+    let mut cache = models::new_cache(model, ctx).unwrap();
     let stepwise = tokens
         .iter()
         .map(|t| {
@@ -127,7 +128,7 @@ fn run(model: &dyn CausalLm, tokens: &[u32]) -> (Vec<Vec<f32>>, Vec<f32>) {
                 .unwrap()
         })
         .collect();
-    let mut cache = models::new_cache(model, 64).unwrap();
+    let mut cache = models::new_cache(model, ctx).unwrap();
     let whole = models::step(model, tokens, &Device::Cpu, &mut cache, None)
         .unwrap()
         .to_vec1()

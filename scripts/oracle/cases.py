@@ -18,6 +18,11 @@ BASE = {
 }
 
 
+# A prompt longer than the gated delta rule's chunk of 64 tokens (Qwen3.5), so that state
+# carried from one chunk into the next is checked; ids spread over the tiny vocabulary.
+LONG_TOKENS = [1] + [(37 * i + 11) % 125 + 3 for i in range(79)]
+
+
 def tiny(**over):
     c = dict(BASE)
     c.update(over)
@@ -237,6 +242,108 @@ CASES = [
         "config": tiny(embedding_multiplier=12.0, residual_multiplier=0.22,
                        attention_multiplier=0.0078125, logits_scaling=8.0,
                        tie_word_embeddings=True),
+    },
+    {
+        "name": "qwen3_5-hybrid",
+        "family": "qwen3_5",
+        "model_type": "qwen3_5_text",
+        "architecture": "Qwen3_5ForCausalLM",
+        "features": "a gated DeltaNet layer (2 key heads over 4 value heads, conv kernel 4) "
+                    "then a gated full-attention layer (q/k norm, partial RoPE 0.25 of "
+                    "head_dim 32), (1 + w) norms, untied output, 80 tokens (two delta-rule "
+                    "chunks), slow decay so state crosses the chunk boundary; config.json "
+                    "declares one multi-token-prediction layer (the GGUF counts it as a block, "
+                    "without weights)",
+        "seed": 17,
+        "tokens": LONG_TOKENS,
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, tie_word_embeddings=False,
+                       mtp_num_hidden_layers=1,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25,
+                                        "mrope_section": [2, 1, 1],
+                                        "mrope_interleaved": True}),
+    },
+    {
+        "name": "qwen3_5-moe",
+        "family": "qwen3_5_moe",
+        "model_type": "qwen3_5_moe_text",
+        "architecture": "Qwen3_5MoeForCausalLM",
+        "features": "the hybrid Qwen3.5 stack with MoE (8 experts, top-2, renormalized) and a "
+                    "sigmoid-gated shared expert, tied output (the 12-token prompt: over 80, "
+                    "in-situ Q8_0 rounding swaps a near-tied expert somewhere, which the "
+                    "Q8_0 bound does not allow; the dense case crosses the chunk)",
+        "seed": 18,
+        # transformers' Qwen3.5 tokenizer adds <|endoftext|> after the made-up vocabulary, which
+        # the converter's GPT-2 path (Qwen MoE) requires inside vocab_size: leave it one id.
+        "bpe_vocab": 127,
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2,
+                       moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                       mtp_num_hidden_layers=1,
+                       tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25}),
+    },
+    {
+        "name": "qwen3_5-multimodal",
+        "family": "qwen3_5",
+        "model_type": "qwen3_5",
+        "architecture": "Qwen3_5ForConditionalGeneration",
+        "auto_class": "AutoModelForImageTextToText",
+        "features": "a multimodal checkpoint: the hybrid text model inside text_config (value "
+                    "heads as many as key heads, tied output) beside a vision tower that is "
+                    "not used",
+        "seed": 19,
+        "bpe_vocab": 127,  # as for qwen3_5-moe
+        "param_offsets": {"A_log": -3.0},
+        "config": {
+            "text_config": tiny(head_dim=32, max_position_embeddings=128,
+                                layer_types=["linear_attention", "full_attention"],
+                                linear_num_key_heads=2, linear_num_value_heads=2,
+                                linear_key_head_dim=16, linear_value_head_dim=16,
+                                linear_conv_kernel_dim=4, tie_word_embeddings=True,
+                                mtp_num_hidden_layers=1,
+                                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                 "partial_rotary_factor": 0.25,
+                                                 "mrope_section": [2, 1, 1],
+                                                 "mrope_interleaved": True}),
+            "vision_config": {"depth": 1, "hidden_size": 32, "intermediate_size": 64,
+                              "num_heads": 2, "out_hidden_size": 64, "patch_size": 14,
+                              "num_position_embeddings": 16},
+            "image_token_id": 127, "video_token_id": 126, "vision_start_token_id": 124,
+            "vision_end_token_id": 125, "tie_word_embeddings": True,
+        },
+    },
+    {
+        "name": "qwen3_next-moe",
+        "family": "qwen3_next",
+        "model_type": "qwen3_next",
+        "architecture": "Qwen3NextForCausalLM",
+        "features": "Qwen3.5's design with the DeltaNet projections fused per key head "
+                    "(in_proj_qkvz, in_proj_ba; 2 key heads over 4 value heads), MoE (8 "
+                    "experts, top-2, norm_topk_prob) with a gated shared expert, partial RoPE",
+        "seed": 20,
+        "bpe_vocab": 127,  # as for qwen3_5-moe
+        "param_offsets": {"A_log": -3.0},
+        "config": tiny(head_dim=32, max_position_embeddings=128,
+                       layer_types=["linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_conv_kernel_dim=4, num_experts=8, num_experts_per_tok=2,
+                       moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                       norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+                       mtp_num_hidden_layers=1, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.25}),
     },
     {
         "name": "smollm3-nope",

@@ -31,6 +31,7 @@ import cases
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+# The prompt of a case without its own `tokens` (cases.py).
 TOKENS = [1, 5, 17, 42, 8, 99, 3, 64, 77, 12, 30, 58]
 
 
@@ -72,10 +73,12 @@ def tokenizer_json(vocab: int) -> bytes:
     return tok.to_str().encode()
 
 
-def randomize(model: torch.nn.Module, seed: int) -> None:
+def randomize(model: torch.nn.Module, seed: int, offsets: dict | None = None) -> None:
     """Weights that make every part of the model matter: matrices N(0, 1/fan_in), norms and
-    biases visibly away from their identity values. Rounded to f16 (the stored precision), so
-    transformers' logits come from exactly the weights written."""
+    biases visibly away from their identity values. `offsets` shifts the parameters whose
+    name ends with a key (a case's `param_offsets`: e.g. a slower recurrent decay, so that
+    state carried across the delta rule's chunks matters). Rounded to f16 (the stored
+    precision), so transformers' logits come from exactly the weights written."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
@@ -89,6 +92,9 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            for suffix, shift in (offsets or {}).items():
+                if name.endswith(suffix):
+                    p.add_(shift)
             p.copy_(p.half().float())
 
 
@@ -102,20 +108,25 @@ def convert(converter: Path, out: Path, name: str) -> None:
 
 
 def make_case(case: dict, out: Path, converter: Path) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    import transformers
+    from transformers import AutoConfig
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
     config = AutoConfig.for_model(case["model_type"], **case["config"])
     config.architectures = [case["architecture"]]
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                             attn_implementation="eager")
+    # The auto class that builds the checkpoint's architecture (a case's `auto_class`: e.g.
+    # the image-text one for a multimodal architecture AutoModelForCausalLM maps to its text
+    # model).
+    auto = getattr(transformers, case.get("auto_class", "AutoModelForCausalLM"))
+    model = auto.from_config(config, dtype=torch.float32, attn_implementation="eager")
     model.eval()
-    randomize(model, case["seed"])
+    randomize(model, case["seed"], case.get("param_offsets"))
+    tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
-        logits = model(torch.tensor([TOKENS])).logits[0].float()
+        logits = model(torch.tensor([tokens])).logits[0].float()
         stepwise, past = [], None
-        for t in TOKENS:
+        for t in tokens:
             step = model(torch.tensor([[t]]), past_key_values=past, use_cache=True)
             past = step.past_key_values
             stepwise.append(step.logits[0, -1].float())
@@ -123,7 +134,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     (out / "generation_config.json").unlink(missing_ok=True)
     vocab = case["config"].get("vocab_size") or case["config"]["text_config"]["vocab_size"]
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
-                       "tokenizer.json": tokenizer_json(vocab),
+                       "tokenizer.json": tokenizer_json(case.get("bpe_vocab", vocab)),
                        "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast"}'}
     for name, data in tokenizer_files.items():
         (out / name).write_bytes(data)
@@ -131,7 +142,6 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
         convert(converter, out, case["name"])
     for name in tokenizer_files:
         (out / name).unlink()
-    import transformers
     record = {
         "case": case["name"],
         "family": case["family"],
@@ -141,7 +151,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
                     "converter": "convert_hf_to_gguf.py (llama-cpp-python "
                                  + os.environ.get("ORACLE_LCP_VERSION", "?") + ")"},
         "gguf_skip": case.get("gguf_skip"),
-        "tokens": TOKENS,
+        "tokens": tokens,
         "logits": [[round(float(x), 6) for x in row] for row in logits],
         "logits_stepwise": [[round(float(x), 6) for x in row] for row in stepwise],
     }

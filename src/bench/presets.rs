@@ -71,6 +71,39 @@ const QWEN3_MOE_30B_EXTRA: &[(&str, u32)] = &[
     ("expert_used_count", 8),
     ("expert_feed_forward_length", 768),
 ];
+const QWEN3_5_VOCAB: usize = 248_320;
+/// Qwen3.5's hybrid layout as llama.cpp's converter writes it: three Gated DeltaNet layers
+/// (16 key heads, 32 value heads of 128) to each gated attention layer, RoPE over 64 of the
+/// 256 dimensions of a head. llama.cpp requires `rope.dimension_sections`; a single value
+/// stands for all four sections, which on text positions changes nothing.
+const QWEN3_5_9B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 256),
+    ("attention.value_length", 256),
+    ("rope.dimension_count", 64),
+    ("rope.dimension_sections", 11),
+    ("full_attention_interval", 4),
+    ("ssm.conv_kernel", 4),
+    ("ssm.state_size", 128),
+    ("ssm.group_count", 16),
+    ("ssm.time_step_rank", 32),
+    ("ssm.inner_size", 4096),
+];
+const QWEN3_5_35B_A3B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 256),
+    ("attention.value_length", 256),
+    ("rope.dimension_count", 64),
+    ("rope.dimension_sections", 11),
+    ("full_attention_interval", 4),
+    ("ssm.conv_kernel", 4),
+    ("ssm.state_size", 128),
+    ("ssm.group_count", 16),
+    ("ssm.time_step_rank", 32),
+    ("ssm.inner_size", 4096),
+    ("expert_count", 256),
+    ("expert_used_count", 8),
+    ("expert_feed_forward_length", 512),
+    ("expert_shared_feed_forward_length", 512),
+];
 
 /// Every preset.
 pub static PRESETS: &[Preset] = &[
@@ -172,6 +205,28 @@ pub static PRESETS: &[Preset] = &[
         eps: 1e-6,
         rope_base: 1_000_000.0,
         extra: QWEN3_MOE_30B_EXTRA,
+    },
+    Preset {
+        name: "qwen3.5-9b",
+        about: "Qwen3.5 9B (Gated DeltaNet hybrid)",
+        family: "qwen3_5",
+        dims: dims(32, 4096, (16, 4, 256), 12_288, QWEN3_5_VOCAB, 262_144),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 10_000_000.0,
+        extra: QWEN3_5_9B_EXTRA,
+    },
+    Preset {
+        name: "qwen3.5-35b-a3b",
+        about: "Qwen3.5 35B-A3B (Gated DeltaNet hybrid, 256 experts, 8 active, shared expert)",
+        family: "qwen3_5_moe",
+        dims: dims(40, 2048, (16, 2, 256), 512, QWEN3_5_VOCAB, 262_144),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 10_000_000.0,
+        extra: QWEN3_5_35B_A3B_EXTRA,
     },
     Preset {
         name: "gemma3-270m",
@@ -414,6 +469,29 @@ mod tests {
             .find(|t| t.name == "blk.0.ffn_gate_inp.weight")
             .unwrap();
         assert_eq!(c.mix.type_for(router, 48), GgmlDType::F32);
+    }
+
+    #[test]
+    fn qwen3_5_presets_have_their_hybrid_layers_and_parameter_counts() {
+        for (name, low, high) in [
+            ("qwen3.5-9b:q4_k", 8_900_000_000usize, 9_000_000_000usize),
+            ("qwen3.5-35b-a3b:q4_k", 34_500_000_000, 34_900_000_000),
+        ] {
+            let p = parse(name).unwrap().preset;
+            let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+            let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+            let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+            assert!((low..high).contains(&params), "{name}: {params}");
+            // Layers 0-2 are DeltaNet layers, layer 3 attends with a gated query.
+            let has = |n: &str| plan.iter().any(|t| t.name == n);
+            assert!(has("blk.2.ssm_conv1d.weight") && !has("blk.2.attn_q.weight"));
+            assert!(has("blk.3.attn_q.weight") && !has("blk.3.ssm_a"));
+            let q = plan
+                .iter()
+                .find(|t| t.name == "blk.3.attn_q.weight")
+                .unwrap();
+            assert_eq!(q.shape, [2 * 16 * 256, p.dims.hidden], "{name}");
+        }
     }
 
     #[test]

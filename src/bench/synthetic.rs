@@ -185,6 +185,8 @@ pub fn build(
             Role::Vector if t.name.ends_with("norm.weight") => (1.0, 0.2),
             // RoPE frequency factors of 1 leave the base frequencies as they are.
             Role::Vector if t.name == "rope_freqs.weight" => (1.0, 0.0),
+            // A DeltaNet's -exp(A_log): negative, so its state decays.
+            Role::Vector if t.name.ends_with(".ssm_a") => (-0.5, 0.3),
             Role::Vector => (0.0, 0.02),
             Role::Embedding | Role::Output if t.name == "token_embd.weight" => (0.0, 1.0),
             _ => (0.0, 1.0 / fan_in.sqrt()),

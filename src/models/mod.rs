@@ -25,7 +25,10 @@ pub mod olmo3;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_5;
+pub mod qwen3_5_moe;
 pub mod qwen3_moe;
+pub mod qwen3_next;
 pub mod recipe;
 pub mod rope_config;
 pub mod smollm3;
@@ -183,6 +186,12 @@ pub struct Quirks {
     pub norm_unit_offset: bool,
     /// llama.cpp's converter folds that `1 + w` into the stored norm weights.
     pub gguf_norm_unit_offset_folded: bool,
+    /// llama.cpp's Gated DeltaNet conversion (Qwen3.5, Qwen3-Next): `ssm_a` holds
+    /// `-exp(A_log)`, the convolution is stored without its middle axis, the DeltaNet's
+    /// gated output norm is not unit-offset (nor folded), value heads are tiled over key
+    /// heads (Qwen3.5; export refuses fewer key heads than value heads), and
+    /// `partial_rotary_factor` is `rope.dimension_count` over the head width.
+    pub gguf_delta_net: bool,
 }
 
 impl Quirks {
@@ -191,6 +200,7 @@ impl Quirks {
         gguf_qk_permuted: false,
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
+        gguf_delta_net: false,
     };
 }
 
@@ -278,6 +288,9 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &smollm3::SPEC,
     &olmo3::SPEC,
     &lfm2::SPEC,
+    &qwen3_5::SPEC,
+    &qwen3_5_moe::SPEC,
+    &qwen3_next::SPEC,
 ];
 
 /// The registered family with id `id`.

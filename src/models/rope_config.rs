@@ -97,6 +97,19 @@ struct Params {
     obj: Option<HfConfig>,
     /// Its name in error messages.
     key: String,
+    /// What the family allows beyond the RoPE types' own keys.
+    allow: Allow,
+}
+
+/// What a family's RoPE may carry beyond the keys of its `rope_type`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Allow {
+    /// `partial_rotary_factor` other than 1 (the family rotates part of each head).
+    pub partial: bool,
+    /// Keys that do not change the maths for this family (Qwen3.5's `mrope_section` and
+    /// `mrope_interleaved`: text positions are equal on every axis, so multimodal RoPE is
+    /// plain RoPE on text).
+    pub neutral: &'static [&'static str],
 }
 
 impl RopeConfig {
@@ -159,6 +172,7 @@ impl RopeConfig {
                 Params {
                     obj: Some(p),
                     key: "rope_parameters".into(),
+                    allow: Allow::default(),
                 },
                 base.unwrap_or(default_base),
             ),
@@ -167,6 +181,7 @@ impl RopeConfig {
                 Params {
                     obj: h.sub("rope_scaling"),
                     key: "rope_scaling".into(),
+                    allow: Allow::default(),
                 },
                 base.unwrap_or(default_base),
             ),
@@ -198,10 +213,54 @@ impl RopeConfig {
             Params {
                 obj: Some(p),
                 key: format!("rope_parameters.{layer_type}: "),
+                allow: Allow::default(),
             },
             default_base,
         )
         .map(Some)
+    }
+
+    /// Reads the RoPE of a `config.json` whose layers share one that may rotate only part
+    /// of each head: the RoPE and its `partial_rotary_factor` (in `rope_parameters`, else at
+    /// the top level, else `default_partial`), with `allow.neutral` keys accepted.
+    pub fn from_hf_partial(
+        h: &HfConfig,
+        default_base: f64,
+        default_partial: f64,
+        neutral: &'static [&'static str],
+    ) -> Result<(Self, f64)> {
+        let allow = Allow {
+            partial: true,
+            neutral,
+        };
+        let base = h.opt_positive("rope_theta")?.unwrap_or(default_base);
+        let (obj, key) = match h.sub("rope_parameters") {
+            Some(p) => (Some(p), "rope_parameters"),
+            None => (h.sub("rope_scaling"), "rope_scaling"),
+        };
+        let factor = match obj.as_ref().map(|o| o.opt_float("partial_rotary_factor")) {
+            Some(f) => f?,
+            None => None,
+        };
+        let factor = match factor {
+            Some(f) => f,
+            None => h
+                .opt_float("partial_rotary_factor")?
+                .unwrap_or(default_partial),
+        };
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(Error::UnsupportedConfig(format!(
+                "{}: partial_rotary_factor = {factor} is not supported; supported: a fraction \
+                 in (0, 1]",
+                h.origin()
+            )));
+        }
+        let p = Params {
+            obj,
+            key: key.into(),
+            allow,
+        };
+        Ok((Self::read(h, p, base)?, factor))
     }
 
     fn read(h: &HfConfig, p: Params, default_base: f64) -> Result<Self> {
@@ -213,11 +272,15 @@ impl RopeConfig {
             ))
         };
         let Some(o) = &p.obj else {
-            check_partial(h, None, &p.key)?;
+            if !p.allow.partial {
+                check_partial(h, None, &p.key)?;
+            }
             return Ok(Self::plain(default_base));
         };
         let base = o.opt_positive("rope_theta")?.unwrap_or(default_base);
-        check_partial(h, Some(o), &p.key)?;
+        if !p.allow.partial {
+            check_partial(h, Some(o), &p.key)?;
+        }
         let kind = match o.opt_str("rope_type")? {
             Some(t) => t.to_string(),
             None => o.opt_str("type")?.unwrap_or("default").to_string(),
@@ -260,7 +323,9 @@ impl RopeConfig {
             "original_max_position_embeddings",
         ];
         for key in o.map().keys() {
-            if !NEUTRAL.contains(&key.as_str()) && !keys.contains(&key.as_str()) {
+            let neutral =
+                NEUTRAL.contains(&key.as_str()) || p.allow.neutral.contains(&key.as_str());
+            if !neutral && !keys.contains(&key.as_str()) {
                 let allowed: Vec<&str> = keys.to_vec();
                 return Err(unsupported(
                     key,

@@ -87,6 +87,32 @@ impl Layout<'_> {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| *v as usize)
     }
+
+    /// A hybrid model (Qwen3.5, Qwen3-Next: `full_attention_interval` in the metadata)
+    /// has recurrent layers, all but every `full_attention_interval`-th.
+    fn hybrid(&self) -> Option<usize> {
+        self.get("full_attention_interval").map(|n| n.max(1))
+    }
+
+    /// Whether block `layer` holds the tensor `suffix`. In a hybrid model, recurrent layers
+    /// hold the `ssm_*`, `attn_qkv` and `attn_gate` tensors and attention layers the other
+    /// `attn_*` ones (llama.cpp's names for Qwen3.5); every other model holds every tensor
+    /// in every block.
+    pub fn in_layer(&self, suffix: &str, layer: usize) -> bool {
+        let Some(every) = self.hybrid() else {
+            return true;
+        };
+        let recurrent = !(layer + 1).is_multiple_of(every);
+        let recurrent_only = suffix.starts_with("ssm_")
+            || suffix.starts_with("attn_qkv.")
+            || suffix.starts_with("attn_gate.");
+        let attention_only =
+            !recurrent_only && suffix.starts_with("attn_") && suffix != "attn_norm.weight";
+        match recurrent {
+            true => !attention_only,
+            false => !recurrent_only,
+        }
+    }
 }
 
 /// Candle-order shape of a block tensor from its GGUF suffix.
@@ -100,16 +126,35 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         d.ffn
     };
     let whole_qk_norm = layout.get("synthetic.qk_norm_whole").is_some_and(|n| n > 0);
+    // The linear-attention (Gated DeltaNet) shapes of a hybrid model.
+    let ssm = |key: &str| layout.get(key);
+    let v_heads = ssm("ssm.time_step_rank");
+    let inner = ssm("ssm.inner_size");
+    let conv_dim = || Some(2 * ssm("ssm.group_count")? * ssm("ssm.state_size")? + inner?);
+    let shared = layout.get("expert_shared_feed_forward_length");
     Some(match suffix {
         "attn_q_norm.weight" if whole_qk_norm => vec![q],
         "attn_k_norm.weight" if whole_qk_norm => vec![kv],
+        "ssm_norm.weight" => vec![inner? / v_heads?.max(1)],
         s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
             vec![d.head_dim]
         }
         s if s.ends_with("norm.weight") => vec![d.hidden],
+        // A hybrid model's queries carry their output gate (twice the rows).
+        "attn_q.weight" if layout.hybrid().is_some() => vec![2 * q, d.hidden],
         "attn_q.weight" => vec![q, d.hidden],
         "attn_k.weight" | "attn_v.weight" => vec![kv, d.hidden],
+        "attn_qkv.weight" if layout.hybrid().is_some() => vec![conv_dim()?, d.hidden],
         "attn_qkv.weight" => vec![q + 2 * kv, d.hidden],
+        "attn_gate.weight" => vec![inner?, d.hidden],
+        "ssm_a" | "ssm_dt.bias" => vec![v_heads?],
+        "ssm_alpha.weight" | "ssm_beta.weight" => vec![v_heads?, d.hidden],
+        "ssm_ba.weight" => vec![2 * v_heads?, d.hidden],
+        "ssm_conv1d.weight" => vec![conv_dim()?, ssm("ssm.conv_kernel")?],
+        "ssm_out.weight" => vec![d.hidden, inner?],
+        "ffn_gate_inp_shexp.weight" => vec![1, d.hidden],
+        "ffn_gate_shexp.weight" | "ffn_up_shexp.weight" => vec![shared?, d.hidden],
+        "ffn_down_shexp.weight" => vec![d.hidden, shared?],
         "attn_output.weight" => vec![d.hidden, q],
         "attn_q.bias" => vec![q],
         "attn_k.bias" | "attn_v.bias" => vec![kv],
@@ -129,7 +174,9 @@ pub fn role_of(suffix: &str, shape: &[usize]) -> Role {
         (_, 1) => Role::Vector,
         ("attn_v.weight", _) => Role::AttnV,
         ("ffn_down.weight" | "ffn_down_exps.weight", _) => Role::FfnDown,
-        ("ffn_gate_inp.weight", _) => Role::Router,
+        ("ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight", _) => Role::Router,
+        // Convolution taps are kept in F32, as llama.cpp keeps them (rows of a few taps).
+        ("ssm_conv1d.weight", _) => Role::Vector,
         _ => Role::Matrix,
     }
 }
@@ -168,6 +215,9 @@ pub fn plan(
     }
     for layer in 0..d.layers {
         for suffix in spec.tiny.block_tensors {
+            if !layout.in_layer(suffix, layer) {
+                continue;
+            }
             let shape = block_shape(suffix, d, &layout).ok_or_else(|| {
                 Error::Internal(format!(
                     "synthetic model: no shape rule for block tensor '{suffix}' of family '{}'",

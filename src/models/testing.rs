@@ -121,6 +121,9 @@ pub fn write_tiny_gguf_with(
     };
     for layer in 0..LAYERS {
         for suffix in spec.tiny.block_tensors {
+            if !layout.in_layer(suffix, layer) {
+                continue;
+            }
             let shape = synthetic::block_shape(suffix, &dims, &layout).ok_or_else(|| {
                 crate::Error::Internal(format!(
                     "tiny model: no shape rule for block tensor '{suffix}'"
@@ -132,6 +135,9 @@ pub fn write_tiny_gguf_with(
             );
             let t = if suffix.ends_with("norm.weight") {
                 rng.tensor(&shape, 1.0, 0.2)?
+            } else if *suffix == "ssm_a" {
+                // -exp(A_log): negative, so the recurrent state decays.
+                rng.tensor(&shape, -0.5, 0.3)?
             } else {
                 rng.tensor(&shape, 0.0, 1.0 / (shape[shape.len() - 1] as f32).sqrt())?
             };

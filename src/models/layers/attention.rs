@@ -169,7 +169,6 @@ impl Attention {
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, l, _) = x.dims3()?;
-        let pos = cache.pos();
         // 1. Project (and norm the whole projections, OLMo), split heads:
         //    (B, L, H*D) -> (B, L, H, D).
         let (q, k, v) = self.qkv.forward(x)?;
@@ -190,15 +189,30 @@ impl Attention {
             false => (rope.0.apply(&q, rope.1)?, rope.0.apply(&k, rope.1)?),
         };
         let v = v.transpose(1, 2)?.contiguous()?;
-        // 3. Cache: the keys/values held, (B, KV, pos + L - start, D).
-        let kv = cache.append_kv(layer, &k, &v)?;
-        // 4. Long prompts go in blocks of queries, each against only the keys it can see:
-        //    the causal half of the score matrix is never computed.
-        let y = attend_in_blocks(c, &q, &kv, pos, QUERY_BLOCK)?;
+        let y = attend_cached(c, &q, &k, &v, cache, layer)?;
         // 5. Output projection: (B, H, L, D) -> (B, L, H*D).
         let y = y.transpose(1, 2)?.reshape((b, l, c.n_heads * c.head_dim))?;
         self.o.forward(&y)
     }
+}
+
+/// Stores `k`, `v` (`(B, KV, L, D)`, after RoPE) in layer `layer` of `cache` and attends
+/// `q` (`(B, H, L, D)`, at the cache position) to every key the layer holds: `(B, H, L, D)`.
+/// For attention layers that project and rotate in their own way (Qwen3.5's gated queries).
+pub fn attend_cached(
+    c: &Config,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &mut Cache,
+    layer: usize,
+) -> Result<Tensor> {
+    let pos = cache.pos();
+    // 3. Cache: the keys/values held, (B, KV, pos + L - start, D).
+    let kv = cache.append_kv(layer, k, v)?;
+    // 4. Long prompts go in blocks of queries, each against only the keys it can see:
+    //    the causal half of the score matrix is never computed.
+    attend_in_blocks(c, q, &kv, pos, QUERY_BLOCK)
 }
 
 /// [`attend`] for blocks of at most `block` queries at a time.

@@ -35,6 +35,14 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// Loads `{vb}.weight` shaped `(out, in)` as f32 whatever it is stored as and whatever
+    /// in-situ quantization was asked for: for the few-row projections whose outputs pick
+    /// experts or set rates (routers, gates), which llama.cpp keeps unquantized too.
+    pub fn load_f32(vb: &Vb, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = QMatMul::Tensor(vb.tensor("weight", &[out_dim, in_dim])?);
+        Ok(Self { weight, bias: None })
+    }
+
     /// A layer over an already loaded weight (e.g. a tied embedding table).
     pub fn from_qtensor(weight: Arc<QTensor>) -> Result<Self> {
         Ok(Self {

@@ -7,6 +7,8 @@
 //! one batch, scaled by their routing weights and scattered back (`index_add`). A decode step
 //! therefore runs only `k` experts, and a prefill runs each chosen expert once.
 //!
+//! A [`SharedExpert`] (every token, sigmoid-gated) may sit beside the routed ones.
+//!
 //! Router variants, as the reference implementations declare them:
 //! - [`Router::SoftmaxTopK`]: softmax over all experts, top-k, optionally renormalise the k
 //!   weights (`norm_topk_prob`: true for Qwen3-MoE, false for Qwen2-MoE).
@@ -136,7 +138,8 @@ impl SparseMoe {
     pub fn load(vb: &Vb, hidden: usize, cfg: &Config) -> Result<Self> {
         let n = cfg.n_experts;
         let vb = vb.pp(cfg.names.block);
-        let router = Linear::load(&vb.pp(cfg.names.router), hidden, n, false)?;
+        // The router stays f32, as llama.cpp keeps it: a rounded logit can swap experts.
+        let router = Linear::load_f32(&vb.pp(cfg.names.router), hidden, n)?;
         let gate = vb.experts(cfg.names.gate, n, &[cfg.ffn, hidden])?;
         let up = vb.experts(cfg.names.up, n, &[cfg.ffn, hidden])?;
         let down = vb.experts(cfg.names.down, n, &[hidden, cfg.ffn])?;
@@ -195,6 +198,37 @@ impl SparseMoe {
             out = out.index_add(&idx, &y, 0)?;
         }
         Ok(out.reshape(shape)?)
+    }
+}
+
+/// A shared expert beside the routed ones (Qwen2-MoE, Qwen3-Next, Qwen3.5-MoE): a SwiGLU
+/// network every token goes through, scaled per token by `sigmoid(shared_expert_gate · x)`.
+#[derive(Clone, Debug)]
+pub struct SharedExpert {
+    mlp: Mlp,
+    gate: Linear,
+}
+
+impl SharedExpert {
+    /// Loads `shared_expert.{gate,up,down}_proj` of width `ffn` and `shared_expert_gate`
+    /// (one row) under `vb` (the block's prefix, e.g. `mlp`).
+    pub fn load(vb: &Vb, hidden: usize, ffn: usize) -> Result<Self> {
+        Ok(Self {
+            mlp: Mlp::load(
+                &vb.pp("shared_expert"),
+                hidden,
+                ffn,
+                Activation::Silu,
+                false,
+            )?,
+            gate: Linear::load_f32(&vb.pp("shared_expert_gate"), hidden, 1)?,
+        })
+    }
+
+    /// The gated shared expert's output for `(..., hidden)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::sigmoid(&self.gate.forward(x)?)?;
+        Ok(self.mlp.forward(x)?.broadcast_mul(&gate)?)
     }
 }
 

@@ -202,8 +202,17 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` shaped `(batch, heads, len, head_dim)`.
+    /// Rotates `x` shaped `(batch, heads, len, head_dim)`. A head wider than this RoPE's
+    /// dimensions (partial RoPE, `partial_rotary_factor` < 1) has its leading dimensions
+    /// rotated and the rest passed through, as transformers' `apply_rotary_pos_emb` does.
     pub fn apply(&self, x: &Tensor, t: &Tables) -> Result<Tensor> {
+        let rotated = 2 * self.half;
+        let width = x.dim(candle_core::D::Minus1)?;
+        if width > rotated {
+            let head = self.apply(&x.narrow(candle_core::D::Minus1, 0, rotated)?, t)?;
+            let pass = x.narrow(candle_core::D::Minus1, rotated, width - rotated)?;
+            return Ok(Tensor::cat(&[&head, &pass], candle_core::D::Minus1)?.contiguous()?);
+        }
         let x = x.contiguous()?;
         if let Some(y) = self.apply_cpu(&x, t)? {
             return Ok(y);
@@ -313,6 +322,26 @@ mod tests {
             out[b] = x[a] * s + x[b] * c;
         }
         out
+    }
+
+    #[test]
+    fn partial_rope_rotates_the_leading_dimensions_and_passes_the_rest() {
+        let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.3 - 1.0).collect();
+        let rope = Rope::new(8, 10_000.0, Style::HalfSplit);
+        let t = rope.tables(5, 1, &Device::Cpu).unwrap();
+        let xt = Tensor::from_vec(x.clone(), (1, 1, 1, 12), &Device::Cpu).unwrap();
+        let y: Vec<f32> = rope
+            .apply(&xt, &t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = naive(&x[..8], 5, 10_000.0, Style::HalfSplit);
+        for (a, b) in y[..8].iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        assert_eq!(y[8..], x[8..]);
     }
 
     #[test]
