@@ -156,13 +156,23 @@ mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
-    /// u8 × i8 products of 32 bytes summed per four (eight i32 lanes).
+    /// The eight 6-bit scales and eight minimums of a Q4_K super-block (its 12 packed bytes).
+    /// (Unpacking with whole-word masks measured 20% slower here: unrolled, this loop is
+    /// branch-free shifts and masks.)
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot4(w: __m256i, x: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+    fn scales_mins(sc: &[u8]) -> ([i16; 8], [i16; 8]) {
+        let (mut s, mut m) = ([0i16; 8], [0i16; 8]);
+        for j in 0..8 {
+            let (a, b) = q4k_scale_min(sc, j);
+            (s[j], m[j]) = (a as i16, b as i16);
+        }
+        (s, m)
     }
 
+    /// The same integers and float steps as the portable form: per sub-block the u8×i8
+    /// products summed in pairs (i16, at most 2·15·127) are weighted by the sub-block's scale
+    /// in one `madd` (i32), so no 32-bit multiply is needed; the minimums' term is one `madd`
+    /// of the eight minimums with the activation sums per 32.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
         let (mut acc, mut accm) = (0f32, 0f32);
@@ -171,27 +181,28 @@ mod avx2 {
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
             let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
             let xq = x.qs.as_ptr().add(b * QK_K);
+            let (sc, mn) = scales_mins(&blk[4..16]);
             let mut isum = _mm256_setzero_si256();
-            let mut imin = 0i32;
             for p in 0..4 {
                 let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * p) as *const __m256i);
-                for (half, w) in [
-                    _mm256_and_si256(q, low),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let j = 2 * p + half;
-                    let (s, m) = q4k_scale_min(&blk[4..16], j);
-                    let v = _mm256_loadu_si256(xq.add(32 * j) as *const __m256i);
-                    isum = _mm256_add_epi32(
-                        isum,
-                        _mm256_mullo_epi32(dot4(w, v), _mm256_set1_epi32(s as i32)),
-                    );
-                    imin += m as i32 * (x.bsums[16 * b + 2 * j] + x.bsums[16 * b + 2 * j + 1]);
-                }
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                let x0 = _mm256_loadu_si256(xq.add(64 * p) as *const __m256i);
+                let x1 = _mm256_loadu_si256(xq.add(64 * p + 32) as *const __m256i);
+                let p0 =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * p]));
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, x1),
+                    _mm256_set1_epi16(sc[2 * p + 1]),
+                );
+                isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
             }
+            // Σ_j min_j · (bsum_2j + bsum_2j+1): the sums per 16 added in pairs, then one madd.
+            let bs = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let bs2 = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b + 8) as *const __m256i);
+            let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(bs, bs2));
+            let mins = _mm256_cvtepi16_epi32(_mm_loadu_si128(mn.as_ptr() as *const __m128i));
+            let imin = hsum_i32(_mm256_mullo_epi32(pairs, mins));
             acc = (hsum_i32(isum) as f32).mul_add(d * x.d[b], acc);
             accm = (imin as f32).mul_add(dmin * x.d[b], accm);
         }
@@ -231,9 +242,12 @@ mod avx2 {
                 for (idx, w) in vecs.into_iter().enumerate() {
                     let g = 8 * h + 2 * idx;
                     let v = _mm256_loadu_si256(xq.add(128 * h + 32 * idx) as *const __m256i);
-                    let (s0, s1) = (*scales.add(g) as i32, *scales.add(g + 1) as i32);
-                    let sc = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(dot4(w, v), sc));
+                    // Pairs of 6-bit × i8 products fit i16 (at most 2·63·128); the scale
+                    // of each 16 values weights them in the same madd that sums them.
+                    let (s0, s1) = (*scales.add(g) as i16, *scales.add(g + 1) as i16);
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    sumi =
+                        _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), sc));
                 }
             }
             // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over scale
