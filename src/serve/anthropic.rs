@@ -70,8 +70,17 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params
     {
         return Err(ApiError::unsupported(key));
     }
-    if body.sampling.presence_penalty.is_some() || body.sampling.frequency_penalty.is_some() {
-        return Err(ApiError::unsupported("presence_penalty"));
+    // Not fields of Anthropic's API: refused by name rather than honoured silently.
+    for (given, name) in [
+        (body.sampling.presence_penalty.is_some(), "presence_penalty"),
+        (
+            body.sampling.frequency_penalty.is_some(),
+            "frequency_penalty",
+        ),
+    ] {
+        if given {
+            return Err(ApiError::unsupported(name));
+        }
     }
     let mut messages = Vec::with_capacity(body.messages.len() + 1);
     if let Some(system) = &body.system {
