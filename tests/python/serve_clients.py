@@ -50,23 +50,30 @@ except openai.BadRequestError as e:
 
 import jsonschema
 
-schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+# Bounded, so that the answer always ends before max_tokens (a reply cut by max_tokens is
+# incomplete JSON, with finish_reason "length", as OpenAI's is).
+schema = {"type": "object",
+          "properties": {"name": {"type": "string", "maxLength": 20},
+                         "age": {"type": "integer", "minimum": 0, "maximum": 120}},
           "required": ["name", "age"], "additionalProperties": False}
 structured = oa.chat.completions.create(
-    model="m", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=100,
+    model="m", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=200,
+    temperature=0.7, seed=1,
     response_format={"type": "json_schema",
                      "json_schema": {"name": "person", "strict": True, "schema": schema}})
 import json
+assert structured.choices[0].finish_reason == "stop", structured
 person = json.loads(structured.choices[0].message.content)
 jsonschema.validate(person, schema)
 print("openai json_schema: valid", person)
 
 weather = {"type": "object",
-           "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+           "properties": {"city": {"type": "string", "maxLength": 40},
+                          "unit": {"type": "string", "enum": ["c", "f"]}},
            "required": ["city", "unit"], "additionalProperties": False}
 tooled = oa.chat.completions.create(
     model="m", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-    max_tokens=100,
+    max_tokens=200, temperature=0.7, seed=1,
     tools=[{"type": "function", "function": {"name": "get_weather", "parameters": weather}}],
     tool_choice={"type": "function", "function": {"name": "get_weather"}})
 assert tooled.choices[0].finish_reason == "tool_calls", tooled
