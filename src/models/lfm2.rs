@@ -16,7 +16,7 @@
 //! which transformers' LFM2 lacks) is refused.
 //! References: HF `modular_lfm2.py`, llama.cpp `src/models/lfm2.cpp`.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention::{self, Attention};
@@ -489,12 +489,7 @@ impl CausalLm for Model {
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).
-        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
-        Ok(self
-            .lm_head
-            .forward(&x)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?)
+        super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
     }
 
     fn info(&self) -> &ModelInfo {

@@ -8,7 +8,7 @@
 //! reuse this file with their options (biases, Q/K norm, fused projections, a
 //! mixture-of-experts FFN, NoPE layers).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 pub use super::hf_class::{HfClass, Sliding};
@@ -502,12 +502,7 @@ impl CausalLm for Model {
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).
-        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
-        Ok(self
-            .lm_head
-            .forward(&x)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?)
+        super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
     }
 
     fn info(&self) -> &ModelInfo {

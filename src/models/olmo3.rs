@@ -16,7 +16,7 @@
 //! of 4096 positions.
 //! References: HF `modular_olmo3.py`, `modular_olmo2.py`; llama.cpp `src/models/olmo2.cpp`.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention::{self, Attention};
@@ -408,12 +408,7 @@ impl CausalLm for Model {
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).
-        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
-        Ok(self
-            .lm_head
-            .forward(&x)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?)
+        super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
     }
 
     fn info(&self) -> &ModelInfo {

@@ -18,7 +18,7 @@
 //! which mlcli does not do yet. References: HF `modeling_qwen3_5.py`,
 //! `configuration_qwen3_5.py`; llama.cpp `src/models/qwen35.cpp`, `conversion/qwen.py`.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention;
@@ -673,13 +673,8 @@ impl CausalLm for Model {
             x = (h + f)?;
             ctx.trace(i, "block_out", &x);
         }
-        // 4. Last position only: norm, output layer -> (vocab).
-        let x = self.norm.forward(&x.narrow(1, l - 1, 1)?)?;
-        Ok(self
-            .lm_head
-            .forward(&x)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?)
+        // 4. Last position only: norm and output layer -> (vocab).
+        super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
     }
 
     fn info(&self) -> &ModelInfo {
