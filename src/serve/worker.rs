@@ -123,7 +123,13 @@ fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
         Some(c) => match engine.grammar(c) {
             Ok(g) => Some(g),
             Err(e) => {
-                let e = ApiError::invalid_param("response_format", e.to_string());
+                // A forced tool call is the one Lark grammar serve makes; schemas come from
+                // response_format.
+                let param = match c {
+                    Constraint::Lark(_) => "tool_choice",
+                    Constraint::JsonSchema(_) | Constraint::JsonObject => "response_format",
+                };
+                let e = ApiError::invalid_param(param, e.to_string());
                 let _ = job.events.send(Event::Failed(e));
                 return;
             }
