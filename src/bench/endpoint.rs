@@ -154,14 +154,6 @@ fn one(agent: &ureq::Agent, load: &Load, salt: usize) -> Result<Sample> {
     Ok(sample)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Runs `load` and summarizes it (one warm-up request first, not counted).
 pub fn measure(load: &Load) -> Result<Report> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -196,9 +188,9 @@ pub fn measure(load: &Load) -> Result<Report> {
         samples.extend(r?);
     }
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
-    let mut ttft: Vec<f64> = samples.iter().map(|s| ms(&s.ttft)).collect();
-    let mut itl: Vec<f64> = samples.iter().flat_map(|s| s.gaps.iter().map(ms)).collect();
-    let mut stream: Vec<f64> = samples
+    let ttft: Vec<f64> = samples.iter().map(|s| ms(&s.ttft)).collect();
+    let itl: Vec<f64> = samples.iter().flat_map(|s| s.gaps.iter().map(ms)).collect();
+    let stream: Vec<f64> = samples
         .iter()
         .map(|s| {
             let after = s.total.saturating_sub(s.ttft).as_secs_f64();
@@ -209,16 +201,15 @@ pub fn measure(load: &Load) -> Result<Report> {
             }
         })
         .collect();
-    for v in [&mut ttft, &mut itl, &mut stream] {
-        v.sort_by(f64::total_cmp);
-    }
+    // The same percentiles as `mlcli bench`'s ITL columns.
+    let pct = |xs: &[f64], p: f64| super::stats::percentile(xs, p).unwrap_or(0.0);
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
     Ok(Report {
         concurrency: load.concurrency,
         requests: samples.len(),
-        ttft_ms: (percentile(&ttft, 0.5), percentile(&ttft, 0.95)),
-        itl_ms: (percentile(&itl, 0.5), percentile(&itl, 0.95)),
-        stream_tok_s: percentile(&stream, 0.5),
+        ttft_ms: (pct(&ttft, 50.0), pct(&ttft, 95.0)),
+        itl_ms: (pct(&itl, 50.0), pct(&itl, 95.0)),
+        stream_tok_s: pct(&stream, 50.0),
         aggregate_tok_s: tokens as f64 / wall.as_secs_f64().max(1e-9),
     })
 }
@@ -258,11 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_pick_ranks() {
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!(percentile(&v, 0.5), 3.0);
-        assert_eq!(percentile(&v, 0.95), 5.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+    fn prompts_differ_per_request_and_have_their_length() {
         assert_ne!(prompt(8, 1), prompt(8, 2));
         assert_eq!(prompt(8, 1).split(' ').count(), 8);
     }

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod export;
 pub mod inspect;
 pub mod list;
+pub mod load;
 pub mod model_ref;
 pub mod progress;
 pub mod pull;
@@ -69,11 +70,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// The clap command, for man-page and completion generation.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command().mut_subcommand("run", |run| {
-        run.mut_arg("chat_template", |a| {
+    let template_names = |c: clap::Command| {
+        c.mut_arg("chat_template", |a| {
             a.help(chat_template_help()).long_help(None::<&str>)
         })
-    })
+    };
+    <Cli as clap::CommandFactory>::command()
+        .mut_subcommand("run", template_names)
+        .mut_subcommand("serve", template_names)
 }
 
 /// Parses the process's arguments with [`command`] (clap exits on a usage error).

@@ -10,9 +10,7 @@ use super::UsageError;
 use crate::device;
 use crate::engine::grammar::Constraint;
 use crate::engine::settings::{self, Origins, Preset, Source};
-use crate::engine::{
-    Engine, GenerateParams, LoadOptions, Message, Recommended, StopReason, TemplateOrigin,
-};
+use crate::engine::{Engine, GenerateParams, Message, Recommended, StopReason, TemplateOrigin};
 use crate::ui::{self, app::ModelCard, transcript};
 
 /// Arguments of `mlcli run`.
@@ -36,11 +34,6 @@ pub struct Args {
     /// In raw prompts, treat text spelling special tokens (`<|im_start|>`) as plain text.
     #[arg(long)]
     pub no_special: bool,
-    /// Chat template replacing the model's own: a shipped one by name or a Jinja file.
-    /// Models without one use their family's default. (The names are listed from the
-    /// shipped templates by `cli::command`.)
-    #[arg(long, value_name = "NAME|FILE")]
-    pub chat_template: Option<String>,
     /// Hold the output to this JSON schema (a file): it always parses and validates.
     #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
     pub json_schema: Option<std::path::PathBuf>,
@@ -98,34 +91,21 @@ pub struct Args {
     /// Maximum tokens to generate (default: until end of generation or a full context).
     #[arg(short = 'n', long = "max-tokens")]
     pub max_tokens: Option<usize>,
-    /// Context size in tokens (default: the model's, capped at 4096; 0 = the model's).
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
     /// Stop when this text is generated (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// dtype of full-precision (safetensors) weights: f32, f16 or bf16 [default: f32].
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
-    /// Quantize safetensors weights at load time: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k,
-    /// q4k, q5k, q6k (GGUF files keep their own types).
-    #[arg(long, value_name = "TYPE")]
-    pub quant: Option<String>,
-    /// Where to run: auto, cpu, cuda[:N], metal[:N].
-    #[arg(long, default_value = "auto")]
-    pub device: device::Request,
-    /// CPU threads (default: physical cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
     /// Interactive chat: autosave the transcript under this name and resume it next time.
     #[arg(long, value_name = "NAME")]
     pub session: Option<String>,
     /// Print device choice and timing statistics to stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// How to load the model.
+    #[command(flatten)]
+    pub load: crate::cli::load::LoadArgs,
     #[command(flatten)]
     pub store: crate::cli::model_ref::StoreArgs,
 }
@@ -174,41 +154,11 @@ fn dumb_terminal() -> bool {
 
 /// Runs `mlcli run`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        crate::cli::set_threads(t);
-    }
     let prompt = gather_prompt(&args)?;
-    let selected = device::select(args.device)?;
+    let loaded = args.load.load(args.model.as_deref(), &args.store)?;
+    let mut engine = loaded.engine;
     if args.verbose {
-        eprintln!("device: {}", selected.reason);
-    }
-    let chat_template = args
-        .chat_template
-        .as_deref()
-        .map(crate::cli::chat_template_source)
-        .transpose()?;
-    let resolved = crate::cli::model_ref::resolve(
-        args.model.as_deref(),
-        &args.store,
-        crate::store::Mode::PreferCache,
-    )?;
-    let model = resolved.model;
-    let load_start = std::time::Instant::now();
-    let mut engine = Engine::load(
-        &model,
-        &LoadOptions {
-            device: selected.device,
-            ctx_size: args.ctx_size,
-            chat_template,
-            precision: crate::cli::precision(args.dtype.as_deref(), args.quant.as_deref())?,
-            ..LoadOptions::default()
-        },
-    )
-    .with_context(|| format!("loading {}", model.display()))?;
-    for note in engine.load_notes() {
-        eprintln!("note: {note}");
-    }
-    if args.verbose {
+        eprintln!("device: {}", loaded.device_reason);
         let i = engine.info();
         let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{} MiB", b >> 20));
         eprintln!(
@@ -218,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             i.n_layers,
             engine.ctx_size(),
             i.context_length,
-            load_start.elapsed().as_secs_f64(),
+            loaded.load_time.as_secs_f64(),
             mib(crate::bench::memory::rss_bytes()),
             mib(crate::bench::memory::peak_rss_bytes()),
         );
@@ -231,8 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let (params, origins) =
-        generate_params(&args, resolved.alias.as_deref(), engine.recommended())?;
+    let (params, origins) = generate_params(&args, loaded.alias.as_deref(), engine.recommended())?;
     if args.verbose {
         print_sampling(&params, &origins, engine.recommended());
     }

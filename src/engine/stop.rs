@@ -45,7 +45,7 @@ impl StopMatcher {
                 matched,
             };
         }
-        let hold = self.held_suffix_len();
+        let hold = held_len(&self.pending, &self.stops);
         let cut = self.pending.len() - hold;
         let emit = self.pending[..cut].to_string();
         self.pending.drain(..cut);
@@ -60,20 +60,21 @@ impl StopMatcher {
     pub fn flush(&mut self) -> String {
         std::mem::take(&mut self.pending)
     }
+}
 
-    /// Length of the longest suffix of `pending` that is a proper prefix of a stop string.
-    fn held_suffix_len(&self) -> usize {
-        let p = &self.pending;
-        (1..=p.len())
-            .rev()
-            .filter(|&n| p.is_char_boundary(p.len() - n))
-            .find(|&n| {
-                self.stops
-                    .iter()
-                    .any(|s| s.len() > n && s.starts_with(&p[p.len() - n..]))
+/// Length of the longest end of `text` that is a proper start of one of `needles`: text that
+/// may still become one of them as more arrives, so it is held back.
+pub fn held_len(text: &str, needles: &[impl AsRef<str>]) -> usize {
+    (1..=text.len())
+        .rev()
+        .filter(|&n| text.is_char_boundary(text.len() - n))
+        .find(|&n| {
+            needles.iter().any(|s| {
+                let s = s.as_ref();
+                s.len() > n && s.starts_with(&text[text.len() - n..])
             })
-            .unwrap_or(0)
-    }
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

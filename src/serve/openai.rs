@@ -362,15 +362,6 @@ struct Meta {
     tools: Option<Format>,
 }
 
-/// The length of the longest end of `text` that is a proper start of `marker` (text that
-/// may still become the marker, held back).
-fn partial_marker(text: &str, marker: &str) -> usize {
-    (1..marker.len())
-        .rev()
-        .find(|&n| text.ends_with(&marker[..n]))
-        .unwrap_or(0)
-}
-
 /// OpenAI's `tool_calls` for `calls` (arguments as JSON text), with ids unique in the reply.
 fn tool_calls_json(id: &str, calls: &[Call]) -> Vec<Value> {
     calls
@@ -515,7 +506,7 @@ async fn streamed(
                     let keep = if capturing {
                         held.len()
                     } else {
-                        partial_marker(&held, format.marker())
+                        crate::engine::stop::held_len(&held, &[format.marker()])
                     };
                     let emit: String = held.drain(..held.len() - keep).collect();
                     match emit.is_empty() {
