@@ -702,3 +702,67 @@ fn bench_endpoint_measures_a_server_at_each_concurrency() {
     let log = s.wait_for_log("request 5 ");
     assert_eq!(log.matches(", 4 generated").count(), 5, "{log}");
 }
+
+/// Sends a streamed chat request and returns its text with when its first content chunk and
+/// its end arrived.
+fn timed_stream(addr: &str, body: &Value) -> (String, Instant, Instant) {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let (mut seen, mut buf, mut first) = (String::new(), [0u8; 4096], None);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if first.is_none() && seen.contains("\"content\":\"") {
+            first = Some(Instant::now());
+        }
+        if seen.contains("data: [DONE]") {
+            break;
+        }
+    }
+    let end = Instant::now();
+    let text: String = events(&seen)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    (text, first.expect("a content chunk"), end)
+}
+
+#[test]
+fn concurrent_requests_decode_together_and_answer_as_alone() {
+    let s = Served::start(&["--parallel", "4"]);
+    let body = |i: usize| {
+        chat(
+            &format!("Write a short poem about the number {i}."),
+            json!({"max_tokens": 24, "ignore_eos": true, "stream": true}),
+        )
+    };
+    let alone: Vec<String> = (0..4).map(|i| timed_stream(&s.addr, &body(i)).0).collect();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let (addr, b) = (s.addr.clone(), body(i));
+            std::thread::spawn(move || timed_stream(&addr, &b))
+        })
+        .collect();
+    let together: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // Every stream had begun before any ended: they were decoded together, not queued.
+    let last_start = together.iter().map(|t| t.1).max().unwrap();
+    let first_end = together.iter().map(|t| t.2).min().unwrap();
+    assert!(
+        last_start < first_end,
+        "the four streams ran one after another"
+    );
+    // Greedy replies are the same as when each was alone.
+    for (i, (text, _, _)) in together.iter().enumerate() {
+        assert_eq!(*text, alone[i], "request {i}");
+    }
+}

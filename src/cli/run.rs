@@ -200,23 +200,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         engine.raw_tokens(&prompt, !args.no_special)?
     };
     let constraint = output_constraint(&args)?;
-    let mut grammar = match &constraint {
+    let grammar = match &constraint {
         Some(c) => Some(engine.grammar(c).context("the output constraint")?),
         None => None,
     };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let stats =
-        engine.generate_constrained(&tokens, &params, grammar.as_mut(), &mut |text| match out
-            .write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-        {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                write_error = Some(e);
-                ControlFlow::Break(())
-            }
-        })?;
+    let stats = engine.generate_constrained(&tokens, &params, grammar, &mut |text| match out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            write_error = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
     if let Some(e) = write_error {
         return Err(e).context("writing to stdout");
     }

@@ -6,6 +6,9 @@ use clap::Parser;
 use crate::engine::settings::{Preset, Source};
 use crate::engine::GenerateParams;
 
+/// Requests decoded together when `--parallel` is not given (llama-server's default too).
+const DEFAULT_PARALLEL: usize = 4;
+
 /// `mlcli serve` arguments.
 #[derive(Debug, Parser)]
 pub struct Args {
@@ -24,6 +27,10 @@ pub struct Args {
     /// Requests that may wait for the model; more are answered 503.
     #[arg(long, default_value_t = 32)]
     pub queue: usize,
+    /// Requests decoded together, each in its own cache (default: 4; 1 where the fused GPU
+    /// decoder runs, which holds one sequence).
+    #[arg(long)]
+    pub parallel: Option<usize>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body: usize,
@@ -38,7 +45,16 @@ pub struct Args {
 /// Runs the server until SIGTERM or Ctrl+C.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = args.load.load(args.model.as_deref(), &args.store)?;
-    let (engine, model) = (loaded.engine, loaded.model);
+    let (mut engine, model) = (loaded.engine, loaded.model);
+    let parallel = match args.parallel {
+        Some(0) => anyhow::bail!(crate::Error::InvalidArgument(
+            "--parallel must be at least 1".into()
+        )),
+        Some(n) => n,
+        None if engine.has_fused_decoder() => 1,
+        None => DEFAULT_PARALLEL,
+    };
+    engine.set_parallel(parallel)?;
     // The model's recommended sampling (catalogue, then its own files) is every request's
     // default; a request's fields override it.
     let (sampling, _) = crate::cli::run::resolve_sampling(
@@ -73,7 +89,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model_id: model_id.clone(),
     };
     crate::serve::run(engine, opts, |addr| {
-        eprintln!("mlcli serve: {model_id} (context {ctx}) on http://{addr}/v1");
+        eprintln!(
+            "mlcli serve: {model_id} (context {ctx}, {parallel} at once) on http://{addr}/v1"
+        );
     })
     .map_err(|e| match e {
         crate::serve::Error::OpenWithoutKey { .. } => {

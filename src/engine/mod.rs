@@ -7,8 +7,10 @@
 pub mod cache;
 pub mod decoder;
 pub mod dry;
+pub mod generation;
 pub mod grammar;
 mod hf_dir;
+mod parallel;
 pub mod recommended;
 pub mod sampler;
 pub mod settings;
@@ -33,6 +35,7 @@ use crate::models::{self, CausalLm, ModelInfo, Tracer};
 use crate::{Error, Result};
 use cache::Cache;
 use decoder::Fused;
+pub use generation::{Generation, Next, Step};
 pub use sampler::Params as SamplingParams;
 
 /// Default context when the user gives none: the model's, capped here to keep memory modest.
@@ -173,21 +176,18 @@ pub enum TemplateOrigin {
     FamilyDefault(&'static str),
 }
 
-/// What a forward pass hands the sampler.
-enum Next {
-    Logits(Vec<f32>),
-    /// The greedy choice, made on the device.
-    Token(u32),
-}
-
 /// A loaded model ready to generate.
 pub struct Engine {
     model: Box<dyn CausalLm>,
     tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
     template_origin: TemplateOrigin,
-    /// The one cache: position, token ids, and the layer-by-layer path's per-layer entries.
+    /// The cache of sequence 0 (run, chat, bench, and the server's first slot): position,
+    /// token ids, and the layer-by-layer path's per-layer entries.
     cache: Cache,
+    /// The caches of sequences 1.. when the server decodes several at once
+    /// ([`Engine::set_parallel`]).
+    slots: Vec<Cache>,
     /// The backend's fused decoder (its KV storage on the device; the position is the
     /// cache's), when the model runs on it.
     fused: Option<Fused>,
@@ -283,6 +283,7 @@ impl Engine {
         let (fused, decoder_note) = decoder::build(&*model, &opts.device, ctx, opts.batch_size)?;
         Ok(Self {
             cache,
+            slots: Vec::new(),
             fused,
             decoder_note,
             model,
@@ -344,6 +345,11 @@ impl Engine {
     /// vision tower is not used), one line each.
     pub fn load_notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Whether the fused decoder runs the model (it holds one sequence).
+    pub fn has_fused_decoder(&self) -> bool {
+        self.fused.is_some()
     }
 
     /// Which decoder runs the model (fused on the GPU, or layer by layer) and why.
@@ -415,7 +421,10 @@ impl Engine {
 
     /// Bytes the cache holds now (grows with the conversation; windows stay bounded).
     pub fn cache_bytes(&self) -> usize {
-        self.cache.reserved_bytes()
+        std::iter::once(&self.cache)
+            .chain(&self.slots)
+            .map(Cache::reserved_bytes)
+            .sum()
     }
 
     /// Replaces the KV cache with an empty one holding `ctx` positions (0 = the model's).
@@ -426,6 +435,9 @@ impl Engine {
             ctx
         };
         self.cache = models::new_cache(&*self.model, ctx)?;
+        for slot in &mut self.slots {
+            *slot = models::new_cache(&*self.model, ctx)?;
+        }
         if self.fused.is_some() {
             // Free the old cache before the new one is allocated.
             self.fused = None;
@@ -449,28 +461,35 @@ impl Engine {
 
     /// Feeds `tokens` after what is cached and returns the last token's logits.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.feed_with(tokens, None)
+        self.feed_with(0, tokens, None)
     }
 
     /// Like [`Engine::feed`], with every block's output reported to `tracer` (for
     /// `inspect --layer-trace`); a prompt longer than the batch size reports once per chunk.
     pub fn feed_traced(&mut self, tokens: &[u32], tracer: &mut dyn Tracer) -> Result<Vec<f32>> {
-        self.feed_with(tokens, Some(tracer))
+        self.feed_with(0, tokens, Some(tracer))
     }
 
+    /// Feeds `tokens` to sequence `seq` (the fused decoder serves sequence 0 only).
     fn feed_with(
         &mut self,
+        seq: usize,
         tokens: &[u32],
         mut tracer: Option<&mut dyn Tracer>,
     ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        self.cache.ensure_fits(tokens.len())?;
-        if let (Some(f), None) = (self.fused.as_mut(), tracer.as_ref()) {
-            self.cache.begin(tokens.len())?;
-            let fed = f.feed(tokens, self.cache.pos());
-            return Self::settle(&mut self.cache, tokens, fed);
+        let fused = if seq == 0 { self.fused.as_mut() } else { None };
+        let cache = match seq {
+            0 => &mut self.cache,
+            i => self.slots.get_mut(i - 1).ok_or_else(|| no_sequence(i))?,
+        };
+        cache.ensure_fits(tokens.len())?;
+        if let (Some(f), None) = (fused, tracer.as_ref()) {
+            cache.begin(tokens.len())?;
+            let fed = f.feed(tokens, cache.pos());
+            return Self::settle(cache, tokens, fed);
         }
         let mut logits = None;
         for chunk in tokens.chunks(self.batch_size) {
@@ -480,7 +499,7 @@ impl Engine {
                 &*self.model,
                 chunk,
                 &self.device,
-                &mut self.cache,
+                cache,
                 tracer,
             )?);
         }
@@ -504,15 +523,24 @@ impl Engine {
         }
     }
 
-    /// Feeds `tokens`; with `on_device`, returns the greedy token found by the fused decoder.
-    fn next(&mut self, tokens: &[u32], on_device: bool) -> Result<Next> {
-        match (on_device, self.fused.as_mut()) {
+    /// Feeds `tokens` to sequence `seq`; with `on_device`, returns the greedy token found by
+    /// the fused decoder.
+    fn next(&mut self, seq: usize, tokens: &[u32], on_device: bool) -> Result<Next> {
+        match (on_device && seq == 0, self.fused.as_mut()) {
             (true, Some(f)) => {
                 self.cache.begin(tokens.len())?;
                 let fed = f.feed_greedy(tokens, self.cache.pos());
                 Ok(Next::Token(Self::settle(&mut self.cache, tokens, fed)?))
             }
-            _ => Ok(Next::Logits(self.feed(tokens)?)),
+            _ => Ok(Next::Logits(self.feed_with(seq, tokens, None)?)),
+        }
+    }
+
+    /// The cache of sequence `seq`.
+    fn seq_cache(&mut self, seq: usize) -> Result<&mut Cache> {
+        match seq {
+            0 => Ok(&mut self.cache),
+            i => self.slots.get_mut(i - 1).ok_or_else(|| no_sequence(i)),
         }
     }
 
@@ -565,9 +593,34 @@ impl Engine {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
-        mut grammar: Option<&mut grammar::Grammar>,
+        grammar: Option<grammar::Grammar>,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Stats> {
+        let (mut gen, mut next) = self.start(0, prompt, params, grammar)?;
+        let on_device = self.on_device(0, &gen);
+        let reason = loop {
+            match gen.advance(&next, self.cache.remaining(), on_text)? {
+                Step::Done(reason) => break reason,
+                Step::Feed(token) => {
+                    let forward_start = Instant::now();
+                    next = self.next(0, &[token], on_device)?;
+                    gen.add_forward_time(forward_start.elapsed());
+                }
+            }
+        };
+        Ok(gen.finish(reason, on_text))
+    }
+
+    /// Starts generating a reply to `prompt` in sequence `seq` (0: the engine's own; others:
+    /// [`Engine::set_parallel`]'s): reuses the cached common prefix, feeds the rest, and
+    /// returns the generation with the last prompt token's output for its first step.
+    pub fn start(
+        &mut self,
+        seq: usize,
+        prompt: &[u32],
+        params: &GenerateParams,
+        grammar: Option<grammar::Grammar>,
+    ) -> Result<(Generation, Next)> {
         let start = Instant::now();
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
@@ -579,119 +632,54 @@ impl Engine {
                 setting,
                 origin: None,
             })?;
+        let cache = self.seq_cache(seq)?;
         // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
         //    cache may go back further than asked (a state that cannot be truncated).
-        let common = self
-            .cache
+        let common = cache
             .tokens()
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        let reused = self.cache.rewind(common.min(prompt.len() - 1));
-        self.cache
-            .ensure_fits(prompt.len() - reused + params.min_room)?;
+        let reused = cache.rewind(common.min(prompt.len() - 1));
+        cache.ensure_fits(prompt.len() - reused + params.min_room)?;
+        let (recurrent, max_len) = (cache.has_recurrent(), cache.max_len());
+        let sampler = sampler::Sampler::new(
+            params.sampling.clone(),
+            self.breakers_for(&params.sampling.dry)?,
+            max_len,
+        );
+        let mut gen = Generation::new(
+            start,
+            Arc::clone(&self.tokenizer),
+            prompt,
+            params.clone(),
+            sampler,
+            grammar,
+        );
         // 2. Prefill. Greedy decoding on a fused decoder takes the argmax on the device and
         //    reads back one id instead of the logits. Where layers keep recurrent state, the
         //    cache is snapshotted before the last prompt token, so that the next turn (or a
         //    regeneration) can go back to this point.
-        let mut sampler = sampler::Sampler::new(
-            params.sampling.clone(),
-            self.breakers_for(&params.sampling.dry)?,
-            self.cache.max_len(),
-        );
-        let on_device = self.fused.is_some() && sampler.is_greedy() && grammar.is_none();
+        let on_device = self.on_device(seq, &gen);
         let todo = &prompt[reused..];
-        let split = if self.cache.has_recurrent() {
-            todo.len() - 1
-        } else {
-            0
-        };
+        let split = if recurrent { todo.len() - 1 } else { 0 };
         if split > 0 {
-            self.feed(&todo[..split])?;
-            self.cache.snapshot()?;
+            self.feed_with(seq, &todo[..split], None)?;
+            self.seq_cache(seq)?.snapshot()?;
         }
-        let mut next = self.next(&todo[split..], on_device)?;
-        let prompt_time = start.elapsed();
-        // 3. Decode.
-        let mut stops = stop::StopMatcher::new(&params.stop);
-        let tokenizer = Arc::clone(&self.tokenizer);
-        let mut stream = tokenizer.stream();
-        let eog = self.tokenizer.end_of_generation_ids().to_vec();
-        let mut history = prompt.to_vec();
-        let mut generated = Vec::new();
-        let mut first_token_at = None;
-        let mut token_times = Vec::new();
-        let (mut decode_forward_time, mut sampling_time) = (Duration::ZERO, Duration::ZERO);
-        let mut stop_string = None;
-        let stop_reason = loop {
-            if params.max_tokens == Some(0) {
-                break StopReason::MaxTokens;
-            }
-            let sampling_start = Instant::now();
-            let token = match (&next, grammar.as_deref_mut()) {
-                (Next::Logits(logits), Some(g)) => {
-                    let mut allowed = logits.clone();
-                    g.mask(&mut allowed)?;
-                    sampler.sample(&allowed, &history)
-                }
-                (Next::Logits(logits), None) => sampler.sample(logits, &history),
-                (Next::Token(t), _) => *t,
-            };
-            let sampled_at = Instant::now();
-            sampling_time += sampled_at - sampling_start;
-            token_times.push(sampled_at - start);
-            first_token_at.get_or_insert(sampled_at);
-            generated.push(token);
-            history.push(token);
-            if !params.ignore_eos && eog.contains(&token) {
-                break StopReason::EndOfGeneration;
-            }
-            if let Some(g) = grammar.as_deref_mut() {
-                g.accept(token)?;
-            }
-            let step = stops.push(&stream.push(token));
-            if on_text(&step.emit).is_break() {
-                break StopReason::Cancelled;
-            }
-            if step.stopped {
-                stop_string = step.matched;
-                break StopReason::StopString;
-            }
-            if grammar.as_deref().is_some_and(grammar::Grammar::is_done) {
-                break StopReason::EndOfGeneration;
-            }
-            if params.max_tokens.is_some_and(|m| generated.len() >= m) {
-                break StopReason::MaxTokens;
-            }
-            if self.cache.remaining() == 0 {
-                break StopReason::ContextFull;
-            }
-            let forward_start = Instant::now();
-            next = self.next(&[token], on_device)?;
-            decode_forward_time += forward_start.elapsed();
-        };
-        if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
-            let rest = stops.push(&stream.flush());
-            let tail = rest.emit + &stops.flush();
-            if !tail.is_empty() {
-                let _ = on_text(&tail);
-            }
-        }
-        let first = first_token_at.unwrap_or_else(Instant::now);
-        Ok(Stats {
-            prompt_tokens: prompt.len(),
-            reused_tokens: reused,
-            prompt_time,
-            generated_tokens: generated.len(),
-            generation_time: first.elapsed(),
-            time_to_first_token: first - start,
-            tokens: generated,
-            stop_reason,
-            stop_string,
-            token_times,
-            decode_forward_time,
-            sampling_time,
-        })
+        let next = self.next(seq, &todo[split..], on_device)?;
+        gen.prompt_fed(reused);
+        Ok((gen, next))
     }
+
+    /// Whether sequence `seq`'s tokens come from the fused decoder's own argmax.
+    fn on_device(&self, seq: usize, gen: &Generation) -> bool {
+        seq == 0 && self.fused.is_some() && gen.greedy_unconstrained()
+    }
+}
+
+/// The error for a sequence index past those [`Engine::set_parallel`] made.
+fn no_sequence(i: usize) -> Error {
+    Error::Internal(format!("no sequence {i}: the engine decodes fewer at once"))
 }

@@ -8,7 +8,7 @@
 //! reuse this file with their options (biases, Q/K norm, fused projections, a
 //! mixture-of-experts FFN, NoPE layers).
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 pub use super::hf_class::{HfClass, Sliding};
@@ -23,7 +23,8 @@ use super::recipe::{self, BlockParts, Recipe};
 use super::rope_config::RopeConfig;
 use super::values::{self, refuse_gguf, refuse_hf, Accepted, GgufRefusal, HfRefusal};
 use super::{
-    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+    Cache, CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks,
+    TinyConfig,
 };
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -503,6 +504,32 @@ impl CausalLm for Model {
         }
         // 4. Last position only: norm and output layer -> (vocab).
         super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
+    }
+
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Cache],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let tables = caches
+            .iter()
+            .map(|c| self.rope.tables(c.pos(), 1, device))
+            .collect::<Result<Vec<_>>>()?;
+        // 1. Embed: (B, 1) -> (B, 1, hidden); every row goes through the same weights.
+        let mut x = self
+            .embed
+            .forward(&Tensor::new(tokens, device)?.unsqueeze(1)?)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            // 2. Attention with residual, each row against its own sequence's keys.
+            let n = b.attn_norm.forward(&x)?;
+            let h = (&x + b.attn.forward_batch(&n, &self.rope, &tables, caches, i)?)?;
+            // 3. Feed-forward with residual.
+            x = (&h + b.mlp.forward(&b.mlp_norm.forward(&h)?)?)?;
+        }
+        // 4. Norm and output layer: (B, 1, hidden) -> (B, vocab).
+        let logits = self.lm_head.forward(&self.norm.forward(&x)?)?;
+        Ok(logits.squeeze(1)?.to_dtype(candle_core::DType::F32)?)
     }
 
     fn info(&self) -> &ModelInfo {

@@ -122,6 +122,23 @@ pub trait CausalLm: Send {
     fn cache_layout(&self) -> Vec<LayerKind> {
         vec![LayerKind::Full; self.info().n_layers]
     }
+    /// Feeds one token to each of several sequences (`tokens[i]` at the position of
+    /// `caches[i]`, whose pass has begun) and returns their logits (`[B, vocab]`, f32).
+    /// Families whose layers take a batch override this so that the weights are read once
+    /// for all the sequences; the default runs them one after another.
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Cache],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let mut rows = Vec::with_capacity(tokens.len());
+        for (&token, cache) in tokens.iter().zip(caches.iter_mut()) {
+            let input = Tensor::new(&[token], device)?.unsqueeze(0)?;
+            rows.push(self.forward(&input, &mut Forward::new(cache))?);
+        }
+        Ok(Tensor::stack(&rows, 0)?)
+    }
     /// The model as a [`Recipe`], for backends that run the whole decoder themselves (the
     /// fused CUDA decoder), or why it cannot be described so.
     fn recipe(&self) -> std::result::Result<Recipe, recipe::Unsupported> {
@@ -158,6 +175,42 @@ pub fn step(
         }
         Err(e) => {
             cache.abort();
+            Err(e)
+        }
+    }
+}
+
+/// One forward pass of one token for each of several sequences (`tokens[i]` after what
+/// `caches[i]` holds): begins every pass, runs the model on the batch, and commits each token
+/// (or abandons every pass when the model fails). Returns the logits, `[B, vocab]`.
+pub fn step_batch(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    device: &Device,
+    caches: &mut [&mut Cache],
+) -> Result<Tensor> {
+    if tokens.len() != caches.len() {
+        return Err(Error::Internal(format!(
+            "a batch of {} tokens for {} sequences",
+            tokens.len(),
+            caches.len()
+        )));
+    }
+    for i in 0..caches.len() {
+        if let Err(e) = caches[i].begin(1) {
+            caches[..i].iter_mut().for_each(|c| c.abort());
+            return Err(e);
+        }
+    }
+    match model.forward_batch(tokens, caches, device) {
+        Ok(logits) => {
+            for (cache, &token) in caches.iter_mut().zip(tokens) {
+                cache.commit(&[token])?;
+            }
+            Ok(logits)
+        }
+        Err(e) => {
+            caches.iter_mut().for_each(|c| c.abort());
             Err(e)
         }
     }

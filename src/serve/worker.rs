@@ -1,7 +1,9 @@
-//! The engine's thread: takes jobs from a bounded queue one at a time, renders and tokenizes
-//! each, generates through the engine (whose cache keeps the previous prompt, so a resent
-//! conversation prefills only its new suffix) and streams the text back. A job whose client
-//! has gone is skipped or stopped at its next token; shutdown cancels the one running.
+//! The engine's thread: takes jobs from a bounded queue into the engine's sequences (as many
+//! at once as `--parallel`), renders, tokenizes and prefills each in the sequence whose cache
+//! shares most of its prompt (a resent conversation prefills only its new suffix), then
+//! decodes every job under way together, one batched pass per token, streaming each one's
+//! text back. A job whose client has gone is skipped or stopped at its next token; shutdown
+//! cancels the ones running.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::api_error::ApiError;
 use crate::engine::grammar::Constraint;
-use crate::engine::{Engine, GenerateParams, Message, StopReason};
+use crate::engine::{Engine, GenerateParams, Generation, Message, Step, StopReason};
 
 /// What to generate from.
 #[derive(Debug)]
@@ -76,49 +78,113 @@ pub struct Finished {
     pub stop_string: Option<String>,
 }
 
-/// Runs jobs until the queue closes. `stopping` cancels the running job and fails the rest.
+/// A job whose reply is being generated in one of the engine's sequences.
+struct Active {
+    /// The job's number, for the log line.
+    served: u64,
+    endpoint: &'static str,
+    events: mpsc::UnboundedSender<Event>,
+    /// The engine sequence holding its cache.
+    seq: usize,
+    generation: Generation,
+    /// The token to feed at the next step.
+    token: u32,
+    client_left: bool,
+}
+
+/// Runs jobs until the queue closes: admits waiting jobs while one of the engine's sequences
+/// is free (each prefills on arrival, in the sequence whose cache shares most of its
+/// prompt), then advances every job under way by one token in one batched pass. `stopping`
+/// cancels the jobs under way and fails the rest.
 pub fn run(mut engine: Engine, mut jobs: mpsc::Receiver<Job>, stopping: Arc<AtomicBool>) {
     let mut served = 0u64;
-    while let Some(job) = jobs.blocking_recv() {
-        served += 1;
-        if stopping.load(Ordering::SeqCst) {
-            let _ = job.events.send(Event::Failed(ApiError::unavailable(
-                "the server is shutting down",
-            )));
-            continue;
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        while active.len() < engine.parallel() {
+            let job = if active.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            served += 1;
+            let busy: Vec<usize> = active.iter().map(|a| a.seq).collect();
+            let free: Vec<usize> = (0..engine.parallel())
+                .filter(|s| !busy.contains(s))
+                .collect();
+            if let Some(a) = admit(&mut engine, job, served, &free, &stopping) {
+                active.push(a);
+            }
         }
-        if job.events.is_closed() {
-            eprintln!(
-                "request {served} ({}): skipped, the client left while it waited",
-                job.endpoint
-            );
-            continue;
+        if !active.is_empty() {
+            step(&mut engine, &mut active, &stopping);
         }
-        one(&mut engine, job, served, &stopping);
     }
 }
 
-fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
+/// Sends `text` to the job's client; `Break` when the server stops or the client has gone.
+fn deliver(
+    events: &mpsc::UnboundedSender<Event>,
+    stopping: &AtomicBool,
+    client_left: &mut bool,
+    text: &str,
+) -> ControlFlow<()> {
+    if stopping.load(Ordering::SeqCst) {
+        return ControlFlow::Break(());
+    }
+    if (!text.is_empty() && events.send(Event::Text(text.to_string())).is_err())
+        || events.is_closed()
+    {
+        *client_left = true;
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+/// Checks, tokenizes and prefills `job` in one of the `free` sequences and samples its first
+/// token; `None` when it failed or already ended (its client has been told).
+fn admit(
+    engine: &mut Engine,
+    job: Job,
+    served: u64,
+    free: &[usize],
+    stopping: &AtomicBool,
+) -> Option<Active> {
+    if stopping.load(Ordering::SeqCst) {
+        let _ = job.events.send(Event::Failed(ApiError::unavailable(
+            "the server is shutting down",
+        )));
+        return None;
+    }
+    if job.events.is_closed() {
+        eprintln!(
+            "request {served} ({}): skipped, the client left while it waited",
+            job.endpoint
+        );
+        return None;
+    }
+    let fail = |e: ApiError| {
+        let _ = job.events.send(Event::Failed(e));
+        None
+    };
     let tokens = match &job.prompt {
         Prompt::Chat(messages, tools) => engine.chat_tokens_with_tools(messages, tools.as_ref()),
         Prompt::Text(text) => engine.raw_tokens(text, true),
     };
     let tokens = match tokens {
         Ok(t) => t,
-        Err(e) => {
-            let _ = job.events.send(Event::Failed(ApiError::from_engine(&e)));
-            return;
-        }
+        Err(e) => return fail(ApiError::from_engine(&e)),
     };
-    let room = engine.ctx_size().saturating_sub(tokens.len());
     if tokens.len() >= engine.ctx_size() {
-        let _ = job.events.send(Event::Failed(ApiError::context_length(
-            tokens.len(),
-            engine.ctx_size(),
-        )));
-        return;
+        return fail(ApiError::context_length(tokens.len(), engine.ctx_size()));
     }
-    let mut grammar = match &job.params.constraint {
+    let room = engine.ctx_size() - tokens.len();
+    let grammar = match &job.params.constraint {
         None => None,
         Some(c) => match engine.grammar(c) {
             Ok(g) => Some(g),
@@ -129,62 +195,126 @@ fn one(engine: &mut Engine, job: Job, served: u64, stopping: &AtomicBool) {
                     Constraint::Lark(_) => "tool_choice",
                     Constraint::JsonSchema(_) | Constraint::JsonObject => "response_format",
                 };
-                let e = ApiError::invalid_param(param, e.to_string());
-                let _ = job.events.send(Event::Failed(e));
-                return;
+                return fail(ApiError::invalid_param(param, e.to_string()));
             }
         },
     };
     let mut params = job.params.generate.clone();
     // A reply may not run past the context: the limit is the room left, never more.
     params.max_tokens = Some(params.max_tokens.map_or(room, |m| m.min(room)));
+    let seq = engine.pick_sequence(&tokens, free)?;
     let _ = job.events.send(Event::Started {
         prompt_tokens: tokens.len(),
     });
-    let mut client_left = false;
-    let mut on_text = |text: &str| {
-        if stopping.load(Ordering::SeqCst) {
-            return ControlFlow::Break(());
-        }
-        if !text.is_empty() && job.events.send(Event::Text(text.to_string())).is_err() {
-            client_left = true;
-            return ControlFlow::Break(());
-        }
-        if job.events.is_closed() {
-            client_left = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    };
-    let result = engine.generate_constrained(&tokens, &params, grammar.as_mut(), &mut on_text);
-    match result {
-        Ok(stats) => {
-            let why = if client_left {
-                "cancelled: the client left".to_string()
-            } else {
-                stats.stop_reason.to_string()
-            };
-            eprintln!(
-                "request {served} ({}): {} prompt tokens ({} reused, {} prefilled), {} generated, {why}",
-                job.endpoint,
-                stats.prompt_tokens,
-                stats.reused_tokens,
-                stats.prompt_tokens - stats.reused_tokens,
-                stats.generated_tokens,
-            );
-            let _ = job.events.send(Event::Done(Finished {
-                prompt_tokens: stats.prompt_tokens,
-                reused_tokens: stats.reused_tokens,
-                completion_tokens: stats.generated_tokens,
-                reason: stats.stop_reason,
-                stop_string: stats.stop_string,
-            }));
-        }
+    let started = engine
+        .start(seq, &tokens, &params, grammar)
+        .and_then(|(generation, next)| Ok((generation, next, engine.room(seq)?)));
+    let (generation, next, room) = match started {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("request {served} ({}): failed: {e}", job.endpoint);
-            // The cache may hold a half-fed prompt: start the next request afresh.
-            engine.reset();
-            let _ = job.events.send(Event::Failed(ApiError::from_engine(&e)));
+            // The sequence may hold a half-fed prompt: start it afresh next time.
+            let _ = engine.reset_sequence(seq);
+            return fail(ApiError::from_engine(&e));
+        }
+    };
+    let mut a = Active {
+        served,
+        endpoint: job.endpoint,
+        events: job.events,
+        seq,
+        generation,
+        token: 0,
+        client_left: false,
+    };
+    let step = a.generation.advance(&next, room, &mut |text| {
+        deliver(&a.events, stopping, &mut a.client_left, text)
+    });
+    match step {
+        Ok(Step::Feed(token)) => {
+            a.token = token;
+            Some(a)
+        }
+        Ok(Step::Done(reason)) => {
+            finish(a, reason, stopping);
+            None
+        }
+        Err(e) => {
+            fail_one(engine, a, &e);
+            None
         }
     }
+}
+
+/// Feeds every job under way its next token in one pass, samples each one's next, and ends
+/// the jobs that are done.
+fn step(engine: &mut Engine, active: &mut Vec<Active>, stopping: &AtomicBool) {
+    let mut work: Vec<_> = active
+        .iter_mut()
+        .map(|a| (a.seq, a.token, &mut a.generation))
+        .collect();
+    let nexts = match engine.decode_batch(&mut work) {
+        Ok(nexts) => nexts,
+        Err(e) => {
+            for a in active.drain(..) {
+                fail_one(engine, a, &e);
+            }
+            return;
+        }
+    };
+    let mut outcomes = Vec::with_capacity(active.len());
+    for (a, next) in active.iter_mut().zip(&nexts) {
+        let room = engine.room(a.seq).unwrap_or(0);
+        let step = a.generation.advance(next, room, &mut |text| {
+            deliver(&a.events, stopping, &mut a.client_left, text)
+        });
+        outcomes.push(step);
+    }
+    let mut kept = Vec::with_capacity(active.len());
+    for (mut a, outcome) in active.drain(..).zip(outcomes) {
+        match outcome {
+            Ok(Step::Feed(token)) => {
+                a.token = token;
+                kept.push(a);
+            }
+            Ok(Step::Done(reason)) => finish(a, reason, stopping),
+            Err(e) => fail_one(engine, a, &e),
+        }
+    }
+    *active = kept;
+}
+
+/// Ends a job: streams its held-back text, logs it and tells its client.
+fn finish(a: Active, reason: StopReason, stopping: &AtomicBool) {
+    let (events, served, endpoint) = (a.events, a.served, a.endpoint);
+    let mut client_left = a.client_left;
+    let stats = a.generation.finish(reason, &mut |text| {
+        deliver(&events, stopping, &mut client_left, text)
+    });
+    let why = if client_left {
+        "cancelled: the client left".to_string()
+    } else {
+        stats.stop_reason.to_string()
+    };
+    eprintln!(
+        "request {served} ({endpoint}): {} prompt tokens ({} reused, {} prefilled), {} generated, {why}",
+        stats.prompt_tokens,
+        stats.reused_tokens,
+        stats.prompt_tokens - stats.reused_tokens,
+        stats.generated_tokens,
+    );
+    let _ = events.send(Event::Done(Finished {
+        prompt_tokens: stats.prompt_tokens,
+        reused_tokens: stats.reused_tokens,
+        completion_tokens: stats.generated_tokens,
+        reason: stats.stop_reason,
+        stop_string: stats.stop_string,
+    }));
+}
+
+/// Fails a job under way; its sequence may hold a half-fed pass, so it starts afresh.
+fn fail_one(engine: &mut Engine, a: Active, e: &crate::Error) {
+    eprintln!("request {} ({}): failed: {e}", a.served, a.endpoint);
+    let _ = engine.reset_sequence(a.seq);
+    let _ = a.events.send(Event::Failed(ApiError::from_engine(e)));
 }

@@ -363,7 +363,7 @@ impl Tokenizer {
     }
 
     /// An incremental decoder that yields text as ids arrive, never splitting a UTF-8 character.
-    pub fn stream(&self) -> StreamDecoder<'_> {
+    pub fn stream(&self) -> StreamDecoder<&Self> {
         StreamDecoder::new(self)
     }
 

@@ -1,17 +1,22 @@
 //! Incremental decoding: text as ids arrive, holding back bytes of an unfinished character.
 
+use std::ops::Deref;
+
 use super::Tokenizer;
 
 /// Decodes ids one at a time; what it yields, concatenated, equals [`Tokenizer::decode`] of all
-/// ids pushed, and no piece it yields ends inside a UTF-8 character.
-pub struct StreamDecoder<'a> {
-    tokenizer: &'a Tokenizer,
+/// ids pushed, and no piece it yields ends inside a UTF-8 character. It holds the tokenizer
+/// borrowed (`&Tokenizer`, from [`Tokenizer::stream`]) or shared (`Arc<Tokenizer>`, for a
+/// generation that outlives the borrow).
+pub struct StreamDecoder<T: Deref<Target = Tokenizer>> {
+    tokenizer: T,
     /// Bytes of a character whose remaining bytes have not arrived yet (at most 3).
     pending: Vec<u8>,
 }
 
-impl<'a> StreamDecoder<'a> {
-    pub(crate) fn new(tokenizer: &'a Tokenizer) -> Self {
+impl<T: Deref<Target = Tokenizer>> StreamDecoder<T> {
+    /// A decoder with nothing pending.
+    pub fn new(tokenizer: T) -> Self {
         Self {
             tokenizer,
             pending: Vec::with_capacity(8),

@@ -167,6 +167,37 @@ impl Attention {
         cache: &mut Cache,
         layer: usize,
     ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x)?;
+        let (q, k) = self.rotate(q, k, rope)?;
+        let y = attend_cached(&self.cfg, &q, &k, &v, cache, layer)?;
+        self.output(&y)
+    }
+
+    /// Attends one new position of each of several sequences: row `i` of `x`
+    /// (`(B, 1, hidden)`) at the position of `caches[i]`, rotated by `tables[i]`. The
+    /// projections run once for the batch; each row attends to its own sequence's keys.
+    pub fn forward_batch(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        tables: &[Tables],
+        caches: &mut [&mut Cache],
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x)?;
+        let mut rows = Vec::with_capacity(caches.len());
+        for (i, (cache, t)) in caches.iter_mut().zip(tables).enumerate() {
+            let row = |t: &Tensor| t.narrow(0, i, 1);
+            let (qi, ki) = self.rotate(row(&q)?, row(&k)?, (rope, t))?;
+            let vi = row(&v)?.contiguous()?;
+            rows.push(attend_cached(&self.cfg, &qi, &ki, &vi, cache, layer)?);
+        }
+        self.output(&Tensor::cat(&rows, 0)?)
+    }
+
+    /// Projects `x` (`(B, L, hidden)`) to queries, keys and values, `(B, heads, L, D)` each
+    /// (values contiguous), with the Q/K norms applied and no RoPE yet.
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.cfg;
         let (b, l, _) = x.dims3()?;
         // 1. Project (and norm the whole projections, OLMo), split heads:
@@ -181,16 +212,25 @@ impl Attention {
         let q = norm(&self.q_norm, q, true)?.reshape((b, l, c.n_heads, c.head_dim))?;
         let k = norm(&self.k_norm, k, true)?.reshape((b, l, c.n_kv_heads, c.head_dim))?;
         let v = v.reshape((b, l, c.n_kv_heads, c.head_dim))?;
-        // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D) and RoPE (unless NoPE).
+        // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D).
         let q = norm(&self.q_norm, q, false)?.transpose(1, 2)?;
         let k = norm(&self.k_norm, k, false)?.transpose(1, 2)?;
-        let (q, k) = match self.opts.no_rope {
+        let v = v.transpose(1, 2)?.contiguous()?;
+        Ok((q, k, v))
+    }
+
+    /// RoPE on queries and keys (unless the layer has none), contiguous either way.
+    fn rotate(&self, q: Tensor, k: Tensor, rope: (&Rope, &Tables)) -> Result<(Tensor, Tensor)> {
+        Ok(match self.opts.no_rope {
             true => (q.contiguous()?, k.contiguous()?),
             false => (rope.0.apply(&q, rope.1)?, rope.0.apply(&k, rope.1)?),
-        };
-        let v = v.transpose(1, 2)?.contiguous()?;
-        let y = attend_cached(c, &q, &k, &v, cache, layer)?;
-        // 5. Output projection: (B, H, L, D) -> (B, L, H*D).
+        })
+    }
+
+    /// The output projection of attended values: (B, H, L, D) -> (B, L, hidden).
+    fn output(&self, y: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, _, l, _) = y.dims4()?;
         let y = y.transpose(1, 2)?.reshape((b, l, c.n_heads * c.head_dim))?;
         self.o.forward(&y)
     }

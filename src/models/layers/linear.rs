@@ -17,11 +17,14 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
-/// From this many rows on, a quantized weight without a SIMD kernel in candle (Q4_1, Q5_0, ...)
-/// is dequantized and multiplied by the f32 GEMM: candle's fallback dot products for such
-/// types are scalar, and already at two rows dequantizing once is faster (measured on SmolLM2:
-/// 2-token prefill 2.5x, 4 tokens 5x, 16 tokens 10x).
+/// From this many rows on, our int8 tiles ([`gemm_q8`]) multiply where the CPU has them.
 const DENSE_MIN_ROWS: usize = 2;
+
+/// Without the tiles, up to this many rows (a few sequences decoding together, a short
+/// prompt) go through the single-row kernels one after another, each at the single-row speed;
+/// more rows of a type without a SIMD kernel in candle (Q4_1, Q5_0, ...) are dequantized once
+/// and multiplied by the f32 GEMM (candle's dot products for such types are scalar).
+const FEW_ROWS: usize = 8;
 
 impl Linear {
     /// Loads `{vb}.weight` shaped `(out, in)` and `{vb}.bias` when `bias` is true.
@@ -180,7 +183,7 @@ impl Linear {
         }
         let has_fast_kernel =
             matches!(w.dtype(), GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q8_0);
-        if rows < DENSE_MIN_ROWS || !x.device().is_cpu() || has_fast_kernel {
+        if rows <= FEW_ROWS || !x.device().is_cpu() || has_fast_kernel {
             return Ok(None);
         }
         let dense = w.dequantize(x.device())?;
@@ -188,7 +191,8 @@ impl Linear {
         Ok(Some(y.reshape(out_shape)?))
     }
 
-    /// Single rows against CPU quantized weights go through our kernels (Q4_1, Q5_0, Q8_0) or
+    /// Single rows (and up to [`FEW_ROWS`], one after another: several sequences decoding
+    /// together) against CPU quantized weights go through our kernels (Q4_1, Q5_0, Q8_0) or
     /// candle's k-quant dot products on our pool ([`kquants`]).
     fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
@@ -205,17 +209,20 @@ impl Linear {
             }
             _ => return Ok(None),
         };
-        if !x.device().is_cpu() || x.elem_count() != k {
+        let rows = x.elem_count() / k.max(1);
+        if !x.device().is_cpu() || rows * k != x.elem_count() || !(1..=FEW_ROWS).contains(&rows) {
             return Ok(None);
         }
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let mut out = vec![0f32; n];
+        let mut out = vec![0f32; rows * n];
         let data = w.data()?;
-        match own {
-            Some(gemv) => gemv(&data, n, k, &input, &mut out, gemv::kernel()),
-            None => {
-                if kquants::gemv(dtype, &data, n, k, &input, &mut out).is_none() {
-                    return Ok(None);
+        for (x, y) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            match own {
+                Some(gemv) => gemv(&data, n, k, x, y, gemv::kernel()),
+                None => {
+                    if kquants::gemv(dtype, &data, n, k, x, y).is_none() {
+                        return Ok(None);
+                    }
                 }
             }
         }
