@@ -63,27 +63,7 @@ fi
 log() { echo "bench-vs-llama-cpp: $*" >&2; }
 
 # --- llama-bench, built once ------------------------------------------------------------------
-llama_bench="$cache/build/bin/llama-bench"
-if [ ! -x "$llama_bench" ]; then
-  src="$(llama_cpp_source)"
-  cmake="$(command -v cmake || true)"
-  if [ -z "$cmake" ]; then
-    [ -x "$cache/venv/bin/cmake" ] || {
-      log "installing cmake (PyPI wheel) into $cache/venv"
-      "$python" -m venv "$cache/venv"
-      "$cache/venv/bin/pip" install --quiet cmake
-    }
-    cmake="$cache/venv/bin/cmake"
-  fi
-  flags="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-  log "configuring llama.cpp (Release, CPU, $flags)"
-  "$cmake" -S "$src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF >"$cache/configure.log"
-  log "building llama-bench with -j$jobs (a few minutes; log in $cache/build.log)"
-  nice -n 10 "$cmake" --build "$cache/build" --target llama-bench -j "$jobs" >"$cache/build.log"
-fi
+llama_bench="$(llama_cpp_build llama-bench)"
 
 # --- mlcli ------------------------------------------------------------------------------------
 mlcli="${MLCLI_BIN:-}"

@@ -163,9 +163,8 @@ fn assert_matches_reference_and_gguf(quant: Option<GgmlDType>) {
             ..SamplingParams::default()
         },
         max_tokens: Some(robust),
-        stop: Vec::new(),
         ignore_eos: true,
-        min_room: 0,
+        ..GenerateParams::default()
     };
     st.reset();
     let stats = st

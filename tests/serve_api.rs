@@ -766,3 +766,71 @@ fn concurrent_requests_decode_together_and_answer_as_alone() {
         assert_eq!(*text, alone[i], "request {i}");
     }
 }
+
+#[test]
+fn logprobs_are_the_models_and_match_the_tokens() {
+    let s = Served::start(&[]);
+    let body = chat(
+        "Name three fruits.",
+        json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 8, "ignore_eos": true}),
+    );
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 8, "{text}");
+    let mut joined = String::new();
+    for e in content {
+        let lp = e["logprob"].as_f64().unwrap();
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the token chosen is the most likely one, alternatives in order.
+        assert_eq!(top[0]["token"], e["token"], "{e}");
+        assert!((top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-6);
+        let lps: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]) && lp <= 0.0, "{lps:?}");
+        assert!(lps.iter().map(|l| l.exp()).sum::<f64>() <= 1.0 + 1e-5);
+        joined.push_str(e["token"].as_str().unwrap());
+    }
+    assert_eq!(
+        joined,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    // Streamed: the same entries, spread over chunks.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let entries: Vec<Value> = events(&text)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(entries, *content);
+    // Legacy completions: an integer, and the offsets of each token's text.
+    let (status, v, text) = post(
+        &s.addr,
+        "/v1/completions",
+        &json!({"prompt": "One, two,", "max_tokens": 4, "temperature": 0, "logprobs": 2,
+                "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 4, "{text}");
+    assert_eq!(lp["text_offset"][0], 0);
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2);
+    // Out of range: refused by name.
+    let (status, v, _) = post(
+        &s.addr,
+        "/v1/chat/completions",
+        &chat("Hi", json!({"logprobs": true, "top_logprobs": 50})),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["param"], "top_logprobs");
+}

@@ -3,7 +3,8 @@
 # sha256 and unpacked into ${MLCLI_LLAMA_CPP_CACHE:-~/.cache/mlcli/llama.cpp}.
 #
 #   . scripts/lib/llama-cpp-source.sh; src="$(llama_cpp_source)"
-# Needs $python (a Python with pip).
+#   bin="$(llama_cpp_build llama-server)"    # builds one of its programs once, prints its path
+# Needs $python (a Python with pip); llama_cpp_build uses $jobs (default 2) parallel jobs.
 
 LCP_VERSION="0.3.36"
 LCP_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -23,4 +24,34 @@ llama_cpp_source() { # prints the llama.cpp source directory, fetching it when n
   echo "$LCP_SHA256  $sdist" | sha256sum --check --quiet >&2
   [ -d "$src" ] || tar -xzf "$sdist" -C "$llama_cpp_cache"
   echo "$src"
+}
+
+llama_cpp_build() { # builds llama.cpp's program $1 (llama-bench, llama-server) once; prints its path
+  local target="$1" build="$llama_cpp_cache/build"
+  local bin="$build/bin/$target"
+  if [ ! -x "$bin" ]; then
+    local src cmake flags
+    src="$(llama_cpp_source)"
+    cmake="$(command -v cmake || true)"
+    if [ -z "$cmake" ]; then
+      [ -x "$llama_cpp_cache/venv/bin/cmake" ] || {
+        echo "installing cmake (PyPI wheel) into $llama_cpp_cache/venv" >&2
+        "$python" -m venv "$llama_cpp_cache/venv"
+        "$llama_cpp_cache/venv/bin/pip" install --quiet cmake
+      }
+      cmake="$llama_cpp_cache/venv/bin/cmake"
+    fi
+    # This CPU (-march=native) without AMX, whose kernels crash on some virtual machines.
+    flags="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    echo "configuring llama.cpp (Release, CPU, $flags)" >&2
+    "$cmake" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+      -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF \
+      >"$llama_cpp_cache/configure.log"
+    echo "building $target with -j${jobs:-2} (a few minutes; log in $llama_cpp_cache/build.log)" >&2
+    nice -n 10 "$cmake" --build "$build" --target "$target" -j "${jobs:-2}" \
+      >"$llama_cpp_cache/build.log"
+  fi
+  echo "$bin"
 }

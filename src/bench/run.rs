@@ -132,7 +132,7 @@ pub fn run_case(
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         ignore_eos: true,
-        min_room: 0,
+        ..GenerateParams::default()
     };
     let text = if model.real_tokenizer && t.n_prompt > 0 {
         Some(text_of(engine, t.n_prompt)?)

@@ -326,7 +326,7 @@ fn generate_params(
             max_tokens: args.max_tokens,
             stop: args.stop.clone(),
             ignore_eos: args.ignore_eos,
-            min_room: 0,
+            ..GenerateParams::default()
         },
         origins,
     ))

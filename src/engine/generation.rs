@@ -32,6 +32,52 @@ pub enum Step {
     Done(StopReason),
 }
 
+/// One token with its log-probability under the model (the logits before any constraint or
+/// sampling setting changed them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The token id.
+    pub id: u32,
+    /// Its bytes as the tokenizer renders it (special tokens as their text).
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability.
+    pub logprob: f32,
+}
+
+/// A generated token's log-probability and the most likely alternatives at its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    /// The token generated.
+    pub chosen: Candidate,
+    /// The most likely tokens, most likely first (as many as asked).
+    pub top: Vec<Candidate>,
+}
+
+/// The log-probabilities of `chosen` and of the `top` most likely tokens in `logits`.
+pub fn logprobs(tokenizer: &Tokenizer, logits: &[f32], chosen: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits.iter().map(|&x| (x - max).exp()).sum::<f32>().ln() + max;
+    let candidate = |id: u32| Candidate {
+        id,
+        bytes: tokenizer.token_bytes(id),
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&x| x - log_sum),
+    };
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let top = top.min(ids.len());
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    if top > 0 && top < ids.len() {
+        ids.select_nth_unstable_by(top - 1, by_logit);
+    }
+    ids.truncate(top);
+    ids.sort_by(by_logit);
+    TokenLogprob {
+        chosen: candidate(chosen),
+        top: ids.into_iter().map(candidate).collect(),
+    }
+}
+
 /// The sampling and output state of one sequence's generation.
 pub struct Generation {
     start: Instant,
@@ -51,6 +97,8 @@ pub struct Generation {
     decode_forward_time: Duration,
     sampling_time: Duration,
     stop_string: Option<String>,
+    /// Log-probabilities of the tokens generated since [`Generation::take_logprobs`].
+    logprobs: Vec<TokenLogprob>,
 }
 
 impl Generation {
@@ -81,6 +129,7 @@ impl Generation {
             decode_forward_time: Duration::ZERO,
             sampling_time: Duration::ZERO,
             stop_string: None,
+            logprobs: Vec::new(),
         }
     }
 
@@ -92,7 +141,13 @@ impl Generation {
 
     /// Whether the device may pick tokens itself (greedy, unconstrained).
     pub(super) fn greedy_unconstrained(&self) -> bool {
-        self.sampler.is_greedy() && self.grammar.is_none()
+        self.sampler.is_greedy() && self.grammar.is_none() && self.params.logprobs.is_none()
+    }
+
+    /// The log-probabilities of the tokens generated since the last call (when the
+    /// parameters asked for them), in order.
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        std::mem::take(&mut self.logprobs)
     }
 
     /// Adds time spent in a forward pass for this sequence after its prompt.
@@ -126,6 +181,10 @@ impl Generation {
             (Next::Logits(logits), None) => self.sampler.sample(logits, &self.history),
             (Next::Token(t), _) => *t,
         };
+        if let (Some(top), Next::Logits(logits)) = (self.params.logprobs, next) {
+            let tokenizer = self.stream.tokenizer();
+            self.logprobs.push(logprobs(tokenizer, logits, token, top));
+        }
         let sampled_at = Instant::now();
         self.sampling_time += sampled_at - sampling_start;
         self.token_times.push(sampled_at - self.start);

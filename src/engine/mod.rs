@@ -83,6 +83,10 @@ pub struct GenerateParams {
     /// room for a short answer).
     #[serde(default)]
     pub min_room: usize,
+    /// Report each generated token's log-probability under the model, with this many most
+    /// likely alternatives (`None`: none at all).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
 }
 
 /// Why generation ended.

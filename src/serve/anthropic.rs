@@ -125,7 +125,7 @@ async fn whole(
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
-            Event::Started { .. } => {}
+            Event::Started { .. } | Event::Logprobs(_) => {}
             Event::Text(t) => text.push_str(&t),
             Event::Failed(e) => return e.respond(Dialect::Anthropic),
             Event::Done(f) => {
@@ -185,7 +185,7 @@ async fn streamed(
     ];
     let rest = super::events_stream(events).flat_map(|e| {
         let out = match e {
-            Event::Started { .. } => Vec::new(),
+            Event::Started { .. } | Event::Logprobs(_) => Vec::new(),
             Event::Text(t) => vec![event(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0,

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod api_error;
+pub mod logprobs;
 pub mod openai;
 pub mod request;
 pub mod worker;

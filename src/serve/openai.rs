@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::{ApiError, Dialect};
+use super::logprobs;
 use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
 use crate::engine::grammar::Constraint;
@@ -56,6 +57,11 @@ struct Body {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    /// Chat: `true` for log-probabilities; completions: how many alternatives.
+    #[serde(default)]
+    logprobs: Option<Value>,
+    #[serde(default)]
+    top_logprobs: Option<u64>,
     /// llama-server's and vLLM's extension: keep generating past end-of-generation tokens.
     #[serde(default)]
     ignore_eos: bool,
@@ -84,8 +90,6 @@ const OFF_ONLY: &[&str] = &[
     "tools",
     "tool_choice",
     "response_format",
-    "logprobs",
-    "top_logprobs",
     "logit_bias",
     "functions",
     "function_call",
@@ -337,6 +341,10 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     let stop = request::stops(body.stop.as_ref(), "stop")?;
     let mut params = server.params(&body.sampling, max, stop)?;
     params.ignore_eos = body.ignore_eos;
+    params.logprobs = match kind {
+        Kind::Chat => logprobs::chat_request(body.logprobs.as_ref(), body.top_logprobs)?,
+        Kind::Completion => logprobs::completion_request(body.logprobs.as_ref())?,
+    };
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let format = response_format(body.response_format.as_ref())?;
     if format.is_some() && forced.is_some() {
@@ -392,11 +400,15 @@ fn usage(f: &Finished) -> Value {
 }
 
 async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
-    let mut text = String::new();
+    let (mut text, mut lps, mut wants_lps) = (String::new(), Vec::new(), false);
     while let Some(event) = events.recv().await {
         match event {
             Event::Started { .. } => {}
             Event::Text(t) => text.push_str(&t),
+            Event::Logprobs(l) => {
+                wants_lps = true;
+                lps.extend(l);
+            }
             Event::Failed(e) => return e.respond(Dialect::OpenAi),
             Event::Done(f) => {
                 let (content, calls) = match meta.tools {
@@ -416,13 +428,13 @@ async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Even
                     Kind::Chat => json!({
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "refusal": null},
-                        "logprobs": null,
+                        "logprobs": if wants_lps { logprobs::chat(&lps) } else { Value::Null },
                         "finish_reason": finish_reason(f.reason),
                     }),
                     Kind::Completion => json!({
                         "index": 0,
                         "text": text,
-                        "logprobs": null,
+                        "logprobs": if wants_lps { logprobs::completion(&lps, 0) } else { Value::Null },
                         "finish_reason": finish_reason(f.reason),
                     }),
                 };
@@ -464,12 +476,17 @@ async fn streamed(
         let choices = match (meta.kind, &usage) {
             (_, Some(_)) => json!([]),
             (Kind::Chat, None) => {
-                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
+                let lp = delta.get("logprobs").cloned().unwrap_or(Value::Null);
+                let mut delta = delta;
+                if let Some(d) = delta.as_object_mut() {
+                    d.remove("logprobs");
+                }
+                json!([{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}])
             }
             (Kind::Completion, None) => json!([{
                 "index": 0,
                 "text": delta.get("content").and_then(Value::as_str).unwrap_or_default(),
-                "logprobs": null,
+                "logprobs": delta.get("logprobs").cloned().unwrap_or(Value::Null),
                 "finish_reason": finish,
             }]),
         };
@@ -494,10 +511,23 @@ async fn streamed(
     let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
     // With tools, text that may start a call is held back; once a call starts, the rest is
     // kept and sent as tool-call deltas at the end (never as content).
-    let (mut held, mut capturing) = (String::new(), false);
+    let (mut held, mut capturing, mut streamed_bytes) = (String::new(), false, 0usize);
     let rest = super::events_stream(events).flat_map(move |event| {
         let out: Vec<SseEvent> = match event {
             Event::Started { .. } => Vec::new(),
+            // Log-probabilities go in a chunk of their own (no text: the text of their tokens
+            // may be held back for stop strings or tool calls).
+            Event::Logprobs(l) => {
+                let lp = match meta.kind {
+                    Kind::Chat => logprobs::chat(&l),
+                    Kind::Completion => {
+                        let lp = logprobs::completion(&l, streamed_bytes);
+                        streamed_bytes += l.iter().map(|e| e.chosen.bytes.len()).sum::<usize>();
+                        lp
+                    }
+                };
+                vec![chunk(json!({"content": "", "logprobs": lp}), None, None)]
+            }
             Event::Text(t) => match tools {
                 None => vec![chunk(json!({"content": t}), None, None)],
                 Some(format) => {

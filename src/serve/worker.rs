@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::api_error::ApiError;
+use crate::engine::generation::TokenLogprob;
 use crate::engine::grammar::Constraint;
 use crate::engine::{Engine, GenerateParams, Generation, Message, Step, StopReason};
 
@@ -57,6 +58,9 @@ pub enum Event {
     },
     /// Generated text that is final.
     Text(String),
+    /// Log-probabilities of the tokens generated since the last such event (only when the
+    /// request asked for them).
+    Logprobs(Vec<TokenLogprob>),
     /// Generation ended.
     Done(Finished),
     /// The job could not run.
@@ -90,6 +94,16 @@ struct Active {
     /// The token to feed at the next step.
     token: u32,
     client_left: bool,
+}
+
+impl Active {
+    /// Sends the log-probabilities of the tokens just generated, if the request wants them.
+    fn send_logprobs(&mut self) {
+        let lp = self.generation.take_logprobs();
+        if !lp.is_empty() {
+            let _ = self.events.send(Event::Logprobs(lp));
+        }
+    }
 }
 
 /// Runs jobs until the queue closes: admits waiting jobs while one of the engine's sequences
@@ -230,6 +244,7 @@ fn admit(
     let step = a.generation.advance(&next, room, &mut |text| {
         deliver(&a.events, stopping, &mut a.client_left, text)
     });
+    a.send_logprobs();
     match step {
         Ok(Step::Feed(token)) => {
             a.token = token;
@@ -268,6 +283,7 @@ fn step(engine: &mut Engine, active: &mut Vec<Active>, stopping: &AtomicBool) {
         let step = a.generation.advance(next, room, &mut |text| {
             deliver(&a.events, stopping, &mut a.client_left, text)
         });
+        a.send_logprobs();
         outcomes.push(step);
     }
     let mut kept = Vec::with_capacity(active.len());

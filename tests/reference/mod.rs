@@ -29,8 +29,7 @@ pub fn greedy(max_tokens: usize) -> GenerateParams {
             ..SamplingParams::default()
         },
         max_tokens: Some(max_tokens),
-        stop: Vec::new(),
         ignore_eos: true,
-        min_room: 0,
+        ..GenerateParams::default()
     }
 }

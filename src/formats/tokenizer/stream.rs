@@ -23,6 +23,11 @@ impl<T: Deref<Target = Tokenizer>> StreamDecoder<T> {
         }
     }
 
+    /// The tokenizer it decodes with.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// Adds one id and returns the text it completes (empty while a byte-fallback or
     /// byte-level character is still incomplete).
     pub fn push(&mut self, id: u32) -> String {
