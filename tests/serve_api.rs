@@ -834,3 +834,69 @@ fn logprobs_are_the_models_and_match_the_tokens() {
     assert_eq!(status, 400);
     assert_eq!(v["error"]["param"], "top_logprobs");
 }
+
+#[test]
+fn anthropic_tool_use_whole_streamed_and_results_in_the_next_turn() {
+    let s = Served::start(&["--chat-template", "chatml"]);
+    let f = &weather_tool()[0]["function"];
+    let tools = json!([{"name": f["name"], "description": f["description"],
+                        "input_schema": f["parameters"]}]);
+    let ask = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let body = json!({"model": "smollm2", "max_tokens": 100, "messages": ask, "tools": tools,
+                      "tool_choice": {"type": "tool", "name": "get_weather"}});
+    let (status, v, text) = post(&s.addr, "/v1/messages", &body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(v["stop_reason"], "tool_use", "{text}");
+    let blocks = v["content"].as_array().unwrap();
+    let call = blocks.iter().find(|b| b["type"] == "tool_use").unwrap();
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["input"]["city"].is_string(), "{call}");
+    assert!(
+        blocks
+            .iter()
+            .all(|b| !b["text"].as_str().unwrap_or("").contains("tool_call")),
+        "{text}"
+    );
+    // Streamed with "any": a tool_use block whose input arrives as JSON deltas.
+    let mut streamed = body.clone();
+    streamed["tool_choice"] = json!({"type": "any"});
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/messages",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let evs: Vec<Value> = events(&text)
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    let start = evs
+        .iter()
+        .find(|e| e["type"] == "content_block_start" && e["content_block"]["type"] == "tool_use")
+        .expect("a tool_use block");
+    let index = &start["index"];
+    let input: String = evs
+        .iter()
+        .filter(|e| e["index"] == *index && e["delta"]["type"] == "input_json_delta")
+        .map(|e| e["delta"]["partial_json"].as_str().unwrap().to_string())
+        .collect();
+    let input: Value = serde_json::from_str(&input).unwrap();
+    assert!(input["city"].is_string(), "{input}");
+    assert!(evs
+        .iter()
+        .any(|e| e["type"] == "message_delta" && e["delta"]["stop_reason"] == "tool_use"));
+    // The result goes back as a tool_result block; the model answers in text.
+    let next = json!({"model": "smollm2", "max_tokens": 12, "tools": tools, "messages": [
+        ask[0],
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
+                                       "content": "18 degrees and sunny"}]},
+    ]});
+    let (status, v, text) = post(&s.addr, "/v1/messages", &next);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(v["content"][0]["type"], "text", "{text}");
+    assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 20, "{text}");
+}

@@ -1,7 +1,9 @@
 //! Anthropic's Messages API: `POST /v1/messages`, whole or streamed as Anthropic streams it
 //! (`message_start`, `content_block_start`, `ping`, `content_block_delta`…,
-//! `content_block_stop`, `message_delta`, `message_stop`). Parameters this server does not
-//! implement (tools, images, thinking) are refused with a 400 naming them.
+//! `content_block_stop`, `message_delta`, `message_stop`), with client tools
+//! ([`super::anthropic_tools`]: `tool_use` blocks out, `tool_result` blocks in). Parameters
+//! this server does not implement (images, thinking, server tools) are refused with a 400
+//! naming them.
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -9,10 +11,12 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::anthropic_tools;
 use super::api_error::{ApiError, Dialect};
 use super::worker::{Event, Prompt};
 use super::{request, Server};
-use crate::engine::{Message, StopReason};
+use crate::engine::StopReason;
+use crate::formats::tool_calls::Format;
 
 #[derive(Debug, Deserialize)]
 struct InMessage {
@@ -30,6 +34,10 @@ struct Body {
     stop_sequences: Option<Value>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     #[serde(flatten)]
     sampling: request::Sampling,
     #[serde(flatten)]
@@ -42,7 +50,7 @@ const HARMLESS: &[&str] = &["model", "metadata", "service_tier"];
 /// `POST /v1/messages`.
 pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>) -> Response {
     let parsed = body.and_then(|b| parse(&server, &b));
-    let (prompt, params, stream) = match parsed {
+    let (prompt, params, stream, tools) = match parsed {
         Ok(p) => p,
         Err(e) => return e.respond(Dialect::Anthropic),
     };
@@ -52,14 +60,25 @@ pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>)
     };
     let id = server.next_id("msg");
     let model = server.model_id().to_string();
+    let reply = Reply { id, model, tools };
     if stream {
-        streamed(id, model, events).await
+        streamed(reply, events).await
     } else {
-        whole(id, model, events).await
+        whole(reply, events).await
     }
 }
 
-fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params, bool), ApiError> {
+/// What a reply is named and how its text is read.
+struct Reply {
+    id: String,
+    model: String,
+    /// The tool-call format to parse the text with, when the request gave tools.
+    tools: Option<Format>,
+}
+
+type Parsed = (Prompt, super::worker::Params, bool, Option<Format>);
+
+fn parse(server: &Server, bytes: &[u8]) -> Result<Parsed, ApiError> {
     let body: Body = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("the body is not a valid request: {e}")))?;
     if let Some(key) = body
@@ -85,7 +104,7 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params
     let mut messages = Vec::with_capacity(body.messages.len() + 1);
     if let Some(system) = &body.system {
         let text = request::text_content(Some(system), "system")?;
-        messages.push(Message::new("system", text));
+        messages.push(crate::engine::Message::new("system", text));
     }
     if body.messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "'messages' is empty"));
@@ -97,16 +116,33 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<(Prompt, super::worker::Params
                 format!("role '{}' is not one of user, assistant", m.role),
             ));
         }
-        let text = request::text_content(Some(&m.content), &format!("messages[{i}].content"))?;
-        messages.push(Message::new(m.role.clone(), text));
+        let at = format!("messages[{i}].content");
+        messages.extend(anthropic_tools::turn(&m.role, &m.content, &at)?);
     }
+    let tools = body
+        .tools
+        .as_deref()
+        .map(anthropic_tools::tools)
+        .transpose()?;
+    let choice = body
+        .tool_choice
+        .as_ref()
+        .map(anthropic_tools::tool_choice)
+        .transpose()?;
+    let (tools, forced) = super::openai::tool_choice(server, tools.as_ref(), choice.as_ref())?;
     let stop = request::stops(body.stop_sequences.as_ref(), "stop_sequences")?;
     let params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
     let params = super::worker::Params {
         generate: params,
-        constraint: None,
+        constraint: forced,
     };
-    Ok((Prompt::Chat(messages, None), params, body.stream))
+    let format = tools.as_ref().and(server.tool_format());
+    Ok((
+        Prompt::Chat(messages, tools.map(Value::Array)),
+        params,
+        body.stream,
+        format,
+    ))
 }
 
 fn stop_reason(r: StopReason) -> &'static str {
@@ -117,11 +153,8 @@ fn stop_reason(r: StopReason) -> &'static str {
     }
 }
 
-async fn whole(
-    id: String,
-    model: String,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> Response {
+async fn whole(reply: Reply, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
+    let Reply { id, model, tools } = reply;
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
@@ -129,13 +162,26 @@ async fn whole(
             Event::Text(t) => text.push_str(&t),
             Event::Failed(e) => return e.respond(Dialect::Anthropic),
             Event::Done(f) => {
+                let (content, calls) = match tools {
+                    Some(format) => format.parse(&text),
+                    None => (text, Vec::new()),
+                };
+                let mut blocks = Vec::new();
+                if !content.is_empty() || calls.is_empty() {
+                    blocks.push(json!({"type": "text", "text": content}));
+                }
+                blocks.extend(anthropic_tools::tool_use_blocks(&id, &calls));
+                let reason = match calls.is_empty() {
+                    true => stop_reason(f.reason),
+                    false => "tool_use",
+                };
                 return axum::Json(json!({
                     "id": id,
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": stop_reason(f.reason),
+                    "content": blocks,
+                    "stop_reason": reason,
                     "stop_sequence": f.stop_string,
                     "usage": {
                         "input_tokens": f.prompt_tokens,
@@ -155,10 +201,10 @@ fn event(kind: &str, data: Value) -> SseEvent {
 }
 
 async fn streamed(
-    id: String,
-    model: String,
+    reply: Reply,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) -> Response {
+    let Reply { id, model, tools } = reply;
     let prompt_tokens = match events.recv().await {
         Some(Event::Started { prompt_tokens }) => prompt_tokens,
         Some(Event::Failed(e)) => return e.respond(Dialect::Anthropic),
@@ -183,28 +229,85 @@ async fn streamed(
         ),
         event("ping", json!({"type": "ping"})),
     ];
-    let rest = super::events_stream(events).flat_map(|e| {
+    let text_delta = |t: String| {
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": t}}),
+        )
+    };
+    // With tools, text that may start a call is held back; once a call starts, the rest is
+    // kept and sent as tool_use blocks at the end (never as text).
+    let (mut held, mut capturing) = (String::new(), false);
+    let rest = super::events_stream(events).flat_map(move |e| {
         let out = match e {
             Event::Started { .. } | Event::Logprobs(_) => Vec::new(),
-            Event::Text(t) => vec![event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "text_delta", "text": t}}),
-            )],
-            Event::Done(f) => vec![
-                event(
+            Event::Text(t) => match tools {
+                None => vec![text_delta(t)],
+                Some(format) => {
+                    held.push_str(&t);
+                    capturing = capturing || held.contains(format.marker());
+                    let keep = if capturing {
+                        held.len()
+                    } else {
+                        crate::engine::stop::held_len(&held, &[format.marker()])
+                    };
+                    let emit: String = held.drain(..held.len() - keep).collect();
+                    match emit.is_empty() {
+                        true => Vec::new(),
+                        false => vec![text_delta(emit)],
+                    }
+                }
+            },
+            Event::Done(f) => {
+                let (content, calls) = match (tools, capturing) {
+                    (Some(format), true) => format.parse(&held),
+                    _ => (std::mem::take(&mut held), Vec::new()),
+                };
+                let mut v = Vec::new();
+                if !content.is_empty() {
+                    v.push(text_delta(content));
+                }
+                v.push(event(
                     "content_block_stop",
                     json!({"type": "content_block_stop", "index": 0}),
-                ),
-                event(
+                ));
+                for (i, mut block) in anthropic_tools::tool_use_blocks(&id, &calls)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let input = block["input"].take();
+                    block["input"] = json!({});
+                    let index = i + 1;
+                    v.push(event(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": index,
+                               "content_block": block}),
+                    ));
+                    v.push(event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "input_json_delta",
+                                         "partial_json": input.to_string()}}),
+                    ));
+                    v.push(event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": index}),
+                    ));
+                }
+                let reason = match calls.is_empty() {
+                    true => stop_reason(f.reason),
+                    false => "tool_use",
+                };
+                v.push(event(
                     "message_delta",
                     json!({"type": "message_delta",
-                           "delta": {"stop_reason": stop_reason(f.reason),
-                                     "stop_sequence": f.stop_string},
+                           "delta": {"stop_reason": reason, "stop_sequence": f.stop_string},
                            "usage": {"output_tokens": f.completion_tokens}}),
-                ),
-                event("message_stop", json!({"type": "message_stop"})),
-            ],
+                ));
+                v.push(event("message_stop", json!({"type": "message_stop"})));
+                v
+            }
             Event::Failed(err) => vec![event("error", err.body(Dialect::Anthropic))],
         };
         futures_util::stream::iter(out)

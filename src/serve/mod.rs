@@ -5,6 +5,7 @@
 //! shutdown on SIGTERM or Ctrl+C that cancels the request in flight.
 
 pub mod anthropic;
+pub mod anthropic_tools;
 pub mod api_error;
 pub mod logprobs;
 pub mod openai;

@@ -168,15 +168,17 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
 type Parsed = (Prompt, super::worker::Params, bool, bool, Option<Format>);
 
 /// The tools the template gets (none for `tool_choice: "none"`) and the grammar that forces a
-/// call (`"required"`, or a named function).
-fn tool_choice(
+/// call (`"required"`, or a named function), from OpenAI's `tools` and `tool_choice` (the
+/// Anthropic API's are translated to them first).
+pub(super) fn tool_choice(
     server: &Server,
-    body: &Body,
+    tools: Option<&Vec<Value>>,
+    choice: Option<&Value>,
 ) -> Result<(Option<Vec<Value>>, Option<Constraint>), ApiError> {
-    let tools = match &body.tools {
+    let tools = match tools {
         Some(t) if !t.is_empty() => t,
         _ => {
-            return match body.tool_choice.as_ref().filter(|c| !c.is_null()) {
+            return match choice.filter(|c| !c.is_null()) {
                 None => Ok((None, None)),
                 Some(c) if c.as_str() == Some("none") || c.as_str() == Some("auto") => {
                     Ok((None, None))
@@ -200,7 +202,7 @@ fn tool_choice(
             ));
         }
     }
-    let choice = body.tool_choice.as_ref().filter(|c| !c.is_null());
+    let choice = choice.filter(|c| !c.is_null());
     if choice.and_then(Value::as_str) == Some("none") {
         return Ok((None, None));
     }
@@ -323,7 +325,7 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
         }
         Kind::Completion => Vec::new(),
     };
-    let (tools, forced) = tool_choice(server, &body)?;
+    let (tools, forced) = tool_choice(server, body.tools.as_ref(), body.tool_choice.as_ref())?;
     let prompt = match kind {
         Kind::Chat => Prompt::Chat(messages, tools.as_ref().map(|t| Value::Array(t.clone()))),
         Kind::Completion => match &body.prompt {
