@@ -1,7 +1,7 @@
-//! Several sequences decoded together give each the reply it gets alone: the batched pass of
-//! the llama graph (SmolLM2: one weight read for every sequence), the one-after-another
-//! default of the other families (Gemma 3, and Qwen 3.5's recurrent state), prefix reuse per
-//! sequence, and a sequence that ends early while the others go on.
+//! Several sequences decoded together give each the reply it gets alone: the batched passes
+//! of the llama and Gemma 3 graphs (one weight read for every sequence, each sequence at its
+//! own position and window), the one-after-another default of the other families (Qwen 3.5's
+//! recurrent state), prefix reuse per sequence, and sequences that end while others go on.
 
 use std::ops::ControlFlow;
 

@@ -17,7 +17,7 @@
 //! global layers, as in llama.cpp.
 //! References: HF `modeling_gemma3.py`, llama.cpp `src/models/gemma3.cpp`.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::assembly::{gguf_vocab_size, output_layer, Dims};
 use super::layers::attention::{self, Attention};
@@ -25,12 +25,13 @@ use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
-use super::layers::rope::Rope;
+use super::layers::rope::{Rope, Tables};
 use super::recipe::{self, BlockParts, Recipe};
 use super::rope_config::{RopeConfig, RopeScaling};
 use super::values::{self, refuse_gguf, refuse_hf, HfRefusal};
 use super::{
-    CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
+    Cache, CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks,
+    TinyConfig,
 };
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
@@ -465,6 +466,48 @@ impl CausalLm for Model {
             .lm_head
             .forward(&x)?
             .flatten_all()?
+            .to_dtype(DType::F32)?;
+        Ok(match self.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Cache],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let tables = |rope: &Rope| -> Result<Vec<Tables>> {
+            caches
+                .iter()
+                .map(|c| rope.tables(c.pos(), 1, device))
+                .collect()
+        };
+        let (local, global) = (tables(&self.rope_local)?, tables(&self.rope_global)?);
+        // 1. Embed and scale: (B, 1) -> (B, 1, hidden), one row per sequence.
+        let mut x = self
+            .embed
+            .forward(&Tensor::new(tokens, device)?.unsqueeze(1)?)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (rope, t) = match b.global {
+                true => (&self.rope_global, &global),
+                false => (&self.rope_local, &local),
+            };
+            // 2. Attention, each row against its own sequence's keys, normed on both sides.
+            let n = b.input_norm.forward(&x)?;
+            let a = b.attn.forward_batch(&n, rope, t, caches, i)?;
+            let h = (x + b.post_attn_norm.forward(&a)?)?;
+            // 3. GeGLU MLP for every row at once.
+            let f = b.mlp.forward(&b.pre_mlp_norm.forward(&h)?)?;
+            x = (&h + b.post_mlp_norm.forward(&f)?)?;
+        }
+        // 4. Norm, tied output layer, optional soft-cap -> (B, vocab).
+        let logits = self
+            .lm_head
+            .forward(&self.norm.forward(&x)?)?
+            .squeeze(1)?
             .to_dtype(DType::F32)?;
         Ok(match self.final_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
