@@ -242,8 +242,10 @@ pub(crate) struct Dots {
     pub(crate) avx512: Option<DotPair>,
 }
 
-/// `out[i] = W[i] · x` for `weights` holding `n` rows of `k` values (`k` a multiple of 32) in
-/// the block format of `dots`.
+/// `out[b·n + i] = W[i] · x_b` for `weights` holding `n` rows of `k` values (`k` a multiple of
+/// 32) in the block format of `dots`, and `x` holding `m ≥ 1` rows of activations (several
+/// sequences decoding together): each pair of weight rows is read once, from memory, for all
+/// of them. Each product is the single-row one, bit for bit.
 pub(crate) fn gemv(
     dots: &Dots,
     weights: &[u8],
@@ -254,10 +256,15 @@ pub(crate) fn gemv(
     kernel: Kernel,
 ) {
     let row_bytes = k / QK * dots.block_bytes;
+    let m = x.len() / k.max(1);
     assert!(
-        k.is_multiple_of(QK) && x.len() == k && out.len() == n && weights.len() >= n * row_bytes
+        k.is_multiple_of(QK)
+            && m >= 1
+            && x.len() == m * k
+            && out.len() == m * n
+            && weights.len() >= n * row_bytes
     );
-    let xq = quantize(x);
+    let xqs: Vec<Q8> = x.chunks_exact(k).map(quantize).collect();
     let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
     #[cfg(target_arch = "x86_64")]
     let pair: Option<DotPair> = match kernel {
@@ -269,20 +276,22 @@ pub(crate) fn gemv(
     let pair: Option<DotPair> = None;
     let Some(pair) = pair else {
         let scalar = dots.scalar;
-        return par_rows(out, |i| scalar(row(i), &xq));
+        return par_rows(n, out, |i, b| scalar(row(i), &xqs[b]));
     };
-    let n = out.len();
     let out_addr = out.as_mut_ptr() as usize;
     super::pool::Pool::global().run(n.div_ceil(2), |pairs| {
         for p in pairs {
             let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
-            // SAFETY: SIMD kernels are selected only when the CPU reports their features
-            // (`kernel()`); each pair index is handed to one thread, which writes only its
-            // two rows of `out` (one, for a last odd row), and `out` outlives the call.
-            unsafe {
-                let (va, vb) = pair(row(a), row(b), &xq);
-                *(out_addr as *mut f32).add(a) = va;
-                *(out_addr as *mut f32).add(b) = vb;
+            for (j, xq) in xqs.iter().enumerate() {
+                // SAFETY: SIMD kernels are selected only when the CPU reports their features
+                // (`kernel()`); each pair index is handed to one thread, which writes only its
+                // two rows of `out` (one, for a last odd row) for each activation row, and
+                // `out` outlives the call.
+                unsafe {
+                    let (va, vb) = pair(row(a), row(b), xq);
+                    *(out_addr as *mut f32).add(j * n + a) = va;
+                    *(out_addr as *mut f32).add(j * n + b) = vb;
+                }
             }
         }
     });
@@ -407,14 +416,45 @@ pub(crate) unsafe fn hsum_halves(acc: std::arch::x86_64::__m512) -> (f32, f32) {
     (hsum(lo), hsum(hi))
 }
 
-/// `out[i] = row_dot(i)` for every row, rows split over [`super::pool::Pool`].
-pub(crate) fn par_rows(out: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
+/// `out[b·n + i] = row_dot(i, b)` for every weight row `i < n` and activation row `b` (`out`
+/// holds `m × n`), weight rows split over [`super::pool::Pool`], each row's products for all
+/// activation rows done together (the row is read once).
+pub(crate) fn par_rows(n: usize, out: &mut [f32], row_dot: impl Fn(usize, usize) -> f32 + Sync) {
+    let m = out.len() / n.max(1);
     let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(out.len(), |rows| {
+    super::pool::Pool::global().run(n, |rows| {
         for i in rows {
-            let v = row_dot(i);
-            // SAFETY: every row index is handed to exactly one thread, and `out` outlives the call.
-            unsafe { *(out_addr as *mut f32).add(i) = v };
+            for b in 0..m {
+                let v = row_dot(i, b);
+                // SAFETY: every row index is handed to exactly one thread, which writes only
+                // its entries of `out`, and `out` outlives the call.
+                unsafe { *(out_addr as *mut f32).add(b * n + i) = v };
+            }
+        }
+    });
+}
+
+/// For every weight row `i < n`, `row_dots(i, vals)` gives the products of row `i` with
+/// activation rows `first..first + count` (`vals` holds `count`); they go to
+/// `out[(first + j)·n + i]`. Weight rows are split over [`super::pool::Pool`].
+pub(crate) fn par_row_groups(
+    n: usize,
+    out: &mut [f32],
+    first: usize,
+    count: usize,
+    row_dots: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    assert!(count <= 8 && (first + count) * n <= out.len());
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n, |rows| {
+        let mut vals = [0f32; 8];
+        for i in rows {
+            row_dots(i, &mut vals[..count]);
+            for (j, v) in vals[..count].iter().enumerate() {
+                // SAFETY: every row index is handed to exactly one thread, which writes only
+                // its entries of `out` (in bounds: asserted above), and `out` outlives the call.
+                unsafe { *(out_addr as *mut f32).add((first + j) * n + i) = *v };
+            }
         }
     });
 }

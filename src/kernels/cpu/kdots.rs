@@ -173,53 +173,73 @@ mod avx2 {
     /// products summed in pairs (i16, at most 2·15·127) are weighted by the sub-block's scale
     /// in one `madd` (i32), so no 32-bit multiply is needed; the minimums' term is one `madd`
     /// of the eight minimums with the activation sums per 32.
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
-        let (mut acc, mut accm) = (0f32, 0f32);
+        q4k_dots::<1>(row, [x])[0]
+    }
+
+    /// [`q4k_dot`] of one row with `M` activation rows at once (several sequences decoding
+    /// together): each block's nibbles are loaded and split once for all of them; every
+    /// product is the single-row one, bit for bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q4k_dots<const M: usize>(row: &[u8], xs: [&Q8K; M]) -> [f32; M] {
+        let (mut acc, mut accm) = ([0f32; M], [0f32; M]);
         let low = _mm256_set1_epi8(0x0F);
         for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
             let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            let xq = x.qs.as_ptr().add(b * QK_K);
             let (sc, mn) = scales_mins(&blk[4..16]);
-            let mut isum = _mm256_setzero_si256();
+            let mut isum = [_mm256_setzero_si256(); M];
             for p in 0..4 {
                 let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * p) as *const __m256i);
                 let lo = _mm256_and_si256(q, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                let x0 = _mm256_loadu_si256(xq.add(64 * p) as *const __m256i);
-                let x1 = _mm256_loadu_si256(xq.add(64 * p + 32) as *const __m256i);
-                let p0 =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * p]));
-                let p1 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(hi, x1),
+                let (s0, s1) = (
+                    _mm256_set1_epi16(sc[2 * p]),
                     _mm256_set1_epi16(sc[2 * p + 1]),
                 );
-                isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+                for (j, x) in xs.iter().enumerate() {
+                    let xq = x.qs.as_ptr().add(b * QK_K);
+                    let x0 = _mm256_loadu_si256(xq.add(64 * p) as *const __m256i);
+                    let x1 = _mm256_loadu_si256(xq.add(64 * p + 32) as *const __m256i);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), s1);
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(p0, p1));
+                }
             }
-            // Σ_j min_j · (bsum_2j + bsum_2j+1): the sums per 16 added in pairs, then one madd.
-            let bs = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let bs2 = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b + 8) as *const __m256i);
-            let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(bs, bs2));
             let mins = _mm256_cvtepi16_epi32(_mm_loadu_si128(mn.as_ptr() as *const __m128i));
-            let imin = hsum_i32(_mm256_mullo_epi32(pairs, mins));
-            acc = (hsum_i32(isum) as f32).mul_add(d * x.d[b], acc);
-            accm = (imin as f32).mul_add(dmin * x.d[b], accm);
+            for (j, x) in xs.iter().enumerate() {
+                // Σ_j min_j · (bsum_2j + bsum_2j+1): the sums per 16 added in pairs, then one
+                // madd.
+                let bs = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b) as *const __m256i);
+                let bs2 = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b + 8) as *const __m256i);
+                let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(bs, bs2));
+                let imin = hsum_i32(_mm256_mullo_epi32(pairs, mins));
+                acc[j] = (hsum_i32(isum[j]) as f32).mul_add(d * x.d[b], acc[j]);
+                accm[j] = (imin as f32).mul_add(dmin * x.d[b], accm[j]);
+            }
         }
-        acc - accm
+        std::array::from_fn(|j| acc[j] - accm[j])
     }
 
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q6k_dot(row: &[u8], x: &Q8K) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+        q6k_dots::<1>(row, [x])[0]
+    }
+
+    /// [`q6k_dot`] of one row with `M` activation rows at once: each block's 6-bit values
+    /// are assembled once for all of them; every product is the single-row one, bit for bit.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q6k_dots<const M: usize>(row: &[u8], xs: [&Q8K; M]) -> [f32; M] {
+        let mut acc = [_mm256_setzero_ps(); M];
         let (low, three) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
         for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr().add(128));
-            let d = x.d[b] * f16_at(blk, 208);
-            let xq = x.qs.as_ptr().add(b * QK_K);
             let scales = blk.as_ptr().add(192) as *const i8;
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); M];
             for h in 0..2 {
                 let l0 = _mm256_loadu_si256(blk.as_ptr().add(64 * h) as *const __m256i);
                 let l1 = _mm256_loadu_si256(blk.as_ptr().add(64 * h + 32) as *const __m256i);
@@ -241,28 +261,37 @@ mod avx2 {
                 ];
                 for (idx, w) in vecs.into_iter().enumerate() {
                     let g = 8 * h + 2 * idx;
-                    let v = _mm256_loadu_si256(xq.add(128 * h + 32 * idx) as *const __m256i);
                     // Pairs of 6-bit × i8 products fit i16 (at most 2·63·128); the scale
                     // of each 16 values weights them in the same madd that sums them.
                     let (s0, s1) = (*scales.add(g) as i16, *scales.add(g + 1) as i16);
                     let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                    sumi =
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), sc));
+                    for (j, x) in xs.iter().enumerate() {
+                        let xq = x.qs.as_ptr().add(b * QK_K);
+                        let v = _mm256_loadu_si256(xq.add(128 * h + 32 * idx) as *const __m256i);
+                        sumi[j] = _mm256_add_epi32(
+                            sumi[j],
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), sc),
+                        );
+                    }
                 }
             }
-            // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over scale
-            // groups 2l and 2l + 1.
-            let bs = x.bsums.as_ptr().add(16 * b);
-            let mut sub = [0i32; 8];
-            for (l, s) in sub.iter_mut().enumerate() {
-                *s = (*bs.add(2 * l) * *scales.add(2 * l) as i32
-                    + *bs.add(2 * l + 1) * *scales.add(2 * l + 1) as i32)
-                    << 5;
+            for (j, x) in xs.iter().enumerate() {
+                let d = x.d[b] * f16_at(blk, 208);
+                // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over
+                // scale groups 2l and 2l + 1.
+                let bs = x.bsums.as_ptr().add(16 * b);
+                let mut sub = [0i32; 8];
+                for (l, s) in sub.iter_mut().enumerate() {
+                    *s = (*bs.add(2 * l) * *scales.add(2 * l) as i32
+                        + *bs.add(2 * l + 1) * *scales.add(2 * l + 1) as i32)
+                        << 5;
+                }
+                let si =
+                    _mm256_sub_epi32(sumi[j], _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
+                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(si), acc[j]);
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        crate::kernels::cpu::gemv::hsum(acc)
+        std::array::from_fn(|j| crate::kernels::cpu::gemv::hsum(acc[j]))
     }
 }
 
@@ -277,41 +306,63 @@ pub(crate) fn gemv(
     out: &mut [f32],
 ) -> Option<()> {
     let row_bytes = k / QK_K * if q6 { Q6K_BYTES } else { Q4K_BYTES };
+    let m = x.len() / k.max(1);
     if k == 0
         || !k.is_multiple_of(QK_K)
-        || x.len() != k
-        || out.len() != n
+        || m == 0
+        || x.len() != m * k
+        || out.len() != m * n
         || weights.len() < n * row_bytes
     {
         return None;
     }
-    let xq = quantize(x);
+    let xqs: Vec<_> = x.chunks_exact(k).map(quantize).collect();
     #[cfg(target_arch = "x86_64")]
     let simd = super::gemv::kernel() != super::gemv::Kernel::Scalar;
     #[cfg(not(target_arch = "x86_64"))]
     let simd = false;
-    let xq = &xq;
-    super::gemv::par_rows(out, |i| {
-        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
-            return unsafe {
-                if q6 {
-                    avx2::q6k_dot(row, xq)
+    // Activations in groups of up to four, each weight row read once per group.
+    for (g, group) in xqs.chunks(4).enumerate() {
+        super::gemv::par_row_groups(n, out, 4 * g, group.len(), |i, vals| {
+            let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
+                unsafe { simd_dots(q6, row, group, vals) };
+                return;
+            }
+            let _ = simd;
+            for (v, xq) in vals.iter_mut().zip(group) {
+                *v = if q6 {
+                    q6k_dot(row, xq)
                 } else {
-                    avx2::q4k_dot(row, xq)
-                }
-            };
-        }
-        let _ = simd;
-        if q6 {
-            q6k_dot(row, xq)
-        } else {
-            q4k_dot(row, xq)
-        }
-    });
+                    q4k_dot(row, xq)
+                };
+            }
+        });
+    }
     Some(())
+}
+
+/// The AVX2 products of one row with a group of one to four activation rows, into `vals`.
+///
+/// # Safety
+/// Only on CPUs with AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+unsafe fn simd_dots(q6: bool, row: &[u8], group: &[Q8K], vals: &mut [f32]) {
+    macro_rules! dots {
+        ($m:literal, [$($j:literal),*]) => {{
+            let xs = [$(&group[$j]),*];
+            let v: [f32; $m] = if q6 { avx2::q6k_dots::<$m>(row, xs) } else { avx2::q4k_dots::<$m>(row, xs) };
+            vals.copy_from_slice(&v);
+        }};
+    }
+    match group.len() {
+        1 => dots!(1, [0]),
+        2 => dots!(2, [0, 1]),
+        3 => dots!(3, [0, 1, 2]),
+        _ => dots!(4, [0, 1, 2, 3]),
+    }
 }
 
 #[cfg(test)]
@@ -357,5 +408,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn several_activation_rows_give_each_rows_single_product_bit_for_bit() {
+        let (n, k) = (10, 512);
+        let w = super::super::gemv::test_values(n * k, 31);
+        let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for kernel in [None, Some(super::super::gemv::Kernel::Scalar)] {
+            super::super::gemv::force_kernel(kernel);
+            for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let data = q.data().unwrap();
+                for m in [1, 2, 3, 4, 5, 8] {
+                    let x = super::super::gemv::test_values(m * k, 40 + m as u32);
+                    let mut all = vec![0f32; m * n];
+                    gemv(q6, &data, n, k, &x, &mut all).unwrap();
+                    for (b, xb) in x.chunks_exact(k).enumerate() {
+                        let mut one = vec![0f32; n];
+                        gemv(q6, &data, n, k, xb, &mut one).unwrap();
+                        let got: Vec<u32> = all[b * n..(b + 1) * n]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{dtype:?} {kernel:?}: {m} rows, row {b}");
+                    }
+                }
+            }
+        }
+        super::super::gemv::force_kernel(None);
     }
 }

@@ -7,8 +7,9 @@
 use candle_core::quantized::k_quants::{BlockQ2K, BlockQ3K, BlockQ5K, GgmlType};
 use candle_core::quantized::GgmlDType;
 
-/// `out[i] = W[i] · x` for `weights` holding `n` rows of `k` values of a k-quant `dtype`;
-/// `None` when `dtype` is not one, or the bytes do not hold such rows.
+/// `out[b·n + i] = W[i] · x_b` for `weights` holding `n` rows of `k` values of a k-quant
+/// `dtype` and `x` holding `m ≥ 1` rows of activations; `None` when `dtype` is not one, or
+/// the bytes do not hold such rows.
 pub fn gemv(
     dtype: GgmlDType,
     weights: &[u8],
@@ -40,7 +41,8 @@ fn gemv_as<T: GgmlType>(
     if k == 0 || !k.is_multiple_of(block) || !k.is_multiple_of(dot_block) {
         return None;
     }
-    if x.len() != k || out.len() != n {
+    let m = x.len() / k;
+    if m == 0 || x.len() != m * k || out.len() != m * n {
         return None;
     }
     let per_row = k / block;
@@ -54,10 +56,16 @@ fn gemv_as<T: GgmlType>(
     // bytes; the length and the alignment were checked above.
     let blocks: &[T] =
         unsafe { std::slice::from_raw_parts(weights.as_ptr() as *const T, n * per_row) };
-    let mut xq = vec![T::VecDotType::zeros(); k / dot_block];
-    T::VecDotType::from_float(x, &mut xq);
-    super::gemv::par_rows(out, |i| {
-        T::vec_dot(k, &blocks[i * per_row..(i + 1) * per_row], &xq)
+    let xqs: Vec<Vec<T::VecDotType>> = x
+        .chunks_exact(k)
+        .map(|x| {
+            let mut xq = vec![T::VecDotType::zeros(); k / dot_block];
+            T::VecDotType::from_float(x, &mut xq);
+            xq
+        })
+        .collect();
+    super::gemv::par_rows(n, out, |i, b| {
+        T::vec_dot(k, &blocks[i * per_row..(i + 1) * per_row], &xqs[b])
     });
     Some(())
 }

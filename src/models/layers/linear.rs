@@ -20,10 +20,11 @@ pub struct Linear {
 /// From this many rows on, our int8 tiles ([`gemm_q8`]) multiply where the CPU has them.
 const DENSE_MIN_ROWS: usize = 2;
 
-/// Without the tiles, up to this many rows (a few sequences decoding together, a short
-/// prompt) go through the single-row kernels one after another, each at the single-row speed;
-/// more rows of a type without a SIMD kernel in candle (Q4_1, Q5_0, ...) are dequantized once
-/// and multiplied by the f32 GEMM (candle's dot products for such types are scalar).
+/// Up to this many rows (a few sequences decoding together, a short prompt) go through the
+/// single-row kernels, each weight row read once for all of them: below it the tiles' unpacking
+/// costs more than it saves. More rows of a type without a SIMD kernel in candle (Q4_1, Q5_0,
+/// ...) and no tiles are dequantized once and multiplied by the f32 GEMM (candle's dot
+/// products for such types are scalar).
 const FEW_ROWS: usize = 8;
 
 impl Linear {
@@ -136,9 +137,9 @@ impl Linear {
 
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match self.batched(x)? {
+        let y = match self.vector_via_own_kernel(x)? {
             Some(y) => y,
-            None => match self.vector_via_own_kernel(x)? {
+            None => match self.batched(x)? {
                 Some(y) => y,
                 None => match &self.weight {
                     // Dense weights kept in f16/bf16 (`--dtype`): compute in their dtype.
@@ -191,9 +192,9 @@ impl Linear {
         Ok(Some(y.reshape(out_shape)?))
     }
 
-    /// Single rows (and up to [`FEW_ROWS`], one after another: several sequences decoding
-    /// together) against CPU quantized weights go through our kernels (Q4_1, Q5_0, Q8_0) or
-    /// candle's k-quant dot products on our pool ([`kquants`]).
+    /// Single rows (and up to [`FEW_ROWS`]: several sequences decoding together) against CPU
+    /// quantized weights go through our kernels (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) or candle's
+    /// k-quant dot products on our pool ([`kquants`]).
     fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
@@ -216,13 +217,11 @@ impl Linear {
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let mut out = vec![0f32; rows * n];
         let data = w.data()?;
-        for (x, y) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-            match own {
-                Some(gemv) => gemv(&data, n, k, x, y, gemv::kernel()),
-                None => {
-                    if kquants::gemv(dtype, &data, n, k, x, y).is_none() {
-                        return Ok(None);
-                    }
+        match own {
+            Some(gemv) => gemv(&data, n, k, &input, &mut out, gemv::kernel()),
+            None => {
+                if kquants::gemv(dtype, &data, n, k, &input, &mut out).is_none() {
+                    return Ok(None);
                 }
             }
         }
