@@ -1,8 +1,9 @@
 //! `mlcli serve`: the engine behind an OpenAI- and Anthropic-compatible HTTP server. Requests
-//! wait in a bounded queue for the engine's thread, which serves them one at a time with the
-//! engine's prefix reuse (a resent conversation prefills only what is new); safe by default:
-//! loopback only unless an API key is set, bounded bodies and replies, no CORS, and a clean
-//! shutdown on SIGTERM or Ctrl+C that cancels the request in flight.
+//! wait in a bounded queue for the engine's thread, which decodes up to `--parallel` of them
+//! together ([`worker`]) with the engine's prefix reuse (a resent conversation prefills only
+//! what is new); safe by default: loopback only unless an API key is set, bounded bodies and
+//! replies, no CORS, and a clean shutdown on SIGTERM or Ctrl+C that cancels the requests in
+//! flight.
 
 pub mod anthropic;
 pub mod anthropic_tools;
@@ -252,7 +253,7 @@ pub fn run(
     result
 }
 
-/// Waits for SIGTERM or Ctrl+C, then cancels the request in flight and refuses queued ones,
+/// Waits for SIGTERM or Ctrl+C, then cancels the requests in flight and refuses queued ones,
 /// so open streams end promptly and the server exits.
 async fn shutdown_signal(stopping: Arc<AtomicBool>) {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -271,7 +272,7 @@ async fn shutdown_signal(stopping: Arc<AtomicBool>) {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    eprintln!("mlcli serve: shutting down (the request in flight is cancelled)");
+    eprintln!("mlcli serve: shutting down (the requests in flight are cancelled)");
     stopping.store(true, Ordering::SeqCst);
 }
 
