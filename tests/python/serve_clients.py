@@ -97,3 +97,22 @@ with an.messages.stream(model="m", max_tokens=10, system="Answer briefly.",
 assert streamed == msg.content[0].text, (streamed, msg.content[0].text)
 assert final.usage.output_tokens == msg.usage.output_tokens, final
 print("anthropic stream: same text,", final.stop_reason)
+
+with an.messages.stream(model="m", max_tokens=200,
+                        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                        tools=[{"name": "get_weather", "description": "The weather in a city",
+                                "input_schema": weather}],
+                        tool_choice={"type": "tool", "name": "get_weather"}) as s:
+    final = s.get_final_message()
+uses = [b for b in final.content if b.type == "tool_use"]
+assert final.stop_reason == "tool_use" and len(uses) == 1, final
+jsonschema.validate(uses[0].input, weather)
+print("anthropic streamed tool use: valid", uses[0].input)
+
+lp = oa.chat.completions.create(
+    model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=5, temperature=0,
+    logprobs=True, top_logprobs=2)
+entries = lp.choices[0].logprobs.content
+assert len(entries) == lp.usage.completion_tokens, lp
+assert all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in entries), entries
+print("openai logprobs:", [(e.token, round(e.logprob, 3)) for e in entries])
