@@ -152,10 +152,18 @@ impl Layout<'_> {
             .is_some_and(|p| layer + 1 != n_layers && !(layer + 1).is_multiple_of(p.max(1)))
     }
 
-    /// Whether block `layer` reads an earlier block's keys and values (the last
-    /// `attention.shared_kv_layers`).
-    fn shares_kv(&self, layer: usize, n_layers: usize) -> bool {
+    /// How many of `n_layers` blocks read an earlier block's keys and values: the last
+    /// `attention.shared_kv_layers`, but never the first period of layer types (a model cut
+    /// to a few blocks keeps one block of each type to read from).
+    pub fn shared_kv_layers(&self, n_layers: usize) -> Option<usize> {
+        let period = self.get("synthetic.swa_period").unwrap_or(1).max(1);
         self.get("attention.shared_kv_layers")
+            .map(|n| n.min(n_layers.saturating_sub(period)))
+    }
+
+    /// Whether block `layer` reads an earlier block's keys and values.
+    fn shares_kv(&self, layer: usize, n_layers: usize) -> bool {
+        self.shared_kv_layers(n_layers)
             .is_some_and(|n| layer + n >= n_layers)
     }
 
@@ -394,6 +402,9 @@ pub fn metadata(
             Some(entry) => entry.1 = value,
             None => meta.push((key, value)),
         };
+    if let Some(n) = layout.shared_kv_layers(d.layers) {
+        set(format!("{arch}.attention.shared_kv_layers"), u(n));
+    }
     if hinted("synthetic.double_wide_shared") {
         set(format!("{arch}.feed_forward_length"), per_layer(&|l| l.ffn));
     }
