@@ -74,15 +74,19 @@ def tokenizer_json(vocab: int) -> bytes:
 
 
 def tokenizer_json_spm_bpe(vocab: int) -> bytes:
-    """The pieces of `tokenizer_model(vocab)` as a SentencePiece-style BPE tokenizer.json (spaces
-    as ▁, byte fallback, no merges), the form llama.cpp's converter requires for Gemma 4."""
+    """A SentencePiece-style BPE tokenizer.json of `vocab` pieces (spaces as \u2581, byte
+    fallback): <unk> <s> </s>, \u2581, printable ASCII, then letter pairs with their merges.
+    The form llama.cpp's Gemma 4 converter requires (and its GGUF then carries merges)."""
     from tokenizers import Tokenizer, decoders, models, normalizers
 
-    proto_pieces = ["<unk>", "<s>", "</s>", "\u2581"] + [chr(c) for c in range(33, 127)]
-    pairs = ("\u2581" + a + b for a in "etaoinshrdlu" for b in "etaoinshrdlu ")
-    while len(proto_pieces) < vocab:
-        proto_pieces.append(next(pairs).strip())
-    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(proto_pieces)}, merges=[],
+    pieces = ["<unk>", "<s>", "</s>", "\u2581"] + [chr(c) for c in range(33, 127)]
+    pairs = (a + b for a in "etaoinshrdlu" for b in "etaoinshrdlu")
+    merges = []
+    while len(pieces) < vocab:
+        pair = next(pairs)
+        pieces.append(pair)
+        merges.append((pair[0], pair[1]))
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=merges,
                                unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "\u2581")
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
