@@ -68,15 +68,25 @@ pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<Export
 
     // Tensors, renamed and un-quirked, grouped into shards.
     let heads = gguf.usize(&format!("{arch}.attention.head_count"))?;
-    let kv_heads = gguf
-        .opt(&format!("{arch}.attention.head_count_kv"), Gguf::usize)?
-        .unwrap_or(heads);
+    // KV heads per block (an array where blocks differ, e.g. Gemma 4).
+    let kv_key = format!("{arch}.attention.head_count_kv");
+    let kv_heads = match gguf.has(&kv_key) {
+        true => gguf.per_layer(&kv_key, gguf.usize(&format!("{arch}.block_count"))?)?,
+        false => Vec::new(),
+    };
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
     let mut shard_bytes = 0u64;
     let (mut count, mut total) = (0usize, 0u64);
     let names: Vec<String> = gguf.tensor_names().map(str::to_string).collect();
     for name in &names {
-        for (hf, t) in convert_tensor(gguf, spec, name, heads, kv_heads)? {
+        let block = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let kv = block
+            .and_then(|i| kv_heads.get(i).copied())
+            .unwrap_or(heads);
+        for (hf, t) in convert_tensor(gguf, spec, name, heads, kv)? {
             let t = t.to_dtype(opts.dtype)?;
             let bytes = (t.elem_count() * opts.dtype.size_in_bytes()) as u64;
             if shard_bytes > 0 && shard_bytes + bytes > opts.max_shard_bytes {
@@ -278,6 +288,9 @@ fn hf_config(
     if spec.quirks.gguf_delta_net {
         delta_net_config(gguf, arch, &mut c)?;
     }
+    if spec.quirks.gguf_per_layer_type {
+        models::gemma4::hf_config_from_gguf(gguf, arch, &mut c)?;
+    }
     if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {
         let factor = gguf.float(&format!("{arch}.rope.scaling.factor"))?;
         c.insert(
@@ -309,9 +322,14 @@ fn hf_config(
     Ok(c)
 }
 
-/// A numeric metadata value as JSON (integers stay integers).
+/// A numeric metadata value as JSON (integers stay integers); `None` for an array (a
+/// per-block value, which a family's own export code writes).
 fn number(gguf: &Gguf, key: &str) -> Result<Option<Json>> {
-    if !gguf.has(key) {
+    let array = matches!(
+        gguf.content().metadata.get(key),
+        Some(candle_core::quantized::gguf_file::Value::Array(_))
+    );
+    if !gguf.has(key) || array {
         return Ok(None);
     }
     if let Ok(n) = gguf.uint(key) {

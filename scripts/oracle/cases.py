@@ -23,6 +23,10 @@ BASE = {
 LONG_TOKENS = [1] + [(37 * i + 11) % 125 + 3 for i in range(79)]
 
 
+# A prompt of 16 tokens: four windows of 4 (Gemma 4's cases).
+TOKENS_16 = [1, 5, 17, 42, 8, 99, 3, 64, 77, 12, 30, 58, 91, 23, 46, 70]
+
+
 def tiny(**over):
     c = dict(BASE)
     c.update(over)
@@ -434,5 +438,96 @@ CASES = [
         "config": tiny(num_hidden_layers=3, norm_eps=1e-5, conv_L_cache=4, conv_bias=True,
                        full_attn_idxs=[1, 2], block_multiple_of=32, block_ffn_dim_multiplier=1.5,
                        tie_word_embeddings=False, pad_token_id=0),
+    },
+    {
+        "name": "gemma4-dense",
+        "family": "gemma4",
+        "model_type": "gemma4_text",
+        "architecture": "Gemma4ForCausalLM",
+        "features": "E2B/E4B-like: sliding (head_dim 16, window 4) and full (global_head_dim "
+                    "32, proportional RoPE over a quarter of each head) layers, per-layer "
+                    "inputs, the last 3 of 6 layers reusing the KV of layers 1 and 2 with "
+                    "double-wide MLPs, v-norm, layer scalars, soft-capped logits, tied output",
+        "seed": 24,
+        "tokens": TOKENS_16,
+        "spm_bpe_tokenizer": True,  # llama.cpp's Gemma 4 converter reads no other
+        "random_buffers": ["layer_scalar"],
+        "config": tiny(num_hidden_layers=6, head_dim=16, global_head_dim=32, sliding_window=4,
+                       layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                    "sliding_attention", "sliding_attention", "full_attention"],
+                       hidden_size_per_layer_input=8, vocab_size_per_layer_input=128,
+                       num_kv_shared_layers=3, use_double_wide_mlp=True,
+                       final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh",
+                       rope_parameters={
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "proportional",
+                                              "partial_rotary_factor": 0.25,
+                                              "rope_theta": 1000000.0}},
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "gemma4-moe",
+        "family": "gemma4",
+        "model_type": "gemma4_text",
+        "architecture": "Gemma4ForCausalLM",
+        "features": "26B-A4B-like: a dense GeGLU MLP beside a mixture of 4 experts (top-2, "
+                    "scaled router, per-expert scales) in every layer, attention_k_eq_v with "
+                    "1 KV head on the full layer, no per-layer inputs, window 4",
+        "seed": 25,
+        "tokens": TOKENS_16,
+        "spm_bpe_tokenizer": True,  # llama.cpp's Gemma 4 converter reads no other
+        "random_buffers": ["layer_scalar"],
+        # Router scales around 1 (as trained ones are), not 0: logits near 0 would make
+        # every routing a near-tie.
+        "param_offsets": {"router.scale": 1.0, "router.per_expert_scale": 1.0},
+        "config": tiny(num_hidden_layers=3, head_dim=16, global_head_dim=32,
+                       num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=4,
+                       layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                       hidden_size_per_layer_input=0, enable_moe_block=True, num_experts=4,
+                       top_k_experts=2, moe_intermediate_size=32,
+                       final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh",
+                       rope_parameters={
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "proportional",
+                                              "partial_rotary_factor": 0.25,
+                                              "rope_theta": 1000000.0}},
+                       tie_word_embeddings=True, pad_token_id=0),
+    },
+    {
+        "name": "gemma4-multimodal",
+        "family": "gemma4",
+        "model_type": "gemma4",
+        "architecture": "Gemma4ForConditionalGeneration",
+        "auto_class": "AutoModelForImageTextToText",
+        "features": "a multimodal checkpoint: an E2B-like text model (per-layer inputs, KV "
+                    "sharing, one KV head) inside text_config beside a vision tower that is "
+                    "not used",
+        "seed": 26,
+        "tokens": TOKENS_16,
+        "spm_bpe_tokenizer": True,  # llama.cpp's Gemma 4 converter reads no other
+        "random_buffers": ["layer_scalar"],
+        "config": {
+            "text_config": tiny(num_hidden_layers=4, num_key_value_heads=1, head_dim=16,
+                                global_head_dim=32, sliding_window=4,
+                                layer_types=["sliding_attention", "full_attention",
+                                             "sliding_attention", "full_attention"],
+                                hidden_size_per_layer_input=8, vocab_size_per_layer_input=128,
+                                num_kv_shared_layers=2, final_logit_softcapping=10.0,
+                                rope_parameters={
+                                    "sliding_attention": {"rope_type": "default",
+                                                          "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "proportional",
+                                                       "partial_rotary_factor": 0.25,
+                                                       "rope_theta": 1000000.0}},
+                                tie_word_embeddings=True, pad_token_id=0),
+            "vision_config": {"hidden_size": 32, "intermediate_size": 64,
+                              "num_hidden_layers": 1, "num_attention_heads": 2,
+                              "num_key_value_heads": 2, "head_dim": 16, "patch_size": 4,
+                              "position_embedding_size": 64},
+            "audio_config": None,
+            "boi_token_id": 124, "eoi_token_id": 125, "image_token_id": 127,
+            "video_token_id": 126, "boa_token_id": 123, "eoa_token_index": 122,
+            "audio_token_id": 121, "tie_word_embeddings": True,
+        },
     },
 ]

@@ -73,12 +73,36 @@ def tokenizer_json(vocab: int) -> bytes:
     return tok.to_str().encode()
 
 
-def randomize(model: torch.nn.Module, seed: int, offsets: dict | None = None) -> None:
+def tokenizer_json_spm_bpe(vocab: int) -> bytes:
+    """A SentencePiece-style BPE tokenizer.json of `vocab` pieces (spaces as \u2581, byte
+    fallback): <unk> <s> </s>, \u2581, printable ASCII, then letter pairs with their merges.
+    The form llama.cpp's Gemma 4 converter requires (and its GGUF then carries merges)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    pieces = ["<unk>", "<s>", "</s>", "\u2581"] + [chr(c) for c in range(33, 127)]
+    pairs = (a + b for a in "etaoinshrdlu" for b in "etaoinshrdlu")
+    merges = []
+    while len(pieces) < vocab:
+        pair = next(pairs)
+        pieces.append(pair)
+        merges.append((pair[0], pair[1]))
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=merges,
+                               unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    return tok.to_str().encode()
+
+
+def randomize(model: torch.nn.Module, seed: int, offsets: dict | None = None,
+              buffers: list | None = None) -> None:
     """Weights that make every part of the model matter: matrices N(0, 1/fan_in), norms and
     biases visibly away from their identity values. `offsets` shifts the parameters whose
     name ends with a key (a case's `param_offsets`: e.g. a slower recurrent decay, so that
-    state carried across the delta rule's chunks matters). Rounded to f16 (the stored
-    precision), so transformers' logits come from exactly the weights written."""
+    state carried across the delta rule's chunks matters). Saved buffers whose name ends with
+    one of `buffers` (a case's `random_buffers`: e.g. Gemma 4's `layer_scalar`, ones unless
+    set) become uniform in [0.5, 1.5). Rounded to f16 (the stored precision), so
+    transformers' logits come from exactly the weights written."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
@@ -96,6 +120,9 @@ def randomize(model: torch.nn.Module, seed: int, offsets: dict | None = None) ->
                 if name.endswith(suffix):
                     p.add_(shift)
             p.copy_(p.half().float())
+        for name, b in sorted(model.named_buffers()):
+            if any(name.endswith(suffix) for suffix in buffers or []):
+                b.copy_((0.5 + torch.rand(b.shape, generator=g)).half().float())
 
 
 def convert(converter: Path, out: Path, name: str) -> None:
@@ -121,7 +148,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     auto = getattr(transformers, case.get("auto_class", "AutoModelForCausalLM"))
     model = auto.from_config(config, dtype=torch.float32, attn_implementation="eager")
     model.eval()
-    randomize(model, case["seed"], case.get("param_offsets"))
+    randomize(model, case["seed"], case.get("param_offsets"), case.get("random_buffers"))
     tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float()
@@ -134,7 +161,9 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     (out / "generation_config.json").unlink(missing_ok=True)
     vocab = case["config"].get("vocab_size") or case["config"]["text_config"]["vocab_size"]
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
-                       "tokenizer.json": tokenizer_json(case.get("bpe_vocab", vocab)),
+                       "tokenizer.json": (tokenizer_json_spm_bpe(vocab)
+                                          if case.get("spm_bpe_tokenizer")
+                                          else tokenizer_json(case.get("bpe_vocab", vocab))),
                        "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast"}'}
     for name, data in tokenizer_files.items():
         (out / name).write_bytes(data)

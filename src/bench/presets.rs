@@ -105,6 +105,40 @@ const QWEN3_5_35B_A3B_EXTRA: &[(&str, u32)] = &[
     ("expert_shared_feed_forward_length", 512),
 ];
 
+/// Gemma 4's blocks as llama.cpp's converter writes them: five sliding-window blocks (heads
+/// 256 wide, RoPE base 10k) to one full-attention block (heads 512 wide; `rope_freqs` holds
+/// its proportional RoPE, here all ones: the same work), the last block full.
+/// Shapes from the published `config.json` files (google/gemma-4-E4B, gemma-4-26B-A4B).
+const GEMMA4_E4B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 512),
+    ("attention.value_length", 512),
+    ("attention.key_length_swa", 256),
+    ("attention.value_length_swa", 256),
+    ("attention.sliding_window", 512),
+    ("rope.freq_base_swa", 10_000),
+    ("final_logit_softcapping", 30),
+    // The last 18 blocks read the keys and values of blocks 22 and 23.
+    ("attention.shared_kv_layers", 18),
+    ("embedding_length_per_layer_input", 256),
+    ("synthetic.swa_period", 6),
+];
+const GEMMA4_26B_A4B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 512),
+    ("attention.value_length", 512),
+    ("attention.key_length_swa", 256),
+    ("attention.value_length_swa", 256),
+    ("attention.sliding_window", 1024),
+    ("rope.freq_base_swa", 10_000),
+    ("final_logit_softcapping", 30),
+    ("expert_count", 128),
+    ("expert_used_count", 8),
+    ("expert_feed_forward_length", 704),
+    ("synthetic.swa_period", 6),
+    // Full blocks: 2 KV heads, their keys serving as values (attention_k_eq_v).
+    ("synthetic.global_kv_heads", 2),
+    ("synthetic.global_k_eq_v", 1),
+];
+
 /// Every preset.
 pub static PRESETS: &[Preset] = &[
     Preset {
@@ -249,6 +283,29 @@ pub static PRESETS: &[Preset] = &[
         eps: 1e-6,
         rope_base: 1_000_000.0,
         extra: GEMMA3_EXTRA,
+    },
+    Preset {
+        name: "gemma4-e4b",
+        about: "Gemma 4 E4B (per-layer inputs, KV shared by the last 18 blocks)",
+        family: "gemma4",
+        // head_dim: the full blocks' (the sliding ones' is in the extra keys).
+        dims: dims(42, 2560, (8, 2, 512), 10_240, GEMMA3_VOCAB, 131_072),
+        tied_embeddings: true,
+        rope_freqs: true,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: GEMMA4_E4B_EXTRA,
+    },
+    Preset {
+        name: "gemma4-26b-a4b",
+        about: "Gemma 4 26B-A4B (128 experts, 8 active, beside a dense MLP)",
+        family: "gemma4",
+        dims: dims(30, 2816, (16, 8, 512), 2112, GEMMA3_VOCAB, 262_144),
+        tied_embeddings: true,
+        rope_freqs: true,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: GEMMA4_26B_A4B_EXTRA,
     },
 ];
 
@@ -492,6 +549,37 @@ mod tests {
                 .unwrap();
             assert_eq!(q.shape, [2 * 16 * 256, p.dims.hidden], "{name}");
         }
+    }
+
+    #[test]
+    fn gemma4_presets_have_their_layer_types_and_parameter_counts() {
+        // Google's model cards: 26B-A4B 25.2 B parameters; E4B 8 B with embeddings, of which
+        // ~0.45 B are its vision and audio encoders (not in a text model).
+        for (name, low, high) in [
+            ("gemma4-e4b:q4_k_m", 7_400_000_000usize, 7_500_000_000usize),
+            ("gemma4-26b-a4b:q4_k_m", 25_000_000_000, 25_400_000_000),
+        ] {
+            let p = parse(name).unwrap().preset;
+            let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+            let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+            let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+            assert!((low..high).contains(&params), "{name}: {params}");
+            let shape = |n: &str| plan.iter().find(|t| t.name == n).map(|t| t.shape.clone());
+            // Block 4 slides (heads 256 wide), block 5 attends to everything (512 wide).
+            assert_eq!(shape("blk.4.attn_q.weight").unwrap()[0], p.dims.heads * 256);
+            assert_eq!(shape("blk.5.attn_q.weight").unwrap()[0], p.dims.heads * 512);
+        }
+        let p = parse("gemma4-e4b:q4_k_m").unwrap().preset;
+        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+        let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+        let has = |n: &str| plan.iter().any(|t| t.name == n);
+        assert!(has("blk.23.attn_k.weight") && !has("blk.24.attn_k.weight"));
+        assert!(has("per_layer_token_embd.weight") && has("blk.41.inp_gate.weight"));
+        let p = parse("gemma4-26b-a4b:q4_k_m").unwrap().preset;
+        let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+        let has = |n: &str| plan.iter().any(|t| t.name == n);
+        assert!(has("blk.4.attn_v.weight") && !has("blk.5.attn_v.weight"));
+        assert!(has("blk.0.ffn_gate_up_exps.weight") && !has("blk.0.inp_gate.weight"));
     }
 
     #[test]

@@ -182,7 +182,13 @@ pub fn build(
         let ty = choice.mix.type_for(t, p.dims.layers);
         let fan_in = t.shape.last().copied().unwrap_or(1) as f32;
         let (center, spread) = match t.role {
-            Role::Vector if t.name.ends_with("norm.weight") => (1.0, 0.2),
+            Role::Vector if synthetic::is_norm(&t.name) => (1.0, 0.2),
+            // Gemma 4's block scalars and router/expert scales: around 1.
+            Role::Vector
+                if t.name.ends_with(".scale") || t.name.ends_with("layer_output_scale.weight") =>
+            {
+                (1.0, 0.1)
+            }
             // RoPE frequency factors of 1 leave the base frequencies as they are.
             Role::Vector if t.name == "rope_freqs.weight" => (1.0, 0.0),
             // A DeltaNet's -exp(A_log): negative, so its state decays.

@@ -354,6 +354,46 @@ impl<'a> Weights<'a> {
         Ok(parts)
     }
 
+    /// The `n` matrices stacked in one tensor `name` (`(n, out, in)`, e.g. transformers 5's
+    /// `experts.gate_up_proj`), each checked against `shape` and made ready for a matmul as
+    /// [`Weights::matmul`] makes one.
+    fn split_any(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
+        let Source::Safetensors {
+            files, precision, ..
+        } = &self.source
+        else {
+            return self
+                .split(name, n, shape)?
+                .into_iter()
+                .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
+                .collect();
+        };
+        let stored = self.stored_name(name);
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
+        }
+        let t = self.raw(files, &stored)?;
+        let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+        check_shape(name, t.dims(), &stacked_shape)?;
+        (0..n)
+            .map(|e| {
+                let part = t.get(e)?;
+                if self.check_only {
+                    return Ok(QMatMul::Tensor(part));
+                }
+                Ok(
+                    match precision.quant.and_then(|q| quant_for(part.dims(), q)) {
+                        Some(q) => QMatMul::from_arc(Arc::new(QTensor::quantize(
+                            &part.to_dtype(DType::F32)?,
+                            q,
+                        )?))?,
+                        None => QMatMul::Tensor(part.to_dtype(precision.dtype)?.contiguous()?),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
     /// quantized at load time (`--quant`) or kept dense in the chosen dtype.
     fn matmul(&self, name: &str) -> Result<QMatMul> {
@@ -540,6 +580,13 @@ impl<'w, 'a> Vb<'w, 'a> {
             .into_iter()
             .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
             .collect()
+    }
+
+    /// The `n` matrices (each `shape` = `(out, in)`) stacked in the one tensor `leaf` in both
+    /// formats (`(n, out, in)`; transformers 5's `experts.gate_up_proj`, llama.cpp's
+    /// `blk.N.ffn_gate_up_exps.weight`), split into per-matrix weights.
+    pub fn stacked(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
+        self.weights.split_any(&self.name(leaf), n, shape)
     }
 
     /// Forgets the loaded copy of `leaf` (see [`Weights`]'s cache): for parts that were

@@ -359,7 +359,11 @@ fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
         head_dim,
         value_head_dim: uint("attention.value_length").or(head_dim),
         hidden,
-        ffn: uint("feed_forward_length"),
+        // Per-layer widths (Gemma 4's double-wide MLPs): the widest.
+        ffn: uint("feed_forward_length").or_else(|| {
+            let per_layer = key("feed_forward_length").and_then(Value::as_array)?;
+            per_layer.items.iter().filter_map(Value::as_u64).max()
+        }),
         experts: uint("expert_count"),
         experts_used: uint("expert_used_count"),
         vocab_size: uint("vocab_size").or(tokens.map(|t| t.len)),

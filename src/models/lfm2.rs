@@ -381,10 +381,10 @@ fn uniform_kv(kv: &[usize]) -> std::result::Result<usize, String> {
     }
 }
 
-/// A block's mixer.
+/// A block's mixer (the attention boxed: it is several times the convolution's size).
 #[derive(Clone, Debug)]
 enum Mixer {
-    Attention(Attention),
+    Attention(Box<Attention>),
     Conv(ShortConv),
 }
 
@@ -401,7 +401,7 @@ impl Block {
     fn load(vb: &Vb, cfg: &Config, layer: usize) -> Result<Self> {
         let h = cfg.dims.hidden;
         let mixer = match cfg.attention[layer] {
-            true => Mixer::Attention(Attention::load_with(
+            true => Mixer::Attention(Box::new(Attention::load_with(
                 &vb.pp("self_attn"),
                 &cfg.attention(),
                 attention::Options {
@@ -412,7 +412,7 @@ impl Block {
                     },
                     ..attention::Options::default()
                 },
-            )?),
+            )?)),
             false => Mixer::Conv(ShortConv::load(&vb.pp("conv"), cfg.conv)?),
         };
         Ok(Self {

@@ -15,6 +15,7 @@
 
 pub mod assembly;
 pub mod gemma3;
+pub mod gemma4;
 pub mod granite;
 pub mod hf_class;
 pub mod layers;
@@ -245,6 +246,11 @@ pub struct Quirks {
     /// heads (Qwen3.5; export refuses fewer key heads than value heads), and
     /// `partial_rotary_factor` is `rope.dimension_count` over the head width.
     pub gguf_delta_net: bool,
+    /// llama.cpp's Gemma 4 conversion: blocks differ by layer type (the types as the
+    /// `attention.sliding_window_pattern` array, sliding blocks' head width as the `_swa`
+    /// keys, KV heads and MLP widths per block, KV sharing as a count), which export writes
+    /// back as transformers' keys (`layer_types`, `per_layer_config`, `rope_parameters`, ...).
+    pub gguf_per_layer_type: bool,
 }
 
 impl Quirks {
@@ -254,6 +260,7 @@ impl Quirks {
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
         gguf_delta_net: false,
+        gguf_per_layer_type: false,
     };
 }
 
@@ -344,6 +351,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_5::SPEC,
     &qwen3_5_moe::SPEC,
     &qwen3_next::SPEC,
+    &gemma4::SPEC,
 ];
 
 /// The registered family with id `id`.

@@ -103,6 +103,13 @@ impl Block {
     /// Describes a block, or says what in it is not of the recipe's shape.
     pub fn new(p: BlockParts) -> Result<Self, Unsupported> {
         let (qkv, o, q_norm, k_norm, cfg) = p.attn.parts();
+        if p.attn.options() != attention::Options::default() {
+            return Err(
+                "an attention layer has no RoPE, norms Q/K over whole projections, \
+                 norms its values, or takes its values or keys and values from elsewhere"
+                    .into(),
+            );
+        }
         let Qkv::Separate { q, k, v } = qkv else {
             return Err("Q/K/V are one fused matrix".into());
         };
@@ -111,11 +118,6 @@ impl Block {
         };
         if let Some(why) = p.rope.gpu_unsupported() {
             return Err(why);
-        }
-        if p.attn.options() != attention::Options::default() {
-            return Err(
-                "an attention layer has no RoPE or norms Q/K over whole projections".into(),
-            );
         }
         Ok(Self {
             attn_norm: p.attn_norm.clone(),

@@ -12,7 +12,7 @@ use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
 /// RoPE types this build implements (`rope_type` in `config.json`).
-pub const ROPE_TYPES: &str = "default, linear, dynamic, yarn, llama3, longrope";
+pub const ROPE_TYPES: &str = "default, linear, dynamic, yarn, llama3, longrope, proportional";
 
 /// YaRN keys of llama.cpp's that transformers' YaRN has no counterpart for.
 const YARN_REFUSED: &[GgufRefusal] = &[
@@ -49,6 +49,16 @@ pub enum RopeScaling {
     /// LongRoPE (Phi-3): per-frequency divisors, short within the original context and long
     /// past it, and a magnitude on cos/sin.
     LongRope(LongRope),
+    /// Proportional RoPE (Gemma 4's global layers): the frequencies of the whole head, of
+    /// which only the first `partial` share turn (the rest stand still), positions divided
+    /// by `factor`. Unlike partial RoPE, pairs are `(i, i + head_dim / 2)` over the whole
+    /// head, and the frequencies are those of the whole head width.
+    Proportional {
+        /// `partial_rotary_factor` (1 when absent).
+        partial: f64,
+        /// `factor` (1 when absent).
+        factor: f64,
+    },
 }
 
 /// YaRN's parameters.
@@ -278,13 +288,14 @@ impl RopeConfig {
             return Ok(Self::plain(default_base));
         };
         let base = o.opt_positive("rope_theta")?.unwrap_or(default_base);
-        if !p.allow.partial {
-            check_partial(h, Some(o), &p.key)?;
-        }
         let kind = match o.opt_str("rope_type")? {
             Some(t) => t.to_string(),
             None => o.opt_str("type")?.unwrap_or("default").to_string(),
         };
+        // Proportional RoPE is defined by its partial rotary factor.
+        if !p.allow.partial && kind != "proportional" {
+            check_partial(h, Some(o), &p.key)?;
+        }
         let keys: &[&str] = match kind.as_str() {
             "default" => &[],
             "linear" => &["factor"],
@@ -312,6 +323,7 @@ impl RopeConfig {
                 "original_max_position_embeddings",
                 "attention_factor",
             ],
+            "proportional" => &["factor", "partial_rotary_factor"],
             other => return Err(unsupported("rope_type", format!("'{other}'"), ROPE_TYPES)),
         };
         // Keys every type may carry without changing the maths.
@@ -360,6 +372,23 @@ impl RopeConfig {
                 factor: positive("factor")?,
                 original: h.usize("max_position_embeddings")?,
             },
+            "proportional" => {
+                let partial = o.opt_float("partial_rotary_factor")?.unwrap_or(1.0);
+                if !(partial > 0.0 && partial <= 1.0) {
+                    return Err(unsupported(
+                        "partial_rotary_factor",
+                        partial.to_string(),
+                        "a fraction in (0, 1]",
+                    ));
+                }
+                RopeScaling::Proportional {
+                    partial,
+                    factor: match o.opt_float("factor")? {
+                        Some(_) => positive("factor")?,
+                        None => 1.0,
+                    },
+                }
+            }
             "llama3" => RopeScaling::Llama3(Llama3Scaling {
                 factor: positive("factor")?,
                 low_freq_factor: positive("low_freq_factor")?,
@@ -413,14 +442,29 @@ impl RopeConfig {
     }
 
     /// The rotary embedding for heads of `head_dim` in the weights' `style`, with GGUF's
-    /// precomputed `model.rope_freqs.weight` when `vb` holds it (llama3 scaling of a GGUF).
+    /// precomputed `model.rope_freqs.weight` when `vb` holds it (llama3 scaling of a GGUF,
+    /// Gemma 4's proportional RoPE).
     pub fn build(&self, vb: &Vb, head_dim: usize, style: Style) -> Result<Rope> {
+        let file = match vb.contains("model.rope_freqs.weight") {
+            true => Some(
+                vb.tensor("model.rope_freqs.weight", &[head_dim / 2])?
+                    .to_vec1::<f32>()?,
+            ),
+            false => None,
+        };
+        self.build_with(file.as_deref(), head_dim, style)
+    }
+
+    /// [`RopeConfig::build`] without the file's `rope_freqs` (for layers it does not apply
+    /// to, as Gemma 4's sliding-window layers).
+    pub fn build_plain(&self, head_dim: usize, style: Style) -> Result<Rope> {
+        self.build_with(None, head_dim, style)
+    }
+
+    fn build_with(&self, file: Option<&[f32]>, head_dim: usize, style: Style) -> Result<Rope> {
         let mut rope = Rope::new(head_dim, self.base, style);
-        if vb.contains("model.rope_freqs.weight") {
-            let f: Vec<f32> = vb
-                .tensor("model.rope_freqs.weight", &[head_dim / 2])?
-                .to_vec1()?;
-            rope = rope.with_freq_factors(&f)?;
+        if let Some(f) = file {
+            rope = rope.with_freq_factors(f)?;
         }
         let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         Ok(match &self.scaling {
@@ -439,8 +483,22 @@ impl RopeConfig {
                 .with_freq_factors(&to_f32(&l.short))?
                 .with_long_factors(l.original, &to_f32(&l.long))?
                 .with_magnitude(l.magnitude as f32),
+            RopeScaling::Proportional { partial, factor } => rope
+                .with_freq_factors(&proportional_freq_factors(head_dim, *partial))?
+                .with_linear_scaling(*factor as f32),
         })
     }
+}
+
+/// Proportional RoPE as per-frequency divisors of the whole head's frequencies: 1 for the
+/// `floor(partial · head_dim / 2)` fastest ones, infinite (a frequency of 0: cos 1, sin 0)
+/// for the rest, as transformers' zeroed inverse frequencies. llama.cpp's converter stores
+/// the same as `rope_freqs` with 1e30 for infinity.
+pub fn proportional_freq_factors(head_dim: usize, partial: f64) -> Vec<f32> {
+    let turning = ((partial * head_dim as f64) / 2.0).floor() as usize;
+    (0..head_dim / 2)
+        .map(|i| if i < turning { 1.0 } else { f32::INFINITY })
+        .collect()
 }
 
 /// YaRN's magnitude for `factor` (`0.1 · m · ln(factor) + 1`, 1 when not stretched).

@@ -94,13 +94,17 @@ impl Layout<'_> {
         self.get("full_attention_interval").map(|n| n.max(1))
     }
 
-    /// Whether block `layer` holds the tensor `suffix`. In a hybrid model, recurrent layers
-    /// hold the `ssm_*`, `attn_qkv` and `attn_gate` tensors and attention layers the other
-    /// `attn_*` ones (llama.cpp's names for Qwen3.5); every other model holds every tensor
-    /// in every block.
-    pub fn in_layer(&self, suffix: &str, layer: usize) -> bool {
+    /// Whether block `layer` of `n_layers` holds the tensor `suffix`. In a hybrid model,
+    /// recurrent layers hold the `ssm_*`, `attn_qkv` and `attn_gate` tensors and attention
+    /// layers the other `attn_*` ones (llama.cpp's names for Qwen3.5). Otherwise every block
+    /// holds every tensor, except where the metadata says a block has none: per-layer input
+    /// tensors without `embedding_length_per_layer_input`, expert tensors without
+    /// `expert_count`, keys and values in the last `attention.shared_kv_layers` blocks
+    /// (they read an earlier block's), and values on full-attention blocks with
+    /// `synthetic.global_k_eq_v` (their keys serve as values; Gemma 4).
+    pub fn in_layer(&self, suffix: &str, layer: usize, n_layers: usize) -> bool {
         let Some(every) = self.hybrid() else {
-            return true;
+            return self.in_uniform_layer(suffix, layer, n_layers);
         };
         let recurrent = !(layer + 1).is_multiple_of(every);
         let recurrent_only = suffix.starts_with("ssm_")
@@ -113,6 +117,89 @@ impl Layout<'_> {
             false => !recurrent_only,
         }
     }
+
+    fn in_uniform_layer(&self, suffix: &str, layer: usize, n_layers: usize) -> bool {
+        let positive = |key: &str| self.get(key).is_some_and(|n| n > 0);
+        match suffix {
+            "inp_gate.weight" | "proj.weight" | "post_norm.weight" => {
+                positive("embedding_length_per_layer_input")
+            }
+            "ffn_gate_inp.weight"
+            | "ffn_gate_inp.scale"
+            | "ffn_gate_exps.weight"
+            | "ffn_up_exps.weight"
+            | "ffn_gate_up_exps.weight"
+            | "ffn_down_exps.weight"
+            | "ffn_down_exps.scale"
+            | "pre_ffw_norm_2.weight"
+            | "post_ffw_norm_1.weight"
+            | "post_ffw_norm_2.weight" => positive("expert_count"),
+            "attn_k.weight" | "attn_k_norm.weight" if self.shares_kv(layer, n_layers) => false,
+            "attn_v.weight" => {
+                let keys_as_values =
+                    positive("synthetic.global_k_eq_v") && !self.sliding(layer, n_layers);
+                !self.shares_kv(layer, n_layers) && !keys_as_values
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether block `layer` of `n_layers` is a sliding-window one, in a model whose layer
+    /// types `synthetic.swa_period` sets (every block but each period-th and the last, as
+    /// transformers' Gemma 4 lays them out); false in any other model.
+    pub fn sliding(&self, layer: usize, n_layers: usize) -> bool {
+        self.get("synthetic.swa_period")
+            .is_some_and(|p| layer + 1 != n_layers && !(layer + 1).is_multiple_of(p.max(1)))
+    }
+
+    /// How many of `n_layers` blocks read an earlier block's keys and values: the last
+    /// `attention.shared_kv_layers`, but never the first period of layer types (a model cut
+    /// to a few blocks keeps one block of each type to read from).
+    pub fn shared_kv_layers(&self, n_layers: usize) -> Option<usize> {
+        let period = self.get("synthetic.swa_period").unwrap_or(1).max(1);
+        self.get("attention.shared_kv_layers")
+            .map(|n| n.min(n_layers.saturating_sub(period)))
+    }
+
+    /// Whether block `layer` reads an earlier block's keys and values.
+    fn shares_kv(&self, layer: usize, n_layers: usize) -> bool {
+        self.shared_kv_layers(n_layers)
+            .is_some_and(|n| layer + n >= n_layers)
+    }
+
+    /// The dimensions of block `layer` where blocks differ (Gemma 4): sliding-window blocks
+    /// have heads `attention.key_length_swa` wide, full-attention blocks
+    /// `synthetic.global_kv_heads` KV heads, and with `synthetic.double_wide_shared` the
+    /// blocks that read another's keys and values an MLP twice as wide.
+    pub fn layer_dims(&self, d: &Dims, layer: usize) -> Dims {
+        let sliding = self.sliding(layer, d.layers);
+        let mut out = *d;
+        if let Some(w) = self.get("attention.key_length_swa").filter(|_| sliding) {
+            out.head_dim = w;
+        }
+        if let Some(kv) = self.get("synthetic.global_kv_heads").filter(|_| !sliding) {
+            out.kv_heads = kv;
+        }
+        let double = self
+            .get("synthetic.double_wide_shared")
+            .is_some_and(|n| n > 0);
+        if double && self.shares_kv(layer, d.layers) {
+            out.ffn = 2 * d.ffn;
+        }
+        out
+    }
+}
+
+/// Whether GGUF tensor `name` is a norm's weight (`…norm.weight`, or numbered as Gemma 4's
+/// `post_ffw_norm_1.weight`): a vector around 1 in a synthetic model.
+pub fn is_norm(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".weight") else {
+        return false;
+    };
+    let unnumbered = stem
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .strip_suffix('_');
+    stem.ends_with("norm") || unnumbered.is_some_and(|s| s.ends_with("norm"))
 }
 
 /// Candle-order shape of a block tensor from its GGUF suffix.
@@ -132,6 +219,7 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
     let inner = ssm("ssm.inner_size");
     let conv_dim = || Some(2 * ssm("ssm.group_count")? * ssm("ssm.state_size")? + inner?);
     let shared = layout.get("expert_shared_feed_forward_length");
+    let per_layer_input = || layout.get("embedding_length_per_layer_input");
     Some(match suffix {
         "attn_q_norm.weight" if whole_qk_norm => vec![q],
         "attn_k_norm.weight" if whole_qk_norm => vec![kv],
@@ -139,7 +227,7 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         s if s.ends_with("norm.weight") && s.starts_with("attn_") && s != "attn_norm.weight" => {
             vec![d.head_dim]
         }
-        s if s.ends_with("norm.weight") => vec![d.hidden],
+        s if is_norm(s) => vec![d.hidden],
         // A hybrid model's queries carry their output gate (twice the rows).
         "attn_q.weight" if layout.hybrid().is_some() => vec![2 * q, d.hidden],
         "attn_q.weight" => vec![q, d.hidden],
@@ -164,6 +252,12 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         "ffn_gate_inp.weight" => vec![experts()?, d.hidden],
         "ffn_gate_exps.weight" | "ffn_up_exps.weight" => vec![experts()?, expert_ffn, d.hidden],
         "ffn_down_exps.weight" => vec![experts()?, d.hidden, expert_ffn],
+        "ffn_gate_up_exps.weight" => vec![experts()?, 2 * expert_ffn, d.hidden],
+        "ffn_gate_inp.scale" => vec![d.hidden],
+        "ffn_down_exps.scale" => vec![experts()?],
+        "layer_output_scale.weight" => vec![1],
+        "inp_gate.weight" => vec![per_layer_input()?, d.hidden],
+        "proj.weight" => vec![d.hidden, per_layer_input()?],
         _ => return None,
     })
 }
@@ -183,8 +277,10 @@ pub fn role_of(suffix: &str, shape: &[usize]) -> Role {
 
 /// Every tensor a model of `spec`'s family with dimensions `d` holds, in GGUF file order:
 /// embedding, output norm, output matrix (unless `tied`), RoPE frequency factors (when
-/// `rope_freqs`), then each block's tensors as the family's tiny config lists them. `metadata`
-/// holds the `{arch}.{key}` integers the model is written with (expert counts come from it).
+/// `rope_freqs`), the per-layer input embeddings and their projection (with
+/// `embedding_length_per_layer_input`, Gemma 4), then each block's tensors as the family's
+/// tiny config lists them. `metadata` holds the `{arch}.{key}` integers the model is written
+/// with (expert counts come from it).
 pub fn plan(
     spec: &FamilySpec,
     d: &Dims,
@@ -213,12 +309,30 @@ pub fn plan(
     if rope_freqs {
         out.push(top("rope_freqs.weight", vec![d.head_dim / 2], Role::Vector));
     }
+    if let Some(p) = layout
+        .get("embedding_length_per_layer_input")
+        .filter(|&p| p > 0)
+    {
+        let width = d.layers * p;
+        out.push(top(
+            "per_layer_token_embd.weight",
+            vec![d.vocab, width],
+            Role::Embedding,
+        ));
+        out.push(top(
+            "per_layer_model_proj.weight",
+            vec![width, d.hidden],
+            Role::Matrix,
+        ));
+        out.push(top("per_layer_proj_norm.weight", vec![p], Role::Vector));
+    }
     for layer in 0..d.layers {
+        let dl = layout.layer_dims(d, layer);
         for suffix in spec.tiny.block_tensors {
-            if !layout.in_layer(suffix, layer) {
+            if !layout.in_layer(suffix, layer, d.layers) {
                 continue;
             }
-            let shape = block_shape(suffix, d, &layout).ok_or_else(|| {
+            let shape = block_shape(suffix, &dl, &layout).ok_or_else(|| {
                 Error::Internal(format!(
                     "synthetic model: no shape rule for block tensor '{suffix}' of family '{}'",
                     spec.id
@@ -236,7 +350,10 @@ pub fn plan(
 }
 
 /// The metadata every family reads (`{arch}.*` dimensions, epsilon, RoPE base) followed by
-/// `extra` family-specific `{arch}.{key}` integers.
+/// `extra` family-specific `{arch}.{key}` integers. Where blocks differ
+/// ([`Layout::layer_dims`], [`Layout::sliding`]), the per-block values are written as arrays,
+/// as llama.cpp's converter writes them: `feed_forward_length`, `attention.head_count_kv`
+/// and `attention.sliding_window_pattern`.
 pub fn metadata(
     arch: &str,
     d: &Dims,
@@ -267,6 +384,44 @@ pub fn metadata(
     ];
     for (k, v) in extra.iter().filter(|(k, _)| !k.starts_with(HINT_PREFIX)) {
         meta.push((format!("{arch}.{k}"), gguf_file::Value::U32(*v)));
+    }
+    let layout = Layout {
+        fused_gate_up: false,
+        metadata: extra,
+    };
+    let hinted = |key: &str| extra.iter().any(|(k, _)| *k == key);
+    let per_layer = |f: &dyn Fn(&Dims) -> usize| {
+        gguf_file::Value::Array(
+            (0..d.layers)
+                .map(|i| u(f(&layout.layer_dims(d, i))))
+                .collect(),
+        )
+    };
+    let mut set =
+        |key: String, value: gguf_file::Value| match meta.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => meta.push((key, value)),
+        };
+    if let Some(n) = layout.shared_kv_layers(d.layers) {
+        set(format!("{arch}.attention.shared_kv_layers"), u(n));
+    }
+    if hinted("synthetic.double_wide_shared") {
+        set(format!("{arch}.feed_forward_length"), per_layer(&|l| l.ffn));
+    }
+    if hinted("synthetic.global_kv_heads") {
+        set(
+            format!("{arch}.attention.head_count_kv"),
+            per_layer(&|l| l.kv_heads),
+        );
+    }
+    if hinted("synthetic.swa_period") {
+        let pattern = (0..d.layers)
+            .map(|i| gguf_file::Value::Bool(layout.sliding(i, d.layers)))
+            .collect();
+        set(
+            format!("{arch}.attention.sliding_window_pattern"),
+            gguf_file::Value::Array(pattern),
+        );
     }
     meta
 }

@@ -105,44 +105,29 @@ pub fn write_tiny_gguf_with(
         let ty = if is_matrix { dtype } else { GgmlDType::F32 };
         Ok(QTensor::quantize(t, ty)?)
     };
-    let mut tensors: Vec<(String, QTensor)> = vec![
-        (
-            "token_embd.weight".into(),
-            quantize(&rng.tensor(&[VOCAB, HIDDEN], 0.0, 1.0)?, true)?,
-        ),
-        (
-            "output_norm.weight".into(),
-            quantize(&rng.tensor(&[HIDDEN], 1.0, 0.2)?, false)?,
-        ),
-    ];
-    let layout = synthetic::Layout {
-        fused_gate_up: spec.tiny.fused_gate_up,
-        metadata: spec.tiny.metadata,
-    };
-    for layer in 0..LAYERS {
-        for suffix in spec.tiny.block_tensors {
-            if !layout.in_layer(suffix, layer) {
-                continue;
-            }
-            let shape = synthetic::block_shape(suffix, &dims, &layout).ok_or_else(|| {
-                crate::Error::Internal(format!(
-                    "tiny model: no shape rule for block tensor '{suffix}'"
-                ))
-            })?;
-            let is_matrix = matches!(
-                synthetic::role_of(suffix, &shape),
-                Role::Matrix | Role::AttnV | Role::FfnDown
-            );
-            let t = if suffix.ends_with("norm.weight") {
-                rng.tensor(&shape, 1.0, 0.2)?
-            } else if *suffix == "ssm_a" {
-                // -exp(A_log): negative, so the recurrent state decays.
-                rng.tensor(&shape, -0.5, 0.3)?
-            } else {
-                rng.tensor(&shape, 0.0, 1.0 / (shape[shape.len() - 1] as f32).sqrt())?
-            };
-            tensors.push((format!("blk.{layer}.{suffix}"), quantize(&t, is_matrix)?));
-        }
+    let plan = synthetic::plan(spec, &dims, true, false, spec.tiny.metadata)?;
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(plan.len());
+    for t in plan {
+        let is_matrix = matches!(
+            t.role,
+            Role::Matrix | Role::AttnV | Role::FfnDown | Role::Embedding | Role::Output
+        );
+        let shape = &t.shape;
+        let values = if synthetic::is_norm(&t.name) {
+            rng.tensor(shape, 1.0, 0.2)?
+        } else if t.name.ends_with(".ssm_a") {
+            // -exp(A_log): negative, so the recurrent state decays.
+            rng.tensor(shape, -0.5, 0.3)?
+        } else if t.name.ends_with(".scale") || t.name.ends_with("layer_output_scale.weight") {
+            // Block scalars and router/expert scales (Gemma 4): around 1, as trained ones
+            // are; a scalar near 0 would all but erase the residual stream.
+            rng.tensor(shape, 1.0, 0.2)?
+        } else if matches!(t.role, Role::Embedding | Role::Output) {
+            rng.tensor(shape, 0.0, 1.0)?
+        } else {
+            rng.tensor(shape, 0.0, 1.0 / (shape[shape.len() - 1] as f32).sqrt())?
+        };
+        tensors.push((t.name, quantize(&values, is_matrix)?));
     }
     let meta_refs: Vec<(&str, &gguf_file::Value)> =
         meta.iter().map(|(k, v)| (k.as_str(), v)).collect();

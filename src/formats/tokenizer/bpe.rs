@@ -1,9 +1,14 @@
-//! Byte-level BPE for `tokenizer.ggml.model = "gpt2"`: llama.cpp's `llm_tokenizer_bpe_session`.
+//! Merge-ranked BPE, llama.cpp's `llm_tokenizer_bpe_session`, in two styles:
 //!
-//! Each pre-token is mapped byte by byte to GPT-2's printable characters, starts as one symbol
-//! per character, and the adjacent pair with the lowest merge rank is merged first (ties:
-//! leftmost) until no ranked pair remains. A final symbol missing from the vocabulary falls
-//! back to its single-byte pieces, as llama.cpp does.
+//! - byte-level (`tokenizer.ggml.model = "gpt2"`): each pre-token is mapped byte by byte to
+//!   GPT-2's printable characters; a final symbol missing from the vocabulary falls back to
+//!   its single-byte pieces;
+//! - SentencePiece-style (`"gemma4"`): spaces become `▁`, the text is split into lines and
+//!   runs of newlines (a run that is a vocabulary piece is taken whole), characters stay raw
+//!   UTF-8, and a missing symbol falls back to `<0xNN>` byte tokens.
+//!
+//! Either way a pre-token starts as one symbol per character, and the adjacent pair with the
+//! lowest merge rank is merged first (ties: leftmost) until no ranked pair remains.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -84,18 +89,55 @@ struct Symbol {
     next: Option<usize>,
 }
 
-/// The byte-level BPE model: merge ranks plus the pre-tokenizer.
+/// How text reaches the merges.
+enum Style {
+    /// GPT-2 byte-level characters, split by the pre-tokenizer.
+    ByteLevel(PreTokenizer),
+    /// SentencePiece-style (Gemma 4): `▁` for spaces, raw characters, lines and newline runs,
+    /// with the `<0xNN>` token of each byte for fallback.
+    Escaped { byte_tokens: Vec<Option<u32>> },
+}
+
+/// The BPE model: merge ranks plus how text is split and spelled.
 pub(crate) struct Bpe {
-    pre: PreTokenizer,
+    style: Style,
     /// Merge rank by the merge line `"left right"`.
     ranks: HashMap<Box<str>, u32>,
     /// Take a pre-token whole when it is a vocabulary piece (llama3-style vocabularies).
     ignore_merges: bool,
 }
 
+/// SentencePiece's visible space.
+const SPACE: char = '\u{2581}';
+
 impl Bpe {
-    /// Reads `tokenizer.ggml.merges` and compiles the pre-tokenizer `pre`.
+    /// Reads `tokenizer.ggml.merges` and compiles the pre-tokenizer `pre` (byte-level BPE).
     pub(crate) fn new(meta: &Meta<'_>, pre: Selected) -> Result<Self, Error> {
+        Ok(Self {
+            style: Style::ByteLevel(PreTokenizer::new(pre)?),
+            ranks: Self::ranks(meta)?,
+            ignore_merges: pre.spec.ignore_merges,
+        })
+    }
+
+    /// Reads `tokenizer.ggml.merges` of a SentencePiece-style BPE vocabulary (`gemma4`).
+    pub(crate) fn escaped(meta: &Meta<'_>, vocab: &Vocab) -> Result<Self, Error> {
+        let byte_tokens = (0..=255u8)
+            .map(|b| vocab.ids.get(format!("<0x{b:02X}>").as_str()).copied())
+            .collect();
+        Ok(Self {
+            style: Style::Escaped { byte_tokens },
+            ranks: Self::ranks(meta)?,
+            ignore_merges: false,
+        })
+    }
+
+    /// Whether pieces spell spaces as `▁` in raw UTF-8 (else GPT-2 byte-level characters).
+    pub(crate) fn escaped_spaces(&self) -> bool {
+        matches!(self.style, Style::Escaped { .. })
+    }
+
+    fn ranks(meta: &Meta<'_>) -> Result<HashMap<Box<str>, u32>, Error> {
         const MERGES: &str = "tokenizer.ggml.merges";
         let merges = meta
             .strings(MERGES)?
@@ -109,26 +151,40 @@ impl Bpe {
                 ranks.entry((*line).into()).or_insert(rank as u32);
             }
         }
-        Ok(Self {
-            pre: PreTokenizer::new(pre)?,
-            ranks,
-            ignore_merges: pre.spec.ignore_merges,
-        })
+        Ok(ranks)
     }
 
-    /// The `tokenizer.ggml.pre` name.
+    /// The `tokenizer.ggml.pre` name (llama.cpp's for a SentencePiece-style vocabulary).
     pub(crate) fn pre_name(&self) -> &'static str {
-        self.pre.name()
+        match &self.style {
+            Style::ByteLevel(pre) => pre.name(),
+            Style::Escaped { .. } => "gemma4",
+        }
     }
 
     /// Encodes one text fragment, appending ids to `out`.
     pub(crate) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         let mut encoded = String::new();
         let mut key = String::new();
-        for word in self.pre.split(text) {
-            encoded.clear();
-            encoded.extend(word.bytes().map(|b| BYTE_CHARS[b as usize]));
-            self.encode_word(vocab, &encoded, &mut key, out);
+        match &self.style {
+            Style::ByteLevel(pre) => {
+                for word in pre.split(text) {
+                    encoded.clear();
+                    encoded.extend(word.bytes().map(|b| BYTE_CHARS[b as usize]));
+                    self.encode_word(vocab, &encoded, &mut key, out);
+                }
+            }
+            Style::Escaped { .. } => {
+                encoded.extend(text.chars().map(|c| if c == ' ' { SPACE } else { c }));
+                for word in lines_and_newlines(&encoded) {
+                    // A run of newlines that is a piece is taken whole (llama.cpp #21343).
+                    let newlines = word.bytes().all(|b| b == b'\n');
+                    match vocab.ids.get(word) {
+                        Some(&id) if newlines => out.push(id),
+                        _ => self.encode_word(vocab, word, &mut key, out),
+                    }
+                }
+            }
         }
     }
 
@@ -193,20 +249,39 @@ impl Bpe {
         let mut at = (!symbols.is_empty()).then_some(0);
         while let Some(i) = at {
             let piece = text(symbols[i]);
-            match vocab.ids.get(piece) {
-                Some(&id) => out.push(id),
+            match (vocab.ids.get(piece), &self.style) {
+                (Some(&id), _) => out.push(id),
                 // llama.cpp looks each byte of the encoded piece up as a one-byte string;
                 // only ASCII bytes can ever match.
-                None => out.extend(
+                (None, Style::ByteLevel(_)) => out.extend(
                     piece
                         .bytes()
                         .filter(u8::is_ascii)
                         .filter_map(|b| vocab.ids.get(char::from(b).to_string().as_str()).copied()),
                 ),
+                // SentencePiece-style: the `<0xNN>` token of each byte, where there is one.
+                (None, Style::Escaped { byte_tokens }) => {
+                    out.extend(piece.bytes().filter_map(|b| byte_tokens[b as usize]))
+                }
             }
             at = symbols[i].next;
         }
     }
+}
+
+/// Splits `text` into its lines and its runs of newlines, in order (llama.cpp's Gemma 4
+/// pre-tokenizer, `[^\n]+|[\n]+`).
+fn lines_and_newlines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let newline = rest.starts_with('\n');
+        let end = rest
+            .find(|c: char| (c == '\n') != newline)
+            .unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        rest = tail;
+        (!word.is_empty()).then_some(word)
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +301,13 @@ mod tests {
             assert_eq!(char_byte(c), Some(b));
         }
         assert_eq!((chars[b' ' as usize], chars[b'\n' as usize]), ('Ġ', 'Ċ'));
+    }
+
+    #[test]
+    fn text_splits_into_lines_and_runs_of_newlines() {
+        let parts: Vec<&str> = lines_and_newlines("a▁b\n\nc\n").collect();
+        assert_eq!(parts, ["a▁b", "\n\n", "c", "\n"]);
+        assert_eq!(lines_and_newlines("").count(), 0);
     }
 
     #[test]

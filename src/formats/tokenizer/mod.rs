@@ -1,8 +1,10 @@
 //! The tokenizer a GGUF file carries in its own `tokenizer.ggml.*` metadata, with llama.cpp parity.
 //!
-//! Two vocabulary models are supported, as llama.cpp names them in `tokenizer.ggml.model`:
+//! Three vocabulary models are supported, as llama.cpp names them in `tokenizer.ggml.model`:
 //! `gpt2` (byte-level BPE with merges, pre-tokenized by the regexes that `tokenizer.ggml.pre`
-//! selects) and `llama` (SentencePiece BPE driven by token scores, with `<0xNN>` byte fallback).
+//! selects), `llama` (SentencePiece BPE driven by token scores, with `<0xNN>` byte fallback)
+//! and `gemma4` (SentencePiece-style BPE with merges: `▁` for spaces, raw UTF-8, lines and
+//! newline runs as pre-tokens, `<0xNN>` byte fallback).
 //! Control and user-defined tokens are split out of the text first, with the result of
 //! llama.cpp's `tokenizer_st_partition`; token kinds, special ids and the end-of-generation set
 //! follow `llama_vocab::load`. The reference is ggml-org/llama.cpp@0c1e57098 (the copy in the
@@ -35,7 +37,7 @@ pub use stream::StreamDecoder;
 pub use to_json::tokenizer_json;
 
 /// The `tokenizer.ggml.model` values this module can run.
-pub const SUPPORTED_MODELS: &[&str] = &["gpt2", "llama"];
+pub const SUPPORTED_MODELS: &[&str] = &["gpt2", "llama", "gemma4"];
 
 /// Why a tokenizer could not be built from GGUF metadata, or could not encode a text.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +182,7 @@ impl Tokenizer {
         let is_bpe = match model_name {
             "gpt2" => true,
             "llama" => false,
+            "gemma4" => return Self::from_gguf_escaped_bpe(&meta),
             other => {
                 return Err(Error::UnsupportedModel {
                     model: other.to_string(),
@@ -207,6 +210,22 @@ impl Tokenizer {
             Some(pre) => Model::Bpe(Bpe::new(&meta, pre)?),
             None => Model::Spm(Spm::new(&vocab)),
         };
+        let matcher = SpecialMatcher::new(&vocab);
+        Ok(Self {
+            vocab,
+            specials,
+            matcher,
+            model,
+        })
+    }
+
+    /// `gemma4`: llama.cpp's BPE vocabulary with its Gemma 4 pre-tokenizer. No special id has
+    /// a default, and BOS is always added (llama.cpp overrides a file's `add_bos_token`).
+    fn from_gguf_escaped_bpe(meta: &vocab::Meta<'_>) -> Result<Self, Error> {
+        let mut vocab = Vocab::read(meta, false)?;
+        let mut specials = Specials::read(meta, &mut vocab, vocab::Defaults::none())?;
+        specials.add_bos = true;
+        let model = Model::Bpe(Bpe::escaped(meta, &vocab)?);
         let matcher = SpecialMatcher::new(&vocab);
         Ok(Self {
             vocab,
@@ -344,10 +363,11 @@ impl Tokenizer {
         self.vocab.ids.get(text).copied()
     }
 
-    /// The `tokenizer.ggml.model` this tokenizer runs: `"gpt2"` or `"llama"`, or
+    /// The `tokenizer.ggml.model` this tokenizer runs: `"gpt2"`, `"llama"` or `"gemma4"`, or
     /// `"tokenizer.json"` for a Hugging Face tokenizer.
     pub fn kind(&self) -> &str {
-        match self.model {
+        match &self.model {
+            Model::Bpe(b) if b.escaped_spaces() => "gemma4",
             Model::Bpe(_) => "gpt2",
             Model::Spm(_) => "llama",
             Model::Hf(_) => "tokenizer.json",
@@ -396,6 +416,7 @@ impl Tokenizer {
         match kind {
             TokenKind::UserDefined => out.extend_from_slice(piece.as_bytes()),
             TokenKind::Normal => match &self.model {
+                Model::Bpe(b) if b.escaped_spaces() => spm::decode_piece(piece, out),
                 Model::Bpe(_) => bpe::decode_piece(piece, out),
                 Model::Spm(_) => spm::decode_piece(piece, out),
                 Model::Hf(h) if h.byte_level => bpe::decode_piece(piece, out),

@@ -298,7 +298,7 @@ fn unknown_model_is_refused_with_the_supported_list() {
     let c = content(vec![("tokenizer.ggml.model", Value::String("t5".into()))]);
     let err = Tokenizer::from_gguf(&c).err().expect("refused");
     assert!(matches!(&err, Error::UnsupportedModel { model } if model == "t5"));
-    assert!(err.to_string().contains("gpt2, llama"), "{err}");
+    assert!(err.to_string().contains("gpt2, llama, gemma4"), "{err}");
 }
 
 #[test]
@@ -370,4 +370,52 @@ fn missing_and_ill_typed_keys_are_named() {
 fn tokenizer_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Tokenizer>();
+}
+
+/// A tiny `gemma4` vocabulary: byte tokens, two merges, newline pieces, control tokens.
+fn tiny_gemma4() -> Content {
+    let tokens = [
+        "<pad>", "<eos>", "<bos>", "<0x0A>", "<0xC3>", "<0xA9>", "▁", "a", "b", "c", "ab", "▁ab",
+        "\n", "\n\n", "<turn|>",
+    ];
+    let types = [3, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1, 3].map(Value::I32);
+    content(vec![
+        ("tokenizer.ggml.model", Value::String("gemma4".into())),
+        ("tokenizer.ggml.tokens", strings(&tokens)),
+        ("tokenizer.ggml.token_type", Value::Array(types.to_vec())),
+        ("tokenizer.ggml.merges", strings(&["a b", "▁ ab"])),
+        ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.padding_token_id", Value::U32(0)),
+        // llama.cpp adds BOS for Gemma 4 whatever the file says.
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+    ])
+}
+
+#[test]
+fn gemma4_vocabulary_escapes_spaces_splits_lines_and_falls_back_to_bytes() {
+    let tok = Tokenizer::from_gguf(&tiny_gemma4()).expect("builds");
+    assert_eq!(tok.kind(), "gemma4");
+    // "ab▁ab" merges a+b twice, then ▁+ab; "\n\n" is a piece, taken whole; é is two bytes.
+    let ids = tok.encode("ab ab\n\nc é", PARSED).expect("encodes");
+    assert_eq!(ids, [2, 10, 11, 13, 9, 6, 4, 5]);
+    assert_eq!(tok.decode(&ids[1..]), "ab ab\n\nc é");
+    // A run of newlines that is no piece goes through the merges (none here).
+    assert_eq!(
+        tok.encode("\n\n\n", PLAIN).expect("encodes"),
+        [2, 12, 12, 12]
+    );
+    assert_eq!(
+        tok.encode("ab<turn|>", PARSED).expect("encodes"),
+        [2, 10, 14]
+    );
+    assert!(tok.is_end_of_generation(14) && tok.is_end_of_generation(1));
+    // Exported, the `tokenizers` crate reads it back and splits the same way (where llama.cpp's
+    // whole-newline-run rule does not apply: it has no counterpart there).
+    let json = super::tokenizer_json(&tiny_gemma4()).expect("converts");
+    let hf = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).expect("reads");
+    let text = "ab ab\nc é\n";
+    let ours = tok.encode(text, PLAIN).expect("encodes");
+    let theirs = hf.encode(text, false).expect("encodes");
+    assert_eq!(theirs.get_ids(), &ours[1..]);
 }

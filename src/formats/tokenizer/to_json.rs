@@ -1,6 +1,8 @@
 //! Writes a GGUF tokenizer as a Hugging Face `tokenizer.json` that tokenizes the same way:
 //! `gpt2` vocabularies become byte-level BPE with llama.cpp's pre-tokenizer regexes as `Split`
-//! steps and the file's merges; `llama` (SentencePiece) vocabularies become BPE with byte
+//! steps and the file's merges; `gemma4` ones BPE over `▁`-escaped text split into lines and
+//! newline runs, with the file's merges and byte fallback; `llama` (SentencePiece)
+//! vocabularies become BPE with byte
 //! fallback whose merges are derived from the piece scores (a pair merges with the rank of
 //! the score of the piece it forms, the rule SentencePiece's BPE applies).
 
@@ -48,6 +50,29 @@ pub fn tokenizer_json(content: &Content) -> Result<Json, Error> {
         _ => Json::Null,
     };
     let (normalizer, pre_tokenizer, decoder, model) = match &tok.model {
+        Model::Bpe(bpe) if bpe.escaped_spaces() => {
+            let merges = meta
+                .strings("tokenizer.ggml.merges")?
+                .ok_or(Error::MissingKey {
+                    key: "tokenizer.ggml.merges",
+                })?;
+            (
+                json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}),
+                json!({"type": "Split", "pattern": {"Regex": "[^\n]+|[\n]+"},
+                       "behavior": "Isolated", "invert": false}),
+                json!({"type": "Sequence", "decoders": [
+                    {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                    {"type": "ByteFallback"},
+                    {"type": "Fuse"},
+                ]}),
+                json!({
+                    "type": "BPE", "dropout": null, "unk_token": null,
+                    "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                    "fuse_unk": false, "byte_fallback": true, "ignore_merges": false,
+                    "vocab": model_vocab, "merges": merges,
+                }),
+            )
+        }
         Model::Bpe(bpe) => {
             let pre =
                 pretokenize::lookup(bpe.pre_name()).ok_or_else(|| Error::UnknownPreTokenizer {

@@ -1,15 +1,16 @@
 //! Grouped-query attention with the options our families need: Q/K/V biases, a fused QKV
 //! matrix, per-head Q/K RMSNorm, a sliding window, logit soft-capping, and a custom score scale
-//! (in [`Config`]); no RoPE (NoPE layers) and Q/K RMSNorm over the whole projection (in
-//! [`Options`], which the many `Config` literals need not name). Keys and values
-//! go through the engine's KV cache; query heads are grouped onto their KV head by a reshape,
-//! so K/V are never copied per query head.
+//! (in [`Config`]); no RoPE (NoPE layers), Q/K RMSNorm over the whole projection, a value
+//! RMSNorm without weights, keys that serve as values, and keys and values read from an
+//! earlier layer (in [`Options`], which the many `Config` literals need not name). Keys and
+//! values go through the engine's KV cache; query heads are grouped onto their KV head by a
+//! reshape, so K/V are never copied per query head.
 
 use candle_core::{DType, Device, Tensor};
 
 use super::linear::Linear;
 use super::norm::RmsNorm;
-use super::qkv::{self, Qkv};
+use super::qkv::{self, KvSource, Qkv};
 use super::rope::{Rope, Tables};
 use crate::engine::cache::{Cache, KvView, LayerKind};
 use crate::formats::weights::Vb;
@@ -56,6 +57,13 @@ pub struct Options {
     pub qk_norm_whole: bool,
     /// The leaf names of the output projection and the Q/K norms.
     pub names: Names,
+    /// Where keys and values come from: the layer's own projections, its key projection
+    /// alone (the values are the unnormed keys, Gemma 4's `attention_k_eq_v`), or the earlier
+    /// layer the cache shares with this one (`LayerKind::Shared`: no K/V projections, nothing
+    /// stored).
+    pub kv: KvSource,
+    /// Per-head RMSNorm without weights on the values, with the Q/K norms' epsilon (Gemma 4).
+    pub v_norm: bool,
 }
 
 /// Leaf names, under the layer's prefix, of the tensors whose names differ between families
@@ -87,6 +95,7 @@ pub struct Attention {
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    v_norm: Option<RmsNorm>,
     cfg: Config,
     opts: Options,
 }
@@ -115,8 +124,17 @@ impl Attention {
                 .map(|(eps, offset)| RmsNorm::load(&vb.pp(name), dim, eps, offset))
                 .transpose()
         };
+        let v_norm = match (opts.v_norm, cfg.qk_norm) {
+            (false, _) => None,
+            (true, Some((eps, _))) => Some(RmsNorm::unscaled(cfg.head_dim, eps, vb.device())?),
+            (true, None) => {
+                return Err(crate::Error::Internal(
+                    "a value norm takes the epsilon of Q/K norms, and this layer has none".into(),
+                ))
+            }
+        };
         Ok(Self {
-            qkv: Qkv::load(
+            qkv: Qkv::load_with(
                 vb,
                 qkv::Dims {
                     hidden: h,
@@ -125,10 +143,18 @@ impl Attention {
                 },
                 cfg.qkv_bias,
                 cfg.fused_qkv,
+                opts.kv,
             )?,
             o: Linear::load(&vb.pp(opts.names.o), q_dim, h, cfg.o_bias)?,
             q_norm: norm(opts.names.q_norm, q_dim)?,
-            k_norm: norm(opts.names.k_norm, kv_dim)?,
+            k_norm: match opts.kv {
+                KvSource::Shared => None,
+                _ => norm(opts.names.k_norm, kv_dim)?,
+            },
+            v_norm: match opts.kv {
+                KvSource::Shared => None,
+                _ => v_norm,
+            },
             cfg: cfg.clone(),
             opts,
         })
@@ -140,6 +166,8 @@ impl Attention {
     }
 
     /// What this layer keeps in the cache: its window when it has one, else every position.
+    /// (A layer that reads another layer's keys and values is declared `LayerKind::Shared`
+    /// by its family, which knows the other layer.)
     pub fn cache_kind(&self) -> LayerKind {
         match self.cfg.sliding_window {
             Some(w) => LayerKind::Window(w),
@@ -159,7 +187,7 @@ impl Attention {
     }
 
     /// Attends `x` (`(1, L, hidden)`) at the cache position, storing its keys and values in
-    /// layer `layer` of `cache`.
+    /// layer `layer` of `cache` (or reading those of the layer it shares).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -167,9 +195,8 @@ impl Attention {
         cache: &mut Cache,
         layer: usize,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.project(x)?;
-        let (q, k) = self.rotate(q, k, rope)?;
-        let y = attend_cached(&self.cfg, &q, &k, &v, cache, layer)?;
+        let (q, kv) = self.project(x)?;
+        let y = self.attend_rotated(q, kv, rope, cache, layer)?;
         self.output(&y)
     }
 
@@ -184,25 +211,29 @@ impl Attention {
         caches: &mut [&mut Cache],
         layer: usize,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.project(x)?;
+        let (q, kv) = self.project(x)?;
         let mut rows = Vec::with_capacity(caches.len());
         for (i, (cache, t)) in caches.iter_mut().zip(tables).enumerate() {
             let row = |t: &Tensor| t.narrow(0, i, 1);
-            let (qi, ki) = self.rotate(row(&q)?, row(&k)?, (rope, t))?;
-            let vi = row(&v)?.contiguous()?;
-            rows.push(attend_cached(&self.cfg, &qi, &ki, &vi, cache, layer)?);
+            let kv_i = match &kv {
+                Some((k, v)) => Some((row(k)?, row(v)?.contiguous()?)),
+                None => None,
+            };
+            rows.push(self.attend_rotated(row(&q)?, kv_i, (rope, t), cache, layer)?);
         }
         self.output(&Tensor::cat(&rows, 0)?)
     }
 
-    /// Projects `x` (`(B, L, hidden)`) to queries, keys and values, `(B, heads, L, D)` each
-    /// (values contiguous), with the Q/K norms applied and no RoPE yet.
-    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Projects `x` (`(B, L, hidden)`) to queries and, unless the layer reads another
+    /// layer's, keys and values: `(B, heads, L, D)` each (values contiguous), with the Q/K/V
+    /// norms applied and no RoPE yet.
+    #[allow(clippy::type_complexity)]
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let c = &self.cfg;
         let (b, l, _) = x.dims3()?;
         // 1. Project (and norm the whole projections, OLMo), split heads:
         //    (B, L, H*D) -> (B, L, H, D).
-        let (q, k, v) = self.qkv.forward(x)?;
+        let (q, kv) = self.qkv.forward(x)?;
         let norm = |n: &Option<RmsNorm>, t: Tensor, whole: bool| -> Result<Tensor> {
             match n {
                 Some(n) if self.opts.qk_norm_whole == whole => n.forward(&t),
@@ -210,21 +241,53 @@ impl Attention {
             }
         };
         let q = norm(&self.q_norm, q, true)?.reshape((b, l, c.n_heads, c.head_dim))?;
-        let k = norm(&self.k_norm, k, true)?.reshape((b, l, c.n_kv_heads, c.head_dim))?;
-        let v = v.reshape((b, l, c.n_kv_heads, c.head_dim))?;
         // 2. Optional per-head norm, then (B, L, H, D) -> (B, H, L, D).
         let q = norm(&self.q_norm, q, false)?.transpose(1, 2)?;
-        let k = norm(&self.k_norm, k, false)?.transpose(1, 2)?;
-        let v = v.transpose(1, 2)?.contiguous()?;
-        Ok((q, k, v))
+        let kv = match kv {
+            Some((k, v)) => {
+                let k = norm(&self.k_norm, k, true)?.reshape((b, l, c.n_kv_heads, c.head_dim))?;
+                let k = norm(&self.k_norm, k, false)?.transpose(1, 2)?;
+                let mut v = v.reshape((b, l, c.n_kv_heads, c.head_dim))?;
+                if let Some(n) = &self.v_norm {
+                    v = n.forward(&v)?;
+                }
+                Some((k, v.transpose(1, 2)?.contiguous()?))
+            }
+            None => None,
+        };
+        Ok((q, kv))
     }
 
-    /// RoPE on queries and keys (unless the layer has none), contiguous either way.
-    fn rotate(&self, q: Tensor, k: Tensor, rope: (&Rope, &Tables)) -> Result<(Tensor, Tensor)> {
-        Ok(match self.opts.no_rope {
-            true => (q.contiguous()?, k.contiguous()?),
-            false => (rope.0.apply(&q, rope.1)?, rope.0.apply(&k, rope.1)?),
-        })
+    /// RoPE on `t` (unless the layer has none), contiguous either way.
+    fn rotate(&self, t: Tensor, rope: (&Rope, &Tables)) -> Result<Tensor> {
+        match self.opts.no_rope {
+            true => Ok(t.contiguous()?),
+            false => rope.0.apply(&t, rope.1),
+        }
+    }
+
+    /// Rotates `q` and the keys, then attends: storing keys and values in layer `layer` of
+    /// `cache`, or (without them) reading those of the layer this one shares, as they stand
+    /// after this pass.
+    fn attend_rotated(
+        &self,
+        q: Tensor,
+        kv: Option<(Tensor, Tensor)>,
+        rope: (&Rope, &Tables),
+        cache: &mut Cache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let q = self.rotate(q, rope)?;
+        match kv {
+            Some((k, v)) => {
+                let k = self.rotate(k, rope)?;
+                attend_cached(&self.cfg, &q, &k, &v, cache, layer)
+            }
+            None => {
+                let kv = cache.shared_kv(layer)?;
+                attend_in_blocks(&self.cfg, &q, &kv, cache.pos(), QUERY_BLOCK)
+            }
+        }
     }
 
     /// The output projection of attended values: (B, H, L, D) -> (B, L, hidden).

@@ -100,6 +100,16 @@ impl Mlp {
         }
     }
 
+    /// A network over ready layers whose gate and up projections are one stacked matrix
+    /// (`2 * ffn` rows, gate first; e.g. one expert of Gemma 4's `experts.gate_up_proj`).
+    pub fn from_stacked(gate_up: Linear, ffn: usize, down: Linear, act: Activation) -> Self {
+        Self {
+            gate_up: GateUp::Fused { gate_up, ffn },
+            down,
+            act,
+        }
+    }
+
     /// Gate, up, down and the activation, when gate and up are separate matrices.
     pub fn separate(&self) -> Option<(&Linear, &Linear, &Linear, Activation)> {
         match &self.gate_up {

@@ -9,6 +9,10 @@
 //!
 //! A [`SharedExpert`] (every token, sigmoid-gated) may sit beside the routed ones.
 //!
+//! Gemma 4 composes its block from the parts: [`Experts`] stored as two stacked tensors
+//! (`gate_up_proj`, `down_proj`) with GELU-tanh, routed by a [`ScaledRouter`] that reads
+//! another input than the experts do.
+//!
 //! Router variants, as the reference implementations declare them:
 //! - [`Router::SoftmaxTopK`]: softmax over all experts, top-k, optionally renormalise the k
 //!   weights (`norm_topk_prob`: true for Qwen3-MoE, false for Qwen2-MoE).
@@ -19,6 +23,7 @@ use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
+use super::norm::RmsNorm;
 use crate::formats::weights::Vb;
 use crate::{Error, Result};
 
@@ -129,7 +134,7 @@ impl Config {
 #[derive(Clone, Debug)]
 pub struct SparseMoe {
     router: Linear,
-    experts: Vec<Mlp>,
+    experts: Experts,
     cfg: Config,
 }
 
@@ -158,7 +163,7 @@ impl SparseMoe {
             .collect();
         Ok(Self {
             router,
-            experts,
+            experts: Experts::new(experts),
             cfg: *cfg,
         })
     }
@@ -168,22 +173,82 @@ impl SparseMoe {
         let shape = x.dims().to_vec();
         let hidden = shape.last().copied().unwrap_or(0);
         let xs = x.reshape(((), hidden))?; // (T, hidden)
-        let device = xs.device();
-        // 1. Router logits (T, E), routed on the host.
+                                           // 1. Router logits (T, E), routed on the host.
         let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
-        let n = self.experts.len();
+        let routes: Vec<Vec<(usize, f32)>> = logits
+            .iter()
+            .map(|l| self.cfg.router.route(l, self.cfg.n_used))
+            .collect();
+        // 2. The chosen experts, weighted.
+        Ok(self.experts.forward(&xs, &routes)?.reshape(shape)?)
+    }
+}
+
+/// Expert MLPs and the routed, weighted sum over them.
+#[derive(Clone, Debug)]
+pub struct Experts {
+    mlps: Vec<Mlp>,
+}
+
+impl Experts {
+    /// Experts over ready networks, indexed as given.
+    pub fn new(mlps: Vec<Mlp>) -> Self {
+        Self { mlps }
+    }
+
+    /// Loads `n` experts stored as two stacked tensors under `vb`: `gate_up_proj`
+    /// (`(n, 2 * ffn, hidden)`, gate rows first) and `down_proj` (`(n, hidden, ffn)`), as
+    /// transformers 5 stores Gemma 4's experts and llama.cpp's `ffn_gate_up_exps` /
+    /// `ffn_down_exps`.
+    pub fn load_stacked(
+        vb: &Vb,
+        n: usize,
+        (hidden, ffn): (usize, usize),
+        act: Activation,
+    ) -> Result<Self> {
+        let gate_up = vb.stacked("gate_up_proj", n, &[2 * ffn, hidden])?;
+        let down = vb.stacked("down_proj", n, &[hidden, ffn])?;
+        let mlps = gate_up
+            .into_iter()
+            .zip(down)
+            .map(|(gu, d)| {
+                Mlp::from_stacked(Linear::from_matmul(gu), ffn, Linear::from_matmul(d), act)
+            })
+            .collect();
+        Ok(Self { mlps })
+    }
+
+    /// How many experts there are.
+    pub fn len(&self) -> usize {
+        self.mlps.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.mlps.is_empty()
+    }
+
+    /// Rows `xs` (`(T, hidden)`), row `t` through the experts of `routes[t]` (index,
+    /// weight): the weighted sums, `(T, hidden)`.
+    ///
+    /// For each expert that received rows: gather them (`n_e, hidden`), run the expert, scale
+    /// each row by its weight, add into the output rows. Experts go in index order, so a
+    /// row's sum is accumulated in the same order whatever else is in the batch.
+    pub fn forward(&self, xs: &Tensor, routes: &[Vec<(usize, f32)>]) -> Result<Tensor> {
+        let device = xs.device();
+        let n = self.mlps.len();
         let (mut rows, mut weights) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-        for (t, l) in logits.iter().enumerate() {
-            for (e, w) in self.cfg.router.route(l, self.cfg.n_used) {
+        for (t, route) in routes.iter().enumerate() {
+            for &(e, w) in route {
+                if e >= n {
+                    return Err(Error::Internal(format!("routed to expert {e} of {n}")));
+                }
                 rows[e].push(t as u32);
                 weights[e].push(w);
             }
         }
-        // 2. Each expert with tokens: gather its rows (n_e, hidden), run it, scale each row by
-        //    its weight, add into the output rows. Experts go in index order, so a token's sum
-        //    is accumulated in the same order whatever else is in the batch.
         let mut out = xs.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
+        for (e, expert) in self.mlps.iter().enumerate() {
             let rows_e = std::mem::take(&mut rows[e]);
             if rows_e.is_empty() {
                 continue;
@@ -197,7 +262,61 @@ impl SparseMoe {
                 .broadcast_mul(&w)?;
             out = out.index_add(&idx, &y, 0)?;
         }
-        Ok(out.reshape(shape)?)
+        Ok(out)
+    }
+}
+
+/// Gemma 4's router: the input RMS-normed without weights, times a learned per-channel
+/// `scale` and `hidden^-1/2`, projected to expert logits (kept f32, as llama.cpp keeps the
+/// router); softmax over every expert, the top `k` renormalised to sum to 1, and each weight
+/// multiplied by its expert's `per_expert_scale`.
+#[derive(Clone, Debug)]
+pub struct ScaledRouter {
+    norm: RmsNorm,
+    /// `scale · hidden^-1/2`, `(hidden)`.
+    scale: Tensor,
+    proj: Linear,
+    per_expert: Vec<f32>,
+    k: usize,
+}
+
+impl ScaledRouter {
+    /// Loads `proj.weight` (`(n, hidden)`), `scale` (`(hidden)`) and `per_expert_scale`
+    /// (`(n)`) under `vb` (the router's prefix); `k` experts per token.
+    pub fn load(vb: &Vb, hidden: usize, n: usize, k: usize, eps: f64) -> Result<Self> {
+        if k == 0 || k > n {
+            return Err(Error::UnsupportedConfig(format!(
+                "{k} experts used per token out of {n}; supported: 1 to {n}"
+            )));
+        }
+        let scale = (vb.tensor("scale", &[hidden])? * (hidden as f64).powf(-0.5))?;
+        Ok(Self {
+            norm: RmsNorm::unscaled(hidden, eps, vb.device())?,
+            scale,
+            proj: Linear::load_f32(&vb.pp("proj"), hidden, n)?,
+            per_expert: vb.tensor("per_expert_scale", &[n])?.to_vec1()?,
+            k,
+        })
+    }
+
+    /// The experts and weights of each row of `xs` (`(T, hidden)`), best first.
+    pub fn route(&self, xs: &Tensor) -> Result<Vec<Vec<(usize, f32)>>> {
+        let x = self
+            .norm
+            .forward(xs)?
+            .broadcast_mul(&self.scale.to_dtype(xs.dtype())?)?;
+        let logits: Vec<Vec<f32>> = self.proj.forward(&x)?.to_dtype(DType::F32)?.to_vec2()?;
+        let softmax_top_k = Router::SoftmaxTopK { renormalize: true };
+        Ok(logits
+            .iter()
+            .map(|l| {
+                softmax_top_k
+                    .route(l, self.k)
+                    .into_iter()
+                    .map(|(e, w)| (e, w * self.per_expert[e]))
+                    .collect()
+            })
+            .collect())
     }
 }
 
@@ -348,12 +467,14 @@ mod tests {
         ] {
             let block = SparseMoe {
                 router: dense(&router),
-                experts: experts
-                    .iter()
-                    .map(|[g, u, d]| {
-                        Mlp::from_linears(dense(g), dense(u), dense(d), Activation::Silu)
-                    })
-                    .collect(),
+                experts: Experts::new(
+                    experts
+                        .iter()
+                        .map(|[g, u, d]| {
+                            Mlp::from_linears(dense(g), dense(u), dense(d), Activation::Silu)
+                        })
+                        .collect(),
+                ),
                 cfg: Config {
                     n_experts: n,
                     n_used: k,
@@ -402,5 +523,57 @@ mod tests {
         assert!(cfg(4, 5).validate().is_err());
         assert!(cfg(4, 0).validate().is_err());
         assert!(cfg(0, 0).validate().is_err());
+    }
+
+    #[test]
+    fn scaled_router_norms_scales_and_weighs_each_expert() {
+        let (hidden, n, k, eps) = (8, 4, 2, 1e-6);
+        let proj = rand(&[n, hidden], 3);
+        let scale = rand(&[hidden], 4);
+        let x = rand(&[3, hidden], 5);
+        let per = vec![0.5f32, 2.0, 1.5, 0.25];
+        let router = ScaledRouter {
+            norm: RmsNorm::unscaled(hidden, eps, &candle_core::Device::Cpu).unwrap(),
+            scale: (scale.clone() * (hidden as f64).powf(-0.5)).unwrap(),
+            proj: dense(&proj),
+            per_expert: per.clone(),
+            k,
+        };
+        let routes = router.route(&x).unwrap();
+        let (xs, scale, proj): (Vec<Vec<f32>>, Vec<f32>, Vec<Vec<f32>>) = (
+            x.to_vec2().unwrap(),
+            scale.to_vec1().unwrap(),
+            proj.to_vec2().unwrap(),
+        );
+        for (t, row) in xs.iter().enumerate() {
+            // transformers' Gemma4TextRouter, step by step.
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / hidden as f32;
+            let z: Vec<f32> = row
+                .iter()
+                .zip(&scale)
+                .map(|(v, s)| v / (ms + eps as f32).sqrt() * s / (hidden as f32).sqrt())
+                .collect();
+            let logits: Vec<f32> = proj
+                .iter()
+                .map(|w| w.iter().zip(&z).map(|(a, b)| a * b).sum())
+                .collect();
+            let probs = softmax(&logits);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
+            let sum: f32 = order[..k].iter().map(|&e| probs[e]).sum();
+            let want: Vec<(usize, f32)> = order[..k]
+                .iter()
+                .map(|&e| (e, probs[e] / sum * per[e]))
+                .collect();
+            assert_eq!(routes[t].len(), k);
+            for ((ea, wa), (eb, wb)) in routes[t].iter().zip(&want) {
+                assert_eq!(ea, eb, "token {t}: {:?} vs {want:?}", routes[t]);
+                assert!(
+                    (wa - wb).abs() < 1e-5,
+                    "token {t}: {:?} vs {want:?}",
+                    routes[t]
+                );
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! RMSNorm, in the plain form and Gemma's `(1 + w)` form.
+//! RMSNorm, in the plain form, Gemma's `(1 + w)` form, and without a weight (Gemma 4's value
+//! and router norms).
 
 use candle_core::Tensor;
 
@@ -20,6 +21,14 @@ impl RmsNorm {
         let weight = if unit_offset { (w + 1.0)? } else { w };
         Ok(Self {
             weight,
+            eps: eps as f32,
+        })
+    }
+
+    /// A norm without a learned scale (a weight of ones) over `dim` on `device`.
+    pub fn unscaled(dim: usize, eps: f64, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self {
+            weight: Tensor::ones(dim, candle_core::DType::F32, device)?,
             eps: eps as f32,
         })
     }

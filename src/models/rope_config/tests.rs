@@ -182,3 +182,61 @@ fn longrope_reads_both_factor_lists_and_its_magnitude() {
     );
     assert!(e.contains("long_factor"), "{e}");
 }
+
+#[test]
+fn proportional_rope_turns_the_fastest_quarter_with_whole_head_frequencies() {
+    let h = hf(r#"{"rope_parameters": {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                           "rope_theta": 1000000.0}}}"#);
+    let full = RopeConfig::from_hf_layer_type(&h, "full_attention", 1.0)
+        .unwrap()
+        .unwrap();
+    let scaling = RopeScaling::Proportional {
+        partial: 0.25,
+        factor: 1.0,
+    };
+    assert_eq!((full.base, &full.scaling), (1e6, &scaling));
+    // transformers' _compute_proportional_rope_parameters: head_dim 32, factor 0.25 → the
+    // 4 fastest of 16 inverse frequencies base^(-2i/32), the other 12 zero; cos/sin over
+    // (x[i], x[i + 16]).
+    let (d, pos) = (32, 7usize);
+    let rope = full.build_plain(d, Style::HalfSplit).unwrap();
+    let x: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
+    let t = rope.tables(pos, 1, &candle_core::Device::Cpu).unwrap();
+    let xt =
+        candle_core::Tensor::from_vec(x.clone(), (1, 1, 1, d), &candle_core::Device::Cpu).unwrap();
+    let y: Vec<f32> = rope
+        .apply(&xt, &t)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for i in 0..d / 2 {
+        let inv = if i < 4 {
+            1e6f64.powf(-2.0 * i as f64 / d as f64)
+        } else {
+            0.0
+        };
+        let (c, s) = (
+            (pos as f64 * inv).cos() as f32,
+            (pos as f64 * inv).sin() as f32,
+        );
+        let (a, b) = (x[i], x[i + d / 2]);
+        assert!((y[i] - (a * c - b * s)).abs() < 1e-5, "{i}: {y:?}");
+        assert!((y[i + d / 2] - (a * s + b * c)).abs() < 1e-5, "{i}: {y:?}");
+    }
+    assert_eq!(y[4..16], x[4..16]);
+    let e = RopeConfig::from_hf_layer_type(
+        &hf(
+            r#"{"rope_parameters": {"full_attention": {"rope_type": "proportional",
+            "partial_rotary_factor": 1.5}}}"#,
+        ),
+        "full_attention",
+        1.0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("partial_rotary_factor = 1.5"), "{e}");
+}
