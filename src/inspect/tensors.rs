@@ -46,7 +46,7 @@ pub fn list(model: &Model) -> Vec<Tensor> {
                     name: t.name.clone(),
                     shape: t.dims.clone(),
                     dtype: ggml_types::name_of(t.type_id),
-                    supported: ty.is_some_and(|ty| ty.candle.is_some()),
+                    supported: ty.is_some_and(|ty| ty.supported()),
                     elements: t.elements(),
                     bytes: header.tensor_bytes(t),
                     offset: header.data_offset.saturating_add(t.offset),

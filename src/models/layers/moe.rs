@@ -149,9 +149,9 @@ impl SparseMoe {
             .zip(down)
             .map(|((g, u), d)| {
                 Mlp::from_linears(
-                    Linear::from_matmul(g),
-                    Linear::from_matmul(u),
-                    Linear::from_matmul(d),
+                    Linear::from_matrix(g),
+                    Linear::from_matrix(u),
+                    Linear::from_matrix(d),
                     Activation::Silu,
                 )
             })
