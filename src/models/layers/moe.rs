@@ -168,37 +168,58 @@ impl SparseMoe {
         let shape = x.dims().to_vec();
         let hidden = shape.last().copied().unwrap_or(0);
         let xs = x.reshape(((), hidden))?; // (T, hidden)
-        let device = xs.device();
-        // 1. Router logits (T, E), routed on the host.
+                                           // 1. Router logits (T, E), routed on the host.
         let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
-        let n = self.experts.len();
-        let (mut rows, mut weights) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-        for (t, l) in logits.iter().enumerate() {
-            for (e, w) in self.cfg.router.route(l, self.cfg.n_used) {
-                rows[e].push(t as u32);
-                weights[e].push(w);
-            }
-        }
-        // 2. Each expert with tokens: gather its rows (n_e, hidden), run it, scale each row by
-        //    its weight, add into the output rows. Experts go in index order, so a token's sum
-        //    is accumulated in the same order whatever else is in the batch.
-        let mut out = xs.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
-            let rows_e = std::mem::take(&mut rows[e]);
-            if rows_e.is_empty() {
-                continue;
-            }
-            let count = rows_e.len();
-            let idx = Tensor::from_vec(rows_e, count, device)?;
-            let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
-                .to_dtype(xs.dtype())?;
-            let y = expert
-                .forward(&xs.index_select(&idx, 0)?)?
-                .broadcast_mul(&w)?;
-            out = out.index_add(&idx, &y, 0)?;
-        }
+        let routes: Vec<Vec<(usize, f32)>> = logits
+            .iter()
+            .map(|l| self.cfg.router.route(l, self.cfg.n_used))
+            .collect();
+        // 2. The chosen experts' outputs, weighted and summed per token.
+        let out = dispatch(&xs, &routes, self.experts.len(), |e, rows| {
+            self.experts[e].forward(rows)
+        })?;
         Ok(out.reshape(shape)?)
     }
+}
+
+/// The routed sum `Σ w · expert_e(x)` for every token of `xs` (`(T, hidden)`), `routes[t]`
+/// holding token `t`'s experts and weights: each expert with tokens gets its rows gathered
+/// (`(n_e, hidden)`), runs once (`expert(e, rows)`), and its rows, scaled by their weights,
+/// are added into the output. Experts go in index order, so a token's sum is accumulated in
+/// the same order whatever else is in the batch.
+pub fn dispatch(
+    xs: &Tensor,
+    routes: &[Vec<(usize, f32)>],
+    n_experts: usize,
+    expert: impl Fn(usize, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let device = xs.device();
+    let (mut rows, mut weights) = (vec![Vec::new(); n_experts], vec![Vec::new(); n_experts]);
+    for (t, route) in routes.iter().enumerate() {
+        for &(e, w) in route {
+            let (Some(r), Some(ws)) = (rows.get_mut(e), weights.get_mut(e)) else {
+                return Err(Error::Internal(format!(
+                    "expert {e} routed among {n_experts}"
+                )));
+            };
+            r.push(t as u32);
+            ws.push(w);
+        }
+    }
+    let mut out = xs.zeros_like()?;
+    for e in 0..n_experts {
+        let rows_e = std::mem::take(&mut rows[e]);
+        if rows_e.is_empty() {
+            continue;
+        }
+        let count = rows_e.len();
+        let idx = Tensor::from_vec(rows_e, count, device)?;
+        let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
+            .to_dtype(xs.dtype())?;
+        let y = expert(e, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
+        out = out.index_add(&idx, &y, 0)?;
+    }
+    Ok(out)
 }
 
 /// A shared expert beside the routed ones (Qwen2-MoE, Qwen3-Next, Qwen3.5-MoE): a SwiGLU
