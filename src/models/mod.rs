@@ -15,6 +15,7 @@
 
 pub mod assembly;
 pub mod gemma3;
+pub mod gpt_oss;
 pub mod granite;
 pub mod hf_class;
 pub mod layers;
@@ -291,6 +292,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_5::SPEC,
     &qwen3_5_moe::SPEC,
     &qwen3_next::SPEC,
+    &gpt_oss::SPEC,
 ];
 
 /// The registered family with id `id`.

@@ -156,12 +156,17 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         "ffn_gate_shexp.weight" | "ffn_up_shexp.weight" => vec![shared?, d.hidden],
         "ffn_down_shexp.weight" => vec![d.hidden, shared?],
         "attn_output.weight" => vec![d.hidden, q],
+        "attn_output.bias" => vec![d.hidden],
+        "attn_sinks.weight" => vec![d.heads],
         "attn_q.bias" => vec![q],
         "attn_k.bias" | "attn_v.bias" => vec![kv],
         "ffn_gate.weight" => vec![d.ffn, d.hidden],
         "ffn_up.weight" => vec![up_rows, d.hidden],
         "ffn_down.weight" => vec![d.hidden, d.ffn],
         "ffn_gate_inp.weight" => vec![experts()?, d.hidden],
+        "ffn_gate_inp.bias" => vec![experts()?],
+        "ffn_gate_exps.bias" | "ffn_up_exps.bias" => vec![experts()?, expert_ffn],
+        "ffn_down_exps.bias" => vec![experts()?, d.hidden],
         "ffn_gate_exps.weight" | "ffn_up_exps.weight" => vec![experts()?, expert_ffn, d.hidden],
         "ffn_down_exps.weight" => vec![experts()?, d.hidden, expert_ffn],
         _ => return None,
@@ -172,6 +177,8 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
 pub fn role_of(suffix: &str, shape: &[usize]) -> Role {
     match (suffix, shape.len()) {
         (_, 1) => Role::Vector,
+        // Stacked per-expert biases (gpt-oss) are vectors too.
+        (s, _) if s.ends_with(".bias") => Role::Vector,
         ("attn_v.weight", _) => Role::AttnV,
         ("ffn_down.weight" | "ffn_down_exps.weight", _) => Role::FfnDown,
         ("ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight", _) => Role::Router,
