@@ -613,7 +613,8 @@ fn value_type_id(t: gguf_file::ValueType) -> u32 {
 }
 
 /// Our header's view of a candle metadata value (same type, same contents).
-fn header_value(v: &gguf_file::Value) -> gguf_header::Value {
+/// A candle metadata value as our header holds it (and [`super::gguf_builder`] writes it).
+pub fn header_value(v: &gguf_file::Value) -> gguf_header::Value {
     use gguf_file::Value as V;
     use gguf_header::Value as H;
     match v {
