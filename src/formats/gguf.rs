@@ -240,15 +240,18 @@ impl Gguf {
         }
         match &self.data {
             Data::Map(map) => {
-                let bytes = mxfp4::bytes_for(shape);
+                let Some(bytes) = mxfp4::bytes_for(shape) else {
+                    return Err(malformed(format!(
+                        "rows of shape {shape:?} are not whole MXFP4 blocks of {}",
+                        mxfp4::BLOCK
+                    )));
+                };
                 let start = self
                     .content
                     .tensor_data_offset
                     .checked_add(*offset)
                     .and_then(|s| usize::try_from(s).ok());
-                let range = start
-                    .zip(bytes)
-                    .and_then(|(s, b)| Some(s..s.checked_add(b)?));
+                let range = start.and_then(|s| Some(s..s.checked_add(bytes)?));
                 range
                     .and_then(|r| Mxfp4::mapped(map, r, shape.clone()))
                     .ok_or_else(|| malformed("its blocks lie outside the file".into()))
@@ -646,5 +649,42 @@ fn bad(key: &str, expected: &'static str, found: &gguf_file::Value) -> Error {
         key: key.to_string(),
         expected,
         found: format!("{:?}", found.value_type()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::gguf_builder::Builder;
+    use crate::formats::gguf_header::Value as G;
+
+    #[test]
+    fn mxfp4_tensors_are_read_in_place_and_bad_rows_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mx.gguf");
+        let values: Vec<f32> = (0..3 * 64).map(|i| (i % 13) as f32 - 6.0).collect();
+        let blocks = mxfp4::quantize(&values);
+        Builder::new()
+            .meta("general.architecture", G::Str("gpt-oss".into()))
+            .tensor("good", &[64, 3], mxfp4::GGML_TYPE_ID, blocks.clone())
+            // 96 values, a whole number of blocks, but rows of 48.
+            .tensor(
+                "odd",
+                &[48, 2],
+                mxfp4::GGML_TYPE_ID,
+                blocks[..3 * 17].to_vec(),
+            )
+            .write(&path)
+            .unwrap();
+        let g = Gguf::open(&path).unwrap();
+        assert!(g.has_tensor("good") && g.is_mxfp4("good"));
+        assert_eq!(g.tensor_shape("good"), Some(vec![3, 64]));
+        let m = g.mxfp4("good", &Device::Cpu).unwrap();
+        assert_eq!((m.shape(), m.data()), (&[3, 64][..], &blocks[..]));
+        let e = g.mxfp4("odd", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("not whole MXFP4 blocks"), "{e}");
+        // Read as a table or vector, it is refused naming what it can be.
+        let e = g.tensor("good", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("MXFP4 as the weight of a linear layer"), "{e}");
     }
 }

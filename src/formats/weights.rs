@@ -632,28 +632,29 @@ impl<'w, 'a> Vb<'w, 'a> {
         let w = self.weights;
         let (blocks, block_shape) = w.raw_u8(&self.name(&format!("{leaf}_blocks")))?;
         let (scales, scale_shape) = w.raw_u8(&self.name(&format!("{leaf}_scales")))?;
-        let expected = |last: &[usize]| -> Option<Vec<usize>> {
-            let (&cols, outer) = shape.split_last()?;
-            Some(
-                outer
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(cols / mxfp4::BLOCK))
-                    .chain(last.iter().copied())
-                    .collect(),
-            )
+        let Some((&cols, outer)) = shape
+            .split_last()
+            .filter(|(c, _)| **c > 0 && *c % mxfp4::BLOCK == 0)
+        else {
+            return Err(Error::UnsupportedConfig(format!(
+                "{}: MXFP4 rows of shape {shape:?} are not whole blocks of {} values",
+                self.name(leaf),
+                mxfp4::BLOCK
+            )));
         };
-        for (name, found, want) in [
-            (
-                format!("{leaf}_blocks"),
-                &block_shape,
-                expected(&[mxfp4::BLOCK / 2]),
-            ),
-            (format!("{leaf}_scales"), &scale_shape, expected(&[])),
-        ] {
-            let want = want.filter(|_| shape.last().is_some_and(|c| c % mxfp4::BLOCK == 0));
-            check_shape(&self.name(&name), found, want.as_deref().unwrap_or(&[]))?;
-        }
+        let expected = |last: &[usize]| -> Vec<usize> {
+            let blocks = std::iter::once(cols / mxfp4::BLOCK);
+            outer
+                .iter()
+                .copied()
+                .chain(blocks)
+                .chain(last.iter().copied())
+                .collect()
+        };
+        let blocks_name = self.name(&format!("{leaf}_blocks"));
+        check_shape(&blocks_name, &block_shape, &expected(&[mxfp4::BLOCK / 2]))?;
+        let scales_name = self.name(&format!("{leaf}_scales"));
+        check_shape(&scales_name, &scale_shape, &expected(&[]))?;
         if w.check_only {
             let bytes = mxfp4::bytes_for(shape).unwrap_or(0);
             let map = anonymous_zeros(bytes)?;
