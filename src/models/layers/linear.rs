@@ -342,6 +342,40 @@ mod tests {
         }
     }
 
+    fn mxfp4(rows: usize, k: usize, seed: u32) -> Linear {
+        let w = Mxfp4::quantize(&gemv::test_values(rows * k, seed), vec![rows, k]).unwrap();
+        Linear::from_matrix(Matrix::mxfp4(w))
+    }
+
+    #[test]
+    fn mxfp4_layers_stack_and_give_their_dequantized_products() {
+        let k = 96;
+        let parts = [mxfp4(5, k, 1), mxfp4(3, k, 2)];
+        let stacked = Linear::stack(&[&parts[0], &parts[1]])
+            .unwrap()
+            .expect("same width");
+        for m in [1, 4] {
+            let x = Tensor::from_vec(gemv::test_values(m * k, 9), (1, m, k), &Device::Cpu).unwrap();
+            let got = stacked.forward(&x).unwrap();
+            let want: Vec<Tensor> = parts.iter().map(|p| p.forward(&x).unwrap()).collect();
+            let want = Tensor::cat(&want, 2).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&got), flat(&want), "{m} rows");
+            // Against the dequantized weights in f32.
+            let Matrix::Mxfp4(w) = &stacked.weight else {
+                panic!("not MXFP4")
+            };
+            let dense = Tensor::from_vec(w.dequantize(), (8, k), &Device::Cpu).unwrap();
+            let exact = flat(&x.broadcast_matmul(&dense.t().unwrap()).unwrap());
+            for (a, b) in flat(&got).iter().zip(&exact) {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+        // MXFP4 does not stack with other types.
+        let q = quantized(4, 256, 3, GgmlDType::Q8_0);
+        assert!(Linear::stack(&[&mxfp4(4, 256, 4), &q]).unwrap().is_none());
+    }
+
     #[test]
     fn layers_of_different_types_or_widths_are_not_stacked() {
         let a = quantized(4, 256, 1, GgmlDType::Q4_1);
