@@ -24,12 +24,7 @@ fn planned(choice: &Choice) -> Directory {
         .unwrap()
         .iter()
         .map(|t| {
-            let ty = choice.mix.type_for(t, p.dims.layers);
-            let name = ggml_types::TYPES
-                .iter()
-                .find(|g| g.candle == Some(ty))
-                .unwrap()
-                .name;
+            let name = choice.mix.type_for(t, p.dims.layers).name();
             let dims = t.shape.iter().rev().map(|&d| d as u64).collect();
             (t.name.clone(), dims, name.to_string())
         })
@@ -107,4 +102,32 @@ fn a_written_synthetic_model_is_the_one_benchmarked_in_memory() {
     assert_eq!(from_file.name(), "llama-tiny:q4_k (synthetic)");
     let mut other_seed = engine(&choice, 10);
     assert_ne!(other_seed.feed(&tokens).unwrap(), logits);
+}
+
+#[test]
+fn a_written_mxfp4_model_is_the_one_benchmarked_in_memory() {
+    // gpt-oss-20b's layout and types (MXFP4 experts, Q8_0 elsewhere), narrowed.
+    let mut choice = presets::parse("gpt-oss-20b:mxfp4").unwrap();
+    let d = &mut choice.preset.dims;
+    (d.layers, d.hidden, d.heads, d.kv_heads, d.vocab) = (2, 256, 4, 2, 512);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt-oss.gguf");
+    let tok = synthetic::made_up_tokenizer(choice.preset.dims.vocab).unwrap();
+    synthetic::build(&choice, 4, tok, &Device::Cpu)
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let h = gguf_header::read(&path).unwrap();
+    let ty = |name: &str| {
+        let t = h.tensors.iter().find(|t| t.name == name).unwrap();
+        ggml_types::name_of(t.type_id)
+    };
+    assert_eq!(ty("blk.1.ffn_down_exps.weight"), "MXFP4");
+    assert_eq!(ty("blk.1.attn_k.weight"), "Q8_0");
+    let mut from_file = Engine::load(&path, &LoadOptions::default()).unwrap();
+    let mut in_memory = engine(&choice, 4);
+    let tokens = [1, 17, 300, 5, 511];
+    let logits = from_file.feed(&tokens).unwrap();
+    assert!(logits.iter().all(|x| x.is_finite()));
+    assert_eq!(logits, in_memory.feed(&tokens).unwrap());
 }

@@ -3,7 +3,8 @@
 //! SmolLM2 runs through the Q4_1 and Q8_0 kernels, Gemma 3 through the Q5_0 and Q8_0 ones (and
 //! its k-quants through the batched int8 tiles). Both the single-row kernels (tokens fed one at
 //! a time) and the batched ones (the whole prompt at once: the first-step logits) are compared;
-//! random-data agreement is in the unit tests.
+//! random-data agreement is in the unit tests. MXFP4 experts (gpt-oss) give the same logits
+//! bit for bit whichever kernel runs them.
 
 use candle_core::Device;
 use mlcli::engine::{Engine, LoadOptions};
@@ -127,4 +128,37 @@ fn thread_count_does_not_change_the_text() {
     let (one, two) = (run("1"), run("2"));
     assert!(!one.trim().is_empty());
     assert_eq!(one, two);
+}
+
+/// gpt-oss's layout with MXFP4 experts and f32 everything else, narrowed: every kernel that
+/// depends on the CPU here (MXFP4 products, few-query attention) computes in one order, so the
+/// logits are the same bits with the portable, AVX2 and AVX-512 kernels.
+#[test]
+fn mxfp4_experts_give_the_same_logits_with_every_kernel() {
+    use candle_core::quantized::GgmlDType;
+    use mlcli::bench::{presets, synthetic};
+    let mut choice = presets::parse("gpt-oss-20b:mxfp4").unwrap();
+    choice.mix.base = GgmlDType::F32;
+    let d = &mut choice.preset.dims;
+    (d.layers, d.hidden, d.heads, d.kv_heads, d.vocab) = (2, 256, 4, 2, 512);
+    let tok = synthetic::made_up_tokenizer(d.vocab).unwrap();
+    let gguf = synthetic::build(&choice, 5, tok, &Device::Cpu)
+        .unwrap()
+        .into_gguf(&choice)
+        .unwrap();
+    let mut engine = Engine::from_gguf(&gguf, &LoadOptions::default()).expect("loads");
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 500 + 3).collect();
+    let mut run = |kernel: Option<Kernel>| {
+        force_kernel(kernel);
+        let one_by_one = token_by_token(&mut engine, &tokens);
+        engine.reset();
+        let batched = engine.feed(&tokens).expect("forward");
+        force_kernel(None);
+        (one_by_one, batched)
+    };
+    let best = run(None);
+    assert!(best.0.iter().all(|x| x.is_finite()));
+    for kernel in [Kernel::Scalar, Kernel::Avx2] {
+        assert_eq!(run(Some(kernel)), best, "{kernel:?}");
+    }
 }

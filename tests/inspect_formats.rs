@@ -1,6 +1,6 @@
-//! `inspect` reads what this build cannot run: GGUF tensors of types candle lacks (IQ4_XS,
-//! TQ2_0, MXFP4, ids no table knows) are shown and named while `run` refuses the file naming
-//! the type; unknown architectures are summarised with the supported list; safetensors
+//! `inspect` reads what this build cannot run: GGUF tensors of types this build lacks
+//! (IQ4_XS, TQ2_0, IQ2_XXS, ids no table knows) are shown and named while `run` refuses the
+//! file naming the type; MXFP4 (not candle's, ours) is named and read; unknown architectures are summarised with the supported list; safetensors
 //! checkpoints (one file, a directory, shards through an index) show their tensors, values and
 //! config. Files are built here byte by byte.
 
@@ -62,7 +62,7 @@ fn iq4_xs_gguf(path: &Path) {
         )
         .zeroed_tensor("blk.0.ffn_down.weight", &[256, 4], 23)
         .zeroed_tensor("blk.0.ffn_up.weight", &[256, 2], 35)
-        .zeroed_tensor("blk.0.ffn_gate.weight", &[64, 2], 39)
+        .zeroed_tensor("blk.0.ffn_gate.weight", &[256, 1], 16)
         .write(path)
         .expect("written");
 }
@@ -77,7 +77,7 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
     assert_eq!(s["support"]["runnable"], false);
     assert_eq!(s["support"]["family"], "llama");
     let reasons = s["support"]["reasons"].to_string();
-    for t in ["IQ4_XS", "TQ2_0", "MXFP4"] {
+    for t in ["IQ4_XS", "TQ2_0", "IQ2_XXS"] {
         assert!(
             reasons.contains(&format!("{t}: not supported by this build")),
             "{reasons}"
@@ -146,6 +146,43 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
         err.contains("'blk.0.ffn_down.weight' has type IQ4_XS") && err.contains("supported:"),
         "{err}"
     );
+}
+
+#[test]
+fn mxfp4_tensors_are_named_supported_and_dumped() {
+    use mlcli::formats::mxfp4;
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("mx.gguf");
+    // Two rows of 32 values on the MXFP4 grid (exponent 128: the doubled e2m1 values / 2).
+    let values: Vec<f32> = (0..64)
+        .map(|i| f32::from(mxfp4::VALUES[i % 16]) / 2.0 * if i < 32 { 1.0 } else { 4.0 })
+        .collect();
+    Builder::new()
+        .meta("general.architecture", G::Str("gpt-oss".into()))
+        .tensor(
+            "blk.0.ffn_up_exps.weight",
+            &[32, 2],
+            39,
+            mxfp4::quantize(&values),
+        )
+        .write(&p)
+        .expect("written");
+    let t = inspect_json(&p, &["--tensors"]);
+    let row = &t["tensors"]["rows"][0];
+    assert_eq!(
+        (row["dtype"].as_str(), row["bytes"].as_u64()),
+        (Some("MXFP4"), Some(34))
+    );
+    assert_eq!(row["supported"], true);
+    let dump = inspect_json(&p, &["--dump", "blk.0.ffn_up_exps.weight"]);
+    let got: Vec<f64> = dump["dump"]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let want: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -33,6 +33,20 @@ def tiny(**over):
     return c
 
 
+# gpt-oss: 3 layers (sliding, full, sliding as layer_types' default alternates them, which is
+# all llama.cpp's GGUF can say), 4 experts of width 32 (MXFP4 blocks of 32 along both inputs),
+# gpt-oss's own YaRN (truncate false: the correction range is not rounded to whole dimensions).
+GPT_OSS = tiny(num_hidden_layers=3, intermediate_size=32, num_local_experts=4,
+               num_experts_per_tok=2, sliding_window=5, tie_word_embeddings=False,
+               pad_token_id=0, max_position_embeddings=512,
+               rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                                "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                "original_max_position_embeddings": 16})
+# Sinks large enough to take a visible share of each softmax; gate/up weights shifted so that
+# some gate values pass the clamp at 7 (and some up values pass -7 or 7).
+GPT_OSS_OFFSETS = {"sinks": 1.0, "gate_up_proj_bias": 5.0}
+
+
 CASES = [
     {
         "name": "llama-llama3-rope",
@@ -529,5 +543,34 @@ CASES = [
             "video_token_id": 126, "boa_token_id": 123, "eoa_token_index": 122,
             "audio_token_id": 121, "tie_word_embeddings": True,
         },
+    },
+    {
+        "name": "gpt-oss-sinks",
+        "family": "gpt_oss",
+        "model_type": "gpt_oss",
+        "architecture": "GptOssForCausalLM",
+        "features": "attention sinks, sliding window 5 (shorter than the 12 tokens) on layers "
+                    "0 and 2 with layer 1 full, q/k/v/o biases, YaRN without truncation of the "
+                    "correction range, MoE (4 experts, router bias, top-2 then softmax), experts "
+                    "with biases and the clamped SwiGLU of interleaved gate/up (weights shifted "
+                    "so the clamp at 7 bites), untied output",
+        "seed": 24,
+        "bpe_vocab": 128,
+        "param_offsets": GPT_OSS_OFFSETS,
+        "config": GPT_OSS,
+    },
+    {
+        "name": "gpt-oss-mxfp4",
+        "family": "gpt_oss",
+        "model_type": "gpt_oss",
+        "architecture": "GptOssForCausalLM",
+        "features": "gpt-oss-sinks with its experts stored as published checkpoints store them: "
+                    "MXFP4 blocks and e8m0 scales (quantization_config mxfp4); transformers' "
+                    "logits from the dequantized experts; the GGUF keeps them MXFP4",
+        "seed": 25,
+        "bpe_vocab": 128,
+        "param_offsets": GPT_OSS_OFFSETS,
+        "mxfp4_experts": True,
+        "config": GPT_OSS,
     },
 ]

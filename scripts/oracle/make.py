@@ -125,6 +125,66 @@ def randomize(model: torch.nn.Module, seed: int, offsets: dict | None = None,
                 b.copy_((0.5 + torch.rand(b.shape, generator=g)).half().float())
 
 
+# ggml's MXFP4 values (e2m1, doubled: the block's scale is halved to match).
+MXFP4_VALUES = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]
+
+
+def mxfp4(w: torch.Tensor):
+    """`w` (rows, cols), cols a multiple of 32, quantized as ggml's reference quantizer does:
+    per block of 32 the e8m0 exponent floor(log2(max |x|)) - 2 + 127, each value the nearest
+    of MXFP4_VALUES times 2^(e - 128) (the first on ties). Returns the dequantized values,
+    the blocks as published checkpoints store them (rows, cols/32, 16: value 2i in the low
+    nibble of byte i, 2i + 1 in the high one) and the exponents (rows, cols/32)."""
+    rows, cols = w.shape
+    values = torch.tensor(MXFP4_VALUES, dtype=torch.float64)
+    b = w.double().reshape(rows, cols // 32, 32)
+    amax = b.abs().amax(-1)
+    e = torch.where(amax > 0, torch.floor(torch.log2(amax)) - 2 + 127, torch.zeros_like(amax))
+    d = torch.ldexp(torch.ones_like(amax), (e - 128).long())
+    idx = (values * d[..., None, None] - b[..., None]).abs().argmin(-1)
+    deq = (values[idx] * d[..., None]).reshape(rows, cols).float()
+    blocks = (idx[..., 0::2] | (idx[..., 1::2] << 4)).to(torch.uint8)
+    return deq, blocks, e.to(torch.uint8)
+
+
+def quantize_experts(model: torch.nn.Module) -> dict:
+    """Replaces every stacked expert matrix (gpt-oss: `experts.gate_up_proj`, (E, in, out))
+    by its MXFP4 rounding, blocks along each expert's input, and returns the blocks and
+    scales by parameter name, for the checkpoint (see `write_mxfp4`)."""
+    packed = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                continue
+            blocks, scales = [], []
+            for e in range(p.shape[0]):
+                deq, b, s = mxfp4(p[e].t())
+                p[e].copy_(deq.t())
+                blocks.append(b)
+                scales.append(s)
+            packed[name] = (torch.stack(blocks), torch.stack(scales))
+    return packed
+
+
+def write_mxfp4(out: Path, packed: dict) -> None:
+    """Stores the experts of `packed` as gpt-oss checkpoints do: `NAME_blocks` and
+    `NAME_scales` in place of `NAME`, and `quantization_config` in config.json."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(out / "model.safetensors")
+    for name, (blocks, scales) in packed.items():
+        del tensors[name]
+        tensors[name + "_blocks"] = blocks.contiguous()
+        tensors[name + "_scales"] = scales.contiguous()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"],
+        "quant_method": "mxfp4"}
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def convert(converter: Path, out: Path, name: str) -> None:
     """out/model.gguf from out/, by llama.cpp's converter (f16 matrices, f32 vectors)."""
     done = subprocess.run([sys.executable, str(HERE / "convert.py"), str(converter), str(out),
@@ -149,6 +209,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     model = auto.from_config(config, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     randomize(model, case["seed"], case.get("param_offsets"), case.get("random_buffers"))
+    packed = quantize_experts(model) if case.get("mxfp4_experts") else {}
     tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float()
@@ -159,6 +220,8 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
             stepwise.append(step.logits[0, -1].float())
     model.half().save_pretrained(out, safe_serialization=True)
     (out / "generation_config.json").unlink(missing_ok=True)
+    if packed:
+        write_mxfp4(out, packed)
     vocab = case["config"].get("vocab_size") or case["config"]["text_config"]["vocab_size"]
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
                        "tokenizer.json": (tokenizer_json_spm_bpe(vocab)

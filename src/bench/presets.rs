@@ -7,7 +7,7 @@
 
 use candle_core::quantized::GgmlDType;
 
-use crate::models::synthetic::{Dims, Planned, Role};
+use crate::models::synthetic::{Dims, Planned, Role, Stored};
 
 /// One model shape.
 #[derive(Clone, Copy, Debug)]
@@ -137,6 +137,17 @@ const GEMMA4_26B_A4B_EXTRA: &[(&str, u32)] = &[
     // Full blocks: 2 KV heads, their keys serving as values (attention_k_eq_v).
     ("synthetic.global_kv_heads", 2),
     ("synthetic.global_k_eq_v", 1),
+];
+
+/// gpt-oss-20b as llama.cpp's converter writes it: the window, 32 experts of 2880 with 4
+/// active (head width 64: 64 query heads are 4096 wide, more than the model's 2880).
+const GPT_OSS_20B_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 64),
+    ("attention.value_length", 64),
+    ("attention.sliding_window", 128),
+    ("expert_count", 32),
+    ("expert_used_count", 4),
+    ("expert_feed_forward_length", 2880),
 ];
 
 /// Every preset.
@@ -307,6 +318,17 @@ pub static PRESETS: &[Preset] = &[
         rope_base: 1_000_000.0,
         extra: GEMMA4_26B_A4B_EXTRA,
     },
+    Preset {
+        name: "gpt-oss-20b",
+        about: "gpt-oss-20b (32 experts, 4 active; use the mxfp4 mix for its MXFP4 experts)",
+        family: "gpt_oss",
+        dims: dims(24, 2880, (64, 8, 64), 2880, 201_088, 131_072),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-5,
+        rope_base: 150_000.0,
+        extra: GPT_OSS_20B_EXTRA,
+    },
 ];
 
 /// A quantization mix, as `llama-quantize` names its file types.
@@ -320,6 +342,8 @@ pub struct Mix {
     pub more_bits_v_down: bool,
     /// llama.cpp's `general.file_type` for this mix.
     pub file_type: u32,
+    /// `MXFP4_MOE`: the stacked expert tensors are MXFP4 (the rest `base`).
+    pub mxfp4_experts: bool,
 }
 
 /// Every mix a preset can take.
@@ -337,6 +361,7 @@ pub static MIXES: &[Mix] = &[
         base: GgmlDType::Q4K,
         more_bits_v_down: true,
         file_type: 15,
+        mxfp4_experts: false,
     },
     // `q4_k` names the usual Q4_K download, Q4_K_M.
     Mix {
@@ -344,6 +369,15 @@ pub static MIXES: &[Mix] = &[
         base: GgmlDType::Q4K,
         more_bits_v_down: true,
         file_type: 15,
+        mxfp4_experts: false,
+    },
+    // llama-quantize's MXFP4_MOE: experts MXFP4, every other matrix Q8_0 (gpt-oss).
+    Mix {
+        name: "mxfp4",
+        base: GgmlDType::Q8_0,
+        more_bits_v_down: false,
+        file_type: 38,
+        mxfp4_experts: true,
     },
 ];
 
@@ -353,6 +387,7 @@ const fn mix(name: &'static str, base: GgmlDType, file_type: u32) -> Mix {
         base,
         more_bits_v_down: false,
         file_type,
+        mxfp4_experts: false,
     }
 }
 
@@ -383,7 +418,15 @@ fn compatible(ty: GgmlDType, row: usize) -> GgmlDType {
 
 impl Mix {
     /// The type `llama-quantize` gives tensor `t` of a model with `n_layers` blocks.
-    pub fn type_for(&self, t: &Planned, n_layers: usize) -> GgmlDType {
+    pub fn type_for(&self, t: &Planned, n_layers: usize) -> Stored {
+        let stacked_experts = t.shape.len() == 3 && t.role != Role::Vector;
+        if self.mxfp4_experts && stacked_experts && t.shape[2].is_multiple_of(32) {
+            return Stored::Mxfp4;
+        }
+        Stored::Ggml(self.ggml_type_for(t, n_layers))
+    }
+
+    fn ggml_type_for(&self, t: &Planned, n_layers: usize) -> GgmlDType {
         let row = t.shape.last().copied().unwrap_or(1);
         let quantized = !matches!(self.base, GgmlDType::F32 | GgmlDType::F16);
         let ty = match t.role {
@@ -493,7 +536,7 @@ mod tests {
             .iter()
             .map(|t| {
                 let ty = c.mix.type_for(t, 16);
-                t.shape.iter().product::<usize>() / ty.block_size() * ty.type_size()
+                ty.bytes(t.shape.iter().product::<usize>()).unwrap()
             })
             .sum();
         let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
@@ -501,7 +544,7 @@ mod tests {
         assert_eq!(params, 1_235_814_432);
         assert!((760_000_000..780_000_000).contains(&bytes), "{bytes}");
         let embd = &plan[0];
-        assert_eq!(c.mix.type_for(embd, 16), GgmlDType::Q6K);
+        assert_eq!(c.mix.type_for(embd, 16), Stored::Ggml(GgmlDType::Q6K));
     }
 
     #[test]
@@ -525,7 +568,7 @@ mod tests {
             .iter()
             .find(|t| t.name == "blk.0.ffn_gate_inp.weight")
             .unwrap();
-        assert_eq!(c.mix.type_for(router, 48), GgmlDType::F32);
+        assert_eq!(c.mix.type_for(router, 48), Stored::Ggml(GgmlDType::F32));
     }
 
     #[test]
@@ -583,6 +626,48 @@ mod tests {
     }
 
     #[test]
+    fn gpt_oss_20b_has_its_published_size_and_mxfp4_experts() {
+        let c = parse("gpt-oss-20b:mxfp4").unwrap();
+        let p = c.preset;
+        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        // gpt-oss-20b: 20.9 B parameters (3.6 B active).
+        assert!(
+            (20_800_000_000..21_000_000_000).contains(&params),
+            "{params}"
+        );
+        let ty = |name: &str| {
+            let t = plan.iter().find(|t| t.name == name).unwrap();
+            (t.shape.clone(), c.mix.type_for(t, 24))
+        };
+        assert_eq!(
+            ty("blk.0.ffn_gate_exps.weight"),
+            (vec![32, 2880, 2880], Stored::Mxfp4)
+        );
+        assert_eq!(
+            ty("blk.0.attn_q.weight"),
+            (vec![4096, 2880], Stored::Ggml(GgmlDType::Q8_0))
+        );
+        assert_eq!(
+            ty("blk.0.ffn_down_exps.bias"),
+            (vec![32, 2880], Stored::Ggml(GgmlDType::F32))
+        );
+        assert_eq!(ty("output.weight").1, Stored::Ggml(GgmlDType::Q8_0));
+        let bytes: usize = plan
+            .iter()
+            .map(|t| {
+                c.mix
+                    .type_for(t, 24)
+                    .bytes(t.shape.iter().product())
+                    .unwrap()
+            })
+            .sum();
+        // ggml-org's gpt-oss-20b-mxfp4.gguf: 12.1 GB.
+        assert!((11_500_000_000..12_500_000_000).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
     fn q4_k_m_gives_more_bits_where_llama_quantize_does() {
         let m = parse("llama-8b:q4_k_m").unwrap().mix;
         let v = |layer| Planned {
@@ -592,7 +677,7 @@ mod tests {
             layer: Some(layer),
         };
         let six: Vec<usize> = (0..32)
-            .filter(|&l| m.type_for(&v(l), 32) == GgmlDType::Q6K)
+            .filter(|&l| m.type_for(&v(l), 32) == Stored::Ggml(GgmlDType::Q6K))
             .collect();
         assert_eq!(
             six,

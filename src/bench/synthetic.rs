@@ -4,14 +4,14 @@
 //! copied from a real GGUF (`--tokenizer-from`, padded with unused tokens up to the preset's
 //! vocabulary) or a small byte-fallback SentencePiece vocabulary made up here.
 
-use std::io::Write;
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 use super::presets::Choice;
-use crate::formats::gguf::Gguf;
+use crate::formats::gguf::{self, Gguf, MemoryTensor};
+use crate::formats::gguf_builder;
 use crate::models::synthetic::{self, RandomTensors, Role};
 use crate::models::FAMILIES;
 use crate::{Error, Result};
@@ -20,8 +20,8 @@ use crate::{Error, Result};
 pub struct Parts {
     /// Metadata in file order.
     pub metadata: Vec<(String, gguf_file::Value)>,
-    /// Tensors in file order, on the device they were built for.
-    pub tensors: Vec<(String, QTensor)>,
+    /// Tensors in file order, on the device they were built for (MXFP4 on the CPU).
+    pub tensors: Vec<(String, MemoryTensor)>,
 }
 
 impl Parts {
@@ -36,17 +36,36 @@ impl Parts {
 
     /// Writes the model as a GGUF file.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let meta: Vec<(&str, &gguf_file::Value)> =
-            self.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tensors: Vec<(&str, &QTensor)> =
-            self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-        gguf_file::write(&mut f, &meta, &tensors)?;
-        f.flush().map_err(io)
+        let meta: Vec<(String, _)> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), gguf::header_value(v)))
+            .collect();
+        let mut dims = Vec::with_capacity(self.tensors.len());
+        let mut data = Vec::with_capacity(self.tensors.len());
+        for (_, t) in &self.tensors {
+            dims.push(
+                t.dims()
+                    .iter()
+                    .rev()
+                    .map(|&d| d as u64)
+                    .collect::<Vec<u64>>(),
+            );
+            data.push(match t {
+                MemoryTensor::Candle(q) => q.data()?,
+                MemoryTensor::Mxfp4(m) => std::borrow::Cow::Borrowed(m.data()),
+            });
+        }
+        let mut entries = Vec::with_capacity(self.tensors.len());
+        for (((name, t), dims), data) in self.tensors.iter().zip(&dims).zip(&data) {
+            entries.push(gguf_builder::Entry {
+                name,
+                dims,
+                type_id: t.type_id()?,
+                data,
+            });
+        }
+        gguf_builder::write_streamed(path, &meta, &entries)
     }
 }
 
@@ -197,7 +216,7 @@ pub fn build(
             Role::Embedding | Role::Output if t.name == "token_embd.weight" => (0.0, 1.0),
             _ => (0.0, 1.0 / fan_in.sqrt()),
         };
-        tensors.push((t.name.clone(), random.tensor(&t.shape, ty, center, spread)?));
+        tensors.push((t.name.clone(), random.stored(&t.shape, ty, center, spread)?));
     }
     Ok(Parts { metadata, tensors })
 }
@@ -264,8 +283,15 @@ mod tests {
         assert_eq!(parts.tensors.len(), plan.len());
         for ((name, t), p) in parts.tensors.iter().zip(&plan) {
             assert_eq!(name, &p.name);
-            assert_eq!(t.shape().dims(), &p.shape[..], "{name}");
-            assert_eq!(t.dtype(), choice.mix.type_for(p, 2), "{name}");
+            assert_eq!(t.dims(), &p.shape[..], "{name}");
+            let MemoryTensor::Candle(q) = t else {
+                panic!("{name}: not candle's")
+            };
+            assert_eq!(
+                crate::models::synthetic::Stored::Ggml(q.dtype()),
+                choice.mix.type_for(p, 2),
+                "{name}"
+            );
         }
     }
 }

@@ -14,7 +14,8 @@ pub struct GgmlType {
     pub block_size: usize,
     /// Bytes per block.
     pub type_size: usize,
-    /// Candle's type when this build can load and compute with it.
+    /// Candle's type when candle can load and compute with it (see also
+    /// [`GgmlType::supported`]).
     pub candle: Option<GgmlDType>,
 }
 
@@ -84,13 +85,19 @@ pub fn name_of(id: u32) -> String {
 pub fn supported_names() -> String {
     TYPES
         .iter()
-        .filter(|t| t.candle.is_some())
+        .filter(|t| t.supported())
         .map(|t| t.name)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 impl GgmlType {
+    /// Whether this build computes with the type: candle's types, and MXFP4 with our own
+    /// kernels ([`super::mxfp4`]).
+    pub fn supported(&self) -> bool {
+        self.candle.is_some() || self.id == super::mxfp4::GGML_TYPE_ID
+    }
+
     /// Bytes taken by `elements` values of this type, `None` when not a whole number of blocks
     /// or more than a `u64` counts.
     pub fn bytes_for(&self, elements: u64) -> Option<u64> {
@@ -128,6 +135,7 @@ mod tests {
     fn unknown_ids_are_named_not_guessed() {
         assert_eq!(name_of(23), "IQ4_XS");
         assert_eq!(name_of(4), "type#4");
-        assert!(by_id(39).is_some_and(|t| t.candle.is_none()));
+        assert!(by_id(39).is_some_and(|t| t.candle.is_none() && t.supported()));
+        assert!(by_id(23).is_some_and(|t| !t.supported()));
     }
 }

@@ -15,6 +15,7 @@ use memmap2::Mmap;
 use super::ggml_types;
 use super::gguf_header::{self, Header, ReadOptions, TensorEntry};
 use super::mapped;
+use super::mxfp4::{self, Mxfp4};
 use super::untrusted;
 use crate::{Error, Result};
 
@@ -23,6 +24,9 @@ pub struct Gguf {
     path: PathBuf,
     header: Header,
     content: gguf_file::Content,
+    /// The MXFP4 tensors (candle has no such type, so `content` does not list them): name,
+    /// offset in the data section and shape in candle's order.
+    mxfp4: HashMap<String, (u64, Vec<usize>)>,
     data: Data,
 }
 
@@ -31,7 +35,53 @@ enum Data {
     /// The file, mapped read-only: tensors borrow their blocks from it.
     Map(Arc<Mmap>),
     /// Built in memory; each tensor is handed out once, so loading does not copy it.
-    Memory(Mutex<HashMap<String, QTensor>>),
+    Memory(Mutex<HashMap<String, MemoryTensor>>),
+}
+
+/// A tensor of a GGUF built in memory ([`Gguf::from_memory`]): one of candle's types, or
+/// MXFP4 blocks.
+pub enum MemoryTensor {
+    /// A type candle computes with.
+    Candle(QTensor),
+    /// MXFP4, computed by our own kernels.
+    Mxfp4(Mxfp4),
+}
+
+impl From<QTensor> for MemoryTensor {
+    fn from(t: QTensor) -> Self {
+        Self::Candle(t)
+    }
+}
+
+impl From<Mxfp4> for MemoryTensor {
+    fn from(t: Mxfp4) -> Self {
+        Self::Mxfp4(t)
+    }
+}
+
+impl MemoryTensor {
+    /// The shape, outermost dimension first.
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Self::Candle(t) => t.shape().dims(),
+            Self::Mxfp4(t) => t.shape(),
+        }
+    }
+
+    /// ggml's type id.
+    pub fn type_id(&self) -> Result<u32> {
+        match self {
+            Self::Candle(t) => {
+                let dtype = t.dtype();
+                ggml_types::TYPES
+                    .iter()
+                    .find(|ty| ty.candle == Some(dtype))
+                    .map(|ty| ty.id)
+                    .ok_or_else(|| Error::Internal(format!("no ggml id for {dtype:?}")))
+            }
+            Self::Mxfp4(_) => Ok(mxfp4::GGML_TYPE_ID),
+        }
+    }
 }
 
 impl Gguf {
@@ -53,6 +103,7 @@ impl Gguf {
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let mut content = header.to_candle_content();
         content.tensor_infos = tensor_infos(&header);
+        let mxfp4 = mxfp4_tensors(&header);
         // The tokenizer reads candle's copy of its arrays; ours need not hold them twice.
         let mut header = header;
         for (_, value) in &mut header.metadata {
@@ -69,38 +120,44 @@ impl Gguf {
             path: path.to_path_buf(),
             header,
             content,
+            mxfp4,
             data: Data::Map(Arc::new(map)),
         })
     }
 
-    /// A GGUF held in memory: `metadata` in order, and `tensors` already on the device they
-    /// will be used on. `name` stands in for the path in messages and as the model's name.
-    pub fn from_memory(
+    /// A GGUF held in memory: `metadata` in order, and `tensors` (candle's, or MXFP4)
+    /// already on the device they will be used on. `name` stands in for the path in messages
+    /// and as the model's name.
+    pub fn from_memory<T: Into<MemoryTensor>>(
         name: &str,
         metadata: Vec<(String, gguf_file::Value)>,
-        tensors: Vec<(String, QTensor)>,
+        tensors: Vec<(String, T)>,
     ) -> Result<Self> {
+        let tensors: Vec<(String, MemoryTensor)> =
+            tensors.into_iter().map(|(n, t)| (n, t.into())).collect();
         let mut entries = Vec::with_capacity(tensors.len());
         let mut infos = HashMap::with_capacity(tensors.len());
+        let mut mxfp4 = HashMap::new();
         for (tensor_name, t) in &tensors {
-            let dtype = t.dtype();
-            let type_id = ggml_types::TYPES
-                .iter()
-                .find(|ty| ty.candle == Some(dtype))
-                .map(|ty| ty.id)
-                .ok_or_else(|| Error::Internal(format!("no ggml id for {dtype:?}")))?;
             entries.push(TensorEntry {
                 name: tensor_name.clone(),
-                dims: t.shape().dims().iter().rev().map(|&d| d as u64).collect(),
-                type_id,
+                dims: t.dims().iter().rev().map(|&d| d as u64).collect(),
+                type_id: t.type_id()?,
                 offset: 0,
             });
-            let info = gguf_file::TensorInfo {
-                ggml_dtype: dtype,
-                shape: t.shape().clone(),
-                offset: 0,
-            };
-            infos.insert(tensor_name.clone(), info);
+            match t {
+                MemoryTensor::Candle(t) => {
+                    let info = gguf_file::TensorInfo {
+                        ggml_dtype: t.dtype(),
+                        shape: t.shape().clone(),
+                        offset: 0,
+                    };
+                    infos.insert(tensor_name.clone(), info);
+                }
+                MemoryTensor::Mxfp4(t) => {
+                    mxfp4.insert(tensor_name.clone(), (0, t.shape().to_vec()));
+                }
+            }
         }
         let header = Header {
             version: 3,
@@ -123,6 +180,7 @@ impl Gguf {
             path: PathBuf::from(name),
             header,
             content,
+            mxfp4,
             data: Data::Memory(Mutex::new(tensors.into_iter().collect())),
         })
     }
@@ -155,7 +213,59 @@ impl Gguf {
 
     /// True when the file holds a tensor with this (GGUF) name.
     pub fn has_tensor(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
+        self.content.tensor_infos.contains_key(name) || self.mxfp4.contains_key(name)
+    }
+
+    /// True when tensor `name` is stored as MXFP4 (read it with [`Self::mxfp4`]).
+    pub fn is_mxfp4(&self, name: &str) -> bool {
+        self.mxfp4.contains_key(name)
+    }
+
+    /// The MXFP4 tensor `name`, its blocks borrowed from the map (or handed out once, in
+    /// memory). MXFP4 is computed on the CPU only.
+    pub fn mxfp4(&self, name: &str, device: &Device) -> Result<Mxfp4> {
+        let malformed = |reason: String| Error::MalformedGguf {
+            path: self.path.clone(),
+            reason: format!("tensor '{}': {reason}", untrusted::short(name)),
+        };
+        let Some((offset, shape)) = self.mxfp4.get(name) else {
+            return Err(malformed("is not an MXFP4 tensor".into()));
+        };
+        if !device.is_cpu() {
+            return Err(Error::UnsupportedTensorType {
+                tensor: untrusted::short(name),
+                found: format!("MXFP4 on {device:?}"),
+                supported: "MXFP4 on the CPU".into(),
+            });
+        }
+        match &self.data {
+            Data::Map(map) => {
+                let Some(bytes) = mxfp4::bytes_for(shape) else {
+                    return Err(malformed(format!(
+                        "rows of shape {shape:?} are not whole MXFP4 blocks of {}",
+                        mxfp4::BLOCK
+                    )));
+                };
+                let start = self
+                    .content
+                    .tensor_data_offset
+                    .checked_add(*offset)
+                    .and_then(|s| usize::try_from(s).ok());
+                let range = start.and_then(|s| Some(s..s.checked_add(bytes)?));
+                range
+                    .and_then(|r| Mxfp4::mapped(map, r, shape.clone()))
+                    .ok_or_else(|| malformed("its blocks lie outside the file".into()))
+            }
+            Data::Memory(tensors) => {
+                let mut tensors = tensors
+                    .lock()
+                    .map_err(|_| Error::Device("GGUF reader lock poisoned".into()))?;
+                match tensors.remove(name) {
+                    Some(MemoryTensor::Mxfp4(t)) => Ok(t),
+                    _ => Err(malformed("is absent or was already loaded".into())),
+                }
+            }
+        }
     }
 
     /// A tensor's shape in candle's order (outermost first), when present.
@@ -172,6 +282,13 @@ impl Gguf {
     /// handed out once).
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let poisoned = || Error::Device("GGUF reader lock poisoned".into());
+        if self.is_mxfp4(name) {
+            return Err(Error::UnsupportedTensorType {
+                tensor: untrusted::short(name),
+                found: "MXFP4 (read here as a table or a vector)".into(),
+                supported: "MXFP4 as the weight of a linear layer".into(),
+            });
+        }
         match &self.data {
             Data::Map(map) => {
                 let (range, dtype, shape) = self.locate(name)?;
@@ -182,14 +299,13 @@ impl Gguf {
                     }
                 })
             }
-            Data::Memory(tensors) => tensors
-                .lock()
-                .map_err(|_| poisoned())?
-                .remove(name)
-                .ok_or_else(|| Error::MalformedGguf {
+            Data::Memory(tensors) => match tensors.lock().map_err(|_| poisoned())?.remove(name) {
+                Some(MemoryTensor::Candle(t)) => Ok(t),
+                _ => Err(Error::MalformedGguf {
                     path: self.path.clone(),
                     reason: format!("tensor '{name}' is absent or was already loaded"),
                 }),
+            },
         }
     }
 
@@ -422,6 +538,23 @@ fn integer(v: &gguf_file::Value) -> Option<i128> {
     })
 }
 
+/// The MXFP4 tensors of a header: offset and shape in candle's order (their extents were
+/// checked by `check_loadable`).
+fn mxfp4_tensors(header: &Header) -> HashMap<String, (u64, Vec<usize>)> {
+    header
+        .tensors
+        .iter()
+        .filter(|t| t.type_id == mxfp4::GGML_TYPE_ID)
+        .filter_map(|t| {
+            let dims = t.dims.iter().rev().map(|&d| usize::try_from(d).ok());
+            Some((
+                t.name.clone(),
+                (t.offset, dims.collect::<Option<Vec<_>>>()?),
+            ))
+        })
+        .collect()
+}
+
 /// Candle's tensor directory from ours (whose types `check_loadable` has checked).
 fn tensor_infos(header: &Header) -> HashMap<String, gguf_file::TensorInfo> {
     header
@@ -483,7 +616,8 @@ fn value_type_id(t: gguf_file::ValueType) -> u32 {
 }
 
 /// Our header's view of a candle metadata value (same type, same contents).
-fn header_value(v: &gguf_file::Value) -> gguf_header::Value {
+/// A candle metadata value as our header holds it (and [`super::gguf_builder`] writes it).
+pub fn header_value(v: &gguf_file::Value) -> gguf_header::Value {
     use gguf_file::Value as V;
     use gguf_header::Value as H;
     match v {
@@ -515,5 +649,42 @@ fn bad(key: &str, expected: &'static str, found: &gguf_file::Value) -> Error {
         key: key.to_string(),
         expected,
         found: format!("{:?}", found.value_type()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::gguf_builder::Builder;
+    use crate::formats::gguf_header::Value as G;
+
+    #[test]
+    fn mxfp4_tensors_are_read_in_place_and_bad_rows_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mx.gguf");
+        let values: Vec<f32> = (0..3 * 64).map(|i| (i % 13) as f32 - 6.0).collect();
+        let blocks = mxfp4::quantize(&values);
+        Builder::new()
+            .meta("general.architecture", G::Str("gpt-oss".into()))
+            .tensor("good", &[64, 3], mxfp4::GGML_TYPE_ID, blocks.clone())
+            // 96 values, a whole number of blocks, but rows of 48.
+            .tensor(
+                "odd",
+                &[48, 2],
+                mxfp4::GGML_TYPE_ID,
+                blocks[..3 * 17].to_vec(),
+            )
+            .write(&path)
+            .unwrap();
+        let g = Gguf::open(&path).unwrap();
+        assert!(g.has_tensor("good") && g.is_mxfp4("good"));
+        assert_eq!(g.tensor_shape("good"), Some(vec![3, 64]));
+        let m = g.mxfp4("good", &Device::Cpu).unwrap();
+        assert_eq!((m.shape(), m.data()), (&[3, 64][..], &blocks[..]));
+        let e = g.mxfp4("odd", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("not whole MXFP4 blocks"), "{e}");
+        // Read as a table or vector, it is refused naming what it can be.
+        let e = g.tensor("good", &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("MXFP4 as the weight of a linear layer"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
-//! A minimal GGUF writer for tests and fuzz seeds: any metadata value and any tensor type id,
-//! including types candle cannot represent (IQ4_XS, TQ2_0, MXFP4, ids no table knows), so
-//! readers can be tested on files this build cannot run.
+//! A minimal GGUF writer for tests, fuzz seeds and synthetic models: any metadata value and
+//! any tensor type id, including types candle cannot represent (IQ4_XS, TQ2_0, MXFP4, ids no
+//! table knows), so readers can be tested on files this build cannot run; [`write_streamed`]
+//! writes large files without holding them twice.
 
 use std::path::Path;
 
@@ -85,30 +86,8 @@ impl Builder {
 
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&3u32.to_le_bytes());
-        b.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        b.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            put_str(&mut b, k);
-            b.extend_from_slice(&v.value_type().id().to_le_bytes());
-            put_value(&mut b, v);
-        }
-        let mut offset = 0u64;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
-            put_str(&mut b, &t.name);
-            b.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                b.extend_from_slice(&d.to_le_bytes());
-            }
-            b.extend_from_slice(&t.type_id.to_le_bytes());
-            b.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
-        }
-        pad(&mut b, self.alignment);
+        let entries: Vec<Entry> = self.tensors.iter().map(Tensor::entry).collect();
+        let (mut b, offsets) = header(self.alignment, &self.metadata, &entries);
         let data_start = b.len() as u64;
         for (t, off) in self.tensors.iter().zip(offsets) {
             b.resize((data_start + off) as usize, 0);
@@ -124,6 +103,82 @@ impl Builder {
             source,
         })
     }
+}
+
+/// One tensor of [`write_streamed`]: name, GGUF dims (`ne[]`, fastest first), type id and
+/// its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// `ne[]`, fastest-varying dimension first.
+    pub dims: &'a [u64],
+    /// ggml type id.
+    pub type_id: u32,
+    /// The tensor's bytes.
+    pub data: &'a [u8],
+}
+
+impl Tensor {
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            name: &self.name,
+            dims: &self.dims,
+            type_id: self.type_id,
+            data: &self.data,
+        }
+    }
+}
+
+/// Writes a GGUF v3 file (alignment 32) of `metadata` and `tensors` to `path`, the tensor
+/// data copied straight from the slices: for files larger than memory should hold twice.
+pub fn write_streamed(path: &Path, metadata: &[(String, Value)], tensors: &[Entry]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (head, offsets) = header(32, metadata, tensors);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    f.write_all(&head).map_err(io)?;
+    let mut written = 0u64;
+    for (t, off) in tensors.iter().zip(offsets) {
+        f.write_all(&vec![0u8; (off - written) as usize])
+            .map_err(io)?;
+        f.write_all(t.data).map_err(io)?;
+        written = off + t.data.len() as u64;
+    }
+    f.flush().map_err(io)
+}
+
+/// The header (magic, counts, metadata, tensor directory, padding to `alignment`) and each
+/// tensor's offset in the data section.
+fn header(alignment: u64, metadata: &[(String, Value)], tensors: &[Entry]) -> (Vec<u8>, Vec<u64>) {
+    let mut b = Vec::new();
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_str(&mut b, k);
+        b.extend_from_slice(&v.value_type().id().to_le_bytes());
+        put_value(&mut b, v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        put_str(&mut b, t.name);
+        b.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in t.dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&t.type_id.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.data.len() as u64).div_ceil(alignment) * alignment;
+    }
+    pad(&mut b, alignment);
+    (b, offsets)
 }
 
 fn pad(b: &mut Vec<u8>, alignment: u64) {

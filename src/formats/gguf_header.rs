@@ -117,7 +117,7 @@ impl Header {
     pub fn check_loadable(&self, path: &Path) -> Result<()> {
         for t in &self.tensors {
             let ty = ggml_types::by_id(t.type_id);
-            if ty.is_none_or(|ty| ty.candle.is_none()) {
+            if ty.is_none_or(|ty| !ty.supported()) {
                 return Err(Error::UnsupportedTensorType {
                     tensor: untrusted::short(&t.name),
                     found: ggml_types::name_of(t.type_id),

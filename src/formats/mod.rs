@@ -11,6 +11,7 @@ pub mod gguf_header;
 pub mod gguf_value;
 pub mod hf_config;
 pub mod mapped;
+pub mod mxfp4;
 pub mod names;
 pub mod safetensors_header;
 pub mod safetensors_index;

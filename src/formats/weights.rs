@@ -12,8 +12,35 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::gguf::Gguf;
+use super::mxfp4::{self, Mxfp4};
 use super::names::{self, NamePair};
 use crate::{Error, Result};
+
+/// A linear layer's weight as loaded: candle's (dense, or quantized in a type candle
+/// computes), or MXFP4 blocks, which our own kernels compute.
+#[derive(Clone, Debug)]
+pub enum Matrix {
+    /// Candle's matmul over a dense or quantized tensor.
+    Candle(QMatMul),
+    /// MXFP4 `(out, in)` (CPU only); boxed, so that layers of candle's weights stay small.
+    Mxfp4(Box<Mxfp4>),
+}
+
+impl Matrix {
+    /// An MXFP4 weight.
+    pub fn mxfp4(m: Mxfp4) -> Self {
+        Self::Mxfp4(Box::new(m))
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Matrix::Candle(QMatMul::QTensor(q)) => q.shape().dims().to_vec(),
+            Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().to_vec(),
+            Matrix::Mxfp4(m) => m.shape().to_vec(),
+        }
+    }
+}
 
 /// The on-disk convention of the weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,7 +364,7 @@ impl<'a> Weights<'a> {
     }
 
     /// The `n` experts stacked in GGUF tensor `name`, each checked against `shape`.
-    fn split(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<QTensor>> {
+    fn split(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<Matrix>> {
         let Source::Gguf { gguf, .. } = &self.source else {
             return Err(Error::Internal("stacked experts are a GGUF layout".into()));
         };
@@ -349,7 +376,16 @@ impl<'a> Weights<'a> {
         if let Some(found) = gguf.tensor_shape(&stored) {
             check_shape(name, &found, &stacked_shape)?;
         }
-        let parts = gguf.tensor_split(&stored, n, &self.device)?;
+        let parts = if gguf.is_mxfp4(&stored) {
+            let whole = gguf.mxfp4(&stored, &self.device)?;
+            whole.split(n)?.into_iter().map(Matrix::mxfp4).collect()
+        } else {
+            let parts = gguf.tensor_split(&stored, n, &self.device)?;
+            let parts = parts.into_iter().map(|q| QMatMul::from_arc(Arc::new(q)));
+            parts
+                .map(|m| Ok(Matrix::Candle(m?)))
+                .collect::<Result<Vec<_>>>()?
+        };
         self.consumed.borrow_mut().insert(stored);
         Ok(parts)
     }
@@ -357,16 +393,9 @@ impl<'a> Weights<'a> {
     /// The `n` matrices stacked in one tensor `name` (`(n, out, in)`, e.g. transformers 5's
     /// `experts.gate_up_proj`), each checked against `shape` and made ready for a matmul as
     /// [`Weights::matmul`] makes one.
-    fn split_any(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
-        let Source::Safetensors {
-            files, precision, ..
-        } = &self.source
-        else {
-            return self
-                .split(name, n, shape)?
-                .into_iter()
-                .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
-                .collect();
+    fn split_any(&self, name: &str, n: usize, shape: &[usize]) -> Result<Vec<Matrix>> {
+        let Source::Safetensors { files, .. } = &self.source else {
+            return self.split(name, n, shape);
         };
         let stored = self.stored_name(name);
         if !self.has_stored(&stored) {
@@ -376,47 +405,82 @@ impl<'a> Weights<'a> {
         let stacked_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
         check_shape(name, t.dims(), &stacked_shape)?;
         (0..n)
-            .map(|e| {
-                let part = t.get(e)?;
-                if self.check_only {
-                    return Ok(QMatMul::Tensor(part));
-                }
-                Ok(
-                    match precision.quant.and_then(|q| quant_for(part.dims(), q)) {
-                        Some(q) => QMatMul::from_arc(Arc::new(QTensor::quantize(
-                            &part.to_dtype(DType::F32)?,
-                            q,
-                        )?))?,
-                        None => QMatMul::Tensor(part.to_dtype(precision.dtype)?.contiguous()?),
-                    },
-                )
-            })
+            .map(|e| self.dense_matrix(t.get(e)?.contiguous()?))
             .collect()
     }
 
-    /// A linear layer's weight: quantized blocks from GGUF as they are; safetensors weights
-    /// quantized at load time (`--quant`) or kept dense in the chosen dtype.
-    fn matmul(&self, name: &str) -> Result<QMatMul> {
-        let Source::Safetensors {
-            files, precision, ..
-        } = &self.source
-        else {
-            return Ok(QMatMul::from_arc(self.qtensor(name)?)?);
+    /// A linear layer's weight: quantized blocks from GGUF as they are (MXFP4 included);
+    /// safetensors weights quantized at load time (`--quant`) or kept dense in the chosen
+    /// dtype.
+    fn matmul(&self, name: &str) -> Result<Matrix> {
+        let Source::Safetensors { files, .. } = &self.source else {
+            let stored = self.stored_name(name);
+            if let Source::Gguf { gguf, .. } = &self.source {
+                if gguf.is_mxfp4(&stored) {
+                    let m = gguf.mxfp4(&stored, &self.device)?;
+                    self.consumed.borrow_mut().insert(stored);
+                    return Ok(Matrix::mxfp4(m));
+                }
+            }
+            return Ok(Matrix::Candle(QMatMul::from_arc(self.qtensor(name)?)?));
         };
         let stored = self.stored_name(name);
         if !self.has_stored(&stored) {
             return Err(self.missing(name, stored));
         }
         let t = self.raw(files, &stored)?;
+        self.dense_matrix(t)
+    }
+
+    /// A dense weight (as stored in safetensors) for a linear layer: quantized (`--quant`) or
+    /// in the chosen dtype; left as it is when only checking.
+    fn dense_matrix(&self, t: Tensor) -> Result<Matrix> {
+        let precision = match &self.source {
+            Source::Safetensors { precision, .. } => *precision,
+            Source::Gguf { .. } => Precision::default(),
+        };
         if self.check_only {
-            return Ok(QMatMul::Tensor(t));
+            return Ok(Matrix::Candle(QMatMul::Tensor(t)));
         }
-        Ok(match precision.quant.and_then(|q| quant_for(t.dims(), q)) {
-            Some(q) => {
-                QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
-            }
-            None => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
-        })
+        Ok(Matrix::Candle(
+            match precision.quant.and_then(|q| quant_for(t.dims(), q)) {
+                Some(q) => {
+                    QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
+                }
+                None => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
+            },
+        ))
+    }
+
+    /// A safetensors tensor of unsigned bytes as stored (MXFP4 blocks and scales), marked
+    /// consumed, with its shape; zeros (untouched pages) when only checking.
+    fn raw_u8(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
+        let Source::Safetensors { files, .. } = &self.source else {
+            return Err(Error::Internal(format!(
+                "{name}: byte tensors are a safetensors layout"
+            )));
+        };
+        let stored = self.stored_name(name);
+        if !self.has_stored(&stored) {
+            return Err(self.missing(name, stored));
+        }
+        let unsupported = |found: String| Error::UnsupportedTensorType {
+            tensor: stored.clone(),
+            found,
+            supported: "U8 (MXFP4 blocks and scales)".into(),
+        };
+        let view = files.get(&stored).map_err(|e| unsupported(e.to_string()))?;
+        if DType::try_from(view.dtype()).ok() != Some(DType::U8) {
+            return Err(unsupported(format!("{:?}", view.dtype())));
+        }
+        let shape = view.shape().to_vec();
+        let bytes = if self.check_only {
+            Vec::new()
+        } else {
+            view.data().to_vec()
+        };
+        self.consumed.borrow_mut().insert(stored);
+        Ok((bytes, shape))
     }
 
     /// Marks a stored tensor as deliberately unused (e.g. precomputed tables we recompute).
@@ -568,7 +632,7 @@ impl<'w, 'a> Vb<'w, 'a> {
     /// safetensors one tensor per expert (`{prefix}.experts.{e}.{leaf}.weight`), in GGUF one
     /// stacked tensor (the name table maps `{prefix}.experts.*.{leaf}.weight`, e.g. to
     /// `blk.N.ffn_gate_exps.weight`) that is split into per-expert weights here.
-    pub fn experts(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
+    pub fn experts(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<Matrix>> {
         let w = self.weights;
         if let Source::Safetensors { .. } = &w.source {
             return (0..n)
@@ -576,16 +640,80 @@ impl<'w, 'a> Vb<'w, 'a> {
                 .collect();
         }
         let name = self.name(&format!("experts.*.{leaf}.weight"));
-        w.split(&name, n, shape)?
-            .into_iter()
-            .map(|q| Ok(QMatMul::from_arc(Arc::new(q))?))
-            .collect()
+        w.split(&name, n, shape)
+    }
+
+    /// The MXFP4 tensor a published checkpoint stores as `{leaf}_blocks` (`(…, rows, cols /
+    /// 32, 16)` bytes) and `{leaf}_scales` (`(…, rows, cols / 32)` exponents), repacked into
+    /// ggml's blocks and checked against `shape` (`(…, rows, cols)`). When only checking, its
+    /// blocks are zeros that are never touched.
+    pub fn mxfp4_pair(&self, leaf: &str, shape: &[usize]) -> Result<Mxfp4> {
+        let w = self.weights;
+        let (blocks, block_shape) = w.raw_u8(&self.name(&format!("{leaf}_blocks")))?;
+        let (scales, scale_shape) = w.raw_u8(&self.name(&format!("{leaf}_scales")))?;
+        let Some((&cols, outer)) = shape
+            .split_last()
+            .filter(|(c, _)| **c > 0 && *c % mxfp4::BLOCK == 0)
+        else {
+            return Err(Error::UnsupportedConfig(format!(
+                "{}: MXFP4 rows of shape {shape:?} are not whole blocks of {} values",
+                self.name(leaf),
+                mxfp4::BLOCK
+            )));
+        };
+        let expected = |last: &[usize]| -> Vec<usize> {
+            let blocks = std::iter::once(cols / mxfp4::BLOCK);
+            outer
+                .iter()
+                .copied()
+                .chain(blocks)
+                .chain(last.iter().copied())
+                .collect()
+        };
+        let blocks_name = self.name(&format!("{leaf}_blocks"));
+        check_shape(&blocks_name, &block_shape, &expected(&[mxfp4::BLOCK / 2]))?;
+        let scales_name = self.name(&format!("{leaf}_scales"));
+        check_shape(&scales_name, &scale_shape, &expected(&[]))?;
+        if w.check_only {
+            let bytes = mxfp4::bytes_for(shape).unwrap_or(0);
+            let map = anonymous_zeros(bytes)?;
+            return Mxfp4::mapped(&map, 0..bytes, shape.to_vec())
+                .ok_or_else(|| Error::Internal(format!("zeros of MXFP4 {shape:?}")));
+        }
+        Mxfp4::owned(
+            mxfp4::from_blocks_and_scales(&blocks, &scales)?,
+            shape.to_vec(),
+        )
+    }
+
+    /// A linear layer's weight from a dense tensor the family sliced out of a stored one
+    /// (`(out, in)`): quantized (`--quant`) or kept in the chosen dtype as [`Vb::matmul`]
+    /// keeps stored weights.
+    pub fn dense_matrix(&self, t: Tensor) -> Result<Matrix> {
+        self.weights.dense_matrix(t)
+    }
+
+    /// The tensor `leaf` as stored in safetensors (its float dtype), checked against `shape`;
+    /// f32 from GGUF. For stacked tensors a family slices before making matrices of them.
+    pub fn stored(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        let name = self.name(leaf);
+        let w = self.weights;
+        let Source::Safetensors { files, .. } = &w.source else {
+            return self.tensor(leaf, shape);
+        };
+        let stored = w.stored_name(&name);
+        if !w.has_stored(&stored) {
+            return Err(w.missing(&name, stored));
+        }
+        let t = w.raw(files, &stored)?;
+        check_shape(&name, t.dims(), shape)?;
+        Ok(t)
     }
 
     /// The `n` matrices (each `shape` = `(out, in)`) stacked in the one tensor `leaf` in both
     /// formats (`(n, out, in)`; transformers 5's `experts.gate_up_proj`, llama.cpp's
     /// `blk.N.ffn_gate_up_exps.weight`), split into per-matrix weights.
-    pub fn stacked(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<QMatMul>> {
+    pub fn stacked(&self, leaf: &str, n: usize, shape: &[usize]) -> Result<Vec<Matrix>> {
         self.weights.split_any(&self.name(leaf), n, shape)
     }
 
@@ -596,14 +724,10 @@ impl<'w, 'a> Vb<'w, 'a> {
     }
 
     /// The weight of a linear layer `leaf` (`(out, in)`), ready for a matmul.
-    pub fn matmul(&self, leaf: &str, shape: &[usize]) -> Result<QMatMul> {
+    pub fn matmul(&self, leaf: &str, shape: &[usize]) -> Result<Matrix> {
         let name = self.name(leaf);
         let m = self.weights.matmul(&name)?;
-        let dims = match &m {
-            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
-        };
-        check_shape(&name, &dims, shape)?;
+        check_shape(&name, &m.dims(), shape)?;
         Ok(m)
     }
 }
@@ -613,19 +737,19 @@ impl<'w, 'a> Vb<'w, 'a> {
 fn zeros_qtensor(shape: &[usize], dtype: GgmlDType) -> Result<QTensor> {
     let elems: usize = shape.iter().product();
     let bytes = (elems / dtype.block_size()) * dtype.type_size();
-    let map = memmap2::MmapOptions::new()
+    let map = anonymous_zeros(bytes)?;
+    super::mapped::qtensor(&map, 0..bytes, dtype, shape.to_vec().into(), &Device::Cpu)
+        .map_err(|e| Error::Internal(format!("zeros of {shape:?} as {dtype:?}: {e}")))
+}
+
+/// `bytes` of zeros in an anonymous read-only map: pages that cost nothing until touched.
+fn anonymous_zeros(bytes: usize) -> Result<Arc<memmap2::Mmap>> {
+    memmap2::MmapOptions::new()
         .len(bytes.max(1))
         .map_anon()
         .and_then(|m| m.make_read_only())
-        .map_err(|e| Error::Internal(format!("mapping {bytes} bytes of zeros: {e}")))?;
-    super::mapped::qtensor(
-        &Arc::new(map),
-        0..bytes,
-        dtype,
-        shape.to_vec().into(),
-        &Device::Cpu,
-    )
-    .map_err(|e| Error::Internal(format!("zeros of {shape:?} as {dtype:?}: {e}")))
+        .map(Arc::new)
+        .map_err(|e| Error::Internal(format!("mapping {bytes} bytes of zeros: {e}")))
 }
 
 fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {

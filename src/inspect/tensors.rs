@@ -34,6 +34,12 @@ pub struct Tensor {
     pub problem: Option<String>,
 }
 
+/// A published checkpoint's MXFP4 blocks or scales (gpt-oss: `*_blocks`, `*_scales`, stored
+/// as bytes), which the loader reads (see [`crate::formats::mxfp4`]).
+fn is_mxfp4_part(name: &str) -> bool {
+    name.ends_with("_blocks") || name.ends_with("_scales")
+}
+
 /// Every tensor of the model, in file (and shard) order.
 pub fn list(model: &Model) -> Vec<Tensor> {
     match model {
@@ -46,7 +52,7 @@ pub fn list(model: &Model) -> Vec<Tensor> {
                     name: t.name.clone(),
                     shape: t.dims.clone(),
                     dtype: ggml_types::name_of(t.type_id),
-                    supported: ty.is_some_and(|ty| ty.candle.is_some()),
+                    supported: ty.is_some_and(|ty| ty.supported()),
                     elements: t.elements(),
                     bytes: header.tensor_bytes(t),
                     offset: header.data_offset.saturating_add(t.offset),
@@ -61,7 +67,8 @@ pub fn list(model: &Model) -> Vec<Tensor> {
                 name: t.name.clone(),
                 shape: t.shape.clone(),
                 dtype: t.dtype.clone(),
-                supported: matches!(t.dtype.as_str(), "F32" | "F16" | "BF16"),
+                supported: matches!(t.dtype.as_str(), "F32" | "F16" | "BF16")
+                    || (t.dtype == "U8" && is_mxfp4_part(&t.name)),
                 elements: t.elements(),
                 bytes: Some(t.end.saturating_sub(t.start)),
                 offset: shard.header.data_offset.saturating_add(t.start),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::stats::Stats;
 use super::Model;
-use crate::formats::ggml_types;
+use crate::formats::{ggml_types, mxfp4};
 use crate::{Error, Result};
 
 /// Elements decoded per chunk (16 MiB of f32).
@@ -129,6 +129,8 @@ enum Decode {
         row: u64,
         row_bytes: u64,
     },
+    /// MXFP4 blocks, dequantized by [`mxfp4::dequantize`]; rows as for `Ggml`.
+    Mxfp4 { row: u64, row_bytes: u64 },
     /// Plain elements.
     Plain(Plain),
 }
@@ -195,22 +197,21 @@ fn locate(model: &Model, name: &str) -> Result<Located> {
             let ty = ggml_types::by_id(t.type_id).ok_or_else(|| unsupported(name, &type_name))?;
             // The extent check comes first: it bounds every size computed below by the file.
             let (start, _) = header.extent(t).map_err(|r| bad(path, r))?;
+            let ne0 = t.dims.first().copied().unwrap_or(1);
+            // A row that is not whole blocks is read as one piece.
+            let row = match ne0 % ty.block_size as u64 {
+                0 => ne0,
+                _ => t.elements().unwrap_or(0),
+            }
+            .max(1);
+            let row_bytes = row / ty.block_size as u64 * ty.type_size as u64;
             let decode = match (ty.candle, Plain::from_ggml(ty.name)) {
-                (Some(dtype), _) => {
-                    let ne0 = t.dims.first().copied().unwrap_or(1);
-                    let elements = t.elements().unwrap_or(0);
-                    // A row that is not whole blocks is read as one piece.
-                    let row = if ne0 % ty.block_size as u64 == 0 {
-                        ne0
-                    } else {
-                        elements
-                    };
-                    Decode::Ggml {
-                        dtype,
-                        row: row.max(1),
-                        row_bytes: row.max(1) / ty.block_size as u64 * ty.type_size as u64,
-                    }
-                }
+                (Some(dtype), _) => Decode::Ggml {
+                    dtype,
+                    row,
+                    row_bytes,
+                },
+                (None, _) if ty.id == mxfp4::GGML_TYPE_ID => Decode::Mxfp4 { row, row_bytes },
                 (None, Some(plain)) => Decode::Plain(plain),
                 (None, None) => return Err(unsupported(name, &type_name)),
             };
@@ -271,6 +272,16 @@ fn for_each_chunk(t: &Located, limit: u64, f: &mut dyn FnMut(&[f32]) -> Result<(
                     .to_dtype(DType::F32)?
                     .flatten_all()?
                     .to_vec1::<f32>()?
+            }
+            Decode::Mxfp4 { row, row_bytes } => {
+                let rows = (CHUNK_ELEMENTS / row)
+                    .max(1)
+                    .min((wanted - done).div_ceil(row));
+                let mut buf = vec![0u8; (rows * row_bytes) as usize];
+                file.read_exact(&mut buf).map_err(io)?;
+                let mut values = vec![0f32; (rows * row) as usize];
+                mxfp4::dequantize(&buf, &mut values);
+                values
             }
             Decode::Plain(p) => {
                 let n = CHUNK_ELEMENTS.min(wanted - done);

@@ -16,6 +16,7 @@
 pub mod assembly;
 pub mod gemma3;
 pub mod gemma4;
+pub mod gpt_oss;
 pub mod granite;
 pub mod hf_class;
 pub mod layers;
@@ -352,6 +353,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_5_moe::SPEC,
     &qwen3_next::SPEC,
     &gemma4::SPEC,
+    &gpt_oss::SPEC,
 ];
 
 /// The registered family with id `id`.

@@ -11,6 +11,8 @@ use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::FamilySpec;
+use crate::formats::gguf::MemoryTensor;
+use crate::formats::mxfp4::{self, Mxfp4};
 use crate::{Error, Result};
 
 /// The dimensions of a decoder-only model.
@@ -244,12 +246,17 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
         "ffn_gate_shexp.weight" | "ffn_up_shexp.weight" => vec![shared?, d.hidden],
         "ffn_down_shexp.weight" => vec![d.hidden, shared?],
         "attn_output.weight" => vec![d.hidden, q],
+        "attn_output.bias" => vec![d.hidden],
+        "attn_sinks.weight" => vec![d.heads],
         "attn_q.bias" => vec![q],
         "attn_k.bias" | "attn_v.bias" => vec![kv],
         "ffn_gate.weight" => vec![d.ffn, d.hidden],
         "ffn_up.weight" => vec![up_rows, d.hidden],
         "ffn_down.weight" => vec![d.hidden, d.ffn],
         "ffn_gate_inp.weight" => vec![experts()?, d.hidden],
+        "ffn_gate_inp.bias" => vec![experts()?],
+        "ffn_gate_exps.bias" | "ffn_up_exps.bias" => vec![experts()?, expert_ffn],
+        "ffn_down_exps.bias" => vec![experts()?, d.hidden],
         "ffn_gate_exps.weight" | "ffn_up_exps.weight" => vec![experts()?, expert_ffn, d.hidden],
         "ffn_down_exps.weight" => vec![experts()?, d.hidden, expert_ffn],
         "ffn_gate_up_exps.weight" => vec![experts()?, 2 * expert_ffn, d.hidden],
@@ -266,6 +273,8 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
 pub fn role_of(suffix: &str, shape: &[usize]) -> Role {
     match (suffix, shape.len()) {
         (_, 1) => Role::Vector,
+        // Stacked per-expert biases (gpt-oss) are vectors too.
+        (s, _) if s.ends_with(".bias") => Role::Vector,
         ("attn_v.weight", _) => Role::AttnV,
         ("ffn_down.weight" | "ffn_down_exps.weight", _) => Role::FfnDown,
         ("ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight", _) => Role::Router,
@@ -457,6 +466,47 @@ impl Rng {
     }
 }
 
+/// How a synthetic tensor is stored: one of candle's types, or MXFP4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stored {
+    /// A type candle quantizes and computes.
+    Ggml(GgmlDType),
+    /// MXFP4 blocks (computed by our own kernels).
+    Mxfp4,
+}
+
+impl From<GgmlDType> for Stored {
+    fn from(t: GgmlDType) -> Self {
+        Self::Ggml(t)
+    }
+}
+
+impl Stored {
+    /// ggml's name for the type (`Q8_0`, `MXFP4`).
+    pub fn name(self) -> &'static str {
+        let id = match self {
+            Self::Ggml(t) => crate::formats::ggml_types::TYPES
+                .iter()
+                .find(|ty| ty.candle == Some(t))
+                .map(|ty| ty.id),
+            Self::Mxfp4 => Some(mxfp4::GGML_TYPE_ID),
+        };
+        id.and_then(crate::formats::ggml_types::by_id)
+            .map_or("?", |ty| ty.name)
+    }
+
+    /// Bytes of `elements` values, when a whole number of blocks.
+    pub fn bytes(self, elements: usize) -> Option<usize> {
+        let (block, size) = match self {
+            Self::Ggml(t) => (t.block_size(), t.type_size()),
+            Self::Mxfp4 => (mxfp4::BLOCK, mxfp4::BLOCK_BYTES),
+        };
+        elements
+            .is_multiple_of(block)
+            .then(|| elements / block * size)
+    }
+}
+
 /// Blocks in each pool of pre-quantized random blocks.
 const POOL_BLOCKS: usize = 4096;
 /// Consecutive pool blocks copied per random pick (fewer draws, same statistics per block).
@@ -469,7 +519,7 @@ const RUN_BLOCKS: usize = 8;
 pub struct RandomTensors {
     rng: Rng,
     device: Device,
-    pools: HashMap<(GgmlDType, u32), Vec<u8>>,
+    pools: HashMap<(Stored, u32), Vec<u8>>,
 }
 
 impl RandomTensors {
@@ -491,20 +541,61 @@ impl RandomTensors {
         center: f32,
         spread: f32,
     ) -> Result<QTensor> {
-        let (block, type_size) = (dtype.block_size(), dtype.type_size());
+        let bytes = self.blocks(shape, Stored::Ggml(dtype), center, spread)?;
+        let storage = QStorage::from_data(Cow::Owned(bytes), &self.device, dtype)?;
+        Ok(QTensor::new(storage, shape)?)
+    }
+
+    /// A `shape` tensor stored as `stored` (candle's types on the generator's device, MXFP4
+    /// on the CPU), values as [`RandomTensors::tensor`] makes them.
+    pub fn stored(
+        &mut self,
+        shape: &[usize],
+        stored: Stored,
+        center: f32,
+        spread: f32,
+    ) -> Result<MemoryTensor> {
+        Ok(match stored {
+            Stored::Ggml(t) => self.tensor(shape, t, center, spread)?.into(),
+            Stored::Mxfp4 => {
+                let bytes = self.blocks(shape, stored, center, spread)?;
+                Mxfp4::owned(bytes, shape.to_vec())?.into()
+            }
+        })
+    }
+
+    /// The bytes of a `shape` tensor of `stored` blocks, in runs of pool blocks.
+    fn blocks(
+        &mut self,
+        shape: &[usize],
+        stored: Stored,
+        center: f32,
+        spread: f32,
+    ) -> Result<Vec<u8>> {
+        let (block, type_size) = match stored {
+            Stored::Ggml(t) => (t.block_size(), t.type_size()),
+            Stored::Mxfp4 => (mxfp4::BLOCK, mxfp4::BLOCK_BYTES),
+        };
         let last = shape.last().copied().unwrap_or(1);
         if last % block != 0 {
             return Err(Error::InvalidArgument(format!(
-                "a {shape:?} tensor cannot be stored as {dtype:?}: rows of {last} are not a multiple of its block of {block}"
+                "a {shape:?} tensor cannot be stored as {}: rows of {last} are not a multiple of its block of {block}",
+                stored.name()
             )));
         }
         let n_blocks = shape.iter().product::<usize>() / block;
-        let key = (dtype, (center.to_bits() ^ spread.to_bits().rotate_left(16)));
+        let key = (
+            stored,
+            (center.to_bits() ^ spread.to_bits().rotate_left(16)),
+        );
         let pool = match self.pools.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let values = self.rng.tensor(&[POOL_BLOCKS, block], center, spread)?;
-                e.insert(QTensor::quantize(&values, dtype)?.data()?.into_owned())
+                e.insert(match stored {
+                    Stored::Ggml(t) => QTensor::quantize(&values, t)?.data()?.into_owned(),
+                    Stored::Mxfp4 => mxfp4::quantize(&values.flatten_all()?.to_vec1()?),
+                })
             }
         };
         let mut bytes = Vec::with_capacity(n_blocks * type_size);
@@ -515,8 +606,7 @@ impl RandomTensors {
             bytes.extend_from_slice(&pool[start * type_size..(start + run) * type_size]);
             left -= run;
         }
-        let storage = QStorage::from_data(Cow::Owned(bytes), &self.device, dtype)?;
-        Ok(QTensor::new(storage, shape)?)
+        Ok(bytes)
     }
 }
 
@@ -619,6 +709,24 @@ mod tests {
             assert!(max > 0.3 && max < 0.6, "{dtype:?}: max |x| {max}");
             assert!(v.iter().all(|x| x.is_finite()), "{dtype:?}");
         }
+    }
+
+    #[test]
+    fn random_mxfp4_tensors_are_whole_blocks_in_the_value_range() {
+        let mut r = RandomTensors::new(7, &Device::Cpu);
+        let MemoryTensor::Mxfp4(t) = r.stored(&[2, 8, 64], Stored::Mxfp4, 0.0, 0.5).unwrap() else {
+            panic!("not MXFP4")
+        };
+        assert_eq!(
+            (t.shape(), t.data().len()),
+            (&[2, 8, 64][..], 2 * 8 * 2 * 17)
+        );
+        let v = t.dequantize();
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(max > 0.3 && max <= 0.75, "max |x| {max}");
+        assert_eq!(Stored::Mxfp4.name(), "MXFP4");
+        assert_eq!(Stored::Mxfp4.bytes(64), Some(34));
+        assert_eq!(Stored::Ggml(GgmlDType::Q8_0).name(), "Q8_0");
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl Span {
     }
 }
 
-/// `softmax(scale · q·Kᵀ [soft-capped], masked) · V` for `L < MAX_QUERIES` queries.
+/// `softmax(scale · q·Kᵀ [soft-capped], masked) · V` for `L < MAX_QUERIES` queries; with
+/// `sinks` (one logit per query head, gpt-oss) each head's softmax has that extra logit in
+/// its denominator, with no value, as ggml adds it after the keys.
 ///
 /// `q` is `(1, H, L, D)`, `k` and `v` are `(1, KV, n, D)` views (of the cache: rows of one
 /// head contiguous) covering every key the queries see, all f32 on the CPU; `None` for
@@ -63,10 +65,13 @@ pub fn attend_few(
     k: &Tensor,
     v: &Tensor,
     span: Span,
-    scale: Scale,
-    softcap: Option<f32>,
+    (scale, softcap): (Scale, Option<f32>),
+    sinks: Option<&[f32]>,
 ) -> Result<Option<Tensor>> {
     let (b, h, l, d) = q.dims4()?;
+    if sinks.is_some_and(|s| s.len() != h) {
+        return Ok(None);
+    }
     let (kb, kv, n, kd) = k.dims4()?;
     if b != 1 || l == 0 || l >= MAX_QUERIES || kb != 1 || kd != d || kv == 0 {
         return Ok(None);
@@ -96,8 +101,11 @@ pub fn attend_few(
                                     &q[unit * d..(unit + 1) * d],
                                     &k_rows[g][keys.start * d..keys.end * d],
                                     &v_rows[g][keys.start * d..keys.end * d],
-                                    scale,
-                                    softcap,
+                                    Logits {
+                                        scale,
+                                        softcap,
+                                        sink: sinks.map(|s| s[head]),
+                                    },
                                     dst,
                                 );
                             }
@@ -142,18 +150,30 @@ fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f32]]) -> R) -> Result<Optio
     Ok(Some(f(&per_head)))
 }
 
+/// How one query's logits are formed: the score scale, the optional soft cap, and the
+/// optional sink logit of its head.
+#[derive(Clone, Copy, Debug)]
+pub struct Logits {
+    /// The score scale.
+    pub scale: Scale,
+    /// `cap · tanh(s / cap)`.
+    pub softcap: Option<f32>,
+    /// An extra logit in the softmax's denominator (gpt-oss's attention sinks).
+    pub sink: Option<f32>,
+}
+
 /// One query against the key and value rows it sees (`k`, `v`: whole rows of `q.len()`).
-fn one_query(q: &[f32], k: &[f32], v: &[f32], scale: Scale, softcap: Option<f32>, out: &mut [f32]) {
+fn one_query(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::gemv::kernel() != super::gemv::Kernel::Scalar {
         if native_f16() {
             // SAFETY: checked just above, and a non-scalar kernel means AVX2, FMA and F16C.
-            return unsafe { one_query_fp16(q, k, v, scale, softcap, out) };
+            return unsafe { one_query_fp16(q, k, v, logits, out) };
         }
         // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
-        return unsafe { one_query_avx2(q, k, v, scale, softcap, out) };
+        return unsafe { one_query_avx2(q, k, v, logits, out) };
     }
-    online::<Portable>(q, k, v, scale, softcap, out)
+    online::<Portable>(q, k, v, logits, out)
 }
 
 /// Whether this CPU does f16 arithmetic (AVX512-FP16), as llama.cpp built for it then does.
@@ -167,28 +187,14 @@ fn native_f16() -> bool {
 /// into one scalar conversion per element, which made decoding after 512 tokens twice as slow.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn one_query_fp16(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    scale: Scale,
-    softcap: Option<f32>,
-    out: &mut [f32],
-) {
-    online::<Fp16>(q, k, v, scale, softcap, out)
+unsafe fn one_query_fp16(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+    online::<Fp16>(q, k, v, logits, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn one_query_avx2(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    scale: Scale,
-    softcap: Option<f32>,
-    out: &mut [f32],
-) {
-    online::<Avx2>(q, k, v, scale, softcap, out)
+unsafe fn one_query_avx2(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+    online::<Avx2>(q, k, v, logits, out)
 }
 
 /// How the score scale is applied: to the scores (llama.cpp's default), or to the query
@@ -202,16 +208,15 @@ pub enum Scale {
 }
 
 /// ggml's one-row flash attention: scores in key order, running max `M` and sum `S`, values
-/// accumulated in f16 precision.
+/// accumulated in f16 precision; a sink logit joins `M` and `S` after the keys, as ggml
+/// applies it (the values then in f32).
 #[inline(always)]
-fn online<S: F16Steps>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    scale: Scale,
-    softcap: Option<f32>,
-    out: &mut [f32],
-) {
+fn online<S: F16Steps>(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+    let Logits {
+        scale,
+        softcap,
+        sink,
+    } = logits;
     let d = q.len();
     let mut q16 = [0f32; 512];
     let mut heap = Vec::new();
@@ -272,6 +277,18 @@ fn online<S: F16Steps>(
         // ggml's C is compiled with contraction on: this is one fused multiply-add there.
         sum = sum.mul_add(ms, vs);
     }
+    if let Some(s) = sink {
+        let (ms, vs) = if s > max {
+            let ms = (max - s).exp();
+            for o in out.iter_mut() {
+                *o *= ms;
+            }
+            (ms, 1.0)
+        } else {
+            (1.0, (s - max).exp())
+        };
+        sum = sum.mul_add(ms, vs);
+    }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for o in out {
         *o *= inv;
@@ -330,7 +347,7 @@ mod tests {
             };
             let q = Tensor::from_vec(values(h * l * d, 3), (1, h, l, d), &dev).unwrap();
             let want = reference(&q, &k, &v, span, 0.3);
-            let got: Vec<f32> = attend_few(&q, &k, &v, span, Scale::Scores(0.3), None)
+            let got: Vec<f32> = attend_few(&q, &k, &v, span, (Scale::Scores(0.3), None), None)
                 .unwrap()
                 .expect("cache views are supported")
                 .flatten_all()
@@ -355,9 +372,11 @@ mod tests {
             window: None,
         };
         let (k, v) = (kbuf.narrow(2, 0, l).unwrap(), vbuf.narrow(2, 0, l).unwrap());
-        assert!(attend_few(&q, &k, &v, span, Scale::Scores(0.3), None)
-            .unwrap()
-            .is_none());
+        assert!(
+            attend_few(&q, &k, &v, span, (Scale::Scores(0.3), None), None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -371,13 +390,21 @@ mod tests {
         v[9] = 4.0e-4; // lost in f16
         for (name, f) in variants() {
             let mut out = [0f32; 8];
-            f(&q, &k, &v, Scale::Scores(1.0), None, &mut out);
+            f(&q, &k, &v, plain(Scale::Scores(1.0), None), &mut out);
             assert_eq!(out[0], (1.0 + 2f32.powi(-10)) / 2.0, "{name}");
             assert_eq!(out[1], 0.5, "{name}");
         }
     }
 
-    type OneQuery = fn(&[f32], &[f32], &[f32], Scale, Option<f32>, &mut [f32]);
+    type OneQuery = fn(&[f32], &[f32], &[f32], Logits, &mut [f32]);
+
+    fn plain(scale: Scale, softcap: Option<f32>) -> Logits {
+        Logits {
+            scale,
+            softcap,
+            sink: None,
+        }
+    }
 
     /// The portable form, and the AVX2 one where this CPU has it.
     fn variants() -> Vec<(&'static str, OneQuery)> {
@@ -385,13 +412,13 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::cpu::gemv::kernel() != crate::kernels::cpu::gemv::Kernel::Scalar {
             // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
-            v.push(("avx2", |q, k, v, s, c, o| unsafe {
-                one_query_avx2(q, k, v, s, c, o)
+            v.push(("avx2", |q, k, v, l, o| unsafe {
+                one_query_avx2(q, k, v, l, o)
             }));
             if native_f16() {
                 // SAFETY: checked just above.
-                v.push(("fp16", |q, k, v, s, c, o| unsafe {
-                    one_query_fp16(q, k, v, s, c, o)
+                v.push(("fp16", |q, k, v, l, o| unsafe {
+                    one_query_fp16(q, k, v, l, o)
                 }));
             }
         }
@@ -442,11 +469,52 @@ mod tests {
                 .into_iter()
                 .map(|(_, f)| {
                     let mut out = vec![0f32; d];
-                    f(&q, &k, &v, Scale::Scores(0.9), cap, &mut out);
+                    f(&q, &k, &v, plain(Scale::Scores(0.9), cap), &mut out);
                     out
                 })
                 .collect();
             assert!(outs.windows(2).all(|w| w[0] == w[1]), "d {d}");
+        }
+    }
+
+    #[test]
+    fn a_sink_takes_its_share_of_the_softmax_in_every_form() {
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
+        let (d, n) = (64, 11);
+        let (q, k, v) = (values(d, 8), values(n * d, 9), values(n * d, 10));
+        // Scores are within ±0.9·d/3; a sink below, and one above, every score.
+        for sink in [-3.0f32, 0.2, 40.0] {
+            let run = |f: OneQuery, sink: Option<f32>| {
+                let mut out = vec![0f32; d];
+                let logits = Logits {
+                    scale: Scale::Scores(0.9),
+                    softcap: None,
+                    sink,
+                };
+                f(&q, &k, &v, logits, &mut out);
+                out
+            };
+            let outs: Vec<Vec<f32>> = variants()
+                .into_iter()
+                .map(|(_, f)| run(f, Some(sink)))
+                .collect();
+            assert!(outs.windows(2).all(|w| w[0] == w[1]), "sink {sink}");
+            // softmax over [scores, sink] · [V, 0] = plain attention × (Σe^s / (Σe^s + e^sink)).
+            let scores: Vec<f32> = k
+                .chunks_exact(d)
+                .map(|kr| 0.9 * kr.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())
+                .collect();
+            let max = scores.iter().fold(sink, |m, &s| m.max(s));
+            let keys: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+            let share = keys / (keys + (sink - max).exp());
+            let without = run(online::<Portable>, None);
+            for (a, b) in outs[0].iter().zip(&without) {
+                assert!(
+                    (a - b * share).abs() < 4e-3 * (b * share).abs().max(0.05),
+                    "sink {sink}: {a} vs {}",
+                    b * share
+                );
+            }
         }
     }
 

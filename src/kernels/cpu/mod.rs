@@ -1,5 +1,5 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
-//! [`gemv`] and the per-type files, batches in [`gemm_q8`], k-quants in [`kquants`] and
+//! [`gemv`] and the per-type files, MXFP4 in [`mxfp4`], batches in [`gemm_q8`], k-quants in [`kquants`] and
 //! [`kdots`]), few-query attention in llama.cpp's numerics ([`attn_few`], [`attn_f16`]), the
 //! gated activation ([`gated`]), RoPE's rotation ([`rope`]), borrowing tensor data ([`host`])
 //! and the thread pool they all run on ([`pool`]). Each picks its SIMD form at run time;
@@ -13,6 +13,7 @@ pub mod gemv;
 pub mod host;
 pub mod kdots;
 pub mod kquants;
+pub mod mxfp4;
 pub mod pool;
 pub mod q4_1;
 pub mod q5_0;

@@ -1,10 +1,10 @@
 //! Grouped-query attention with the options our families need: Q/K/V biases, a fused QKV
 //! matrix, per-head Q/K RMSNorm, a sliding window, logit soft-capping, and a custom score scale
 //! (in [`Config`]); no RoPE (NoPE layers), Q/K RMSNorm over the whole projection, a value
-//! RMSNorm without weights, keys that serve as values, and keys and values read from an
-//! earlier layer (in [`Options`], which the many `Config` literals need not name). Keys and
-//! values go through the engine's KV cache; query heads are grouped onto their KV head by a
-//! reshape, so K/V are never copied per query head.
+//! RMSNorm without weights, keys that serve as values, keys and values read from an earlier
+//! layer, and learned per-head sinks (in [`Options`], which the many `Config` literals need
+//! not name). Keys and values go through the engine's KV cache; query heads are grouped onto
+//! their KV head by a reshape, so K/V are never copied per query head.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -64,6 +64,9 @@ pub struct Options {
     pub kv: KvSource,
     /// Per-head RMSNorm without weights on the values, with the Q/K norms' epsilon (Gemma 4).
     pub v_norm: bool,
+    /// A learned logit per query head (`sinks`, gpt-oss) joins each softmax's denominator,
+    /// with no value: attention may put weight on "nothing".
+    pub sinks: bool,
 }
 
 /// Leaf names, under the layer's prefix, of the tensors whose names differ between families
@@ -96,6 +99,8 @@ pub struct Attention {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     v_norm: Option<RmsNorm>,
+    /// One logit per query head (`Options::sinks`), f32 `(n_heads,)`.
+    sinks: Option<Tensor>,
     cfg: Config,
     opts: Options,
 }
@@ -154,6 +159,10 @@ impl Attention {
             v_norm: match opts.kv {
                 KvSource::Shared => None,
                 _ => v_norm,
+            },
+            sinks: match opts.sinks {
+                true => Some(vb.tensor("sinks", &[cfg.n_heads])?),
+                false => None,
             },
             cfg: cfg.clone(),
             opts,
@@ -266,9 +275,9 @@ impl Attention {
         }
     }
 
-    /// Rotates `q` and the keys, then attends: storing keys and values in layer `layer` of
-    /// `cache`, or (without them) reading those of the layer this one shares, as they stand
-    /// after this pass.
+    /// Rotates `q` and the keys, then attends (with the layer's sinks, if any): storing keys
+    /// and values in layer `layer` of `cache`, or (without them) reading those of the layer
+    /// this one shares, as they stand after this pass.
     fn attend_rotated(
         &self,
         q: Tensor,
@@ -278,14 +287,16 @@ impl Attention {
         layer: usize,
     ) -> Result<Tensor> {
         let q = self.rotate(q, rope)?;
+        let sinks: Option<Vec<f32>> = self.sinks.as_ref().map(|s| s.to_vec1()).transpose()?;
         match kv {
             Some((k, v)) => {
                 let k = self.rotate(k, rope)?;
-                attend_cached(&self.cfg, &q, &k, &v, cache, layer)
+                attend_cached_with_sinks(&self.cfg, (&q, &k, &v), cache, layer, sinks.as_deref())
             }
             None => {
                 let kv = cache.shared_kv(layer)?;
-                attend_in_blocks(&self.cfg, &q, &kv, cache.pos(), QUERY_BLOCK)
+                let at = (cache.pos(), sinks.as_deref());
+                attend_in_blocks(&self.cfg, &q, &kv, at, QUERY_BLOCK)
             }
         }
     }
@@ -310,12 +321,23 @@ pub fn attend_cached(
     cache: &mut Cache,
     layer: usize,
 ) -> Result<Tensor> {
+    attend_cached_with_sinks(c, (q, k, v), cache, layer, None)
+}
+
+/// [`attend_cached`] with an optional sink logit per query head.
+fn attend_cached_with_sinks(
+    c: &Config,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    cache: &mut Cache,
+    layer: usize,
+    sinks: Option<&[f32]>,
+) -> Result<Tensor> {
     let pos = cache.pos();
     // 3. Cache: the keys/values held, (B, KV, pos + L - start, D).
     let kv = cache.append_kv(layer, k, v)?;
     // 4. Long prompts go in blocks of queries, each against only the keys it can see:
     //    the causal half of the score matrix is never computed.
-    attend_in_blocks(c, q, &kv, pos, QUERY_BLOCK)
+    attend_in_blocks(c, q, &kv, (pos, sinks), QUERY_BLOCK)
 }
 
 /// [`attend`] for blocks of at most `block` queries at a time.
@@ -323,27 +345,35 @@ fn attend_in_blocks(
     c: &Config,
     q: &Tensor,
     kv: &KvView,
-    pos: usize,
+    (pos, sinks): (usize, Option<&[f32]>),
     block: usize,
 ) -> Result<Tensor> {
     let l = q.dim(2)?;
     if l <= block {
-        return attend(c, q, kv, pos);
+        return attend(c, q, kv, pos, sinks);
     }
     let mut parts = Vec::with_capacity(l.div_ceil(block));
     let mut i0 = 0;
     while i0 < l {
         let lb = block.min(l - i0);
         let qb = q.narrow(2, i0, lb)?.contiguous()?;
-        parts.push(attend(c, &qb, kv, pos + i0)?);
+        parts.push(attend(c, &qb, kv, pos + i0, sinks)?);
         i0 += lb;
     }
     Ok(Tensor::cat(&parts, 2)?)
 }
 
 /// Queries `q` (`(B, H, L, D)`, at positions `pos..pos + L`) against the cached keys and
-/// values (`(B, KV, ≥ pos + L - start, D)` from position `start`): `(B, H, L, D)`.
-fn attend(c: &Config, q: &Tensor, kv: &KvView, pos: usize) -> Result<Tensor> {
+/// values (`(B, KV, ≥ pos + L - start, D)` from position `start`): `(B, H, L, D)`. With
+/// `sinks` (one logit per query head) each softmax also counts that logit, which has no
+/// value.
+fn attend(
+    c: &Config,
+    q: &Tensor,
+    kv: &KvView,
+    pos: usize,
+    sinks: Option<&[f32]>,
+) -> Result<Tensor> {
     let (b, _, l, _) = q.dims4()?;
     // Keys the queries see: none after the last query, none before the first one's window.
     let first_key = match c.sliding_window {
@@ -371,7 +401,7 @@ fn attend(c: &Config, q: &Tensor, kv: &KvView, pos: usize) -> Result<Tensor> {
             true => attn_few::Scale::Query(c.scale as f32),
             false => attn_few::Scale::Scores(c.scale as f32),
         };
-        if let Some(y) = attn_few::attend_few(q, &k, &v, span, scale, cap)? {
+        if let Some(y) = attn_few::attend_few(q, &k, &v, span, (scale, cap), sinks)? {
             return Ok(y);
         }
     }
@@ -389,7 +419,20 @@ fn attend(c: &Config, q: &Tensor, kv: &KvView, pos: usize) -> Result<Tensor> {
             .broadcast_add(&mask)?
             .reshape((b, c.n_kv_heads, rep * l, n_keys))?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = match sinks {
+        None => candle_nn::ops::softmax_last_dim(&scores)?,
+        Some(s) => {
+            // One more column per row, the row's head's sink: softmax, then drop it.
+            let column = Tensor::from_slice(s, (1, c.n_kv_heads, rep, 1, 1), q.device())?
+                .to_dtype(scores.dtype())?
+                .broadcast_as((b, c.n_kv_heads, rep, l, 1))?
+                .reshape((b, c.n_kv_heads, rep * l, 1))?;
+            let all = Tensor::cat(&[&scores, &column], 3)?;
+            candle_nn::ops::softmax_last_dim(&all)?
+                .narrow(3, 0, n_keys)?
+                .contiguous()?
+        }
+    };
     // Weighted values: (B, KV, rep*L, D) -> (B, H, L, D).
     Ok(probs.matmul(&v)?.reshape((b, c.n_heads, l, c.head_dim))?)
 }
@@ -429,7 +472,9 @@ mod tests {
     fn attending_in_blocks_equals_attending_at_once() {
         let dev = Device::Cpu;
         let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
-        for window in [None, Some(50)] {
+        // Sinks below, among and above the scores (|q·k| · 0.25 stays under 1.4 here).
+        let sinks = [-2.0, 0.3, 1.0, 5.0];
+        for (window, sinks) in [(None, None), (Some(50), None), (Some(50), Some(&sinks[..]))] {
             let c = Config {
                 hidden: 64,
                 n_heads: 4,
@@ -450,13 +495,13 @@ mod tests {
             let k = Tensor::from_vec(values(2 * keys * 16, 2), (1, 2, keys, 16), &dev).unwrap();
             let v = Tensor::from_vec(values(2 * keys * 16, 3), (1, 2, keys, 16), &dev).unwrap();
             let kv = KvView { k, v, start: 0 };
-            let once: Vec<f32> = attend(&c, &q, &kv, pos)
+            let once: Vec<f32> = attend(&c, &q, &kv, pos, sinks)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let blocks: Vec<f32> = attend_in_blocks(&c, &q, &kv, pos, 16)
+            let blocks: Vec<f32> = attend_in_blocks(&c, &q, &kv, (pos, sinks), 16)
                 .unwrap()
                 .flatten_all()
                 .unwrap()

@@ -1,19 +1,21 @@
-//! A linear layer over candle's `QMatMul`, which covers dense and quantized weights alike.
+//! A linear layer over candle's `QMatMul`, which covers dense and quantized weights alike, or
+//! over MXFP4 blocks, which our own kernels compute ([`crate::kernels::cpu::mxfp4`]).
 
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use crate::kernels::cpu::{gemm_q8, gemv, host, kquants, q4_1, q5_0, q8_0};
+use crate::kernels::cpu::{gemm_q8, gemv, host, kquants, mxfp4, q4_1, q5_0, q8_0};
 
-use crate::formats::weights::Vb;
-use crate::Result;
+use crate::formats::mxfp4::Mxfp4;
+use crate::formats::weights::{Matrix, Vb};
+use crate::{Error, Result};
 
 /// `y = x W^T (+ b)`.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Matrix,
     bias: Option<Tensor>,
 }
 
@@ -44,28 +46,43 @@ impl Linear {
     /// experts or set rates (routers, gates), which llama.cpp keeps unquantized too.
     pub fn load_f32(vb: &Vb, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = QMatMul::Tensor(vb.tensor("weight", &[out_dim, in_dim])?);
-        Ok(Self { weight, bias: None })
+        Ok(Self::from_matmul(weight))
     }
 
     /// A layer over an already loaded weight (e.g. a tied embedding table).
     pub fn from_qtensor(weight: Arc<QTensor>) -> Result<Self> {
-        Ok(Self {
-            weight: QMatMul::from_arc(weight)?,
-            bias: None,
-        })
+        Ok(Self::from_matmul(QMatMul::from_arc(weight)?))
     }
 
     /// A layer over a ready weight without bias (e.g. one expert split from a stacked tensor).
     pub fn from_matmul(weight: QMatMul) -> Self {
+        Self::from_matrix(Matrix::Candle(weight))
+    }
+
+    /// A layer over a ready weight of any kind, without bias.
+    pub fn from_matrix(weight: Matrix) -> Self {
         Self { weight, bias: None }
+    }
+
+    /// The layer with `bias` (`(out,)`, f32) added to its output.
+    pub fn with_bias(self, bias: Tensor) -> Self {
+        Self {
+            bias: Some(bias),
+            ..self
+        }
     }
 
     /// The quantized weight of a layer without bias (what the fused GPU decoder runs), if so.
     pub fn quantized(&self) -> Option<&Arc<QTensor>> {
         match (&self.weight, &self.bias) {
-            (QMatMul::QTensor(w), None) => Some(w),
+            (Matrix::Candle(QMatMul::QTensor(w)), None) => Some(w),
             _ => None,
         }
+    }
+
+    /// The weight's `(out, in)`.
+    pub fn dims(&self) -> Vec<usize> {
+        self.weight.dims()
     }
 
     /// One layer computing `parts` side by side (their output rows stacked in order), when
@@ -81,13 +98,26 @@ impl Linear {
             return Ok(None);
         }
         let weight = match &first.weight {
-            QMatMul::QTensor(w0) => {
+            Matrix::Mxfp4(_) => {
+                let mut ms = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let Matrix::Mxfp4(m) = &p.weight else {
+                        return Ok(None);
+                    };
+                    ms.push(&**m);
+                }
+                match Mxfp4::stack_rows(&ms) {
+                    Some(m) => Matrix::mxfp4(m),
+                    None => return Ok(None),
+                }
+            }
+            Matrix::Candle(QMatMul::QTensor(w0)) => {
                 let (dtype, dev) = (w0.dtype(), w0.device());
                 let k = w0.shape().dims2()?.1;
                 let mut bytes = Vec::new();
                 let mut rows = 0;
                 for p in parts {
-                    let QMatMul::QTensor(w) = &p.weight else {
+                    let Matrix::Candle(QMatMul::QTensor(w)) = &p.weight else {
                         return Ok(None);
                     };
                     let (n, kk) = w.shape().dims2()?;
@@ -102,14 +132,19 @@ impl Linear {
                     &dev,
                     dtype,
                 )?;
-                QMatMul::from_arc(Arc::new(QTensor::new(storage, (rows, k))?))?
+                Matrix::Candle(QMatMul::from_arc(Arc::new(QTensor::new(
+                    storage,
+                    (rows, k),
+                )?))?)
             }
-            QMatMul::Tensor(_) | QMatMul::TensorF16(_) => {
+            Matrix::Candle(first_weight @ (QMatMul::Tensor(_) | QMatMul::TensorF16(_))) => {
                 let mut ws = Vec::with_capacity(parts.len());
                 for p in parts {
-                    match (&first.weight, &p.weight) {
-                        (QMatMul::Tensor(_), QMatMul::Tensor(w))
-                        | (QMatMul::TensorF16(_), QMatMul::TensorF16(w)) => ws.push(w.clone()),
+                    match (first_weight, &p.weight) {
+                        (QMatMul::Tensor(_), Matrix::Candle(QMatMul::Tensor(w)))
+                        | (QMatMul::TensorF16(_), Matrix::Candle(QMatMul::TensorF16(w))) => {
+                            ws.push(w.clone())
+                        }
                         _ => return Ok(None),
                     }
                 }
@@ -120,10 +155,10 @@ impl Linear {
                     return Ok(None);
                 }
                 let w = Tensor::cat(&ws, 0)?;
-                match first.weight {
+                Matrix::Candle(match first_weight {
                     QMatMul::TensorF16(_) => QMatMul::TensorF16(w),
                     _ => QMatMul::Tensor(w),
-                }
+                })
             }
         };
         let bias = if has_bias {
@@ -137,20 +172,27 @@ impl Linear {
 
     /// Applies the layer to `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match self.vector_via_own_kernel(x)? {
+        let weight = match &self.weight {
+            Matrix::Candle(w) => w,
+            Matrix::Mxfp4(m) => return self.add_bias(mxfp4_forward(m, x)?),
+        };
+        let y = match self.vector_via_own_kernel(weight, x)? {
             Some(y) => y,
-            None => match self.batched(x)? {
+            None => match self.batched(weight, x)? {
                 Some(y) => y,
-                None => match &self.weight {
+                None => match weight {
                     // Dense weights kept in f16/bf16 (`--dtype`): compute in their dtype.
-                    QMatMul::Tensor(w) if w.dtype() != x.dtype() => self
-                        .weight
+                    QMatMul::Tensor(w) if w.dtype() != x.dtype() => weight
                         .forward(&x.to_dtype(w.dtype())?)?
                         .to_dtype(x.dtype())?,
-                    _ => self.weight.forward(x)?,
+                    _ => weight.forward(x)?,
                 },
             },
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -160,8 +202,8 @@ impl Linear {
     /// The batched (prefill) path on the CPU: our int8 tiles for Q4_1, Q5_0, Q8_0, Q4_K and
     /// Q6_K where the CPU has AVX-512 VNNI ([`gemm_q8`]), else the dequantized f32 GEMM for the
     /// types candle has no SIMD kernel for (candle's own kernels for the rest).
-    fn batched(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let QMatMul::QTensor(w) = &self.weight else {
+    fn batched(&self, weight: &QMatMul, x: &Tensor) -> Result<Option<Tensor>> {
+        let QMatMul::QTensor(w) = weight else {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
@@ -195,8 +237,8 @@ impl Linear {
     /// Single rows (and up to [`FEW_ROWS`]: several sequences decoding together) against CPU
     /// quantized weights go through our kernels (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) or candle's
     /// k-quant dot products on our pool ([`kquants`]).
-    fn vector_via_own_kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let QMatMul::QTensor(w) = &self.weight else {
+    fn vector_via_own_kernel(&self, weight: &QMatMul, x: &Tensor) -> Result<Option<Tensor>> {
+        let QMatMul::QTensor(w) = weight else {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
@@ -233,6 +275,31 @@ impl Linear {
             Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?,
         ))
     }
+}
+
+/// `x W^T` for MXFP4 `W` (`(n, k)`) on the CPU: every row of `x` (`(..., k)`) against every
+/// row of `W`, in f32.
+fn mxfp4_forward(w: &Mxfp4, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = w.dims2();
+    if !x.device().is_cpu() {
+        return Err(Error::UnsupportedTensorType {
+            tensor: format!("an MXFP4 weight of {n} × {k}"),
+            found: format!("MXFP4 on {:?}", x.device()),
+            supported: "MXFP4 on the CPU".into(),
+        });
+    }
+    let rows = x.elem_count() / k.max(1);
+    let mut out = vec![0f32; rows * n];
+    let product = |input: &[f32]| mxfp4::matmul(w.data(), n, k, input, &mut out, gemv::kernel());
+    if host::with_f32(x, product)?.is_none() {
+        let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        mxfp4::matmul(w.data(), n, k, &input, &mut out, gemv::kernel());
+    }
+    let mut out_shape = x.dims().to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = n;
+    }
+    Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?)
 }
 
 #[cfg(test)]
@@ -279,6 +346,40 @@ mod tests {
                 assert_eq!(got, want, "{dtype:?}, {m} rows");
             }
         }
+    }
+
+    fn mxfp4(rows: usize, k: usize, seed: u32) -> Linear {
+        let w = Mxfp4::quantize(&gemv::test_values(rows * k, seed), vec![rows, k]).unwrap();
+        Linear::from_matrix(Matrix::mxfp4(w))
+    }
+
+    #[test]
+    fn mxfp4_layers_stack_and_give_their_dequantized_products() {
+        let k = 96;
+        let parts = [mxfp4(5, k, 1), mxfp4(3, k, 2)];
+        let stacked = Linear::stack(&[&parts[0], &parts[1]])
+            .unwrap()
+            .expect("same width");
+        for m in [1, 4] {
+            let x = Tensor::from_vec(gemv::test_values(m * k, 9), (1, m, k), &Device::Cpu).unwrap();
+            let got = stacked.forward(&x).unwrap();
+            let want: Vec<Tensor> = parts.iter().map(|p| p.forward(&x).unwrap()).collect();
+            let want = Tensor::cat(&want, 2).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&got), flat(&want), "{m} rows");
+            // Against the dequantized weights in f32.
+            let Matrix::Mxfp4(w) = &stacked.weight else {
+                panic!("not MXFP4")
+            };
+            let dense = Tensor::from_vec(w.dequantize(), (8, k), &Device::Cpu).unwrap();
+            let exact = flat(&x.broadcast_matmul(&dense.t().unwrap()).unwrap());
+            for (a, b) in flat(&got).iter().zip(&exact) {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+        // MXFP4 does not stack with other types.
+        let q = quantized(4, 256, 3, GgmlDType::Q8_0);
+        assert!(Linear::stack(&[&mxfp4(4, 256, 4), &q]).unwrap().is_none());
     }
 
     #[test]

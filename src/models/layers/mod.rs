@@ -1,6 +1,7 @@
 //! Layers shared by every family: linear (dense or quantized), RMSNorm, RoPE, GQA attention
 //! (separate or fused QKV, or with an output gate), the Gated DeltaNet linear-attention mixer,
-//! gated MLPs, the sparse mixture of experts, the token embedding, the gated short
+//! gated MLPs, the sparse mixture of experts (and gpt-oss's, with biases and a clamped
+//! SwiGLU), the token embedding, the gated short
 //! convolution and the output head.
 //! Families compose these; new kinds of layer go here.
 
@@ -13,6 +14,7 @@ pub mod linear;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
+pub mod oai_moe;
 pub mod qkv;
 pub mod rope;
 pub mod short_conv;

@@ -154,9 +154,9 @@ impl SparseMoe {
             .zip(down)
             .map(|((g, u), d)| {
                 Mlp::from_linears(
-                    Linear::from_matmul(g),
-                    Linear::from_matmul(u),
-                    Linear::from_matmul(d),
+                    Linear::from_matrix(g),
+                    Linear::from_matrix(u),
+                    Linear::from_matrix(d),
                     Activation::Silu,
                 )
             })
@@ -212,7 +212,7 @@ impl Experts {
             .into_iter()
             .zip(down)
             .map(|(gu, d)| {
-                Mlp::from_stacked(Linear::from_matmul(gu), ffn, Linear::from_matmul(d), act)
+                Mlp::from_stacked(Linear::from_matrix(gu), ffn, Linear::from_matrix(d), act)
             })
             .collect();
         Ok(Self { mlps })
@@ -235,34 +235,9 @@ impl Experts {
     /// each row by its weight, add into the output rows. Experts go in index order, so a
     /// row's sum is accumulated in the same order whatever else is in the batch.
     pub fn forward(&self, xs: &Tensor, routes: &[Vec<(usize, f32)>]) -> Result<Tensor> {
-        let device = xs.device();
-        let n = self.mlps.len();
-        let (mut rows, mut weights) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-        for (t, route) in routes.iter().enumerate() {
-            for &(e, w) in route {
-                if e >= n {
-                    return Err(Error::Internal(format!("routed to expert {e} of {n}")));
-                }
-                rows[e].push(t as u32);
-                weights[e].push(w);
-            }
-        }
-        let mut out = xs.zeros_like()?;
-        for (e, expert) in self.mlps.iter().enumerate() {
-            let rows_e = std::mem::take(&mut rows[e]);
-            if rows_e.is_empty() {
-                continue;
-            }
-            let count = rows_e.len();
-            let idx = Tensor::from_vec(rows_e, count, device)?;
-            let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
-                .to_dtype(xs.dtype())?;
-            let y = expert
-                .forward(&xs.index_select(&idx, 0)?)?
-                .broadcast_mul(&w)?;
-            out = out.index_add(&idx, &y, 0)?;
-        }
-        Ok(out)
+        dispatch(xs, routes, self.mlps.len(), |e, rows| {
+            self.mlps[e].forward(rows)
+        })
     }
 }
 
@@ -318,6 +293,46 @@ impl ScaledRouter {
             })
             .collect())
     }
+}
+
+/// The routed sum `Σ w · expert_e(x)` for every token of `xs` (`(T, hidden)`), `routes[t]`
+/// holding token `t`'s experts and weights: each expert with tokens gets its rows gathered
+/// (`(n_e, hidden)`), runs once (`expert(e, rows)`), and its rows, scaled by their weights,
+/// are added into the output. Experts go in index order, so a token's sum is accumulated in
+/// the same order whatever else is in the batch.
+pub fn dispatch(
+    xs: &Tensor,
+    routes: &[Vec<(usize, f32)>],
+    n_experts: usize,
+    expert: impl Fn(usize, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let device = xs.device();
+    let (mut rows, mut weights) = (vec![Vec::new(); n_experts], vec![Vec::new(); n_experts]);
+    for (t, route) in routes.iter().enumerate() {
+        for &(e, w) in route {
+            let (Some(r), Some(ws)) = (rows.get_mut(e), weights.get_mut(e)) else {
+                return Err(Error::Internal(format!(
+                    "expert {e} routed among {n_experts}"
+                )));
+            };
+            r.push(t as u32);
+            ws.push(w);
+        }
+    }
+    let mut out = xs.zeros_like()?;
+    for e in 0..n_experts {
+        let rows_e = std::mem::take(&mut rows[e]);
+        if rows_e.is_empty() {
+            continue;
+        }
+        let count = rows_e.len();
+        let idx = Tensor::from_vec(rows_e, count, device)?;
+        let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
+            .to_dtype(xs.dtype())?;
+        let y = expert(e, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
+        out = out.index_add(&idx, &y, 0)?;
+    }
+    Ok(out)
 }
 
 /// A shared expert beside the routed ones (Qwen2-MoE, Qwen3-Next, Qwen3.5-MoE): a SwiGLU
