@@ -258,10 +258,13 @@ impl Config {
             return Err(values::refused(&path, &k("rope.scaling.type"), t, "none"));
         }
         let n_layers = g.usize(&k("block_count"))?;
+        let sliding = g.bools(&k("attention.sliding_window_pattern"))?;
         let head_full = g.usize(&k("attention.key_length"))?;
-        let head_sliding = g
-            .opt(&k("attention.key_length_swa"), Gguf::usize)?
-            .unwrap_or(head_full);
+        // Required where there are sliding blocks, as llama.cpp requires it.
+        let head_sliding = match sliding.iter().any(|&s| s) {
+            true => g.usize(&k("attention.key_length_swa"))?,
+            false => head_full,
+        };
         for (key, want) in [
             ("attention.value_length", head_full),
             ("attention.value_length_swa", head_sliding),
@@ -278,7 +281,6 @@ impl Config {
                 ));
             }
         }
-        let sliding = g.bools(&k("attention.sliding_window_pattern"))?;
         if sliding.len() != n_layers {
             return Err(Error::BadMetadata {
                 key: k("attention.sliding_window_pattern"),
