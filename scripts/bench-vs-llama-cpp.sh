@@ -29,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/llama-cpp-source.sh
+. scripts/lib/bench-common.sh
 cache="$llama_cpp_cache"
 results="${RESULTS:-target/bench-vs-llama-cpp}"
 python="${PYTHON:-python3}"
@@ -51,10 +52,7 @@ while [ $# -gt 0 ]; do
     *) models+=("$1"); shift ;;
   esac
 done
-if [ -z "$threads" ]; then
-  threads="$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)"
-  [ "$threads" -gt 0 ] || threads="$(nproc)"
-fi
+[ -n "$threads" ] || threads="$(physical_cores)"
 if [ ${#models[@]} -eq 0 ] && [ -z "$synthetic" ]; then
   dir="${MLCLI_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mlcli/test-models}"
   models=("$dir/SmolLM2-135M-Instruct.Q4_1.gguf" "$dir/gemma-3-270m-q4_k_m.gguf")
@@ -66,12 +64,7 @@ log() { echo "bench-vs-llama-cpp: $*" >&2; }
 llama_bench="$(llama_cpp_build llama-bench)"
 
 # --- mlcli ------------------------------------------------------------------------------------
-mlcli="${MLCLI_BIN:-}"
-if [ -z "$mlcli" ]; then
-  log "building mlcli (cargo build --release)"
-  cargo build --release --quiet
-  mlcli="target/release/mlcli"
-fi
+mlcli="$(mlcli_binary)"
 
 mkdir -p "$results"
 if [ -n "$synthetic" ]; then

@@ -25,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/llama-cpp-source.sh
+. scripts/lib/bench-common.sh
 results="${RESULTS:-target/serve-vs-llama-server}"
 python="${PYTHON:-python3}"
 jobs="${JOBS:-2}"
@@ -45,19 +46,11 @@ while [ $# -gt 0 ]; do
     *) model="$1"; shift ;;
   esac
 done
-if [ -z "$threads" ]; then
-  threads="$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)"
-  [ "$threads" -gt 0 ] || threads="$(nproc)"
-fi
+[ -n "$threads" ] || threads="$(physical_cores)"
 log() { echo "serve-vs-llama-server: $*" >&2; }
 
 llama_server="$(llama_cpp_build llama-server)"
-mlcli="${MLCLI_BIN:-}"
-if [ -z "$mlcli" ]; then
-  log "building mlcli (cargo build --release)"
-  cargo build --release --quiet
-  mlcli="target/release/mlcli"
-fi
+mlcli="$(mlcli_binary)"
 mkdir -p "$results"
 if [ -n "$synthetic" ]; then
   model="$results/synthetic-${synthetic//:/-}.gguf"

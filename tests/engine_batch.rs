@@ -6,20 +6,11 @@
 use std::ops::ControlFlow;
 
 use candle_core::quantized::GgmlDType;
-use mlcli::engine::{Engine, GenerateParams, LoadOptions, SamplingParams, Step};
+use mlcli::engine::{Engine, LoadOptions, Step};
 use mlcli::models::testing::{self, real_model, GEMMA3, SMOLLM2};
 
-fn greedy(n: usize) -> GenerateParams {
-    GenerateParams {
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(n),
-        ignore_eos: true,
-        ..GenerateParams::default()
-    }
-}
+mod reference;
+use reference::greedy;
 
 /// Generates a reply to each prompt alone (sequence 0, reset between them).
 fn one_by_one(engine: &mut Engine, prompts: &[Vec<u32>], lens: &[usize]) -> Vec<Vec<u32>> {

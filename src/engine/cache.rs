@@ -268,6 +268,16 @@ impl Cache {
         &self.tokens
     }
 
+    /// How many leading positions hold the first tokens of `prompt` (what a new prompt can
+    /// reuse).
+    pub fn shared_prefix(&self, prompt: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+
     /// The most positions this cache holds (the context size).
     pub fn max_len(&self) -> usize {
         self.max_len

@@ -639,12 +639,7 @@ impl Engine {
         let cache = self.seq_cache(seq)?;
         // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
         //    cache may go back further than asked (a state that cannot be truncated).
-        let common = cache
-            .tokens()
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = cache.shared_prefix(prompt);
         let reused = cache.rewind(common.min(prompt.len() - 1));
         cache.ensure_fits(prompt.len() - reused + params.min_room)?;
         let (recurrent, max_len) = (cache.has_recurrent(), cache.max_len());

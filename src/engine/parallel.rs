@@ -44,13 +44,11 @@ impl Engine {
         free.iter()
             .filter_map(|&seq| {
                 let cache = self.seq_cache(seq).ok()?;
-                let shared = cache
-                    .tokens()
-                    .iter()
-                    .zip(prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                Some((shared, std::cmp::Reverse(cache.pos()), seq))
+                Some((
+                    cache.shared_prefix(prompt),
+                    std::cmp::Reverse(cache.pos()),
+                    seq,
+                ))
             })
             .max()
             .map(|(_, _, seq)| seq)

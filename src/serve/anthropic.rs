@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::anthropic_tools;
 use super::api_error::{ApiError, Dialect};
+use super::tool_stream::ToolCapture;
 use super::worker::{Event, Prompt};
 use super::{request, Server};
 use crate::engine::StopReason;
@@ -238,31 +239,24 @@ async fn streamed(
     };
     // With tools, text that may start a call is held back; once a call starts, the rest is
     // kept and sent as tool_use blocks at the end (never as text).
-    let (mut held, mut capturing) = (String::new(), false);
+    let mut capture = tools.map(ToolCapture::new);
     let rest = super::events_stream(events).flat_map(move |e| {
         let out = match e {
             Event::Started { .. } | Event::Logprobs(_) => Vec::new(),
-            Event::Text(t) => match tools {
-                None => vec![text_delta(t)],
-                Some(format) => {
-                    held.push_str(&t);
-                    capturing = capturing || held.contains(format.marker());
-                    let keep = if capturing {
-                        held.len()
-                    } else {
-                        crate::engine::stop::held_len(&held, &[format.marker()])
-                    };
-                    let emit: String = held.drain(..held.len() - keep).collect();
-                    match emit.is_empty() {
-                        true => Vec::new(),
-                        false => vec![text_delta(emit)],
-                    }
+            Event::Text(t) => {
+                let emit = match capture.as_mut() {
+                    None => t,
+                    Some(c) => c.push(&t),
+                };
+                match emit.is_empty() {
+                    true => Vec::new(),
+                    false => vec![text_delta(emit)],
                 }
-            },
+            }
             Event::Done(f) => {
-                let (content, calls) = match (tools, capturing) {
-                    (Some(format), true) => format.parse(&held),
-                    _ => (std::mem::take(&mut held), Vec::new()),
+                let (content, calls) = match capture.as_mut() {
+                    Some(c) => c.finish(),
+                    None => (String::new(), Vec::new()),
                 };
                 let mut v = Vec::new();
                 if !content.is_empty() {

@@ -11,6 +11,7 @@ pub mod api_error;
 pub mod logprobs;
 pub mod openai;
 pub mod request;
+pub mod tool_stream;
 pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};

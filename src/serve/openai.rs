@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::api_error::{ApiError, Dialect};
 use super::logprobs;
+use super::tool_stream::ToolCapture;
 use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
 use crate::engine::grammar::Constraint;
@@ -513,7 +514,7 @@ async fn streamed(
     let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
     // With tools, text that may start a call is held back; once a call starts, the rest is
     // kept and sent as tool-call deltas at the end (never as content).
-    let (mut held, mut capturing, mut streamed_bytes) = (String::new(), false, 0usize);
+    let (mut capture, mut streamed_bytes) = (tools.map(ToolCapture::new), 0usize);
     let rest = super::events_stream(events).flat_map(move |event| {
         let out: Vec<SseEvent> = match event {
             Event::Started { .. } => Vec::new(),
@@ -530,31 +531,21 @@ async fn streamed(
                 };
                 vec![chunk(json!({"content": "", "logprobs": lp}), None, None)]
             }
-            Event::Text(t) => match tools {
-                None => vec![chunk(json!({"content": t}), None, None)],
-                Some(format) => {
-                    held.push_str(&t);
-                    capturing = capturing || held.contains(format.marker());
-                    let keep = if capturing {
-                        held.len()
-                    } else {
-                        crate::engine::stop::held_len(&held, &[format.marker()])
-                    };
-                    let emit: String = held.drain(..held.len() - keep).collect();
-                    match emit.is_empty() {
-                        true => Vec::new(),
-                        false => vec![chunk(json!({"content": emit}), None, None)],
-                    }
+            Event::Text(t) => {
+                let emit = match capture.as_mut() {
+                    None => t,
+                    Some(c) => c.push(&t),
+                };
+                match emit.is_empty() {
+                    true => Vec::new(),
+                    false => vec![chunk(json!({"content": emit}), None, None)],
                 }
-            },
+            }
             Event::Done(f) => {
                 let mut v = Vec::new();
                 let mut finish = finish_reason(f.reason);
-                if let Some(format) = tools {
-                    let (content, calls) = match capturing {
-                        true => format.parse(&held),
-                        false => (std::mem::take(&mut held), Vec::new()),
-                    };
+                if let Some(c) = capture.as_mut() {
+                    let (content, calls) = c.finish();
                     if !content.is_empty() {
                         v.push(chunk(json!({"content": content}), None, None));
                     }

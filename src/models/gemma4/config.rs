@@ -260,10 +260,13 @@ impl Config {
         let n_layers = g.usize(&k("block_count"))?;
         let sliding = g.bools(&k("attention.sliding_window_pattern"))?;
         let head_full = g.usize(&k("attention.key_length"))?;
-        // Required where there are sliding blocks, as llama.cpp requires it.
-        let head_sliding = match sliding.iter().any(|&s| s) {
-            true => g.usize(&k("attention.key_length_swa"))?,
-            false => head_full,
+        // Required where there are sliding blocks, as llama.cpp requires it (a file without
+        // any may still say it).
+        let said = g.opt(&k("attention.key_length_swa"), Gguf::usize)?;
+        let head_sliding = match (said, sliding.iter().any(|&s| s)) {
+            (Some(width), _) => width,
+            (None, true) => g.usize(&k("attention.key_length_swa"))?,
+            (None, false) => head_full,
         };
         for (key, want) in [
             ("attention.value_length", head_full),
