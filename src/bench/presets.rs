@@ -110,6 +110,10 @@ const QWEN3_5_35B_A3B_EXTRA: &[(&str, u32)] = &[
 /// its proportional RoPE, here all ones: the same work), the last block full.
 /// Shapes from the published `config.json` files (google/gemma-4-E4B, gemma-4-26B-A4B).
 const GEMMA4_E4B_EXTRA: &[(&str, u32)] = &[
+    // RoPE spans each head (llama.cpp rotates the full head width of the full blocks by
+    // default, which the sliding blocks' narrower heads cannot hold).
+    ("rope.dimension_count", 512),
+    ("rope.dimension_count_swa", 256),
     ("attention.key_length", 512),
     ("attention.value_length", 512),
     ("attention.key_length_swa", 256),
@@ -123,6 +127,10 @@ const GEMMA4_E4B_EXTRA: &[(&str, u32)] = &[
     ("synthetic.swa_period", 6),
 ];
 const GEMMA4_26B_A4B_EXTRA: &[(&str, u32)] = &[
+    // RoPE spans each head (llama.cpp rotates the full head width of the full blocks by
+    // default, which the sliding blocks' narrower heads cannot hold).
+    ("rope.dimension_count", 512),
+    ("rope.dimension_count_swa", 256),
     ("attention.key_length", 512),
     ("attention.value_length", 512),
     ("attention.key_length_swa", 256),

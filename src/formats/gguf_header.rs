@@ -32,6 +32,9 @@ pub struct ReadOptions {
     /// Arrays kept whole whatever `array_items` says: by key, when their elements have one of
     /// the types given and they hold at most [`MAX_WHOLE_ITEMS`].
     pub whole: &'static [(&'static str, &'static [ValueType])],
+    /// Arrays of numbers or booleans kept whole when they hold at most this many elements
+    /// (per-layer values: `attention.sliding_window_pattern`, per-layer head counts).
+    pub numbers_whole: usize,
 }
 
 /// The arrays the tokenizer reads, with the element types it accepts.
@@ -41,6 +44,10 @@ pub const TOKENIZER_ARRAYS: &[(&str, &[ValueType])] = &[
     ("tokenizer.ggml.scores", &[ValueType::F32, ValueType::I32]),
     ("tokenizer.ggml.token_type", &[ValueType::I32]),
 ];
+
+/// Longest array of numbers [`ReadOptions::LOAD`] keeps whole whatever its key: far more
+/// blocks (or experts) than any model has, few enough to cost nothing.
+pub const PER_LAYER_ITEMS: usize = 65_536;
 
 /// Longest array [`ReadOptions::whole`] keeps: 16 times the largest vocabularies and merge
 /// lists in use (262,144 tokens), so that a file cannot make loading hold hundreds of bytes of
@@ -52,16 +59,20 @@ impl ReadOptions {
     pub const PREVIEW: Self = Self {
         array_items: PREVIEW_ITEMS,
         whole: &[],
+        numbers_whole: 0,
     };
-    /// What loading a model needs: the tokenizer's arrays whole, every other abbreviated.
+    /// What loading a model needs: the tokenizer's arrays and per-layer numbers whole, every
+    /// other array abbreviated.
     pub const LOAD: Self = Self {
         array_items: PREVIEW_ITEMS,
         whole: TOKENIZER_ARRAYS,
+        numbers_whole: PER_LAYER_ITEMS,
     };
     /// Every array element kept (`inspect --metadata --full`).
     pub const FULL: Self = Self {
         array_items: usize::MAX,
         whole: &[],
+        numbers_whole: 0,
     };
 }
 
@@ -462,6 +473,9 @@ impl<R: Read> Reader<R> {
         self.check_count(len, elem_type.min_size(), what)?;
         // `len` is now bounded by the bytes left in the file.
         let mut keep = len.min(self.opts.array_items as u64);
+        if depth == 0 && elem_type.fixed_size().is_some() && len <= self.opts.numbers_whole as u64 {
+            keep = len;
+        }
         if let Some(types) = self.whole.filter(|_| depth == 0) {
             if len > MAX_WHOLE_ITEMS {
                 return Err(format!(
@@ -609,5 +623,36 @@ mod tests {
             .to_candle_content();
         assert!(full.metadata.contains_key("tokenizer.ggml.tokens"));
         assert!(full.metadata.contains_key("general.architecture"));
+    }
+
+    #[test]
+    fn loading_keeps_per_layer_arrays_of_any_depth_of_model() {
+        // 42 blocks (Gemma 4 E4B): a per-layer pattern longer than a preview must reach the
+        // family's reader whole; other long arrays of strings stay abbreviated.
+        let bytes = sample()
+            .meta(
+                "gemma4.attention.sliding_window_pattern",
+                array(
+                    ValueType::Bool,
+                    (0..42).map(|i| Value::Bool(i % 6 != 5)).collect(),
+                ),
+            )
+            .meta(
+                "x.labels",
+                array(
+                    ValueType::String,
+                    (0..42).map(|i| Value::Str(format!("l{i}"))).collect(),
+                ),
+            )
+            .to_bytes();
+        let load = parse(&bytes, ReadOptions::LOAD)
+            .unwrap()
+            .to_candle_content();
+        match load.metadata.get("gemma4.attention.sliding_window_pattern") {
+            Some(gguf_file::Value::Array(items)) => assert_eq!(items.len(), 42),
+            other => panic!("the pattern is missing or cut: {other:?}"),
+        }
+        assert!(!load.metadata.contains_key("x.labels"));
+        assert!(load.metadata.contains_key("tokenizer.ggml.tokens"));
     }
 }

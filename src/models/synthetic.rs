@@ -392,7 +392,7 @@ pub fn metadata(
         ),
     ];
     for (k, v) in extra.iter().filter(|(k, _)| !k.starts_with(HINT_PREFIX)) {
-        meta.push((format!("{arch}.{k}"), gguf_file::Value::U32(*v)));
+        meta.push((format!("{arch}.{k}"), extra_value(k, *v)));
     }
     let layout = Layout {
         fused_gate_up: false,
@@ -433,6 +433,28 @@ pub fn metadata(
         );
     }
     meta
+}
+
+/// Keys (by their last part) that llama.cpp reads as f32; every other extra key is a u32.
+const F32_KEYS: &[&str] = &[
+    "freq_base_swa",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+];
+
+/// A preset's extra key as the type llama.cpp reads it: f32 for [`F32_KEYS`], RoPE's
+/// `dimension_sections` as four i32 (the value for each of the first three, 0 for the
+/// fourth: on text positions the sections change nothing), else u32.
+fn extra_value(key: &str, v: u32) -> gguf_file::Value {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    if F32_KEYS.contains(&last) {
+        return gguf_file::Value::F32(v as f32);
+    }
+    if last == "dimension_sections" {
+        let s = gguf_file::Value::I32(v as i32);
+        return gguf_file::Value::Array(vec![s.clone(), s.clone(), s, gguf_file::Value::I32(0)]);
+    }
+    gguf_file::Value::U32(v)
 }
 
 /// A small deterministic generator (xorshift64), so synthetic models are identical across runs.
