@@ -216,7 +216,11 @@ fn admit(
     let mut params = job.params.generate.clone();
     // A reply may not run past the context: the limit is the room left, never more.
     params.max_tokens = Some(params.max_tokens.map_or(room, |m| m.min(room)));
-    let seq = engine.pick_sequence(&tokens, free)?;
+    let Some(seq) = engine.pick_sequence(&tokens, free) else {
+        return fail(ApiError::internal(
+            "no free sequence for an admitted request",
+        ));
+    };
     let _ = job.events.send(Event::Started {
         prompt_tokens: tokens.len(),
     });
