@@ -25,7 +25,7 @@ use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
-use super::layers::rope::{Rope, Tables};
+use super::layers::rope::Rope;
 use super::recipe::{self, BlockParts, Recipe};
 use super::rope_config::{RopeConfig, RopeScaling};
 use super::values::{self, refuse_gguf, refuse_hf, HfRefusal};
@@ -348,6 +348,16 @@ struct Block {
 }
 
 impl Block {
+    /// The block on `x`: `attend` (this block's attention, on the normed input, reaching the
+    /// cache however the pass does) and the GeGLU MLP, each normed on both sides, with
+    /// residuals.
+    fn run(&self, x: &Tensor, attend: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let a = attend(&self.input_norm.forward(x)?)?;
+        let h = (x + self.post_attn_norm.forward(&a)?)?;
+        let f = self.mlp.forward(&self.pre_mlp_norm.forward(&h)?)?;
+        Ok((&h + self.post_mlp_norm.forward(&f)?)?)
+    }
+
     fn load(vb: &Vb, cfg: &Config, layer: usize, unit_offset: bool) -> Result<Self> {
         let global = !cfg.local[layer];
         let attn_cfg = attention::Config {
@@ -450,14 +460,8 @@ impl CausalLm for Model {
             } else {
                 (&self.rope_local, &local)
             };
-            // 2. Attention, normed on both sides, with residual.
-            let a = b
-                .attn
-                .forward(&b.input_norm.forward(&x)?, rope, ctx.cache, i)?;
-            let h = (x + b.post_attn_norm.forward(&a)?)?;
-            // 3. GeGLU MLP, normed on both sides, with residual.
-            let f = b.mlp.forward(&b.pre_mlp_norm.forward(&h)?)?;
-            x = (&h + b.post_mlp_norm.forward(&f)?)?;
+            // 2-3. Attention and GeGLU MLP, each normed on both sides, with residuals.
+            x = b.run(&x, |n| b.attn.forward(n, rope, ctx.cache, i))?;
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm, tied output layer, optional soft-cap -> (vocab).
@@ -479,13 +483,8 @@ impl CausalLm for Model {
         caches: &mut [&mut Cache],
         device: &Device,
     ) -> Result<Tensor> {
-        let tables = |rope: &Rope| -> Result<Vec<Tables>> {
-            caches
-                .iter()
-                .map(|c| rope.tables(c.pos(), 1, device))
-                .collect()
-        };
-        let (local, global) = (tables(&self.rope_local)?, tables(&self.rope_global)?);
+        let local = self.rope_local.tables_each(caches, device)?;
+        let global = self.rope_global.tables_each(caches, device)?;
         // 1. Embed and scale: (B, 1) -> (B, 1, hidden), one row per sequence.
         let mut x = self
             .embed
@@ -495,13 +494,8 @@ impl CausalLm for Model {
                 true => (&self.rope_global, &global),
                 false => (&self.rope_local, &local),
             };
-            // 2. Attention, each row against its own sequence's keys, normed on both sides.
-            let n = b.input_norm.forward(&x)?;
-            let a = b.attn.forward_batch(&n, rope, t, caches, i)?;
-            let h = (x + b.post_attn_norm.forward(&a)?)?;
-            // 3. GeGLU MLP for every row at once.
-            let f = b.mlp.forward(&b.pre_mlp_norm.forward(&h)?)?;
-            x = (&h + b.post_mlp_norm.forward(&f)?)?;
+            // 2-3. Each row attends to its own sequence's keys; the rest is row-wise.
+            x = b.run(&x, |n| b.attn.forward_batch(n, rope, t, caches, i))?;
         }
         // 4. Norm, tied output layer, optional soft-cap -> (B, vocab).
         let logits = self

@@ -424,6 +424,13 @@ struct Block {
 }
 
 impl Block {
+    /// The block on `x`: `attend` (this block's attention, on the normed input, reaching the
+    /// cache however the pass does) and the feed-forward, each with its residual.
+    fn run(&self, x: &Tensor, attend: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let h = (x + attend(&self.attn_norm.forward(x)?)?)?;
+        Ok((&h + self.mlp.forward(&self.mlp_norm.forward(&h)?)?)?)
+    }
+
     fn load(vb: &Vb, cfg: &Config, layer: usize) -> Result<Self> {
         Ok(Self {
             attn_norm: RmsNorm::load(&vb.pp("input_layernorm"), cfg.hidden, cfg.eps, false)?,
@@ -490,16 +497,10 @@ impl CausalLm for Model {
         // 1. Embed: (1, L) -> (1, L, hidden).
         let mut x = self.embed.forward(tokens)?;
         for (i, b) in self.blocks.iter().enumerate() {
-            // 2. Attention with residual.
-            let a = b.attn.forward(
-                &b.attn_norm.forward(&x)?,
-                (&self.rope, &tables),
-                ctx.cache,
-                i,
-            )?;
-            let h = (x + a)?;
-            // 3. Feed-forward (dense or mixture of experts) with residual.
-            x = (&h + b.mlp.forward(&b.mlp_norm.forward(&h)?)?)?;
+            // 2-3. Attention and feed-forward (dense or mixture of experts), with residuals.
+            x = b.run(&x, |n| {
+                b.attn.forward(n, (&self.rope, &tables), ctx.cache, i)
+            })?;
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).
@@ -512,20 +513,16 @@ impl CausalLm for Model {
         caches: &mut [&mut Cache],
         device: &Device,
     ) -> Result<Tensor> {
-        let tables = caches
-            .iter()
-            .map(|c| self.rope.tables(c.pos(), 1, device))
-            .collect::<Result<Vec<_>>>()?;
+        let tables = self.rope.tables_each(caches, device)?;
         // 1. Embed: (B, 1) -> (B, 1, hidden); every row goes through the same weights.
         let mut x = self
             .embed
             .forward(&Tensor::new(tokens, device)?.unsqueeze(1)?)?;
         for (i, b) in self.blocks.iter().enumerate() {
-            // 2. Attention with residual, each row against its own sequence's keys.
-            let n = b.attn_norm.forward(&x)?;
-            let h = (&x + b.attn.forward_batch(&n, &self.rope, &tables, caches, i)?)?;
-            // 3. Feed-forward with residual.
-            x = (&h + b.mlp.forward(&b.mlp_norm.forward(&h)?)?)?;
+            // 2-3. Each row attends to its own sequence's keys; the rest is row-wise.
+            x = b.run(&x, |n| {
+                b.attn.forward_batch(n, &self.rope, &tables, caches, i)
+            })?;
         }
         // 4. Norm and output layer: (B, 1, hidden) -> (B, vocab).
         let logits = self.lm_head.forward(&self.norm.forward(&x)?)?;

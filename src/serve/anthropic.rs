@@ -243,16 +243,10 @@ async fn streamed(
     let rest = super::events_stream(events).flat_map(move |e| {
         let out = match e {
             Event::Started { .. } | Event::Logprobs(_) => Vec::new(),
-            Event::Text(t) => {
-                let emit = match capture.as_mut() {
-                    None => t,
-                    Some(c) => c.push(&t),
-                };
-                match emit.is_empty() {
-                    true => Vec::new(),
-                    false => vec![text_delta(emit)],
-                }
-            }
+            Event::Text(t) => match ToolCapture::visible(capture.as_mut(), t) {
+                emit if emit.is_empty() => Vec::new(),
+                emit => vec![text_delta(emit)],
+            },
             Event::Done(f) => {
                 let (content, calls) = match capture.as_mut() {
                     Some(c) => c.finish(),

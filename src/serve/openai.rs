@@ -531,16 +531,10 @@ async fn streamed(
                 };
                 vec![chunk(json!({"content": "", "logprobs": lp}), None, None)]
             }
-            Event::Text(t) => {
-                let emit = match capture.as_mut() {
-                    None => t,
-                    Some(c) => c.push(&t),
-                };
-                match emit.is_empty() {
-                    true => Vec::new(),
-                    false => vec![chunk(json!({"content": emit}), None, None)],
-                }
-            }
+            Event::Text(t) => match ToolCapture::visible(capture.as_mut(), t) {
+                emit if emit.is_empty() => Vec::new(),
+                emit => vec![chunk(json!({"content": emit}), None, None)],
+            },
             Event::Done(f) => {
                 let mut v = Vec::new();
                 let mut finish = finish_reason(f.reason);

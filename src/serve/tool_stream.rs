@@ -33,6 +33,15 @@ impl ToolCapture {
         self.held.drain(..self.held.len() - keep).collect()
     }
 
+    /// What of `text` may be streamed now: all of it without tools (`capture` is `None`),
+    /// else what [`ToolCapture::push`] releases.
+    pub fn visible(capture: Option<&mut Self>, text: String) -> String {
+        match capture {
+            None => text,
+            Some(c) => c.push(&text),
+        }
+    }
+
     /// At the end of the reply: the text still held and the calls parsed from it.
     pub fn finish(&mut self) -> (String, Vec<Call>) {
         let held = std::mem::take(&mut self.held);

@@ -174,11 +174,7 @@ impl SparseMoe {
         let hidden = shape.last().copied().unwrap_or(0);
         let xs = x.reshape(((), hidden))?; // (T, hidden)
                                            // 1. Router logits (T, E), routed on the host.
-        let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
-        let routes: Vec<Vec<(usize, f32)>> = logits
-            .iter()
-            .map(|l| self.cfg.router.route(l, self.cfg.n_used))
-            .collect();
+        let routes = routes(&self.router.forward(&xs)?, self.cfg.router, self.cfg.n_used)?;
         // 2. The chosen experts, weighted.
         Ok(self.experts.forward(&xs, &routes)?.reshape(shape)?)
     }
@@ -293,6 +289,13 @@ impl ScaledRouter {
             })
             .collect())
     }
+}
+
+/// Each token's experts and weights, chosen on the host by `router` (keeping `k`) from its
+/// row of router logits `(T, E)`.
+pub fn routes(logits: &Tensor, router: Router, k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+    let logits: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+    Ok(logits.iter().map(|l| router.route(l, k)).collect())
 }
 
 /// The routed sum `Σ w · expert_e(x)` for every token of `xs` (`(T, hidden)`), `routes[t]`

@@ -97,11 +97,11 @@ impl OaiMoe {
         let hidden = shape.last().copied().unwrap_or(0);
         let xs = x.reshape(((), hidden))?; // (T, hidden)
                                            // 1. Router logits (T, E) with their bias; top k, then a softmax over those k.
-        let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
-        let routes: Vec<Vec<(usize, f32)>> = logits
-            .iter()
-            .map(|l| Router::TopKSoftmax.route(l, self.cfg.n_used))
-            .collect();
+        let routes = moe::routes(
+            &self.router.forward(&xs)?,
+            Router::TopKSoftmax,
+            self.cfg.n_used,
+        )?;
         // 2. Each chosen expert on its tokens: biased projections, clamped SwiGLU.
         let out = moe::dispatch(&xs, &routes, self.experts.len(), |e, rows| {
             let ex = &self.experts[e];

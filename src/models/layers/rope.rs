@@ -202,6 +202,19 @@ impl Rope {
         }
     }
 
+    /// Tables for one new position of each sequence, at the position each of `caches` is at
+    /// (a batched decode step).
+    pub fn tables_each(
+        &self,
+        caches: &[&mut crate::engine::cache::Cache],
+        device: &Device,
+    ) -> Result<Vec<Tables>> {
+        caches
+            .iter()
+            .map(|c| self.tables(c.pos(), 1, device))
+            .collect()
+    }
+
     /// Rotates `x` shaped `(batch, heads, len, head_dim)`. A head wider than this RoPE's
     /// dimensions (partial RoPE, `partial_rotary_factor` < 1) has its leading dimensions
     /// rotated and the rest passed through, as transformers' `apply_rotary_pos_emb` does.
