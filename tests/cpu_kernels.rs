@@ -11,6 +11,10 @@ use mlcli::engine::{Engine, LoadOptions};
 use mlcli::kernels::cpu::gemv::{force_kernel, Kernel};
 use mlcli::models::testing::{real_model, GEMMA3, SMOLLM2};
 
+/// Held while a test runs with a kernel forced: the switch is process-wide, and the tests of
+/// this file run side by side.
+static FORCED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn token_by_token(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
     engine.reset();
     let mut last = Vec::new();
@@ -73,6 +77,7 @@ fn scalar_and_simd_kernels_give_the_same_logits_on_real_models() {
             .raw_tokens("The capital of France is", false)
             .expect("tokenizes");
         let mut run = |kernel: Option<Kernel>| {
+            let _forced = FORCED.lock().unwrap_or_else(|p| p.into_inner());
             force_kernel(kernel);
             let one_by_one = token_by_token(&mut engine, &tokens);
             engine.reset();
@@ -149,6 +154,7 @@ fn mxfp4_experts_give_the_same_logits_with_every_kernel() {
     let mut engine = Engine::from_gguf(&gguf, &LoadOptions::default()).expect("loads");
     let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 500 + 3).collect();
     let mut run = |kernel: Option<Kernel>| {
+        let _forced = FORCED.lock().unwrap_or_else(|p| p.into_inner());
         force_kernel(kernel);
         let one_by_one = token_by_token(&mut engine, &tokens);
         engine.reset();
