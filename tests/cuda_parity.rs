@@ -1,15 +1,20 @@
-//! The fused CUDA decoder against the CPU build and llama.cpp's reference on the real test
-//! models: first-step logits, greedy continuations, prompts fed in chunks, one-token steps
-//! against prompts. Built only with `--features cuda`; without a GPU every test says so and
-//! passes without running (CI machines have none; `docs/cuda.md` shows the runs on an H100).
+//! The CUDA build against the CPU build and llama.cpp's reference: on the real test models
+//! (first-step logits, greedy continuations, prompts fed in chunks, one-token steps against
+//! prompts), on routed experts in the fused decoder (a synthetic Qwen3 MoE), and on every
+//! family's tiny oracle checkpoint. Built only with `--features cuda`; without a GPU every
+//! test says so and passes without running (CI machines have none; `docs/cuda.md` shows the
+//! runs on an H100).
 
 #![cfg(feature = "cuda")]
 
 mod reference;
 
+use std::path::{Path, PathBuf};
+
 use candle_core::Device;
+use mlcli::bench::{presets, synthetic};
 use mlcli::engine::{Engine, LoadOptions};
-use mlcli::models::testing::real_model;
+use mlcli::models::testing::{oracle_fixtures, real_model};
 use reference::{greedy, ids, reference};
 
 fn gpu() -> Option<Device> {
@@ -178,4 +183,117 @@ fn full_context_is_an_error_on_the_gpu_too() {
     let err = e.feed(&[49_152]).expect_err("past the vocabulary");
     assert!(err.to_string().contains("49152"), "{err}");
     assert!(e.feed(&[1; 8]).is_ok());
+}
+
+fn load_path(path: &Path, device: &Device, batch: usize) -> Engine {
+    Engine::load(
+        path,
+        &LoadOptions {
+            device: device.clone(),
+            ctx_size: Some(1024),
+            batch_size: batch,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Relative RMS of `a - b` over `b`'s RMS.
+fn rel_rms(a: &[f32], b: &[f32]) -> f32 {
+    let (mut d, mut r) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += ((x - y) as f64).powi(2);
+        r += (y as f64).powi(2);
+    }
+    (d / r.max(f64::MIN_POSITIVE)).sqrt() as f32
+}
+
+/// Asserts `gpu` is within `bound` (relative RMS) of `cpu` with the same top-1, unless the
+/// CPU's top two are closer than twice the largest difference.
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], bound: f32) {
+    let err = rel_rms(gpu, cpu);
+    let max_delta = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let tc = top(cpu, 2);
+    let gap = cpu[tc[0] as usize] - cpu[tc[1] as usize];
+    eprintln!("{what}: rel. RMS {err:.2e}, max |Δ| {max_delta:.4}, cpu top-2 gap {gap:.4}");
+    assert!(err < bound, "{what}: rel. RMS {err} over {bound}");
+    if gap > 2.0 * max_delta {
+        assert_eq!(top(gpu, 1)[0], tc[0], "{what}: top-1");
+    }
+}
+
+/// Writes the synthetic `preset` (NAME:MIX) as a GGUF under `dir`.
+fn write_synthetic(preset: &str, dir: &Path) -> PathBuf {
+    let choice = presets::parse(preset).expect("preset");
+    let tokenizer = synthetic::made_up_tokenizer(choice.preset.dims.vocab).expect("tokenizer");
+    let parts = synthetic::build(&choice, 7, tokenizer, &Device::Cpu).expect("builds");
+    let path = dir.join(format!("{}.gguf", preset.replace(':', "-")));
+    parts.write(&path).expect("writes");
+    path
+}
+
+/// Routed experts in the fused decoder (router and top-k on the device, experts through
+/// address tables): a prompt, the same prompt in chunks, and one-token steps each agree with
+/// the CPU build.
+#[test]
+fn fused_experts_agree_with_the_cpu_build() {
+    let Some(dev) = gpu() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_synthetic("qwen3-moe-tiny:q4_k_m", dir.path());
+    let prompt: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 500).collect();
+    let mut cpu = load_path(&path, &Device::Cpu, 512);
+    let mut gpu = load_path(&path, &dev, 512);
+    assert_eq!(gpu.decoder_note(), "fused CUDA decoder");
+    let (c, g) = (
+        cpu.feed(&prompt).expect("cpu"),
+        gpu.feed(&prompt).expect("gpu"),
+    );
+    assert_close("moe prompt", &g, &c, 2e-2);
+    let chunked = load_path(&path, &dev, 7).feed(&prompt).expect("chunks");
+    assert_eq!(chunked, g, "a prompt in chunks equals the prompt at once");
+    // One-token steps (the captured graph), fed the CPU's greedy choice.
+    let mut next = top(&c, 1)[0];
+    for step in 0..8 {
+        let (c, g) = (
+            cpu.feed(&[next]).expect("cpu"),
+            gpu.feed(&[next]).expect("gpu"),
+        );
+        assert_close(&format!("moe step {step}"), &g, &c, 2e-2);
+        next = top(&c, 1)[0];
+    }
+}
+
+/// Every family's tiny oracle checkpoint (llama.cpp's GGUF of transformers' random weights)
+/// gives on the GPU, fused or layer by layer, the logits it gives on the CPU.
+#[test]
+fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(oracle_fixtures())
+        .expect("oracle fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("model.gguf").is_file())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no oracle GGUFs");
+    for dir in dirs {
+        let case = dir
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into());
+        let oracle: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("oracle.json")).expect("oracle.json"),
+        )
+        .expect("json");
+        let tokens = ids(&oracle["tokens"]);
+        let path = dir.join("model.gguf");
+        let c = load_path(&path, &Device::Cpu, 512)
+            .feed(&tokens)
+            .expect("cpu");
+        let mut gpu = load_path(&path, &dev, 512);
+        let g = gpu.feed(&tokens).expect("gpu");
+        assert_close(&format!("{case} ({})", gpu.decoder_note()), &g, &c, 2e-2);
+    }
 }

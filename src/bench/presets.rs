@@ -71,6 +71,15 @@ const QWEN3_MOE_30B_EXTRA: &[(&str, u32)] = &[
     ("expert_used_count", 8),
     ("expert_feed_forward_length", 768),
 ];
+/// A tiny Qwen3 MoE: 8 experts of 256 with 2 active, head width 64 (what the fused GPU
+/// decoder takes), so tests can run routed experts on every path in seconds.
+const QWEN3_MOE_TINY_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 64),
+    ("attention.value_length", 64),
+    ("expert_count", 8),
+    ("expert_used_count", 2),
+    ("expert_feed_forward_length", 256),
+];
 const QWEN3_5_VOCAB: usize = 248_320;
 /// Qwen3.5's hybrid layout as llama.cpp's converter writes it: three Gated DeltaNet layers
 /// (16 key heads, 32 value heads of 128) to each gated attention layer, RoPE over 64 of the
@@ -247,6 +256,17 @@ pub static PRESETS: &[Preset] = &[
         eps: 1e-6,
         rope_base: 1_000_000.0,
         extra: QWEN3_EXTRA,
+    },
+    Preset {
+        name: "qwen3-moe-tiny",
+        about: "a tiny Qwen3 MoE for smoke tests (2 layers, 256 wide, 8 experts, 2 active)",
+        family: "qwen3_moe",
+        dims: dims(2, 256, (4, 2, 64), 512, 512, 2048),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 1_000_000.0,
+        extra: QWEN3_MOE_TINY_EXTRA,
     },
     Preset {
         name: "qwen3-moe-30b-a3b",

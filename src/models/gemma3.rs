@@ -26,7 +26,7 @@ use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
-use super::recipe::{self, BlockParts, Recipe};
+use super::recipe::{self, BlockParts, FfnParts, Recipe};
 use super::rope_config::{RopeConfig, RopeScaling};
 use super::values::{self, refuse_gguf, refuse_hf, HfRefusal};
 use super::{
@@ -531,7 +531,7 @@ impl CausalLm for Model {
                     },
                     post_attn_norm: Some(&b.post_attn_norm),
                     ffn_norm: &b.pre_mlp_norm,
-                    mlp: &b.mlp,
+                    ffn: FfnParts::Dense(&b.mlp),
                     post_ffn_norm: Some(&b.post_mlp_norm),
                 })
             })

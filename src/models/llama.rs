@@ -19,7 +19,7 @@ use super::layers::mlp::{Activation, Mlp};
 use super::layers::moe::{self, SparseMoe};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::Rope;
-use super::recipe::{self, BlockParts, Recipe};
+use super::recipe::{self, BlockParts, FfnParts, Recipe};
 use super::rope_config::RopeConfig;
 use super::values::{self, refuse_gguf, refuse_hf, Accepted, GgufRefusal, HfRefusal};
 use super::{
@@ -542,8 +542,9 @@ impl CausalLm for Model {
             .blocks
             .iter()
             .map(|b| {
-                let Ffn::Dense(mlp) = &b.mlp else {
-                    return Err("the feed-forward networks are mixtures of experts".to_string());
+                let ffn = match &b.mlp {
+                    Ffn::Dense(mlp) => FfnParts::Dense(mlp),
+                    Ffn::Moe(moe) => FfnParts::Experts(moe),
                 };
                 recipe::Block::new(BlockParts {
                     attn_norm: &b.attn_norm,
@@ -551,7 +552,7 @@ impl CausalLm for Model {
                     rope: &self.rope,
                     post_attn_norm: None,
                     ffn_norm: &b.mlp_norm,
-                    mlp,
+                    ffn,
                     post_ffn_norm: None,
                 })
             })

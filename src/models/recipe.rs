@@ -4,17 +4,21 @@
 //! A family opts in by implementing [`crate::models::CausalLm::recipe`] from the layers it
 //! already holds: each block is norm → attention (optional per-head Q/K norm, RoPE, window,
 //! soft-cap) → optional post-norm → residual, then norm → gated MLP → optional post-norm →
-//! residual. Llama, Qwen 2/3 and Gemma 3 are all of that shape; anything else (biases, fused
-//! projections, experts, dense weights) answers why not, and the model runs layer by layer.
+//! residual. Llama, Qwen 2/3 and Gemma 3 are all of that shape, and so are the mixtures of
+//! experts whose feed-forward network is a routed set of gated MLPs (Qwen3-MoE, Mixtral):
+//! [`Ffn::Experts`]. Anything else (biases, fused projections, dense weights) answers why not,
+//! and the model runs layer by layer.
 
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
+use candle_core::Tensor;
 
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
+use super::layers::moe::{Router, SparseMoe};
 use super::layers::norm::RmsNorm;
 use super::layers::qkv::Qkv;
 use super::layers::rope::Rope;
@@ -64,16 +68,69 @@ pub struct Block {
     pub post_attn_norm: Option<RmsNorm>,
     /// Norm before the MLP.
     pub ffn_norm: RmsNorm,
-    /// Gate projection.
-    pub gate: Arc<QTensor>,
-    /// Up projection.
-    pub up: Arc<QTensor>,
-    /// Down projection.
-    pub down: Arc<QTensor>,
+    /// The feed-forward network.
+    pub ffn: Ffn,
     /// The gate's activation.
     pub act: Activation,
     /// Norm of the MLP output before the residual (Gemma).
     pub post_ffn_norm: Option<RmsNorm>,
+}
+
+/// A block's feed-forward network: one gated MLP, or experts picked per token by a router.
+#[derive(Clone, Debug)]
+pub enum Ffn {
+    /// `down(act(gate x) * up x)`.
+    Dense {
+        /// Gate projection `(ffn, hidden)`.
+        gate: Arc<QTensor>,
+        /// Up projection `(ffn, hidden)`.
+        up: Arc<QTensor>,
+        /// Down projection `(hidden, ffn)`.
+        down: Arc<QTensor>,
+    },
+    /// The routing-weighted sum of the chosen experts' gated MLPs.
+    Experts(Experts),
+}
+
+/// Routed experts, each a gated MLP of the same shapes and weight types.
+#[derive(Clone, Debug)]
+pub struct Experts {
+    /// The router `(experts, hidden)`, f32 (as llama.cpp keeps it: a rounded logit can swap
+    /// experts).
+    pub router: Tensor,
+    /// How router logits become weights.
+    pub routing: Router,
+    /// Experts each token uses.
+    pub n_used: usize,
+    /// Each expert's gate projection `(ffn, hidden)`.
+    pub gate: Vec<Arc<QTensor>>,
+    /// Each expert's up projection.
+    pub up: Vec<Arc<QTensor>>,
+    /// Each expert's down projection `(hidden, ffn)`.
+    pub down: Vec<Arc<QTensor>>,
+}
+
+impl Ffn {
+    /// The width of one (expert's) MLP.
+    pub fn width(&self) -> usize {
+        let gate = match self {
+            Ffn::Dense { gate, .. } => gate,
+            Ffn::Experts(e) => match e.gate.first() {
+                Some(g) => g,
+                None => return 0,
+            },
+        };
+        gate.shape().dims().first().copied().unwrap_or(0)
+    }
+}
+
+/// A block's feed-forward network as a family holds it.
+#[derive(Clone, Copy)]
+pub enum FfnParts<'a> {
+    /// One gated MLP.
+    Dense(&'a Mlp),
+    /// Routed experts.
+    Experts(&'a SparseMoe),
 }
 
 /// The layers of one block as a family holds them.
@@ -88,8 +145,8 @@ pub struct BlockParts<'a> {
     pub post_attn_norm: Option<&'a RmsNorm>,
     /// Norm before the MLP.
     pub ffn_norm: &'a RmsNorm,
-    /// The MLP.
-    pub mlp: &'a Mlp,
+    /// The MLP or the experts.
+    pub ffn: FfnParts<'a>,
     /// Post-MLP norm, if the family has one.
     pub post_ffn_norm: Option<&'a RmsNorm>,
 }
@@ -97,6 +154,62 @@ pub struct BlockParts<'a> {
 fn quantized<'a>(l: &'a Linear, what: &str) -> Result<&'a Arc<QTensor>, Unsupported> {
     l.quantized()
         .ok_or_else(|| format!("{what} has a bias or dense (not GGUF-quantized) weights"))
+}
+
+/// Gate, up and down of one MLP, quantized and separate, with its activation.
+type Gated = (Arc<QTensor>, Arc<QTensor>, Arc<QTensor>, Activation);
+
+fn gated(mlp: &Mlp) -> Result<Gated, Unsupported> {
+    let Some((gate, up, down, act)) = mlp.separate() else {
+        return Err("gate and up are one fused matrix".into());
+    };
+    Ok((
+        quantized(gate, "the gate projection")?.clone(),
+        quantized(up, "the up projection")?.clone(),
+        quantized(down, "the down projection")?.clone(),
+        act,
+    ))
+}
+
+fn ffn(parts: FfnParts) -> Result<(Ffn, Activation), Unsupported> {
+    match parts {
+        FfnParts::Dense(mlp) => {
+            let (gate, up, down, act) = gated(mlp)?;
+            Ok((Ffn::Dense { gate, up, down }, act))
+        }
+        FfnParts::Experts(moe) => {
+            let router = moe
+                .router()
+                .dense()
+                .ok_or("the expert router is quantized or has a bias")?
+                .clone();
+            let (mut gate, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+            let mut acts = Vec::new();
+            for mlp in moe.experts().mlps() {
+                let (g, u, d, act) = gated(mlp)?;
+                gate.push(g);
+                up.push(u);
+                down.push(d);
+                acts.push(act);
+            }
+            let Some(&act) = acts.first() else {
+                return Err("a mixture of experts without experts".into());
+            };
+            if acts.iter().any(|&a| a != act) {
+                return Err("experts with different activations".into());
+            }
+            let cfg = moe.config();
+            let experts = Experts {
+                router,
+                routing: cfg.router,
+                n_used: cfg.n_used,
+                gate,
+                up,
+                down,
+            };
+            Ok((Ffn::Experts(experts), act))
+        }
+    }
 }
 
 impl Block {
@@ -113,9 +226,7 @@ impl Block {
         let Qkv::Separate { q, k, v } = qkv else {
             return Err("Q/K/V are one fused matrix".into());
         };
-        let Some((gate, up, down, act)) = p.mlp.separate() else {
-            return Err("gate and up are one fused matrix".into());
-        };
+        let (ffn, act) = ffn(p.ffn)?;
         if let Some(why) = p.rope.gpu_unsupported() {
             return Err(why);
         }
@@ -131,9 +242,7 @@ impl Block {
             rope: p.rope.clone(),
             post_attn_norm: p.post_attn_norm.cloned(),
             ffn_norm: p.ffn_norm.clone(),
-            gate: quantized(gate, "the gate projection")?.clone(),
-            up: quantized(up, "the up projection")?.clone(),
-            down: quantized(down, "the down projection")?.clone(),
+            ffn,
             act,
             post_ffn_norm: p.post_ffn_norm.cloned(),
         })
@@ -165,7 +274,10 @@ mod tests {
     use candle_core::quantized::GgmlDType;
     use candle_core::Device;
 
+    use super::{Activation, Ffn, FfnParts, Router, SparseMoe};
     use crate::formats::gguf::Gguf;
+    use crate::formats::weights::Weights;
+    use crate::models::layers::moe;
     use crate::models::{family, load_gguf, testing};
 
     /// The reason a tiny random-weight model of `id` gives for having no recipe on the CPU.
@@ -179,10 +291,31 @@ mod tests {
     }
 
     #[test]
-    fn mixtures_of_experts_say_they_have_no_recipe() {
-        for id in ["mixtral", "qwen3_moe"] {
-            assert!(refusal(id).contains("experts"), "{id}: {}", refusal(id));
-        }
+    fn routed_experts_of_gated_mlps_become_recipe_experts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let spec = family("qwen3_moe").unwrap();
+        testing::write_tiny_gguf(spec, &path, 3, GgmlDType::Q8_0, None).unwrap();
+        let gguf = Gguf::open(&path).unwrap();
+        let weights = Weights::from_gguf(&gguf, &[], &Device::Cpu);
+        let cfg = moe::Config {
+            n_experts: 4,
+            n_used: 2,
+            ffn: 64,
+            router: Router::SoftmaxTopK { renormalize: true },
+            names: moe::QWEN_NAMES,
+        };
+        let block = SparseMoe::load(&weights.pp("model.layers.0"), testing::HIDDEN, &cfg).unwrap();
+        let (ffn, act) = super::ffn(FfnParts::Experts(&block)).unwrap();
+        assert_eq!(act, Activation::Silu);
+        assert_eq!(ffn.width(), 64);
+        let Ffn::Experts(e) = ffn else {
+            panic!("dense")
+        };
+        assert_eq!((e.gate.len(), e.up.len(), e.down.len()), (4, 4, 4));
+        assert_eq!(e.n_used, 2);
+        assert_eq!(e.router.dims(), &[4, testing::HIDDEN]);
+        assert_eq!(e.down[3].shape().dims(), &[testing::HIDDEN, 64]);
     }
 
     #[test]

@@ -47,6 +47,61 @@ pub struct Kernels {
     attn_seq: CudaFunction,
     glu_q8: CudaFunction,
     argmax: CudaFunction,
+    moe_route: CudaFunction,
+    moe_glu: CudaFunction,
+    moe_down: CudaFunction,
+    moe_zero: CudaFunction,
+    moe_group: CudaFunction,
+    mmq_moe: CudaFunction,
+    moe_combine: CudaFunction,
+}
+
+/// Routed experts of one block on the device: the f32 router and a table of expert matrix
+/// addresses per projection.
+#[derive(Clone, Copy, Debug)]
+pub struct MoeArgs {
+    /// The router `(n_exp, hidden)`, f32.
+    pub router: Ptr,
+    /// Tables of `n_exp` addresses: gate, up, down.
+    pub tables: (Ptr, Ptr, Ptr),
+    /// ggml type ids of gate, up, down.
+    pub types: (i32, i32, i32),
+    /// Experts.
+    pub n_exp: usize,
+    /// Experts per token.
+    pub n_used: usize,
+    /// Width of one expert.
+    pub ffn: usize,
+    /// 0: softmax over all then top-k; 1: top-k then softmax over those.
+    pub mode: i32,
+    /// With mode 0: renormalize the chosen weights to sum 1.
+    pub renorm: bool,
+    /// GELU (tanh) instead of SiLU for the gate.
+    pub gelu: bool,
+}
+
+/// Where one MoE pass reads and writes: the normed input (f32 and q8), the routes, the
+/// per-pair activations, and the residual rows the result is added to.
+#[derive(Clone, Copy, Debug)]
+pub struct MoeBufs {
+    /// Normed input, f32 `(n, hidden)`.
+    pub x: Ptr,
+    /// The same, q8.
+    pub xq: Ptr,
+    /// Chosen experts `(n, n_used)` i32.
+    pub ids: Ptr,
+    /// Their weights `(n, n_used)` f32.
+    pub wts: Ptr,
+    /// Gated activations, q8, `(n · n_used, ffn)`.
+    pub act: Ptr,
+    /// Residual rows `(n, hidden)`.
+    pub h: Ptr,
+    /// Prompts: gate and up outputs, f32 `(n · n_used, ffn)` each.
+    pub gate_up: (Ptr, Ptr),
+    /// Prompts: down outputs, f32 `(n · n_used, hidden)`.
+    pub down: Ptr,
+    /// Prompts: pairs per expert `(n_exp)` and each expert's pair list `(n_exp, n)`.
+    pub groups: (Ptr, Ptr),
 }
 
 fn cfg(grid: (usize, usize, usize), block: usize, shared: usize) -> LaunchConfig {
@@ -140,6 +195,13 @@ impl Kernels {
             attn_seq: f("attn_seq")?,
             glu_q8: f("glu_q8")?,
             argmax: f("argmax")?,
+            moe_route: f("moe_route")?,
+            moe_glu: f("moe_glu")?,
+            moe_down: f("moe_down")?,
+            moe_zero: f("moe_zero")?,
+            moe_group: f("moe_group")?,
+            mmq_moe: f("mmq_moe")?,
+            moe_combine: f("moe_combine")?,
         })
     }
 
@@ -425,6 +487,133 @@ impl Kernels {
             .arg(&out);
         // SAFETY: as in `mmv`.
         unsafe { l.launch(cfg((n.div_ceil(1024), 1, 1), 1024, 0)) }.map_err(driver("argmax"))?;
+        Ok(())
+    }
+
+    /// For `n` tokens: route each through `m`'s router, run its chosen experts, and add their
+    /// weighted sum to the residual rows `b.h` (`hidden` wide). One token runs a row product
+    /// per chosen expert; prompts group their tokens by expert and run tiles
+    /// ([`Self::moe_grouped`]).
+    pub fn moe(&self, m: &MoeArgs, b: &MoeBufs, n: usize, hidden: usize) -> Result<()> {
+        if m.n_exp > 1024 || m.n_used > 32 {
+            return Err(Error::Internal(format!(
+                "{} experts, {} per token: the fused kernels take up to 1024 and 32",
+                m.n_exp, m.n_used
+            )));
+        }
+        let (hd, ne, nu, f) = (hidden as i32, m.n_exp as i32, m.n_used as i32, m.ffn as i32);
+        let (mode, renorm, gelu) = (m.mode, m.renorm as i32, m.gelu as i32);
+        let mut l = self.stream.launch_builder(&self.moe_route);
+        l.arg(&b.x).arg(&m.router).arg(&hd).arg(&ne).arg(&nu);
+        l.arg(&mode).arg(&renorm).arg(&b.ids).arg(&b.wts);
+        // SAFETY: as in `mmv`; the router holds n_exp rows of `hidden`, the route buffers
+        // n · n_used entries.
+        unsafe { l.launch(cfg((n, 1, 1), 256, 0)) }.map_err(driver("moe_route"))?;
+        if n > 1 {
+            return self.moe_grouped(m, b, n, hidden);
+        }
+        let mut l = self.stream.launch_builder(&self.moe_glu);
+        l.arg(&m.tables.0)
+            .arg(&m.tables.1)
+            .arg(&m.types.0)
+            .arg(&m.types.1);
+        l.arg(&b.ids)
+            .arg(&nu)
+            .arg(&b.xq)
+            .arg(&hd)
+            .arg(&gelu)
+            .arg(&b.act);
+        // SAFETY: as in `mmv`; `ffn` is a multiple of 32 and the activation buffer holds
+        // n · n_used rows of it.
+        unsafe { l.launch(cfg((m.ffn / 32, n * m.n_used, 1), 1024, 0)) }
+            .map_err(driver("moe_glu"))?;
+        let mut l = self.stream.launch_builder(&self.moe_down);
+        l.arg(&m.tables.2)
+            .arg(&m.types.2)
+            .arg(&b.ids)
+            .arg(&b.wts)
+            .arg(&nu);
+        l.arg(&b.act).arg(&f).arg(&hd).arg(&b.h);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg((hidden.div_ceil(4), n, 1), 128, 0)) }.map_err(driver("moe_down"))?;
+        Ok(())
+    }
+
+    /// The experts of `n` routed tokens, grouped by expert: each expert's gate/up and down
+    /// products over its (token, slot) pairs as 64 × 64 tiles, then each token's weighted sum.
+    fn moe_grouped(&self, m: &MoeArgs, b: &MoeBufs, n: usize, hidden: usize) -> Result<()> {
+        let pairs = n * m.n_used;
+        let (ne, pi, cap, nu, one) = (m.n_exp as i32, pairs as i32, n as i32, m.n_used as i32, 1);
+        let (counts, list) = b.groups;
+        let mut l = self.stream.launch_builder(&self.moe_zero);
+        l.arg(&counts).arg(&ne);
+        // SAFETY: as in `mmv`; `counts` holds n_exp counters.
+        unsafe { l.launch(cfg((m.n_exp.div_ceil(256), 1, 1), 256, 0)) }
+            .map_err(driver("moe_zero"))?;
+        let mut l = self.stream.launch_builder(&self.moe_group);
+        l.arg(&b.ids).arg(&pi).arg(&cap).arg(&counts).arg(&list);
+        // SAFETY: as in `mmv`; each expert's list holds `n` entries, and a token picks an
+        // expert at most once.
+        unsafe { l.launch(cfg((pairs.div_ceil(256), 1, 1), 256, 0)) }
+            .map_err(driver("moe_group"))?;
+        let (ffn, hd) = (m.ffn as i32, hidden as i32);
+        let products = |tabs: (Ptr, Ptr), types: (i32, i32), rows: usize, out: (Ptr, Ptr)| {
+            let (ri, div, xq, k) = match tabs.1 {
+                0 => (hd, one, b.act, ffn),
+                _ => (ffn, nu, b.xq, hd),
+            };
+            let mut l = self.stream.launch_builder(&self.mmq_moe);
+            l.arg(&tabs.0)
+                .arg(&tabs.1)
+                .arg(&types.0)
+                .arg(&types.1)
+                .arg(&ri);
+            l.arg(&out.0)
+                .arg(&out.1)
+                .arg(&counts)
+                .arg(&list)
+                .arg(&cap)
+                .arg(&div);
+            l.arg(&xq).arg(&k);
+            let mats = if tabs.1 == 0 { 1 } else { 2 };
+            let grid = (mats * rows.div_ceil(64), n.div_ceil(64), m.n_exp);
+            // SAFETY: as in `mmv`; the outputs hold n · n_used rows of `rows`.
+            unsafe { l.launch(cfg(grid, 128, 0)) }.map_err(driver("mmq_moe"))
+        };
+        products(
+            (m.tables.0, m.tables.1),
+            (m.types.0, m.types.1),
+            m.ffn,
+            b.gate_up,
+        )?;
+        self.glu_q8(b.gate_up.0, b.gate_up.1, b.act, pairs, m.ffn, m.gelu)?;
+        products((m.tables.2, 0), (m.types.2, 0), hidden, (b.down, 0))?;
+        let mut l = self.stream.launch_builder(&self.moe_combine);
+        l.arg(&b.down).arg(&b.wts).arg(&nu).arg(&hd).arg(&b.h);
+        // SAFETY: as in `mmv`.
+        unsafe { l.launch(cfg((hidden.div_ceil(256), n, 1), 256, 0)) }
+            .map_err(driver("moe_combine"))?;
+        Ok(())
+    }
+
+    /// For `n` rows of `h`: `xq = q8(rmsnorm(h) · w)` and the f32 values into `out`.
+    pub fn norm_q8_f32(
+        &self,
+        (h, w, xq, out): (Ptr, Ptr, Ptr, Ptr),
+        n: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let (none, ki) = (0u64, k as i32);
+        let mut l = self.stream.launch_builder(&self.norm_q8);
+        l.arg(&none).arg(&none).arg(&h).arg(&w).arg(&xq).arg(&out);
+        l.arg(&ki).arg(&eps);
+        let block = match n {
+            1 => (k.div_ceil(32) * 32).clamp(128, 1024),
+            _ => 256,
+        };
+        // SAFETY: as in `norm_q8`.
+        unsafe { l.launch(cfg((n, 1, 1), block, norm_shared(k))) }.map_err(driver("norm_q8"))?;
         Ok(())
     }
 }

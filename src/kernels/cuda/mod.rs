@@ -12,6 +12,7 @@
 //!   and token ids from device memory, so the one-token step is captured once as a CUDA graph
 //!   and replayed for every generated token: one launch per token instead of hundreds.
 
+mod ffn;
 mod kernels;
 
 use std::sync::Arc;
@@ -20,10 +21,11 @@ use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, CudaS
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use self::kernels::{driver, AttnArgs, Kernels, Mat, Ptr, RopeArgs};
+use self::ffn::Ffn;
+use self::kernels::{driver, AttnArgs, Kernels, Mat, MoeBufs, Ptr, RopeArgs};
 use crate::kernels::Activation;
 use crate::models::layers::norm::RmsNorm;
-use crate::models::recipe::{Recipe, Unsupported};
+use crate::models::recipe::{self, Recipe, Unsupported};
 use crate::{Error, Result};
 
 /// Keys per attention split at least; longer contexts use longer splits, at most `MAX_SPLITS`.
@@ -111,9 +113,7 @@ struct Layer {
     _factors: Option<CudaSlice<f32>>,
     post_attn_norm: Option<DevBuf<f32>>,
     ffn_norm: DevBuf<f32>,
-    gate: Weight,
-    up: Weight,
-    down: Weight,
+    ffn: Ffn,
     gelu: bool,
     post_ffn_norm: Option<DevBuf<f32>>,
     kc: DevBuf<u16>,
@@ -133,6 +133,12 @@ struct Buffers {
     v: CudaSlice<f32>,
     g: CudaSlice<f32>,
     u: CudaSlice<f32>,
+    xn: CudaSlice<f32>,
+    route_ids: CudaSlice<i32>,
+    route_w: CudaSlice<f32>,
+    moe_y: CudaSlice<f32>,
+    moe_counts: CudaSlice<i32>,
+    moe_list: CudaSlice<i32>,
     part: CudaSlice<f32>,
     logits: CudaSlice<f32>,
     best: CudaSlice<i32>,
@@ -156,6 +162,12 @@ struct Ptrs {
     v: Ptr,
     g: Ptr,
     u: Ptr,
+    xn: Ptr,
+    route_ids: Ptr,
+    route_w: Ptr,
+    moe_y: Ptr,
+    moe_counts: Ptr,
+    moe_list: Ptr,
     part: Ptr,
     logits: Ptr,
     best: Ptr,
@@ -217,9 +229,6 @@ pub fn check(recipe: &Recipe) -> std::result::Result<(), Unsupported> {
             ("attn_k", &b.k),
             ("attn_v", &b.v),
             ("attn_output", &b.o),
-            ("ffn_gate", &b.gate),
-            ("ffn_up", &b.up),
-            ("ffn_down", &b.down),
         ] {
             if !types(w) {
                 return Err(format!(
@@ -231,8 +240,9 @@ pub fn check(recipe: &Recipe) -> std::result::Result<(), Unsupported> {
         if b.attn.head_dim != d || b.attn.hidden != hidden {
             return Err("blocks of different widths".into());
         }
-        if b.gate.shape().dims2().map(|s| s.0).ok() != b.up.shape().dims2().map(|s| s.0).ok() {
-            return Err("gate and up of different widths".into());
+        ffn::check(i, &b.ffn)?;
+        if matches!(b.ffn, recipe::Ffn::Experts(_)) && b.post_ffn_norm.is_some() {
+            return Err("experts with a norm after them".into());
         }
     }
     for (name, w) in [("token_embd", &recipe.embed), ("output", &recipe.output)] {
@@ -282,18 +292,24 @@ impl Decoder {
         let splits = ctx.div_ceil(chunk).max(1);
         let mut layers = Vec::with_capacity(recipe.blocks.len());
         let (mut max_q, mut max_kv, mut ffn, mut max_heads) = (0, 0, 0, 0);
+        let mut routed = 0; // the most experts per token
+        let mut n_exp = 0; // the most experts in a block
         for (i, b) in recipe.blocks.iter().enumerate() {
             let a = &b.attn;
             let (theta_scale, factors, pos_scale, neox) = b.rope.params();
             let factors = factors
                 .map(|f| stream.clone_htod(f).map_err(driver("upload")))
                 .transpose()?;
-            let f = b.gate.shape().dims2()?.0;
+            let f = b.ffn.width();
             max_q = max_q.max(a.n_heads * d);
             max_kv = max_kv.max(a.n_kv_heads * d);
             max_heads = max_heads.max(a.n_heads);
             ffn = ffn.max(f);
             let name = |s: &str| format!("blk.{i}.{s}");
+            if let recipe::Ffn::Experts(e) = &b.ffn {
+                routed = routed.max(e.n_used);
+                n_exp = n_exp.max(e.gate.len());
+            }
             layers.push(Layer {
                 attn_norm: upload_norm(&stream, &b.attn_norm)?,
                 q: Weight::new(&b.q, &name("attn_q"))?,
@@ -333,9 +349,7 @@ impl Decoder {
                     .map(|n| upload_norm(&stream, n))
                     .transpose()?,
                 ffn_norm: upload_norm(&stream, &b.ffn_norm)?,
-                gate: Weight::new(&b.gate, &name("ffn_gate"))?,
-                up: Weight::new(&b.up, &name("ffn_up"))?,
-                down: Weight::new(&b.down, &name("ffn_down"))?,
+                ffn: Ffn::new(&b.ffn, b.act, &stream, i)?,
                 gelu: b.act == Activation::GeluTanh,
                 post_ffn_norm: b
                     .post_ffn_norm
@@ -361,12 +375,20 @@ impl Decoder {
             h: zeros(&stream, t * hidden)?,
             t: zeros(&stream, t * hidden)?,
             xq: zeros(&stream, t * widest / 32 * 40)?,
-            xq2: zeros(&stream, ffn / 32 * 40)?,
+            // One token's gated activation, or every (token, expert) pair's.
+            xq2: zeros(&stream, ffn / 32 * 40 * (t * routed).max(1))?,
             q: zeros(&stream, t * max_q)?,
             k: zeros(&stream, t * max_kv)?,
             v: zeros(&stream, t * max_kv)?,
-            g: zeros(&stream, t * ffn)?,
-            u: zeros(&stream, t * ffn)?,
+            // A prompt's gate and up outputs: per token, or per (token, expert) pair.
+            g: zeros(&stream, t * ffn * routed.max(1))?,
+            u: zeros(&stream, t * ffn * routed.max(1))?,
+            xn: zeros(&stream, if routed > 0 { t * hidden } else { 1 })?,
+            route_ids: zeros(&stream, t * routed)?,
+            route_w: zeros(&stream, t * routed)?,
+            moe_y: zeros(&stream, if t > 1 { t * routed * hidden } else { 0 })?,
+            moe_counts: zeros(&stream, n_exp)?,
+            moe_list: zeros(&stream, n_exp * t)?,
             part: zeros(&stream, max_heads * splits * (d + 2))?,
             logits: zeros(&stream, vocab)?,
             best: zeros(&stream, 1)?,
@@ -388,6 +410,12 @@ impl Decoder {
             v: ptr_of(&buf.v, s),
             g: ptr_of(&buf.g, s),
             u: ptr_of(&buf.u, s),
+            xn: ptr_of(&buf.xn, s),
+            route_ids: ptr_of(&buf.route_ids, s),
+            route_w: ptr_of(&buf.route_w, s),
+            moe_y: ptr_of(&buf.moe_y, s),
+            moe_counts: ptr_of(&buf.moe_counts, s),
+            moe_list: ptr_of(&buf.moe_list, s),
             part: ptr_of(&buf.part, s),
             logits: ptr_of(&buf.logits, s),
             best: ptr_of(&buf.best, s),
@@ -588,7 +616,7 @@ impl Decoder {
             &l.rope,
             (nsplit, self.chunk),
         )?;
-        let (qd, f) = (a.n_heads * a.d, l.gate.mat.rows);
+        let qd = a.n_heads * a.d;
         match &l.post_attn_norm {
             Some(post) => {
                 k.mmv(&[(l.o.mat, p.t)], 0, p.xq, qd, 0.0)?;
@@ -596,17 +624,25 @@ impl Decoder {
             }
             None => {
                 k.mmv(&[(l.o.mat, p.h)], p.h, p.xq, qd, 0.0)?;
-                k.norm_q8(0, 0, p.h, l.ffn_norm.ptr, p.xq, 1, hd, eps)?;
+                self.ffn_input(l, 1)?;
             }
         }
-        k.mmv_glu((l.gate.mat, l.up.mat), p.xq, hd, l.gelu, p.xq2)?;
+        let (gate, up, down) = match &l.ffn {
+            Ffn::Dense { gate, up, down } => (gate, up, down),
+            Ffn::Experts(e) => {
+                k.moe(&e.args, &self.moe_bufs(), 1, hd)?;
+                return k.norm_q8(0, 0, p.h, next, p.xq, 1, hd, eps);
+            }
+        };
+        let f = gate.mat.rows;
+        k.mmv_glu((gate.mat, up.mat), p.xq, hd, l.gelu, p.xq2)?;
         match &l.post_ffn_norm {
             Some(post) => {
-                k.mmv(&[(l.down.mat, p.t)], 0, p.xq2, f, 0.0)?;
+                k.mmv(&[(down.mat, p.t)], 0, p.xq2, f, 0.0)?;
                 k.norm_q8(p.t, post.ptr, p.h, next, p.xq, 1, hd, eps)
             }
             None => {
-                k.mmv(&[(l.down.mat, p.h)], p.h, p.xq2, f, 0.0)?;
+                k.mmv(&[(down.mat, p.h)], p.h, p.xq2, f, 0.0)?;
                 k.norm_q8(0, 0, p.h, next, p.xq, 1, hd, eps)
             }
         }
@@ -631,7 +667,7 @@ impl Decoder {
             &l.rope,
         )?;
         k.attention_seq(p.q, cache, p.xq, p.pos, self.ctx, n, a)?;
-        let (qd, f) = (a.n_heads * a.d, l.gate.mat.rows);
+        let qd = a.n_heads * a.d;
         match &l.post_attn_norm {
             Some(post) => {
                 k.mmq(&[(l.o.mat, p.t)], 0, p.xq, qd, n)?;
@@ -639,20 +675,54 @@ impl Decoder {
             }
             None => {
                 k.mmq(&[(l.o.mat, p.h)], p.h, p.xq, qd, n)?;
-                k.norm_q8(0, 0, p.h, l.ffn_norm.ptr, p.xq, n, hd, eps)?;
+                self.ffn_input(l, n)?;
             }
         }
-        k.mmq(&[(l.gate.mat, p.g), (l.up.mat, p.u)], 0, p.xq, hd, n)?;
+        let (gate, up, down) = match &l.ffn {
+            Ffn::Dense { gate, up, down } => (gate, up, down),
+            Ffn::Experts(e) => {
+                k.moe(&e.args, &self.moe_bufs(), n, hd)?;
+                return k.norm_q8(0, 0, p.h, next, p.xq, n, hd, eps);
+            }
+        };
+        let f = gate.mat.rows;
+        k.mmq(&[(gate.mat, p.g), (up.mat, p.u)], 0, p.xq, hd, n)?;
         k.glu_q8(p.g, p.u, p.xq, n, f, l.gelu)?;
         match &l.post_ffn_norm {
             Some(post) => {
-                k.mmq(&[(l.down.mat, p.t)], 0, p.xq, f, n)?;
+                k.mmq(&[(down.mat, p.t)], 0, p.xq, f, n)?;
                 k.norm_q8(p.t, post.ptr, p.h, next, p.xq, n, hd, eps)
             }
             None => {
-                k.mmq(&[(l.down.mat, p.h)], p.h, p.xq, f, n)?;
+                k.mmq(&[(down.mat, p.h)], p.h, p.xq, f, n)?;
                 k.norm_q8(0, 0, p.h, next, p.xq, n, hd, eps)
             }
+        }
+    }
+
+    /// The norm before a block's feed-forward network for `n` rows (no post-attention norm):
+    /// its q8 input, and for experts also the f32 values the router reads.
+    fn ffn_input(&self, l: &Layer, n: usize) -> Result<()> {
+        let (k, p, hd, eps) = (&self.k, self.p, self.hidden, self.eps);
+        match l.ffn {
+            Ffn::Dense { .. } => k.norm_q8(0, 0, p.h, l.ffn_norm.ptr, p.xq, n, hd, eps),
+            Ffn::Experts(_) => k.norm_q8_f32((p.h, l.ffn_norm.ptr, p.xq, p.xn), n, hd, eps),
+        }
+    }
+
+    /// The buffers a mixture-of-experts pass uses.
+    fn moe_bufs(&self) -> MoeBufs {
+        let p = self.p;
+        MoeBufs {
+            x: p.xn,
+            xq: p.xq,
+            ids: p.route_ids,
+            wts: p.route_w,
+            act: p.xq2,
+            h: p.h,
+            gate_up: (p.g, p.u),
+            down: p.moe_y,
+            groups: (p.moe_counts, p.moe_list),
         }
     }
 }

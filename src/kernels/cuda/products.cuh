@@ -87,12 +87,12 @@ static __device__ __forceinline__ float2 row_dot2(const uint8_t* ra, const uint8
     return make_float2(warp_sum(a), warp_sum(b));
 }
 
-// One token's gate and up rows and the gated activation, quantized for the down projection
-// into `out` (another buffer than the input): a block per 32 rows, a warp per row pair, so
-// each block holds a whole q8 block. Grid: ffn / 32; 1024 threads.
-extern "C" __global__ void __launch_bounds__(1024)
-    mmv_glu(const uint8_t* wg, const uint8_t* wu, int tg, int tu, const uint8_t* xq, int k,
-            int gelu, uint8_t* out) {
+// One token's gate and up rows `blockIdx.x * 32..` and the gated activation, quantized into
+// the q8 block `blockIdx.x` of `out` (another buffer than the input): a block per 32 rows, a
+// warp per row pair, so each block holds a whole q8 block. 1024 threads.
+static __device__ __forceinline__ void glu_rows(const uint8_t* wg, const uint8_t* wu, int tg,
+                                                int tu, const uint8_t* xq, int k, int gelu,
+                                                uint8_t* out) {
     __shared__ float g[32], u[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 32 + warp;
     const int nsub = k / QK;
@@ -121,6 +121,13 @@ extern "C" __global__ void __launch_bounds__(1024)
         const float act = gelu ? act_gelu(x) : act_silu(x);
         quant_warp(__fmul_rn(act, u[lane]), out + (size_t)blockIdx.x * Q8_BYTES);
     }
+}
+
+// One token's gate/up products with the gated activation. Grid: ffn / 32; 1024 threads.
+extern "C" __global__ void __launch_bounds__(1024)
+    mmv_glu(const uint8_t* wg, const uint8_t* wu, int tg, int tu, const uint8_t* xq, int k,
+            int gelu, uint8_t* out) {
+    glu_rows(wg, wu, tg, tu, xq, k, gelu, out);
 }
 
 
@@ -161,12 +168,22 @@ static __device__ __forceinline__ void stage_sub(const uint8_t* w, int t, int by
     *bb = s.b;
 }
 
+// Which input row each of a tile's tokens reads and which output row it writes: itself, or
+// (routed experts) the pair list `gather` of one expert, whose entry p reads row p / div and
+// writes row p.
+struct Rows {
+    const int* gather;
+    int div;
+    __device__ __forceinline__ int in(int tok) const { return gather ? gather[tok] / div : tok; }
+    __device__ __forceinline__ int out(int tok) const { return gather ? gather[tok] : tok; }
+};
+
 // Loads the q8 blocks b0.. b0 + KB of tokens tok0.. tok0 + T into shared memory (zeros past
 // the ends), as 8-byte loads all issued before any is used.
 template <int KB, int T, int S>
 static __device__ __forceinline__ void stage_x(const uint8_t* xq, int b0, int nsub, int tok0,
-                                               int ntok, int (*xv)[T][S], float (*xd)[T],
-                                               float (*xs)[T]) {
+                                               int ntok, Rows rows, int (*xv)[T][S],
+                                               float (*xd)[T], float (*xs)[T]) {
     constexpr int N = KB * T * 5, PER = N / 128;
     int2 val[PER];
 #pragma unroll
@@ -175,7 +192,7 @@ static __device__ __forceinline__ void stage_x(const uint8_t* xq, int b0, int ns
         const int tk = rem / 5, w2 = rem % 5, b = b0 + kb, tok = tok0 + tk;
         val[u] = make_int2(0, 0);
         if (b < nsub && tok < ntok)
-            val[u] = ((const int2*)(xq + ((size_t)tok * nsub + b) * Q8_BYTES))[w2];
+            val[u] = ((const int2*)(xq + ((size_t)rows.in(tok) * nsub + b) * Q8_BYTES))[w2];
     }
 #pragma unroll
     for (int u = 0; u < PER; u++) {
@@ -196,7 +213,7 @@ static __device__ __forceinline__ void stage_x(const uint8_t* xq, int b0, int ns
 template <int KB, int R, int T, int S>
 static __device__ __forceinline__ void stage_tile(const uint8_t* w, int t, int bytes, int rows,
                                                   int row0, int b0, int nsub, const uint8_t* xq,
-                                                  int tok0, int ntok, int (*wv)[R][S],
+                                                  int tok0, int ntok, Rows map, int (*wv)[R][S],
                                                   float (*wa)[R], float (*wa2)[R],
                                                   float (*wb)[R], int (*xv)[T][S],
                                                   float (*xd)[T], float (*xs)[T]) {
@@ -207,7 +224,7 @@ static __device__ __forceinline__ void stage_tile(const uint8_t* w, int t, int b
         stage_sub(w, t, bytes, rows, row0 + r, b0 + kb, nsub, wv[kb][r], &wa[kb][r],
                   &wa2[kb][r], &wb[kb][r]);
     }
-    stage_x<KB, T, S>(xq, b0, nsub, tok0, ntok, xv, xd, xs);
+    stage_x<KB, T, S>(xq, b0, nsub, tok0, ntok, map, xv, xd, xs);
 }
 
 #if __CUDA_ARCH__ >= 800
@@ -227,13 +244,12 @@ static __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b
         : "r"(a0), "r"(a1), "r"(b0));
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    mmq(MATS_PARAMS, const uint8_t* xq, int k, int ntok, float cap) {
+static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq, int k,
+                                                int ntok, float cap, Rows map) {
     __shared__ int wv[TC_KB][TC_R][TC_S];
     __shared__ float wa[TC_KB][TC_R], wa2[TC_KB][TC_R], wb[TC_KB][TC_R];
     __shared__ int xv[TC_KB][TC_T][TC_S];
     __shared__ float xd[TC_KB][TC_T], xs[TC_KB][TC_T];
-    const Pick m = pick(blockIdx.x, TC_R, MATS_ARGS);
     const uint8_t* w = m.w;
     const int t = m.t, rows = m.rows, tile = m.u;
     const int row0 = tile * TC_R, tok0 = blockIdx.y * TC_T;
@@ -245,8 +261,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (int b0 = 0; b0 < nsub; b0 += TC_KB) {
-        stage_tile<TC_KB, TC_R, TC_T, TC_S>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, wv,
-                                             wa, wa2, wb, xv, xd, xs);
+        stage_tile<TC_KB, TC_R, TC_T, TC_S>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, map,
+                                             wv, wa, wa2, wb, xv, xd, xs);
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < TC_KB; kb++) {
@@ -278,18 +294,17 @@ extern "C" __global__ void __launch_bounds__(128)
             const int row = row0 + warp * 16 + g + 8 * (e >> 1);
             const int tok = tok0 + nt * 8 + 2 * tg + (e & 1);
             if (row >= rows || tok >= ntok) continue;
-            put(m, (size_t)tok * rows + row, acc[nt][e], cap);
+            put(m, (size_t)map.out(tok) * rows + row, acc[nt][e], cap);
         }
     }
 }
 #else
-extern "C" __global__ void __launch_bounds__(128)
-    mmq(MATS_PARAMS, const uint8_t* xq, int k, int ntok, float cap) {
+static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq, int k,
+                                                int ntok, float cap, Rows map) {
     __shared__ int wv[MQ_KB][MQ_R][8];
     __shared__ float wa[MQ_KB][MQ_R], wa2[MQ_KB][MQ_R], wb[MQ_KB][MQ_R];
     __shared__ int xv[MQ_KB][MQ_T][8];
     __shared__ float xd[MQ_KB][MQ_T], xs[MQ_KB][MQ_T];
-    const Pick m = pick(blockIdx.x, MQ_R, MATS_ARGS);
     const uint8_t* w = m.w;
     const int t = m.t, rows = m.rows, tile = m.u;
     const int row0 = tile * MQ_R, tok0 = blockIdx.y * MQ_T;
@@ -301,8 +316,8 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (int b0 = 0; b0 < nsub; b0 += MQ_KB) {
-        stage_tile<MQ_KB, MQ_R, MQ_T, 8>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, wv, wa,
-                                         wa2, wb, xv, xd, xs);
+        stage_tile<MQ_KB, MQ_R, MQ_T, 8>(w, t, bytes, rows, row0, b0, nsub, xq, tok0, ntok, map, wv,
+                                         wa, wa2, wb, xv, xd, xs);
         __syncthreads();
 #pragma unroll
         for (int kb = 0; kb < MQ_KB; kb++) {
@@ -335,9 +350,18 @@ extern "C" __global__ void __launch_bounds__(128)
         for (int j = 0; j < 4; j++) {
             const int tok = tok0 + tx + 16 * j;
             if (tok >= ntok) continue;
-            put(m, (size_t)tok * rows + row, acc[i][j], cap);
+            put(m, (size_t)map.out(tok) * rows + row, acc[i][j], cap);
         }
     }
 }
 
 #endif
+
+// Prompt products of up to three matrices sharing one q8 input (Q/K/V, gate/up), 64 rows ×
+// 64 tokens a block. Grid: (64-row tiles of all matrices, 64-token groups); 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    mmq(MATS_PARAMS, const uint8_t* xq, int k, int ntok, float cap) {
+    const Pick m = pick(blockIdx.x, MQ_R, MATS_ARGS);
+    if (!m.w) return;
+    mmq_tile(m, xq, k, ntok, cap, Rows{nullptr, 1});
+}

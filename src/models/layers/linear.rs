@@ -80,6 +80,14 @@ impl Linear {
         }
     }
 
+    /// The unquantized weight of a layer without bias (a router kept in f32), if so.
+    pub fn dense(&self) -> Option<&Tensor> {
+        match (&self.weight, &self.bias) {
+            (Matrix::Candle(QMatMul::Tensor(w)), None) => Some(w),
+            _ => None,
+        }
+    }
+
     /// The weight's `(out, in)`.
     pub fn dims(&self) -> Vec<usize> {
         self.weight.dims()

@@ -168,6 +168,21 @@ impl SparseMoe {
         })
     }
 
+    /// The router linear (`(experts, hidden)`, f32).
+    pub fn router(&self) -> &Linear {
+        &self.router
+    }
+
+    /// The experts.
+    pub fn experts(&self) -> &Experts {
+        &self.experts
+    }
+
+    /// Shape and routing.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Applies the block to `(..., hidden)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.dims().to_vec();
@@ -212,6 +227,11 @@ impl Experts {
             })
             .collect();
         Ok(Self { mlps })
+    }
+
+    /// The experts' networks, by index.
+    pub fn mlps(&self) -> &[Mlp] {
+        &self.mlps
     }
 
     /// How many experts there are.

@@ -1,0 +1,163 @@
+// Mixtures of experts: the router and its top-k on the device, then each token's chosen
+// experts' gate/up products with the gated activation, and their down products summed with
+// the routing weights into the residual stream. Expert matrices are found through tables of
+// device addresses (one per projection) indexed by the ids the router wrote, so nothing goes
+// back to the host and a one-token step stays one CUDA graph.
+
+#pragma once
+
+#define MOE_MAX_EXPERTS 1024
+#define MOE_MAX_USED 32
+
+// Routing, a block of 256 threads per token: logits = router · x in f32 (`x` the normed f32
+// input, `router` (n_exp, hidden)); the `k` largest (ties to the lower index); their weights:
+// mode 0 a softmax over all logits, the chosen renormalized to sum 1 when `renorm`; mode 1 a
+// softmax over the chosen logits. The chosen are written in expert order (`ids`, `wts`:
+// [tok][k]), so the down products add up in the order the CPU build adds them.
+extern "C" __global__ void __launch_bounds__(256)
+    moe_route(const float* x, const float* router, int hidden, int n_exp, int k, int mode,
+              int renorm, int* ids, float* wts) {
+    __shared__ float logit[MOE_MAX_EXPERTS];
+    __shared__ unsigned char taken[MOE_MAX_EXPERTS];
+    const int tok = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const float* xr = x + (size_t)tok * hidden;
+    for (int e = warp; e < n_exp; e += 8) {
+        const float* r = router + (size_t)e * hidden;
+        float acc = 0.0f;
+        for (int j = lane; j < hidden; j += 32) acc += r[j] * xr[j];
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            logit[e] = acc;
+            taken[e] = 0;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    float mx = -INFINITY;
+    for (int e = 0; e < n_exp; e++) mx = fmaxf(mx, logit[e]);
+    float total = 0.0f;
+    for (int e = 0; e < n_exp; e++) total += expf(logit[e] - mx);
+    int sel[MOE_MAX_USED];
+    float w[MOE_MAX_USED];
+    for (int s = 0; s < k; s++) {
+        int best = -1;
+        for (int e = 0; e < n_exp; e++)
+            if (!taken[e] && (best < 0 || logit[e] > logit[best])) best = e;
+        taken[best] = 1;
+        sel[s] = best;
+    }
+    if (mode == 0) {
+        float kept = 0.0f;
+        for (int s = 0; s < k; s++) {
+            w[s] = expf(logit[sel[s]] - mx) / total;
+            kept += w[s];
+        }
+        if (renorm)
+            for (int s = 0; s < k; s++) w[s] /= kept;
+    } else {
+        const float top = logit[sel[0]];
+        float sum = 0.0f;
+        for (int s = 0; s < k; s++) {
+            w[s] = expf(logit[sel[s]] - top);
+            sum += w[s];
+        }
+        for (int s = 0; s < k; s++) w[s] /= sum;
+    }
+    // Expert order: insertion sort of the k pairs by id.
+    for (int s = 1; s < k; s++)
+        for (int q = s; q > 0 && sel[q - 1] > sel[q]; q--) {
+            const int ti = sel[q];
+            sel[q] = sel[q - 1];
+            sel[q - 1] = ti;
+            const float tw = w[q];
+            w[q] = w[q - 1];
+            w[q - 1] = tw;
+        }
+    for (int s = 0; s < k; s++) {
+        ids[tok * k + s] = sel[s];
+        wts[tok * k + s] = w[s];
+    }
+}
+
+// Gate/up with the gated activation for every (token, slot) pair `p = blockIdx.y` (token
+// p / k): expert ids[p]'s matrices from the tables, the token's q8 input, the result as q8
+// into pair p's row of `out` (ffn / 32 blocks). Grid: (ffn / 32, tokens · k); 1024 threads.
+extern "C" __global__ void __launch_bounds__(1024)
+    moe_glu(const unsigned long long* gate_tab, const unsigned long long* up_tab, int tg, int tu,
+            const int* ids, int k_used, const uint8_t* xq, int k, int gelu, uint8_t* out) {
+    const int p = blockIdx.y, tok = p / k_used, e = ids[p];
+    const size_t ffn_blocks = gridDim.x;
+    glu_rows((const uint8_t*)gate_tab[e], (const uint8_t*)up_tab[e], tg, tu,
+             xq + (size_t)tok * (k / QK) * Q8_BYTES, k, gelu,
+             out + (size_t)p * ffn_blocks * Q8_BYTES);
+}
+
+// Down products of each token's experts, weighted and summed, added to the residual row:
+// h[tok][row] += sum over slots s of wts[p] · down_{ids[p]}[row] · out_p (p = tok · k + s).
+// A warp per row. Grid: (hidden / 4, tokens); 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    moe_down(const unsigned long long* down_tab, int td, const int* ids, const float* wts,
+             int k_used, const uint8_t* xq, int f, int hidden, float* h) {
+    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y;
+    if (row >= hidden) return;
+    const size_t in_bytes = (size_t)(f / QK) * Q8_BYTES;
+    float acc = 0.0f;
+    for (int s = 0; s < k_used; s++) {
+        const int p = tok * k_used + s;
+        const float o = dot_row((const uint8_t*)down_tab[ids[p]], td, row, f, xq + p * in_bytes);
+        acc += wts[p] * o;
+    }
+    if ((threadIdx.x & 31) == 0) h[(size_t)tok * hidden + row] += acc;
+}
+
+// ---------------------------------------------------------------------------------------
+// Prompts: the (token, slot) pairs grouped by expert, then each expert's products over its
+// pairs in the 64 × 64 tiles of `mmq`, so an expert's weights are read once per 64 pairs
+// instead of once per pair.
+
+// Zeroes `n` counters.
+extern "C" __global__ void moe_zero(int* counts, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) counts[i] = 0;
+}
+
+// Appends each pair p < pairs to its expert's list: list[e * cap + i] for i < counts[e]. The
+// order within a list is arbitrary; every output row depends only on its own pair.
+extern "C" __global__ void moe_group(const int* ids, int pairs, int cap, int* counts, int* list) {
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= pairs) return;
+    const int e = ids[p];
+    list[(size_t)e * cap + atomicAdd(&counts[e], 1)] = p;
+}
+
+// Expert blockIdx.z's products over its pairs: rows `rows` of the matrices tab0[e] (and
+// tab1[e] when tab1 is set: gate and up side by side), pair p reading q8 input row p / div
+// and writing row p of y0 (y1). Grid: (64-row tiles of one or two matrices, pair groups of 64
+// up to the longest list, experts); 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    mmq_moe(const unsigned long long* tab0, const unsigned long long* tab1, int t0, int t1,
+            int rows, float* y0, float* y1, const int* counts, const int* list, int cap, int div,
+            const uint8_t* xq, int k) {
+    const int e = blockIdx.z, cnt = counts[e];
+    if ((int)blockIdx.y * 64 >= cnt) return;
+    const int tiles = (rows + 63) / 64, second = (int)blockIdx.x >= tiles;
+    if (second && !tab1) return;
+    const Pick m = {(const uint8_t*)(second ? tab1[e] : tab0[e]), second ? t1 : t0, rows,
+                    second ? (int)blockIdx.x - tiles : (int)blockIdx.x, second ? y1 : y0,
+                    nullptr};
+    mmq_tile(m, xq, k, cnt, 0.0f, Rows{list + (size_t)e * cap, div});
+}
+
+// h[tok] += the weighted sum of the token's pairs' down outputs y[p] (pairs in expert order).
+// Grid: (hidden / 256 rounded up, tokens); 256 threads.
+extern "C" __global__ void moe_combine(const float* y, const float* wts, int k_used, int hidden,
+                                       float* h) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x, tok = blockIdx.y;
+    if (j >= hidden) return;
+    float acc = 0.0f;
+    for (int s = 0; s < k_used; s++) {
+        const int p = tok * k_used + s;
+        acc += wts[p] * y[(size_t)p * hidden + j];
+    }
+    h[(size_t)tok * hidden + j] += acc;
+}
