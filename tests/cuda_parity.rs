@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use mlcli::bench::{presets, synthetic};
 use mlcli::engine::{Engine, LoadOptions};
+use mlcli::formats::gguf::Gguf;
+use mlcli::models;
 use mlcli::models::testing::{oracle_fixtures, real_model};
 use reference::{greedy, ids, reference};
 
@@ -268,7 +270,7 @@ fn fused_experts_agree_with_the_cpu_build() {
 }
 
 /// Every family's tiny oracle checkpoint (llama.cpp's GGUF of transformers' random weights)
-/// gives on the GPU, fused or layer by layer, the logits it gives on the CPU.
+/// gives on the GPU, layer by layer on Candle's CUDA kernels, the logits it gives on the CPU.
 #[test]
 fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
     let Some(dev) = gpu() else { return };
@@ -279,6 +281,15 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no oracle GGUFs");
+    let logits = |path: &Path, device: &Device, tokens: &[u32]| -> Vec<f32> {
+        let gguf = Gguf::open(path).expect("gguf");
+        let model =
+            models::load_gguf(&gguf, device).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut cache = models::new_cache(model.as_ref(), 64).expect("cache");
+        models::step(model.as_ref(), tokens, device, &mut cache, None)
+            .and_then(|t| Ok(t.to_vec1::<f32>()?))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
     for dir in dirs {
         let case = dir
             .file_name()
@@ -289,11 +300,8 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
         .expect("json");
         let tokens = ids(&oracle["tokens"]);
         let path = dir.join("model.gguf");
-        let c = load_path(&path, &Device::Cpu, 512)
-            .feed(&tokens)
-            .expect("cpu");
-        let mut gpu = load_path(&path, &dev, 512);
-        let g = gpu.feed(&tokens).expect("gpu");
-        assert_close(&format!("{case} ({})", gpu.decoder_note()), &g, &c, 2e-2);
+        let c = logits(&path, &Device::Cpu, &tokens);
+        let g = logits(&path, &dev, &tokens);
+        assert_close(&case, &g, &c, 2e-2);
     }
 }

@@ -47,7 +47,8 @@ pub struct Kernels {
     attn_seq: CudaFunction,
     glu_q8: CudaFunction,
     argmax: CudaFunction,
-    moe_route: CudaFunction,
+    moe_logits: CudaFunction,
+    moe_topk: CudaFunction,
     moe_glu: CudaFunction,
     moe_down: CudaFunction,
     moe_zero: CudaFunction,
@@ -88,6 +89,8 @@ pub struct MoeBufs {
     pub x: Ptr,
     /// The same, q8.
     pub xq: Ptr,
+    /// Router logits `(n, n_exp)` f32.
+    pub logits: Ptr,
     /// Chosen experts `(n, n_used)` i32.
     pub ids: Ptr,
     /// Their weights `(n, n_used)` f32.
@@ -195,7 +198,8 @@ impl Kernels {
             attn_seq: f("attn_seq")?,
             glu_q8: f("glu_q8")?,
             argmax: f("argmax")?,
-            moe_route: f("moe_route")?,
+            moe_logits: f("moe_logits")?,
+            moe_topk: f("moe_topk")?,
             moe_glu: f("moe_glu")?,
             moe_down: f("moe_down")?,
             moe_zero: f("moe_zero")?,
@@ -503,12 +507,17 @@ impl Kernels {
         }
         let (hd, ne, nu, f) = (hidden as i32, m.n_exp as i32, m.n_used as i32, m.ffn as i32);
         let (mode, renorm, gelu) = (m.mode, m.renorm as i32, m.gelu as i32);
-        let mut l = self.stream.launch_builder(&self.moe_route);
-        l.arg(&b.x).arg(&m.router).arg(&hd).arg(&ne).arg(&nu);
-        l.arg(&mode).arg(&renorm).arg(&b.ids).arg(&b.wts);
-        // SAFETY: as in `mmv`; the router holds n_exp rows of `hidden`, the route buffers
-        // n · n_used entries.
-        unsafe { l.launch(cfg((n, 1, 1), 256, 0)) }.map_err(driver("moe_route"))?;
+        let mut l = self.stream.launch_builder(&self.moe_logits);
+        l.arg(&b.x).arg(&m.router).arg(&hd).arg(&ne).arg(&b.logits);
+        // SAFETY: as in `mmv`; the router holds n_exp rows of `hidden` (a multiple of 32),
+        // the logits buffer n · n_exp.
+        unsafe { l.launch(cfg((m.n_exp.div_ceil(4), n, 1), 128, 0)) }
+            .map_err(driver("moe_logits"))?;
+        let mut l = self.stream.launch_builder(&self.moe_topk);
+        l.arg(&b.logits).arg(&ne).arg(&nu).arg(&mode).arg(&renorm);
+        l.arg(&b.ids).arg(&b.wts);
+        // SAFETY: as in `mmv`; the route buffers hold n · n_used entries.
+        unsafe { l.launch(cfg((n, 1, 1), 32, 0)) }.map_err(driver("moe_topk"))?;
         if n > 1 {
             return self.moe_grouped(m, b, n, hidden);
         }

@@ -7,58 +7,87 @@
 #pragma once
 
 #define MOE_MAX_EXPERTS 1024
-#define MOE_MAX_USED 32
+#define MOE_MAX_USED 32  // also the lanes of a warp: moe_down gives each slot one
 
-// Routing, a block of 256 threads per token: logits = router · x in f32 (`x` the normed f32
-// input, `router` (n_exp, hidden)); the `k` largest (ties to the lower index); their weights:
-// mode 0 a softmax over all logits, the chosen renormalized to sum 1 when `renorm`; mode 1 a
-// softmax over the chosen logits. The chosen are written in expert order (`ids`, `wts`:
-// [tok][k]), so the down products add up in the order the CPU build adds them.
-extern "C" __global__ void __launch_bounds__(256)
-    moe_route(const float* x, const float* router, int hidden, int n_exp, int k, int mode,
-              int renorm, int* ids, float* wts) {
-    __shared__ float logit[MOE_MAX_EXPERTS];
-    __shared__ unsigned char taken[MOE_MAX_EXPERTS];
-    const int tok = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const float* xr = x + (size_t)tok * hidden;
-    for (int e = warp; e < n_exp; e += 8) {
-        const float* r = router + (size_t)e * hidden;
-        float acc = 0.0f;
-        for (int j = lane; j < hidden; j += 32) acc += r[j] * xr[j];
-        acc = warp_sum(acc);
-        if (lane == 0) {
-            logit[e] = acc;
-            taken[e] = 0;
-        }
+// Router logits, a warp per (token, expert): logits[tok][e] = router[e] · x[tok] in f32 (`x`
+// the normed f32 input, `router` (n_exp, hidden), hidden a multiple of 4). Spread over many
+// blocks, so the router's rows stream from memory in parallel. Grid: (n_exp / 4 rounded up,
+// tokens); 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    moe_logits(const float* x, const float* router, int hidden, int n_exp, float* logits) {
+    const int e = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y, lane = threadIdx.x & 31;
+    if (e >= n_exp) return;
+    const float4* r = (const float4*)(router + (size_t)e * hidden);
+    const float4* xr = (const float4*)(x + (size_t)tok * hidden);
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int j = lane; j < hidden / 4; j += 32) {
+        const float4 a = r[j], b = xr[j];
+        acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
     }
-    __syncthreads();
-    if (threadIdx.x != 0) return;
+    acc = warp_sum(acc);
+    if (lane == 0) logits[(size_t)tok * n_exp + e] = acc;
+}
+
+// Routing, a warp per token: the `k` largest logits (ties to the lower index) and their
+// weights: mode 0 a softmax over all logits, the chosen renormalized to sum 1 when `renorm`;
+// mode 1 a softmax over the chosen logits. The chosen are written in expert order (`ids`,
+// `wts`: [tok][k]), so the down products add up in the order the CPU build adds them.
+// Grid: tokens; 32 threads.
+extern "C" __global__ void __launch_bounds__(32)
+    moe_topk(const float* logits, int n_exp, int k, int mode, int renorm, int* ids, float* wts) {
+    __shared__ float l[MOE_MAX_EXPERTS];
+    const int tok = blockIdx.x, lane = threadIdx.x;
+    const float* lr = logits + (size_t)tok * n_exp;
     float mx = -INFINITY;
-    for (int e = 0; e < n_exp; e++) mx = fmaxf(mx, logit[e]);
+    for (int e = lane; e < n_exp; e += 32) {
+        l[e] = lr[e];
+        mx = fmaxf(mx, l[e]);
+    }
+    mx = warp_max(mx);
     float total = 0.0f;
-    for (int e = 0; e < n_exp; e++) total += expf(logit[e] - mx);
+    for (int e = lane; e < n_exp; e += 32) total += expf(l[e] - mx);
+    total = warp_sum(total);
+    __syncwarp();
     int sel[MOE_MAX_USED];
     float w[MOE_MAX_USED];
     for (int s = 0; s < k; s++) {
-        int best = -1;
-        for (int e = 0; e < n_exp; e++)
-            if (!taken[e] && (best < 0 || logit[e] > logit[best])) best = e;
-        taken[best] = 1;
-        sel[s] = best;
+        float bv = -INFINITY;
+        int bi = n_exp;
+        for (int e = lane; e < n_exp; e += 32)
+            if (l[e] > bv || (bi == n_exp && l[e] == bv)) {
+                bv = l[e];
+                bi = e;
+            }
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (bi >= n_exp) bi = 0;  // only with NaN logits; keeps every index in range
+        sel[s] = bi;
+        w[s] = bv;
+        __syncwarp();
+        if (lane == 0) l[bi] = -INFINITY;  // taken
+        __syncwarp();
     }
+    if (lane != 0) return;
     if (mode == 0) {
         float kept = 0.0f;
         for (int s = 0; s < k; s++) {
-            w[s] = expf(logit[sel[s]] - mx) / total;
+            w[s] = expf(w[s] - mx) / total;
             kept += w[s];
         }
         if (renorm)
             for (int s = 0; s < k; s++) w[s] /= kept;
     } else {
-        const float top = logit[sel[0]];
+        const float top = w[0];
         float sum = 0.0f;
         for (int s = 0; s < k; s++) {
-            w[s] = expf(logit[sel[s]] - top);
+            w[s] = expf(w[s] - top);
             sum += w[s];
         }
         for (int s = 0; s < k; s++) w[s] /= sum;
@@ -98,16 +127,21 @@ extern "C" __global__ void __launch_bounds__(1024)
 extern "C" __global__ void __launch_bounds__(128)
     moe_down(const unsigned long long* down_tab, int td, const int* ids, const float* wts,
              int k_used, const uint8_t* xq, int f, int hidden, float* h) {
-    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y;
+    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y, lane = threadIdx.x & 31;
     if (row >= hidden) return;
+    // Lane s holds slot s's matrix and weight, so the loop below has no dependent loads.
+    const int mine = tok * k_used + lane;
+    const unsigned long long wp = lane < k_used ? down_tab[ids[mine]] : 0ull;
+    const float wt = lane < k_used ? wts[mine] : 0.0f;
     const size_t in_bytes = (size_t)(f / QK) * Q8_BYTES;
     float acc = 0.0f;
     for (int s = 0; s < k_used; s++) {
+        const unsigned long long m = __shfl_sync(0xffffffffu, wp, s);
+        const float ws = __shfl_sync(0xffffffffu, wt, s);
         const int p = tok * k_used + s;
-        const float o = dot_row((const uint8_t*)down_tab[ids[p]], td, row, f, xq + p * in_bytes);
-        acc += wts[p] * o;
+        acc += ws * dot_row((const uint8_t*)m, td, row, f, xq + p * in_bytes);
     }
-    if ((threadIdx.x & 31) == 0) h[(size_t)tok * hidden + row] += acc;
+    if (lane == 0) h[(size_t)tok * hidden + row] += acc;
 }
 
 // ---------------------------------------------------------------------------------------
