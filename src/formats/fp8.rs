@@ -195,6 +195,31 @@ impl Fp8 {
         Self::new(bytes, scales, (rows, cols), scheme)
     }
 
+    /// Matrices stacked row-wise (their rows in order), when they share a width and a block
+    /// size and every part but the last is whole blocks of rows (so that each block of the
+    /// stack has one scale): `None` otherwise.
+    pub fn stack_rows(parts: &[&Self]) -> Option<Self> {
+        let (first, rest) = parts.split_first()?;
+        let (cols, scheme) = (first.cols, first.scheme);
+        let fits = |p: &Self| p.cols == cols && p.scheme == scheme;
+        let (_, before_last) = parts.split_last()?;
+        if !rest.iter().all(|p| fits(p))
+            || before_last.iter().any(|p| p.rows % scheme.block[0] != 0)
+        {
+            return None;
+        }
+        let values: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| p.values.iter().copied())
+            .collect();
+        let scales: Vec<f32> = parts
+            .iter()
+            .flat_map(|p| p.scales.iter().copied())
+            .collect();
+        let rows = parts.iter().map(|p| p.rows).sum();
+        Self::new(values, scales, (rows, cols), scheme).ok()
+    }
+
     /// `(rows, cols)`.
     pub fn dims2(&self) -> (usize, usize) {
         (self.rows, self.cols)
@@ -297,6 +322,17 @@ mod tests {
         let m = Fp8::quantize(&d, (3, 5), scheme).unwrap();
         assert_eq!(m.dequantize(), d);
         assert!(Fp8::new(values, vec![1.0; 3], (3, 5), scheme).is_err());
+        // Stacked under a part of whole row blocks: the rows and scales in order.
+        let top = Fp8::quantize(&[0.5; 10], (2, 5), scheme).unwrap();
+        let both = Fp8::stack_rows(&[&top, &m]).unwrap();
+        assert_eq!(both.dims2(), (5, 5));
+        assert_eq!(both.dequantize(), [vec![0.5; 10], d.clone()].concat());
+        // A part of partial row blocks first, another width, another block size: apart.
+        assert!(Fp8::stack_rows(&[&m, &top]).is_none());
+        let wide = Fp8::quantize(&[1.0; 12], (2, 6), scheme).unwrap();
+        assert!(Fp8::stack_rows(&[&top, &wide]).is_none());
+        let other = Fp8::quantize(&d, (3, 5), Scheme { block: [1, 4] }).unwrap();
+        assert!(Fp8::stack_rows(&[&top, &other]).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod hf_config;
 pub mod mapped;
 pub mod mxfp4;
 pub mod names;
+pub mod quant;
 pub mod safetensors_header;
 pub mod safetensors_index;
 pub mod tokenizer;
