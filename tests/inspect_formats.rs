@@ -210,6 +210,7 @@ fn fp8_tensors_are_named_and_dumped_times_their_block_scales() {
     config(json!([2, 4]));
     let t = inspect_json(d.path(), &["--tensors"]);
     assert_eq!(t["tensors"]["rows"][0]["dtype"], "F8_E4M3");
+    assert_eq!(t["tensors"]["rows"][0]["supported"], true);
     let dump = inspect_json(d.path(), &["--dump", "w.weight"]);
     assert_eq!(dump["dump"]["dtype"], "F8_E4M3 × w.weight_scale_inv");
     #[rustfmt::skip]
