@@ -1,7 +1,8 @@
 //! `Weights`: a VarBuilder-like façade over a checkpoint (a GGUF file or safetensors files).
 //! Families address tensors by their canonical (Hugging Face) names through a prefix tree; the
 //! façade maps names to the file's convention, loads each tensor once, quantizes full-precision
-//! linear weights when asked (`--quant`), and records what was consumed so leftovers are caught.
+//! linear weights when asked (`--quant`), keeps FP8 block-scaled linear weights as stored (with
+//! their `weight_scale_inv`), and records what was consumed so leftovers are caught.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
