@@ -4,7 +4,7 @@
 //! its k-quants through the batched int8 tiles). Both the single-row kernels (tokens fed one at
 //! a time) and the batched ones (the whole prompt at once: the first-step logits) are compared;
 //! random-data agreement is in the unit tests. MXFP4 experts (gpt-oss) give the same logits
-//! bit for bit whichever kernel runs them.
+//! bit for bit whichever kernel runs them, and so do FP8 block-scaled linear layers.
 
 use candle_core::Device;
 use mlcli::engine::{Engine, LoadOptions};
@@ -166,5 +166,44 @@ fn mxfp4_experts_give_the_same_logits_with_every_kernel() {
     assert!(best.0.iter().all(|x| x.is_finite()));
     for kernel in [Kernel::Scalar, Kernel::Avx2] {
         assert_eq!(run(Some(kernel)), best, "{kernel:?}");
+    }
+}
+
+/// An FP8 block-scaled linear layer (a partial block in each direction) gives the same bits
+/// with the portable, AVX2 and (where the CPU has it) AVX-512 kernel, for one input row and a
+/// batch, each near the dequantize-then-multiply product computed in f64.
+#[test]
+fn fp8_layers_give_the_same_bits_with_every_kernel() {
+    use candle_core::Tensor;
+    use mlcli::formats::fp8::{Fp8, Scheme};
+    use mlcli::formats::weights::Matrix;
+    use mlcli::models::layers::linear::Linear;
+    let (n, k) = (70, 200);
+    let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 3.0).powi(3);
+    let values: Vec<f32> = (0..n * k).map(|i| wave(i, 0.37)).collect();
+    let w = Fp8::quantize(&values, (n, k), Scheme { block: [32, 128] }).unwrap();
+    let dense = w.dequantize();
+    let layer = Linear::from_matrix(Matrix::Fp8(Box::new(w)));
+    for m in [1, 5] {
+        let x: Vec<f32> = (0..m * k).map(|i| wave(i, 0.11)).collect();
+        let input = Tensor::from_vec(x.clone(), (1, m, k), &Device::Cpu).unwrap();
+        let run = |kernel: Option<Kernel>| -> Vec<f32> {
+            let _forced = FORCED.lock().unwrap_or_else(|p| p.into_inner());
+            force_kernel(kernel);
+            let y = layer.forward(&input).expect("forward");
+            force_kernel(None);
+            y.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let best = run(None);
+        for (j, row) in best.chunks(n).enumerate() {
+            for (i, y) in row.iter().enumerate() {
+                let terms = (0..k).map(|c| dense[i * k + c] as f64 * x[j * k + c] as f64);
+                let (exact, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                assert!((*y as f64 - exact).abs() < 1e-6 * size, "{y} vs {exact}");
+            }
+        }
+        for kernel in [Kernel::Scalar, Kernel::Avx2] {
+            assert_eq!(run(Some(kernel)), best, "{kernel:?}, {m} rows");
+        }
     }
 }

@@ -64,7 +64,7 @@ fn every_family_gives_the_same_logits_from_gguf_and_safetensors() {
             "{}: max |Δ| {max} (scale {scale})",
             spec.id
         );
-        let q = logits(load(Some(GgmlDType::Q8_0)).as_ref());
+        let q = logits(load(Some(GgmlDType::Q8_0.into())).as_ref());
         let e = nmse(&a, &q);
         assert!(e <= 1e-3, "{}: Q8_0 NMSE {e}", spec.id);
     }

@@ -1,6 +1,7 @@
 //! `inspect` reads what this build cannot run: GGUF tensors of types this build lacks
 //! (IQ4_XS, TQ2_0, IQ2_XXS, ids no table knows) are shown and named while `run` refuses the
-//! file naming the type; MXFP4 (not candle's, ours) is named and read; unknown architectures are summarised with the supported list; safetensors
+//! file naming the type; MXFP4 (not candle's, ours) is named and read; FP8 block-scaled
+//! safetensors weights are dumped times their scales; unknown architectures are summarised with the supported list; safetensors
 //! checkpoints (one file, a directory, shards through an index) show their tensors, values and
 //! config. Files are built here byte by byte.
 
@@ -183,6 +184,52 @@ fn mxfp4_tensors_are_named_supported_and_dumped() {
         .collect();
     let want: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn fp8_tensors_are_named_and_dumped_times_their_block_scales() {
+    let d = tempfile::tempdir().expect("tempdir");
+    // 3 × 5 E4M3 ones (0x38) in blocks of 2 × 4: scales 2 × 2, the last blocks partial.
+    let scales = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    std::fs::write(
+        d.path().join("model.safetensors"),
+        safetensors_header::build(
+            &[],
+            &[
+                ("w.weight", "F8_E4M3", &[3, 5], &[0x38; 15]),
+                ("w.weight_scale_inv", "F32", &[2, 2], &scales),
+            ],
+        ),
+    )
+    .expect("safetensors");
+    let config = |block: Value| {
+        let q = json!({"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": block});
+        let c = json!({"architectures": ["LlamaForCausalLM"], "quantization_config": q});
+        std::fs::write(d.path().join("config.json"), c.to_string()).expect("config");
+    };
+    config(json!([2, 4]));
+    let t = inspect_json(d.path(), &["--tensors"]);
+    assert_eq!(t["tensors"]["rows"][0]["dtype"], "F8_E4M3");
+    assert_eq!(t["tensors"]["rows"][0]["supported"], true);
+    let dump = inspect_json(d.path(), &["--dump", "w.weight"]);
+    assert_eq!(dump["dump"]["dtype"], "F8_E4M3 × w.weight_scale_inv");
+    #[rustfmt::skip]
+    assert_eq!(dump["dump"]["values"], json!([1.0, 1.0, 1.0, 1.0, 2.0,
+                                               1.0, 1.0, 1.0, 1.0, 2.0,
+                                               3.0, 3.0, 3.0, 3.0, 4.0]));
+    // Scales that do not cover the blocks config.json declares are named.
+    config(json!([1, 4]));
+    let out = mlcli(&[
+        "inspect",
+        d.path().to_str().expect("path"),
+        "--dump",
+        "w.weight",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("w.weight_scale_inv") && err.contains("[3, 2]"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn load(path: &Path, quant: Option<GgmlDType>) -> Engine {
             ctx_size: Some(512),
             precision: Precision {
                 dtype: DType::F32,
-                quant,
+                quant: quant.map(Into::into),
             },
             ..LoadOptions::default()
         },

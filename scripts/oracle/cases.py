@@ -96,6 +96,22 @@ CASES = [
                                         "factor": 2.0}),
     },
     {
+        "name": "qwen3-fp8",
+        "family": "qwen3",
+        "model_type": "qwen3",
+        "architecture": "Qwen3ForCausalLM",
+        "features": "qwen3-qk-norm with its linear weights stored as Qwen and DeepSeek publish "
+                    "FP8 checkpoints: F8_E4M3 with f32 weight_scale_inv per block of 48 x 48 "
+                    "(quantization_config fp8; partial blocks at the ends of the 64- and "
+                    "128-wide dimensions); transformers' logits from the dequantized "
+                    "weights; llama.cpp's converter dequantizes them for the GGUF",
+        "seed": 26,
+        "fp8_block": [48, 48],
+        "config": tiny(head_dim=32, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0,
+                                        "factor": 2.0}),
+    },
+    {
         "name": "qwen3-moe-routing",
         "family": "qwen3_moe",
         "model_type": "qwen3_moe",

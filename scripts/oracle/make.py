@@ -185,6 +185,62 @@ def write_mxfp4(out: Path, packed: dict) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def fp8(w: torch.Tensor, block: list) -> tuple:
+    """`w` (..., rows, cols) rounded to FP8 (E4M3) with one f32 scale per block of `block` =
+    [rows, cols] (partial blocks at the ends, as transformers' FP8Linear has them): the scale
+    is the block's max |x| / 448 (E4M3's largest value; 1 for a block of zeros), each value
+    x / scale rounded by torch's cast. Returns the dequantized values (f32), the E4M3 values
+    and the scales (..., ceil(rows / block rows), ceil(cols / block cols))."""
+    rows, cols = w.shape[-2:]
+    br, bc = block
+    sr, sc = -(-rows // br), -(-cols // bc)
+    padded = torch.zeros(*w.shape[:-2], sr * br, sc * bc, dtype=torch.float32)
+    padded[..., :rows, :cols] = w.float()
+    amax = padded.unflatten(-1, (sc, bc)).unflatten(-3, (sr, br)).abs().amax(dim=(-3, -1))
+    scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+    full = scale.repeat_interleave(br, -2)[..., :rows, :].repeat_interleave(bc, -1)[..., :cols]
+    q = (w.float() / full).to(torch.float8_e4m3fn)
+    return q.float() * full, q, scale
+
+
+def quantize_fp8(model: torch.nn.Module, block: list) -> dict:
+    """Replaces the weight of every linear layer of the decoder blocks (and every stacked
+    expert tensor, (E, out, in)) by its FP8 rounding (see `fp8`), and returns the E4M3
+    values and scales by parameter name, for the checkpoint (see `write_fp8`). Embeddings,
+    norms, routers and the output stay as they are, as in published FP8 checkpoints."""
+    packed = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            linear = name.endswith("_proj.weight") or name.endswith(
+                ("experts.gate_up_proj", "experts.down_proj"))
+            if ".layers." not in name or p.dim() < 2 or not linear:
+                continue
+            deq, q, scale = fp8(p, block)
+            p.copy_(deq)
+            packed[name] = (q, scale)
+    return packed
+
+
+def write_fp8(out: Path, packed: dict, block: list) -> None:
+    """Stores the weights of `packed` as DeepSeek, GLM and Qwen publish FP8 checkpoints:
+    `NAME` in F8_E4M3 and `NAME_scale_inv` (f32) beside it, and `quantization_config` in
+    config.json."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(out / "model.safetensors")
+    missing = [n for n in packed if n not in tensors]
+    if missing:
+        raise SystemExit(f"FP8: {missing[:3]} are not in the saved checkpoint")
+    for name, (q, scale) in packed.items():
+        tensors[name] = q.contiguous()
+        tensors[name + "_scale_inv"] = scale.float().contiguous()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                     "quant_method": "fp8", "weight_block_size": list(block)}
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def convert(converter: Path, out: Path, name: str) -> None:
     """out/model.gguf from out/, by llama.cpp's converter (f16 matrices, f32 vectors)."""
     done = subprocess.run([sys.executable, str(HERE / "convert.py"), str(converter), str(out),
@@ -210,6 +266,8 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     model.eval()
     randomize(model, case["seed"], case.get("param_offsets"), case.get("random_buffers"))
     packed = quantize_experts(model) if case.get("mxfp4_experts") else {}
+    # A case's `fp8_block` stores its linear weights as FP8 with block scales of that size.
+    fp8_packed = quantize_fp8(model, case["fp8_block"]) if case.get("fp8_block") else {}
     tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float()
@@ -222,6 +280,8 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     (out / "generation_config.json").unlink(missing_ok=True)
     if packed:
         write_mxfp4(out, packed)
+    if fp8_packed:
+        write_fp8(out, fp8_packed, case["fp8_block"])
     vocab = case["config"].get("vocab_size") or case["config"]["text_config"]["vocab_size"]
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
                        "tokenizer.json": (tokenizer_json_spm_bpe(vocab)

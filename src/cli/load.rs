@@ -21,7 +21,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
     /// Quantize safetensors weights at load time: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k,
-    /// q4k, q5k, q6k (GGUF files keep their own types).
+    /// q4k, q5k, q6k, mxfp4 (GGUF files keep their own types).
     #[arg(long, value_name = "TYPE")]
     pub quant: Option<String>,
     /// Where to run: auto, cpu, cuda[:N], metal[:N].

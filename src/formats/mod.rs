@@ -4,6 +4,7 @@
 
 pub mod chat_template;
 pub mod detect;
+pub mod fp8;
 pub mod ggml_types;
 pub mod gguf;
 pub mod gguf_builder;
@@ -13,6 +14,7 @@ pub mod hf_config;
 pub mod mapped;
 pub mod mxfp4;
 pub mod names;
+pub mod quant;
 pub mod safetensors_header;
 pub mod safetensors_index;
 pub mod tokenizer;

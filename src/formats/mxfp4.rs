@@ -334,6 +334,28 @@ mod tests {
     }
 
     #[test]
+    fn quantization_matches_blocks_computed_by_hand() {
+        // max |x| = 6 → e = floor(log2 6) - 2 + 127 = 127, d = 2^-1: the grid is 0, ±0.5,
+        // ±1, ±1.5, ±2, ±3, ±4, ±6 (codes 0..8, 8..16). Ties take the first code in table
+        // order, as ggml's `best_index_mxfp4` (a strict `<`).
+        let mut x = [0f32; 32];
+        x[..8].copy_from_slice(&[5.0, -0.2, 0.25, -0.75, 2.6, -6.0, 1.2, -0.0]);
+        x[16] = 3.0;
+        x[17] = -1.4;
+        // 5 → 4 (code 6; 6 is as near), -0.2 → 0, 0.25 → 0 (0.5 is as near), -0.75 → -0.5
+        // (code 9; -1 is as near), 2.6 → 3 (code 5), -6 → code 15, 1.2 → 1 (code 2),
+        // -0 → 0; 3 → code 5 and -1.4 → -1.5 (code 11) in the high nibbles of bytes 0, 1.
+        let mut want = vec![127u8, 0x56, 0xB0, 0x00, 0x09, 0x05, 0x0F, 0x02];
+        want.resize(BLOCK_BYTES, 0);
+        assert_eq!(quantize(&x), want);
+        // max |x| = 0.1 → e = floor(-3.32) - 2 + 127 = 121, d = 2^-7: 0.1 lies nearest
+        // 12 · 2^-7 = 0.09375 (code 7).
+        let mut want = vec![121u8];
+        want.resize(BLOCK_BYTES, 0x77);
+        assert_eq!(quantize(&[0.1f32; 32]), want);
+    }
+
+    #[test]
     fn published_blocks_repack_to_the_same_values() {
         // Codes 0..32 in the checkpoint's order: value i has code i % 16.
         let codes: Vec<u8> = (0..32u8).map(|i| (i * 7) % 16).collect();

@@ -1,7 +1,8 @@
 //! `Weights`: a VarBuilder-like façade over a checkpoint (a GGUF file or safetensors files).
 //! Families address tensors by their canonical (Hugging Face) names through a prefix tree; the
 //! façade maps names to the file's convention, loads each tensor once, quantizes full-precision
-//! linear weights when asked (`--quant`), and records what was consumed so leftovers are caught.
+//! linear weights when asked (`--quant`), keeps FP8 block-scaled linear weights as stored (with
+//! their `weight_scale_inv`), and records what was consumed so leftovers are caught.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -11,19 +12,24 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::fp8::{self, Fp8};
 use super::gguf::Gguf;
 use super::mxfp4::{self, Mxfp4};
 use super::names::{self, NamePair};
+use super::quant::quant_for;
+pub use super::quant::{parse_quant, Quant, QUANT_TYPES};
 use crate::{Error, Result};
 
 /// A linear layer's weight as loaded: candle's (dense, or quantized in a type candle
-/// computes), or MXFP4 blocks, which our own kernels compute.
+/// computes), or MXFP4 blocks or FP8 block-scaled bytes, which our own kernels compute.
 #[derive(Clone, Debug)]
 pub enum Matrix {
     /// Candle's matmul over a dense or quantized tensor.
     Candle(QMatMul),
     /// MXFP4 `(out, in)` (CPU only); boxed, so that layers of candle's weights stay small.
     Mxfp4(Box<Mxfp4>),
+    /// FP8 (E4M3) with block scales `(out, in)` (CPU only), as a checkpoint stores it.
+    Fp8(Box<Fp8>),
 }
 
 impl Matrix {
@@ -38,6 +44,10 @@ impl Matrix {
             Matrix::Candle(QMatMul::QTensor(q)) => q.shape().dims().to_vec(),
             Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().to_vec(),
             Matrix::Mxfp4(m) => m.shape().to_vec(),
+            Matrix::Fp8(m) => {
+                let (rows, cols) = m.dims2();
+                vec![rows, cols]
+            }
         }
     }
 }
@@ -57,7 +67,7 @@ pub struct Precision {
     /// dtype of dense linear weights (activations stay f32 on CPU).
     pub dtype: DType,
     /// Quantize linear weights (and the embedding table) at load time to this type.
-    pub quant: Option<GgmlDType>,
+    pub quant: Option<Quant>,
 }
 
 impl Default for Precision {
@@ -67,39 +77,6 @@ impl Default for Precision {
             quant: None,
         }
     }
-}
-
-/// The quantization types `--quant` accepts, by their command-line names.
-pub const QUANT_TYPES: &[(&str, GgmlDType)] = &[
-    ("q4_0", GgmlDType::Q4_0),
-    ("q4_1", GgmlDType::Q4_1),
-    ("q5_0", GgmlDType::Q5_0),
-    ("q5_1", GgmlDType::Q5_1),
-    ("q8_0", GgmlDType::Q8_0),
-    ("q2k", GgmlDType::Q2K),
-    ("q3k", GgmlDType::Q3K),
-    ("q4k", GgmlDType::Q4K),
-    ("q5k", GgmlDType::Q5K),
-    ("q6k", GgmlDType::Q6K),
-];
-
-/// Parses a `--quant` name (case-insensitive; `q4_k` and `q4k` both work).
-pub fn parse_quant(name: &str) -> Result<GgmlDType> {
-    let norm = name.to_ascii_lowercase().replace("_k", "k");
-    QUANT_TYPES
-        .iter()
-        .find(|(n, _)| *n == norm || n.replace('_', "") == norm.replace('_', ""))
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "unknown quantization type '{name}'; supported: {}",
-                QUANT_TYPES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
 }
 
 enum Source<'a> {
@@ -112,6 +89,8 @@ enum Source<'a> {
         /// Every tensor name, in file order.
         names: Vec<String>,
         precision: Precision,
+        /// How `F8_E4M3` weights are scaled (`quantization_config`), when they are.
+        fp8: Option<fp8::Scheme>,
         /// In a multimodal checkpoint, where its text model's tensors are stored: `(name as
         /// the family asks for it, name in the file)` prefix pairs. Empty: names as asked.
         text_prefixes: Vec<(&'static str, &'static str)>,
@@ -174,6 +153,7 @@ impl<'a> Weights<'a> {
                 files: st,
                 names,
                 precision,
+                fp8: None,
                 text_prefixes: Vec::new(),
             },
             device: device.clone(),
@@ -190,6 +170,16 @@ impl<'a> Weights<'a> {
     /// and layers skip work that would read data (stacking parts).
     pub fn check_only(mut self) -> Self {
         self.check_only = true;
+        self
+    }
+
+    /// The same weights with `F8_E4M3` tensors read as FP8 block-scaled weights of `scheme`
+    /// (the checkpoint's `quantization_config`): each with its `{name}_scale_inv`. Without a
+    /// scheme such tensors are refused.
+    pub fn with_fp8(mut self, scheme: Option<fp8::Scheme>) -> Self {
+        if let Source::Safetensors { fp8, .. } = &mut self.source {
+            *fp8 = scheme;
+        }
         self
     }
 
@@ -282,6 +272,9 @@ impl<'a> Weights<'a> {
     /// A safetensors tensor as stored (any float dtype), marked consumed; zeros of its shape in
     /// f32 when only checking.
     fn raw(&self, files: &MmapedSafetensors, stored: &str) -> Result<Tensor> {
+        if let Some(parts) = self.fp8_parts(files, stored)? {
+            return self.fp8_dense(parts);
+        }
         if self.check_only {
             return self.zeros_like_stored(files, stored);
         }
@@ -290,13 +283,13 @@ impl<'a> Weights<'a> {
             .map_err(|e| Error::UnsupportedTensorType {
                 tensor: stored.to_string(),
                 found: e.to_string(),
-                supported: "F32, F16, BF16".into(),
+                supported: FLOAT_TYPES.into(),
             })?;
         if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
             return Err(Error::UnsupportedTensorType {
                 tensor: stored.to_string(),
                 found: format!("{:?}", t.dtype()),
-                supported: "F32, F16, BF16".into(),
+                supported: FLOAT_TYPES.into(),
             });
         }
         self.consumed.borrow_mut().insert(stored.to_string());
@@ -309,7 +302,7 @@ impl<'a> Weights<'a> {
         let unsupported = |found: String| Error::UnsupportedTensorType {
             tensor: stored.to_string(),
             found,
-            supported: "F32, F16, BF16".into(),
+            supported: FLOAT_TYPES.into(),
         };
         let view = files.get(stored).map_err(|e| unsupported(e.to_string()))?;
         let dtype = DType::try_from(view.dtype()).ok();
@@ -319,6 +312,79 @@ impl<'a> Weights<'a> {
         let t = Tensor::zeros(view.shape(), DType::F32, &Device::Cpu)?;
         self.consumed.borrow_mut().insert(stored.to_string());
         Ok(t)
+    }
+
+    /// When `stored` is an `F8_E4M3` tensor: its bytes (none when only checking), its block
+    /// scales in f32 and its shape, the weight and its `{stored}_scale_inv` marked consumed.
+    fn fp8_parts(&self, files: &MmapedSafetensors, stored: &str) -> Result<Option<Fp8Parts>> {
+        let Ok(view) = files.get(stored) else {
+            return Ok(None);
+        };
+        if DType::try_from(view.dtype()).ok() != Some(DType::F8E4M3) {
+            return Ok(None);
+        }
+        let Source::Safetensors {
+            fp8: Some(scheme), ..
+        } = &self.source
+        else {
+            return Err(Error::UnsupportedTensorType {
+                tensor: stored.to_string(),
+                found: "F8_E4M3 without quantization_config.quant_method \"fp8\" in config.json"
+                    .into(),
+                supported: FLOAT_TYPES.into(),
+            });
+        };
+        let shape = view.shape().to_vec();
+        let scale_name = format!("{stored}_scale_inv");
+        let Some(scale_shape) = scheme.scale_shape(&shape) else {
+            return Err(Error::UnsupportedTensorType {
+                tensor: stored.to_string(),
+                found: format!("F8_E4M3 of shape {shape:?}"),
+                supported: "F8_E4M3 matrices (2 or more dimensions)".into(),
+            });
+        };
+        if !self.has_stored(&scale_name) {
+            return Err(self.missing(&scale_name, scale_name.clone()));
+        }
+        let scales = files
+            .load(&scale_name, &Device::Cpu)
+            .ok()
+            .filter(|t| matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16))
+            .ok_or_else(|| Error::UnsupportedTensorType {
+                tensor: scale_name.clone(),
+                found: files
+                    .get(&scale_name)
+                    .map_or("unreadable".into(), |v| format!("{:?}", v.dtype())),
+                supported: "F32, F16, BF16 block scales".into(),
+            })?;
+        check_shape(&scale_name, scales.dims(), &scale_shape)?;
+        let scales = scales
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let values = if self.check_only {
+            Vec::new()
+        } else {
+            view.data().to_vec()
+        };
+        let mut consumed = self.consumed.borrow_mut();
+        consumed.insert(stored.to_string());
+        consumed.insert(scale_name);
+        Ok(Some(Fp8Parts {
+            values,
+            scales,
+            shape,
+            scheme: *scheme,
+        }))
+    }
+
+    /// An FP8 tensor dequantized to f32 (zeros of its shape when only checking).
+    fn fp8_dense(&self, p: Fp8Parts) -> Result<Tensor> {
+        if self.check_only {
+            return Ok(Tensor::zeros(p.shape, DType::F32, &Device::Cpu)?);
+        }
+        let values = fp8::dequantize(&p.values, &p.scales, &p.shape, p.scheme);
+        Ok(Tensor::from_vec(values, p.shape, &self.device)?)
     }
 
     fn qtensor(&self, name: &str) -> Result<Arc<QTensor>> {
@@ -337,7 +403,7 @@ impl<'a> Weights<'a> {
                 let t = self.raw(files, &stored)?;
                 let qtype = precision
                     .quant
-                    .and_then(|q| quant_for(t.dims(), q))
+                    .and_then(|q| quant_for(t.dims(), q.table_type()))
                     .unwrap_or(GgmlDType::F32);
                 if self.check_only {
                     zeros_qtensor(t.dims(), qtype)?
@@ -428,28 +494,67 @@ impl<'a> Weights<'a> {
         if !self.has_stored(&stored) {
             return Err(self.missing(name, stored));
         }
+        if let Some(p) = self.fp8_parts(files, &stored)? {
+            // Kept as stored for our CPU kernels, unless quantized to another type, checked
+            // only, or on an accelerator (which computes the dequantized weights).
+            let keep = !self.check_only && self.device.is_cpu() && self.precision().quant.is_none();
+            if let (true, &[rows, cols]) = (keep, p.shape.as_slice()) {
+                let m = Fp8::new(p.values, p.scales, (rows, cols), p.scheme)?;
+                return Ok(Matrix::Fp8(Box::new(m)));
+            }
+            return self.dense_matrix(self.fp8_dense(p)?);
+        }
         let t = self.raw(files, &stored)?;
         self.dense_matrix(t)
+    }
+
+    /// How full-precision weights are held (the default for GGUF).
+    fn precision(&self) -> Precision {
+        match &self.source {
+            Source::Safetensors { precision, .. } => *precision,
+            Source::Gguf { .. } => Precision::default(),
+        }
     }
 
     /// A dense weight (as stored in safetensors) for a linear layer: quantized (`--quant`) or
     /// in the chosen dtype; left as it is when only checking.
     fn dense_matrix(&self, t: Tensor) -> Result<Matrix> {
-        let precision = match &self.source {
-            Source::Safetensors { precision, .. } => *precision,
-            Source::Gguf { .. } => Precision::default(),
-        };
+        let precision = self.precision();
         if self.check_only {
             return Ok(Matrix::Candle(QMatMul::Tensor(t)));
         }
+        let q = match precision.quant {
+            Some(Quant::Mxfp4) => return self.mxfp4_matrix(t),
+            Some(Quant::Ggml(q)) => Some(q),
+            None => None,
+        };
         Ok(Matrix::Candle(
-            match precision.quant.and_then(|q| quant_for(t.dims(), q)) {
+            match q.and_then(|q| quant_for(t.dims(), q)) {
                 Some(q) => {
                     QMatMul::from_arc(Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?))?
                 }
                 None => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
             },
         ))
+    }
+
+    /// A dense weight quantized to MXFP4 (`--quant mxfp4`) when its rows are whole blocks of
+    /// 32; kept in f32 otherwise, as other types keep rows that fit none of their blocks.
+    fn mxfp4_matrix(&self, t: Tensor) -> Result<Matrix> {
+        let dims = t.dims().to_vec();
+        if !self.device.is_cpu() {
+            return Err(Error::UnsupportedTensorType {
+                tensor: format!("a weight of shape {dims:?}"),
+                found: format!("--quant mxfp4 on {:?}", self.device),
+                supported: "--quant mxfp4 on the CPU".into(),
+            });
+        }
+        if dims.len() != 2 || mxfp4::bytes_for(&dims).is_none() {
+            let dtype = self.precision().dtype;
+            return Ok(Matrix::Candle(QMatMul::Tensor(t.to_dtype(dtype)?)));
+        }
+        let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Matrix::mxfp4(Mxfp4::quantize(&values, dims)?))
     }
 
     /// A safetensors tensor of unsigned bytes as stored (MXFP4 blocks and scales), marked
@@ -532,23 +637,16 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// The type a tensor of `dims` is quantized to when `q` is asked for: `q` when its rows split
-/// into `q`'s blocks; else, for the 256-wide k-quants, llama.cpp's fallback of the same
-/// quality on 32-wide blocks (Q2_K/Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0);
-/// `None` (kept dense) for vectors or rows that fit neither.
-fn quant_for(dims: &[usize], q: GgmlDType) -> Option<GgmlDType> {
-    let [_, cols] = dims else { return None };
-    if cols % q.block_size() == 0 {
-        return Some(q);
-    }
-    let fallback = match q {
-        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
-        GgmlDType::Q4K => GgmlDType::Q5_0,
-        GgmlDType::Q5K => GgmlDType::Q5_1,
-        GgmlDType::Q6K => GgmlDType::Q8_0,
-        _ => return None,
-    };
-    (cols % fallback.block_size() == 0).then_some(fallback)
+/// The safetensors types of weights this build reads.
+const FLOAT_TYPES: &str =
+    "F32, F16, BF16, F8_E4M3 with weight_scale_inv blocks (quantization_config fp8)";
+
+/// An FP8 tensor as read: bytes, block scales in f32, shape and scheme.
+struct Fp8Parts {
+    values: Vec<u8>,
+    scales: Vec<f32>,
+    shape: Vec<usize>,
+    scheme: fp8::Scheme,
 }
 
 /// A prefix in the weight tree, e.g. `model.layers.3.self_attn`.
@@ -769,18 +867,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn k_quants_fall_back_to_32_wide_blocks_like_llama_cpp() {
-        assert_eq!(quant_for(&[64, 512], GgmlDType::Q4K), Some(GgmlDType::Q4K));
-        assert_eq!(quant_for(&[64, 576], GgmlDType::Q4K), Some(GgmlDType::Q5_0));
-        assert_eq!(quant_for(&[64, 576], GgmlDType::Q6K), Some(GgmlDType::Q8_0));
+    fn fp8_weights_are_read_with_their_scales_and_refused_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = std::cell::Cell::new(0);
+        // 3 × 5 in blocks of 2 × 4: scales 2 × 2; every byte 0x38 (1.0).
+        let scales: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let fp8_weight = ("w.weight", "F8_E4M3", &[3u64, 5][..], &[0x38u8; 15][..]);
+        let scale = ("w.weight_scale_inv", "F32", &[2u64, 2][..], &scales[..]);
+        let scheme = Some(fp8::Scheme { block: [2, 4] });
+        let load = |tensors: &[(&str, &str, &[u64], &[u8])], quant: Option<Quant>| {
+            // A file each: earlier ones stay mapped.
+            files.set(files.get() + 1);
+            let path = dir.path().join(format!("{}.safetensors", files.get()));
+            std::fs::write(&path, super::super::safetensors_header::build(&[], tensors)).unwrap();
+            let precision = Precision {
+                quant,
+                ..Precision::default()
+            };
+            Weights::from_safetensors(&[path], precision, &Device::Cpu).unwrap()
+        };
+
+        let w = load(&[fp8_weight, scale], None).with_fp8(scheme);
+        let m = w.pp("w").matmul("weight", &[3, 5]).unwrap();
+        let Matrix::Fp8(m) = m else {
+            panic!("not kept as FP8: {m:?}")
+        };
+        #[rustfmt::skip]
+        assert_eq!(m.dequantize(), [1., 1., 1., 1., 2.,
+                                    1., 1., 1., 1., 2.,
+                                    3., 3., 3., 3., 4.]);
+        assert!(w.unused().is_empty(), "{:?}", w.unused());
+        // Read whole (a family folding a weight into another): dequantized.
+        let t = w.pp("w").tensor("weight", &[3, 5]).unwrap();
         assert_eq!(
-            quant_for(&[64, 576], GgmlDType::Q8_0),
-            Some(GgmlDType::Q8_0)
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            m.dequantize()
         );
-        assert_eq!(quant_for(&[64, 100], GgmlDType::Q4K), None);
-        assert_eq!(quant_for(&[576], GgmlDType::Q8_0), None);
-        assert_eq!(parse_quant("Q4_K").unwrap(), GgmlDType::Q4K);
-        assert_eq!(parse_quant("q8_0").unwrap(), GgmlDType::Q8_0);
-        assert!(parse_quant("q3_m").is_err());
+        // Quantized to another type at load: from the dequantized values.
+        let q8 = Some(Quant::Ggml(GgmlDType::Q8_0));
+        let w = load(&[fp8_weight, scale], q8).with_fp8(scheme);
+        let m = w.pp("w").matmul("weight", &[3, 5]).unwrap();
+        assert!(matches!(m, Matrix::Candle(_)), "{m:?}");
+
+        let refused = |w: Weights, says: &str| {
+            let e = w.pp("w").matmul("weight", &[3, 5]).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        let no_config = load(&[fp8_weight, scale], None);
+        refused(
+            no_config,
+            "without quantization_config.quant_method \"fp8\"",
+        );
+        let no_scales = load(&[fp8_weight], None).with_fp8(scheme);
+        refused(no_scales, "w.weight_scale_inv");
+        let e5m2 = ("w.weight", "F8_E5M2", &[3u64, 5][..], &[0x3Cu8; 15][..]);
+        let e5m2 = load(&[e5m2, scale], None).with_fp8(scheme);
+        refused(e5m2, "F8_E4M3 with weight_scale_inv blocks");
+        let wrong_scales = ("w.weight_scale_inv", "F32", &[1u64, 2][..], &[0u8; 8][..]);
+        let wrong = load(&[fp8_weight, wrong_scales], None).with_fp8(scheme);
+        refused(wrong, "expected shape [2, 2], found [1, 2]");
     }
 }

@@ -2,7 +2,7 @@
 //! convention, and the compact view that folds the per-block tensors of equal shape and type
 //! into one row (`blk.{0..29}.attn_q.weight  [576, 576]  Q4_1  ×30`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 use serde::Serialize;
@@ -61,24 +61,32 @@ pub fn list(model: &Model) -> Vec<Tensor> {
                 }
             })
             .collect(),
-        Model::Safetensors { checkpoint, .. } => checkpoint
-            .tensors()
-            .map(|(shard, t)| Tensor {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                dtype: t.dtype.clone(),
-                supported: matches!(t.dtype.as_str(), "F32" | "F16" | "BF16")
-                    || (t.dtype == "U8" && is_mxfp4_part(&t.name)),
-                elements: t.elements(),
-                bytes: Some(t.end.saturating_sub(t.start)),
-                offset: shard.header.data_offset.saturating_add(t.start),
-                file: shard
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned()),
-                problem: shard.header.extent(t).err(),
-            })
-            .collect(),
+        Model::Safetensors { checkpoint, .. } => {
+            let names: HashSet<&str> = checkpoint.tensors().map(|(_, t)| t.name.as_str()).collect();
+            // An FP8 weight's block scales (see [`crate::formats::fp8`]).
+            let has_scales = |name: &str| names.contains(format!("{name}_scale_inv").as_str());
+            checkpoint
+                .tensors()
+                .map(|(shard, t)| Tensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    dtype: t.dtype.clone(),
+                    supported: matches!(t.dtype.as_str(), "F32" | "F16" | "BF16")
+                    || (t.dtype == "U8" && is_mxfp4_part(&t.name))
+                    // FP8 weights with their block scales; whether config.json declares the
+                    // blocks is the load check's to say.
+                    || (t.dtype == "F8_E4M3" && has_scales(&t.name)),
+                    elements: t.elements(),
+                    bytes: Some(t.end.saturating_sub(t.start)),
+                    offset: shard.header.data_offset.saturating_add(t.start),
+                    file: shard
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned()),
+                    problem: shard.header.extent(t).err(),
+                })
+                .collect()
+        }
     }
 }
 

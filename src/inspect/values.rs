@@ -1,5 +1,6 @@
 //! Tensor values as f32, for `--dump` and `--stats`: GGUF tensors of every type this build
-//! dequantizes (plus the plain integer and f64 ones), safetensors tensors of the common dtypes.
+//! dequantizes (plus the plain integer and f64 ones), safetensors tensors of the common dtypes
+//! (FP8 weights times their `weight_scale_inv` blocks when `config.json` declares them).
 //! Tensors are read in chunks of whole rows, so one of any size is summarised without being
 //! held whole, and a dump reads only the rows it shows.
 
@@ -13,7 +14,8 @@ use serde::Serialize;
 
 use super::stats::Stats;
 use super::Model;
-use crate::formats::{ggml_types, mxfp4};
+use crate::formats::hf_config::HfConfig;
+use crate::formats::{fp8, ggml_types, mxfp4};
 use crate::{Error, Result};
 
 /// Elements decoded per chunk (16 MiB of f32).
@@ -121,7 +123,7 @@ fn le8(c: &[u8]) -> [u8; 8] {
 }
 
 /// How a tensor's bytes become f32.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Decode {
     /// ggml blocks, dequantized by candle; `row` elements of `row_bytes` bytes per row.
     Ggml {
@@ -131,6 +133,13 @@ enum Decode {
     },
     /// MXFP4 blocks, dequantized by [`mxfp4::dequantize`]; rows as for `Ggml`.
     Mxfp4 { row: u64, row_bytes: u64 },
+    /// FP8 (E4M3) weights `(…, rows, cols)` times the scale of their block.
+    Fp8 {
+        scales: Vec<f32>,
+        scheme: fp8::Scheme,
+        rows: u64,
+        cols: u64,
+    },
     /// Plain elements.
     Plain(Plain),
 }
@@ -232,16 +241,91 @@ fn locate(model: &Model, name: &str) -> Result<Located> {
             let plain =
                 Plain::from_safetensors(&t.dtype).ok_or_else(|| unsupported(name, &t.dtype))?;
             let (start, _) = shard.header.extent(t).map_err(|r| bad(&shard.path, r))?;
+            let (decode, dtype) = match fp8_scales(model, name, &t.dtype, &t.shape)? {
+                Some(d) => (d, format!("{} × {name}_scale_inv", t.dtype)),
+                None => (Decode::Plain(plain), t.dtype.clone()),
+            };
             Ok(Located {
                 file: shard.path.clone(),
                 start,
                 elements: t.elements().unwrap_or(0),
-                decode: Decode::Plain(plain),
-                dtype: t.dtype.clone(),
+                decode,
+                dtype,
                 shape: t.shape.clone(),
             })
         }
     }
+}
+
+/// For an F8_E4M3 safetensors weight with `{name}_scale_inv` beside it in a checkpoint whose
+/// `config.json` declares FP8 blocks: how to dequantize it. `None` for any other tensor (an
+/// FP8 one without its scales or config reads as plain E4M3 values).
+fn fp8_scales(model: &Model, name: &str, dtype: &str, shape: &[u64]) -> Result<Option<Decode>> {
+    let Model::Safetensors { dir: Some(dir), .. } = model else {
+        return Ok(None);
+    };
+    let config = dir.join("config.json");
+    if dtype != "F8_E4M3" || !config.is_file() {
+        return Ok(None);
+    }
+    let Some(scheme) = fp8::Scheme::from_config(&HfConfig::from_file(&config)?)? else {
+        return Ok(None);
+    };
+    let Ok(scale) = locate(model, &format!("{name}_scale_inv")) else {
+        return Ok(None);
+    };
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let want = scheme
+        .scale_shape(&dims)
+        .map(|s| s.iter().product::<usize>());
+    let mut scales = Vec::new();
+    for_each_chunk(&scale, u64::MAX, &mut |c| {
+        scales.extend_from_slice(c);
+        Ok(())
+    })?;
+    let (Some(want), [.., rows, cols]) = (want, shape) else {
+        return Ok(None);
+    };
+    if scales.len() != want {
+        return Err(Error::TensorShape {
+            name: format!("{name}_scale_inv"),
+            expected: scheme.scale_shape(&dims).unwrap_or_default(),
+            found: scale.shape.iter().map(|&d| d as usize).collect(),
+        });
+    }
+    Ok(Some(Decode::Fp8 {
+        scales,
+        scheme,
+        rows: *rows,
+        cols: *cols,
+    }))
+}
+
+/// The FP8 bytes `b`, the first at element `first` of the tensor, times their blocks' scales
+/// (the NaN codes as NaN).
+fn fp8_values(
+    b: &[u8],
+    first: u64,
+    scales: &[f32],
+    scheme: fp8::Scheme,
+    rows: u64,
+    cols: u64,
+) -> Vec<f32> {
+    let [br, bc] = scheme.block.map(|d| d as u64);
+    let (sr, sc) = (rows.div_ceil(br), cols.div_ceil(bc));
+    b.iter()
+        .enumerate()
+        .map(|(i, &byte)| {
+            let at = first + i as u64;
+            let (r, c) = (at / cols.max(1), at % cols.max(1));
+            let (m, r) = (r / rows.max(1), r % rows.max(1));
+            let s = scales.get((m * sr * sc + r / br * sc + c / bc) as usize);
+            match (byte & 0x7F, s) {
+                (0x7F, _) | (_, None) => f32::NAN,
+                (_, Some(s)) => fp8::e4m3_to_f32(byte) * s,
+            }
+        })
+        .collect()
 }
 
 /// Calls `f` with the tensor's values, chunk by chunk, until `limit` values were passed.
@@ -255,8 +339,8 @@ fn for_each_chunk(t: &Located, limit: u64, f: &mut dyn FnMut(&[f32]) -> Result<(
     let wanted = t.elements.min(limit);
     let mut done = 0u64;
     while done < wanted {
-        let values = match t.decode {
-            Decode::Ggml {
+        let values = match &t.decode {
+            &Decode::Ggml {
                 dtype,
                 row,
                 row_bytes,
@@ -273,7 +357,7 @@ fn for_each_chunk(t: &Located, limit: u64, f: &mut dyn FnMut(&[f32]) -> Result<(
                     .flatten_all()?
                     .to_vec1::<f32>()?
             }
-            Decode::Mxfp4 { row, row_bytes } => {
+            &Decode::Mxfp4 { row, row_bytes } => {
                 let rows = (CHUNK_ELEMENTS / row)
                     .max(1)
                     .min((wanted - done).div_ceil(row));
@@ -283,7 +367,18 @@ fn for_each_chunk(t: &Located, limit: u64, f: &mut dyn FnMut(&[f32]) -> Result<(
                 mxfp4::dequantize(&buf, &mut values);
                 values
             }
-            Decode::Plain(p) => {
+            Decode::Fp8 {
+                scales,
+                scheme,
+                rows,
+                cols,
+            } => {
+                let n = CHUNK_ELEMENTS.min(wanted - done);
+                let mut buf = vec![0u8; n as usize];
+                file.read_exact(&mut buf).map_err(io)?;
+                fp8_values(&buf, done, scales, *scheme, *rows, *cols)
+            }
+            &Decode::Plain(p) => {
                 let n = CHUNK_ELEMENTS.min(wanted - done);
                 let mut buf = vec![0u8; (n * p.size()) as usize];
                 file.read_exact(&mut buf).map_err(io)?;

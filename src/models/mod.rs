@@ -442,8 +442,9 @@ pub fn check_safetensors(config: &HfConfig, files: &[std::path::PathBuf]) -> Res
     safetensors_model(config, weights.check_only()).map(drop)
 }
 
-fn safetensors_model(config: &HfConfig, mut weights: Weights) -> Result<Box<dyn CausalLm>> {
+fn safetensors_model(config: &HfConfig, weights: Weights) -> Result<Box<dyn CausalLm>> {
     let m = hf_model(config)?;
+    let mut weights = weights.with_fp8(crate::formats::fp8::Scheme::from_config(config)?);
     if m.multimodal.is_some() {
         weights.select_text_model()?;
     }

@@ -1,13 +1,15 @@
 //! A linear layer over candle's `QMatMul`, which covers dense and quantized weights alike, or
-//! over MXFP4 blocks, which our own kernels compute ([`crate::kernels::cpu::mxfp4`]).
+//! over MXFP4 blocks or FP8 block-scaled bytes, which our own kernels compute
+//! ([`crate::kernels::cpu::mxfp4`], [`crate::kernels::cpu::fp8`]).
 
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
-use crate::kernels::cpu::{gemm_q8, gemv, host, kquants, mxfp4, q4_1, q5_0, q8_0};
+use crate::kernels::cpu::{fp8, gemm_q8, gemv, host, kquants, mxfp4, q4_1, q5_0, q8_0};
 
+use crate::formats::fp8::Fp8;
 use crate::formats::mxfp4::Mxfp4;
 use crate::formats::weights::{Matrix, Vb};
 use crate::{Error, Result};
@@ -106,6 +108,20 @@ impl Linear {
             return Ok(None);
         }
         let weight = match &first.weight {
+            Matrix::Fp8(_) => {
+                let mut ms = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let Matrix::Fp8(m) = &p.weight else {
+                        return Ok(None);
+                    };
+                    ms.push(&**m);
+                }
+                match Fp8::stack_rows(&ms) {
+                    Some(m) => Matrix::Fp8(Box::new(m)),
+                    // A block of scales would straddle two parts: kept apart.
+                    None => return Ok(None),
+                }
+            }
             Matrix::Mxfp4(_) => {
                 let mut ms = Vec::with_capacity(parts.len());
                 for p in parts {
@@ -183,6 +199,7 @@ impl Linear {
         let weight = match &self.weight {
             Matrix::Candle(w) => w,
             Matrix::Mxfp4(m) => return self.add_bias(mxfp4_forward(m, x)?),
+            Matrix::Fp8(m) => return self.add_bias(fp8_forward(m, x)?),
         };
         let y = match self.vector_via_own_kernel(weight, x)? {
             Some(y) => y,
@@ -310,6 +327,30 @@ fn mxfp4_forward(w: &Mxfp4, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?)
 }
 
+/// `x W^T` for FP8 `W` (`(n, k)`) on the CPU, in f32, as [`mxfp4_forward`].
+fn fp8_forward(w: &Fp8, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = w.dims2();
+    if !x.device().is_cpu() {
+        return Err(Error::UnsupportedTensorType {
+            tensor: format!("an FP8 weight of {n} × {k}"),
+            found: format!("FP8 on {:?}", x.device()),
+            supported: "FP8 on the CPU".into(),
+        });
+    }
+    let rows = x.elem_count() / k.max(1);
+    let mut out = vec![0f32; rows * n];
+    let product = |input: &[f32]| fp8::matmul(w, input, &mut out, gemv::kernel());
+    if host::with_f32(x, product)?.is_none() {
+        let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        fp8::matmul(w, &input, &mut out, gemv::kernel());
+    }
+    let mut out_shape = x.dims().to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = n;
+    }
+    Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +429,30 @@ mod tests {
         // MXFP4 does not stack with other types.
         let q = quantized(4, 256, 3, GgmlDType::Q8_0);
         assert!(Linear::stack(&[&mxfp4(4, 256, 4), &q]).unwrap().is_none());
+    }
+
+    #[test]
+    fn fp8_layers_of_whole_row_blocks_stack_bit_for_bit() {
+        use crate::formats::fp8::Scheme;
+        let (k, scheme) = (80, Scheme { block: [4, 32] });
+        let fp8 = |rows: usize, seed: u32| {
+            let w = gemv::test_values(rows * k, seed);
+            Linear::from_matrix(Matrix::Fp8(Box::new(
+                Fp8::quantize(&w, (rows, k), scheme).unwrap(),
+            )))
+        };
+        let parts = [fp8(8, 1), fp8(4, 2), fp8(3, 3)];
+        let stacked = Linear::stack(&[&parts[0], &parts[1], &parts[2]])
+            .unwrap()
+            .expect("whole row blocks before the last part");
+        for m in [1, 4] {
+            let x = Tensor::from_vec(gemv::test_values(m * k, 9), (1, m, k), &Device::Cpu).unwrap();
+            let want: Vec<Tensor> = parts.iter().map(|p| p.forward(&x).unwrap()).collect();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = flat(&Tensor::cat(&want, 2).unwrap());
+            assert_eq!(flat(&stacked.forward(&x).unwrap()), want, "{m} rows");
+        }
+        assert!(Linear::stack(&[&parts[2], &parts[0]]).unwrap().is_none());
     }
 
     #[test]
