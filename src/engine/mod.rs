@@ -207,6 +207,8 @@ pub struct Engine {
     vocabulary: Option<grammar::Vocabulary>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
+    /// The template's `reasoning_effort` (`--reasoning-effort`), when set.
+    reasoning_effort: Option<String>,
 }
 
 impl Engine {
@@ -301,6 +303,7 @@ impl Engine {
             batch_size: opts.batch_size.max(1),
             name,
             notes: Vec::new(),
+            reasoning_effort: None,
         })
     }
 
@@ -361,6 +364,29 @@ impl Engine {
         &self.decoder_note
     }
 
+    /// Passes `effort` (`low`, `medium`, `high`) to the chat template as `reasoning_effort`
+    /// from now on. A template that does not read the variable is refused: the setting would
+    /// change nothing, and saying so beats ignoring it.
+    pub fn set_reasoning_effort(&mut self, effort: Option<&str>) -> Result<()> {
+        if let Some(e) = effort {
+            if !["low", "medium", "high"].contains(&e) {
+                return Err(Error::InvalidArgument(format!(
+                    "reasoning effort '{}' is not one of low, medium, high",
+                    crate::formats::untrusted::short(e)
+                )));
+            }
+            if !self.template.takes_reasoning_effort() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} does not read reasoning_effort, so a reasoning effort would change \
+                     nothing (gpt-oss's harmony template reads it)",
+                    self.template.origin()
+                )));
+            }
+        }
+        self.reasoning_effort = effort.map(str::to_string);
+        Ok(())
+    }
+
     /// Renders `messages` with the chat template and tokenizes the result (special tokens in
     /// the rendered text are parsed; BOS is added only when the template did not write it).
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
@@ -390,6 +416,7 @@ impl Engine {
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
                 tools,
+                reasoning_effort: self.reasoning_effort.as_deref(),
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);

@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gguf_builder;
 pub mod gguf_header;
 pub mod gguf_value;
+pub mod harmony;
 pub mod hf_config;
 pub mod mapped;
 pub mod mxfp4;

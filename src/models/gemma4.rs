@@ -137,7 +137,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_per_layer_type: true,
         ..Quirks::NONE
     },
-    default_template: "gemma",
+    default_template: "gemma4",
     hf_model_type: "gemma4_text",
     // Export writes Gemma 4's keys itself (`hf_config_from_gguf`).
     hf_config_keys: &[],
