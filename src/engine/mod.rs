@@ -87,6 +87,10 @@ pub struct GenerateParams {
     /// likely alternatives (`None`: none at all).
     #[serde(default)]
     pub logprobs: Option<usize>,
+    /// Stream special (control) tokens as their text, for replies whose markup is made of
+    /// them (Gemma 4's tool calls); end-of-generation tokens still end the reply unseen.
+    #[serde(default)]
+    pub render_special: bool,
 }
 
 /// Why generation ended.

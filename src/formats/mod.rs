@@ -4,6 +4,7 @@
 
 pub mod chat_template;
 pub mod detect;
+pub mod gemma_calls;
 pub mod ggml_types;
 pub mod gguf;
 pub mod gguf_builder;
