@@ -491,6 +491,14 @@ impl CausalLm for Model {
         &self.info
     }
 
+    fn kv_elements_per_position(&self) -> Vec<usize> {
+        // Sliding and global blocks differ in head width and KV heads.
+        self.blocks
+            .iter()
+            .map(|b| 2 * b.spec.n_kv_heads * b.spec.head_dim)
+            .collect()
+    }
+
     fn cache_layout(&self) -> Vec<LayerKind> {
         self.blocks
             .iter()
