@@ -316,3 +316,21 @@ fn inspect_estimates_the_cache_the_engine_reserves() {
         Some(state + (2 * KV_HEADS * (HIDDEN / HEADS) * ctx * 4) as u64)
     );
 }
+
+#[test]
+fn the_hybrid_exports_to_safetensors_that_give_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hybrid.gguf");
+    write_hybrid(&path, GgmlDType::F32);
+    let gguf = crate::formats::gguf::Gguf::open(&path).unwrap();
+    let from_gguf = models::load_gguf(&gguf, &Device::Cpu).unwrap();
+    let hf = dir.path().join("hf");
+    crate::convert::gguf_to_hf(&gguf, &hf, Default::default()).unwrap();
+    let config = HfConfig::from_file(&hf.join("config.json")).unwrap();
+    let files = [hf.join("model.safetensors")];
+    let from_hf =
+        models::load_safetensors(&config, &files, Default::default(), &Device::Cpu).unwrap();
+    let a = feed(from_gguf.as_ref(), &[&TOKENS]);
+    let b = feed(from_hf.as_ref(), &[&TOKENS]);
+    assert_close("exported", &a[0], &b[0]);
+}
