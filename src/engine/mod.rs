@@ -16,6 +16,8 @@ pub mod sampler;
 pub mod settings;
 pub mod stop;
 
+/// How a harmony model's reply splits into channels (the chat UI folds its reasoning).
+pub use crate::formats::harmony;
 pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
