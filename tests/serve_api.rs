@@ -951,3 +951,26 @@ fn forced_harmony_and_gemma4_calls_come_back_as_tool_calls() {
     assert_eq!(name, "get_weather");
     assert!(args.is_object(), "{args}");
 }
+
+#[test]
+fn reasoning_effort_reaches_the_harmony_template_and_is_refused_by_others() {
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
+                      "reasoning_effort": "low"});
+    let s = Served::start(&["--chat-template", "harmony"]);
+    let (status, _, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let mut bad = body.clone();
+    bad["reasoning_effort"] = json!("extreme");
+    let (status, _, text) = post(&s.addr, "/v1/chat/completions", &bad);
+    assert_eq!(status, 400, "{text}");
+    let s = Served::start(&[]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reasoning_effort"),
+        "{text}"
+    );
+}

@@ -375,21 +375,28 @@ impl Engine {
     /// change nothing, and saying so beats ignoring it.
     pub fn set_reasoning_effort(&mut self, effort: Option<&str>) -> Result<()> {
         if let Some(e) = effort {
-            if !["low", "medium", "high"].contains(&e) {
-                return Err(Error::InvalidArgument(format!(
-                    "reasoning effort '{}' is not one of low, medium, high",
-                    crate::formats::untrusted::short(e)
-                )));
-            }
-            if !self.template.takes_reasoning_effort() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} does not read reasoning_effort, so a reasoning effort would change \
-                     nothing (gpt-oss's harmony template reads it)",
-                    self.template.origin()
-                )));
-            }
+            self.check_reasoning_effort(e)?;
         }
         self.reasoning_effort = effort.map(str::to_string);
+        Ok(())
+    }
+
+    /// Refuses a reasoning effort the template cannot take (see
+    /// [`Engine::set_reasoning_effort`]).
+    pub fn check_reasoning_effort(&self, effort: &str) -> Result<()> {
+        if !["low", "medium", "high"].contains(&effort) {
+            return Err(Error::InvalidArgument(format!(
+                "reasoning effort '{}' is not one of low, medium, high",
+                crate::formats::untrusted::short(effort)
+            )));
+        }
+        if !self.template.takes_reasoning_effort() {
+            return Err(Error::InvalidArgument(format!(
+                "{} does not read reasoning_effort, so a reasoning effort would change \
+                 nothing (gpt-oss's harmony template reads it)",
+                self.template.origin()
+            )));
+        }
         Ok(())
     }
 
@@ -406,6 +413,20 @@ impl Engine {
         messages: &[Message],
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<u32>> {
+        self.chat_tokens_with(messages, tools, self.reasoning_effort.as_deref())
+    }
+
+    /// [`Engine::chat_tokens_with_tools`] with this reasoning `effort` instead of the one set
+    /// (a server request's own).
+    pub fn chat_tokens_with(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        effort: Option<&str>,
+    ) -> Result<Vec<u32>> {
+        if let Some(e) = effort {
+            self.check_reasoning_effort(e)?;
+        }
         let template = &self.template;
         if tools.is_some() && !template.takes_tools() {
             return Err(Error::InvalidArgument(format!(
@@ -422,7 +443,7 @@ impl Engine {
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
                 tools,
-                reasoning_effort: self.reasoning_effort.as_deref(),
+                reasoning_effort: effort,
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);

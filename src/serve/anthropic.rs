@@ -141,7 +141,7 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<Parsed, ApiError> {
         constraint: forced,
     };
     Ok((
-        Prompt::Chat(messages, tools.map(Value::Array)),
+        Prompt::Chat(messages, tools.map(Value::Array), None),
         params,
         body.stream,
         format,

@@ -63,6 +63,10 @@ struct Body {
     logprobs: Option<Value>,
     #[serde(default)]
     top_logprobs: Option<u64>,
+    /// How hard a reasoning model thinks (`low`, `medium`, `high`), for templates that read
+    /// `reasoning_effort` (gpt-oss's harmony).
+    #[serde(default)]
+    reasoning_effort: Option<String>,
     /// llama-server's and vLLM's extension: keep generating past end-of-generation tokens.
     #[serde(default)]
     ignore_eos: bool,
@@ -100,7 +104,6 @@ const OFF_ONLY: &[&str] = &[
     "modalities",
     "audio",
     "prediction",
-    "reasoning_effort",
     "web_search_options",
 ];
 
@@ -331,7 +334,11 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     };
     let (tools, forced) = tool_choice(server, body.tools.as_ref(), body.tool_choice.as_ref())?;
     let prompt = match kind {
-        Kind::Chat => Prompt::Chat(messages, tools.as_ref().map(|t| Value::Array(t.clone()))),
+        Kind::Chat => Prompt::Chat(
+            messages,
+            tools.as_ref().map(|t| Value::Array(t.clone())),
+            body.reasoning_effort.clone(),
+        ),
         Kind::Completion => match &body.prompt {
             Some(Value::String(s)) => Prompt::Text(s.clone()),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
