@@ -204,8 +204,15 @@ fn event(kind: &str, data: Value) -> SseEvent {
     SseEvent::default().event(kind).data(data.to_string())
 }
 
+/// An event whose name is its data's `type` (as all of Anthropic's are).
+fn typed(data: Value) -> SseEvent {
+    let kind = data["type"].as_str().unwrap_or_default().to_string();
+    event(&kind, data)
+}
+
 /// The content blocks of a streamed message: one open at a time, numbered in order, each of
-/// the kind of the delta it carries (`thinking` for reasoning, `text`).
+/// the kind of the delta it carries (`thinking` for reasoning, `text`). Its methods give the
+/// events' data ([`typed`] makes them events).
 struct Blocks {
     open: Option<&'static str>,
     next: usize,
@@ -215,7 +222,7 @@ struct Blocks {
 impl Blocks {
     /// Events that put `delta` in a block of its kind, closing the last and opening one when
     /// the kind changes.
-    fn delta(&mut self, delta: Delta) -> Vec<SseEvent> {
+    fn delta(&mut self, delta: Delta) -> Vec<Value> {
         let (kind, field, delta_kind, text) = match delta {
             Delta::Text(t) => ("text", "text", "text_delta", t),
             Delta::Reasoning(t) => ("thinking", "thinking", "thinking_delta", t),
@@ -226,36 +233,29 @@ impl Blocks {
             v.push(self.start(kind));
         }
         self.wrote_text |= kind == "text";
-        v.push(event(
-            "content_block_delta",
+        v.push(
             json!({"type": "content_block_delta", "index": self.next - 1,
-                   "delta": {"type": delta_kind, field: text}}),
-        ));
+                      "delta": {"type": delta_kind, field: text}}),
+        );
         v
     }
 
     /// Opens a block of `kind` (empty).
-    fn start(&mut self, kind: &'static str) -> SseEvent {
+    fn start(&mut self, kind: &'static str) -> Value {
         let block = match kind {
             "thinking" => json!({"type": "thinking", "thinking": "", "signature": ""}),
             _ => json!({"type": "text", "text": ""}),
         };
         self.open = Some(kind);
         self.next += 1;
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": self.next - 1, "content_block": block}),
-        )
+        json!({"type": "content_block_start", "index": self.next - 1, "content_block": block})
     }
 
     /// Closes the open block, if any.
-    fn close(&mut self) -> Option<SseEvent> {
-        self.open.take().map(|_| {
-            event(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": self.next - 1}),
-            )
-        })
+    fn close(&mut self) -> Option<Value> {
+        self.open
+            .take()
+            .map(|_| json!({"type": "content_block_stop", "index": self.next - 1}))
     }
 }
 
@@ -291,7 +291,7 @@ async fn streamed(
     )];
     // A reply that may begin with reasoning opens its first block when that comes.
     if !matches!(split, ReplyStream::Harmony(_)) {
-        head.push(blocks.start("text"));
+        head.push(typed(blocks.start("text")));
         blocks.wrote_text = true;
     }
     head.push(event("ping", json!({"type": "ping"})));
@@ -304,16 +304,18 @@ async fn streamed(
                 .push(t)
                 .into_iter()
                 .flat_map(|d| blocks.delta(d))
+                .map(typed)
                 .collect(),
             Event::Done(f) => {
                 let (deltas, calls) = split.finish();
-                let mut v: Vec<SseEvent> =
+                let mut data: Vec<Value> =
                     deltas.into_iter().flat_map(|d| blocks.delta(d)).collect();
                 if calls.is_empty() && !blocks.wrote_text {
-                    v.extend(blocks.close());
-                    v.push(blocks.start("text"));
+                    data.extend(blocks.close());
+                    data.push(blocks.start("text"));
                 }
-                v.extend(blocks.close());
+                data.extend(blocks.close());
+                let mut v: Vec<SseEvent> = data.into_iter().map(typed).collect();
                 for mut block in anthropic_tools::tool_use_blocks(&id, &calls) {
                     let input = block["input"].take();
                     block["input"] = json!({});
@@ -356,4 +358,57 @@ async fn streamed(
         .chain(rest)
         .map(Ok::<_, std::convert::Infallible>);
     Sse::new(stream).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_streams_in_a_thinking_block_before_the_text_block() {
+        let mut b = Blocks {
+            open: None,
+            next: 0,
+            wrote_text: false,
+        };
+        let mut data = Vec::new();
+        for d in [
+            Delta::Reasoning("Hm, ".into()),
+            Delta::Reasoning("easy.".into()),
+            Delta::Text("Paris.".into()),
+        ] {
+            data.extend(b.delta(d));
+        }
+        data.extend(b.close());
+        let kinds: Vec<(String, u64)> = data
+            .iter()
+            .map(|v| {
+                (
+                    v["type"].as_str().unwrap().to_string(),
+                    v["index"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expect = [
+            ("content_block_start", 0),
+            ("content_block_delta", 0),
+            ("content_block_delta", 0),
+            ("content_block_stop", 0),
+            ("content_block_start", 1),
+            ("content_block_delta", 1),
+            ("content_block_stop", 1),
+        ];
+        assert_eq!(kinds, expect.map(|(k, i)| (k.to_string(), i)).to_vec());
+        assert_eq!(data[0]["content_block"]["type"], "thinking");
+        assert_eq!(
+            data[2]["delta"],
+            json!({"type": "thinking_delta", "thinking": "easy."})
+        );
+        assert_eq!(data[4]["content_block"]["type"], "text");
+        assert_eq!(
+            data[5]["delta"],
+            json!({"type": "text_delta", "text": "Paris."})
+        );
+        assert_eq!(b.next, 2, "tool_use blocks follow at index 2");
+    }
 }
