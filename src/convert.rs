@@ -74,6 +74,10 @@ pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<Export
         true => gguf.per_layer(&kv_key, gguf.usize(&format!("{arch}.block_count"))?)?,
         false => Vec::new(),
     };
+    let v_heads = match spec.quirks.gguf_delta_net {
+        true => tiled_v_heads(gguf, &arch)?,
+        false => None,
+    };
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
     let mut shard_bytes = 0u64;
     let (mut count, mut total) = (0usize, 0u64);
@@ -86,7 +90,7 @@ pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<Export
         let kv = block
             .and_then(|i| kv_heads.get(i).copied())
             .unwrap_or(heads);
-        for (hf, t) in convert_tensor(gguf, spec, name, heads, kv)? {
+        for (hf, t) in convert_tensor(gguf, spec, name, (heads, kv), v_heads)? {
             let t = t.to_dtype(opts.dtype)?;
             let bytes = (t.elem_count() * opts.dtype.size_in_bytes()) as u64;
             if shard_bytes > 0 && shard_bytes + bytes > opts.max_shard_bytes {
@@ -149,12 +153,14 @@ pub fn gguf_to_hf(gguf: &Gguf, out: &Path, opts: ExportOptions) -> Result<Export
 }
 
 /// One GGUF tensor as (canonical name, f32 tensor) pairs: one pair, or one per expert.
+/// `(heads, kv_heads)` are its block's attention heads; `v_heads`, a DeltaNet's value heads
+/// that llama.cpp's converter tiled.
 fn convert_tensor(
     gguf: &Gguf,
     spec: &FamilySpec,
     name: &str,
-    heads: usize,
-    kv_heads: usize,
+    (heads, kv_heads): (usize, usize),
+    v_heads: Option<VHeads>,
 ) -> Result<Vec<(String, Tensor)>> {
     let hf = names::to_hf(name, spec.gguf_names).ok_or_else(|| {
         Error::UnsupportedConfig(format!(
@@ -167,10 +173,17 @@ fn convert_tensor(
         .dequantize(&Device::Cpu)?
         .to_dtype(DType::F32)?;
     let q = spec.quirks;
+    let t = match v_heads {
+        Some(v) if hf.contains("linear_attn.") => v.grouped(&hf, t)?,
+        _ => t,
+    };
     let t = if q.gguf_delta_net && hf.ends_with("linear_attn.A_log") {
         // ssm_a = -exp(A_log).
         t.neg()?.log()?
     } else if q.gguf_delta_net && hf.ends_with("linear_attn.conv1d.weight") {
+        t.unsqueeze(1)?
+    } else if hf.ends_with(".conv.conv.weight") && t.rank() == 2 {
+        // LFM2's short convolution: (channels, 1, taps) as a depthwise Conv1d.
         t.unsqueeze(1)?
     } else if q.gguf_delta_net && hf.ends_with("linear_attn.norm.weight") {
         t
@@ -192,22 +205,78 @@ fn convert_tensor(
     Ok(vec![(hf, t)])
 }
 
-/// The `config.json` keys of a Gated DeltaNet hybrid (Qwen3.5) that are no GGUF key: the
-/// layers without the multi-token-prediction blocks, each layer's type, and the partial RoPE.
-/// Value heads tiled over fewer key heads would need their rows reordered: refused.
-fn delta_net_config(gguf: &Gguf, arch: &str, c: &mut Map<String, Json>) -> Result<()> {
+/// A Gated DeltaNet's value heads where there are fewer key heads: llama.cpp's converter
+/// stores them tiled (`[k0, k1, …, k0, k1, …]`), Hugging Face grouped by key head
+/// (`[k0, k0, …, k1, k1, …]`).
+#[derive(Clone, Copy, Debug)]
+struct VHeads {
+    k_heads: usize,
+    v_heads: usize,
+    k_dim: usize,
+    v_dim: usize,
+}
+
+/// The tiled value heads of a Qwen3.5 GGUF, when key heads are fewer.
+fn tiled_v_heads(gguf: &Gguf, arch: &str) -> Result<Option<VHeads>> {
     let k = |s: &str| format!("{arch}.{s}");
-    let (groups, v_heads) = (
+    let (k_heads, v_heads) = (
         gguf.usize(&k("ssm.group_count"))?,
         gguf.usize(&k("ssm.time_step_rank"))?,
     );
-    if groups != v_heads {
+    if k_heads == v_heads {
+        return Ok(None);
+    }
+    if k_heads == 0 || !v_heads.is_multiple_of(k_heads) {
         return Err(Error::UnsupportedConfig(format!(
-            "{}: export of {v_heads} value heads over {groups} key heads (tiled by llama.cpp's \
-             converter) is not supported; supported: as many key heads as value heads",
-            gguf.path().display()
+            "{v_heads} value heads over {k_heads} key heads; supported: a multiple"
         )));
     }
+    let inner = gguf.usize(&k("ssm.inner_size"))?;
+    Ok(Some(VHeads {
+        k_heads,
+        v_heads,
+        k_dim: gguf.usize(&k("ssm.state_size"))?,
+        v_dim: inner / v_heads,
+    }))
+}
+
+impl VHeads {
+    /// The DeltaNet tensor `hf` (as stored in the GGUF) with its value heads grouped again:
+    /// the value rows of the q/k/v projection and the convolution, the rows of the gate and
+    /// of β/α, the per-head decay and bias, and the output projection's columns.
+    fn grouped(&self, hf: &str, t: Tensor) -> Result<Tensor> {
+        let qk = 2 * self.k_heads * self.k_dim;
+        let rows_after = |t: &Tensor, at: usize, head: usize| -> Result<Tensor> {
+            let n = t.dim(0)?;
+            let v = self.untile(&t.narrow(0, at, n - at)?, head)?;
+            Ok(Tensor::cat(&[&t.narrow(0, 0, at)?, &v], 0)?)
+        };
+        Ok(match hf.rsplit('.').nth(1).unwrap_or_default() {
+            _ if hf.ends_with("A_log") || hf.ends_with("dt_bias") => self.untile(&t, 1)?,
+            "in_proj_qkv" | "conv1d" => rows_after(&t, qk, self.v_dim)?,
+            "in_proj_z" => self.untile(&t, self.v_dim)?,
+            "in_proj_b" | "in_proj_a" => self.untile(&t, 1)?,
+            "out_proj" => self.untile(&t.t()?, self.v_dim)?.t()?.contiguous()?,
+            _ => t,
+        })
+    }
+
+    /// Rows in tiled head order (`(per_k, k_heads, head)` blocks) to grouped order.
+    fn untile(&self, t: &Tensor, head: usize) -> Result<Tensor> {
+        let dims = t.dims().to_vec();
+        let rest: usize = dims[1..].iter().product();
+        let per_k = self.v_heads / self.k_heads;
+        Ok(t.reshape((per_k, self.k_heads, head, rest))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape(dims)?)
+    }
+}
+
+/// The `config.json` keys of a Gated DeltaNet hybrid (Qwen3.5) that are no GGUF key: the
+/// layers without the multi-token-prediction blocks, each layer's type, and the partial RoPE.
+fn delta_net_config(gguf: &Gguf, arch: &str, c: &mut Map<String, Json>) -> Result<()> {
+    let k = |s: &str| format!("{arch}.{s}");
     let mtp = gguf
         .opt(&k("nextn_predict_layers"), Gguf::usize)?
         .unwrap_or(0);
@@ -291,6 +360,7 @@ fn hf_config(
     if spec.quirks.gguf_per_layer_type {
         models::gemma4::hf_config_from_gguf(gguf, arch, &mut c)?;
     }
+    per_layer_kv_heads(gguf, arch, &mut c)?;
     if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {
         let factor = gguf.float(&format!("{arch}.rope.scaling.factor"))?;
         c.insert(
@@ -320,6 +390,36 @@ fn hf_config(
             .map(|n| n.to_string_lossy().to_string())),
     );
     Ok(c)
+}
+
+/// `num_key_value_heads` from a per-block KV head count (an array), when no family code wrote
+/// it: the attention blocks' count, which must be one. Blocks with none have no attention
+/// (LFM2's convolution blocks): `layer_types` says which.
+fn per_layer_kv_heads(gguf: &Gguf, arch: &str, c: &mut Map<String, Json>) -> Result<()> {
+    let key = format!("{arch}.attention.head_count_kv");
+    if c.contains_key("num_key_value_heads") || !gguf.has(&key) {
+        return Ok(());
+    }
+    let kv = gguf.per_layer(&key, gguf.usize(&format!("{arch}.block_count"))?)?;
+    let mut counts: Vec<usize> = kv.iter().copied().filter(|&n| n > 0).collect();
+    counts.dedup();
+    match counts.as_slice() {
+        [n] => c.insert("num_key_value_heads".into(), json!(n)),
+        _ => {
+            return Err(Error::UnsupportedConfig(format!(
+                "{}: {key} {kv:?}; supported for export: one count for every attention block",
+                gguf.path().display()
+            )))
+        }
+    };
+    if kv.contains(&0) {
+        let types: Vec<&str> = kv
+            .iter()
+            .map(|&n| if n == 0 { "conv" } else { "full_attention" })
+            .collect();
+        c.insert("layer_types".into(), json!(types));
+    }
+    Ok(())
 }
 
 /// A numeric metadata value as JSON (integers stay integers); `None` for an array (a

@@ -412,3 +412,42 @@ fn screen_help_overlay() {
     a.update(key(KeyCode::Enter));
     insta::assert_snapshot!(screen(&a, 100, 26));
 }
+
+#[test]
+fn a_harmony_reply_shows_its_final_channel_with_the_reasoning_folded() {
+    let mut a = App::new(
+        ModelCard {
+            name: "gpt-oss".into(),
+            family: "gpt_oss".into(),
+            device: "cpu".into(),
+            ctx_size: 2048,
+            template: mlcli::formats::chat_template::builtin("harmony")
+                .unwrap()
+                .into(),
+        },
+        GenerateParams::default(),
+        None,
+    );
+    exchange(
+        &mut a,
+        "Capital of France?",
+        "<|channel|>analysis<|message|>The user asks a simple fact. Answer briefly.<|end|>\
+         <|start|>assistant<|channel|>final<|message|>Paris.",
+    );
+    let reply = &a.messages[1];
+    assert_eq!(reply.content, "Paris.");
+    assert_eq!(
+        reply.extra["thinking"],
+        "The user asks a simple fact. Answer briefly."
+    );
+    let folded = screen(&a, 60, 10);
+    assert!(!folded.contains("simple fact"), "{folded}");
+    insta::assert_snapshot!("harmony_folded", folded);
+    assert!(a.update(ctrl('r')).is_empty());
+    let shown = screen(&a, 60, 10);
+    assert!(
+        shown.contains("simple fact") && !shown.contains("<|"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("harmony_unfolded", shown);
+}

@@ -250,3 +250,34 @@ fn json_schema_holds_the_output_to_the_schema() {
         "{err}"
     );
 }
+
+#[test]
+fn reasoning_effort_reaches_templates_that_read_it_and_is_refused_by_others() {
+    let model = real_model(SMOLLM2);
+    let m = model.to_str().unwrap();
+    let (code, out, err) = run(
+        &["run", m, "Hi", "--reasoning-effort", "high", "-n", "2"],
+        "",
+    );
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(err.contains("does not read reasoning_effort"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "run",
+            m,
+            "Hi",
+            "--chat-template",
+            "harmony",
+            "--reasoning-effort",
+            "low",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    // Whatever this model writes, no harmony marker reaches stdout.
+    assert!(!out.contains("<|"), "{out}");
+}

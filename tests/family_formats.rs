@@ -70,6 +70,60 @@ fn every_family_gives_the_same_logits_from_gguf_and_safetensors() {
     }
 }
 
+/// The logits of a GGUF and of its export (f32), with the GGUF's metadata edited by `edit`.
+fn gguf_and_export_logits(
+    spec: &models::FamilySpec,
+    edit: impl FnOnce(&mut testing::Meta),
+) -> (Vec<f32>, Vec<f32>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf_path = tmp.path().join("tiny.gguf");
+    let hf_dir = tmp.path().join("hf");
+    testing::write_tiny_gguf_with(spec, &gguf_path, 11, GgmlDType::F32, None, edit).unwrap();
+    let gguf = Gguf::open(&gguf_path).unwrap();
+    let from_gguf = models::load_gguf(&gguf, &Device::Cpu).unwrap();
+    mlcli::convert::gguf_to_hf(&gguf, &hf_dir, Default::default())
+        .unwrap_or_else(|e| panic!("{}: export fails: {e}", spec.id));
+    let config = HfConfig::from_file(&hf_dir.join("config.json")).unwrap();
+    let files = vec![hf_dir.join("model.safetensors")];
+    let from_hf = models::load_safetensors(&config, &files, Precision::default(), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: the export does not load: {e}", spec.id));
+    (logits(from_gguf.as_ref()), logits(from_hf.as_ref()))
+}
+
+fn assert_same(family: &str, (a, b): (Vec<f32>, Vec<f32>)) {
+    let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
+    let max = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        max <= 1e-5 * scale,
+        "{family}: max |Δ| {max} (scale {scale})"
+    );
+}
+
+#[test]
+fn qwen3_5_with_fewer_key_heads_than_value_heads_exports_its_value_heads_grouped() {
+    // 2 key heads for 4 value heads: llama.cpp's converter tiles the value heads, Hugging
+    // Face groups them by key head.
+    let qwen3_5 = models::family("qwen3_5").unwrap();
+    let metadata: Vec<(&'static str, u32)> = qwen3_5
+        .tiny
+        .metadata
+        .iter()
+        .map(|&(k, v)| (k, if k == "ssm.group_count" { 2 } else { v }))
+        .collect();
+    let spec = models::FamilySpec {
+        tiny: models::TinyConfig {
+            metadata: metadata.leak(),
+            ..qwen3_5.tiny
+        },
+        ..*qwen3_5
+    };
+    let (a, b) = gguf_and_export_logits(&spec, |_| {});
+    assert_same("qwen3_5", (a, b));
+}
+
 #[test]
 fn exported_tiny_checkpoints_load_with_their_tokenizer_through_the_engine() {
     for spec in FAMILIES {

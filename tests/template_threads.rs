@@ -22,6 +22,7 @@ fn renders_leave_no_thread_behind() {
         bos_token: "<s>",
         eos_token: "</s>",
         tools: None,
+        reasoning_effort: None,
     };
     let before = threads();
     for _ in 0..200 {

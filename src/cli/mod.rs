@@ -10,6 +10,7 @@ pub mod load;
 pub mod model_ref;
 pub mod progress;
 pub mod pull;
+pub mod reply_out;
 pub mod rm;
 pub mod run;
 pub mod serve;

@@ -6,12 +6,13 @@ use std::ops::ControlFlow;
 
 use anyhow::{bail, Context};
 
+use super::reply_out::ReplyOut;
 use super::UsageError;
-use crate::device;
 use crate::engine::grammar::Constraint;
 use crate::engine::settings::{self, Origins, Preset, Source};
 use crate::engine::{Engine, GenerateParams, Message, Recommended, StopReason, TemplateOrigin};
 use crate::ui::{self, app::ModelCard, transcript};
+use crate::{device, formats};
 
 /// Arguments of `mlcli run`.
 #[derive(Debug, clap::Args)]
@@ -97,6 +98,13 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// How hard a reasoning model thinks: passed to the chat template as `reasoning_effort`
+    /// (gpt-oss); refused for templates that do not read it.
+    #[arg(long, value_enum, conflicts_with = "raw")]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Print a reasoning model's reasoning (gpt-oss's analysis channel) to stderr; -v does too.
+    #[arg(long)]
+    pub show_reasoning: bool,
     /// Interactive chat: autosave the transcript under this name and resume it next time.
     #[arg(long, value_name = "NAME")]
     pub session: Option<String>,
@@ -108,6 +116,28 @@ pub struct Args {
     pub load: crate::cli::load::LoadArgs,
     #[command(flatten)]
     pub store: crate::cli::model_ref::StoreArgs,
+}
+
+/// `--reasoning-effort`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasoningEffort {
+    /// Brief reasoning.
+    Low,
+    /// The templates' default.
+    Medium,
+    /// Thorough reasoning.
+    High,
+}
+
+impl ReasoningEffort {
+    /// The value the template reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
 }
 
 /// The prompt from the arguments and stdin; `None` means interactive chat (no prompt, and
@@ -157,6 +187,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prompt = gather_prompt(&args)?;
     let loaded = args.load.load(args.model.as_deref(), &args.store)?;
     let mut engine = loaded.engine;
+    engine
+        .set_reasoning_effort(args.reasoning_effort.map(ReasoningEffort::as_str))
+        .context("--reasoning-effort")?;
     if args.verbose {
         eprintln!("device: {}", loaded.device_reason);
         let i = engine.info();
@@ -204,11 +237,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(c) => Some(engine.grammar(c).context("the output constraint")?),
         None => None,
     };
-    let mut out = std::io::stdout().lock();
+    let harmony = use_template && formats::harmony::detect(engine.template().source());
+    let mut reply = ReplyOut::new(
+        std::io::stdout().lock(),
+        std::io::stderr().lock(),
+        harmony,
+        args.show_reasoning || args.verbose,
+    );
     let mut write_error = None;
-    let stats = engine.generate_constrained(&tokens, &params, grammar, &mut |text| match out
-        .write_all(text.as_bytes())
-        .and_then(|_| out.flush())
+    let stats = engine.generate_constrained(&tokens, &params, grammar, &mut |text| match reply
+        .text(text)
     {
         Ok(()) => ControlFlow::Continue(()),
         Err(e) => {
@@ -216,9 +254,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ControlFlow::Break(())
         }
     })?;
-    if let Some(e) = write_error {
+    if let Some(e) = write_error.or_else(|| reply.finish().err()) {
         return Err(e).context("writing to stdout");
     }
+    drop(reply);
+    let mut out = std::io::stdout().lock();
     if std::io::stdout().is_terminal() {
         let _ = writeln!(out);
     }

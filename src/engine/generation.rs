@@ -197,7 +197,11 @@ impl Generation {
         if let Some(g) = self.grammar.as_mut() {
             g.accept(token)?;
         }
-        let step = self.stops.push(&self.stream.push(token));
+        let text = match self.params.render_special {
+            true => self.stream.push_rendered(token),
+            false => self.stream.push(token),
+        };
+        let step = self.stops.push(&text);
         if on_text(&step.emit).is_break() {
             return Ok(Step::Done(StopReason::Cancelled));
         }

@@ -16,6 +16,8 @@ pub mod sampler;
 pub mod settings;
 pub mod stop;
 
+/// How a harmony model's reply splits into channels (the chat UI folds its reasoning).
+pub use crate::formats::harmony;
 pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
@@ -87,6 +89,10 @@ pub struct GenerateParams {
     /// likely alternatives (`None`: none at all).
     #[serde(default)]
     pub logprobs: Option<usize>,
+    /// Stream special (control) tokens as their text, for replies whose markup is made of
+    /// them (Gemma 4's tool calls); end-of-generation tokens still end the reply unseen.
+    #[serde(default)]
+    pub render_special: bool,
 }
 
 /// Why generation ended.
@@ -207,6 +213,8 @@ pub struct Engine {
     vocabulary: Option<grammar::Vocabulary>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
+    /// The template's `reasoning_effort` (`--reasoning-effort`), when set.
+    reasoning_effort: Option<String>,
 }
 
 impl Engine {
@@ -301,6 +309,7 @@ impl Engine {
             batch_size: opts.batch_size.max(1),
             name,
             notes: Vec::new(),
+            reasoning_effort: None,
         })
     }
 
@@ -361,6 +370,36 @@ impl Engine {
         &self.decoder_note
     }
 
+    /// Passes `effort` (`low`, `medium`, `high`) to the chat template as `reasoning_effort`
+    /// from now on. A template that does not read the variable is refused: the setting would
+    /// change nothing, and saying so beats ignoring it.
+    pub fn set_reasoning_effort(&mut self, effort: Option<&str>) -> Result<()> {
+        if let Some(e) = effort {
+            self.check_reasoning_effort(e)?;
+        }
+        self.reasoning_effort = effort.map(str::to_string);
+        Ok(())
+    }
+
+    /// Refuses a reasoning effort the template cannot take (see
+    /// [`Engine::set_reasoning_effort`]).
+    pub fn check_reasoning_effort(&self, effort: &str) -> Result<()> {
+        if !["low", "medium", "high"].contains(&effort) {
+            return Err(Error::InvalidArgument(format!(
+                "reasoning effort '{}' is not one of low, medium, high",
+                crate::formats::untrusted::short(effort)
+            )));
+        }
+        if !self.template.takes_reasoning_effort() {
+            return Err(Error::InvalidArgument(format!(
+                "{} does not read reasoning_effort, so a reasoning effort would change \
+                 nothing (gpt-oss's harmony template reads it)",
+                self.template.origin()
+            )));
+        }
+        Ok(())
+    }
+
     /// Renders `messages` with the chat template and tokenizes the result (special tokens in
     /// the rendered text are parsed; BOS is added only when the template did not write it).
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
@@ -374,6 +413,20 @@ impl Engine {
         messages: &[Message],
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<u32>> {
+        self.chat_tokens_with(messages, tools, self.reasoning_effort.as_deref())
+    }
+
+    /// [`Engine::chat_tokens_with_tools`] with this reasoning `effort` instead of the one set
+    /// (a server request's own).
+    pub fn chat_tokens_with(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        effort: Option<&str>,
+    ) -> Result<Vec<u32>> {
+        if let Some(e) = effort {
+            self.check_reasoning_effort(e)?;
+        }
         let template = &self.template;
         if tools.is_some() && !template.takes_tools() {
             return Err(Error::InvalidArgument(format!(
@@ -390,6 +443,7 @@ impl Engine {
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
                 tools,
+                reasoning_effort: effort,
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);

@@ -5,11 +5,13 @@
 pub mod chat_template;
 pub mod detect;
 pub mod fp8;
+pub mod gemma_calls;
 pub mod ggml_types;
 pub mod gguf;
 pub mod gguf_builder;
 pub mod gguf_header;
 pub mod gguf_value;
+pub mod harmony;
 pub mod hf_config;
 pub mod mapped;
 pub mod mxfp4;

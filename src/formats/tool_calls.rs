@@ -1,7 +1,9 @@
 //! Tool calls in a model's text, in the formats chat templates teach: Hermes/Qwen
 //! (`<tool_call>{"name", "arguments"}</tool_call>`, any number), Mistral
 //! (`[TOOL_CALLS][{"name", "arguments"}, …]`) and Llama 3 (a bare `{"name", "parameters"}`
-//! object, optionally after `<|python_tag|>`). Which one a model uses is read from its
+//! object, optionally after `<|python_tag|>`), gpt-oss's harmony (a message to
+//! `functions.NAME`, [`super::harmony`]) and Gemma 4 (`<|tool_call>call:NAME{…}<tool_call|>`,
+//! [`super::gemma_calls`]). Which one a model uses is read from its
 //! template; each format gives the marker that starts a call (so streamed text can be held
 //! back before it) and a grammar that forces a call to one of the tools.
 
@@ -16,6 +18,10 @@ pub enum Format {
     Mistral,
     /// `{"name": …, "parameters": {…}}`, optionally after `<|python_tag|>`.
     Llama3,
+    /// `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{…}` (gpt-oss).
+    Harmony,
+    /// `<|tool_call>call:NAME{key:value,…}<tool_call|>` (Gemma 4).
+    Gemma4,
 }
 
 /// One call parsed from the text.
@@ -33,7 +39,11 @@ pub fn detect(template: &str) -> Option<Format> {
     if !template.contains("tools") {
         return None;
     }
-    if template.contains("<tool_call>") {
+    if super::harmony::detect(template) {
+        Some(Format::Harmony)
+    } else if template.contains(super::gemma_calls::OPEN) {
+        Some(Format::Gemma4)
+    } else if template.contains("<tool_call>") {
         Some(Format::Hermes)
     } else if template.contains("[TOOL_CALLS]") {
         Some(Format::Mistral)
@@ -51,7 +61,15 @@ impl Format {
             Format::Hermes => "<tool_call>",
             Format::Mistral => "[TOOL_CALLS]",
             Format::Llama3 => "{\"name\"",
+            Format::Harmony => " to=",
+            Format::Gemma4 => super::gemma_calls::OPEN,
         }
+    }
+
+    /// Whether the reply must be decoded with special tokens rendered, because the markers
+    /// of a call are special tokens (Gemma 4's).
+    pub fn needs_special_tokens(self) -> bool {
+        self == Format::Gemma4
     }
 
     /// Splits `text` into the reply's content and its tool calls (none when it has none or
@@ -96,6 +114,11 @@ impl Format {
                     _ => whole(),
                 }
             }
+            Format::Harmony => {
+                let p = super::harmony::parse(text);
+                (p.content, p.calls)
+            }
+            Format::Gemma4 => super::gemma_calls::parse(text).unwrap_or_else(whole),
             Format::Llama3 => {
                 let body = text.trim();
                 let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim();
@@ -114,6 +137,8 @@ impl Format {
         let key = match self {
             Format::Llama3 => "parameters",
             Format::Hermes | Format::Mistral => "arguments",
+            Format::Harmony => return harmony_grammar(tools),
+            Format::Gemma4 => return gemma4_grammar(tools),
         };
         let one: Vec<Value> = tools
             .iter()
@@ -137,11 +162,65 @@ impl Format {
         let (open, close) = match self {
             Format::Hermes => ("<tool_call>\\n", "\\n</tool_call>"),
             Format::Mistral => ("[TOOL_CALLS][", "]"),
-            Format::Llama3 => ("", ""),
+            Format::Llama3 | Format::Harmony | Format::Gemma4 => ("", ""),
         };
         format!("start: \"{open}\" call \"{close}\"\ncall: %json {schema}\n")
             .replace("start: \"\" call \"\"", "start: call")
     }
+}
+
+/// Each tool's function object, name and parameter schema.
+fn functions(tools: &[&Value]) -> Vec<(String, Value)> {
+    tools
+        .iter()
+        .map(|t| {
+            let f = t.get("function").unwrap_or(t);
+            let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+            let params = f
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"}));
+            (name.to_string(), params)
+        })
+        .collect()
+}
+
+/// One harmony message to one of `tools`, its arguments valid against the tool's schema.
+fn harmony_grammar(tools: &[&Value]) -> String {
+    let mut rules = Vec::new();
+    let mut alternatives = Vec::new();
+    for (i, (name, params)) in functions(tools).into_iter().enumerate() {
+        let head =
+            format!("<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>");
+        rules.push(format!("call{i}: {} %json {params}", json!(head)));
+        alternatives.push(format!("call{i}"));
+    }
+    format!(
+        "start: {}\n{}\n",
+        alternatives.join(" | "),
+        rules.join("\n")
+    )
+}
+
+/// One Gemma 4 call to one of `tools`. The arguments are Gemma's own syntax, not JSON, so
+/// the grammar holds the tool's name and the syntax, not the parameter schema.
+fn gemma4_grammar(tools: &[&Value]) -> String {
+    let names: Vec<String> = functions(tools)
+        .into_iter()
+        .map(|(name, _)| json!(name).to_string())
+        .collect();
+    format!(
+        "start: \"<|tool_call>call:\" name dict \"<tool_call|>\"\n\
+         name: {}\n\
+         dict: \"{{\" (pair (\",\" pair)*)? \"}}\"\n\
+         pair: KEY \":\" value\n\
+         list: \"[\" (value (\",\" value)*)? \"]\"\n\
+         value: STRING | NUMBER | dict | list | \"true\" | \"false\" | \"null\"\n\
+         KEY: /[A-Za-z_][A-Za-z0-9_]*/\n\
+         STRING: /<\\|\"\\|>[^<]*<\\|\"\\|>/\n\
+         NUMBER: /-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?/\n",
+        names.join(" | ")
+    )
 }
 
 /// A call from a JSON object with `name` and the arguments under `key`.
@@ -196,6 +275,21 @@ mod tests {
             Some(Format::Mistral)
         );
         assert_eq!(detect("<tool_call> without the variable"), None);
+        assert_eq!(
+            detect("{% if tools %}<|start|>assistant<|channel|>final<|message|>{% endif %}"),
+            Some(Format::Harmony)
+        );
+        assert_eq!(
+            detect("{% if tools %}<|tool_call>call:{% endif %}"),
+            Some(Format::Gemma4)
+        );
+        let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+        assert_eq!(
+            Format::Harmony.grammar(&[&tool]),
+            "start: call0\ncall0: \"<|channel|>commentary to=functions.f <|constrain|>json<|message|>\" \
+             %json {\"type\":\"object\"}\n"
+        );
+        assert!(Format::Gemma4.grammar(&[&tool]).contains("name: \"f\"\n"));
         let g = Format::Hermes.grammar(&[&json!({"type": "function", "function": {"name": "f"}})]);
         assert!(g.starts_with("start: \"<tool_call>\\n\" call"), "{g}");
         assert!(Format::Llama3

@@ -156,6 +156,7 @@ pub fn template(model: &Model) -> Result<Rendered> {
                 bos_token: bos.as_deref().unwrap_or(""),
                 eos_token: eos.as_deref().unwrap_or(""),
                 tools: None,
+                reasoning_effort: None,
             },
         )?),
         None => None,

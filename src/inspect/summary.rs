@@ -244,25 +244,40 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
             n => format!("{first} (and {} more problems)", n - 1),
         });
     }
+    let mut cache = None;
     if support.reasons.is_empty() {
         // The configuration passes: load it as `run` would (without reading tensor data), so
-        // a missing, misshapen or left-over tensor is a reason here too.
-        if let Err(e) = weights_check(model) {
-            support.reasons.push(e.to_string());
+        // a missing, misshapen or left-over tensor is a reason here too; the model built
+        // describes its cache layer by layer.
+        match weights_check(model) {
+            Ok(Some(m)) => {
+                let widths = m.kv_elements_per_position();
+                cache = Some(
+                    m.cache_layout()
+                        .iter()
+                        .zip(widths.iter().copied().chain(std::iter::repeat(0)))
+                        .map(|(kind, width)| memory::layer_cache(kind, width))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => support.reasons.push(e.to_string()),
         }
     }
     support.runnable = support.reasons.is_empty();
     let dims = &facts.dims;
-    let kv =
-        dims.layers
-            .zip(dims.kv_heads)
-            .zip(dims.head_dim)
-            .map(|((layers, kv_heads), key_dim)| KvShape {
+    // Without a model to describe its cache: full KV in every layer, from the dimensions.
+    let cache = cache.or_else(|| {
+        let shape = dims.layers.zip(dims.kv_heads).zip(dims.head_dim).map(
+            |((layers, kv_heads), key_dim)| KvShape {
                 layers,
                 kv_heads,
                 key_dim,
                 value_dim: dims.value_head_dim.unwrap_or(key_dim),
-            });
+            },
+        );
+        shape.map(|s| s.layers())
+    });
     let weights = saturating_sum(rows.iter().filter_map(|t| t.bytes));
     let ctx = memory::ctx_size(ctx, dims.context_length);
     Summary {
@@ -279,7 +294,7 @@ pub fn summarize(model: &Model, ctx: Option<u64>, machine: Machine) -> Summary {
         tokenizer: facts.tokenizer,
         chat_template: facts.chat_template,
         problems,
-        memory: memory::estimate(weights, kv, ctx, machine),
+        memory: memory::estimate(weights, cache.as_deref(), ctx, machine),
     }
 }
 
@@ -482,16 +497,16 @@ fn gguf_facts(h: &Header, path: &std::path::Path) -> Facts {
 
 /// A load of `model`'s weights that reads no tensor data ([`models::check_gguf`],
 /// [`models::check_safetensors`]).
-fn weights_check(model: &Model) -> crate::Result<()> {
+fn weights_check(model: &Model) -> crate::Result<Option<Box<dyn models::CausalLm>>> {
     match model {
-        Model::Gguf { path, .. } => models::check_gguf(&Gguf::open(path)?),
+        Model::Gguf { path, .. } => models::check_gguf(&Gguf::open(path)?).map(Some),
         Model::Safetensors {
             checkpoint, dir, ..
         } => {
-            let Some(dir) = dir else { return Ok(()) };
+            let Some(dir) = dir else { return Ok(None) };
             let config = HfConfig::from_file(&dir.join("config.json"))?;
             let files: Vec<_> = checkpoint.shards.iter().map(|s| s.path.clone()).collect();
-            models::check_safetensors(&config, &files)
+            models::check_safetensors(&config, &files).map(Some)
         }
     }
 }

@@ -239,11 +239,15 @@ pub fn summary(s: &Summary) -> String {
     row(
         "memory",
         format!(
-            "at -c {}: weights {} + KV cache {} (f16) / {} (f32) = {} / {}",
+            "at -c {}: weights {} + KV cache {} (f16) / {} (f32){} = {} / {}",
             m.ctx_size,
             bytes(m.weights),
             m.kv_cache_f16.map_or("?".into(), bytes),
             m.kv_cache_f32.map_or("?".into(), bytes),
+            match m.recurrent_state {
+                Some(b) if b > 0 => format!(", of which {} recurrent state", bytes(b)),
+                _ => String::new(),
+            },
             m.total_f16.map_or("?".into(), bytes),
             m.total_f32.map_or("?".into(), bytes)
         ),

@@ -137,7 +137,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         gguf_per_layer_type: true,
         ..Quirks::NONE
     },
-    default_template: "gemma",
+    default_template: "gemma4",
     hf_model_type: "gemma4_text",
     // Export writes Gemma 4's keys itself (`hf_config_from_gguf`).
     hf_config_keys: &[],
@@ -489,6 +489,14 @@ impl CausalLm for Model {
 
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn kv_elements_per_position(&self) -> Vec<usize> {
+        // Sliding and global blocks differ in head width and KV heads.
+        self.blocks
+            .iter()
+            .map(|b| 2 * b.spec.n_kv_heads * b.spec.head_dim)
+            .collect()
     }
 
     fn cache_layout(&self) -> Vec<LayerKind> {

@@ -81,7 +81,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         ),
     ],
     quirks: Quirks::NONE,
-    default_template: "chatml",
+    default_template: "harmony",
     hf_model_type: "gpt_oss",
     hf_config_keys: &[("num_local_experts", "expert_count")],
     // Without a key transformers' class takes YaRN (factor 32): an export without scaling

@@ -124,6 +124,14 @@ pub trait CausalLm: Send {
     fn cache_layout(&self) -> Vec<LayerKind> {
         vec![LayerKind::Full; self.info().n_layers]
     }
+    /// Elements one position takes in each layer's KV cache, keys and values together (read
+    /// only for layers whose [`CausalLm::cache_layout`] entry holds KV): what `inspect`'s
+    /// memory estimate multiplies by the context. Families whose layers differ in KV heads
+    /// or head width, or cache something else per position, override it.
+    fn kv_elements_per_position(&self) -> Vec<usize> {
+        let i = self.info();
+        vec![2 * i.n_kv_heads * i.head_dim; i.n_layers]
+    }
     /// Feeds one token to each of several sequences (`tokens[i]` at the position of
     /// `caches[i]`, whose pass has begun) and returns their logits (`[B, vocab]`, f32).
     /// Families whose layers take a batch override this so that the weights are read once
@@ -436,10 +444,14 @@ pub fn load_safetensors(
 
 /// Checks that a safetensors checkpoint loads as [`load_safetensors`] would load it on the
 /// CPU (every tensor present with its shape and a supported type, none left over) without
-/// reading tensor data: `inspect`'s verdict.
-pub fn check_safetensors(config: &HfConfig, files: &[std::path::PathBuf]) -> Result<()> {
+/// reading tensor data: `inspect`'s verdict. The model it builds has no weights to run, but
+/// describes its cache ([`CausalLm::cache_layout`]) for the memory estimate.
+pub fn check_safetensors(
+    config: &HfConfig,
+    files: &[std::path::PathBuf],
+) -> Result<Box<dyn CausalLm>> {
     let weights = Weights::from_safetensors(files, Default::default(), &Device::Cpu)?;
-    safetensors_model(config, weights.check_only()).map(drop)
+    safetensors_model(config, weights.check_only())
 }
 
 fn safetensors_model(config: &HfConfig, weights: Weights) -> Result<Box<dyn CausalLm>> {
@@ -511,11 +523,12 @@ pub fn load_gguf(gguf: &Gguf, device: &Device) -> Result<Box<dyn CausalLm>> {
 }
 
 /// Checks that a GGUF loads as [`load_gguf`] would load it on the CPU (tensors borrowed from
-/// the map, nothing stacked or read): `inspect`'s verdict.
-pub fn check_gguf(gguf: &Gguf) -> Result<()> {
+/// the map, nothing stacked or read): `inspect`'s verdict, and a model that describes its
+/// cache (not one to run).
+pub fn check_gguf(gguf: &Gguf) -> Result<Box<dyn CausalLm>> {
     let spec = family_for_gguf_file(gguf)?;
     let weights = Weights::from_gguf(gguf, spec.gguf_names, &Device::Cpu).check_only();
-    gguf_model(spec, gguf, weights).map(drop)
+    gguf_model(spec, gguf, weights)
 }
 
 fn gguf_model(

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::anthropic_tools;
 use super::api_error::{ApiError, Dialect};
-use super::tool_stream::ToolCapture;
+use super::tool_stream::{Delta, ReplyStream};
 use super::worker::{Event, Prompt};
 use super::{request, Server};
 use crate::engine::StopReason;
@@ -61,7 +61,8 @@ pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>)
     };
     let id = server.next_id("msg");
     let model = server.model_id().to_string();
-    let reply = Reply { id, model, tools };
+    let split = server.reply_stream(tools);
+    let reply = Reply { id, model, split };
     if stream {
         streamed(reply, events).await
     } else {
@@ -73,8 +74,8 @@ pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>)
 struct Reply {
     id: String,
     model: String,
-    /// The tool-call format to parse the text with, when the request gave tools.
-    tools: Option<Format>,
+    /// How the text splits into reasoning, text and tool calls.
+    split: ReplyStream,
 }
 
 type Parsed = (Prompt, super::worker::Params, bool, Option<Format>);
@@ -132,14 +133,15 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<Parsed, ApiError> {
         .transpose()?;
     let (tools, forced) = super::openai::tool_choice(server, tools.as_ref(), choice.as_ref())?;
     let stop = request::stops(body.stop_sequences.as_ref(), "stop_sequences")?;
-    let params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
+    let mut params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
+    let format = tools.as_ref().and(server.tool_format());
+    params.render_special = format.is_some_and(Format::needs_special_tokens);
     let params = super::worker::Params {
         generate: params,
         constraint: forced,
     };
-    let format = tools.as_ref().and(server.tool_format());
     Ok((
-        Prompt::Chat(messages, tools.map(Value::Array)),
+        Prompt::Chat(messages, tools.map(Value::Array), None),
         params,
         body.stream,
         format,
@@ -155,7 +157,7 @@ fn stop_reason(r: StopReason) -> &'static str {
 }
 
 async fn whole(reply: Reply, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
-    let Reply { id, model, tools } = reply;
+    let Reply { id, model, split } = reply;
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
@@ -163,11 +165,12 @@ async fn whole(reply: Reply, mut events: tokio::sync::mpsc::UnboundedReceiver<Ev
             Event::Text(t) => text.push_str(&t),
             Event::Failed(e) => return e.respond(Dialect::Anthropic),
             Event::Done(f) => {
-                let (content, calls) = match tools {
-                    Some(format) => format.parse(&text),
-                    None => (text, Vec::new()),
-                };
+                let (reasoning, content, calls) = split.split(text);
                 let mut blocks = Vec::new();
+                if !reasoning.is_empty() {
+                    blocks
+                        .push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+                }
                 if !content.is_empty() || calls.is_empty() {
                     blocks.push(json!({"type": "text", "text": content}));
                 }
@@ -201,11 +204,70 @@ fn event(kind: &str, data: Value) -> SseEvent {
     SseEvent::default().event(kind).data(data.to_string())
 }
 
+/// An event whose name is its data's `type` (as all of Anthropic's are).
+fn typed(data: Value) -> SseEvent {
+    let kind = data["type"].as_str().unwrap_or_default().to_string();
+    event(&kind, data)
+}
+
+/// The content blocks of a streamed message: one open at a time, numbered in order, each of
+/// the kind of the delta it carries (`thinking` for reasoning, `text`). Its methods give the
+/// events' data ([`typed`] makes them events).
+struct Blocks {
+    open: Option<&'static str>,
+    next: usize,
+    wrote_text: bool,
+}
+
+impl Blocks {
+    /// Events that put `delta` in a block of its kind, closing the last and opening one when
+    /// the kind changes.
+    fn delta(&mut self, delta: Delta) -> Vec<Value> {
+        let (kind, field, delta_kind, text) = match delta {
+            Delta::Text(t) => ("text", "text", "text_delta", t),
+            Delta::Reasoning(t) => ("thinking", "thinking", "thinking_delta", t),
+        };
+        let mut v = Vec::new();
+        if self.open != Some(kind) {
+            v.extend(self.close());
+            v.push(self.start(kind));
+        }
+        self.wrote_text |= kind == "text";
+        v.push(
+            json!({"type": "content_block_delta", "index": self.next - 1,
+                      "delta": {"type": delta_kind, field: text}}),
+        );
+        v
+    }
+
+    /// Opens a block of `kind` (empty).
+    fn start(&mut self, kind: &'static str) -> Value {
+        let block = match kind {
+            "thinking" => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            _ => json!({"type": "text", "text": ""}),
+        };
+        self.open = Some(kind);
+        self.next += 1;
+        json!({"type": "content_block_start", "index": self.next - 1, "content_block": block})
+    }
+
+    /// Closes the open block, if any.
+    fn close(&mut self) -> Option<Value> {
+        self.open
+            .take()
+            .map(|_| json!({"type": "content_block_stop", "index": self.next - 1}))
+    }
+}
+
 async fn streamed(
     reply: Reply,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) -> Response {
-    let Reply { id, model, tools } = reply;
+    let Reply {
+        id,
+        model,
+        mut split,
+    } = reply;
     let prompt_tokens = match events.recv().await {
         Some(Event::Started { prompt_tokens }) => prompt_tokens,
         Some(Event::Failed(e)) => return e.respond(Dialect::Anthropic),
@@ -214,59 +276,51 @@ async fn streamed(
                 .respond(Dialect::Anthropic)
         }
     };
-    let head = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
-            }}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    let text_delta = |t: String| {
-        event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": t}}),
-        )
+    let mut blocks = Blocks {
+        open: None,
+        next: 0,
+        wrote_text: false,
     };
-    // With tools, text that may start a call is held back; once a call starts, the rest is
-    // kept and sent as tool_use blocks at the end (never as text).
-    let mut capture = tools.map(ToolCapture::new);
+    let mut head = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": 0},
+        }}),
+    )];
+    // A reply that may begin with reasoning opens its first block when that comes.
+    if !matches!(split, ReplyStream::Harmony(_)) {
+        head.push(typed(blocks.start("text")));
+        blocks.wrote_text = true;
+    }
+    head.push(event("ping", json!({"type": "ping"})));
+    // Text that may start a call is held back; once a call starts, the rest is kept and sent
+    // as tool_use blocks at the end (never as text).
     let rest = super::events_stream(events).flat_map(move |e| {
         let out = match e {
             Event::Started { .. } | Event::Logprobs(_) => Vec::new(),
-            Event::Text(t) => match ToolCapture::visible(capture.as_mut(), t) {
-                emit if emit.is_empty() => Vec::new(),
-                emit => vec![text_delta(emit)],
-            },
+            Event::Text(t) => split
+                .push(t)
+                .into_iter()
+                .flat_map(|d| blocks.delta(d))
+                .map(typed)
+                .collect(),
             Event::Done(f) => {
-                let (content, calls) = match capture.as_mut() {
-                    Some(c) => c.finish(),
-                    None => (String::new(), Vec::new()),
-                };
-                let mut v = Vec::new();
-                if !content.is_empty() {
-                    v.push(text_delta(content));
+                let (deltas, calls) = split.finish();
+                let mut data: Vec<Value> =
+                    deltas.into_iter().flat_map(|d| blocks.delta(d)).collect();
+                if calls.is_empty() && !blocks.wrote_text {
+                    data.extend(blocks.close());
+                    data.push(blocks.start("text"));
                 }
-                v.push(event(
-                    "content_block_stop",
-                    json!({"type": "content_block_stop", "index": 0}),
-                ));
-                for (i, mut block) in anthropic_tools::tool_use_blocks(&id, &calls)
-                    .into_iter()
-                    .enumerate()
-                {
+                data.extend(blocks.close());
+                let mut v: Vec<SseEvent> = data.into_iter().map(typed).collect();
+                for mut block in anthropic_tools::tool_use_blocks(&id, &calls) {
                     let input = block["input"].take();
                     block["input"] = json!({});
-                    let index = i + 1;
+                    let index = blocks.next;
+                    blocks.next += 1;
                     v.push(event(
                         "content_block_start",
                         json!({"type": "content_block_start", "index": index,
@@ -304,4 +358,57 @@ async fn streamed(
         .chain(rest)
         .map(Ok::<_, std::convert::Infallible>);
     Sse::new(stream).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_streams_in_a_thinking_block_before_the_text_block() {
+        let mut b = Blocks {
+            open: None,
+            next: 0,
+            wrote_text: false,
+        };
+        let mut data = Vec::new();
+        for d in [
+            Delta::Reasoning("Hm, ".into()),
+            Delta::Reasoning("easy.".into()),
+            Delta::Text("Paris.".into()),
+        ] {
+            data.extend(b.delta(d));
+        }
+        data.extend(b.close());
+        let kinds: Vec<(String, u64)> = data
+            .iter()
+            .map(|v| {
+                (
+                    v["type"].as_str().unwrap().to_string(),
+                    v["index"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expect = [
+            ("content_block_start", 0),
+            ("content_block_delta", 0),
+            ("content_block_delta", 0),
+            ("content_block_stop", 0),
+            ("content_block_start", 1),
+            ("content_block_delta", 1),
+            ("content_block_stop", 1),
+        ];
+        assert_eq!(kinds, expect.map(|(k, i)| (k.to_string(), i)).to_vec());
+        assert_eq!(data[0]["content_block"]["type"], "thinking");
+        assert_eq!(
+            data[2]["delta"],
+            json!({"type": "thinking_delta", "thinking": "easy."})
+        );
+        assert_eq!(data[4]["content_block"]["type"], "text");
+        assert_eq!(
+            data[5]["delta"],
+            json!({"type": "text_delta", "text": "Paris."})
+        );
+        assert_eq!(b.next, 2, "tool_use blocks follow at index 2");
+    }
 }

@@ -90,6 +90,8 @@ struct Inner {
     ids: AtomicU64,
     api_key: Option<String>,
     tool_format: Option<crate::formats::tool_calls::Format>,
+    /// The model writes harmony channels (gpt-oss): replies are split into them.
+    harmony: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -188,6 +190,15 @@ impl Server {
         self.0.tool_format
     }
 
+    /// How a reply to a chat request is split as it streams: into harmony's channels for a
+    /// model that writes them, else into text and calls in `tools` (the request's format).
+    pub fn reply_stream(
+        &self,
+        tools: Option<crate::formats::tool_calls::Format>,
+    ) -> tool_stream::ReplyStream {
+        tool_stream::ReplyStream::new(tools, self.0.harmony)
+    }
+
     /// When the server started (Unix seconds).
     pub fn started_at(&self) -> u64 {
         self.0.started_at
@@ -228,6 +239,7 @@ pub fn run(
         ids: AtomicU64::new(1),
         api_key: opts.api_key.clone(),
         tool_format: crate::formats::tool_calls::detect(engine.template().source()),
+        harmony: crate::formats::harmony::detect(engine.template().source()),
     }));
     let engine_stop = Arc::clone(&stopping);
     let engine_thread = std::thread::Builder::new()

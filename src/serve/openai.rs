@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::api_error::{ApiError, Dialect};
 use super::logprobs;
-use super::tool_stream::ToolCapture;
+use super::tool_stream::{Delta, ReplyStream};
 use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
 use crate::engine::grammar::Constraint;
@@ -63,6 +63,10 @@ struct Body {
     logprobs: Option<Value>,
     #[serde(default)]
     top_logprobs: Option<u64>,
+    /// How hard a reasoning model thinks (`low`, `medium`, `high`), for templates that read
+    /// `reasoning_effort` (gpt-oss's harmony).
+    #[serde(default)]
+    reasoning_effort: Option<String>,
     /// llama-server's and vLLM's extension: keep generating past end-of-generation tokens.
     #[serde(default)]
     ignore_eos: bool,
@@ -100,7 +104,6 @@ const OFF_ONLY: &[&str] = &[
     "modalities",
     "audio",
     "prediction",
-    "reasoning_effort",
     "web_search_options",
 ];
 
@@ -157,7 +160,10 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
         created: super::now(),
         model: server.model_id().to_string(),
         kind,
-        tools,
+        split: match kind {
+            Kind::Chat => server.reply_stream(tools),
+            Kind::Completion => ReplyStream::Plain,
+        },
     };
     if stream {
         streamed(meta, events, include_usage).await
@@ -328,7 +334,11 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     };
     let (tools, forced) = tool_choice(server, body.tools.as_ref(), body.tool_choice.as_ref())?;
     let prompt = match kind {
-        Kind::Chat => Prompt::Chat(messages, tools.as_ref().map(|t| Value::Array(t.clone()))),
+        Kind::Chat => Prompt::Chat(
+            messages,
+            tools.as_ref().map(|t| Value::Array(t.clone())),
+            body.reasoning_effort.clone(),
+        ),
         Kind::Completion => match &body.prompt {
             Some(Value::String(s)) => Prompt::Text(s.clone()),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
@@ -361,6 +371,8 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
         constraint: forced.or(format),
     };
     let tool_format = tools.as_ref().and(server.tool_format());
+    let mut params = params;
+    params.generate.render_special = tool_format.is_some_and(Format::needs_special_tokens);
     Ok((prompt, params, body.stream, include_usage, tool_format))
 }
 
@@ -369,8 +381,8 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
-    /// The tool-call format to parse replies with, when the request gave tools.
-    tools: Option<Format>,
+    /// How the reply splits into reasoning, text and tool calls (chat only).
+    split: ReplyStream,
 }
 
 /// OpenAI's `tool_calls` for `calls` (arguments as JSON text), with ids unique in the reply.
@@ -403,6 +415,13 @@ fn usage(f: &Finished) -> Value {
 }
 
 async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
+    let Meta {
+        id,
+        created,
+        model,
+        kind,
+        split,
+    } = meta;
     let (mut text, mut lps, mut wants_lps) = (String::new(), Vec::new(), false);
     while let Some(event) = events.recv().await {
         match event {
@@ -414,41 +433,42 @@ async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Even
             }
             Event::Failed(e) => return e.respond(Dialect::OpenAi),
             Event::Done(f) => {
-                let (content, calls) = match meta.tools {
-                    Some(format) => format.parse(&text),
-                    None => (text.clone(), Vec::new()),
-                };
-                let choice = match meta.kind {
+                let (reasoning, content, calls) = split.split(text);
+                let mut choice = match kind {
                     Kind::Chat if !calls.is_empty() => json!({
                         "index": 0,
                         "message": {"role": "assistant",
                                     "content": if content.is_empty() { Value::Null } else { json!(content) },
-                                    "tool_calls": tool_calls_json(&meta.id, &calls),
+                                    "tool_calls": tool_calls_json(&id, &calls),
                                     "refusal": null},
                         "logprobs": null,
                         "finish_reason": "tool_calls",
                     }),
                     Kind::Chat => json!({
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": null},
+                        "message": {"role": "assistant", "content": content, "refusal": null},
                         "logprobs": if wants_lps { logprobs::chat(&lps) } else { Value::Null },
                         "finish_reason": finish_reason(f.reason),
                     }),
                     Kind::Completion => json!({
                         "index": 0,
-                        "text": text,
+                        "text": content,
                         "logprobs": if wants_lps { logprobs::completion(&lps, 0) } else { Value::Null },
                         "finish_reason": finish_reason(f.reason),
                     }),
                 };
+                // llama-server's field for reasoning kept apart from the reply.
+                if !reasoning.is_empty() && kind == Kind::Chat {
+                    choice["message"]["reasoning_content"] = json!(reasoning);
+                }
                 return axum::Json(json!({
-                    "id": meta.id,
-                    "object": match meta.kind {
+                    "id": id,
+                    "object": match kind {
                         Kind::Chat => "chat.completion",
                         Kind::Completion => "text_completion",
                     },
-                    "created": meta.created,
-                    "model": meta.model,
+                    "created": created,
+                    "model": model,
                     "system_fingerprint": null,
                     "choices": [choice],
                     "usage": usage(&f),
@@ -461,11 +481,12 @@ async fn whole(meta: Meta, mut events: tokio::sync::mpsc::UnboundedReceiver<Even
 }
 
 async fn streamed(
-    meta: Meta,
+    mut meta: Meta,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     include_usage: bool,
 ) -> Response {
-    let (tools, call_ids) = (meta.tools, meta.id.clone());
+    let call_ids = meta.id.clone();
+    let mut split = std::mem::replace(&mut meta.split, ReplyStream::Plain);
     // Errors found before the first token are answered with a status, not a stream.
     match events.recv().await {
         Some(Event::Started { .. }) => {}
@@ -514,7 +535,11 @@ async fn streamed(
     let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
     // With tools, text that may start a call is held back; once a call starts, the rest is
     // kept and sent as tool-call deltas at the end (never as content).
-    let (mut capture, mut streamed_bytes) = (tools.map(ToolCapture::new), 0usize);
+    let mut streamed_bytes = 0usize;
+    let delta = |d: Delta| match d {
+        Delta::Text(t) => json!({"content": t}),
+        Delta::Reasoning(t) => json!({"reasoning_content": t}),
+    };
     let rest = super::events_stream(events).flat_map(move |event| {
         let out: Vec<SseEvent> = match event {
             Event::Started { .. } => Vec::new(),
@@ -531,24 +556,20 @@ async fn streamed(
                 };
                 vec![chunk(json!({"content": "", "logprobs": lp}), None, None)]
             }
-            Event::Text(t) => match ToolCapture::visible(capture.as_mut(), t) {
-                emit if emit.is_empty() => Vec::new(),
-                emit => vec![chunk(json!({"content": emit}), None, None)],
-            },
+            Event::Text(t) => split
+                .push(t)
+                .into_iter()
+                .map(|d| chunk(delta(d), None, None))
+                .collect(),
             Event::Done(f) => {
                 let mut v = Vec::new();
                 let mut finish = finish_reason(f.reason);
-                if let Some(c) = capture.as_mut() {
-                    let (content, calls) = c.finish();
-                    if !content.is_empty() {
-                        v.push(chunk(json!({"content": content}), None, None));
-                    }
-                    for (i, mut call) in tool_calls_json(&call_ids, &calls).into_iter().enumerate()
-                    {
-                        call["index"] = json!(i);
-                        v.push(chunk(json!({"tool_calls": [call]}), None, None));
-                        finish = "tool_calls";
-                    }
+                let (deltas, calls) = split.finish();
+                v.extend(deltas.into_iter().map(|d| chunk(delta(d), None, None)));
+                for (i, mut call) in tool_calls_json(&call_ids, &calls).into_iter().enumerate() {
+                    call["index"] = json!(i);
+                    v.push(chunk(json!({"tool_calls": [call]}), None, None));
+                    finish = "tool_calls";
                 }
                 v.push(chunk(json!({}), Some(finish), None));
                 if include_usage {

@@ -19,8 +19,9 @@ use crate::engine::{Engine, GenerateParams, Generation, Message, Step, StopReaso
 /// What to generate from.
 #[derive(Debug)]
 pub enum Prompt {
-    /// A conversation, rendered with the model's chat template (with the tools it may call).
-    Chat(Vec<Message>, Option<serde_json::Value>),
+    /// A conversation, rendered with the model's chat template (with the tools it may call,
+    /// and the reasoning effort asked for).
+    Chat(Vec<Message>, Option<serde_json::Value>, Option<String>),
     /// Raw text (the completions endpoint), BOS as the model says.
     Text(String),
 }
@@ -187,7 +188,9 @@ fn admit(
         None
     };
     let tokens = match &job.prompt {
-        Prompt::Chat(messages, tools) => engine.chat_tokens_with_tools(messages, tools.as_ref()),
+        Prompt::Chat(messages, tools, effort) => {
+            engine.chat_tokens_with(messages, tools.as_ref(), effort.as_deref())
+        }
         Prompt::Text(text) => engine.raw_tokens(text, true),
     };
     let tokens = match tokens {

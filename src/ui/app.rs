@@ -117,13 +117,17 @@ pub struct App {
     pub ctx_used: usize,
     /// Set when the user asked to leave.
     pub quit: bool,
+    /// The model writes harmony channels (gpt-oss): its replies' reasoning is kept apart
+    /// from their text and shown folded.
+    pub harmony: bool,
+    /// Reasoning is shown unfolded (Ctrl+R toggles).
+    pub show_reasoning: bool,
 }
 
 impl App {
     /// A fresh chat with `card`'s model.
     pub fn new(card: ModelCard, params: GenerateParams, system: Option<String>) -> Self {
         Self {
-            card,
             system,
             messages: Vec::new(),
             reply: None,
@@ -138,6 +142,9 @@ impl App {
             stats: Vec::new(),
             ctx_used: 0,
             quit: false,
+            harmony: crate::engine::harmony::detect(&card.template),
+            show_reasoning: false,
+            card,
         }
     }
 
@@ -224,6 +231,10 @@ impl App {
                 vec![Effect::Quit]
             }
             KeyCode::Char('g') if ctrl => vec![Effect::OpenEditor(self.input.text())],
+            KeyCode::Char('r') if ctrl => {
+                self.show_reasoning = !self.show_reasoning;
+                Vec::new()
+            }
             KeyCode::Char('u') if ctrl => edit(Input::clear, &mut self.input),
             KeyCode::Char('j') if ctrl => {
                 self.input.newline();
@@ -333,6 +344,21 @@ impl App {
         vec![Effect::Generate(conversation, self.params.clone())]
     }
 
+    /// The assistant message for a finished reply: a harmony reply's final channel, its
+    /// reasoning under `thinking` (the field harmony templates read).
+    fn reply_message(&self, text: String) -> Message {
+        if !self.harmony {
+            return Message::new("assistant", text);
+        }
+        let parsed = crate::engine::harmony::parse(&text);
+        let mut m = Message::new("assistant", parsed.content);
+        if !parsed.reasoning.is_empty() {
+            m.extra
+                .insert("thinking".into(), serde_json::json!(parsed.reasoning));
+        }
+        m
+    }
+
     fn engine(&mut self, e: Event) -> Vec<Effect> {
         match e {
             Event::Progress(used) => {
@@ -349,7 +375,7 @@ impl App {
             }
             Event::Finished(s) => {
                 let text = self.reply.take().unwrap_or_default();
-                self.messages.push(Message::new("assistant", text));
+                self.messages.push(self.reply_message(text));
                 self.ctx_used = s.ctx_used;
                 match s.stop_reason {
                     StopReason::ContextFull => {
@@ -554,7 +580,7 @@ fn help() -> Overlay {
     let mut body = String::from(
         "Enter send · Alt+Enter / Shift+Enter / Ctrl+J newline · Up/Down history\n\
          Esc or Ctrl+C stop a reply · Ctrl+C (idle) or Ctrl+D quit · Ctrl+G compose in $EDITOR\n\
-         Ctrl+U clears the input\n\
+         Ctrl+U clears the input · Ctrl+R shows or folds reasoning\n\
          PgUp/PgDn or mouse wheel scroll · Tab completes commands\n\n",
     );
     for (c, usage, what) in commands::COMMANDS {

@@ -94,7 +94,10 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// The transcript as styled, wrapped lines.
 fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    let mut push_message = |role: &str, text: &str, streaming: bool| {
+    let reasoning_style = Style::new()
+        .fg(Color::DarkGray)
+        .add_modifier(Modifier::ITALIC);
+    let mut push_message = |role: &str, text: &str, reasoning: &str, streaming: bool| {
         let (label, style) = match role {
             "user" => (
                 "You",
@@ -110,6 +113,20 @@ fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             ),
         };
         lines.push(Line::from(Span::styled(label.to_string(), style)));
+        if !reasoning.is_empty() {
+            let words = reasoning.split_whitespace().count();
+            let (mark, verb) = match app.show_reasoning {
+                true => ("▾", "hides"),
+                false => ("▸", "shows"),
+            };
+            let head = format!("{mark} reasoning ({words} words) · Ctrl+R {verb} it");
+            lines.push(Line::from(Span::styled(head, reasoning_style)));
+            if app.show_reasoning {
+                for w in wrap(reasoning.trim(), width.saturating_sub(2)) {
+                    lines.push(Line::from(Span::styled(format!("  {w}"), reasoning_style)));
+                }
+            }
+        }
         let body_style = if role == "system" {
             Style::new().fg(Color::Gray).add_modifier(Modifier::ITALIC)
         } else {
@@ -140,13 +157,19 @@ fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         lines.push(Line::default());
     };
     if let Some(s) = &app.system {
-        push_message("system", s, false);
+        push_message("system", s, "", false);
     }
     for m in &app.messages {
-        push_message(&m.role, &m.content, false);
+        let thinking = m.extra.get("thinking").and_then(|t| t.as_str());
+        push_message(&m.role, &m.content, thinking.unwrap_or_default(), false);
     }
-    if let Some(r) = &app.reply {
-        push_message("assistant", r, true);
+    match &app.reply {
+        Some(r) if app.harmony => {
+            let p = crate::engine::harmony::parse(r);
+            push_message("assistant", &p.content, &p.reasoning, true);
+        }
+        Some(r) => push_message("assistant", r, "", true),
+        None => {}
     }
     lines
 }

@@ -162,6 +162,9 @@ pub struct RenderOptions<'a> {
     pub eos_token: &'a str,
     /// The tools the model may call (OpenAI's `tools` list), for templates that take them.
     pub tools: Option<&'a serde_json::Value>,
+    /// How hard the model should think (`low`, `medium`, `high`), for templates that read
+    /// `reasoning_effort` (gpt-oss's harmony); unset, the template's own default holds.
+    pub reasoning_effort: Option<&'a str>,
 }
 
 /// A compiled chat template; compile once, render from any thread.
@@ -252,6 +255,11 @@ impl ChatTemplate {
         self.source.contains("tools")
     }
 
+    /// Whether the template reads the `reasoning_effort` variable (gpt-oss's harmony does).
+    pub fn takes_reasoning_effort(&self) -> bool {
+        self.source.contains("reasoning_effort")
+    }
+
     /// Renders `messages` into the prompt text, as `apply_chat_template(tokenize=False)` does,
     /// within the [`Limits`] for this conversation.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, Error> {
@@ -281,6 +289,7 @@ impl ChatTemplate {
             bos_token: opts.bos_token.to_owned(),
             eos_token: opts.eos_token.to_owned(),
             tools: opts.tools.cloned(),
+            reasoning_effort: opts.reasoning_effort.map(str::to_owned),
             limits,
         };
         let during = format!("rendering a conversation of {} message(s)", messages.len());
@@ -407,6 +416,7 @@ struct Job {
     bos_token: String,
     eos_token: String,
     tools: Option<serde_json::Value>,
+    reasoning_effort: Option<String>,
     limits: Limits,
 }
 
@@ -419,6 +429,11 @@ impl Job {
             eos_token => self.eos_token,
             tools => self.tools.as_ref().map_or(Value::from(()), Value::from_serialize),
             documents => Value::from(()),
+        };
+        // Unset, the variable stays undefined: templates test `is not defined` for their default.
+        let ctx = match &self.reasoning_effort {
+            Some(effort) => context! { reasoning_effort => effort, ..ctx },
+            None => ctx,
         };
         // Fuel is a setting of the environment; a clone shares the compiled template.
         let mut env = Environment::clone(&self.env);

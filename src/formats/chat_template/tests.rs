@@ -160,6 +160,7 @@ fn render(source: &str, messages: &[Message], add_generation_prompt: bool) -> St
         bos_token: "<s>",
         eos_token: "</s>",
         tools: None,
+        reasoning_effort: None,
     };
     let template = ChatTemplate::with_clock(source, Origin::Unnamed, fixed_clock).unwrap();
     template.render(messages, &opts).unwrap()
@@ -376,6 +377,7 @@ const OPTS: RenderOptions = RenderOptions {
     bos_token: "<s>",
     eos_token: "</s>",
     tools: None,
+    reasoning_effort: None,
 };
 
 #[test]

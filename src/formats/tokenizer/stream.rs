@@ -35,6 +35,14 @@ impl<T: Deref<Target = Tokenizer>> StreamDecoder<T> {
         self.drain(false)
     }
 
+    /// [`StreamDecoder::push`] with control tokens rendered as their text
+    /// ([`Tokenizer::token_bytes`]).
+    pub fn push_rendered(&mut self, id: u32) -> String {
+        let bytes = self.tokenizer.token_bytes(id);
+        self.pending.extend_from_slice(&bytes);
+        self.drain(false)
+    }
+
     /// Returns whatever is held back, an incomplete character becoming U+FFFD, and resets.
     pub fn flush(&mut self) -> String {
         self.drain(true)

@@ -289,3 +289,48 @@ fn chat_turn_two_reuses_the_cache_and_replies_as_a_cold_run() {
     assert_eq!(third.reused_tokens, 0);
     assert_eq!(warm, cold);
 }
+
+#[test]
+fn inspect_estimates_the_cache_the_engine_reserves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hybrid.gguf");
+    write_hybrid(&path, GgmlDType::F32);
+    let ctx = testing::CONTEXT;
+    let model = crate::inspect::Model::open(&path).unwrap();
+    let machine = crate::inspect::machine::Machine::default();
+    let s = crate::inspect::summary::summarize(&model, Some(ctx as u64), machine);
+    let opts = LoadOptions {
+        ctx_size: Some(ctx),
+        ..LoadOptions::default()
+    };
+    let mut engine = Engine::load(&path, &opts).unwrap();
+    let tokens: Vec<u32> = (0..ctx as u32).map(|i| 4 + i % 90).collect();
+    engine.feed(&tokens).unwrap();
+    // Three convolution blocks keep (2, HIDDEN) f32 each, whatever the context; the one
+    // attention block keeps keys and values of every position.
+    let state = 3 * 2 * HIDDEN as u64 * 4;
+    assert_eq!(s.memory.recurrent_state, Some(state));
+    assert_eq!(s.memory.kv_cache_f32, Some(engine.cache_bytes() as u64));
+    assert_eq!(
+        s.memory.kv_cache_f32,
+        Some(state + (2 * KV_HEADS * (HIDDEN / HEADS) * ctx * 4) as u64)
+    );
+}
+
+#[test]
+fn the_hybrid_exports_to_safetensors_that_give_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hybrid.gguf");
+    write_hybrid(&path, GgmlDType::F32);
+    let gguf = crate::formats::gguf::Gguf::open(&path).unwrap();
+    let from_gguf = models::load_gguf(&gguf, &Device::Cpu).unwrap();
+    let hf = dir.path().join("hf");
+    crate::convert::gguf_to_hf(&gguf, &hf, Default::default()).unwrap();
+    let config = HfConfig::from_file(&hf.join("config.json")).unwrap();
+    let files = [hf.join("model.safetensors")];
+    let from_hf =
+        models::load_safetensors(&config, &files, Default::default(), &Device::Cpu).unwrap();
+    let a = feed(from_gguf.as_ref(), &[&TOKENS]);
+    let b = feed(from_hf.as_ref(), &[&TOKENS]);
+    assert_close("exported", &a[0], &b[0]);
+}
