@@ -14,6 +14,7 @@
 //! variant stays in the one file of the family that needs it.
 
 pub mod assembly;
+pub mod deepseek_v3;
 pub mod gemma3;
 pub mod gemma4;
 pub mod gpt_oss;
@@ -354,6 +355,7 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_next::SPEC,
     &gemma4::SPEC,
     &gpt_oss::SPEC,
+    &deepseek_v3::SPEC,
 ];
 
 /// The registered family with id `id`.
