@@ -67,6 +67,17 @@ DEEPSEEK_V3 = tiny(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=32, k
                                     "original_max_position_embeddings": 128})
 
 
+# GLM-4.5-style MoE: 3 layers (the first dense), GQA with q/k/v biases and per-head q/k norms,
+# RoPE on half of each head (partial_rotary_factor 0.5, NeoX pairs), and DeepSeek-V3's router
+# and shared expert (8 experts in 4 groups, top 2 groups, top 2, a selection bias, weights
+# normalised and scaled).
+GLM4_MOE = tiny(num_hidden_layers=3, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True,
+                attention_bias=True, n_routed_experts=8, n_group=4, topk_group=2,
+                num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+                first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                num_nextn_predict_layers=0, tie_word_embeddings=False, pad_token_id=0)
+
+
 CASES = [
     {
         "name": "llama-llama3-rope",
@@ -614,15 +625,35 @@ CASES = [
         "model_type": "deepseek_v3",
         "architecture": "DeepseekV3ForCausalLM",
         "features": "deepseek-v3-mla with V2-Lite's shape: no q_lora_rank (a plain query "
-                    "projection), plain RoPE (no scaling), one group, no selection bias. Without "
-                    "the bias, routing follows the input closely: seeds 27-30 and 32-35 put some "
-                    "token's 2nd and 3rd expert within 0.005 of each other, where in-situ Q8_0 "
-                    "swaps them (rel. RMS 0.1-0.4 at that position); this one does not",
-        "seed": 31,
+                    "projection), plain RoPE (no scaling), one group, no routed scaling",
+        # The selection bias spreads the experts' scores: without it, the sigmoid scores of 8
+        # experts lie so close that in 15 of 18 seeds tried in-situ Q8_0 swaps some token's
+        # 2nd and 3rd expert (rel. RMS 0.1-0.5 at that position).
+        "random_buffers": ["e_score_correction_bias"],
+        "seed": 27,
         "bpe_vocab": 128,
         "tokens": LONG_TOKENS[:24],
         "config": dict(DEEPSEEK_V3, q_lora_rank=None, n_group=1, topk_group=1,
                        routed_scaling_factor=1.0,
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    },
+    {
+        "name": "glm4-moe-routing",
+        "family": "glm4_moe",
+        "model_type": "glm4_moe",
+        "architecture": "Glm4MoeForCausalLM",
+        "features": "GQA with q/k/v biases and q/k norms, partial RoPE (half of each head), a "
+                    "dense first layer, DeepSeek-V3's router (sigmoid scores, a selection bias, "
+                    "group-limited top-k, normalised and scaled weights) and a shared expert",
+        # A seed whose routing has no near-tie: every token's 2nd and 3rd expert score differ
+        # by more than 0.02, so in-situ Q8_0 chooses the same experts (seeds 37, 39, 41 and 43
+        # have a margin under 0.01, which Q8_0's rounding crosses).
+        "seed": 42,
+        "bpe_vocab": 128,
+        # llama.cpp's GLM converter names these four as its special tokens.
+        "special_tokens": ["[gMASK]", "<|user|>", "<|endoftext|>", "<|observation|>"],
+        "tokens": LONG_TOKENS[:24],
+        "random_buffers": ["e_score_correction_bias"],
+        "config": GLM4_MOE,
     },
 ]

@@ -22,10 +22,9 @@ use candle_core::Tensor;
 
 use super::assembly::output_layer;
 use super::layers::embedding::Embedding;
-use super::layers::grouped_moe::GroupedMoe;
+use super::layers::grouped_moe::Ffn;
 use super::layers::linear::Linear;
 use super::layers::mla::Mla;
-use super::layers::mlp::{Activation, Mlp};
 use super::layers::norm::RmsNorm;
 use super::layers::rope::{Rope, Style};
 use super::{
@@ -176,13 +175,6 @@ fn config(src: &ConfigSource) -> Result<Config> {
     }
 }
 
-/// A block's feed-forward part: a dense MLP (the leading blocks) or the experts.
-#[derive(Clone, Debug)]
-enum Ffn {
-    Dense(Mlp),
-    Moe(GroupedMoe),
-}
-
 /// One block: latent attention, then the dense MLP or the experts, each pre-normed.
 #[derive(Clone, Debug)]
 struct Block {
@@ -223,16 +215,8 @@ impl Model {
         let blocks = (0..d.n_layers)
             .map(|i| {
                 let b = m.pp("layers").pp(i);
-                let ffn = match i < cfg.first_dense {
-                    true => Ffn::Dense(Mlp::load(
-                        &b.pp("mlp"),
-                        d.hidden,
-                        cfg.ffn,
-                        Activation::Silu,
-                        false,
-                    )?),
-                    false => Ffn::Moe(GroupedMoe::load(&b.pp("mlp"), d.hidden, &cfg.moe)?),
-                };
+                let at = (i, cfg.first_dense);
+                let ffn = Ffn::load(&b.pp("mlp"), d.hidden, at, cfg.ffn, &cfg.moe)?;
                 Ok(Block {
                     attn_norm: RmsNorm::load(&b.pp("input_layernorm"), d.hidden, cfg.eps, false)?,
                     attn: Mla::load(&b.pp("self_attn"), &cfg.mla)?,
@@ -274,12 +258,7 @@ impl CausalLm for Model {
             )?;
             let h = (x + a)?;
             // 3. Dense MLP or experts with residual.
-            let n = b.mlp_norm.forward(&h)?;
-            let f = match &b.ffn {
-                Ffn::Dense(mlp) => mlp.forward(&n)?,
-                Ffn::Moe(moe) => moe.forward(&n)?,
-            };
-            x = (&h + f)?;
+            x = (&h + b.ffn.forward(&b.mlp_norm.forward(&h)?)?)?;
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).

@@ -2,7 +2,7 @@
 //! `deepseek2.*` metadata llama.cpp's converter writes (for V2 and V3 alike).
 
 use super::super::assembly::{gguf_vocab_size, Dims};
-use super::super::layers::grouped_moe::{self, Scoring};
+use super::super::layers::grouped_moe::{self, HfDefaults, Scoring};
 use super::super::layers::mla;
 use super::super::rope_config::{yarn_mscale, RopeConfig, RopeScaling};
 use super::super::values::{self, refuse_hf, HfRefusal};
@@ -36,6 +36,17 @@ pub struct Config {
     /// [`super::super::llama::Config::untied_in`]).
     pub untied_in: Option<String>,
 }
+
+/// `DeepseekV3Config`'s router defaults.
+const HF_MOE_DEFAULTS: HfDefaults = HfDefaults {
+    n_used: 8,
+    ffn: 2048,
+    n_shared: 1,
+    n_group: 8,
+    topk_group: 4,
+    norm_topk_prob: true,
+    scale: 2.5,
+};
 
 const HF_REFUSED: &[HfRefusal] = &[
     HfRefusal {
@@ -104,20 +115,6 @@ impl Config {
                 "DeepSeek's YaRN with its mscale_all_dim (the converter writes 0.1 × it)",
             ));
         }
-        let scoring = match opt("expert_gating_func")? {
-            // llama.cpp's default for files written before the key (DeepSeek-V2).
-            None | Some(1) => Scoring::Softmax,
-            Some(2) => Scoring::Sigmoid,
-            Some(other) => {
-                return Err(values::refused(
-                    &file,
-                    &k("expert_gating_func"),
-                    other,
-                    "1 (softmax), 2 (sigmoid)",
-                ))
-            }
-        };
-        let expert_ffn = g.usize(&k("expert_feed_forward_length"))?;
         let v_head = g.usize(&k("attention.value_length_mla"))?;
         let eps = values::positive(g, &k("attention.layer_norm_rms_epsilon"))?;
         let cfg = Self {
@@ -146,19 +143,7 @@ impl Config {
             rope_interleave: true,
             ffn: g.usize(&k("feed_forward_length"))?,
             first_dense: opt("leading_dense_block_count")?.unwrap_or(0),
-            moe: grouped_moe::Config {
-                n_experts: g.usize(&k("expert_count"))?,
-                n_used: g.usize(&k("expert_used_count"))?,
-                ffn: expert_ffn,
-                shared_ffn: g.usize(&k("expert_shared_count"))? * expert_ffn,
-                n_group: opt("expert_group_count")?.unwrap_or(1),
-                topk_group: opt("expert_group_used_count")?.unwrap_or(1),
-                scoring,
-                norm_topk_prob: g
-                    .opt(&k("expert_weights_norm"), Gguf::bool)?
-                    .unwrap_or(false),
-                scale: values::opt_positive(g, &k("expert_weights_scale"))?.unwrap_or(1.0) as f32,
-            },
+            moe: grouped_moe::Config::from_gguf(g, arch, Scoring::Softmax)?,
             mtp_layers,
             untied_in: None,
         };
@@ -193,7 +178,6 @@ impl Config {
             None => 0.0,
         };
         let eps = h.opt_positive("rms_norm_eps")?.unwrap_or(1e-6);
-        let expert_ffn = or("moe_intermediate_size", 2048)?;
         let tied = h.opt_bool("tie_word_embeddings")?.unwrap_or(false);
         let cfg = Self {
             dims: Dims {
@@ -221,17 +205,7 @@ impl Config {
             rope_interleave: h.opt_bool("rope_interleave")?.unwrap_or(true),
             ffn: or("intermediate_size", 18432)?,
             first_dense: or("first_k_dense_replace", 3)?,
-            moe: grouped_moe::Config {
-                n_experts: h.usize_any(&["n_routed_experts", "num_local_experts"])?,
-                n_used: or("num_experts_per_tok", 8)?,
-                ffn: expert_ffn,
-                shared_ffn: or("n_shared_experts", 1)? * expert_ffn,
-                n_group: or("n_group", 8)?,
-                topk_group: or("topk_group", 4)?,
-                scoring: Scoring::Sigmoid,
-                norm_topk_prob: h.opt_bool("norm_topk_prob")?.unwrap_or(true),
-                scale: h.opt_positive("routed_scaling_factor")?.unwrap_or(2.5) as f32,
-            },
+            moe: grouped_moe::Config::from_hf(h, &HF_MOE_DEFAULTS, Scoring::Sigmoid)?,
             mtp_layers: h
                 .opt_usize_or("num_nextn_predict_layers", Some(0))?
                 .unwrap_or(0),

@@ -16,7 +16,10 @@ use candle_core::{DType, Tensor};
 use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
 use super::moe::Experts;
+use crate::formats::gguf::Gguf;
+use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
+use crate::models::values;
 use crate::{Error, Result};
 
 /// How router logits become scores.
@@ -52,7 +55,85 @@ pub struct Config {
     pub scale: f32,
 }
 
+/// A `config.json` class's defaults for the router keys a file may leave out.
+#[derive(Clone, Copy, Debug)]
+pub struct HfDefaults {
+    /// `num_experts_per_tok`.
+    pub n_used: usize,
+    /// `moe_intermediate_size`.
+    pub ffn: usize,
+    /// `n_shared_experts`.
+    pub n_shared: usize,
+    /// `n_group`.
+    pub n_group: usize,
+    /// `topk_group`.
+    pub topk_group: usize,
+    /// `norm_topk_prob`.
+    pub norm_topk_prob: bool,
+    /// `routed_scaling_factor`.
+    pub scale: f64,
+}
+
 impl Config {
+    /// Reads `{arch}.expert_*` metadata as llama.cpp's converter writes it for `deepseek2`
+    /// and `glm4moe`: a file without `expert_gating_func` scores as llama.cpp's rule for the
+    /// architecture says (`unnamed`: softmax for early DeepSeek-V2 files, sigmoid for GLM),
+    /// without groups has one, without a scale or normalisation has neither.
+    pub fn from_gguf(g: &Gguf, arch: &str, unnamed: Scoring) -> Result<Self> {
+        let k = |s: &str| format!("{arch}.{s}");
+        let opt = |s: &str| g.opt(&k(s), Gguf::usize);
+        let scoring = match opt("expert_gating_func")? {
+            None => unnamed,
+            Some(1) => Scoring::Softmax,
+            Some(2) => Scoring::Sigmoid,
+            Some(other) => {
+                return Err(values::refused(
+                    &g.path().display().to_string(),
+                    &k("expert_gating_func"),
+                    other,
+                    "1 (softmax), 2 (sigmoid)",
+                ))
+            }
+        };
+        let ffn = g.usize(&k("expert_feed_forward_length"))?;
+        Ok(Self {
+            n_experts: g.usize(&k("expert_count"))?,
+            n_used: g.usize(&k("expert_used_count"))?,
+            ffn,
+            shared_ffn: opt("expert_shared_count")?.unwrap_or(0) * ffn,
+            n_group: opt("expert_group_count")?.unwrap_or(1),
+            topk_group: opt("expert_group_used_count")?.unwrap_or(1),
+            scoring,
+            norm_topk_prob: g
+                .opt(&k("expert_weights_norm"), Gguf::bool)?
+                .unwrap_or(false),
+            scale: values::opt_positive(g, &k("expert_weights_scale"))?.unwrap_or(1.0) as f32,
+        })
+    }
+
+    /// Reads the router keys of a `config.json` (`n_routed_experts`, `num_experts_per_tok`,
+    /// `moe_intermediate_size`, `n_shared_experts`, `n_group`, `topk_group`,
+    /// `norm_topk_prob`, `routed_scaling_factor`), absent ones taking the class's defaults;
+    /// `null` where a number is needed is refused.
+    pub fn from_hf(h: &HfConfig, d: &HfDefaults, scoring: Scoring) -> Result<Self> {
+        let or = |key: &str, default: usize| -> Result<usize> {
+            h.opt_usize_or(key, Some(default))?
+                .ok_or_else(|| values::refused(h.origin(), key, "null", "a number"))
+        };
+        let ffn = or("moe_intermediate_size", d.ffn)?;
+        Ok(Self {
+            n_experts: h.usize_any(&["n_routed_experts", "num_local_experts"])?,
+            n_used: or("num_experts_per_tok", d.n_used)?,
+            ffn,
+            shared_ffn: or("n_shared_experts", d.n_shared)? * ffn,
+            n_group: or("n_group", d.n_group)?,
+            topk_group: or("topk_group", d.topk_group)?,
+            scoring,
+            norm_topk_prob: h.opt_bool("norm_topk_prob")?.unwrap_or(d.norm_topk_prob),
+            scale: h.opt_positive("routed_scaling_factor")?.unwrap_or(d.scale) as f32,
+        })
+    }
+
     /// Rejects shapes that cannot route.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::UnsupportedConfig(m));
@@ -204,6 +285,41 @@ impl GroupedMoe {
             y = (y + s.forward(&xs)?)?;
         }
         Ok(y.reshape(shape)?)
+    }
+}
+
+/// A block's feed-forward part in these models: a dense SwiGLU MLP in the leading
+/// `first_k_dense_replace` blocks, the experts in the others.
+#[derive(Clone, Debug)]
+pub enum Ffn {
+    /// The dense MLP.
+    Dense(Mlp),
+    /// The mixture of experts.
+    Moe(GroupedMoe),
+}
+
+impl Ffn {
+    /// Loads block `layer`'s part under `vb` (its `mlp`): dense of width `dense_ffn` before
+    /// block `first_dense`, experts from there on.
+    pub fn load(
+        vb: &Vb,
+        hidden: usize,
+        (layer, first_dense): (usize, usize),
+        dense_ffn: usize,
+        moe: &Config,
+    ) -> Result<Self> {
+        Ok(match layer < first_dense {
+            true => Self::Dense(Mlp::load(vb, hidden, dense_ffn, Activation::Silu, false)?),
+            false => Self::Moe(GroupedMoe::load(vb, hidden, moe)?),
+        })
+    }
+
+    /// Applies it to `(..., hidden)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(mlp) => mlp.forward(x),
+            Self::Moe(moe) => moe.forward(x),
+        }
     }
 }
 
