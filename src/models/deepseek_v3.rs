@@ -75,6 +75,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     tiny: TinyConfig {
         block_tensors: &[
             "attn_norm.weight",
+            "attn_q.weight",
             "attn_q_a.weight",
             "attn_q_a_norm.weight",
             "attn_q_b.weight",

@@ -136,6 +136,17 @@ impl Layout<'_> {
                 return false;
             }
         }
+        // Multi-head latent attention: a low-rank query with `q_lora_rank`, else a plain one;
+        // the selection bias of DeepSeek-V3's sigmoid router.
+        if self.get("attention.kv_lora_rank").is_some() {
+            let low_rank = positive("attention.q_lora_rank");
+            match suffix {
+                "attn_q.weight" => return !low_rank,
+                "attn_q_a.weight" | "attn_q_a_norm.weight" | "attn_q_b.weight" => return low_rank,
+                "exp_probs_b.bias" => return self.get("expert_gating_func") == Some(2),
+                _ => {}
+            }
+        }
         match suffix {
             "inp_gate.weight" | "proj.weight" | "post_norm.weight" => {
                 positive("embedding_length_per_layer_input")
