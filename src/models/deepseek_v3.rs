@@ -60,6 +60,9 @@ pub static SPEC: FamilySpec = FamilySpec {
         ("topk_group", "expert_group_used_count"),
         ("routed_scaling_factor", "expert_weights_scale"),
         ("norm_topk_prob", "expert_weights_norm"),
+        // A number (2: sigmoid), which `from_hf` accepts: a softmax file's export is refused
+        // there rather than run with transformers' sigmoid.
+        ("scoring_func", "expert_gating_func"),
     ],
     // What the GGUF reader takes for an absent key where transformers' class differs.
     hf_config_defaults: &[

@@ -61,7 +61,8 @@ const HF_REFUSED: &[HfRefusal] = &[
     },
     HfRefusal {
         key: "scoring_func",
-        accepted: &["\"sigmoid\""],
+        // 2 is llama.cpp's number for sigmoid, as an export of a GGUF writes it.
+        accepted: &["\"sigmoid\"", "2"],
         supported: "sigmoid (DeepseekV3's router)",
     },
 ];

@@ -119,6 +119,13 @@ fn unsupported_values_are_refused_naming_file_key_and_value() {
         );
         assert!(e.contains("supported"), "{e}");
     }
+    // An export of a GGUF writes llama.cpp's number: 2 (sigmoid) runs, 1 (softmax) is refused.
+    assert!(hf(&[(r#""scoring_func": "sigmoid""#, r#""scoring_func": 2"#)]).is_ok());
+    let e = hf(&[(r#""scoring_func": "sigmoid""#, r#""scoring_func": 1"#)]).unwrap_err();
+    assert!(
+        e.to_string().contains("scoring_func = 1 is not supported"),
+        "{e}"
+    );
     let e = hf(&[(r#""n_group": 8"#, r#""n_group": 3"#)]).unwrap_err();
     assert!(e.to_string().contains("3 equal groups"), "{e}");
     // Groups of one expert, 4 of them eligible: too few for 8 per token.

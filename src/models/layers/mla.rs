@@ -16,7 +16,7 @@
 //! at load; llama.cpp's GGUF stores the two already split (`attn_k_b`, transposed, and
 //! `attn_v_b`). Both are kept as f32 per-head matrices.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::attention::causal_mask;
 use super::linear::Linear;
@@ -213,17 +213,14 @@ impl Mla {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let v = v.contiguous()?;
-        Ok(probs
-            .matmul(&v)?
-            .reshape((1, h, l, c.kv_lora_rank))?
-            .to_dtype(DType::F32)?)
+        Ok(probs.matmul(&v)?.reshape((1, h, l, c.kv_lora_rank))?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// The absorbed form equals transformers' expanded form: per-head keys
     /// `[W_UK·c, k_rope]`, values `W_UV·c`, softmax, on the same numbers.
