@@ -357,6 +357,9 @@ fn hf_config(
     if spec.quirks.gguf_delta_net {
         delta_net_config(gguf, arch, &mut c)?;
     }
+    for (hf, tensor) in spec.quirks.gguf_tensor_flags {
+        c.insert((*hf).into(), json!(gguf.has_tensor(tensor)));
+    }
     if spec.quirks.gguf_per_layer_type {
         models::gemma4::hf_config_from_gguf(gguf, arch, &mut c)?;
     }

@@ -131,3 +131,45 @@ fn a_written_mxfp4_model_is_the_one_benchmarked_in_memory() {
     assert!(logits.iter().all(|x| x.is_finite()));
     assert_eq!(logits, in_memory.feed(&tokens).unwrap());
 }
+
+#[test]
+fn a_written_latent_attention_model_is_the_one_benchmarked_in_memory() {
+    // DeepSeek-V2-Lite's layout and Q4_K_M types (MLA widths as published), narrowed: 2
+    // blocks (dense, then experts), 8 experts of 256.
+    let mut choice = presets::parse("deepseek-v2-lite:q4_k_m").unwrap();
+    let d = &mut choice.preset.dims;
+    (d.layers, d.hidden, d.heads, d.vocab, d.ffn) = (2, 256, 4, 512, 512);
+    let extra: Vec<(&'static str, u32)> = choice
+        .preset
+        .extra
+        .iter()
+        .map(|&(k, v)| match k {
+            "expert_count" => (k, 8),
+            "expert_feed_forward_length" => (k, 256),
+            _ => (k, v),
+        })
+        .collect();
+    choice.preset.extra = Box::leak(extra.into_boxed_slice());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deepseek.gguf");
+    let tok = synthetic::made_up_tokenizer(choice.preset.dims.vocab).unwrap();
+    synthetic::build(&choice, 4, tok, &Device::Cpu)
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let h = gguf_header::read(&path).unwrap();
+    let ty = |name: &str| {
+        let t = h.tensors.iter().find(|t| t.name == name).unwrap();
+        ggml_types::name_of(t.type_id)
+    };
+    // Rows of 128 (W_UK's) are no whole Q4_K block: llama-quantize's fallback, Q5_0.
+    assert_eq!(ty("blk.0.attn_k_b.weight"), "Q5_0");
+    assert_eq!(ty("blk.0.attn_v_b.weight"), "Q4_K");
+    assert_eq!(ty("blk.1.ffn_gate_exps.weight"), "Q4_K");
+    let mut from_file = Engine::load(&path, &LoadOptions::default()).unwrap();
+    let mut in_memory = engine(&choice, 4);
+    let tokens = [1, 17, 300, 5, 511];
+    let logits = from_file.feed(&tokens).unwrap();
+    assert!(logits.iter().all(|x| x.is_finite()));
+    assert_eq!(logits, in_memory.feed(&tokens).unwrap());
+}

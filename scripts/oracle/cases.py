@@ -47,6 +47,37 @@ GPT_OSS = tiny(num_hidden_layers=3, intermediate_size=32, num_local_experts=4,
 GPT_OSS_OFFSETS = {"sinks": 1.0, "gate_up_proj_bias": 5.0}
 
 
+# DeepSeek-V3: 3 layers (the first dense), MLA with a low-rank query (q_lora_rank 32), a latent
+# of 32 and rope/nope/value widths 8/16/16, interleaved RoPE with DeepSeek's YaRN (mscale and
+# mscale_all_dim: the softmax scale grows by mscale^2), 8 experts in 4 groups (top 2 groups,
+# top 2 experts, sigmoid scores, a selection bias, normalised weights times 2.5) and one
+# shared expert.
+DEEPSEEK_V3 = tiny(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=32,
+                   qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=8,
+                   n_group=4, topk_group=2, num_experts_per_tok=2, moe_intermediate_size=32,
+                   n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+                   norm_topk_prob=True, rope_interleave=True, tie_word_embeddings=False,
+                   num_nextn_predict_layers=0, max_position_embeddings=512,
+                   # As published configs say it (transformers' class always uses sigmoid;
+                   # llama.cpp's converter writes the GGUF's gating function from it).
+                   scoring_func="sigmoid", topk_method="noaux_tc",
+                   rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                    "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0,
+                                    "mscale_all_dim": 1.0,
+                                    "original_max_position_embeddings": 128})
+
+
+# GLM-4.5-style MoE: 3 layers (the first dense), GQA with q/k/v biases and per-head q/k norms,
+# RoPE on half of each head (partial_rotary_factor 0.5, NeoX pairs), and DeepSeek-V3's router
+# and shared expert (8 experts in 4 groups, top 2 groups, top 2, a selection bias, weights
+# normalised and scaled).
+GLM4_MOE = tiny(num_hidden_layers=3, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True,
+                attention_bias=True, n_routed_experts=8, n_group=4, topk_group=2,
+                num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+                first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                num_nextn_predict_layers=0, tie_word_embeddings=False, pad_token_id=0)
+
+
 CASES = [
     {
         "name": "llama-llama3-rope",
@@ -588,5 +619,57 @@ CASES = [
         "param_offsets": GPT_OSS_OFFSETS,
         "mxfp4_experts": True,
         "config": GPT_OSS,
+    },
+    {
+        "name": "deepseek-v3-mla",
+        "family": "deepseek_v3",
+        "model_type": "deepseek_v3",
+        "architecture": "DeepseekV3ForCausalLM",
+        "features": "MLA (q_lora_rank, kv_lora_rank, rope/nope split), interleaved RoPE, YaRN "
+                    "with mscale_all_dim on the softmax scale, a dense first layer, MoE with "
+                    "sigmoid scores, a selection bias, group-limited top-k, normalised and "
+                    "scaled weights, a shared expert; the long prompt routes through every group",
+        "seed": 26,
+        "bpe_vocab": 128,
+        "tokens": LONG_TOKENS[:24],
+        "random_buffers": ["e_score_correction_bias"],
+        "config": DEEPSEEK_V3,
+    },
+    {
+        "name": "deepseek-v2-lite-mla",
+        "family": "deepseek_v3",
+        "model_type": "deepseek_v3",
+        "architecture": "DeepseekV3ForCausalLM",
+        "features": "deepseek-v3-mla with V2-Lite's shape: no q_lora_rank (a plain query "
+                    "projection), plain RoPE (no scaling), one group, no routed scaling",
+        # The selection bias spreads the experts' scores: without it, the sigmoid scores of 8
+        # experts lie so close that in 15 of 18 seeds tried in-situ Q8_0 swaps some token's
+        # 2nd and 3rd expert (rel. RMS 0.1-0.5 at that position).
+        "random_buffers": ["e_score_correction_bias"],
+        "seed": 27,
+        "bpe_vocab": 128,
+        "tokens": LONG_TOKENS[:24],
+        "config": dict(DEEPSEEK_V3, q_lora_rank=None, n_group=1, topk_group=1,
+                       routed_scaling_factor=1.0,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    },
+    {
+        "name": "glm4-moe-routing",
+        "family": "glm4_moe",
+        "model_type": "glm4_moe",
+        "architecture": "Glm4MoeForCausalLM",
+        "features": "GQA with q/k/v biases and q/k norms, partial RoPE (half of each head), a "
+                    "dense first layer, DeepSeek-V3's router (sigmoid scores, a selection bias, "
+                    "group-limited top-k, normalised and scaled weights) and a shared expert",
+        # A seed whose routing has no near-tie: every token's 2nd and 3rd expert score differ
+        # by more than 0.02, so in-situ Q8_0 chooses the same experts (seeds 37, 39, 41 and 43
+        # have a margin under 0.01, which Q8_0's rounding crosses).
+        "seed": 42,
+        "bpe_vocab": 128,
+        # llama.cpp's GLM converter names these four as its special tokens.
+        "special_tokens": ["[gMASK]", "<|user|>", "<|endoftext|>", "<|observation|>"],
+        "tokens": LONG_TOKENS[:24],
+        "random_buffers": ["e_score_correction_bias"],
+        "config": GLM4_MOE,
     },
 ]

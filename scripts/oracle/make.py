@@ -60,16 +60,19 @@ def tokenizer_model(vocab: int) -> bytes:
     return m.SerializeToString()
 
 
-def tokenizer_json(vocab: int) -> bytes:
+def tokenizer_json(vocab: int, specials: tuple = ()) -> bytes:
     """A byte-level BPE vocabulary of `vocab` single characters, no merges, for the families
-    whose llama.cpp converter reads only GPT-2-style tokenizers (Qwen MoE)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    whose llama.cpp converter reads only GPT-2-style tokenizers (Qwen MoE). `specials` (a
+    case's `special_tokens`) take the last ids as added special tokens (GLM's converter looks
+    up its own by name)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    chars = list(bytes_to_unicode().values())[:vocab]
+    chars = list(bytes_to_unicode().values())[:vocab - len(specials)] + list(specials)
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True) for t in specials])
     return tok.to_str().encode()
 
 
@@ -286,7 +289,8 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     tokenizer_files = {"tokenizer.model": tokenizer_model(vocab),
                        "tokenizer.json": (tokenizer_json_spm_bpe(vocab)
                                           if case.get("spm_bpe_tokenizer")
-                                          else tokenizer_json(case.get("bpe_vocab", vocab))),
+                                          else tokenizer_json(case.get("bpe_vocab", vocab),
+                                                              tuple(case.get("special_tokens", ())))),
                        "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast"}'}
     for name, data in tokenizer_files.items():
         (out / name).write_bytes(data)

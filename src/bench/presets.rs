@@ -167,6 +167,28 @@ const GPT_OSS_20B_EXTRA: &[(&str, u32)] = &[
     ("expert_feed_forward_length", 2880),
 ];
 
+/// DeepSeek-V2-Lite as llama.cpp's converter writes it (architecture `deepseek2`): a plain
+/// query projection (no `q_lora_rank`), a latent of 512 and rotary keys of 64 (the cache
+/// holds 576 values per layer and token), heads of 128 + 64, the first block dense, then 64
+/// experts of 1408 (6 active, softmax scores, one group) beside 2 shared ones. Its YaRN
+/// (factor 40) is left out: a string key, and the same work per token.
+const DEEPSEEK_V2_LITE_EXTRA: &[(&str, u32)] = &[
+    ("attention.key_length", 576),
+    ("attention.value_length", 512),
+    ("attention.kv_lora_rank", 512),
+    ("attention.key_length_mla", 192),
+    ("attention.value_length_mla", 128),
+    ("rope.dimension_count", 64),
+    ("leading_dense_block_count", 1),
+    ("expert_count", 64),
+    ("expert_used_count", 6),
+    ("expert_group_count", 1),
+    ("expert_group_used_count", 1),
+    ("expert_gating_func", 1),
+    ("expert_shared_count", 2),
+    ("expert_feed_forward_length", 1408),
+];
+
 /// Every preset.
 pub static PRESETS: &[Preset] = &[
     Preset {
@@ -356,6 +378,18 @@ pub static PRESETS: &[Preset] = &[
         eps: 1e-5,
         rope_base: 150_000.0,
         extra: GPT_OSS_20B_EXTRA,
+    },
+    Preset {
+        name: "deepseek-v2-lite",
+        about: "DeepSeek-V2-Lite (MLA, 64 experts, 6 active, 2 shared; 15.7 B)",
+        family: "deepseek_v3",
+        // One KV head of 576 (the latent and the rotary key), as the converter states MLA.
+        dims: dims(27, 2048, (16, 1, 576), 10_944, 102_400, 163_840),
+        tied_embeddings: false,
+        rope_freqs: false,
+        eps: 1e-6,
+        rope_base: 10_000.0,
+        extra: DEEPSEEK_V2_LITE_EXTRA,
     },
 ];
 
@@ -597,6 +631,50 @@ mod tests {
             .find(|t| t.name == "blk.0.ffn_gate_inp.weight")
             .unwrap();
         assert_eq!(c.mix.type_for(router, 48), Stored::Ggml(GgmlDType::F32));
+    }
+
+    #[test]
+    fn deepseek_v2_lite_has_its_latent_attention_and_published_size() {
+        let c = parse("deepseek-v2-lite:q4_k_m").unwrap();
+        let p = c.preset;
+        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        // DeepSeek-V2-Lite: 15.7 B parameters.
+        assert!(
+            (15_600_000_000..15_800_000_000).contains(&params),
+            "{params}"
+        );
+        let shape = |name: &str| {
+            let t = plan.iter().find(|t| t.name == name);
+            t.map(|t| t.shape.clone())
+        };
+        assert_eq!(shape("blk.0.attn_q.weight"), Some(vec![16 * 192, 2048]));
+        assert_eq!(shape("blk.0.attn_kv_a_mqa.weight"), Some(vec![576, 2048]));
+        assert_eq!(shape("blk.0.attn_k_b.weight"), Some(vec![16, 512, 128]));
+        assert_eq!(shape("blk.0.attn_v_b.weight"), Some(vec![16, 128, 512]));
+        assert_eq!(shape("blk.0.ffn_down.weight"), Some(vec![2048, 10_944]));
+        assert_eq!(shape("blk.1.ffn_up_shexp.weight"), Some(vec![2816, 2048]));
+        assert_eq!(
+            shape("blk.1.ffn_down_exps.weight"),
+            Some(vec![64, 2048, 1408])
+        );
+        for absent in [
+            "blk.0.attn_q_a.weight",
+            "blk.0.ffn_gate_exps.weight",
+            "blk.1.ffn_up.weight",
+        ] {
+            assert_eq!(shape(absent), None, "{absent}");
+        }
+        // Q4_K_M fits 24 GB with room (published Q4_K_M files are about 10 GB).
+        let bytes: usize = plan
+            .iter()
+            .map(|t| {
+                let ty = c.mix.type_for(t, p.dims.layers);
+                ty.bytes(t.shape.iter().product::<usize>()).unwrap()
+            })
+            .sum();
+        assert!((8_500_000_000..11_000_000_000).contains(&bytes), "{bytes}");
     }
 
     #[test]

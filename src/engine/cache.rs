@@ -3,8 +3,9 @@
 //!
 //! Entry kinds ([`LayerKind`]): full KV (every position), sliding-window KV (only the positions
 //! a window can still see, plus a little slack so a chat turn can step back a few tokens), KV
-//! shared with an earlier layer (nothing stored), and fixed-size recurrent state (linear
-//! attention, state-space and convolution layers). A forward pass is one step:
+//! shared with an earlier layer (nothing stored), one compressed latent per position whose
+//! leading columns serve as the values (multi-head latent attention), and fixed-size recurrent
+//! state (linear attention, state-space and convolution layers). A forward pass is one step:
 //! [`Cache::begin`] checks the context and fixes how many tokens come, layers append at
 //! [`Cache::pos`], and [`Cache::commit`] moves the position once for all layers.
 //!
@@ -43,6 +44,12 @@ pub enum LayerKind {
     Shared(usize),
     /// Fixed-size state tensors of these shapes (f32, zero at position 0).
     Recurrent(Vec<Vec<usize>>),
+    /// One latent row per position (`(1, 1, n, width)`, multi-head latent attention), of which
+    /// the first `value_width` columns are also the values: nothing else is stored.
+    Latent {
+        /// Leading columns of the latent that serve as values.
+        value_width: usize,
+    },
 }
 
 /// Keys and values a layer attends to: `(1, kv_heads, n, head_dim)` each, the first at
@@ -61,7 +68,10 @@ pub struct KvView {
 #[derive(Default)]
 struct KvStore {
     k: Option<Tensor>,
+    /// Absent when the values are the keys' first columns (`values_in_keys`).
     v: Option<Tensor>,
+    /// The values are the first this many columns of the keys (a latent entry).
+    values_in_keys: Option<usize>,
     /// Absolute position of the buffer's first row.
     start: usize,
     /// Valid rows (from `start`).
@@ -79,7 +89,7 @@ impl KvStore {
     fn append(
         &mut self,
         k: &Tensor,
-        v: &Tensor,
+        v: Option<&Tensor>,
         pos: usize,
         drop_to: usize,
         target: usize,
@@ -96,29 +106,40 @@ impl KvStore {
             } else {
                 needed.max((cap * 2).max(MIN_CAPACITY).min(target))
             };
-            self.regrow(drop_to, new_cap, k)?;
+            self.regrow(drop_to, new_cap, (k, v))?;
         }
-        let k = f16_precision(&k.contiguous()?)?;
-        let v = f16_precision(&v.contiguous()?)?;
         let at = pos - self.start;
-        let (Some(ks), Some(vs)) = (&self.k, &self.v) else {
+        let Some(ks) = &self.k else {
             return Err(Error::Internal(
                 "cache buffers missing after growing".into(),
             ));
         };
-        ks.slice_set(&k, 2, at)?;
-        vs.slice_set(&v, 2, at)?;
+        ks.slice_set(&f16_precision(&k.contiguous()?)?, 2, at)?;
+        match (v, &self.v) {
+            (Some(v), Some(vs)) => vs.slice_set(&f16_precision(&v.contiguous()?)?, 2, at)?,
+            (None, None) if self.values_in_keys.is_some() => {}
+            _ => {
+                return Err(Error::Internal(
+                    "values given to a latent entry, or missing for a KV entry".into(),
+                ))
+            }
+        }
         self.len = at + n;
         self.view(pos + n)
     }
 
     /// Moves rows `drop_to..start + len` to the top of a buffer of `cap` rows (the same one
     /// when it is large enough).
-    fn regrow(&mut self, drop_to: usize, cap: usize, like: &Tensor) -> Result<()> {
-        let (b, h, _, d) = like.dims4()?;
+    fn regrow(
+        &mut self,
+        drop_to: usize,
+        cap: usize,
+        like: (&Tensor, Option<&Tensor>),
+    ) -> Result<()> {
         let live = self.start + self.len - drop_to;
         let same = cap == self.capacity()?;
-        let move_rows = |old: &Option<Tensor>| -> Result<Tensor> {
+        let move_rows = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
+            let (b, h, _, d) = like.dims4()?;
             let t = match (old, same) {
                 (Some(old), true) => old.clone(),
                 _ => Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?,
@@ -130,14 +151,24 @@ impl KvStore {
             }
             Ok(t)
         };
-        let (k, v) = (move_rows(&self.k)?, move_rows(&self.v)?);
-        (self.k, self.v, self.start, self.len) = (Some(k), Some(v), drop_to, live);
+        let k = move_rows(&self.k, like.0)?;
+        let v = like.1.map(|v| move_rows(&self.v, v)).transpose()?;
+        (self.k, self.v, self.start, self.len) = (Some(k), v, drop_to, live);
         Ok(())
     }
 
     /// The rows held up to absolute position `upto`.
     fn view(&self, upto: usize) -> Result<KvView> {
-        let (Some(k), Some(v)) = (&self.k, &self.v) else {
+        let v = match (&self.v, self.values_in_keys, &self.k) {
+            (Some(v), _, _) => v.clone(),
+            (None, Some(w), Some(k)) => k.narrow(3, 0, w)?,
+            _ => {
+                return Err(Error::Internal(
+                    "KV read before its layer stored any".into(),
+                ))
+            }
+        };
+        let Some(k) = &self.k else {
             return Err(Error::Internal(
                 "KV read before its layer stored any".into(),
             ));
@@ -170,6 +201,7 @@ fn f16_precision(t: &Tensor) -> Result<Tensor> {
 
 /// One layer's entry.
 enum Entry {
+    /// Full KV, or (`values_in_keys`) a latent per position.
     Full(KvStore),
     Window {
         window: usize,
@@ -239,6 +271,10 @@ impl Cache {
                         shapes: shapes.clone(),
                         state: Vec::new(),
                     },
+                    LayerKind::Latent { value_width } => Entry::Full(KvStore {
+                        values_in_keys: Some(*value_width),
+                        ..KvStore::default()
+                    }),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -372,16 +408,39 @@ impl Cache {
         self.check_pending(n, layer)?;
         let (pos, max_len) = (self.pos(), self.max_len);
         match self.entry(layer)? {
-            Entry::Full(store) => store.append(k, v, pos, 0, max_len),
+            Entry::Full(store) if store.values_in_keys.is_none() => {
+                store.append(k, Some(v), pos, 0, max_len)
+            }
             Entry::Window { window, store } => {
                 let w = *window;
                 // Rows the first new query cannot see may go, but keep some slack for rewinds
                 // when the pass is short.
                 let seen_from = (pos + 1).saturating_sub(w);
                 let drop_to = seen_from.min((pos + n).saturating_sub(w + WINDOW_SLACK));
-                store.append(k, v, pos, drop_to, (2 * (w + WINDOW_SLACK)).min(max_len))
+                store.append(
+                    k,
+                    Some(v),
+                    pos,
+                    drop_to,
+                    (2 * (w + WINDOW_SLACK)).min(max_len),
+                )
             }
             _ => Err(Error::Internal(format!("layer {layer} stores no KV"))),
+        }
+    }
+
+    /// Appends the pass's latents (`(1, 1, n, width)`) to layer `layer`, a
+    /// [`LayerKind::Latent`] entry, and returns every latent it holds up to the pass's last
+    /// token: as keys, and their first `value_width` columns as values.
+    pub fn append_latent(&mut self, layer: usize, latent: &Tensor) -> Result<KvView> {
+        let n = latent.dim(2)?;
+        self.check_pending(n, layer)?;
+        let (pos, max_len) = (self.pos(), self.max_len);
+        match self.entry(layer)? {
+            Entry::Full(store) if store.values_in_keys.is_some() => {
+                store.append(latent, None, pos, 0, max_len)
+            }
+            _ => Err(Error::Internal(format!("layer {layer} stores no latent"))),
         }
     }
 

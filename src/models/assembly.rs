@@ -1,7 +1,7 @@
 //! Shared model assembly: what every family builds the same way, written once. The output
 //! layer (tied to the embedding or its own), the vocabulary read from a GGUF, and
-//! [`ModelInfo`] from a family's dimensions and its spec; RoPE from either config format is
-//! [`super::rope_config`].
+//! [`ModelInfo`] from a family's dimensions and its spec, trailing multi-token-prediction
+//! blocks marked unused; RoPE from either config format is [`super::rope_config`].
 
 use std::sync::Arc;
 
@@ -34,6 +34,24 @@ pub fn output_layer(
              lm_head.weight, or tie_word_embeddings = true"
         ))),
         None => Linear::from_qtensor(table.clone()),
+    }
+}
+
+/// Marks the blocks from `n_layers` on as deliberately unused: checkpoints that append
+/// multi-token-prediction blocks after the model's own (DeepSeek-V3's
+/// `num_nextn_predict_layers`, GLM-4.x MoE) store them as `model.layers.N.*` (safetensors) or
+/// `blk.N.*` (GGUF); they serve speculative decoding, which is not implemented.
+pub fn ignore_blocks_from(vb: &Vb, n_layers: usize) {
+    let w = vb.weights();
+    for name in w.unused() {
+        let index = name
+            .strip_prefix("model.layers.")
+            .or_else(|| name.strip_prefix("blk."))
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        if index.is_some_and(|i| i >= n_layers) {
+            w.ignore(&name);
+        }
     }
 }
 

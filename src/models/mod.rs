@@ -14,8 +14,10 @@
 //! variant stays in the one file of the family that needs it.
 
 pub mod assembly;
+pub mod deepseek_v3;
 pub mod gemma3;
 pub mod gemma4;
+pub mod glm4_moe;
 pub mod gpt_oss;
 pub mod granite;
 pub mod hf_class;
@@ -260,6 +262,10 @@ pub struct Quirks {
     /// keys, KV heads and MLP widths per block, KV sharing as a count), which export writes
     /// back as transformers' keys (`layer_types`, `per_layer_config`, `rope_parameters`, ...).
     pub gguf_per_layer_type: bool,
+    /// `config.json` booleans llama.cpp's converter writes no key for, which export sets from
+    /// the GGUF: `(HF key, GGUF tensor)`, the key true when the file holds the tensor (GLM-4.x
+    /// MoE's `attention_bias` and `use_qk_norm`).
+    pub gguf_tensor_flags: &'static [(&'static str, &'static str)],
 }
 
 impl Quirks {
@@ -270,6 +276,7 @@ impl Quirks {
         gguf_norm_unit_offset_folded: false,
         gguf_delta_net: false,
         gguf_per_layer_type: false,
+        gguf_tensor_flags: &[],
     };
 }
 
@@ -362,6 +369,8 @@ pub static FAMILIES: &[&FamilySpec] = &[
     &qwen3_next::SPEC,
     &gemma4::SPEC,
     &gpt_oss::SPEC,
+    &deepseek_v3::SPEC,
+    &glm4_moe::SPEC,
 ];
 
 /// The registered family with id `id`.

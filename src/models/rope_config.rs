@@ -136,13 +136,32 @@ impl RopeConfig {
     /// `rope_freqs` tensor, which [`RopeConfig::build`] applies; LongRoPE's factors are the
     /// `rope_factors_long/short` tensors, which the family reads.
     pub fn from_gguf(g: &Gguf, arch: &str, default_base: f64) -> Result<Self> {
+        Self::gguf(g, arch, default_base, YARN_REFUSED)
+    }
+
+    /// [`RopeConfig::from_gguf`] for llama.cpp's `deepseek2` files, whose YaRN carries
+    /// `rope.scaling.yarn_log_multiplier` (0.1 × `mscale_all_dim`, DeepSeek's softmax-scale
+    /// term): returns `mscale_all_dim` beside the RoPE (0 when absent) and, as llama.cpp does
+    /// for this architecture (it takes `mscale` equal to `mscale_all_dim`), rotates with
+    /// magnitude 1.
+    pub fn from_gguf_deepseek(g: &Gguf, arch: &str, default_base: f64) -> Result<(Self, f64)> {
+        let mut rope = Self::gguf(g, arch, default_base, &YARN_REFUSED[..1])?;
+        let key = format!("{arch}.rope.scaling.yarn_log_multiplier");
+        let log_mul = g.opt(&key, Gguf::float)?.unwrap_or(0.0);
+        if let RopeScaling::Yarn(y) = &mut rope.scaling {
+            y.magnitude = 1.0;
+        }
+        Ok((rope, log_mul / 0.1))
+    }
+
+    fn gguf(g: &Gguf, arch: &str, default_base: f64, refused: &[GgufRefusal]) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
         let base = opt_positive(g, &k("rope.freq_base"))?.unwrap_or(default_base);
         let scaling = match g.opt_str(&k("rope.scaling.type"))? {
             None | Some("none") => RopeScaling::None,
             Some("linear") => RopeScaling::Linear(positive(g, &k("rope.scaling.factor"))?),
             Some("yarn") => {
-                refuse_gguf(g, arch, YARN_REFUSED)?;
+                refuse_gguf(g, arch, refused)?;
                 let factor = positive(g, &k("rope.scaling.factor"))?;
                 let attn = opt_positive(g, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0);
                 RopeScaling::Yarn(Yarn {
@@ -502,7 +521,7 @@ pub fn proportional_freq_factors(head_dim: usize, partial: f64) -> Vec<f32> {
 }
 
 /// YaRN's magnitude for `factor` (`0.1 · m · ln(factor) + 1`, 1 when not stretched).
-fn yarn_mscale(factor: f64, m: f64) -> f64 {
+pub fn yarn_mscale(factor: f64, m: f64) -> f64 {
     if factor <= 1.0 {
         1.0
     } else {

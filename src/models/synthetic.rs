@@ -122,6 +122,31 @@ impl Layout<'_> {
 
     fn in_uniform_layer(&self, suffix: &str, layer: usize, n_layers: usize) -> bool {
         let positive = |key: &str| self.get(key).is_some_and(|n| n > 0);
+        // DeepSeek's leading dense blocks: a dense MLP before them, experts after.
+        if let Some(lead) = self.get("leading_dense_block_count") {
+            let expert = suffix.starts_with("ffn_gate_inp")
+                || suffix.contains("_exps.")
+                || suffix.contains("_shexp.")
+                || suffix == "exp_probs_b.bias";
+            let dense = matches!(
+                suffix,
+                "ffn_gate.weight" | "ffn_up.weight" | "ffn_down.weight"
+            );
+            if (expert && layer < lead) || (dense && layer >= lead) {
+                return false;
+            }
+        }
+        // Multi-head latent attention: a low-rank query with `q_lora_rank`, else a plain one;
+        // the selection bias of DeepSeek-V3's sigmoid router.
+        if self.get("attention.kv_lora_rank").is_some() {
+            let low_rank = positive("attention.q_lora_rank");
+            match suffix {
+                "attn_q.weight" => return !low_rank,
+                "attn_q_a.weight" | "attn_q_a_norm.weight" | "attn_q_b.weight" => return low_rank,
+                "exp_probs_b.bias" => return self.get("expert_gating_func") == Some(2),
+                _ => {}
+            }
+        }
         match suffix {
             "inp_gate.weight" | "proj.weight" | "post_norm.weight" => {
                 positive("embedding_length_per_layer_input")
@@ -220,9 +245,33 @@ pub fn block_shape(suffix: &str, d: &Dims, layout: &Layout) -> Option<Vec<usize>
     let v_heads = ssm("ssm.time_step_rank");
     let inner = ssm("ssm.inner_size");
     let conv_dim = || Some(2 * ssm("ssm.group_count")? * ssm("ssm.state_size")? + inner?);
-    let shared = layout.get("expert_shared_feed_forward_length");
+    let shared = layout.get("expert_shared_feed_forward_length").or_else(|| {
+        // DeepSeek: `expert_shared_count` experts of the routed width, as one MLP.
+        layout
+            .get("expert_shared_count")
+            .map(|n| n * expert_ffn)
+            .filter(|&w| w > 0)
+    });
+    // Multi-head latent attention (DeepSeek): low-rank query and key/value projections.
+    let mla = |key: &str| layout.get(&format!("attention.{key}"));
+    let rope_dims = || layout.get("rope.dimension_count");
+    let nope = || Some(mla("key_length_mla")? - rope_dims()?);
     let per_layer_input = || layout.get("embedding_length_per_layer_input");
     Some(match suffix {
+        "attn_q_a.weight" => vec![mla("q_lora_rank")?, d.hidden],
+        "attn_q_a_norm.weight" => vec![mla("q_lora_rank")?],
+        "attn_q_b.weight" => vec![d.heads * mla("key_length_mla")?, mla("q_lora_rank")?],
+        "attn_kv_a_mqa.weight" => vec![mla("kv_lora_rank")? + rope_dims()?, d.hidden],
+        "attn_kv_a_norm.weight" => vec![mla("kv_lora_rank")?],
+        "attn_k_b.weight" => vec![d.heads, mla("kv_lora_rank")?, nope()?],
+        "attn_v_b.weight" => vec![d.heads, mla("value_length_mla")?, mla("kv_lora_rank")?],
+        "attn_q.weight" if mla("key_length_mla").is_some() => {
+            vec![d.heads * mla("key_length_mla")?, d.hidden]
+        }
+        "attn_output.weight" if mla("value_length_mla").is_some() => {
+            vec![d.hidden, d.heads * mla("value_length_mla")?]
+        }
+        "exp_probs_b.bias" => vec![experts()?],
         "attn_q_norm.weight" if whole_qk_norm => vec![q],
         "attn_k_norm.weight" if whole_qk_norm => vec![kv],
         "ssm_norm.weight" => vec![inner? / v_heads?.max(1)],

@@ -242,3 +242,46 @@ fn a_failed_pass_over_recurrent_state_restarts_the_sequence() {
     assert_eq!(c.rewind(4), 0);
     assert_eq!(recurrent_pass(&mut c, 1), 1.0);
 }
+
+/// Latents of width 3 for positions `pos..pos + n`: (position, position + 0.5, -1).
+fn latents(pos: usize, n: usize) -> Tensor {
+    let v: Vec<f32> = (pos..pos + n)
+        .flat_map(|p| [p as f32, p as f32 + 0.5, -1.0])
+        .collect();
+    Tensor::from_vec(v, (1, 1, n, 3), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn a_latent_entry_stores_one_row_whose_leading_columns_are_the_values() {
+    let kinds = [LayerKind::Latent { value_width: 2 }, LayerKind::Full];
+    let mut c = Cache::new(&kinds, 600, 600).unwrap();
+    let mut view = None;
+    for (pos, n) in [(0, 5), (5, 1), (6, 300)] {
+        c.begin(n).unwrap();
+        view = Some(c.append_latent(0, &latents(pos, n)).unwrap());
+        c.append_kv(1, &rows(pos, n), &rows(pos, n)).unwrap();
+        assert!(c.append_kv(0, &rows(pos, n), &rows(pos, n)).is_err());
+        assert!(c.append_latent(1, &latents(pos, n)).is_err());
+        c.commit(&vec![1; n]).unwrap();
+    }
+    let view = view.unwrap();
+    assert_eq!(
+        (view.k.dims(), view.v.dims()),
+        (&[1, 1, 306, 3][..], &[1, 1, 306, 2][..])
+    );
+    let v: Vec<f32> = view.v.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(&v[..4], [0.0, 0.5, 1.0, 1.5]);
+    assert_eq!(&v[v.len() - 2..], [305.0, 305.5]);
+    // Only the latent is held: 3 values per position, against 2 × 2 × 2 for the KV layer
+    // (both buffers grew to the same capacity).
+    assert_eq!(c.entries_bytes(0) * 8, c.entries_bytes(1) * 3);
+    // Going back is exact, as for full KV.
+    assert_eq!(c.rewind(4), 4);
+    c.begin(1).unwrap();
+    let again = c.append_latent(0, &latents(4, 1)).unwrap();
+    c.append_kv(1, &rows(4, 1), &rows(4, 1)).unwrap();
+    c.commit(&[1]).unwrap();
+    let k: Vec<f32> = again.k.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(k.len(), 15);
+    assert_eq!(&k[12..], [4.0, 4.5, -1.0]);
+}

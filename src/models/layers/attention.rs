@@ -442,7 +442,7 @@ const QUERY_BLOCK: usize = 128;
 
 /// Additive mask `(L, keys)`: query `i` (at `pos + i`) sees key `j` (at `first_key + j`) when
 /// the key is not in its future and, with a window, within the window.
-fn causal_mask(
+pub(crate) fn causal_mask(
     l: usize,
     pos: usize,
     first_key: usize,

@@ -145,25 +145,10 @@ impl SparseMoe {
         let vb = vb.pp(cfg.names.block);
         // The router stays f32, as llama.cpp keeps it: a rounded logit can swap experts.
         let router = Linear::load_f32(&vb.pp(cfg.names.router), hidden, n)?;
-        let gate = vb.experts(cfg.names.gate, n, &[cfg.ffn, hidden])?;
-        let up = vb.experts(cfg.names.up, n, &[cfg.ffn, hidden])?;
-        let down = vb.experts(cfg.names.down, n, &[hidden, cfg.ffn])?;
-        let experts = gate
-            .into_iter()
-            .zip(up)
-            .zip(down)
-            .map(|((g, u), d)| {
-                Mlp::from_linears(
-                    Linear::from_matrix(g),
-                    Linear::from_matrix(u),
-                    Linear::from_matrix(d),
-                    Activation::Silu,
-                )
-            })
-            .collect();
+        let names = [cfg.names.gate, cfg.names.up, cfg.names.down];
         Ok(Self {
             router,
-            experts: Experts::new(experts),
+            experts: Experts::load(&vb, n, names, (hidden, cfg.ffn))?,
             cfg: *cfg,
         })
     }
@@ -205,6 +190,35 @@ impl Experts {
     /// Experts over ready networks, indexed as given.
     pub fn new(mlps: Vec<Mlp>) -> Self {
         Self { mlps }
+    }
+
+    /// Loads `n` SwiGLU experts whose gate, up and down projections are named `names`
+    /// (`experts.E.{name}.weight` under `vb`, or the stacked GGUF tensors the name table maps
+    /// them to); `dims` is `(hidden, ffn)`.
+    pub fn load(
+        vb: &Vb,
+        n: usize,
+        names: [&str; 3],
+        (hidden, ffn): (usize, usize),
+    ) -> Result<Self> {
+        let [gate, up, down] = names;
+        let gate = vb.experts(gate, n, &[ffn, hidden])?;
+        let up = vb.experts(up, n, &[ffn, hidden])?;
+        let down = vb.experts(down, n, &[hidden, ffn])?;
+        let mlps = gate
+            .into_iter()
+            .zip(up)
+            .zip(down)
+            .map(|((g, u), d)| {
+                Mlp::from_linears(
+                    Linear::from_matrix(g),
+                    Linear::from_matrix(u),
+                    Linear::from_matrix(d),
+                    Activation::Silu,
+                )
+            })
+            .collect();
+        Ok(Self { mlps })
     }
 
     /// Loads `n` experts stored as two stacked tensors under `vb`: `gate_up_proj`
