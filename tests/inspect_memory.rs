@@ -81,3 +81,8 @@ fn gemma4_shared_kv_and_per_layer_widths_are_counted() {
 fn qwen3_5_recurrent_state_is_fixed() {
     check("qwen3_5");
 }
+
+#[test]
+fn deepseek_latent_cache_counts_one_latent_per_position() {
+    check("deepseek_v3");
+}

@@ -56,6 +56,11 @@ pub fn layer_cache(kind: &LayerKind, elements: usize) -> LayerCache {
             elements,
             rows: Some(2 * (*w as u64 + WINDOW_SLACK as u64)),
         },
+        // One latent row per position; its `elements` are the family's latent width.
+        LayerKind::Latent { .. } => LayerCache::Kv {
+            elements,
+            rows: None,
+        },
         LayerKind::Shared(_) => LayerCache::Fixed(0),
         LayerKind::Recurrent(shapes) => LayerCache::Fixed(
             shapes

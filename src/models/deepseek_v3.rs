@@ -276,6 +276,12 @@ impl CausalLm for Model {
     fn cache_layout(&self) -> Vec<LayerKind> {
         self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
     }
+
+    /// One compressed latent per position (`kv_lora_rank + rope` values), not keys and values.
+    fn kv_elements_per_position(&self) -> Vec<usize> {
+        let i = self.info();
+        vec![i.head_dim; i.n_layers]
+    }
 }
 
 #[cfg(test)]
