@@ -443,8 +443,12 @@ impl<'a> Weights<'a> {
             check_shape(name, &found, &stacked_shape)?;
         }
         let parts = if gguf.is_mxfp4(&stored) {
-            let whole = gguf.mxfp4(&stored, &self.device)?;
-            whole.split(n)?.into_iter().map(Matrix::mxfp4).collect()
+            let whole = gguf.mxfp4(&stored, &Device::Cpu)?;
+            whole
+                .split(n)?
+                .into_iter()
+                .map(|m| self.mxfp4_weight(m))
+                .collect::<Result<Vec<_>>>()?
         } else {
             let parts = gguf.tensor_split(&stored, n, &self.device)?;
             let parts = parts.into_iter().map(|q| QMatMul::from_arc(Arc::new(q)));
@@ -483,9 +487,9 @@ impl<'a> Weights<'a> {
             let stored = self.stored_name(name);
             if let Source::Gguf { gguf, .. } = &self.source {
                 if gguf.is_mxfp4(&stored) {
-                    let m = gguf.mxfp4(&stored, &self.device)?;
+                    let m = gguf.mxfp4(&stored, &Device::Cpu)?;
                     self.consumed.borrow_mut().insert(stored);
-                    return Ok(Matrix::mxfp4(m));
+                    return self.mxfp4_weight(m);
                 }
             }
             return Ok(Matrix::Candle(QMatMul::from_arc(self.qtensor(name)?)?));
@@ -536,6 +540,17 @@ impl<'a> Weights<'a> {
                 None => QMatMul::Tensor(t.to_dtype(precision.dtype)?),
             },
         ))
+    }
+
+    /// MXFP4 blocks as a layer's weight: as they are on the CPU, where our kernels read them;
+    /// on an accelerator, which has no MXFP4 kernel yet, dequantized and then kept in the
+    /// chosen dtype or quantized (`--quant`) as any dense weight is.
+    fn mxfp4_weight(&self, m: Mxfp4) -> Result<Matrix> {
+        if self.device.is_cpu() {
+            return Ok(Matrix::mxfp4(m));
+        }
+        let t = Tensor::from_vec(m.dequantize(), m.shape(), &self.device)?;
+        self.dense_matrix(t)
     }
 
     /// A dense weight quantized to MXFP4 (`--quant mxfp4`) when its rows are whole blocks of
@@ -789,6 +804,12 @@ impl<'w, 'a> Vb<'w, 'a> {
     /// keeps stored weights.
     pub fn dense_matrix(&self, t: Tensor) -> Result<Matrix> {
         self.weights.dense_matrix(t)
+    }
+
+    /// MXFP4 blocks a family sliced out of a stored tensor as a layer's weight: as they are
+    /// on the CPU, dequantized on an accelerator (see [`Weights`]' MXFP4 rule).
+    pub fn mxfp4_weight(&self, m: Mxfp4) -> Result<Matrix> {
+        self.weights.mxfp4_weight(m)
     }
 
     /// The tensor `leaf` as stored in safetensors (its float dtype), checked against `shape`;

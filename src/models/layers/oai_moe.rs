@@ -179,7 +179,7 @@ fn load_transformers(ex: &Vb, hidden: usize, cfg: &Config) -> Result<Vec<Expert>
             let down = ex.mxfp4_pair("down_proj", &[n, hidden, f])?.split(n)?;
             let rows = |m: &Mxfp4, first: usize| -> Result<Matrix> {
                 let picked = m.select_rows((first..2 * f).step_by(2))?;
-                Ok(Matrix::mxfp4(picked))
+                ex.mxfp4_weight(picked)
             };
             let gate = gate_up
                 .iter()
@@ -189,7 +189,11 @@ fn load_transformers(ex: &Vb, hidden: usize, cfg: &Config) -> Result<Vec<Expert>
                 .iter()
                 .map(|m| rows(m, 1))
                 .collect::<Result<Vec<_>>>()?;
-            (gate, up, down.into_iter().map(Matrix::mxfp4).collect())
+            let down = down
+                .into_iter()
+                .map(|m| ex.mxfp4_weight(m))
+                .collect::<Result<Vec<_>>>()?;
+            (gate, up, down)
         }
         false => dense_transformers(ex, hidden, cfg)?,
     };
