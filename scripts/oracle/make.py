@@ -206,7 +206,7 @@ def fp8(w: torch.Tensor, block: list) -> tuple:
     return q.float() * full, q, scale
 
 
-def quantize_fp8(model: torch.nn.Module, block: list) -> dict:
+def quantize_fp8(model: torch.nn.Module, block: list, experts: bool = True) -> dict:
     """Replaces the weight of every linear layer of the decoder blocks (and every stacked
     expert tensor, (E, out, in)) by its FP8 rounding (see `fp8`), and returns the E4M3
     values and scales by parameter name, for the checkpoint (see `write_fp8`). Embeddings,
@@ -214,8 +214,9 @@ def quantize_fp8(model: torch.nn.Module, block: list) -> dict:
     packed = {}
     with torch.no_grad():
         for name, p in model.named_parameters():
-            linear = name.endswith("_proj.weight") or name.endswith(
-                ("experts.gate_up_proj", "experts.down_proj"))
+            stacked = name.endswith(("experts.gate_up_proj", "experts.down_proj"))
+            linear = name.endswith(("_proj.weight", "_proj_with_mqa.weight")) or (
+                stacked and experts)
             if ".layers." not in name or p.dim() < 2 or not linear:
                 continue
             deq, q, scale = fp8(p, block)
@@ -270,7 +271,10 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     randomize(model, case["seed"], case.get("param_offsets"), case.get("random_buffers"))
     packed = quantize_experts(model) if case.get("mxfp4_experts") else {}
     # A case's `fp8_block` stores its linear weights as FP8 with block scales of that size.
-    fp8_packed = quantize_fp8(model, case["fp8_block"]) if case.get("fp8_block") else {}
+    # `fp8_experts: False` leaves stacked routed experts unrounded, for models whose saved
+    # checkpoint splits them into one tensor per expert under other names.
+    fp8_packed = (quantize_fp8(model, case["fp8_block"], case.get("fp8_experts", True))
+                  if case.get("fp8_block") else {})
     tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float()

@@ -306,43 +306,39 @@ impl Linear {
 /// row of `W`, in f32.
 fn mxfp4_forward(w: &Mxfp4, x: &Tensor) -> Result<Tensor> {
     let (n, k) = w.dims2();
-    if !x.device().is_cpu() {
-        return Err(Error::UnsupportedTensorType {
-            tensor: format!("an MXFP4 weight of {n} × {k}"),
-            found: format!("MXFP4 on {:?}", x.device()),
-            supported: "MXFP4 on the CPU".into(),
-        });
-    }
-    let rows = x.elem_count() / k.max(1);
-    let mut out = vec![0f32; rows * n];
-    let product = |input: &[f32]| mxfp4::matmul(w.data(), n, k, input, &mut out, gemv::kernel());
-    if host::with_f32(x, product)?.is_none() {
-        let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        mxfp4::matmul(w.data(), n, k, &input, &mut out, gemv::kernel());
-    }
-    let mut out_shape = x.dims().to_vec();
-    if let Some(last) = out_shape.last_mut() {
-        *last = n;
-    }
-    Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?)
+    own_kernel_forward(x, (n, k), "MXFP4", |input, out| {
+        mxfp4::matmul(w.data(), n, k, input, out, gemv::kernel())
+    })
 }
 
 /// `x W^T` for FP8 `W` (`(n, k)`) on the CPU, in f32, as [`mxfp4_forward`].
 fn fp8_forward(w: &Fp8, x: &Tensor) -> Result<Tensor> {
     let (n, k) = w.dims2();
+    own_kernel_forward(x, (n, k), "FP8", |input, out| {
+        fp8::matmul(w, input, out, gemv::kernel())
+    })
+}
+
+/// `x W^T` for a `(n, k)` weight of a type only our CPU kernels read (`ty`, for the error):
+/// `product(input, out)` over the rows of `x` in f32, read in place where they already are.
+fn own_kernel_forward(
+    x: &Tensor,
+    (n, k): (usize, usize),
+    ty: &str,
+    product: impl Fn(&[f32], &mut [f32]),
+) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return Err(Error::UnsupportedTensorType {
-            tensor: format!("an FP8 weight of {n} × {k}"),
-            found: format!("FP8 on {:?}", x.device()),
-            supported: "FP8 on the CPU".into(),
+            tensor: format!("an {ty} weight of {n} × {k}"),
+            found: format!("{ty} on {:?}", x.device()),
+            supported: format!("{ty} on the CPU"),
         });
     }
     let rows = x.elem_count() / k.max(1);
     let mut out = vec![0f32; rows * n];
-    let product = |input: &[f32]| fp8::matmul(w, input, &mut out, gemv::kernel());
-    if host::with_f32(x, product)?.is_none() {
+    if host::with_f32(x, |input| product(input, &mut out))?.is_none() {
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        fp8::matmul(w, &input, &mut out, gemv::kernel());
+        product(&input, &mut out);
     }
     let mut out_shape = x.dims().to_vec();
     if let Some(last) = out_shape.last_mut() {
