@@ -151,6 +151,8 @@ const GEMMA4_26B_A4B_EXTRA: &[(&str, u32)] = &[
     ("expert_used_count", 8),
     ("expert_feed_forward_length", 704),
     ("synthetic.swa_period", 6),
+    // No per-layer input embeddings; llama.cpp still requires the key (its converter writes 0).
+    ("embedding_length_per_layer_input", 0),
     // Full blocks: 2 KV heads, their keys serving as values (attention_k_eq_v).
     ("synthetic.global_kv_heads", 2),
     ("synthetic.global_k_eq_v", 1),
