@@ -285,7 +285,7 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
         let gguf = Gguf::open(path).expect("gguf");
         let model =
             models::load_gguf(&gguf, device).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut cache = models::new_cache(model.as_ref(), 64).expect("cache");
+        let mut cache = models::new_cache(model.as_ref(), tokens.len().max(64)).expect("cache");
         models::step(model.as_ref(), tokens, device, &mut cache, None)
             .and_then(|t| Ok(t.to_vec1::<f32>()?))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
