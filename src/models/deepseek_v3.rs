@@ -20,16 +20,17 @@
 
 use candle_core::Tensor;
 
-use super::assembly::output_layer;
+use super::assembly::{output_layer, Dims};
 use super::layers::embedding::Embedding;
-use super::layers::grouped_moe::Ffn;
+use super::layers::grouped_moe::{self, Ffn};
 use super::layers::linear::Linear;
 use super::layers::mla::Mla;
 use super::layers::norm::RmsNorm;
-use super::layers::rope::{Rope, Style};
+use super::layers::rope::{Rope, Style, Tables};
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
+use crate::engine::cache::Cache;
 use crate::formats::weights::{Vb, WeightFormat};
 use crate::Result;
 
@@ -179,58 +180,101 @@ fn config(src: &ConfigSource) -> Result<Config> {
     }
 }
 
-/// One block: latent attention, then the dense MLP or the experts, each pre-normed.
+/// A block's token mixer: DeepSeek's latent attention, or the grouped-query attention of
+/// GLM-4.x MoE, which reuses the rest of this decoder.
+pub(super) trait Mixer {
+    /// Mixes `x` (`(1, L, hidden)`) at the cache position, storing into layer `layer`.
+    fn mix(
+        &self,
+        x: &Tensor,
+        rope: (&Rope, &Tables),
+        cache: &mut Cache,
+        layer: usize,
+    ) -> Result<Tensor>;
+    /// What the layer keeps in the cache.
+    fn cache_kind(&self) -> LayerKind;
+}
+
+impl Mixer for Mla {
+    fn mix(
+        &self,
+        x: &Tensor,
+        rope: (&Rope, &Tables),
+        cache: &mut Cache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        self.forward(x, rope, cache, layer)
+    }
+
+    fn cache_kind(&self) -> LayerKind {
+        Mla::cache_kind(self)
+    }
+}
+
+/// One block: the token mixer, then the dense MLP or the experts, each pre-normed.
 #[derive(Clone, Debug)]
-struct Block {
+struct Block<A> {
     attn_norm: RmsNorm,
-    attn: Mla,
+    attn: A,
     mlp_norm: RmsNorm,
     ffn: Ffn,
 }
 
-/// A DeepSeek-V3 model.
-pub struct Model {
+/// What the DeepSeek-V3 and GLM-4.x MoE decoders share besides the token mixer.
+pub(super) struct Shape<'a> {
+    /// Sizes.
+    pub dims: &'a Dims,
+    /// RMSNorm epsilon.
+    pub eps: f64,
+    /// Width of the dense MLPs.
+    pub ffn: usize,
+    /// Leading blocks with a dense MLP.
+    pub first_dense: usize,
+    /// The experts of the other blocks.
+    pub moe: &'a grouped_moe::Config,
+    /// Where an untied output layer is, if not tied to the embedding.
+    pub untied_in: Option<&'a str>,
+}
+
+/// The decoder of both families: embedding, pre-norm blocks of a token mixer `A` and a dense
+/// MLP or experts, final norm, output layer.
+pub(super) struct Decoder<A> {
     embed: Embedding,
-    blocks: Vec<Block>,
+    blocks: Vec<Block<A>>,
     norm: RmsNorm,
     lm_head: Linear,
     rope: Rope,
     info: ModelInfo,
 }
 
-impl Model {
-    /// Builds the model from `vb` (rooted at the checkpoint top).
-    pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
-        let d = &cfg.dims;
-        let format = vb.weights().format();
-        let style = match cfg.rope_interleave || format == WeightFormat::Gguf {
-            true => Style::Interleaved,
-            false => Style::HalfSplit,
-        };
-        let rope = cfg.rope.build(vb, cfg.mla.qk_rope, style)?;
+impl<A: Mixer> Decoder<A> {
+    /// Builds the decoder from `vb` (rooted at the checkpoint top), each block's mixer by
+    /// `mixer` from its `self_attn` prefix; multi-token-prediction blocks past the model's
+    /// own are left unread.
+    pub(super) fn load(
+        vb: &Vb,
+        s: &Shape,
+        (rope, info): (Rope, ModelInfo),
+        mixer: impl Fn(&Vb) -> Result<A>,
+    ) -> Result<Self> {
+        let d = s.dims;
         let m = vb.pp("model");
         let table = m.qtensor("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
-        let lm_head = output_layer(
-            vb,
-            &table,
-            (d.hidden, d.vocab_size),
-            cfg.untied_in.as_deref(),
-        )?;
+        let lm_head = output_layer(vb, &table, (d.hidden, d.vocab_size), s.untied_in)?;
         let blocks = (0..d.n_layers)
             .map(|i| {
                 let b = m.pp("layers").pp(i);
-                let at = (i, cfg.first_dense);
-                let ffn = Ffn::load(&b.pp("mlp"), d.hidden, at, cfg.ffn, &cfg.moe)?;
+                let at = (i, s.first_dense);
                 Ok(Block {
-                    attn_norm: RmsNorm::load(&b.pp("input_layernorm"), d.hidden, cfg.eps, false)?,
-                    attn: Mla::load(&b.pp("self_attn"), &cfg.mla)?,
+                    attn_norm: RmsNorm::load(&b.pp("input_layernorm"), d.hidden, s.eps, false)?,
+                    attn: mixer(&b.pp("self_attn"))?,
                     mlp_norm: RmsNorm::load(
                         &b.pp("post_attention_layernorm"),
                         d.hidden,
-                        cfg.eps,
+                        s.eps,
                         false,
                     )?,
-                    ffn,
+                    ffn: Ffn::load(&b.pp("mlp"), d.hidden, at, s.ffn, s.moe)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -238,23 +282,22 @@ impl Model {
         Ok(Self {
             embed: Embedding::new(table, None),
             blocks,
-            norm: RmsNorm::load(&m.pp("norm"), d.hidden, cfg.eps, false)?,
+            norm: RmsNorm::load(&m.pp("norm"), d.hidden, s.eps, false)?,
             lm_head,
             rope,
-            info: ModelInfo::new(&SPEC, cfg.dims),
+            info,
         })
     }
-}
 
-impl CausalLm for Model {
-    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+    /// The forward pass of [`CausalLm::forward`].
+    pub(super) fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
         let (_, l) = tokens.dims2()?;
         let tables = self.rope.tables(ctx.cache.pos(), l, tokens.device())?;
         // 1. Embed: (1, L) -> (1, L, hidden).
         let mut x = self.embed.forward(tokens)?;
         for (i, b) in self.blocks.iter().enumerate() {
-            // 2. Latent attention with residual.
-            let a = b.attn.forward(
+            // 2. Token mixer (latent or grouped-query attention) with residual.
+            let a = b.attn.mix(
                 &b.attn_norm.forward(&x)?,
                 (&self.rope, &tables),
                 ctx.cache,
@@ -269,12 +312,54 @@ impl CausalLm for Model {
         super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
     }
 
-    fn info(&self) -> &ModelInfo {
+    /// The model's description.
+    pub(super) fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn cache_layout(&self) -> Vec<LayerKind> {
+    /// Each block's cache entry.
+    pub(super) fn cache_layout(&self) -> Vec<LayerKind> {
         self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
+    }
+}
+
+/// A DeepSeek-V3 model.
+pub struct Model(Decoder<Mla>);
+
+impl Model {
+    /// Builds the model from `vb` (rooted at the checkpoint top).
+    pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
+        let format = vb.weights().format();
+        let style = match cfg.rope_interleave || format == WeightFormat::Gguf {
+            true => Style::Interleaved,
+            false => Style::HalfSplit,
+        };
+        let rope = cfg.rope.build(vb, cfg.mla.qk_rope, style)?;
+        let shape = Shape {
+            dims: &cfg.dims,
+            eps: cfg.eps,
+            ffn: cfg.ffn,
+            first_dense: cfg.first_dense,
+            moe: &cfg.moe,
+            untied_in: cfg.untied_in.as_deref(),
+        };
+        let info = ModelInfo::new(&SPEC, cfg.dims);
+        let mixer = |b: &Vb| Mla::load(b, &cfg.mla);
+        Ok(Self(Decoder::load(vb, &shape, (rope, info), mixer)?))
+    }
+}
+
+impl CausalLm for Model {
+    fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        self.0.forward(tokens, ctx)
+    }
+
+    fn info(&self) -> &ModelInfo {
+        self.0.info()
+    }
+
+    fn cache_layout(&self) -> Vec<LayerKind> {
+        self.0.cache_layout()
     }
 
     /// One compressed latent per position (`kv_lora_rank + rope` values), not keys and values.

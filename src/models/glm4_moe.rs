@@ -18,18 +18,17 @@
 
 use candle_core::Tensor;
 
-use super::assembly::{gguf_vocab_size, output_layer, Dims};
+use super::assembly::{gguf_vocab_size, Dims};
+use super::deepseek_v3::{Decoder, Mixer, Shape};
 use super::layers::attention::{self, Attention};
-use super::layers::embedding::Embedding;
-use super::layers::grouped_moe::{self, Ffn, HfDefaults, Scoring};
-use super::layers::linear::Linear;
-use super::layers::norm::RmsNorm;
-use super::layers::rope::{Rope, Style};
+use super::layers::grouped_moe::{self, HfDefaults, Scoring};
+use super::layers::rope::{Rope, Style, Tables};
 use super::rope_config::RopeConfig;
 use super::values::{self, refuse_hf, HfRefusal};
 use super::{
     CausalLm, ConfigSource, FamilySpec, Forward, Kind, LayerKind, ModelInfo, Quirks, TinyConfig,
 };
+use crate::engine::cache::Cache;
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
@@ -319,97 +318,56 @@ impl Config {
     }
 }
 
-/// One block: attention, then the dense MLP or the experts, each pre-normed.
-#[derive(Clone, Debug)]
-struct Block {
-    attn_norm: RmsNorm,
-    attn: Attention,
-    mlp_norm: RmsNorm,
-    ffn: Ffn,
+impl Mixer for Attention {
+    fn mix(
+        &self,
+        x: &Tensor,
+        rope: (&Rope, &Tables),
+        cache: &mut Cache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        self.forward(x, rope, cache, layer)
+    }
+
+    fn cache_kind(&self) -> LayerKind {
+        Attention::cache_kind(self)
+    }
 }
 
-/// A GLM-4.x MoE model.
-pub struct Model {
-    embed: Embedding,
-    blocks: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rope: Rope,
-    info: ModelInfo,
-}
+/// A GLM-4.x MoE model: DeepSeek-V3's decoder ([`Decoder`]) with grouped-query attention.
+pub struct Model(Decoder<Attention>);
 
 impl Model {
     /// Builds the model from `vb` (rooted at the checkpoint top).
     pub fn load(vb: &Vb, cfg: &Config) -> Result<Self> {
-        let d = &cfg.dims;
         // NeoX pairs over the rotated part; `Rope::apply` passes the rest of each head.
         let rope = cfg.rope.build(vb, cfg.rotary_dims, Style::HalfSplit)?;
-        let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
-        let lm_head = output_layer(
-            vb,
-            &table,
-            (d.hidden, d.vocab_size),
-            cfg.untied_in.as_deref(),
-        )?;
-        let blocks = (0..d.n_layers)
-            .map(|i| {
-                let b = m.pp("layers").pp(i);
-                let at = (i, cfg.first_dense);
-                Ok(Block {
-                    attn_norm: RmsNorm::load(&b.pp("input_layernorm"), d.hidden, cfg.eps, false)?,
-                    attn: Attention::load(&b.pp("self_attn"), &cfg.attention())?,
-                    mlp_norm: RmsNorm::load(
-                        &b.pp("post_attention_layernorm"),
-                        d.hidden,
-                        cfg.eps,
-                        false,
-                    )?,
-                    ffn: Ffn::load(&b.pp("mlp"), d.hidden, at, cfg.ffn, &cfg.moe)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        super::assembly::ignore_blocks_from(vb, d.n_layers);
-        Ok(Self {
-            embed: Embedding::new(table, None),
-            blocks,
-            norm: RmsNorm::load(&m.pp("norm"), d.hidden, cfg.eps, false)?,
-            lm_head,
-            rope,
-            info: ModelInfo::new(&SPEC, cfg.dims),
-        })
+        let shape = Shape {
+            dims: &cfg.dims,
+            eps: cfg.eps,
+            ffn: cfg.ffn,
+            first_dense: cfg.first_dense,
+            moe: &cfg.moe,
+            untied_in: cfg.untied_in.as_deref(),
+        };
+        let info = ModelInfo::new(&SPEC, cfg.dims);
+        let attention = cfg.attention();
+        let mixer = |b: &Vb| Attention::load(b, &attention);
+        Ok(Self(Decoder::load(vb, &shape, (rope, info), mixer)?))
     }
 }
 
 impl CausalLm for Model {
     fn forward(&self, tokens: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
-        let (_, l) = tokens.dims2()?;
-        let tables = self.rope.tables(ctx.cache.pos(), l, tokens.device())?;
-        // 1. Embed: (1, L) -> (1, L, hidden).
-        let mut x = self.embed.forward(tokens)?;
-        for (i, b) in self.blocks.iter().enumerate() {
-            // 2. Attention (partial RoPE) with residual.
-            let a = b.attn.forward(
-                &b.attn_norm.forward(&x)?,
-                (&self.rope, &tables),
-                ctx.cache,
-                i,
-            )?;
-            let h = (x + a)?;
-            // 3. Dense MLP or experts with residual.
-            x = (&h + b.ffn.forward(&b.mlp_norm.forward(&h)?)?)?;
-            ctx.trace(i, "block_out", &x);
-        }
-        // 4. Last position only: norm and output layer -> (vocab).
-        super::layers::head::last_position_logits(&self.norm, &self.lm_head, &x)
+        self.0.forward(tokens, ctx)
     }
 
     fn info(&self) -> &ModelInfo {
-        &self.info
+        self.0.info()
     }
 
     fn cache_layout(&self) -> Vec<LayerKind> {
-        self.blocks.iter().map(|b| b.attn.cache_kind()).collect()
+        self.0.cache_layout()
     }
 }
 
