@@ -331,7 +331,20 @@ impl Kernels {
         k: usize,
         eps: f32,
     ) -> Result<()> {
-        let (out, ki) = (0u64, k as i32);
+        self.launch_norm((t, w_post, h, w), (xq, 0), n, k, eps)
+    }
+
+    /// The `norm_q8` kernel over `n` rows of `k`: the inputs (t, w_post, h, w) and the
+    /// outputs (q8, f32 or 0) as [`Self::norm_q8`] and [`Self::norm_q8_f32`] describe them.
+    fn launch_norm(
+        &self,
+        (t, w_post, h, w): (Ptr, Ptr, Ptr, Ptr),
+        (xq, out): (Ptr, Ptr),
+        n: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let ki = k as i32;
         let mut l = self.stream.launch_builder(&self.norm_q8);
         l.arg(&t).arg(&w_post).arg(&h).arg(&w).arg(&xq).arg(&out);
         l.arg(&ki).arg(&eps);
@@ -613,16 +626,6 @@ impl Kernels {
         k: usize,
         eps: f32,
     ) -> Result<()> {
-        let (none, ki) = (0u64, k as i32);
-        let mut l = self.stream.launch_builder(&self.norm_q8);
-        l.arg(&none).arg(&none).arg(&h).arg(&w).arg(&xq).arg(&out);
-        l.arg(&ki).arg(&eps);
-        let block = match n {
-            1 => (k.div_ceil(32) * 32).clamp(128, 1024),
-            _ => 256,
-        };
-        // SAFETY: as in `norm_q8`.
-        unsafe { l.launch(cfg((n, 1, 1), block, norm_shared(k))) }.map_err(driver("norm_q8"))?;
-        Ok(())
+        self.launch_norm((0, 0, h, w), (xq, out), n, k, eps)
     }
 }
