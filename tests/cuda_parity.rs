@@ -30,16 +30,7 @@ fn gpu() -> Option<Device> {
 }
 
 fn load(file: &str, device: &Device, batch: usize) -> Engine {
-    let engine = Engine::load(
-        &real_model(file),
-        &LoadOptions {
-            device: device.clone(),
-            ctx_size: Some(1024),
-            batch_size: batch,
-            ..LoadOptions::default()
-        },
-    )
-    .expect("real model loads");
+    let engine = load_path(&real_model(file), device, batch);
     if device.is_cuda() {
         assert_eq!(engine.decoder_note(), "fused CUDA decoder", "{file}");
     }
