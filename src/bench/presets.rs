@@ -567,6 +567,12 @@ mod tests {
     use super::*;
     use crate::models::{synthetic, FAMILIES};
 
+    /// The tensors `p` writes (`tied` embeddings, `rope_freqs`).
+    fn plan_of(p: &Preset, tied: bool, rope_freqs: bool) -> Vec<synthetic::Planned> {
+        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
+        synthetic::plan(spec, &p.dims, tied, rope_freqs, p.extra).unwrap()
+    }
+
     #[test]
     fn names_parse_and_unknown_ones_list_the_table() {
         let c = parse("llama-1b:q4_0").unwrap();
@@ -615,8 +621,7 @@ mod tests {
     fn qwen3_moe_30b_a3b_has_its_published_parameter_count() {
         let c = parse("qwen3-moe-30b-a3b:q4_k").unwrap();
         let p = c.preset;
-        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let plan = plan_of(&p, false, false);
         let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
         // Qwen3-30B-A3B: 30.5 B parameters, 3.3 B active.
         assert!(
@@ -639,8 +644,7 @@ mod tests {
     fn deepseek_v2_lite_has_its_latent_attention_and_published_size() {
         let c = parse("deepseek-v2-lite:q4_k_m").unwrap();
         let p = c.preset;
-        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let plan = plan_of(&p, false, false);
         let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
         // DeepSeek-V2-Lite: 15.7 B parameters.
         assert!(
@@ -686,8 +690,7 @@ mod tests {
             ("qwen3.5-35b-a3b:q4_k", 34_500_000_000, 34_900_000_000),
         ] {
             let p = parse(name).unwrap().preset;
-            let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-            let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+            let plan = plan_of(&p, false, false);
             let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
             assert!((low..high).contains(&params), "{name}: {params}");
             // Layers 0-2 are DeltaNet layers, layer 3 attends with a gated query.
@@ -711,8 +714,7 @@ mod tests {
             ("gemma4-26b-a4b:q4_k_m", 25_000_000_000, 25_400_000_000),
         ] {
             let p = parse(name).unwrap().preset;
-            let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-            let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+            let plan = plan_of(&p, true, true);
             let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
             assert!((low..high).contains(&params), "{name}: {params}");
             let shape = |n: &str| plan.iter().find(|t| t.name == n).map(|t| t.shape.clone());
@@ -721,13 +723,12 @@ mod tests {
             assert_eq!(shape("blk.5.attn_q.weight").unwrap()[0], p.dims.heads * 512);
         }
         let p = parse("gemma4-e4b:q4_k_m").unwrap().preset;
-        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-        let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+        let plan = plan_of(&p, true, true);
         let has = |n: &str| plan.iter().any(|t| t.name == n);
         assert!(has("blk.23.attn_k.weight") && !has("blk.24.attn_k.weight"));
         assert!(has("per_layer_token_embd.weight") && has("blk.41.inp_gate.weight"));
         let p = parse("gemma4-26b-a4b:q4_k_m").unwrap().preset;
-        let plan = synthetic::plan(spec, &p.dims, true, true, p.extra).unwrap();
+        let plan = plan_of(&p, true, true);
         let has = |n: &str| plan.iter().any(|t| t.name == n);
         assert!(has("blk.4.attn_v.weight") && !has("blk.5.attn_v.weight"));
         assert!(has("blk.0.ffn_gate_up_exps.weight") && !has("blk.0.inp_gate.weight"));
@@ -737,8 +738,7 @@ mod tests {
     fn gpt_oss_20b_has_its_published_size_and_mxfp4_experts() {
         let c = parse("gpt-oss-20b:mxfp4").unwrap();
         let p = c.preset;
-        let spec = FAMILIES.iter().find(|f| f.id == p.family).unwrap();
-        let plan = synthetic::plan(spec, &p.dims, false, false, p.extra).unwrap();
+        let plan = plan_of(&p, false, false);
         let params: usize = plan.iter().map(|t| t.shape.iter().product::<usize>()).sum();
         // gpt-oss-20b: 20.9 B parameters (3.6 B active).
         assert!(
