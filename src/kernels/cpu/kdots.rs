@@ -144,7 +144,24 @@ pub(crate) fn hsum8(a: &[f32; 8]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{f16_at, q4k_scale_min, Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
+    use super::{q4k_scale_min, Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
+
+    /// The two f16 values at `p` and `p + 2` as f32, by the F16C instruction (exact, as the
+    /// portable conversion is; `half`'s call checks for F16C on every use).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    /// The f16 value at `p` as f32 (two bytes read, no more).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_one(p: *const u8) -> f32 {
+        let bits = (p as *const u16).read_unaligned() as i32;
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+    }
 
     /// Sum of the eight i32 lanes.
     #[inline]
@@ -188,7 +205,7 @@ mod avx2 {
         let low = _mm256_set1_epi8(0x0F);
         for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let (d, dmin) = f16_pair(blk.as_ptr());
             let (sc, mn) = scales_mins(&blk[4..16]);
             let mut isum = [_mm256_setzero_si256(); M];
             for p in 0..4 {
@@ -275,8 +292,9 @@ mod avx2 {
                     }
                 }
             }
+            let dw = f16_one(blk.as_ptr().add(208));
             for (j, x) in xs.iter().enumerate() {
-                let d = x.d[b] * f16_at(blk, 208);
+                let d = x.d[b] * dw;
                 // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over
                 // scale groups 2l and 2l + 1.
                 let bs = x.bsums.as_ptr().add(16 * b);
