@@ -146,8 +146,9 @@ mod avx512 {
         w: Vec<__m512i>,
         d: Vec<__m512>,
         m: Vec<__m512>,
-        /// k-quants, per row pair and block: each row's integer scale in its eight lanes
-        /// (Q6_K: one per four lanes, a scale covering 16 elements).
+        /// k-quants, per row pair and block: each row's integer scale in the 16 i16 lanes of
+        /// its half, for `vpdpwssd` against `vpmaddubsw`'s pair sums (Q6_K: one per eight i16
+        /// lanes, a scale covering 16 elements).
         ks: Vec<__m512i>,
         /// k-quants, per row pair and super-block: `d` (and Q4_K's `dmin`) in each row's lanes.
         kd: Vec<__m512>,
@@ -368,14 +369,14 @@ mod avx512 {
             let (a, b) = (rows.0.add(sb * bytes), rows.1.add(sb * bytes));
             let at = rp * supers + sb;
             let mut pack = [0i16; 32];
-            let mut lanes = [[0i32; 16]; 8];
+            let mut lanes = [[0i16; 32]; 8];
             match format {
                 Format::Q4K => {
                     for (half, blk) in [a, b].into_iter().enumerate() {
                         let sc = std::slice::from_raw_parts(blk.add(4), 12);
                         for j in 0..8 {
                             let (s, m) = crate::kernels::cpu::kdots::q4k_scale_min(sc, j);
-                            lanes[j][8 * half..8 * half + 8].fill(s as i32);
+                            lanes[j][16 * half..16 * half + 16].fill(s as i16);
                             pack[16 * half + j] = m as i16;
                         }
                     }
@@ -386,8 +387,8 @@ mod avx512 {
                     for (half, blk) in [a, b].into_iter().enumerate() {
                         let sc = blk.add(192) as *const i8;
                         for (j, l) in lanes.iter_mut().enumerate() {
-                            l[8 * half..8 * half + 4].fill(*sc.add(2 * j) as i32);
-                            l[8 * half + 4..8 * half + 8].fill(*sc.add(2 * j + 1) as i32);
+                            l[16 * half..16 * half + 8].fill(*sc.add(2 * j) as i16);
+                            l[16 * half + 8..16 * half + 16].fill(*sc.add(2 * j + 1) as i16);
                         }
                         for g in 0..16 {
                             pack[16 * half + g] = *sc.add(g) as i16;
@@ -676,9 +677,12 @@ mod avx512 {
                 for c in 0..C {
                     let x = load_both(ax.add((group[c] * blocks + b) * QK));
                     for rp in 0..P {
-                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[rp], x);
-                        isum[c][rp] =
-                            _mm512_add_epi32(isum[c][rp], _mm512_mullo_epi32(dot, sc[rp]));
+                        // Unsigned weights (at most 63) times i8 in pairs fit i16 (2·63·128);
+                        // `vpdpwssd` weights each pair sum by its scale and adds it, so
+                        // each i32 lane gets scale · (its four products), as a `vpdpbusd`
+                        // then a 32-bit multiply gave it, in two instructions, not three.
+                        let pairs = _mm512_maddubs_epi16(w[rp], x);
+                        isum[c][rp] = _mm512_dpwssd_epi32(isum[c][rp], pairs, sc[rp]);
                     }
                 }
             }
