@@ -561,8 +561,8 @@ mod avx512 {
                         *g = c0 + c;
                     }
                     let sums = match format {
-                        Format::Q4K => tile_k::<false>(u, acts, group),
-                        Format::Q6K => tile_k::<true>(u, acts, group),
+                        Format::Q4K => tile_q4k(u, acts, group),
+                        Format::Q6K => tile_q6k(u, acts, group),
                         Format::Q4_1 => tile::<true>(u, acts, group),
                         _ => tile::<false>(u, acts, group),
                     };
@@ -641,85 +641,135 @@ mod avx512 {
         sums
     }
 
-    /// Each 256-bit half's eight i32 lanes summed, in all eight lanes of that half.
+    /// One super-block's integer sums of a tile: `[activation][row pair]`, per row (half)
+    /// and lane, the sub-block scales times their four-element products.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn half_sums(v: __m512i) -> __m512i {
-        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b01_00_11_10>(v));
-        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b10_11_00_01>(v));
-        _mm512_add_epi32(v, _mm512_shuffle_i32x4::<0b10_11_00_01>(v, v))
-    }
-
-    /// `R × C` k-quant dot products, `[activation][weight]`, with llama.cpp's rounding (see
-    /// [`crate::kernels::cpu::kdots`]): integers per super-block, then the float steps.
-    /// `Q6`: Q6_K (eight lanes, fused chain, `hsum_float_8`), else Q4_K (one integer per
-    /// super-block and row, chains for scales and minimums, subtracted at the end).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn tile_k<const Q6: bool>(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
+    unsafe fn super_isums(
+        u: &Unpacked,
+        a: &Acts,
+        group: [usize; C],
+        sb: usize,
+    ) -> [[__m512i; R / 2]; C] {
         const P: usize = R / 2;
         let blocks = a.blocks;
-        let supers = blocks / 8;
-        let (uw, uks) = (u.w.as_ptr(), u.ks.as_ptr());
-        let (ax, ad, akbs) = (a.x.as_ptr(), a.d.as_ptr(), a.kbs.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); P]; C];
-        let mut accm = [[_mm512_setzero_ps(); P]; C];
-        for sb in 0..supers {
-            let mut isum = [[_mm512_setzero_si512(); P]; C];
-            for j in 0..8 {
-                let b = 8 * sb + j;
-                let mut w = [_mm512_setzero_si512(); P];
-                let mut sc = [_mm512_setzero_si512(); P];
-                for rp in 0..P {
-                    w[rp] = *uw.add(rp * blocks + b);
-                    sc[rp] = *uks.add(rp * blocks + b);
-                }
-                for c in 0..C {
-                    let x = load_both(ax.add((group[c] * blocks + b) * QK));
-                    for rp in 0..P {
-                        // Unsigned weights (at most 63) times i8 in pairs fit i16 (2·63·128);
-                        // `vpdpwssd` weights each pair sum by its scale and adds it, so
-                        // each i32 lane gets scale · (its four products), as a `vpdpbusd`
-                        // then a 32-bit multiply gave it, in two instructions, not three.
-                        let pairs = _mm512_maddubs_epi16(w[rp], x);
-                        isum[c][rp] = _mm512_dpwssd_epi32(isum[c][rp], pairs, sc[rp]);
-                    }
-                }
+        let (uw, uks, ax) = (u.w.as_ptr(), u.ks.as_ptr(), a.x.as_ptr());
+        let mut isum = [[_mm512_setzero_si512(); P]; C];
+        for j in 0..8 {
+            let b = 8 * sb + j;
+            let mut w = [_mm512_setzero_si512(); P];
+            let mut sc = [_mm512_setzero_si512(); P];
+            for rp in 0..P {
+                w[rp] = *uw.add(rp * blocks + b);
+                sc[rp] = *uks.add(rp * blocks + b);
             }
             for c in 0..C {
-                let dx = _mm512_set1_ps(*ad.add(group[c] * blocks + 8 * sb));
-                let bs = *akbs.add(group[c] * supers + sb);
+                let x = load_both(ax.add((group[c] * blocks + b) * QK));
+                for rp in 0..P {
+                    // Unsigned weights (at most 63) times i8 in pairs fit i16 (2·63·128);
+                    // `vpdpwssd` weights each pair sum by its scale and adds it, so each i32
+                    // lane gets scale · (its four products), as a `vpdpbusd` then a 32-bit
+                    // multiply gave it, in two instructions, not three.
+                    let pairs = _mm512_maddubs_epi16(w[rp], x);
+                    isum[c][rp] = _mm512_dpwssd_epi32(isum[c][rp], pairs, sc[rp]);
+                }
+            }
+        }
+        isum
+    }
+
+    /// The lane of [`gather`]'s result that holds activation `c`'s product with tile row `r`.
+    const fn lane(c: usize, r: usize) -> usize {
+        (r >> 1) | ((c & 1) << 1) | ((r & 1) << 2) | ((c >> 1) << 3)
+    }
+
+    /// The sums of both 256-bit halves of `v[c][rp]` (eight vectors), all sixteen in one
+    /// vector, lane [`lane`]`(c, 2rp + half)`: three rounds of pairwise unpack-and-add, which
+    /// cost 21 instructions where summing each vector's halves alone cost 48.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn gather(v: &[[__m512i; 2]; 4]) -> __m512i {
+        let s = |a, b| _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        let t = |a, b| _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        let t0 = t(s(v[0][0], v[0][1]), s(v[1][0], v[1][1]));
+        let t1 = t(s(v[2][0], v[2][1]), s(v[3][0], v[3][1]));
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(t0, t1),
+            _mm512_shuffle_i32x4::<0xDD>(t0, t1),
+        )
+    }
+
+    /// `R × C` Q4_K dot products, `[activation][weight]`, with llama.cpp's rounding (see
+    /// [`crate::kernels::cpu::kdots`]): per super-block and row one exact integer for the
+    /// scales and one for the minimums, each fused into its float chain with `d·d8` and
+    /// `dmin·d8`; the chains subtracted at the end. The whole tile's chains live in one vector
+    /// each, lane [`lane`]`(c, r)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile_q4k(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
+        const P: usize = R / 2;
+        let supers = a.blocks / 8;
+        // Row r's scale is in lane 8·(r mod 2) of its pair's vector; activation c's in
+        // element c of a four-element vector.
+        let rows = _mm512_set_epi32(24, 8, 24, 8, 16, 0, 16, 0, 24, 8, 24, 8, 16, 0, 16, 0);
+        let cols = _mm512_set_epi32(3, 3, 2, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 0, 0);
+        let (mut acc, mut accm) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for sb in 0..supers {
+            let isum = super_isums(u, a, group, sb);
+            let mut mins = [[_mm512_setzero_si512(); P]; C];
+            for (c, m) in mins.iter_mut().enumerate() {
+                let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
+                for (rp, m) in m.iter_mut().enumerate() {
+                    *m = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(rp * supers + sb));
+                }
+            }
+            let dx = |c: usize| *a.d.as_ptr().add(group[c] * a.blocks + 8 * sb);
+            let dx = _mm512_permutexvar_ps(
+                cols,
+                _mm512_castps128_ps512(_mm_setr_ps(dx(0), dx(1), dx(2), dx(3))),
+            );
+            let per_row = |v: &Vec<__m512>| {
+                _mm512_permutex2var_ps(*v.as_ptr().add(sb), rows, *v.as_ptr().add(supers + sb))
+            };
+            let d = _mm512_mul_ps(per_row(&u.kd), dx);
+            let dmin = _mm512_mul_ps(per_row(&u.kdmin), dx);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gather(&isum)), d, acc);
+            accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gather(&mins)), dmin, accm);
+        }
+        let mut all = [0f32; 16];
+        _mm512_storeu_ps(all.as_mut_ptr(), _mm512_sub_ps(acc, accm));
+        std::array::from_fn(|c| std::array::from_fn(|r| all[lane(c, r)]))
+    }
+
+    /// `R × C` Q6_K dot products, `[activation][weight]`, with llama.cpp's rounding (see
+    /// [`crate::kernels::cpu::kdots`]): per super-block the eight lanes of integers, less the
+    /// offset's share, fused into an eight-lane chain with `d·d8`, summed as `hsum_float_8`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile_q6k(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
+        const P: usize = R / 2;
+        let supers = a.blocks / 8;
+        let mut acc = [[_mm512_setzero_ps(); P]; C];
+        for sb in 0..supers {
+            let isum = super_isums(u, a, group, sb);
+            for c in 0..C {
+                let dx = _mm512_set1_ps(*a.d.as_ptr().add(group[c] * a.blocks + 8 * sb));
+                let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
                 for rp in 0..P {
                     let at = rp * supers + sb;
                     let pairs = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(at));
-                    if Q6 {
-                        let lanes = _mm512_sub_epi32(isum[c][rp], _mm512_slli_epi32::<5>(pairs));
-                        let d = _mm512_mul_ps(dx, *u.kd.as_ptr().add(at));
-                        acc[c][rp] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[c][rp]);
-                    } else {
-                        let d = _mm512_mul_ps(*u.kd.as_ptr().add(at), dx);
-                        let dmin = _mm512_mul_ps(*u.kdmin.as_ptr().add(at), dx);
-                        let total = _mm512_cvtepi32_ps(half_sums(isum[c][rp]));
-                        let mins = _mm512_cvtepi32_ps(half_sums(pairs));
-                        acc[c][rp] = _mm512_fmadd_ps(total, d, acc[c][rp]);
-                        accm[c][rp] = _mm512_fmadd_ps(mins, dmin, accm[c][rp]);
-                    }
+                    let lanes = _mm512_sub_epi32(isum[c][rp], _mm512_slli_epi32::<5>(pairs));
+                    let d = _mm512_mul_ps(dx, *u.kd.as_ptr().add(at));
+                    acc[c][rp] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[c][rp]);
                 }
             }
         }
         let mut sums = [[0f32; R]; C];
         for c in 0..C {
             for rp in 0..P {
-                if Q6 {
-                    let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(acc[c][rp]);
-                    sums[c][2 * rp] = crate::kernels::cpu::gemv::hsum(lo);
-                    sums[c][2 * rp + 1] = crate::kernels::cpu::gemv::hsum(hi);
-                } else {
-                    let r = _mm512_sub_ps(acc[c][rp], accm[c][rp]);
-                    let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(r);
-                    sums[c][2 * rp] = _mm256_cvtss_f32(lo);
-                    sums[c][2 * rp + 1] = _mm256_cvtss_f32(hi);
-                }
+                let (lo, hi) = crate::kernels::cpu::gemv::halves_ps(acc[c][rp]);
+                sums[c][2 * rp] = crate::kernels::cpu::gemv::hsum(lo);
+                sums[c][2 * rp + 1] = crate::kernels::cpu::gemv::hsum(hi);
             }
         }
         sums
@@ -817,6 +867,42 @@ mod tests {
                 }
                 // Products this large would expose a misplaced scale or nibble.
                 assert!(largest > 1.0, "test data too small: {largest}");
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_tiles_equal_the_portable_single_row_dots_bit_for_bit() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        use super::super::kdots;
+        for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
+            // Partial tiles on both sides (n and m not multiples of 4) and several
+            // super-blocks per row.
+            for (m, n, k) in [(1, 3, 256), (6, 9, 768), (9, 8, 1024)] {
+                let w = Tensor::from_vec(test_values(n * k, 17), (n, k), &Device::Cpu).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let data = q.data().unwrap();
+                let row_bytes = data.len() / n;
+                let x = test_values(m * k, 18);
+                let out = gemm(dtype, &data, n, k, &x).expect("supported");
+                for (c, (xr, got)) in x.chunks_exact(k).zip(out.chunks_exact(n)).enumerate() {
+                    let xq = kdots::quantize(xr);
+                    for (r, g) in got.iter().enumerate() {
+                        let row = &data[r * row_bytes..(r + 1) * row_bytes];
+                        let want = match q6 {
+                            true => kdots::q6k_dot(row, &xq),
+                            false => kdots::q4k_dot(row, &xq),
+                        };
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{dtype:?} m={m} n={n} [{c}][{r}]"
+                        );
+                    }
+                }
             }
         }
     }
