@@ -154,7 +154,8 @@ mod avx512 {
         kd: Vec<__m512>,
         kdmin: Vec<__m512>,
         /// k-quants, per row pair and super-block, as 32 i16 for `vpmaddwd`: Q4_K's eight
-        /// minimums per row (positions 0..8 and 16..24), Q6_K's sixteen scales per row.
+        /// minimums per row (positions 0..8 and 16..24), Q6_K's sixteen scales per row times
+        /// −32 (its offset's share).
         kpack: Vec<__m512i>,
     }
 
@@ -390,8 +391,9 @@ mod avx512 {
                             l[16 * half..16 * half + 8].fill(*sc.add(2 * j) as i16);
                             l[16 * half + 8..16 * half + 16].fill(*sc.add(2 * j + 1) as i16);
                         }
+                        // The offset of 32 taken out as −32 · scale (in i16: at most 4096).
                         for g in 0..16 {
-                            pack[16 * half + g] = *sc.add(g) as i16;
+                            pack[16 * half + g] = -32 * *sc.add(g) as i16;
                         }
                     }
                     u.kd[at] = halves(f16(a.add(208)), f16(b.add(208)));
@@ -642,19 +644,19 @@ mod avx512 {
     }
 
     /// One super-block's integer sums of a tile: `[activation][row pair]`, per row (half)
-    /// and lane, the sub-block scales times their four-element products.
+    /// and lane, `start` plus the sub-block scales times their four-element products.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn super_isums(
         u: &Unpacked,
         a: &Acts,
         group: [usize; C],
-        sb: usize,
+        (sb, start): (usize, [[__m512i; R / 2]; C]),
     ) -> [[__m512i; R / 2]; C] {
         const P: usize = R / 2;
         let blocks = a.blocks;
         let (uw, uks, ax) = (u.w.as_ptr(), u.ks.as_ptr(), a.x.as_ptr());
-        let mut isum = [[_mm512_setzero_si512(); P]; C];
+        let mut isum = start;
         for j in 0..8 {
             let b = 8 * sb + j;
             let mut w = [_mm512_setzero_si512(); P];
@@ -715,7 +717,7 @@ mod avx512 {
         let cols = _mm512_set_epi32(3, 3, 2, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 0, 0);
         let (mut acc, mut accm) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for sb in 0..supers {
-            let isum = super_isums(u, a, group, sb);
+            let isum = super_isums(u, a, group, (sb, [[_mm512_setzero_si512(); P]; C]));
             let mut mins = [[_mm512_setzero_si512(); P]; C];
             for (c, m) in mins.iter_mut().enumerate() {
                 let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
@@ -751,14 +753,20 @@ mod avx512 {
         let supers = a.blocks / 8;
         let mut acc = [[_mm512_setzero_ps(); P]; C];
         for sb in 0..supers {
-            let isum = super_isums(u, a, group, sb);
+            // Each lane starts at its offset's share, −32 · Σ bsum · scale (ggml's order of
+            // integer sums does not matter: they are exact).
+            let mut start = [[_mm512_setzero_si512(); P]; C];
+            for (c, s) in start.iter_mut().enumerate() {
+                let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
+                for (rp, s) in s.iter_mut().enumerate() {
+                    *s = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(rp * supers + sb));
+                }
+            }
+            let isum = super_isums(u, a, group, (sb, start));
             for c in 0..C {
                 let dx = _mm512_set1_ps(*a.d.as_ptr().add(group[c] * a.blocks + 8 * sb));
-                let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
                 for rp in 0..P {
-                    let at = rp * supers + sb;
-                    let pairs = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(at));
-                    let lanes = _mm512_sub_epi32(isum[c][rp], _mm512_slli_epi32::<5>(pairs));
+                    let (at, lanes) = (rp * supers + sb, isum[c][rp]);
                     let d = _mm512_mul_ps(dx, *u.kd.as_ptr().add(at));
                     acc[c][rp] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[c][rp]);
                 }
