@@ -913,8 +913,6 @@ fn forced_call(template: &str) -> (String, Value) {
     let body = json!({"messages": [{"role": "user", "content": "What is the weather in Paris?"}],
                       "max_tokens": 100, "tools": weather_tool(), "temperature": 0,
                       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-    // Greedy: Gemma's call syntax is held to the tool's name, not its parameters, so a
-    // sampled reply may ramble in a key until max_tokens.
     let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{text}");
     let choice = &v["choices"][0];
@@ -949,9 +947,16 @@ fn forced_harmony_and_gemma4_calls_come_back_as_tool_calls() {
          {% if tools %}<|tool_call>call:NAME{}<tool_call|>{% endif %}<|turn>model\n",
     )
     .unwrap();
+    // The arguments are held to the tool's schema there too: both keys, the enum, the length.
     let (name, args) = forced_call(path.to_str().unwrap());
     assert_eq!(name, "get_weather");
-    assert!(args.is_object(), "{args}");
+    let city = args["city"].as_str().unwrap_or_else(|| panic!("{args}"));
+    assert!(city.chars().count() <= 40, "{args}");
+    assert!(
+        ["c", "f"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+    assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
 }
 
 #[test]

@@ -282,4 +282,84 @@ mod tests {
         assert!(logits[eos].is_finite());
         assert_eq!(logits.iter().filter(|l| l.is_finite()).count(), 1);
     }
+
+    /// Feeds `text`'s tokens through a fresh matcher for `constraint`: how many it accepted
+    /// before one was masked out (all of them: the text is allowed).
+    fn accepted(
+        vocab: &Vocabulary,
+        tokenizer: &Tokenizer,
+        constraint: &Constraint,
+        text: &str,
+    ) -> usize {
+        let opts = EncodeOptions {
+            add_bos: false,
+            parse_special: false,
+        };
+        let tokens = tokenizer.encode(text, opts).unwrap();
+        let mut g = vocab.matcher(constraint).unwrap();
+        for (i, &t) in tokens.iter().enumerate() {
+            let mut logits = vec![0.0f32; tokenizer.vocab_size()];
+            g.mask(&mut logits).unwrap();
+            if !logits[t as usize].is_finite() {
+                return i;
+            }
+            g.accept(t).unwrap();
+        }
+        tokens.len()
+    }
+
+    #[test]
+    fn a_forced_gemma4_call_is_held_to_the_tools_schema() {
+        let tokenizer = smollm2();
+        let vocab = Vocabulary::new(Arc::clone(&tokenizer)).unwrap();
+        let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+                "days": {"type": "array", "items": {"type": "integer"}, "maxItems": 2},
+                "opts": {"type": "object", "properties": {"exact": {"type": "boolean"}},
+                         "required": ["exact"]}},
+            "required": ["city", "unit"]}}});
+        let grammar = crate::formats::tool_calls::Format::Gemma4
+            .grammar(&[&tool])
+            .unwrap();
+        let c = Constraint::Lark(grammar);
+        let q = "<|\"|>";
+        let call = |args: &str| format!("<|tool_call>call:get_weather{{{args}}}<tool_call|>");
+        let all = |args: &str| {
+            let text = call(args);
+            let n = tokenizer
+                .encode(
+                    &text,
+                    EncodeOptions {
+                        add_bos: false,
+                        parse_special: false,
+                    },
+                )
+                .unwrap()
+                .len();
+            (accepted(&vocab, &tokenizer, &c, &text), n)
+        };
+        let ok = |args: &str| {
+            let (a, n) = all(args);
+            assert_eq!(a, n, "refused: {args}");
+        };
+        let refused = |args: &str| {
+            let (a, n) = all(args);
+            assert!(a < n, "allowed: {args}");
+        };
+        ok(&format!("city:{q}Paris{q},unit:{q}c{q}"));
+        ok(&format!(
+            "city:{q}Paris{q},days:[1,2],opts:{{exact:true}},unit:{q}f{q}"
+        ));
+        refused(&format!("city:{q}Paris{q},unit:{q}kelvin{q}"));
+        refused(&format!("city:{q}Paris{q}"));
+        refused(&format!("unit:{q}c{q},city:{q}Paris{q}"));
+        refused(&format!("city:{q}Paris{q},unit:{q}c{q},extra:1"));
+        refused(&format!("city:{q}Llanfairpwllgwyngyll{q},unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},days:[1,2,3],unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},days:[1.5],unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},opts:{{}},unit:{q}c{q}"));
+        refused(&format!("city:3,unit:{q}c{q}"));
+    }
 }

@@ -6,6 +6,7 @@ pub mod chat_template;
 pub mod detect;
 pub mod fp8;
 pub mod gemma_calls;
+pub mod gemma_grammar;
 pub mod ggml_types;
 pub mod gguf;
 pub mod gguf_builder;

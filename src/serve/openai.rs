@@ -252,10 +252,15 @@ pub(super) fn tool_choice(
             }
         },
     };
-    Ok((
-        Some(tools.clone()),
-        forced.map(|t| Constraint::Lark(format.grammar(&t))),
-    ))
+    let forced = match forced {
+        None => None,
+        Some(t) => {
+            Some(Constraint::Lark(format.grammar(&t).map_err(|e| {
+                ApiError::invalid_param("tools", e.to_string())
+            })?))
+        }
+    };
+    Ok((Some(tools.clone()), forced))
 }
 
 /// `response_format`: `text` (none), `json_object`, or `json_schema` with its `schema`.
