@@ -70,6 +70,15 @@ impl Default for LoadOptions {
     }
 }
 
+/// What a chat asks of a reasoning model's template; each unset keeps the template's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reasoning {
+    /// `reasoning_effort`: `low`, `medium` or `high` (gpt-oss's harmony reads it).
+    pub effort: Option<String>,
+    /// `enable_thinking`: whether the model thinks before answering (Gemma 4's template).
+    pub thinking: Option<bool>,
+}
+
 /// What one call of [`Engine::generate`] should do.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateParams {
@@ -213,8 +222,8 @@ pub struct Engine {
     vocabulary: Option<grammar::Vocabulary>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
-    /// The template's `reasoning_effort` (`--reasoning-effort`), when set.
-    reasoning_effort: Option<String>,
+    /// What chats ask of a reasoning template (`--reasoning-effort`, `--thinking`).
+    reasoning: Reasoning,
 }
 
 impl Engine {
@@ -309,7 +318,7 @@ impl Engine {
             batch_size: opts.batch_size.max(1),
             name,
             notes: Vec::new(),
-            reasoning_effort: None,
+            reasoning: Reasoning::default(),
         })
     }
 
@@ -377,8 +386,30 @@ impl Engine {
         if let Some(e) = effort {
             self.check_reasoning_effort(e)?;
         }
-        self.reasoning_effort = effort.map(str::to_string);
+        self.reasoning.effort = effort.map(str::to_string);
         Ok(())
+    }
+
+    /// Passes `on` to the chat template as `enable_thinking` from now on (unset: the
+    /// template's default). A template that does not read the variable is refused.
+    pub fn set_thinking(&mut self, on: Option<bool>) -> Result<()> {
+        if on.is_some() {
+            self.check_thinking()?;
+        }
+        self.reasoning.thinking = on;
+        Ok(())
+    }
+
+    /// Refuses thinking switched for a template that does not read `enable_thinking`.
+    pub fn check_thinking(&self) -> Result<()> {
+        match self.template.takes_enable_thinking() {
+            true => Ok(()),
+            false => Err(Error::InvalidArgument(format!(
+                "{} does not read enable_thinking, so switching thinking would change nothing \
+                 (Gemma 4's template reads it)",
+                self.template.origin()
+            ))),
+        }
     }
 
     /// Refuses a reasoning effort the template cannot take (see
@@ -413,19 +444,22 @@ impl Engine {
         messages: &[Message],
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<u32>> {
-        self.chat_tokens_with(messages, tools, self.reasoning_effort.as_deref())
+        self.chat_tokens_with(messages, tools, &self.reasoning)
     }
 
-    /// [`Engine::chat_tokens_with_tools`] with this reasoning `effort` instead of the one set
-    /// (a server request's own).
+    /// [`Engine::chat_tokens_with_tools`] with these reasoning switches instead of the ones
+    /// set (a server request's own).
     pub fn chat_tokens_with(
         &self,
         messages: &[Message],
         tools: Option<&serde_json::Value>,
-        effort: Option<&str>,
+        reasoning: &Reasoning,
     ) -> Result<Vec<u32>> {
-        if let Some(e) = effort {
+        if let Some(e) = &reasoning.effort {
             self.check_reasoning_effort(e)?;
+        }
+        if reasoning.thinking.is_some() {
+            self.check_thinking()?;
         }
         let template = &self.template;
         if tools.is_some() && !template.takes_tools() {
@@ -443,7 +477,8 @@ impl Engine {
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
                 tools,
-                reasoning_effort: effort,
+                reasoning_effort: reasoning.effort.as_deref(),
+                enable_thinking: reasoning.thinking,
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);

@@ -14,14 +14,14 @@ use tokio::sync::mpsc;
 use super::api_error::ApiError;
 use crate::engine::generation::TokenLogprob;
 use crate::engine::grammar::Constraint;
-use crate::engine::{Engine, GenerateParams, Generation, Message, Step, StopReason};
+use crate::engine::{Engine, GenerateParams, Generation, Message, Reasoning, Step, StopReason};
 
 /// What to generate from.
 #[derive(Debug)]
 pub enum Prompt {
     /// A conversation, rendered with the model's chat template (with the tools it may call,
-    /// and the reasoning effort asked for).
-    Chat(Vec<Message>, Option<serde_json::Value>, Option<String>),
+    /// and what it asks of a reasoning template).
+    Chat(Vec<Message>, Option<serde_json::Value>, Reasoning),
     /// Raw text (the completions endpoint), BOS as the model says.
     Text(String),
 }
@@ -188,8 +188,8 @@ fn admit(
         None
     };
     let tokens = match &job.prompt {
-        Prompt::Chat(messages, tools, effort) => {
-            engine.chat_tokens_with(messages, tools.as_ref(), effort.as_deref())
+        Prompt::Chat(messages, tools, reasoning) => {
+            engine.chat_tokens_with(messages, tools.as_ref(), reasoning)
         }
         Prompt::Text(text) => engine.raw_tokens(text, true),
     };
