@@ -981,3 +981,51 @@ fn reasoning_effort_reaches_the_harmony_template_and_is_refused_by_others() {
         "{text}"
     );
 }
+
+#[test]
+fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                      "temperature": 0, "chat_template_kwargs": {"enable_thinking": true}});
+    let s = Served::start(&["--chat-template", "gemma4"]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(!content.contains("channel"), "{text}");
+    // Streamed: no marker in any chunk.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        !text.contains("<|channel>") && !text.contains("<channel|>"),
+        "{text}"
+    );
+    let anthropic = json!({"model": "m", "max_tokens": 8, "messages": body["messages"],
+                           "thinking": {"type": "enabled", "budget_tokens": 4}});
+    let (status, _, text) = post(&s.addr, "/v1/messages", &anthropic);
+    assert_eq!(status, 200, "{text}");
+    let mut bad = body.clone();
+    bad["chat_template_kwargs"] = json!({"enable_thinking": "yes"});
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &bad);
+    assert_eq!(
+        (status, &v["error"]["param"]),
+        (400, &json!("chat_template_kwargs")),
+        "{text}"
+    );
+    let s = Served::start(&[]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("enable_thinking"),
+        "{text}"
+    );
+}
