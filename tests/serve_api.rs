@@ -1029,3 +1029,74 @@ fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
         "{text}"
     );
 }
+
+/// Streams a chat request: each non-empty content delta with when it arrived.
+fn content_arrivals(addr: &str, body: &Value) -> Vec<(Instant, String)> {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let (mut pending, mut buf, mut out) = (String::new(), [0u8; 4096], Vec::new());
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+        while let Some(at) = pending.find('\n') {
+            let line: String = pending.drain(..at + 1).collect();
+            let Some(data) = line.trim().strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                return out;
+            }
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                if !t.is_empty() {
+                    out.push((Instant::now(), t.to_string()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_long_prompt_admitted_mid_stream_does_not_freeze_the_other_stream() {
+    let s = Served::start(&["--parallel", "2"]);
+    let running = chat(
+        "Count from one to one hundred.",
+        json!({"max_tokens": 300, "ignore_eos": true, "stream": true}),
+    );
+    let addr = s.addr.clone();
+    let a = std::thread::spawn(move || content_arrivals(&addr, &running));
+    // Once the first stream is decoding, a prompt of about 900 tokens (4 chunks) arrives.
+    std::thread::sleep(Duration::from_millis(1500));
+    let long = chat(
+        &"The quick brown fox jumps over the lazy dog. ".repeat(90),
+        json!({"max_tokens": 4, "ignore_eos": true, "stream": true}),
+    );
+    let sent = Instant::now();
+    let b = content_arrivals(&s.addr, &long);
+    let a = a.join().unwrap();
+    let b_first = b.first().expect("the long prompt's reply").0;
+    let during = a.iter().filter(|(t, _)| *t > sent && *t < b_first).count();
+    // Fed whole, the long prompt would let the first stream write at most the token in
+    // flight and one more before its first token; in chunks, one between each.
+    assert!(
+        during >= 4,
+        "{during} tokens of the first stream while the long prompt was fed"
+    );
+    let log = s.wait_for_log("request 2 ");
+    let prompt: usize = log
+        .split("request 2 (/v1/chat/completions): ")
+        .nth(1)
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(prompt > 3 * 256, "{log}");
+    assert!(
+        a.iter().any(|(t, _)| *t > b_first),
+        "the first stream ended before the long prompt was in"
+    );
+}

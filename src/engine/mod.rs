@@ -11,6 +11,7 @@ pub mod generation;
 pub mod grammar;
 mod hf_dir;
 mod parallel;
+mod prefill;
 pub mod recommended;
 pub mod sampler;
 pub mod settings;
@@ -38,6 +39,7 @@ use crate::{Error, Result};
 use cache::Cache;
 use decoder::Fused;
 pub use generation::{Generation, Next, Step};
+pub use prefill::Prefill;
 pub use sampler::Params as SamplingParams;
 
 /// Default context when the user gives none: the model's, capped here to keep memory modest.
@@ -714,51 +716,12 @@ impl Engine {
         params: &GenerateParams,
         grammar: Option<grammar::Grammar>,
     ) -> Result<(Generation, Next)> {
-        let start = Instant::now();
-        if prompt.is_empty() {
-            return Err(Error::EmptyPrompt);
+        let (mut gen, mut prefill) = self.begin(seq, prompt, params, grammar)?;
+        loop {
+            if let Some(next) = self.prefill(&mut prefill, &mut gen, usize::MAX)? {
+                return Ok((gen, next));
+            }
         }
-        params
-            .sampling
-            .validate()
-            .map_err(|setting| Error::InvalidSampling {
-                setting,
-                origin: None,
-            })?;
-        let cache = self.seq_cache(seq)?;
-        // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
-        //    cache may go back further than asked (a state that cannot be truncated).
-        let common = cache.shared_prefix(prompt);
-        let reused = cache.rewind(common.min(prompt.len() - 1));
-        cache.ensure_fits(prompt.len() - reused + params.min_room)?;
-        let (recurrent, max_len) = (cache.has_recurrent(), cache.max_len());
-        let sampler = sampler::Sampler::new(
-            params.sampling.clone(),
-            self.breakers_for(&params.sampling.dry)?,
-            max_len,
-        );
-        let mut gen = Generation::new(
-            start,
-            Arc::clone(&self.tokenizer),
-            prompt,
-            params.clone(),
-            sampler,
-            grammar,
-        );
-        // 2. Prefill. Greedy decoding on a fused decoder takes the argmax on the device and
-        //    reads back one id instead of the logits. Where layers keep recurrent state, the
-        //    cache is snapshotted before the last prompt token, so that the next turn (or a
-        //    regeneration) can go back to this point.
-        let on_device = self.on_device(seq, &gen);
-        let todo = &prompt[reused..];
-        let split = if recurrent { todo.len() - 1 } else { 0 };
-        if split > 0 {
-            self.feed_with(seq, &todo[..split], None)?;
-            self.seq_cache(seq)?.snapshot()?;
-        }
-        let next = self.next(seq, &todo[split..], on_device)?;
-        gen.prompt_fed(reused);
-        Ok((gen, next))
     }
 
     /// Whether sequence `seq`'s tokens come from the fused decoder's own argmax.
