@@ -19,6 +19,8 @@ pub mod stop;
 
 /// How a harmony model's reply splits into channels (the chat UI folds its reasoning).
 pub use crate::formats::harmony;
+/// How a reasoning model's reply splits into reasoning and answer (the chat UI folds it).
+pub use crate::formats::reasoning;
 pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
