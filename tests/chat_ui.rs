@@ -451,3 +451,41 @@ fn a_harmony_reply_shows_its_final_channel_with_the_reasoning_folded() {
     );
     insta::assert_snapshot!("harmony_unfolded", shown);
 }
+
+#[test]
+fn a_gemma4_reply_shows_its_answer_with_the_thought_folded() {
+    let mut a = App::new(
+        ModelCard {
+            name: "gemma4".into(),
+            family: "gemma4".into(),
+            device: "cpu".into(),
+            ctx_size: 2048,
+            template: mlcli::formats::chat_template::builtin("gemma4")
+                .unwrap()
+                .into(),
+        },
+        GenerateParams::default(),
+        None,
+    );
+    // The markers may be special tokens: the chat decodes them as text for the splitter.
+    assert!(a.params.render_special);
+    exchange(
+        &mut a,
+        "Capital of France?",
+        "<|channel>thought\nA simple fact.<channel|>Paris.",
+    );
+    let reply = &a.messages[1];
+    assert_eq!(reply.content, "Paris.");
+    assert_eq!(reply.extra["thinking"], "A simple fact.");
+    let folded = screen(&a, 60, 10);
+    assert!(
+        !folded.contains("simple fact") && !folded.contains("channel"),
+        "{folded}"
+    );
+    assert!(a.update(ctrl('r')).is_empty());
+    let shown = screen(&a, 60, 10);
+    assert!(
+        shown.contains("simple fact") && !shown.contains("<|"),
+        "{shown}"
+    );
+}

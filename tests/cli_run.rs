@@ -281,3 +281,28 @@ fn reasoning_effort_reaches_templates_that_read_it_and_is_refused_by_others() {
     // Whatever this model writes, no harmony marker reaches stdout.
     assert!(!out.contains("<|"), "{out}");
 }
+
+#[test]
+fn thinking_is_refused_for_templates_that_do_not_read_enable_thinking() {
+    let model = real_model(SMOLLM2);
+    let m = model.to_str().unwrap();
+    let (code, _, err) = run(&["run", m, "Hi", "--thinking", "on", "-n", "2"], "");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("enable_thinking"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "run",
+            m,
+            "Hi",
+            "--chat-template",
+            "gemma4",
+            "--thinking",
+            "on",
+            "-n",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("channel"), "{out}");
+}

@@ -1,7 +1,8 @@
 //! Several sequences decoded together give each the reply it gets alone: the batched passes
 //! of the llama and Gemma 3 graphs (one weight read for every sequence, each sequence at its
 //! own position and window), the one-after-another default of the other families (Qwen 3.5's
-//! recurrent state), prefix reuse per sequence, and sequences that end while others go on.
+//! recurrent state), prefix reuse per sequence, sequences that end while others go on, and
+//! prompts fed in chunks (as the server admits them) equal to prompts fed whole.
 
 use std::ops::ControlFlow;
 
@@ -32,7 +33,14 @@ fn together(engine: &mut Engine, prompts: &[Vec<u32>], lens: &[usize]) -> Vec<Ve
     let mut running = Vec::new();
     let mut replies = vec![Vec::new(); prompts.len()];
     for (seq, (p, &n)) in prompts.iter().zip(lens).enumerate() {
-        let (mut generation, next) = engine.start(seq, p, &greedy(n), None).expect("starts");
+        // The prompt fed 3 tokens at a time, as the server feeds a long one between the
+        // decode steps of the others: the same reply as fed whole.
+        let (mut generation, mut prefill) = engine.begin(seq, p, &greedy(n), None).unwrap();
+        let next = loop {
+            if let Some(next) = engine.prefill(&mut prefill, &mut generation, 3).unwrap() {
+                break next;
+            }
+        };
         let room = engine.room(seq).unwrap();
         match generation.advance(&next, room, &mut |_| ControlFlow::Continue(())) {
             Ok(Step::Feed(t)) => running.push((seq, t, generation)),

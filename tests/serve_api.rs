@@ -913,8 +913,6 @@ fn forced_call(template: &str) -> (String, Value) {
     let body = json!({"messages": [{"role": "user", "content": "What is the weather in Paris?"}],
                       "max_tokens": 100, "tools": weather_tool(), "temperature": 0,
                       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-    // Greedy: Gemma's call syntax is held to the tool's name, not its parameters, so a
-    // sampled reply may ramble in a key until max_tokens.
     let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{text}");
     let choice = &v["choices"][0];
@@ -949,9 +947,16 @@ fn forced_harmony_and_gemma4_calls_come_back_as_tool_calls() {
          {% if tools %}<|tool_call>call:NAME{}<tool_call|>{% endif %}<|turn>model\n",
     )
     .unwrap();
+    // The arguments are held to the tool's schema there too: both keys, the enum, the length.
     let (name, args) = forced_call(path.to_str().unwrap());
     assert_eq!(name, "get_weather");
-    assert!(args.is_object(), "{args}");
+    let city = args["city"].as_str().unwrap_or_else(|| panic!("{args}"));
+    assert!(city.chars().count() <= 40, "{args}");
+    assert!(
+        ["c", "f"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+    assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
 }
 
 #[test]
@@ -974,5 +979,124 @@ fn reasoning_effort_reaches_the_harmony_template_and_is_refused_by_others() {
             .unwrap()
             .contains("reasoning_effort"),
         "{text}"
+    );
+}
+
+#[test]
+fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                      "temperature": 0, "chat_template_kwargs": {"enable_thinking": true}});
+    let s = Served::start(&["--chat-template", "gemma4"]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(!content.contains("channel"), "{text}");
+    // Streamed: no marker in any chunk.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        streamed.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        !text.contains("<|channel>") && !text.contains("<channel|>"),
+        "{text}"
+    );
+    let anthropic = json!({"model": "m", "max_tokens": 8, "messages": body["messages"],
+                           "thinking": {"type": "enabled", "budget_tokens": 4}});
+    let (status, _, text) = post(&s.addr, "/v1/messages", &anthropic);
+    assert_eq!(status, 200, "{text}");
+    let mut bad = body.clone();
+    bad["chat_template_kwargs"] = json!({"enable_thinking": "yes"});
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &bad);
+    assert_eq!(
+        (status, &v["error"]["param"]),
+        (400, &json!("chat_template_kwargs")),
+        "{text}"
+    );
+    let s = Served::start(&[]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("enable_thinking"),
+        "{text}"
+    );
+}
+
+/// Streams a chat request: each non-empty content delta with when it arrived.
+fn content_arrivals(addr: &str, body: &Value) -> Vec<(Instant, String)> {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let (mut pending, mut buf, mut out) = (String::new(), [0u8; 4096], Vec::new());
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+        while let Some(at) = pending.find('\n') {
+            let line: String = pending.drain(..at + 1).collect();
+            let Some(data) = line.trim().strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                return out;
+            }
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                if !t.is_empty() {
+                    out.push((Instant::now(), t.to_string()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_long_prompt_admitted_mid_stream_does_not_freeze_the_other_stream() {
+    let s = Served::start(&["--parallel", "2"]);
+    let running = chat(
+        "Count from one to one hundred.",
+        json!({"max_tokens": 300, "ignore_eos": true, "stream": true}),
+    );
+    let addr = s.addr.clone();
+    let a = std::thread::spawn(move || content_arrivals(&addr, &running));
+    // Once the first stream is decoding, a prompt of about 900 tokens (4 chunks) arrives.
+    std::thread::sleep(Duration::from_millis(1500));
+    let long = chat(
+        &"The quick brown fox jumps over the lazy dog. ".repeat(90),
+        json!({"max_tokens": 4, "ignore_eos": true, "stream": true}),
+    );
+    let sent = Instant::now();
+    let b = content_arrivals(&s.addr, &long);
+    let a = a.join().unwrap();
+    let b_first = b.first().expect("the long prompt's reply").0;
+    let during = a.iter().filter(|(t, _)| *t > sent && *t < b_first).count();
+    // Fed whole, the long prompt would let the first stream write at most the token in
+    // flight and one more before its first token; in chunks, one between each.
+    assert!(
+        during >= 4,
+        "{during} tokens of the first stream while the long prompt was fed"
+    );
+    let log = s.wait_for_log("request 2 ");
+    let prompt: usize = log
+        .split("request 2 (/v1/chat/completions): ")
+        .nth(1)
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(prompt > 3 * 256, "{log}");
+    assert!(
+        a.iter().any(|(t, _)| *t > b_first),
+        "the first stream ended before the long prompt was in"
     );
 }

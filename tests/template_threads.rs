@@ -23,6 +23,7 @@ fn renders_leave_no_thread_behind() {
         eos_token: "</s>",
         tools: None,
         reasoning_effort: None,
+        enable_thinking: None,
     };
     let before = threads();
     for _ in 0..200 {

@@ -102,7 +102,12 @@ pub struct Args {
     /// (gpt-oss); refused for templates that do not read it.
     #[arg(long, value_enum, conflicts_with = "raw")]
     pub reasoning_effort: Option<ReasoningEffort>,
-    /// Print a reasoning model's reasoning (gpt-oss's analysis channel) to stderr; -v does too.
+    /// Whether a reasoning model thinks before answering: passed to the chat template as
+    /// `enable_thinking` (Gemma 4); refused for templates that do not read it.
+    #[arg(long, value_enum, conflicts_with = "raw")]
+    pub thinking: Option<Thinking>,
+    /// Print a reasoning model's reasoning (gpt-oss's analysis channel, Gemma 4's thought) to
+    /// stderr; -v does too.
     #[arg(long)]
     pub show_reasoning: bool,
     /// Interactive chat: autosave the transcript under this name and resume it next time.
@@ -138,6 +143,15 @@ impl ReasoningEffort {
             ReasoningEffort::High => "high",
         }
     }
+}
+
+/// `--thinking`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Thinking {
+    /// The model thinks first (its thought goes to stderr with --show-reasoning).
+    On,
+    /// The model answers at once.
+    Off,
 }
 
 /// The prompt from the arguments and stdin; `None` means interactive chat (no prompt, and
@@ -190,6 +204,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     engine
         .set_reasoning_effort(args.reasoning_effort.map(ReasoningEffort::as_str))
         .context("--reasoning-effort")?;
+    engine
+        .set_thinking(args.thinking.map(|t| t == Thinking::On))
+        .context("--thinking")?;
     if args.verbose {
         eprintln!("device: {}", loaded.device_reason);
         let i = engine.info();
@@ -237,11 +254,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(c) => Some(engine.grammar(c).context("the output constraint")?),
         None => None,
     };
-    let harmony = use_template && formats::harmony::detect(engine.template().source());
+    let reasoning = formats::reasoning::detect(engine.template().source()).filter(|_| use_template);
+    let mut params = params;
+    params.render_special |=
+        reasoning.is_some_and(formats::reasoning::Format::needs_special_tokens);
     let mut reply = ReplyOut::new(
         std::io::stdout().lock(),
         std::io::stderr().lock(),
-        harmony,
+        reasoning,
         args.show_reasoning || args.verbose,
     );
     let mut write_error = None;

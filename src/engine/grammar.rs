@@ -1,12 +1,15 @@
 //! Constrained decoding through llguidance: a JSON schema, any JSON object, or a Lark grammar
 //! becomes a token mask applied before sampling, so the output always parses. The vocabulary
 //! is turned into llguidance's token trie once per model (control tokens marked special).
+//! Each mask is computed on a thread of its own as soon as the token before it is accepted,
+//! so it is ready (or nearly) when the forward pass that runs meanwhile brings the logits.
 
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
-use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
 use crate::{Error, Result};
@@ -112,23 +115,84 @@ impl Vocabulary {
                 "the output constraint: {e}"
             )));
         }
-        Ok(Grammar { matcher })
+        Grammar::new(matcher)
     }
 }
 
-/// One generation's constraint state.
+/// One generation's constraint state. The matcher is shared with a mask thread: after each
+/// accepted token (and at the start) that thread computes the next mask while the engine
+/// thread runs the forward pass; [`Grammar::mask`] joins it before sampling. The two never
+/// hold the matcher at once: a token is accepted only after its mask was taken.
 pub struct Grammar {
-    matcher: Matcher,
+    matcher: Arc<Mutex<Matcher>>,
+    /// Asks the mask thread for the mask of the current state (dropped: the thread ends).
+    ask: Sender<()>,
+    /// The masks it computed, one per request.
+    masks: Receiver<MaskResult>,
+    /// A mask was asked for and not yet taken.
+    pending: bool,
+    /// The matcher stopped (nothing may follow), as of the last accepted token.
+    stopped: bool,
 }
 
+type MaskResult = std::result::Result<SimpleVob, String>;
+
 impl Grammar {
+    /// Starts the mask thread for `matcher` and asks it for the first mask at once (it is
+    /// computed while the prompt is fed).
+    fn new(matcher: Matcher) -> Result<Self> {
+        let stopped = matcher.is_stopped();
+        let matcher = Arc::new(Mutex::new(matcher));
+        let (ask, asked) = mpsc::channel::<()>();
+        let (answer, masks) = mpsc::channel();
+        let shared = Arc::clone(&matcher);
+        std::thread::Builder::new()
+            .name("grammar-mask".into())
+            .spawn(move || {
+                for () in asked {
+                    let mask = match lock(&shared) {
+                        Ok(mut m) => m.compute_mask_or_eos().map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if answer.send(mask).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("grammar: cannot start its mask thread: {e}")))?;
+        let mut g = Self {
+            matcher,
+            ask,
+            masks,
+            pending: false,
+            stopped,
+        };
+        g.prefetch();
+        Ok(g)
+    }
+
+    /// Asks the mask thread for the mask of the current state (unless one is pending or the
+    /// output is complete).
+    fn prefetch(&mut self) {
+        if !self.pending && !self.stopped {
+            self.pending = self.ask.send(()).is_ok();
+        }
+    }
+
     /// Sets every logit the grammar forbids now to minus infinity (logits past the
     /// tokenizer's vocabulary too).
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
-        let allowed = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| Error::Internal(format!("grammar: {e}")))?;
+        let allowed = match std::mem::take(&mut self.pending) {
+            true => self
+                .masks
+                .recv()
+                .map_err(|_| Error::Internal("grammar: its mask thread has ended".into()))?,
+            // Nothing in flight (the output is complete): computed here.
+            false => lock(&self.matcher)?
+                .compute_mask_or_eos()
+                .map_err(|e| e.to_string()),
+        }
+        .map_err(|e| Error::Internal(format!("grammar: {e}")))?;
         for (id, l) in logits.iter_mut().enumerate() {
             if id >= allowed.len() || !allowed.is_allowed(id as TokenId) {
                 *l = f32::NEG_INFINITY;
@@ -137,15 +201,165 @@ impl Grammar {
         Ok(())
     }
 
-    /// Advances past `token`.
+    /// Advances past `token` and starts computing the next mask.
     pub fn accept(&mut self, token: u32) -> Result<()> {
-        self.matcher
-            .consume_token(token)
-            .map_err(|e| Error::Internal(format!("grammar: {e}")))
+        if self.pending {
+            // A token not sampled through [`Grammar::mask`]: wait for the mask in flight, so
+            // the matcher is not changed under it.
+            let _ = self.masks.recv();
+            self.pending = false;
+        }
+        {
+            let mut m = lock(&self.matcher)?;
+            m.consume_token(token)
+                .map_err(|e| Error::Internal(format!("grammar: {e}")))?;
+            self.stopped = m.is_stopped();
+        }
+        self.prefetch();
+        Ok(())
     }
 
     /// Whether the output is complete (nothing more may follow).
     pub fn is_done(&self) -> bool {
-        self.matcher.is_stopped()
+        self.stopped
+    }
+}
+
+fn lock(m: &Mutex<Matcher>) -> Result<MutexGuard<'_, Matcher>> {
+    m.lock()
+        .map_err(|_| Error::Internal("grammar: its mask thread failed".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::testing::{real_model, SMOLLM2};
+
+    fn smollm2() -> Arc<Tokenizer> {
+        let path = real_model(SMOLLM2);
+        let mut f = std::fs::File::open(&path).expect("test model opens");
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).expect("a GGUF");
+        Arc::new(Tokenizer::from_gguf(&content).expect("tokenizer builds"))
+    }
+
+    #[test]
+    fn masks_computed_beside_the_forward_pass_equal_masks_computed_in_line() {
+        let tokenizer = smollm2();
+        let vocab = Vocabulary::new(Arc::clone(&tokenizer)).unwrap();
+        let schema = serde_json::json!({"type": "object",
+            "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["city", "n"], "additionalProperties": false});
+        let constraint = Constraint::JsonSchema(schema.clone());
+        let mut overlapped = vocab.matcher(&constraint).unwrap();
+        let mut in_line = Matcher::new(
+            vocab
+                .factory
+                .create_parser(TopLevelGrammar::from_json_schema(schema)),
+        );
+        let text = r#"{"city": "Paris", "n": 3}"#;
+        let opts = EncodeOptions {
+            add_bos: false,
+            parse_special: false,
+        };
+        let tokens = tokenizer.encode(text, opts).unwrap();
+        let n = tokenizer.vocab_size();
+        for &t in &tokens {
+            let mut logits = vec![0.0f32; n];
+            overlapped.mask(&mut logits).unwrap();
+            let expected = in_line.compute_mask_or_eos().unwrap();
+            let allowed: Vec<bool> = logits.iter().map(|l| l.is_finite()).collect();
+            let want: Vec<bool> = (0..n).map(|i| expected.is_allowed(i as TokenId)).collect();
+            assert_eq!(allowed, want, "the mask before token {t}");
+            assert!(allowed[t as usize], "token {t} of {text} allowed");
+            overlapped.accept(t).unwrap();
+            in_line.consume_token(t).unwrap();
+            assert_eq!(overlapped.is_done(), in_line.is_stopped());
+        }
+        // Closed object: only the end may follow, then the matcher stops.
+        let mut logits = vec![0.0f32; n];
+        overlapped.mask(&mut logits).unwrap();
+        let eos = tokenizer.eos_id().unwrap() as usize;
+        assert!(logits[eos].is_finite());
+        assert_eq!(logits.iter().filter(|l| l.is_finite()).count(), 1);
+    }
+
+    /// Feeds `text`'s tokens through a fresh matcher for `constraint`: how many it accepted
+    /// before one was masked out (all of them: the text is allowed).
+    fn accepted(
+        vocab: &Vocabulary,
+        tokenizer: &Tokenizer,
+        constraint: &Constraint,
+        text: &str,
+    ) -> usize {
+        let opts = EncodeOptions {
+            add_bos: false,
+            parse_special: false,
+        };
+        let tokens = tokenizer.encode(text, opts).unwrap();
+        let mut g = vocab.matcher(constraint).unwrap();
+        for (i, &t) in tokens.iter().enumerate() {
+            let mut logits = vec![0.0f32; tokenizer.vocab_size()];
+            g.mask(&mut logits).unwrap();
+            if !logits[t as usize].is_finite() {
+                return i;
+            }
+            g.accept(t).unwrap();
+        }
+        tokens.len()
+    }
+
+    #[test]
+    fn a_forced_gemma4_call_is_held_to_the_tools_schema() {
+        let tokenizer = smollm2();
+        let vocab = Vocabulary::new(Arc::clone(&tokenizer)).unwrap();
+        let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+                "days": {"type": "array", "items": {"type": "integer"}, "maxItems": 2},
+                "opts": {"type": "object", "properties": {"exact": {"type": "boolean"}},
+                         "required": ["exact"]}},
+            "required": ["city", "unit"]}}});
+        let grammar = crate::formats::tool_calls::Format::Gemma4
+            .grammar(&[&tool])
+            .unwrap();
+        let c = Constraint::Lark(grammar);
+        let q = "<|\"|>";
+        let call = |args: &str| format!("<|tool_call>call:get_weather{{{args}}}<tool_call|>");
+        let all = |args: &str| {
+            let text = call(args);
+            let n = tokenizer
+                .encode(
+                    &text,
+                    EncodeOptions {
+                        add_bos: false,
+                        parse_special: false,
+                    },
+                )
+                .unwrap()
+                .len();
+            (accepted(&vocab, &tokenizer, &c, &text), n)
+        };
+        let ok = |args: &str| {
+            let (a, n) = all(args);
+            assert_eq!(a, n, "refused: {args}");
+        };
+        let refused = |args: &str| {
+            let (a, n) = all(args);
+            assert!(a < n, "allowed: {args}");
+        };
+        ok(&format!("city:{q}Paris{q},unit:{q}c{q}"));
+        ok(&format!(
+            "city:{q}Paris{q},days:[1,2],opts:{{exact:true}},unit:{q}f{q}"
+        ));
+        refused(&format!("city:{q}Paris{q},unit:{q}kelvin{q}"));
+        refused(&format!("city:{q}Paris{q}"));
+        refused(&format!("unit:{q}c{q},city:{q}Paris{q}"));
+        refused(&format!("city:{q}Paris{q},unit:{q}c{q},extra:1"));
+        refused(&format!("city:{q}Llanfairpwllgwyngyll{q},unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},days:[1,2,3],unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},days:[1.5],unit:{q}c{q}"));
+        refused(&format!("city:{q}Paris{q},opts:{{}},unit:{q}c{q}"));
+        refused(&format!("city:3,unit:{q}c{q}"));
     }
 }

@@ -11,6 +11,7 @@ pub mod generation;
 pub mod grammar;
 mod hf_dir;
 mod parallel;
+mod prefill;
 pub mod recommended;
 pub mod sampler;
 pub mod settings;
@@ -18,6 +19,8 @@ pub mod stop;
 
 /// How a harmony model's reply splits into channels (the chat UI folds its reasoning).
 pub use crate::formats::harmony;
+/// How a reasoning model's reply splits into reasoning and answer (the chat UI folds it).
+pub use crate::formats::reasoning;
 pub use recommended::Recommended;
 
 use std::ops::ControlFlow;
@@ -38,6 +41,7 @@ use crate::{Error, Result};
 use cache::Cache;
 use decoder::Fused;
 pub use generation::{Generation, Next, Step};
+pub use prefill::Prefill;
 pub use sampler::Params as SamplingParams;
 
 /// Default context when the user gives none: the model's, capped here to keep memory modest.
@@ -68,6 +72,15 @@ impl Default for LoadOptions {
             precision: Precision::default(),
         }
     }
+}
+
+/// What a chat asks of a reasoning model's template; each unset keeps the template's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reasoning {
+    /// `reasoning_effort`: `low`, `medium` or `high` (gpt-oss's harmony reads it).
+    pub effort: Option<String>,
+    /// `enable_thinking`: whether the model thinks before answering (Gemma 4's template).
+    pub thinking: Option<bool>,
 }
 
 /// What one call of [`Engine::generate`] should do.
@@ -213,8 +226,8 @@ pub struct Engine {
     vocabulary: Option<grammar::Vocabulary>,
     /// Lines for the user about what was loaded.
     notes: Vec<String>,
-    /// The template's `reasoning_effort` (`--reasoning-effort`), when set.
-    reasoning_effort: Option<String>,
+    /// What chats ask of a reasoning template (`--reasoning-effort`, `--thinking`).
+    reasoning: Reasoning,
 }
 
 impl Engine {
@@ -309,7 +322,7 @@ impl Engine {
             batch_size: opts.batch_size.max(1),
             name,
             notes: Vec::new(),
-            reasoning_effort: None,
+            reasoning: Reasoning::default(),
         })
     }
 
@@ -377,8 +390,30 @@ impl Engine {
         if let Some(e) = effort {
             self.check_reasoning_effort(e)?;
         }
-        self.reasoning_effort = effort.map(str::to_string);
+        self.reasoning.effort = effort.map(str::to_string);
         Ok(())
+    }
+
+    /// Passes `on` to the chat template as `enable_thinking` from now on (unset: the
+    /// template's default). A template that does not read the variable is refused.
+    pub fn set_thinking(&mut self, on: Option<bool>) -> Result<()> {
+        if on.is_some() {
+            self.check_thinking()?;
+        }
+        self.reasoning.thinking = on;
+        Ok(())
+    }
+
+    /// Refuses thinking switched for a template that does not read `enable_thinking`.
+    pub fn check_thinking(&self) -> Result<()> {
+        match self.template.takes_enable_thinking() {
+            true => Ok(()),
+            false => Err(Error::InvalidArgument(format!(
+                "{} does not read enable_thinking, so switching thinking would change nothing \
+                 (Gemma 4's template reads it)",
+                self.template.origin()
+            ))),
+        }
     }
 
     /// Refuses a reasoning effort the template cannot take (see
@@ -413,19 +448,22 @@ impl Engine {
         messages: &[Message],
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<u32>> {
-        self.chat_tokens_with(messages, tools, self.reasoning_effort.as_deref())
+        self.chat_tokens_with(messages, tools, &self.reasoning)
     }
 
-    /// [`Engine::chat_tokens_with_tools`] with this reasoning `effort` instead of the one set
-    /// (a server request's own).
+    /// [`Engine::chat_tokens_with_tools`] with these reasoning switches instead of the ones
+    /// set (a server request's own).
     pub fn chat_tokens_with(
         &self,
         messages: &[Message],
         tools: Option<&serde_json::Value>,
-        effort: Option<&str>,
+        reasoning: &Reasoning,
     ) -> Result<Vec<u32>> {
-        if let Some(e) = effort {
+        if let Some(e) = &reasoning.effort {
             self.check_reasoning_effort(e)?;
+        }
+        if reasoning.thinking.is_some() {
+            self.check_thinking()?;
         }
         let template = &self.template;
         if tools.is_some() && !template.takes_tools() {
@@ -443,7 +481,8 @@ impl Engine {
                 bos_token: bos,
                 eos_token: piece(self.tokenizer.eos_id()),
                 tools,
-                reasoning_effort: effort,
+                reasoning_effort: reasoning.effort.as_deref(),
+                enable_thinking: reasoning.thinking,
             },
         )?;
         let add_bos = bos.is_empty() || !text.starts_with(bos);
@@ -679,51 +718,12 @@ impl Engine {
         params: &GenerateParams,
         grammar: Option<grammar::Grammar>,
     ) -> Result<(Generation, Next)> {
-        let start = Instant::now();
-        if prompt.is_empty() {
-            return Err(Error::EmptyPrompt);
+        let (mut gen, mut prefill) = self.begin(seq, prompt, params, grammar)?;
+        loop {
+            if let Some(next) = self.prefill(&mut prefill, &mut gen, usize::MAX)? {
+                return Ok((gen, next));
+            }
         }
-        params
-            .sampling
-            .validate()
-            .map_err(|setting| Error::InvalidSampling {
-                setting,
-                origin: None,
-            })?;
-        let cache = self.seq_cache(seq)?;
-        // 1. Reuse the common prefix, always recomputing at least the last prompt token; the
-        //    cache may go back further than asked (a state that cannot be truncated).
-        let common = cache.shared_prefix(prompt);
-        let reused = cache.rewind(common.min(prompt.len() - 1));
-        cache.ensure_fits(prompt.len() - reused + params.min_room)?;
-        let (recurrent, max_len) = (cache.has_recurrent(), cache.max_len());
-        let sampler = sampler::Sampler::new(
-            params.sampling.clone(),
-            self.breakers_for(&params.sampling.dry)?,
-            max_len,
-        );
-        let mut gen = Generation::new(
-            start,
-            Arc::clone(&self.tokenizer),
-            prompt,
-            params.clone(),
-            sampler,
-            grammar,
-        );
-        // 2. Prefill. Greedy decoding on a fused decoder takes the argmax on the device and
-        //    reads back one id instead of the logits. Where layers keep recurrent state, the
-        //    cache is snapshotted before the last prompt token, so that the next turn (or a
-        //    regeneration) can go back to this point.
-        let on_device = self.on_device(seq, &gen);
-        let todo = &prompt[reused..];
-        let split = if recurrent { todo.len() - 1 } else { 0 };
-        if split > 0 {
-            self.feed_with(seq, &todo[..split], None)?;
-            self.seq_cache(seq)?.snapshot()?;
-        }
-        let next = self.next(seq, &todo[split..], on_device)?;
-        gen.prompt_fed(reused);
-        Ok((gen, next))
     }
 
     /// Whether sequence `seq`'s tokens come from the fused decoder's own argmax.

@@ -132,13 +132,14 @@ impl Format {
 
     /// A Lark grammar (llguidance's dialect) for one call to one of `tools` (OpenAI's list:
     /// `{"type": "function", "function": {"name", "parameters"}}`), its arguments valid
-    /// against the tool's parameter schema.
-    pub fn grammar(self, tools: &[&Value]) -> String {
+    /// against the tool's parameter schema (refused when a schema uses what Gemma 4's
+    /// syntax cannot be held to, [`super::gemma_grammar`]).
+    pub fn grammar(self, tools: &[&Value]) -> crate::Result<String> {
         let key = match self {
             Format::Llama3 => "parameters",
             Format::Hermes | Format::Mistral => "arguments",
-            Format::Harmony => return harmony_grammar(tools),
-            Format::Gemma4 => return gemma4_grammar(tools),
+            Format::Harmony => return Ok(harmony_grammar(tools)),
+            Format::Gemma4 => return super::gemma_grammar::call_grammar(&functions(tools)),
         };
         let one: Vec<Value> = tools
             .iter()
@@ -164,8 +165,10 @@ impl Format {
             Format::Mistral => ("[TOOL_CALLS][", "]"),
             Format::Llama3 | Format::Harmony | Format::Gemma4 => ("", ""),
         };
-        format!("start: \"{open}\" call \"{close}\"\ncall: %json {schema}\n")
-            .replace("start: \"\" call \"\"", "start: call")
+        Ok(
+            format!("start: \"{open}\" call \"{close}\"\ncall: %json {schema}\n")
+                .replace("start: \"\" call \"\"", "start: call"),
+        )
     }
 }
 
@@ -199,27 +202,6 @@ fn harmony_grammar(tools: &[&Value]) -> String {
         "start: {}\n{}\n",
         alternatives.join(" | "),
         rules.join("\n")
-    )
-}
-
-/// One Gemma 4 call to one of `tools`. The arguments are Gemma's own syntax, not JSON, so
-/// the grammar holds the tool's name and the syntax, not the parameter schema.
-fn gemma4_grammar(tools: &[&Value]) -> String {
-    let names: Vec<String> = functions(tools)
-        .into_iter()
-        .map(|(name, _)| json!(name).to_string())
-        .collect();
-    format!(
-        "start: \"<|tool_call>call:\" name dict \"<tool_call|>\"\n\
-         name: {}\n\
-         dict: \"{{\" (pair (\",\" pair)*)? \"}}\"\n\
-         pair: KEY \":\" value\n\
-         list: \"[\" (value (\",\" value)*)? \"]\"\n\
-         value: STRING | NUMBER | dict | list | \"true\" | \"false\" | \"null\"\n\
-         KEY: /[A-Za-z_][A-Za-z0-9_]*/\n\
-         STRING: /<\\|\"\\|>[^<]*<\\|\"\\|>/\n\
-         NUMBER: /-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?/\n",
-        names.join(" | ")
     )
 }
 
@@ -285,15 +267,21 @@ mod tests {
         );
         let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
         assert_eq!(
-            Format::Harmony.grammar(&[&tool]),
+            Format::Harmony.grammar(&[&tool]).unwrap(),
             "start: call0\ncall0: \"<|channel|>commentary to=functions.f <|constrain|>json<|message|>\" \
              %json {\"type\":\"object\"}\n"
         );
-        assert!(Format::Gemma4.grammar(&[&tool]).contains("name: \"f\"\n"));
-        let g = Format::Hermes.grammar(&[&json!({"type": "function", "function": {"name": "f"}})]);
+        assert!(Format::Gemma4
+            .grammar(&[&tool])
+            .unwrap()
+            .contains("(\"call:f\" "));
+        let g = Format::Hermes
+            .grammar(&[&json!({"type": "function", "function": {"name": "f"}})])
+            .unwrap();
         assert!(g.starts_with("start: \"<tool_call>\\n\" call"), "{g}");
         assert!(Format::Llama3
             .grammar(&[&json!({"name": "f"})])
+            .unwrap()
             .starts_with("start: call\n"));
     }
 }

@@ -157,6 +157,7 @@ pub fn template(model: &Model) -> Result<Rendered> {
                 eos_token: eos.as_deref().unwrap_or(""),
                 tools: None,
                 reasoning_effort: None,
+                enable_thinking: None,
             },
         )?),
         None => None,

@@ -1,9 +1,10 @@
 //! Anthropic's Messages API: `POST /v1/messages`, whole or streamed as Anthropic streams it
 //! (`message_start`, `content_block_start`, `ping`, `content_block_delta`…,
 //! `content_block_stop`, `message_delta`, `message_stop`), with client tools
-//! ([`super::anthropic_tools`]: `tool_use` blocks out, `tool_result` blocks in). Parameters
-//! this server does not implement (images, thinking, server tools) are refused with a 400
-//! naming them.
+//! ([`super::anthropic_tools`]: `tool_use` blocks out, `tool_result` blocks in), and a
+//! reasoning model's thought in `thinking` blocks (`thinking` switches it for templates that
+//! read `enable_thinking`). Parameters this server does not implement (images, server tools)
+//! are refused with a 400 naming them.
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use super::api_error::{ApiError, Dialect};
 use super::tool_stream::{Delta, ReplyStream};
 use super::worker::{Event, Prompt};
 use super::{request, Server};
-use crate::engine::StopReason;
+use crate::engine::{Reasoning, StopReason};
 use crate::formats::tool_calls::Format;
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,10 @@ struct Body {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    /// `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`: the chat
+    /// template's `enable_thinking` (Gemma 4's thought channel).
+    #[serde(default)]
+    thinking: Option<Value>,
     #[serde(flatten)]
     sampling: request::Sampling,
     #[serde(flatten)]
@@ -67,6 +72,29 @@ pub async fn messages(server: Server, body: Result<axum::body::Bytes, ApiError>)
         streamed(reply, events).await
     } else {
         whole(reply, events).await
+    }
+}
+
+/// `thinking`: enabled or disabled (none: the template's default). Its `budget_tokens` must be
+/// below `max_tokens`, as Anthropic requires; thought is not budgeted apart from the answer
+/// (`max_tokens` bounds both).
+fn thinking(v: Option<&Value>, max_tokens: u64) -> Result<Option<bool>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("disabled") => Ok(Some(false)),
+        Some("enabled") => match v.get("budget_tokens").and_then(Value::as_u64) {
+            Some(b) if b < max_tokens => Ok(Some(true)),
+            _ => Err(ApiError::invalid_param(
+                "thinking.budget_tokens",
+                "budget_tokens must be a whole number below max_tokens",
+            )),
+        },
+        _ => Err(ApiError::invalid_param(
+            "thinking",
+            "thinking is {\"type\": \"enabled\", \"budget_tokens\": N} or {\"type\": \"disabled\"}",
+        )),
     }
 }
 
@@ -135,13 +163,17 @@ fn parse(server: &Server, bytes: &[u8]) -> Result<Parsed, ApiError> {
     let stop = request::stops(body.stop_sequences.as_ref(), "stop_sequences")?;
     let mut params = server.params(&body.sampling, Some(body.max_tokens), stop)?;
     let format = tools.as_ref().and(server.tool_format());
-    params.render_special = format.is_some_and(Format::needs_special_tokens);
+    params.render_special = server.render_special(format);
+    let reasoning = Reasoning {
+        effort: None,
+        thinking: thinking(body.thinking.as_ref(), body.max_tokens)?,
+    };
     let params = super::worker::Params {
         generate: params,
         constraint: forced,
     };
     Ok((
-        Prompt::Chat(messages, tools.map(Value::Array), None),
+        Prompt::Chat(messages, tools.map(Value::Array), reasoning),
         params,
         body.stream,
         format,
@@ -290,7 +322,7 @@ async fn streamed(
         }}),
     )];
     // A reply that may begin with reasoning opens its first block when that comes.
-    if !matches!(split, ReplyStream::Harmony(_)) {
+    if !split.may_reason() {
         head.push(typed(blocks.start("text")));
         blocks.wrote_text = true;
     }

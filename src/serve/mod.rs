@@ -90,8 +90,9 @@ struct Inner {
     ids: AtomicU64,
     api_key: Option<String>,
     tool_format: Option<crate::formats::tool_calls::Format>,
-    /// The model writes harmony channels (gpt-oss): replies are split into them.
-    harmony: bool,
+    /// The reasoning format the model writes (gpt-oss's harmony, Gemma 4's thought
+    /// channel): replies are split into reasoning and answer.
+    reasoning: Option<crate::formats::reasoning::Format>,
 }
 
 /// Seconds since the Unix epoch.
@@ -190,13 +191,25 @@ impl Server {
         self.0.tool_format
     }
 
-    /// How a reply to a chat request is split as it streams: into harmony's channels for a
-    /// model that writes them, else into text and calls in `tools` (the request's format).
+    /// How a reply to a chat request is split as it streams: into reasoning and answer for
+    /// a model that writes a reasoning format, and into text and calls in `tools` (the
+    /// request's format).
     pub fn reply_stream(
         &self,
         tools: Option<crate::formats::tool_calls::Format>,
     ) -> tool_stream::ReplyStream {
-        tool_stream::ReplyStream::new(tools, self.0.harmony)
+        tool_stream::ReplyStream::new(tools, self.0.reasoning)
+    }
+
+    /// Whether a chat reply given tools in `tools`' format must be decoded with special
+    /// tokens rendered (its call or channel markers may be special tokens).
+    pub fn render_special(&self, tools: Option<crate::formats::tool_calls::Format>) -> bool {
+        use crate::formats::{reasoning, tool_calls};
+        tools.is_some_and(tool_calls::Format::needs_special_tokens)
+            || self
+                .0
+                .reasoning
+                .is_some_and(reasoning::Format::needs_special_tokens)
     }
 
     /// When the server started (Unix seconds).
@@ -239,7 +252,7 @@ pub fn run(
         ids: AtomicU64::new(1),
         api_key: opts.api_key.clone(),
         tool_format: crate::formats::tool_calls::detect(engine.template().source()),
-        harmony: crate::formats::harmony::detect(engine.template().source()),
+        reasoning: crate::formats::reasoning::detect(engine.template().source()),
     }));
     let engine_stop = Arc::clone(&stopping);
     let engine_thread = std::thread::Builder::new()

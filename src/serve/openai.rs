@@ -14,7 +14,7 @@ use super::tool_stream::{Delta, ReplyStream};
 use super::worker::{Event, Finished, Prompt};
 use super::{request, Server};
 use crate::engine::grammar::Constraint;
-use crate::engine::{Message, StopReason};
+use crate::engine::{Message, Reasoning, StopReason};
 use crate::formats::tool_calls::{Call, Format};
 
 /// A chat message as clients send it: `content` is a string or a list of parts.
@@ -67,6 +67,10 @@ struct Body {
     /// `reasoning_effort` (gpt-oss's harmony).
     #[serde(default)]
     reasoning_effort: Option<String>,
+    /// Variables for the chat template (vLLM's and llama-server's extension); only
+    /// `enable_thinking` (Gemma 4's thought channel) is taken.
+    #[serde(default)]
+    chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     /// llama-server's and vLLM's extension: keep generating past end-of-generation tokens.
     #[serde(default)]
     ignore_eos: bool,
@@ -162,7 +166,7 @@ async fn handle(server: Server, body: Result<axum::body::Bytes, ApiError>, kind:
         kind,
         split: match kind {
             Kind::Chat => server.reply_stream(tools),
-            Kind::Completion => ReplyStream::Plain,
+            Kind::Completion => ReplyStream::new(None, None),
         },
     };
     if stream {
@@ -252,10 +256,39 @@ pub(super) fn tool_choice(
             }
         },
     };
-    Ok((
-        Some(tools.clone()),
-        forced.map(|t| Constraint::Lark(format.grammar(&t))),
-    ))
+    let forced = match forced {
+        None => None,
+        Some(t) => {
+            Some(Constraint::Lark(format.grammar(&t).map_err(|e| {
+                ApiError::invalid_param("tools", e.to_string())
+            })?))
+        }
+    };
+    Ok((Some(tools.clone()), forced))
+}
+
+/// `chat_template_kwargs`: `enable_thinking` (a boolean) or nothing; other variables are
+/// refused by name (the template's inputs are this server's to set).
+fn enable_thinking(
+    kwargs: Option<&serde_json::Map<String, Value>>,
+) -> Result<Option<bool>, ApiError> {
+    let Some(kwargs) = kwargs else {
+        return Ok(None);
+    };
+    if let Some(k) = kwargs.keys().find(|k| *k != "enable_thinking") {
+        return Err(ApiError::invalid_param(
+            "chat_template_kwargs",
+            format!("'{k}' is not taken (only enable_thinking is)"),
+        ));
+    }
+    match kwargs.get("enable_thinking") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(on)) => Ok(Some(*on)),
+        Some(_) => Err(ApiError::invalid_param(
+            "chat_template_kwargs",
+            "enable_thinking must be true or false",
+        )),
+    }
 }
 
 /// `response_format`: `text` (none), `json_object`, or `json_schema` with its `schema`.
@@ -337,7 +370,10 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
         Kind::Chat => Prompt::Chat(
             messages,
             tools.as_ref().map(|t| Value::Array(t.clone())),
-            body.reasoning_effort.clone(),
+            Reasoning {
+                effort: body.reasoning_effort.clone(),
+                thinking: enable_thinking(body.chat_template_kwargs.as_ref())?,
+            },
         ),
         Kind::Completion => match &body.prompt {
             Some(Value::String(s)) => Prompt::Text(s.clone()),
@@ -372,7 +408,7 @@ fn parse(server: &Server, bytes: &[u8], kind: Kind) -> Result<Parsed, ApiError> 
     };
     let tool_format = tools.as_ref().and(server.tool_format());
     let mut params = params;
-    params.generate.render_special = tool_format.is_some_and(Format::needs_special_tokens);
+    params.generate.render_special = kind == Kind::Chat && server.render_special(tool_format);
     Ok((prompt, params, body.stream, include_usage, tool_format))
 }
 
@@ -486,7 +522,7 @@ async fn streamed(
     include_usage: bool,
 ) -> Response {
     let call_ids = meta.id.clone();
-    let mut split = std::mem::replace(&mut meta.split, ReplyStream::Plain);
+    let mut split = std::mem::replace(&mut meta.split, ReplyStream::new(None, None));
     // Errors found before the first token are answered with a status, not a stream.
     match events.recv().await {
         Some(Event::Started { .. }) => {}

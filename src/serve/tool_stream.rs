@@ -1,8 +1,11 @@
 //! Streamed text that may turn into tool calls: text that could be the start of a call
 //! marker is held back; once a call starts, the rest is kept and parsed at the end, so no
-//! part of a call is ever streamed as text. A harmony model's reply is split into its
-//! channels (reasoning apart from text) and calls. Both APIs' streams use it.
+//! part of a call is ever streamed as text. A reasoning model's reply is first split into its
+//! reasoning and its answer ([`crate::formats::reasoning`]; harmony's channels also carry its
+//! calls). Both APIs' streams use it.
 
+use crate::formats::harmony::Piece;
+use crate::formats::reasoning::{self, Splitter};
 use crate::formats::tool_calls::{Call, Format};
 
 /// The state of one streamed reply given tools.
@@ -58,68 +61,76 @@ impl ToolCapture {
 pub enum Delta {
     /// Reply text.
     Text(String),
-    /// Reasoning (a harmony model's analysis channel): OpenAI's `reasoning_content`,
+    /// Reasoning (harmony's analysis channel, Gemma 4's thought): OpenAI's `reasoning_content`,
     /// Anthropic's `thinking` blocks; never reply text.
     Reasoning(String),
 }
 
-/// How a reply is split as it streams: as it comes, into text and tool calls, or into
-/// harmony's channels (and calls).
-pub enum ReplyStream {
-    /// All of it is text.
-    Plain,
-    /// Text and calls in a tool-call format.
-    Tools(ToolCapture),
-    /// Harmony channels; calls are messages to functions.
-    Harmony(crate::formats::harmony::Stream),
+/// How a reply is split as it streams: into reasoning and answer (for a reasoning model),
+/// and the answer into text and tool calls (given tools).
+pub struct ReplyStream {
+    /// The reasoning splitter, for a model that writes a reasoning format.
+    reasoning: Option<Splitter>,
+    /// The tool-call capture, given tools in a format the reasoning format does not carry.
+    tools: Option<ToolCapture>,
 }
 
 impl ReplyStream {
-    /// The split for a reply in `tools`' format (none: the request gave no tools), or in
-    /// harmony when the model writes it (with or without tools).
-    pub fn new(tools: Option<Format>, harmony: bool) -> Self {
-        match (harmony, tools) {
-            (true, _) => ReplyStream::Harmony(Default::default()),
-            (false, Some(format)) => ReplyStream::Tools(ToolCapture::new(format)),
-            (false, None) => ReplyStream::Plain,
+    /// The split for a reply in `tools`' format (none: the request gave no tools), by a
+    /// model writing the `reasoning` format (with or without tools).
+    pub fn new(tools: Option<Format>, reasoning: Option<reasoning::Format>) -> Self {
+        let carried = reasoning.is_some_and(reasoning::Format::carries_calls);
+        Self {
+            reasoning: reasoning.map(Splitter::new),
+            tools: tools.filter(|_| !carried).map(ToolCapture::new),
         }
+    }
+
+    /// Whether the reply may hold reasoning (it is split by a reasoning format).
+    pub fn may_reason(&self) -> bool {
+        self.reasoning.is_some()
     }
 
     /// Adds generated text; returns what may be streamed now.
     pub fn push(&mut self, text: String) -> Vec<Delta> {
-        match self {
-            ReplyStream::Plain => vec![Delta::Text(text)],
-            ReplyStream::Tools(c) => vec![Delta::Text(c.push(&text))],
-            ReplyStream::Harmony(h) => h.push(&text).into_iter().map(delta).collect(),
-        }
-        .into_iter()
-        .filter(|d| !matches!(d, Delta::Text(t) | Delta::Reasoning(t) if t.is_empty()))
-        .collect()
+        let pieces = match self.reasoning.as_mut() {
+            Some(s) => s.push(&text),
+            None => vec![Piece::Content(text)],
+        };
+        self.answer(pieces)
     }
 
     /// At the end of the reply: what was held back, and the calls.
     pub fn finish(&mut self) -> (Vec<Delta>, Vec<Call>) {
-        let (deltas, calls) = match self {
-            ReplyStream::Plain => (Vec::new(), Vec::new()),
-            ReplyStream::Tools(c) => {
-                let (text, calls) = c.finish();
-                (vec![Delta::Text(text)], calls)
-            }
-            ReplyStream::Harmony(h) => {
-                let (pieces, calls) = h.finish();
-                (pieces.into_iter().map(delta).collect(), calls)
-            }
+        let (pieces, mut calls) = match self.reasoning.as_mut() {
+            Some(s) => s.finish(),
+            None => (Vec::new(), Vec::new()),
         };
-        let deltas = deltas
-            .into_iter()
-            .filter(|d| !matches!(d, Delta::Text(t) | Delta::Reasoning(t) if t.is_empty()))
-            .collect();
+        let mut deltas = self.answer(pieces);
+        if let Some(c) = self.tools.as_mut() {
+            let (text, more) = c.finish();
+            deltas.extend(nonempty(Delta::Text(text)));
+            calls.extend(more);
+        }
         (deltas, calls)
+    }
+
+    /// Passes the answer's pieces through the tool-call capture.
+    fn answer(&mut self, pieces: Vec<Piece>) -> Vec<Delta> {
+        pieces
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Reasoning(t) => nonempty(Delta::Reasoning(t)),
+                Piece::Content(t) => {
+                    nonempty(Delta::Text(ToolCapture::visible(self.tools.as_mut(), t)))
+                }
+            })
+            .collect()
     }
 
     /// A whole reply, split: its reasoning, its text and its calls.
     pub fn split(mut self, text: String) -> (String, String, Vec<Call>) {
-        if let ReplyStream::Tools(c) = &self {
+        if let (None, Some(c)) = (&self.reasoning, &self.tools) {
             // A whole reply is parsed at once (the format's own rule for text around calls).
             let (content, calls) = c.format.parse(&text);
             return match calls.is_empty() {
@@ -141,10 +152,11 @@ impl ReplyStream {
     }
 }
 
-fn delta(p: crate::formats::harmony::Piece) -> Delta {
-    match p {
-        crate::formats::harmony::Piece::Reasoning(t) => Delta::Reasoning(t),
-        crate::formats::harmony::Piece::Content(t) => Delta::Text(t),
+/// `d`, unless its text is empty.
+fn nonempty(d: Delta) -> Option<Delta> {
+    match &d {
+        Delta::Text(t) | Delta::Reasoning(t) if t.is_empty() => None,
+        _ => Some(d),
     }
 }
 
@@ -157,7 +169,7 @@ mod tests {
         let reply = "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant\
                      <|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>\
                      {\"city\": \"Paris\"}";
-        let mut s = ReplyStream::new(Some(Format::Harmony), true);
+        let mut s = ReplyStream::new(Some(Format::Harmony), Some(reasoning::Format::Harmony));
         let mut deltas = Vec::new();
         for chunk in reply.as_bytes().chunks(5) {
             deltas.extend(s.push(String::from_utf8_lossy(chunk).into_owned()));
@@ -173,7 +185,7 @@ mod tests {
             .collect();
         assert_eq!(reasoning, "Need the weather.");
         assert_eq!(calls[0].name, "get_weather");
-        let (reasoning, content, calls) = ReplyStream::new(None, true)
+        let (reasoning, content, calls) = ReplyStream::new(None, Some(reasoning::Format::Harmony))
             .split("<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hi!".into());
         assert_eq!(
             (reasoning.as_str(), content.as_str(), calls.len()),
@@ -183,7 +195,7 @@ mod tests {
 
     #[test]
     fn gemma4_calls_are_held_back_and_parsed() {
-        let mut s = ReplyStream::new(Some(Format::Gemma4), false);
+        let mut s = ReplyStream::new(Some(Format::Gemma4), None);
         let mut text = String::new();
         for chunk in ["Sure.", "<|tool", "_call>call:f{x:1}", "<tool_call|>"] {
             for d in s.push(chunk.to_string()) {
@@ -196,5 +208,36 @@ mod tests {
         assert_eq!(text, "Sure.");
         assert!(rest.is_empty(), "{rest:?}");
         assert_eq!(calls[0].arguments, serde_json::json!({"x": 1}));
+    }
+
+    #[test]
+    fn gemma4_thought_streams_as_reasoning_before_its_calls() {
+        let reply = "<|channel>thought\nNeed the weather.<channel|>Sure.<|tool_call>call:f{x:1}<tool_call|>";
+        let mut s = ReplyStream::new(Some(Format::Gemma4), Some(reasoning::Format::Gemma4));
+        let mut deltas = Vec::new();
+        for chunk in reply.as_bytes().chunks(3) {
+            deltas.extend(s.push(String::from_utf8_lossy(chunk).into_owned()));
+        }
+        let (rest, calls) = s.finish();
+        deltas.extend(rest);
+        let (mut reasoning, mut text) = (String::new(), String::new());
+        for d in &deltas {
+            match d {
+                Delta::Reasoning(t) => reasoning.push_str(t),
+                Delta::Text(t) => text.push_str(t),
+            }
+        }
+        assert_eq!(
+            (reasoning.as_str(), text.as_str()),
+            ("Need the weather.", "Sure.")
+        );
+        assert_eq!(calls[0].arguments, serde_json::json!({"x": 1}));
+        // Without tools, whole.
+        let (reasoning, content, calls) = ReplyStream::new(None, Some(reasoning::Format::Gemma4))
+            .split("<|channel>thought\nHm.<channel|>Hi!".into());
+        assert_eq!(
+            (reasoning.as_str(), content.as_str(), calls.len()),
+            ("Hm.", "Hi!", 0)
+        );
     }
 }

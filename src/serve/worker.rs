@@ -14,14 +14,20 @@ use tokio::sync::mpsc;
 use super::api_error::ApiError;
 use crate::engine::generation::TokenLogprob;
 use crate::engine::grammar::Constraint;
-use crate::engine::{Engine, GenerateParams, Generation, Message, Step, StopReason};
+use crate::engine::{
+    Engine, GenerateParams, Generation, Message, Prefill, Reasoning, Step, StopReason,
+};
+
+/// Prompt tokens fed per pass while other replies are under way: a long prompt is fed in
+/// chunks of this many between their decode steps, so their streams do not stall for it.
+pub const PREFILL_CHUNK: usize = 256;
 
 /// What to generate from.
 #[derive(Debug)]
 pub enum Prompt {
     /// A conversation, rendered with the model's chat template (with the tools it may call,
-    /// and the reasoning effort asked for).
-    Chat(Vec<Message>, Option<serde_json::Value>, Option<String>),
+    /// and what it asks of a reasoning template).
+    Chat(Vec<Message>, Option<serde_json::Value>, Reasoning),
     /// Raw text (the completions endpoint), BOS as the model says.
     Text(String),
 }
@@ -92,6 +98,8 @@ struct Active {
     /// The engine sequence holding its cache.
     seq: usize,
     generation: Generation,
+    /// The prompt still being fed (none: the reply is being decoded).
+    prefill: Option<Prefill>,
     /// The token to feed at the next step.
     token: u32,
     client_left: bool,
@@ -108,9 +116,11 @@ impl Active {
 }
 
 /// Runs jobs until the queue closes: admits waiting jobs while one of the engine's sequences
-/// is free (each prefills on arrival, in the sequence whose cache shares most of its
-/// prompt), then advances every job under way by one token in one batched pass. `stopping`
-/// cancels the jobs under way and fails the rest.
+/// is free (each in the sequence whose cache shares most of its prompt), advances every job
+/// being decoded by one token in one batched pass, then feeds the oldest job still being
+/// prefilled one chunk of its prompt ([`PREFILL_CHUNK`]; all of it when nothing else is
+/// under way), so a long new prompt does not freeze the other streams. `stopping` cancels
+/// the jobs under way and fails the rest.
 pub fn run(mut engine: Engine, mut jobs: mpsc::Receiver<Job>, stopping: Arc<AtomicBool>) {
     let mut served = 0u64;
     let mut active: Vec<Active> = Vec::new();
@@ -136,9 +146,21 @@ pub fn run(mut engine: Engine, mut jobs: mpsc::Receiver<Job>, stopping: Arc<Atom
                 active.push(a);
             }
         }
+        let (prefilling, decoding): (Vec<Active>, Vec<Active>) =
+            active.drain(..).partition(|a| a.prefill.is_some());
+        active = decoding;
         if !active.is_empty() {
             step(&mut engine, &mut active, &stopping);
         }
+        let chunk = match active.is_empty() {
+            true => usize::MAX,
+            false => PREFILL_CHUNK,
+        };
+        let mut prefilling = prefilling.into_iter();
+        if let Some(a) = prefilling.next() {
+            active.extend(prefill(&mut engine, a, chunk, &stopping));
+        }
+        active.extend(prefilling);
     }
 }
 
@@ -188,8 +210,8 @@ fn admit(
         None
     };
     let tokens = match &job.prompt {
-        Prompt::Chat(messages, tools, effort) => {
-            engine.chat_tokens_with(messages, tools.as_ref(), effort.as_deref())
+        Prompt::Chat(messages, tools, reasoning) => {
+            engine.chat_tokens_with(messages, tools.as_ref(), reasoning)
         }
         Prompt::Text(text) => engine.raw_tokens(text, true),
     };
@@ -227,26 +249,54 @@ fn admit(
     let _ = job.events.send(Event::Started {
         prompt_tokens: tokens.len(),
     });
-    let started = engine
-        .start(seq, &tokens, &params, grammar)
-        .and_then(|(generation, next)| Ok((generation, next, engine.room(seq)?)));
-    let (generation, next, room) = match started {
+    let (generation, prefill) = match engine.begin(seq, &tokens, &params, grammar) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("request {served} ({}): failed: {e}", job.endpoint);
-            // The sequence may hold a half-fed prompt: start it afresh next time.
-            let _ = engine.reset_sequence(seq);
             return fail(ApiError::from_engine(&e));
         }
     };
-    let mut a = Active {
+    Some(Active {
         served,
         endpoint: job.endpoint,
         events: job.events,
         seq,
         generation,
+        prefill: Some(prefill),
         token: 0,
         client_left: false,
+    })
+}
+
+/// Feeds `a` the next `chunk` tokens of its prompt; once all of it is in, samples its first
+/// token. Returns the job while it goes on (`None` when it failed, ended or its client left).
+fn prefill(
+    engine: &mut Engine,
+    mut a: Active,
+    chunk: usize,
+    stopping: &AtomicBool,
+) -> Option<Active> {
+    let mut p = a.prefill.take()?;
+    if stopping.load(Ordering::SeqCst) || a.events.is_closed() {
+        a.client_left = a.events.is_closed();
+        // The sequence holds a half-fed prompt: start it afresh next time.
+        let _ = engine.reset_sequence(a.seq);
+        finish(a, StopReason::Cancelled, stopping);
+        return None;
+    }
+    let fed = engine
+        .prefill(&mut p, &mut a.generation, chunk)
+        .and_then(|next| Ok((next, engine.room(a.seq)?)));
+    let (next, room) = match fed {
+        Ok((None, _)) => {
+            a.prefill = Some(p);
+            return Some(a);
+        }
+        Ok((Some(next), room)) => (next, room),
+        Err(e) => {
+            fail_one(engine, a, &e);
+            return None;
+        }
     };
     let step = a.generation.advance(&next, room, &mut |text| {
         deliver(&a.events, stopping, &mut a.client_left, text)

@@ -117,16 +117,20 @@ pub struct App {
     pub ctx_used: usize,
     /// Set when the user asked to leave.
     pub quit: bool,
-    /// The model writes harmony channels (gpt-oss): its replies' reasoning is kept apart
-    /// from their text and shown folded.
-    pub harmony: bool,
+    /// The reasoning format the model writes (gpt-oss's harmony channels, Gemma 4's thought
+    /// channel): its replies' reasoning is kept apart from their text and shown folded.
+    pub reasoning: Option<crate::engine::reasoning::Format>,
     /// Reasoning is shown unfolded (Ctrl+R toggles).
     pub show_reasoning: bool,
 }
 
 impl App {
     /// A fresh chat with `card`'s model.
-    pub fn new(card: ModelCard, params: GenerateParams, system: Option<String>) -> Self {
+    pub fn new(card: ModelCard, mut params: GenerateParams, system: Option<String>) -> Self {
+        let reasoning = crate::engine::reasoning::detect(&card.template);
+        // Gemma 4's channel markers may be special tokens: they must reach the splitter.
+        params.render_special |=
+            reasoning.is_some_and(crate::engine::reasoning::Format::needs_special_tokens);
         Self {
             system,
             messages: Vec::new(),
@@ -142,7 +146,7 @@ impl App {
             stats: Vec::new(),
             ctx_used: 0,
             quit: false,
-            harmony: crate::engine::harmony::detect(&card.template),
+            reasoning,
             show_reasoning: false,
             card,
         }
@@ -344,13 +348,13 @@ impl App {
         vec![Effect::Generate(conversation, self.params.clone())]
     }
 
-    /// The assistant message for a finished reply: a harmony reply's final channel, its
-    /// reasoning under `thinking` (the field harmony templates read).
+    /// The assistant message for a finished reply: a reasoning model's answer, its reasoning
+    /// under `thinking` (the field harmony templates read).
     fn reply_message(&self, text: String) -> Message {
-        if !self.harmony {
+        let Some(format) = self.reasoning else {
             return Message::new("assistant", text);
-        }
-        let parsed = crate::engine::harmony::parse(&text);
+        };
+        let parsed = crate::engine::reasoning::parse(format, &text);
         let mut m = Message::new("assistant", parsed.content);
         if !parsed.reasoning.is_empty() {
             m.extra

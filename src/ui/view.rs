@@ -163,13 +163,13 @@ fn transcript_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         let thinking = m.extra.get("thinking").and_then(|t| t.as_str());
         push_message(&m.role, &m.content, thinking.unwrap_or_default(), false);
     }
-    match &app.reply {
-        Some(r) if app.harmony => {
-            let p = crate::engine::harmony::parse(r);
+    match (&app.reply, app.reasoning) {
+        (Some(r), Some(format)) => {
+            let p = crate::engine::reasoning::parse(format, r);
             push_message("assistant", &p.content, &p.reasoning, true);
         }
-        Some(r) => push_message("assistant", r, "", true),
-        None => {}
+        (Some(r), None) => push_message("assistant", r, "", true),
+        (None, _) => {}
     }
     lines
 }

@@ -70,6 +70,7 @@ mod tests {
                 eos_token: "</s>",
                 tools: None,
                 reasoning_effort: None,
+                enable_thinking: None,
             },
         )
         .unwrap()
@@ -191,5 +192,16 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("tool"), "{err}");
         assert!(!t.takes_tools());
+        // Thinking asked for: `<|think|>` in a system turn, and the channel left to the model.
+        let thinking = RenderOptions {
+            add_generation_prompt: true,
+            enable_thinking: Some(true),
+            ..RenderOptions::default()
+        };
+        assert!(t.takes_enable_thinking());
+        assert_eq!(
+            t.render(&[Message::new("user", "Hi")], &thinking).unwrap(),
+            "<|turn>system\n<|think|>\n<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n"
+        );
     }
 }

@@ -165,6 +165,9 @@ pub struct RenderOptions<'a> {
     /// How hard the model should think (`low`, `medium`, `high`), for templates that read
     /// `reasoning_effort` (gpt-oss's harmony); unset, the template's own default holds.
     pub reasoning_effort: Option<&'a str>,
+    /// Whether the model thinks before answering, for templates that read `enable_thinking`
+    /// (Gemma 4's, Qwen3's); unset, the template's own default holds.
+    pub enable_thinking: Option<bool>,
 }
 
 /// A compiled chat template; compile once, render from any thread.
@@ -260,6 +263,11 @@ impl ChatTemplate {
         self.source.contains("reasoning_effort")
     }
 
+    /// Whether the template reads the `enable_thinking` variable (Gemma 4's does).
+    pub fn takes_enable_thinking(&self) -> bool {
+        self.source.contains("enable_thinking")
+    }
+
     /// Renders `messages` into the prompt text, as `apply_chat_template(tokenize=False)` does,
     /// within the [`Limits`] for this conversation.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, Error> {
@@ -290,6 +298,7 @@ impl ChatTemplate {
             eos_token: opts.eos_token.to_owned(),
             tools: opts.tools.cloned(),
             reasoning_effort: opts.reasoning_effort.map(str::to_owned),
+            enable_thinking: opts.enable_thinking,
             limits,
         };
         let during = format!("rendering a conversation of {} message(s)", messages.len());
@@ -417,6 +426,7 @@ struct Job {
     eos_token: String,
     tools: Option<serde_json::Value>,
     reasoning_effort: Option<String>,
+    enable_thinking: Option<bool>,
     limits: Limits,
 }
 
@@ -433,6 +443,10 @@ impl Job {
         // Unset, the variable stays undefined: templates test `is not defined` for their default.
         let ctx = match &self.reasoning_effort {
             Some(effort) => context! { reasoning_effort => effort, ..ctx },
+            None => ctx,
+        };
+        let ctx = match self.enable_thinking {
+            Some(on) => context! { enable_thinking => on, ..ctx },
             None => ctx,
         };
         // Fuel is a setting of the environment; a clone shares the compiled template.

@@ -161,6 +161,7 @@ fn render(source: &str, messages: &[Message], add_generation_prompt: bool) -> St
         eos_token: "</s>",
         tools: None,
         reasoning_effort: None,
+        enable_thinking: None,
     };
     let template = ChatTemplate::with_clock(source, Origin::Unnamed, fixed_clock).unwrap();
     template.render(messages, &opts).unwrap()
@@ -378,6 +379,7 @@ const OPTS: RenderOptions = RenderOptions {
     eos_token: "</s>",
     tools: None,
     reasoning_effort: None,
+    enable_thinking: None,
 };
 
 #[test]
