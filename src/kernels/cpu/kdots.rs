@@ -354,6 +354,13 @@ fn products(
     out: &mut [f32],
 ) {
     let xqs: Vec<_> = x.chunks_exact(k).map(quantize).collect();
+    #[cfg(target_arch = "x86_64")]
+    if simd && super::gemv::kernel() == super::gemv::Kernel::Avx512Vnni {
+        // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; the
+        // caller checked the sizes.
+        unsafe { super::kquads::products(q6, (weights, row_bytes), n, &xqs, out) };
+        return;
+    }
     // Activations in groups of up to four, each weight row read once per group.
     for (g, group) in xqs.chunks(4).enumerate() {
         super::gemv::par_row_groups(n, out, 4 * g, group.len(), |i, vals| {

@@ -1,6 +1,6 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
 //! [`gemv`] and the per-type files, MXFP4 in [`mxfp4`], FP8 in [`fp8`], batches in
-//! [`gemm_q8`], k-quants in [`kquants`] and [`kdots`]), few-query attention in llama.cpp's
+//! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query attention in llama.cpp's
 //! numerics ([`attn_few`], [`attn_f16`]), the gated activation ([`gated`]), RoPE's rotation
 //! ([`rope`]), borrowing tensor data ([`host`]) and the thread pool they all run on
 //! ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
@@ -14,6 +14,8 @@ pub mod gemm_q8;
 pub mod gemv;
 pub mod host;
 pub mod kdots;
+#[cfg(target_arch = "x86_64")]
+pub mod kquads;
 pub mod kquants;
 pub mod mxfp4;
 pub mod pool;

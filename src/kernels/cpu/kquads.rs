@@ -1,0 +1,345 @@
+//! Q4_K single-token products (each activation row against every weight row) on CPUs with
+//! AVX-512 VNNI, four weight rows at a time, in the numerics of [`super::kdots`] (bit for bit).
+//!
+//! The single-row AVX2 dot spends more instructions on each super-block's bookkeeping
+//! (unpacking twelve bytes of scales, broadcasting them, two horizontal sums, two scalar
+//! multiply-adds) than on its products. Four rows share all of that: their 16-byte headers
+//! (`d`, `dmin`, scales) are loaded into one register and unpacked together with ggml's word
+//! masks; each row's scales reach its products through byte shuffles as i16 lanes for
+//! `vpdpwssd`; the four rows' integer sums are transposed and added in one tree; and one
+//! eight-lane multiply-add advances all four rows' two float chains (`acc += isum · d·d8`,
+//! `accm += imin · dmin·d8`), each lane the scalar step of the portable form.
+
+use std::arch::x86_64::*;
+
+use super::kdots::{Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
+
+/// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16), as i16, per
+/// super-block: what the minimums multiply.
+pub(crate) fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
+    x.bsums
+        .chunks_exact(16)
+        .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
+        .collect()
+}
+
+/// `vpshufb` indices that spread scale bytes `a` (first 256 bits) and `b` (last 256 bits) of
+/// each 128-bit lane into i16 lanes.
+fn spread(a: i8, b: i8) -> [i8; 64] {
+    std::array::from_fn(|i| match (i % 2, i < 32) {
+        (1, _) => -128,
+        (_, true) => a,
+        _ => b,
+    })
+}
+
+/// Row `R`'s 128-bit lane of `v` in all four lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn lane<const R: i32>(v: __m512i) -> __m512i {
+    _mm512_shuffle_i32x4::<R>(v, v)
+}
+
+/// The products of the Q4_K rows at `rows` (each `supers` super-blocks) with `x`, whose
+/// [`sub_block_sums`] are `sums`.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; each row pointer addresses
+/// `supers · 144` readable bytes; `x` and `sums` cover `supers` super-blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q4k_quad(
+    (rows, ahead): ([*const u8; 4], usize),
+    supers: usize,
+    x: &Q8K,
+    sums: &[[i16; 8]],
+) -> [f32; 4] {
+    let low = _mm512_set1_epi8(0x0F);
+    // ggml's word masks over the twelve scale bytes (dwords 1..4 of each row's header):
+    // scales 0..8 into bytes 0..8, minimums into bytes 8..16.
+    let (k1, k2, k3) = (0x3F3F3F3F, 0x0F0F0F0F, 0x30303030);
+    let low_masks = _mm512_set_epi32(
+        k2, k1, k2, k1, k2, k1, k2, k1, k2, k1, k2, k1, k2, k1, k2, k1,
+    );
+    let high_masks = _mm512_set_epi32(k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0);
+    let shifts = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0);
+    let load = |v: [i8; 64]| _mm512_loadu_si512(v.as_ptr() as *const _);
+    let (s02, s13, s46, s57) = (
+        load(spread(0, 2)),
+        load(spread(1, 3)),
+        load(spread(4, 6)),
+        load(spread(5, 7)),
+    );
+    let mins16: [i8; 64] = std::array::from_fn(|i| match i % 16 {
+        b if b % 2 == 0 => 8 + (b / 2) as i8,
+        _ => -128,
+    });
+    let mins16 = load(mins16);
+    let firsts = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
+    let mut acc = _mm256_setzero_ps();
+    for (b, block_sums) in sums.iter().enumerate().take(supers) {
+        let blk = rows.map(|r| r.add(b * Q4K_BYTES));
+        // The next quad's bytes, in order: a quarter of a row's share per super-block.
+        let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
+        for line in 0..9 {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
+        }
+        let head = |r: usize| _mm_loadu_si128(blk[r] as *const __m128i);
+        let h = _mm512_inserti32x4::<3>(
+            _mm512_inserti32x4::<2>(
+                _mm512_inserti32x4::<1>(_mm512_castsi128_si512(head(0)), head(1)),
+                head(2),
+            ),
+            head(3),
+        );
+        // Per row: [u0 & k1, (u2 & k2) | ((u0 >> 6) & 3) << 4, u1 & k1,
+        //           ((u2 >> 4) & k2) | ((u1 >> 6) & 3) << 4], u0..u2 its scale words.
+        let words = _mm512_srlv_epi32(_mm512_shuffle_epi32::<0b11_10_11_01>(h), shifts);
+        let highs = _mm512_srli_epi32::<2>(_mm512_shuffle_epi32::<0b10_00_01_00>(h));
+        let unpacked = _mm512_or_si512(
+            _mm512_and_si512(words, low_masks),
+            _mm512_and_si512(highs, high_masks),
+        );
+        // Minimums times the activations' sums per 32: four i32 per row, in the row's lane.
+        let block_sums = _mm512_broadcast_i32x4(_mm_loadu_si128(block_sums.as_ptr() as *const _));
+        let mins = _mm512_madd_epi16(_mm512_shuffle_epi8(unpacked, mins16), block_sums);
+        let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
+        let (x01, x23) = (_mm512_loadu_si512(xq), _mm512_loadu_si512(xq.add(1)));
+        let (x45, x67) = (_mm512_loadu_si512(xq.add(2)), _mm512_loadu_si512(xq.add(3)));
+        // Sub-blocks (0, 2), (1, 3), (4, 6), (5, 7): the low and high nibbles of 64 bytes.
+        let xs = [
+            _mm512_shuffle_i64x2::<0x44>(x01, x23),
+            _mm512_shuffle_i64x2::<0xEE>(x01, x23),
+            _mm512_shuffle_i64x2::<0x44>(x45, x67),
+            _mm512_shuffle_i64x2::<0xEE>(x45, x67),
+        ];
+        let scales = [
+            lane::<0x00>(unpacked),
+            lane::<0x55>(unpacked),
+            lane::<0xAA>(unpacked),
+            lane::<0xFF>(unpacked),
+        ];
+        let mut isum = [_mm512_setzero_si512(); 4];
+        for r in 0..4 {
+            let qs = blk[r].add(16) as *const __m512i;
+            let (q0, q1) = (_mm512_loadu_si512(qs), _mm512_loadu_si512(qs.add(1)));
+            let nibbles = [
+                _mm512_and_si512(q0, low),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q0), low),
+                _mm512_and_si512(q1, low),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low),
+            ];
+            let sc = scales[r];
+            let spreads = [s02, s13, s46, s57];
+            for i in 0..4 {
+                // Pairs of nibble × i8 products fit i16; `vpdpwssd` weights them by the
+                // sub-block's scale into the row's i32 lanes.
+                let pairs = _mm512_maddubs_epi16(nibbles[i], xs[i]);
+                let s = _mm512_shuffle_epi8(sc, spreads[i]);
+                isum[r] = _mm512_dpwssd_epi32(isum[r], pairs, s);
+            }
+        }
+        // Transpose-and-add: per 128-bit lane [Σ row 0, Σ row 1, Σ row 2, Σ row 3], then the
+        // four lanes added.
+        let pair =
+            |a, b| _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        let (s01, s23) = (pair(isum[0], isum[1]), pair(isum[2], isum[3]));
+        let t = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(s01, s23),
+            _mm512_unpackhi_epi64(s01, s23),
+        );
+        let t = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
+        let isums = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+        // Each row's minimum sum: its lane's four i32 added, then the lanes' first elements.
+        let m = _mm512_add_epi32(mins, _mm512_shuffle_epi32::<0b01_00_11_10>(mins));
+        let m = _mm512_add_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
+        let imins = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, m));
+        let ints = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(isums), imins);
+        // d and dmin of the four rows, [d0..d3, dmin0..dmin3], times the activations' scale.
+        let halves = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, h));
+        let scale = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), chains);
+        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(x.d[b]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc);
+    }
+    let mut all = [0f32; 8];
+    _mm256_storeu_ps(all.as_mut_ptr(), acc);
+    std::array::from_fn(|r| all[r] - all[4 + r])
+}
+
+/// The activations' sums per 16 as i16, per super-block (Q6_K's offset multiplies them).
+pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
+    x.bsums
+        .chunks_exact(16)
+        .map(|s| std::array::from_fn(|j| s[j] as i16))
+        .collect()
+}
+
+/// The products of the Q6_K rows at `rows` (each `supers` super-blocks) with `x`, whose
+/// [`sums_per_16`] are `sums`, bytes `ahead` of the rows prefetched as in [`q4k_quad`].
+///
+/// Per row and super-block the eight i32 lanes of ggml's AVX2 form (lane `l`: elements
+/// `4l..4l+4` of every run of 32, each run's product weighted by its scale per 16, less
+/// `32 · (bsum₂ₗ·scale₂ₗ + bsum₂ₗ₊₁·scale₂ₗ₊₁)`): two runs per register, whose halves are
+/// added at the end, then `d·d8` fused into the row's eight-lane chain.
+///
+/// # Safety
+/// As [`q4k_quad`], with rows of `supers · 210` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q6k_quad(
+    (rows, ahead): ([*const u8; 4], usize),
+    supers: usize,
+    x: &Q8K,
+    sums: &[[i16; 16]],
+) -> [f32; 4] {
+    let (low, two) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    // Bits 2·idx of each high byte feed run idx: runs 0 and 1 (low nibbles), 2 and 3 (high).
+    let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
+    let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
+    // Run pair p's scales: i16 lane i takes scale 4p + i/8.
+    let spread: [__m512i; 4] = std::array::from_fn(|p| {
+        let idx: [i16; 32] = std::array::from_fn(|i| (4 * p + i / 8) as i16);
+        _mm512_loadu_si512(idx.as_ptr() as *const _)
+    });
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, block_sums) in sums.iter().enumerate().take(supers) {
+        let blk = rows.map(|r| r.add(b * Q6K_BYTES));
+        let next = rows[0].wrapping_add(ahead + b * 4 * Q6K_BYTES);
+        for line in 0..14 {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
+        }
+        let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
+        let xs = [0, 1, 2, 3].map(|i| _mm512_loadu_si512(xq.add(i)));
+        let bsums = _mm256_loadu_si256(block_sums.as_ptr() as *const __m256i);
+        for r in 0..4 {
+            let p = blk[r];
+            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+            let wide = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(scales), scales);
+            let mut isum = _mm512_setzero_si512();
+            for h in 0..2 {
+                let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                let qh = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), qh);
+                let high = |shift| {
+                    _mm512_and_si512(_mm512_slli_epi16::<4>(_mm512_srlv_epi16(qh, shift)), two)
+                };
+                let runs = [
+                    _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_lo)),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low),
+                        high(shift_hi),
+                    ),
+                ];
+                for (i, w) in runs.into_iter().enumerate() {
+                    let pair = 2 * h + i;
+                    let s = _mm512_permutexvar_epi16(spread[pair], wide);
+                    let products = _mm512_maddubs_epi16(w, xs[pair]);
+                    isum = _mm512_dpwssd_epi32(isum, products, s);
+                }
+            }
+            let lanes = _mm256_add_epi32(
+                _mm512_castsi512_si256(isum),
+                _mm512_extracti64x4_epi64::<1>(isum),
+            );
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales));
+            let lanes = _mm256_sub_epi32(lanes, offset);
+            let bits = (p.add(208) as *const u16).read_unaligned() as i32;
+            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+            let d = _mm256_set1_ps(x.d[b] * dw);
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    acc.map(|a| super::gemv::hsum(a))
+}
+
+/// `out[j·n + i]` = row `i` of `weights` (`n` Q4_K rows, or Q6_K with `q6`, of `row_bytes`)
+/// · `xs[j]`, four rows at a time over the CPU pool (a last, partial quad repeats its last
+/// row).
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `weights` holds `n` rows of
+/// `row_bytes` (a whole number of super-blocks), each `xs[j]` that many super-blocks, and
+/// `out` `xs.len() · n` values.
+pub(crate) unsafe fn products(
+    q6: bool,
+    (weights, row_bytes): (&[u8], usize),
+    n: usize,
+    xs: &[Q8K],
+    out: &mut [f32],
+) {
+    let sums4: Vec<_> = xs.iter().map(sub_block_sums).collect();
+    let sums6: Vec<_> = xs.iter().map(sums_per_16).collect();
+    let supers = row_bytes / if q6 { Q6K_BYTES } else { Q4K_BYTES };
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n.div_ceil(4), |quads| {
+        for q in quads {
+            let r0 = 4 * q;
+            let rows = std::array::from_fn(|i| weights[(r0 + i).min(n - 1) * row_bytes..].as_ptr());
+            for (j, x) in xs.iter().enumerate() {
+                // SAFETY: as the caller promised; each quad writes only its own rows' entries
+                // of `out`, which outlives the call.
+                let v = unsafe {
+                    match q6 {
+                        true => q6k_quad((rows, 4 * row_bytes), supers, x, &sums6[j]),
+                        false => q4k_quad((rows, 4 * row_bytes), supers, x, &sums4[j]),
+                    }
+                };
+                for (i, &v) in v.iter().enumerate().take(n - r0) {
+                    unsafe { *(out_addr as *mut f32).add(j * n + r0 + i) = v };
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::gemv::{kernel, test_values, Kernel};
+    use crate::kernels::cpu::kdots;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn four_rows_at_once_equal_the_portable_dots_bit_for_bit() {
+        if kernel() != Kernel::Avx512Vnni {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let (n, k) = (6, 1024);
+        let w = Tensor::from_vec(test_values(n * k, 51), (n, k), &Device::Cpu).unwrap();
+        for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let data = q.data().unwrap();
+            let row_bytes = data.len() / n;
+            let row = |i: usize| data[i * row_bytes..].as_ptr();
+            for seed in [52, 53] {
+                let x = kdots::quantize(&test_values(k, seed));
+                // Rows in every slot, one repeated as a partial quad repeats its rows.
+                for rows in [[0, 1, 2, 3], [5, 4, 3, 2], [4, 5, 5, 5]] {
+                    // SAFETY: the CPU has AVX-512 VNNI (checked above); every row holds k
+                    // values.
+                    let got = unsafe {
+                        match q6 {
+                            true => q6k_quad((rows.map(row), 0), k / QK_K, &x, &sums_per_16(&x)),
+                            false => {
+                                q4k_quad((rows.map(row), 0), k / QK_K, &x, &sub_block_sums(&x))
+                            }
+                        }
+                    };
+                    for (g, &r) in got.iter().zip(&rows) {
+                        let bytes = &data[r * row_bytes..(r + 1) * row_bytes];
+                        let want = match q6 {
+                            true => kdots::q6k_dot(bytes, &x),
+                            false => kdots::q4k_dot(bytes, &x),
+                        };
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{dtype:?} row {r}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
