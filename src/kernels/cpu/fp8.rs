@@ -20,11 +20,11 @@ use super::gemv::Kernel;
 use crate::formats::fp8::{e4m3_to_f32, Fp8, TWO_TO_120};
 
 /// Lanes of the running sums.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// The sixteen lanes folded to eight and summed in the order of [`super::gemv::hsum`].
 #[inline(always)]
-fn fold16(a: [f32; LANES]) -> f32 {
+pub(super) fn fold16(a: [f32; LANES]) -> f32 {
     let s: [f32; 8] = std::array::from_fn(|l| a[l] + a[l + 8]);
     ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
 }
