@@ -33,6 +33,10 @@ use crate::formats::mxfp4::{e8m0_half, BLOCK, BLOCK_BYTES, VALUES};
 /// The largest quantized activation.
 const QMAX: f32 = 32767.0;
 
+/// Activation values from which a product quantizes its inputs on the pool: about 20 µs of
+/// work on one thread.
+const PARALLEL_QUANTIZE: usize = 1 << 16;
+
 /// [`e8m0_half`] of every exponent byte, looked up per block.
 static HALF_SCALES: [f32; 256] = {
     let mut t = [0f32; 256];
@@ -51,30 +55,85 @@ pub(crate) struct Q16 {
 }
 
 /// Quantizes `x` (a multiple of 32 long): per block `q = round(x · 32767 / max|x|)` (ties to
-/// even), `d = max|x| / 32767`. A NaN in a block makes its `d` NaN, so it reaches the
-/// products as it would in f32.
-pub(crate) fn quantize(x: &[f32]) -> Q16 {
+/// even), `d = max|x| / 32767`. A block holding a NaN or an infinity gets zeros and a NaN
+/// `d`, so its products are NaN. With `simd` (only where the CPU has AVX2, FMA and F16C) the
+/// AVX2 form runs, with the same results.
+pub(crate) fn quantize(x: &[f32], simd: bool) -> Q16 {
     let mut q = Q16 {
         qs: vec![0; x.len()],
         d: Vec::with_capacity(x.len() / BLOCK),
     };
     for (block, out) in x.chunks_exact(BLOCK).zip(q.qs.chunks_exact_mut(BLOCK)) {
-        // A NaN, once taken, stays: nothing compares greater.
-        let amax = block.iter().fold(0f32, |m, v| {
-            if v.abs() > m || v.is_nan() {
-                v.abs()
-            } else {
-                m
-            }
-        });
-        let id = if amax > 0.0 { QMAX / amax } else { 0.0 };
-        for (o, v) in out.iter_mut().zip(block) {
-            // |v · id| ≤ 32767·(1 + 2^-23) rounds within i16, and `nearest_int` holds there.
-            *o = nearest_int(v * id) as i16;
-        }
-        q.d.push(amax / QMAX);
+        #[cfg(target_arch = "x86_64")]
+        let d = if simd {
+            // SAFETY: the caller asks for SIMD only where the CPU has AVX2, FMA and F16C.
+            unsafe { quantize_block_avx2(block, out) }
+        } else {
+            quantize_block(block, out)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let d = {
+            let _ = simd;
+            quantize_block(block, out)
+        };
+        q.d.push(d);
     }
     q
+}
+
+/// One block of [`quantize`]: the values into `out`; the scale.
+fn quantize_block(block: &[f32], out: &mut [i16]) -> f32 {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if !amax.is_finite() || block.iter().any(|v| v.is_nan()) {
+        out.fill(0);
+        return f32::NAN;
+    }
+    let id = if amax > 0.0 { QMAX / amax } else { 0.0 };
+    for (o, v) in out.iter_mut().zip(block) {
+        // |v · id| ≤ 32767·(1 + 2^-23) rounds within i16, and `nearest_int` holds there.
+        *o = nearest_int(v * id) as i16;
+    }
+    amax / QMAX
+}
+
+/// [`quantize_block`] in AVX2, with the same results (the conversion rounds to nearest even,
+/// as `nearest_int` does).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_avx2(block: &[f32], out: &mut [i16]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() == BLOCK && out.len() == BLOCK);
+    let p = block.as_ptr();
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let (mut m, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for x in v {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, x));
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps::<1>(m4, m4)));
+    if !amax.is_finite() || _mm256_movemask_ps(nan) != 0 {
+        out.fill(0);
+        return f32::NAN;
+    }
+    let id = _mm256_set1_ps(if amax > 0.0 { QMAX / amax } else { 0.0 });
+    let mut r = [_mm256_setzero_si256(); 4];
+    for (r, x) in r.iter_mut().zip(v) {
+        *r = _mm256_cvtps_epi32(_mm256_mul_ps(x, id));
+    }
+    // The packs interleave 128-bit lanes; the permutes restore element order.
+    let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(r[0], r[1]));
+    let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, lo);
+    _mm256_storeu_si256(out.as_mut_ptr().add(16) as *mut __m256i, hi);
+    amax / QMAX
 }
 
 /// The integer value of element `j` of a block (low nibbles hold 0..16, high ones 16..32).
@@ -293,7 +352,29 @@ pub fn matmul(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], ke
             && out.len() == m * n
             && weights.len() >= n * row_bytes
     );
-    let xs: Vec<Q16> = (0..m).map(|j| quantize(&x[j * k..(j + 1) * k])).collect();
+    // Each input quantized once; on the pool when there are many (a prompt's), where the
+    // work outweighs a second hand-out to the pool's threads.
+    let simd = kernel != Kernel::Scalar;
+    let mut xs: Vec<Q16> = (0..m)
+        .map(|_| Q16 {
+            qs: Vec::new(),
+            d: Vec::new(),
+        })
+        .collect();
+    let xs_addr = xs.as_mut_ptr() as usize;
+    let quantize_all = |inputs: std::ops::Range<usize>| {
+        for j in inputs {
+            let q = quantize(&x[j * k..(j + 1) * k], simd);
+            // SAFETY: each input index is handed to one thread, which alone writes its entry
+            // of `xs` (`j < m`), and `xs` outlives the call.
+            unsafe { *(xs_addr as *mut Q16).add(j) = q };
+        }
+    };
+    if m * k >= PARALLEL_QUANTIZE {
+        super::pool::Pool::global().run(m, quantize_all);
+    } else {
+        quantize_all(0..m);
+    }
     let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
     let out_addr = out.as_mut_ptr() as usize;
     super::pool::Pool::global().run(n.div_ceil(2), |pairs| {
@@ -323,7 +404,7 @@ mod tests {
     fn exact(w: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<(f64, f64)> {
         let mut dense = vec![0f32; n * k];
         mxfp4::dequantize(w, &mut dense);
-        let q = quantize(x);
+        let q = quantize(x, false);
         dense
             .chunks_exact(k)
             .map(|r| {
@@ -343,7 +424,7 @@ mod tests {
     fn with_quantized_x(w: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<(f64, f64)> {
         let mut dense = vec![0f32; n * k];
         mxfp4::dequantize(w, &mut dense);
-        let q = quantize(x);
+        let q = quantize(x, false);
         dense
             .chunks_exact(k)
             .map(|r| {
@@ -383,7 +464,7 @@ mod tests {
         for v in &mut x[96..128] {
             *v = 0.0;
         }
-        let q = quantize(&x);
+        let q = quantize(&x, false);
         for (i, v) in x.iter().enumerate() {
             let d = q.d[i / BLOCK];
             let back = q.qs[i] as f32 * d;
@@ -395,8 +476,29 @@ mod tests {
         // The largest of a block maps to ±32767; a block of zeros to zeros.
         assert_eq!(q.qs[40], 32767);
         assert!(q.qs[96..128].iter().all(|&v| v == 0) && q.d[3] == 0.0);
-        let nan = quantize(&[f32::NAN; 32]);
-        assert!(nan.d[0].is_nan());
+        let mut bad = [1f32; 64];
+        (bad[3], bad[40]) = (f32::NAN, f32::INFINITY);
+        let bad = quantize(&bad, false);
+        assert!(bad.d.iter().all(|d| d.is_nan()) && bad.qs.iter().all(|&v| v == 0));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_quantization_equals_the_portable_one() {
+        if kernel() == Kernel::Scalar {
+            return;
+        }
+        let mut x = test_values(32 * 8, 9);
+        // Ties after scaling (a block whose largest is 32767 scales by 1), a block of zeros,
+        // a NaN, an infinity, a negative largest value.
+        x[..4].copy_from_slice(&[32767.0, 0.5, 1.5, -2.5]);
+        x[32..64].fill(0.0);
+        (x[70], x[100], x[130]) = (f32::NAN, f32::NEG_INFINITY, -7.0);
+        let (a, b) = (quantize(&x, false), quantize(&x, true));
+        assert_eq!(a.qs, b.qs);
+        let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.d), bits(&b.d));
+        assert_eq!(a.qs[..4], [32767, 0, 2, -2]);
     }
 
     #[test]
