@@ -8,7 +8,8 @@
 //! this type, and on gpt-oss's experts that moved the logits of the tiny reference model by
 //! several percent, where the reference (transformers on the dequantized weights) holds us
 //! to half a percent. Sixteen bits move each activation by at most `max|x| / 65534` (2^-16
-//! of the block's largest), far below that bound, and cost the integer kernel no more than
+//! of the block's largest), far below that bound (the oracle's `gpt-oss-mxfp4` case: worst
+//! relative RMS error 1.80e-4, against 1.79e-4 with f32 activations), and cost no more than
 //! eight would: the weights' values are looked up with one byte shuffle of the 16 codes,
 //! widened to i16 and multiplied in one `madd` per 32 values, where f32 activations took a
 //! conversion and a multiply-add per 8 (about 15 vector operations per block, against 8).
@@ -19,12 +20,13 @@
 //! bit: per block, lane `l` of sixteen holds the exact `v[2l]·q[2l] + v[2l+1]·q[2l+1]` (at
 //! most 2·12·32767, exact in f32), fused into the lane's running sum as `lane · s + sum`
 //! with `s = 2^(e - 128) · d` rounded once; the lanes are then folded to eight (`s[l] +
-//! s[l + 8]`) and added as `hsum_float_8` does ([`super::fp8::fold16`]). The AVX-512 kernel
+//! s[l + 8]`) and added as `hsum_float_8` does (`fp8::fold16`). The AVX-512 kernel
 //! holds the sixteen lanes in one register, the AVX2 one in two (elements 0..16, 16..32),
 //! the portable one in an array. Rows go in pairs over the CPU pool (two independent chains
-//! per input); each activation row is quantized once per product and every input runs
-//! against the pair while its rows are in cache, up to four inputs per pass over the pair's
-//! blocks (two with AVX2), so a block's codes are decoded once for all of them.
+//! per input); each activation row is quantized once per product (the quantization's AVX2
+//! form gives the portable one's integers and scales), and every input runs against the pair
+//! while its rows are in cache, up to four inputs per pass over the pair's blocks (two with
+//! AVX2), so a block's codes are decoded once for all of them.
 
 use super::fp8::{fold16, LANES};
 use super::gemv::{nearest_int, Kernel};
