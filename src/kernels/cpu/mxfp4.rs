@@ -224,6 +224,7 @@ mod x86 {
                     _mm256_loadu_si256(xp as *const __m256i),
                     _mm256_loadu_si256(xp.add(16) as *const __m256i),
                 ];
+                // In bounds: `blocks` checked that every input has `nb` scales.
                 let dx = *x.d.get_unchecked(b);
                 for r in 0..2 {
                     let s = _mm256_set1_ps(sw[r] * dx);
@@ -269,6 +270,7 @@ mod x86 {
             for j in 0..M {
                 let x = &xs[j];
                 let xv = _mm512_loadu_si512(x.qs.as_ptr().add(b * BLOCK) as *const _);
+                // In bounds: `blocks` checked that every input has `nb` scales.
                 let dx = *x.d.get_unchecked(b);
                 for r in 0..2 {
                     let lanes = _mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], xv));
