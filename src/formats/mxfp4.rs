@@ -34,7 +34,7 @@ pub const VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8
 
 /// `2^(e - 128)`, half the e8m0 scale `2^(e - 127)`, exactly as ggml's
 /// `ggml_e8m0_to_fp32_half` builds it (subnormal for `e` < 2).
-pub fn e8m0_half(e: u8) -> f32 {
+pub const fn e8m0_half(e: u8) -> f32 {
     let bits = if e < 2 {
         0x0020_0000u32 << e
     } else {

@@ -1,15 +1,22 @@
 //! Products of FP8 block-scaled weights ([`crate::formats::fp8`]) with f32 activations on the
 //! CPU, reading the weights' bytes in place (1 byte per weight; no dequantized copy).
 //!
-//! The activations stay f32, as for MXFP4 ([`super::mxfp4`]): the reference is transformers
-//! on the dequantized weights. A byte becomes an f32 by bit arithmetic
-//! ([`crate::formats::fp8::e4m3_to_f32`]: its fields moved into an f32's, times `2^120`), the
-//! same few integer operations in every kernel.
+//! The activations stay f32: the reference is transformers on the dequantized weights, and
+//! E4M3 values are not a small integer grid as MXFP4's are ([`super::mxfp4`] multiplies
+//! integers), so an integer product would round the weights. What is cheap instead is the
+//! decoding: a byte sign-extended to 16 bits, shifted left by 7 and with bit 14 cleared is
+//! the f16 whose value is the byte's E4M3 value times `2^-8` (the exponent and mantissa
+//! fields land in f16's, and the biases differ by 8; subnormals map to subnormals), which
+//! F16C converts to f32 sixteen at a time: three integer operations and one conversion per
+//! 16 weights, against ten operations for building the f32's fields. The `2^-8` is given
+//! back through the block's scale, times 256: powers of two scale exactly, so the products
+//! are those of the exact weights.
 //!
 //! Every kernel computes in one order, so all agree bit for bit: per block of the row (the
-//! scale's columns; the last may be partial), lane `l` of sixteen holds `Σ w[t] · x[t]` over
-//! the block's elements `t ≡ l (mod 16)` as a chain of fused multiply-adds from +0, which is
-//! fused into the lane's running sum as `scale · partial + sum`; the sixteen lanes are then
+//! scale's columns; the last may be partial), lane `l` of sixteen holds `Σ w[t] · x[t]` (`w`
+//! the weight's value times `2^-8`) over the block's elements `t ≡ l (mod 16)` as a chain of
+//! fused multiply-adds from +0, which is fused into the lane's running sum as `(256 · scale)
+//! · partial + sum`; the sixteen lanes are then
 //! folded to eight (`s[l] + s[l + 8]`) and added as `((s0 + s4) + (s2 + s6)) + ((s1 + s5) +
 //! (s3 + s7))`. The AVX2 kernel holds the sixteen lanes in two registers, the AVX-512 one in
 //! one, the portable one in an array; a block's ragged end is padded with zero weights and
@@ -17,14 +24,18 @@
 //! over the CPU pool; a batch of inputs runs every input against a row while it is in cache.
 
 use super::gemv::Kernel;
-use crate::formats::fp8::{e4m3_to_f32, Fp8, TWO_TO_120};
+use crate::formats::fp8::{e4m3_to_f32, Fp8};
+
+/// `2^-8`: the factor the f16 decoding leaves in every weight (f16's exponent bias, 15,
+/// less E4M3's, 7).
+const TWO_TO_MINUS_8: f32 = 1.0 / 256.0;
 
 /// Lanes of the running sums.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// The sixteen lanes folded to eight and summed in the order of [`super::gemv::hsum`].
 #[inline(always)]
-fn fold16(a: [f32; LANES]) -> f32 {
+pub(super) fn fold16(a: [f32; LANES]) -> f32 {
     let s: [f32; 8] = std::array::from_fn(|l| a[l] + a[l + 8]);
     ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
 }
@@ -35,10 +46,10 @@ fn dot_portable(row: &[u8], scales: &[f32], width: usize, x: &[f32]) -> f32 {
     for ((wb, xb), &s) in row.chunks(width).zip(x.chunks(width)).zip(scales) {
         let mut p = [0f32; LANES];
         for (t, (&w, &xv)) in wb.iter().zip(xb).enumerate() {
-            p[t % LANES] = e4m3_to_f32(w).mul_add(xv, p[t % LANES]);
+            p[t % LANES] = (e4m3_to_f32(w) * TWO_TO_MINUS_8).mul_add(xv, p[t % LANES]);
         }
         for (a, p) in acc.iter_mut().zip(p) {
-            *a = s.mul_add(p, *a);
+            *a = (s * 256.0).mul_add(p, *a);
         }
     }
     fold16(acc)
@@ -54,18 +65,14 @@ fn padded(w: &[u8], x: &[f32]) -> ([u8; LANES], [f32; LANES]) {
     (wb, xb)
 }
 
-/// Eight bytes (as 32-bit integers) to their E4M3 values.
+/// Sixteen bytes to the f16 bits of their E4M3 values times `2^-8` (see the module doc).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode8(v: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256 {
+unsafe fn decode16(q: std::arch::x86_64::__m128i) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
-    let mag = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20);
-    _mm256_mul_ps(
-        _mm256_castsi256_ps(_mm256_or_si256(sign, mag)),
-        _mm256_set1_ps(TWO_TO_120),
-    )
+    let shifted = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(q));
+    _mm256_and_si256(shifted, _mm256_set1_epi16(0xBFFF_u16 as i16))
 }
 
 /// Sixteen elements into the two eight-lane partials.
@@ -74,9 +81,9 @@ unsafe fn decode8(v: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn step_avx2(w: *const u8, x: *const f32, p: &mut [std::arch::x86_64::__m256; 2]) {
     use std::arch::x86_64::*;
-    let q = _mm_loadu_si128(w as *const __m128i);
-    let lo = decode8(_mm256_cvtepu8_epi32(q));
-    let hi = decode8(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+    let h = decode16(_mm_loadu_si128(w as *const __m128i));
+    let lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    let hi = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h));
     p[0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), p[0]);
     p[1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x.add(8)), p[1]);
 }
@@ -101,7 +108,7 @@ unsafe fn dot_avx2(row: &[u8], scales: &[f32], width: usize, x: &[f32]) -> f32 {
             let (w, x) = padded(&wb[whole..], &xb[whole..]);
             step_avx2(w.as_ptr(), x.as_ptr(), &mut p);
         }
-        let s = _mm256_set1_ps(s);
+        let s = _mm256_set1_ps(s * 256.0);
         acc[0] = _mm256_fmadd_ps(s, p[0], acc[0]);
         acc[1] = _mm256_fmadd_ps(s, p[1], acc[1]);
     }
@@ -118,13 +125,7 @@ unsafe fn step_avx512(
     p: std::arch::x86_64::__m512,
 ) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(w as *const __m128i));
-    let sign = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
-    let mag = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7F)), 20);
-    let wv = _mm512_mul_ps(
-        _mm512_castsi512_ps(_mm512_or_si512(sign, mag)),
-        _mm512_set1_ps(TWO_TO_120),
-    );
+    let wv = _mm512_cvtph_ps(decode16(_mm_loadu_si128(w as *const __m128i)));
     _mm512_fmadd_ps(wv, _mm512_loadu_ps(x), p)
 }
 
@@ -149,7 +150,7 @@ unsafe fn dot_avx512(row: &[u8], scales: &[f32], width: usize, x: &[f32]) -> f32
             let (w, x) = padded(&wb[whole..], &xb[whole..]);
             p = step_avx512(w.as_ptr(), x.as_ptr(), p);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(s), p, acc);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(s * 256.0), p, acc);
     }
     let (lo, hi) = super::gemv::halves_ps(acc);
     super::gemv::hsum(_mm256_add_ps(lo, hi))
@@ -285,6 +286,30 @@ mod tests {
             for r in &runs[1..] {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(r), bits(&runs[0]), "{n}x{k} in blocks of {block:?}");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_f16_decoding_gives_every_bytes_value_times_two_to_the_minus_8() {
+        use std::arch::x86_64::*;
+        if kernel() == Kernel::Scalar {
+            return;
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        for chunk in bytes.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: a non-scalar kernel means AVX2, FMA and F16C.
+            unsafe {
+                let h = decode16(_mm_loadu_si128(chunk.as_ptr() as *const __m128i));
+                let (lo, hi) = (_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                _mm256_storeu_ps(got.as_mut_ptr(), _mm256_cvtph_ps(lo));
+                _mm256_storeu_ps(got.as_mut_ptr().add(8), _mm256_cvtph_ps(hi));
+            }
+            for (&b, g) in chunk.iter().zip(got) {
+                let want = e4m3_to_f32(b) * TWO_TO_MINUS_8;
+                assert_eq!(g.to_bits(), want.to_bits(), "byte {b:#04x}: {g} vs {want}");
             }
         }
     }

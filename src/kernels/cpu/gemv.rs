@@ -106,7 +106,7 @@ pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
 /// ggml's `nearest_int`: adding `1.5 · 2^23` rounds to the nearest integer (ties to even)
 /// in the low mantissa bits; without a call to `rintf` per value, and vectorizable.
 #[inline(always)]
-fn nearest_int(v: f32) -> i32 {
+pub(crate) fn nearest_int(v: f32) -> i32 {
     let t = (v + 12_582_912.0).to_bits() as i32;
     (t & 0x007f_ffff) - 0x0040_0000
 }
