@@ -334,19 +334,24 @@ pub(crate) fn gemv(
     {
         return None;
     }
-    #[cfg(target_arch = "x86_64")]
-    let simd = super::gemv::kernel() != super::gemv::Kernel::Scalar;
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    products(q6, simd, (weights, row_bytes), n, k, x, out);
+    products(
+        q6,
+        super::gemv::kernel(),
+        (weights, row_bytes),
+        n,
+        k,
+        x,
+        out,
+    );
     Some(())
 }
 
-/// The products of [`gemv`] (its sizes checked), with the AVX2 dots when `simd` (only where
-/// the CPU has AVX2, FMA and F16C) or the portable ones.
+/// The products of [`gemv`] (its sizes checked) by the kernels of `form`, which the CPU must
+/// have: AVX-512 VNNI's four rows at a time ([`super::kquads`]), the AVX2 dots, or the
+/// portable ones.
 fn products(
     q6: bool,
-    simd: bool,
+    form: super::gemv::Kernel,
     (weights, row_bytes): (&[u8], usize),
     n: usize,
     k: usize,
@@ -354,8 +359,10 @@ fn products(
     out: &mut [f32],
 ) {
     let xqs: Vec<_> = x.chunks_exact(k).map(quantize).collect();
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = form;
     #[cfg(target_arch = "x86_64")]
-    if simd && super::gemv::kernel() == super::gemv::Kernel::Avx512Vnni {
+    if form == super::gemv::Kernel::Avx512Vnni {
         // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; the
         // caller checked the sizes.
         unsafe { super::kquads::products(q6, (weights, row_bytes), n, &xqs, out) };
@@ -366,12 +373,11 @@ fn products(
         super::gemv::par_row_groups(n, out, 4 * g, group.len(), |i, vals| {
             let row = &weights[i * row_bytes..(i + 1) * row_bytes];
             #[cfg(target_arch = "x86_64")]
-            if simd {
+            if form != super::gemv::Kernel::Scalar {
                 // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
                 unsafe { simd_dots(q6, row, group, vals) };
                 return;
             }
-            let _ = simd;
             for (v, xq) in vals.iter_mut().zip(group) {
                 *v = if q6 {
                     q6k_dot(row, xq)
@@ -450,21 +456,21 @@ mod tests {
     }
 
     #[test]
-    fn several_activation_rows_give_each_rows_single_product_bit_for_bit() {
+    fn every_form_gives_the_portable_products_bit_for_bit_for_several_activation_rows() {
+        use super::super::gemv::{kernel, Kernel};
+        // Ten rows: two whole quads and a partial one.
         let (n, k) = (10, 512);
         let w = super::super::gemv::test_values(n * k, 31);
         let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        // Both forms, chosen here rather than through the process-wide kernel switch, which
-        // other tests running beside this one rely on.
-        #[cfg(target_arch = "x86_64")]
-        let forms = [
-            false,
-            super::super::gemv::kernel() != super::super::gemv::Kernel::Scalar,
-        ];
-        #[cfg(not(target_arch = "x86_64"))]
-        let forms = [false, false];
-        for simd in forms {
-            let form = if simd { "simd" } else { "portable" };
+        // Every form this CPU runs, chosen here rather than through the process-wide kernel
+        // switch, which other tests running beside this one rely on.
+        let best = kernel();
+        let forms = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni]
+            .into_iter()
+            .filter(|&f| {
+                f == Kernel::Scalar || f == Kernel::Avx2 && best != Kernel::Scalar || f == best
+            });
+        for form in forms {
             for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let data = q.data().unwrap();
@@ -472,16 +478,16 @@ mod tests {
                 for m in [1, 2, 3, 4, 5, 8] {
                     let x = super::super::gemv::test_values(m * k, 40 + m as u32);
                     let mut all = vec![0f32; m * n];
-                    products(q6, simd, rows, n, k, &x, &mut all);
+                    products(q6, form, rows, n, k, &x, &mut all);
                     for (b, xb) in x.chunks_exact(k).enumerate() {
                         let mut one = vec![0f32; n];
-                        products(q6, simd, rows, n, k, xb, &mut one);
+                        products(q6, Kernel::Scalar, rows, n, k, xb, &mut one);
                         let got: Vec<u32> = all[b * n..(b + 1) * n]
                             .iter()
                             .map(|v| v.to_bits())
                             .collect();
                         let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
-                        assert_eq!(got, want, "{dtype:?} {form}: {m} rows, row {b}");
+                        assert_eq!(got, want, "{dtype:?} {form:?}: {m} rows, row {b}");
                     }
                 }
             }
