@@ -32,6 +32,7 @@ use super::{
 };
 use crate::engine::cache::Cache;
 use crate::formats::weights::{Vb, WeightFormat};
+use crate::kernels::cpu::host;
 use crate::Result;
 
 mod config;
@@ -303,9 +304,9 @@ impl<A: Mixer> Decoder<A> {
                 ctx.cache,
                 i,
             )?;
-            let h = (x + a)?;
+            let h = host::add(&x, &a)?;
             // 3. Dense MLP or experts with residual.
-            x = (&h + b.ffn.forward(&b.mlp_norm.forward(&h)?)?)?;
+            x = host::add(&h, &b.ffn.forward(&b.mlp_norm.forward(&h)?)?)?;
             ctx.trace(i, "block_out", &x);
         }
         // 4. Last position only: norm and output layer -> (vocab).

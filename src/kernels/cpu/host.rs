@@ -1,5 +1,5 @@
 //! Borrowing the f32 data of contiguous CPU tensors, for the kernels that work on slices (no
-//! copy, unlike `to_vec1`).
+//! copy, unlike `to_vec1`), and the small element-wise sums models need between products.
 
 use candle_core::{DType, Storage, Tensor};
 
@@ -19,6 +19,24 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>>
         return Ok(None);
     };
     Ok(Some(f(&cpu.as_slice::<f32>()?[start..end])))
+}
+
+/// `a + b` for two tensors of one shape: on the calling thread for contiguous f32 CPU tensors
+/// (a residual or an expert sum: candle's CPU add splits even these over its own barrier pool,
+/// which stalls whenever another process holds a core), candle's add otherwise. The same
+/// numbers either way.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() == b.dims() {
+        let sum = with_f32(a, |x| {
+            with_f32(b, |y| {
+                x.iter().zip(y).map(|(x, y)| x + y).collect::<Vec<f32>>()
+            })
+        })?;
+        if let Some(Some(sum)) = sum.transpose()? {
+            return Ok(Tensor::from_vec(sum, a.shape(), a.device())?);
+        }
+    }
+    Ok((a + b)?)
 }
 
 /// A vector of `len` elements, every one of which `fill` writes (through the pointer it is
@@ -50,5 +68,21 @@ mod tests {
         assert!(with_f32(&t.t().unwrap(), |s| s.len()).unwrap().is_none());
         let ints = t.to_dtype(DType::U32).unwrap();
         assert!(with_f32(&ints, |s| s.len()).unwrap().is_none());
+    }
+
+    #[test]
+    fn add_equals_candles_add_for_every_layout() {
+        let a = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        let b = (a.clone() * 0.37).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Host sum, a transposed (candle's) operand, and a broadcast one.
+        assert_eq!(flat(&add(&a, &b).unwrap()), flat(&(&a + &b).unwrap()));
+        let (at, bt) = (a.t().unwrap(), b.t().unwrap());
+        assert_eq!(flat(&add(&at, &bt).unwrap()), flat(&(&at + &bt).unwrap()));
+        assert!(add(&a, &b.narrow(0, 0, 1).unwrap()).is_err());
+        assert_eq!(add(&a, &b).unwrap().dims(), &[2, 3]);
     }
 }

@@ -19,6 +19,7 @@ use super::moe::Experts;
 use crate::formats::gguf::Gguf;
 use crate::formats::hf_config::HfConfig;
 use crate::formats::weights::Vb;
+use crate::kernels::cpu::host;
 use crate::models::values;
 use crate::{Error, Result};
 
@@ -282,7 +283,7 @@ impl GroupedMoe {
         // 2. The chosen experts, weighted, plus the shared experts.
         let mut y = self.experts.forward(&xs, &routes)?;
         if let Some(s) = &self.shared {
-            y = (y + s.forward(&xs)?)?;
+            y = host::add(&y, &s.forward(&xs)?)?;
         }
         Ok(y.reshape(shape)?)
     }

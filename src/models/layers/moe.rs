@@ -4,8 +4,9 @@
 //!
 //! Routing happens on the host (a few numbers per token). Then, for each expert that received
 //! tokens, its rows are gathered (`index_select`), run through the expert's three linears as
-//! one batch, scaled by their routing weights and scattered back (`index_add`). A decode step
-//! therefore runs only `k` experts, and a prefill runs each chosen expert once.
+//! one batch, scaled by their routing weights and added into their tokens' output rows (in
+//! place on the CPU; `index_add` elsewhere). A decode step therefore runs only `k` experts,
+//! and a prefill runs each chosen expert once.
 //!
 //! A [`SharedExpert`] (every token, sigmoid-gated) may sit beside the routed ones.
 //!
@@ -25,6 +26,7 @@ use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
 use super::norm::RmsNorm;
 use crate::formats::weights::Vb;
+use crate::kernels::cpu::host;
 use crate::{Error, Result};
 
 /// How routing weights come from router logits.
@@ -356,20 +358,63 @@ pub fn dispatch(
             ws.push(w);
         }
     }
-    let mut out = xs.zeros_like()?;
+    if !device.is_cpu() || xs.dtype() != DType::F32 {
+        let mut out = xs.zeros_like()?;
+        for e in 0..n_experts {
+            let rows_e = std::mem::take(&mut rows[e]);
+            if rows_e.is_empty() {
+                continue;
+            }
+            let count = rows_e.len();
+            let idx = Tensor::from_vec(rows_e, count, device)?;
+            let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
+                .to_dtype(xs.dtype())?;
+            let y = expert(e, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
+            out = out.index_add(&idx, &y, 0)?;
+        }
+        return Ok(out);
+    }
+    // On the CPU the weighted rows are added in place into one buffer: `index_add` would copy
+    // the whole `(T, hidden)` output once per expert (a prompt's worth per expert, every layer).
+    let (tokens, hidden) = xs.dims2()?;
+    let mut out = vec![0f32; tokens * hidden];
     for e in 0..n_experts {
         let rows_e = std::mem::take(&mut rows[e]);
         if rows_e.is_empty() {
             continue;
         }
-        let count = rows_e.len();
-        let idx = Tensor::from_vec(rows_e, count, device)?;
-        let w = Tensor::from_vec(std::mem::take(&mut weights[e]), (count, 1), device)?
-            .to_dtype(xs.dtype())?;
-        let y = expert(e, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
-        out = out.index_add(&idx, &y, 0)?;
+        // A decode step's one row is the input itself.
+        let input = match tokens {
+            1 => xs.clone(),
+            _ => {
+                let count = rows_e.len();
+                xs.index_select(&Tensor::from_slice(&rows_e, count, device)?, 0)?
+            }
+        };
+        let y = expert(e, &input)?.contiguous()?;
+        let mut add = |y: &[f32]| -> Result<()> {
+            if y.len() != rows_e.len() * hidden {
+                return Err(Error::Internal(format!(
+                    "expert {e} gave {} values for {} rows of {hidden}",
+                    y.len(),
+                    rows_e.len()
+                )));
+            }
+            for ((&t, w), y) in rows_e.iter().zip(&weights[e]).zip(y.chunks_exact(hidden)) {
+                let o = &mut out[t as usize * hidden..(t as usize + 1) * hidden];
+                // `y · w`, then added: the two roundings of `broadcast_mul` and `index_add`.
+                for (o, y) in o.iter_mut().zip(y) {
+                    *o += y * w;
+                }
+            }
+            Ok(())
+        };
+        match host::with_f32(&y, &mut add)? {
+            Some(r) => r?,
+            None => add(&y.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)?,
+        }
     }
-    Ok(out)
+    Ok(Tensor::from_vec(out, (tokens, hidden), device)?)
 }
 
 /// A shared expert beside the routed ones (Qwen2-MoE, Qwen3-Next, Qwen3.5-MoE): a SwiGLU
