@@ -25,13 +25,44 @@ pub(crate) fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
 
 /// `vpshufb` indices that spread scale bytes `a` (first 256 bits) and `b` (last 256 bits) of
 /// each 128-bit lane into i16 lanes.
-fn spread(a: i8, b: i8) -> [i8; 64] {
-    std::array::from_fn(|i| match (i % 2, i < 32) {
-        (1, _) => -128,
-        (_, true) => a,
-        _ => b,
-    })
+const fn spread(a: i8, b: i8) -> [i8; 64] {
+    let mut v = [-128i8; 64];
+    let mut i = 0;
+    while i < 64 {
+        v[i] = if i < 32 { a } else { b };
+        i += 2;
+    }
+    v
 }
+
+/// Q4_K's scale spreads for sub-blocks (0, 2), (1, 3), (4, 6), (5, 7).
+const SPREADS: [[i8; 64]; 4] = [spread(0, 2), spread(1, 3), spread(4, 6), spread(5, 7)];
+
+/// `vpshufb` indices that widen bytes 8..16 of each 128-bit lane (a row's minimums) to i16.
+const MINS: [i8; 64] = {
+    let mut v = [-128i8; 64];
+    let mut i = 0;
+    while i < 64 {
+        v[i] = 8 + (i % 16 / 2) as i8;
+        i += 2;
+    }
+    v
+};
+
+/// Q6_K's `vpermw` indices: run pair `p`'s i16 lane `i` takes scale `4p + i/8`.
+const Q6_SPREADS: [[i16; 32]; 4] = {
+    let mut v = [[0i16; 32]; 4];
+    let mut p = 0;
+    while p < 4 {
+        let mut i = 0;
+        while i < 32 {
+            v[p][i] = (4 * p + i / 8) as i16;
+            i += 1;
+        }
+        p += 1;
+    }
+    v
+};
 
 /// Row `R`'s 128-bit lane of `v` in all four lanes.
 #[inline]
@@ -62,18 +93,8 @@ pub(crate) unsafe fn q4k_quad(
     );
     let high_masks = _mm512_set_epi32(k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0);
     let shifts = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0);
-    let load = |v: [i8; 64]| _mm512_loadu_si512(v.as_ptr() as *const _);
-    let (s02, s13, s46, s57) = (
-        load(spread(0, 2)),
-        load(spread(1, 3)),
-        load(spread(4, 6)),
-        load(spread(5, 7)),
-    );
-    let mins16: [i8; 64] = std::array::from_fn(|i| match i % 16 {
-        b if b % 2 == 0 => 8 + (b / 2) as i8,
-        _ => -128,
-    });
-    let mins16 = load(mins16);
+    let spreads = SPREADS.map(|v| _mm512_loadu_si512(v.as_ptr() as *const _));
+    let mins16 = _mm512_loadu_si512(MINS.as_ptr() as *const _);
     let firsts = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
     let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
     let mut acc = _mm256_setzero_ps();
@@ -130,7 +151,6 @@ pub(crate) unsafe fn q4k_quad(
                 _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low),
             ];
             let sc = scales[r];
-            let spreads = [s02, s13, s46, s57];
             for i in 0..4 {
                 // Pairs of nibble × i8 products fit i16; `vpdpwssd` weights them by the
                 // sub-block's scale into the row's i32 lanes.
@@ -195,11 +215,7 @@ pub(crate) unsafe fn q6k_quad(
     // Bits 2·idx of each high byte feed run idx: runs 0 and 1 (low nibbles), 2 and 3 (high).
     let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
     let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
-    // Run pair p's scales: i16 lane i takes scale 4p + i/8.
-    let spread: [__m512i; 4] = std::array::from_fn(|p| {
-        let idx: [i16; 32] = std::array::from_fn(|i| (4 * p + i / 8) as i16);
-        _mm512_loadu_si512(idx.as_ptr() as *const _)
-    });
+    let spread = Q6_SPREADS.map(|v| _mm512_loadu_si512(v.as_ptr() as *const _));
     let mut acc = [_mm256_setzero_ps(); 4];
     for (b, block_sums) in sums.iter().enumerate().take(supers) {
         let blk = rows.map(|r| r.add(b * Q6K_BYTES));
