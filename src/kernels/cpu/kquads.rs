@@ -71,19 +71,19 @@ unsafe fn lane<const R: i32>(v: __m512i) -> __m512i {
     _mm512_shuffle_i32x4::<R>(v, v)
 }
 
-/// The products of the Q4_K rows at `rows` (each `supers` super-blocks) with `x`, whose
-/// [`sub_block_sums`] are `sums`.
+/// The products of the Q4_K rows at `rows` (each `supers` super-blocks) with each of `M`
+/// activation rows `x` (with their [`sub_block_sums`]): `[activation][row]`. The weights'
+/// unpacking is shared by all `M`; each product is the one-activation product, bit for bit.
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; each row pointer addresses
-/// `supers · 144` readable bytes; `x` and `sums` cover `supers` super-blocks.
+/// `supers · 144` readable bytes; each `x` and its sums cover `supers` super-blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn q4k_quad(
+pub(crate) unsafe fn q4k_quad<const M: usize>(
     (rows, ahead): ([*const u8; 4], usize),
     supers: usize,
-    x: &Q8K,
-    sums: &[[i16; 8]],
-) -> [f32; 4] {
+    xs: [(&Q8K, &[[i16; 8]]); M],
+) -> [[f32; 4]; M] {
     let low = _mm512_set1_epi8(0x0F);
     // ggml's word masks over the twelve scale bytes (dwords 1..4 of each row's header):
     // scales 0..8 into bytes 0..8, minimums into bytes 8..16.
@@ -97,8 +97,8 @@ pub(crate) unsafe fn q4k_quad(
     let mins16 = _mm512_loadu_si512(MINS.as_ptr() as *const _);
     let firsts = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
     let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
-    let mut acc = _mm256_setzero_ps();
-    for (b, block_sums) in sums.iter().enumerate().take(supers) {
+    let mut acc = [_mm256_setzero_ps(); M];
+    for b in 0..supers {
         let blk = rows.map(|r| r.add(b * Q4K_BYTES));
         // The next quad's bytes, in order: a quarter of a row's share per super-block.
         let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
@@ -122,25 +122,30 @@ pub(crate) unsafe fn q4k_quad(
             _mm512_and_si512(highs, high_masks),
         );
         // Minimums times the activations' sums per 32: four i32 per row, in the row's lane.
-        let block_sums = _mm512_broadcast_i32x4(_mm_loadu_si128(block_sums.as_ptr() as *const _));
-        let mins = _mm512_madd_epi16(_mm512_shuffle_epi8(unpacked, mins16), block_sums);
-        let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
-        let (x01, x23) = (_mm512_loadu_si512(xq), _mm512_loadu_si512(xq.add(1)));
-        let (x45, x67) = (_mm512_loadu_si512(xq.add(2)), _mm512_loadu_si512(xq.add(3)));
+        let mins16 = _mm512_shuffle_epi8(unpacked, mins16);
+        let mins = xs.map(|(_, sums)| {
+            let block = _mm_loadu_si128(sums[b].as_ptr() as *const _);
+            _mm512_madd_epi16(mins16, _mm512_broadcast_i32x4(block))
+        });
         // Sub-blocks (0, 2), (1, 3), (4, 6), (5, 7): the low and high nibbles of 64 bytes.
-        let xs = [
-            _mm512_shuffle_i64x2::<0x44>(x01, x23),
-            _mm512_shuffle_i64x2::<0xEE>(x01, x23),
-            _mm512_shuffle_i64x2::<0x44>(x45, x67),
-            _mm512_shuffle_i64x2::<0xEE>(x45, x67),
-        ];
+        let acts = xs.map(|(x, _)| {
+            let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
+            let (x01, x23) = (_mm512_loadu_si512(xq), _mm512_loadu_si512(xq.add(1)));
+            let (x45, x67) = (_mm512_loadu_si512(xq.add(2)), _mm512_loadu_si512(xq.add(3)));
+            [
+                _mm512_shuffle_i64x2::<0x44>(x01, x23),
+                _mm512_shuffle_i64x2::<0xEE>(x01, x23),
+                _mm512_shuffle_i64x2::<0x44>(x45, x67),
+                _mm512_shuffle_i64x2::<0xEE>(x45, x67),
+            ]
+        });
         let scales = [
             lane::<0x00>(unpacked),
             lane::<0x55>(unpacked),
             lane::<0xAA>(unpacked),
             lane::<0xFF>(unpacked),
         ];
-        let mut isum = [_mm512_setzero_si512(); 4];
+        let mut isum = [[_mm512_setzero_si512(); 4]; M];
         for r in 0..4 {
             let qs = blk[r].add(16) as *const __m512i;
             let (q0, q1) = (_mm512_loadu_si512(qs), _mm512_loadu_si512(qs.add(1)));
@@ -150,40 +155,52 @@ pub(crate) unsafe fn q4k_quad(
                 _mm512_and_si512(q1, low),
                 _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low),
             ];
-            let sc = scales[r];
-            for i in 0..4 {
-                // Pairs of nibble × i8 products fit i16; `vpdpwssd` weights them by the
-                // sub-block's scale into the row's i32 lanes.
-                let pairs = _mm512_maddubs_epi16(nibbles[i], xs[i]);
-                let s = _mm512_shuffle_epi8(sc, spreads[i]);
-                isum[r] = _mm512_dpwssd_epi32(isum[r], pairs, s);
+            let sc = spreads.map(|s| _mm512_shuffle_epi8(scales[r], s));
+            for (isum, x) in isum.iter_mut().zip(&acts) {
+                for i in 0..4 {
+                    // Pairs of nibble × i8 products fit i16; `vpdpwssd` weights them by the
+                    // sub-block's scale into the row's i32 lanes.
+                    let pairs = _mm512_maddubs_epi16(nibbles[i], x[i]);
+                    isum[r] = _mm512_dpwssd_epi32(isum[r], pairs, sc[i]);
+                }
             }
         }
-        // Transpose-and-add: per 128-bit lane [Σ row 0, Σ row 1, Σ row 2, Σ row 3], then the
-        // four lanes added.
-        let pair =
-            |a, b| _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-        let (s01, s23) = (pair(isum[0], isum[1]), pair(isum[2], isum[3]));
-        let t = _mm512_add_epi32(
-            _mm512_unpacklo_epi64(s01, s23),
-            _mm512_unpackhi_epi64(s01, s23),
-        );
-        let t = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
-        let isums = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
-        // Each row's minimum sum: its lane's four i32 added, then the lanes' first elements.
-        let m = _mm512_add_epi32(mins, _mm512_shuffle_epi32::<0b01_00_11_10>(mins));
-        let m = _mm512_add_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
-        let imins = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, m));
-        let ints = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(isums), imins);
-        // d and dmin of the four rows, [d0..d3, dmin0..dmin3], times the activations' scale.
+        // d and dmin of the four rows, [d0..d3, dmin0..dmin3].
         let halves = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, h));
         let scale = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), chains);
-        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(x.d[b]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc);
+        for j in 0..M {
+            let ints = reduce(&isum[j], mins[j], firsts);
+            let scale = _mm256_mul_ps(scale, _mm256_set1_ps(xs[j].0.d[b]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[j]);
+        }
     }
-    let mut all = [0f32; 8];
-    _mm256_storeu_ps(all.as_mut_ptr(), acc);
-    std::array::from_fn(|r| all[r] - all[4 + r])
+    acc.map(|acc| {
+        let mut all = [0f32; 8];
+        _mm256_storeu_ps(all.as_mut_ptr(), acc);
+        std::array::from_fn(|r| all[r] - all[4 + r])
+    })
+}
+
+/// The four rows' integer sums (`isum`, one register per row) and minimum sums (`mins`, four
+/// i32 in each row's 128-bit lane) as `[isum0..isum3, imin0..imin3]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn reduce(isum: &[__m512i; 4], mins: __m512i, firsts: __m512i) -> __m256i {
+    // Transpose-and-add: per 128-bit lane [Σ row 0, Σ row 1, Σ row 2, Σ row 3], then the
+    // four lanes added.
+    let pair = |a, b| _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    let (s01, s23) = (pair(isum[0], isum[1]), pair(isum[2], isum[3]));
+    let t = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(s01, s23),
+        _mm512_unpackhi_epi64(s01, s23),
+    );
+    let t = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
+    let isums = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+    // Each row's minimum sum: its lane's four i32 added, then the lanes' first elements.
+    let m = _mm512_add_epi32(mins, _mm512_shuffle_epi32::<0b01_00_11_10>(mins));
+    let m = _mm512_add_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
+    let imins = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, m));
+    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(isums), imins)
 }
 
 /// The activations' sums per 16 as i16, per super-block (Q6_K's offset multiplies them).
@@ -290,17 +307,38 @@ pub(crate) unsafe fn products(
         for q in quads {
             let r0 = 4 * q;
             let rows = std::array::from_fn(|i| weights[(r0 + i).min(n - 1) * row_bytes..].as_ptr());
-            for (j, x) in xs.iter().enumerate() {
-                // SAFETY: as the caller promised; each quad writes only its own rows' entries
-                // of `out`, which outlives the call.
-                let v = unsafe {
-                    match q6 {
-                        true => q6k_quad((rows, 4 * row_bytes), supers, x, &sums6[j]),
-                        false => q4k_quad((rows, 4 * row_bytes), supers, x, &sums4[j]),
-                    }
-                };
+            let store = |j: usize, v: [f32; 4]| {
                 for (i, &v) in v.iter().enumerate().take(n - r0) {
+                    // SAFETY: each quad writes only its own rows' entries of `out`, which
+                    // outlives the call.
                     unsafe { *(out_addr as *mut f32).add(j * n + r0 + i) = v };
+                }
+            };
+            let at = (rows, 4 * row_bytes);
+            if q6 {
+                for (j, x) in xs.iter().enumerate() {
+                    // SAFETY: as the caller promised.
+                    store(j, unsafe { q6k_quad(at, supers, x, &sums6[j]) });
+                }
+                continue;
+            }
+            // Up to four activation rows share each quad's unpacked weights.
+            for (g, group) in xs.chunks(4).enumerate() {
+                let x = |j: usize| (&group[j], &sums4[4 * g + j][..]);
+                macro_rules! run {
+                    ($($j:literal),+) => {{
+                        // SAFETY: as the caller promised.
+                        let v = unsafe { q4k_quad(at, supers, [$(x($j)),+]) };
+                        for (j, v) in v.into_iter().enumerate() {
+                            store(4 * g + j, v);
+                        }
+                    }};
+                }
+                match group.len() {
+                    1 => run!(0),
+                    2 => run!(0, 1),
+                    3 => run!(0, 1, 2),
+                    _ => run!(0, 1, 2, 3),
                 }
             }
         }
@@ -338,7 +376,8 @@ mod tests {
                         match q6 {
                             true => q6k_quad((rows.map(row), 0), k / QK_K, &x, &sums_per_16(&x)),
                             false => {
-                                q4k_quad((rows.map(row), 0), k / QK_K, &x, &sub_block_sums(&x))
+                                let sums = sub_block_sums(&x);
+                                q4k_quad((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0]
                             }
                         }
                     };
