@@ -14,16 +14,13 @@
 //!
 //! `kv_b_proj` (safetensors, `(heads × (nope + v), kv_lora)`) is split into `W_UK` and `W_UV`
 //! at load; llama.cpp's GGUF stores the two already split (`attn_k_b`, transposed, and
-//! `attn_v_b`). Quantized GGUF halves stay as stored and run through the quantized kernels per
-//! head ([`PerHead`]), as llama.cpp runs them; otherwise both are kept as f32 per-head
-//! matrices.
+//! `attn_v_b`). Both are kept as f32 per-head matrices.
 
 use candle_core::Tensor;
 
 use super::attention::causal_mask;
 use super::linear::Linear;
 use super::norm::RmsNorm;
-use super::per_head::PerHead;
 use super::rope::{Rope, Tables};
 use crate::engine::cache::{Cache, LayerKind};
 use crate::formats::weights::Vb;
@@ -74,10 +71,10 @@ pub struct Mla {
     q: Query,
     kv_a: Linear,
     kv_norm: RmsNorm,
-    /// `W_UK` per head, nope → kv_lora: `q_nope · W_UK` is the absorbed query.
-    w_uk: PerHead,
-    /// `W_UV` per head, kv_lora → v.
-    w_uv: PerHead,
+    /// `W_UK` per head, `(heads, nope, kv_lora)`: `q_nope · W_UK` is the absorbed query.
+    w_uk: Tensor,
+    /// `W_UV` transposed per head, `(heads, kv_lora, v)`.
+    w_uv_t: Tensor,
     o: Linear,
     cfg: Config,
 }
@@ -101,12 +98,19 @@ impl Mla {
                     .pp("kv_b_proj")
                     .tensor("weight", &[h * (c.qk_nope + c.v_head), c.kv_lora_rank])?;
                 let kv_b = kv_b.reshape((h, c.qk_nope + c.v_head, c.kv_lora_rank))?;
-                dense_halves(
+                (
                     kv_b.narrow(1, 0, c.qk_nope)?.contiguous()?,
                     kv_b.narrow(1, c.qk_nope, c.v_head)?,
-                )?
+                )
             }
-            false => Self::load_split(vb, c)?,
+            false => (
+                vb.pp("k_b_proj")
+                    .tensor("weight", &[h, c.kv_lora_rank, c.qk_nope])?
+                    .transpose(1, 2)?
+                    .contiguous()?,
+                vb.pp("v_b_proj")
+                    .tensor("weight", &[h, c.v_head, c.kv_lora_rank])?,
+            ),
         };
         Ok(Self {
             q,
@@ -118,31 +122,10 @@ impl Mla {
             )?,
             kv_norm: RmsNorm::load(&vb.pp("kv_a_layernorm"), c.kv_lora_rank, c.eps, false)?,
             w_uk,
-            w_uv,
+            w_uv_t: w_uv.transpose(1, 2)?.contiguous()?,
             o: Linear::load(&vb.pp("o_proj"), h * c.v_head, c.hidden, false)?,
             cfg: *cfg,
         })
-    }
-
-    /// `W_UK` and `W_UV` from llama.cpp's split `attn_k_b` (`(heads, kv_lora, nope)`) and
-    /// `attn_v_b` (`(heads, v, kv_lora)`): each head's matrix as stored when the kernels read
-    /// its type on this device, else dense.
-    fn load_split(vb: &Vb, c: &Config) -> Result<(PerHead, PerHead)> {
-        let (h, r) = (c.n_heads, c.kv_lora_rank);
-        let (k_b, v_b) = (vb.pp("k_b_proj"), vb.pp("v_b_proj"));
-        if vb.device().is_cpu() && !vb.check_only() {
-            let uk = PerHead::quantized(k_b.stacked("weight", h, &[r, c.qk_nope])?)?;
-            let uv = PerHead::quantized(v_b.stacked("weight", h, &[c.v_head, r])?)?;
-            if let (Some(uk), Some(uv)) = (uk, uv) {
-                return Ok((uk, uv));
-            }
-        }
-        dense_halves(
-            k_b.tensor("weight", &[h, r, c.qk_nope])?
-                .transpose(1, 2)?
-                .contiguous()?,
-            v_b.tensor("weight", &[h, c.v_head, r])?,
-        )
     }
 
     /// What this layer keeps in the cache: one latent per position.
@@ -186,7 +169,10 @@ impl Mla {
         let held = cache.append_latent(layer, &latent)?;
         // 4. Absorb W_UK: (H, L, nope) x (H, nope, kv_lora) -> (1, H, L, kv_lora), then the
         //    query against the latent is [absorbed | rotary], (1, H, L, kv_lora + rope).
-        let q_abs = self.w_uk.forward(&q_nope.squeeze(0)?)?.unsqueeze(0)?;
+        let q_abs = q_nope
+            .squeeze(0)?
+            .matmul(&self.w_uk.to_dtype(q_nope.dtype())?)?
+            .unsqueeze(0)?;
         let q = Tensor::cat(&[&q_abs, &q_rope], 3)?;
         // 5. Attention over the latents, in blocks of queries: (1, H, L, kv_lora).
         let mut parts = Vec::with_capacity(l.div_ceil(QUERY_BLOCK));
@@ -199,9 +185,9 @@ impl Mla {
         }
         let y = Tensor::cat(&parts, 2)?;
         // 6. W_UV per head: (H, L, kv_lora) x (H, kv_lora, v) -> (1, L, H*v), output.
-        let y = self
-            .w_uv
-            .forward(&y.squeeze(0)?)?
+        let y = y
+            .squeeze(0)?
+            .matmul(&self.w_uv_t.to_dtype(y.dtype())?)?
             .transpose(0, 1)?
             .reshape((b, l, h * c.v_head))?;
         self.o.forward(&y)
@@ -229,14 +215,6 @@ impl Mla {
         let v = v.contiguous()?;
         Ok(probs.matmul(&v)?.reshape((1, h, l, c.kv_lora_rank))?)
     }
-}
-
-/// Dense heads from `W_UK` `(heads, nope, kv_lora)` and `W_UV` `(heads, v, kv_lora)`.
-fn dense_halves(w_uk: Tensor, w_uv: Tensor) -> Result<(PerHead, PerHead)> {
-    Ok((
-        PerHead::dense(w_uk)?,
-        PerHead::dense(w_uv.transpose(1, 2)?.contiguous()?)?,
-    ))
 }
 
 #[cfg(test)]
@@ -310,8 +288,8 @@ mod tests {
                 Tensor::zeros((1, 1), DType::F32, &dev).unwrap(),
             )),
             kv_norm: RmsNorm::unscaled(r, 1e-6, &dev).unwrap(),
-            w_uk: PerHead::dense(w_uk.clone()).unwrap(),
-            w_uv: PerHead::dense(w_uv.transpose(1, 2).unwrap().contiguous().unwrap()).unwrap(),
+            w_uk: w_uk.clone(),
+            w_uv_t: w_uv.transpose(1, 2).unwrap().contiguous().unwrap(),
             o: Linear::from_matmul(candle_core::quantized::QMatMul::Tensor(
                 Tensor::zeros((1, 1), DType::F32, &dev).unwrap(),
             )),
@@ -321,8 +299,9 @@ mod tests {
             .attend(&q, (&held, &held.narrow(3, 0, r).unwrap()), keys - 1)
             .unwrap()
             .squeeze(0)
+            .unwrap()
+            .matmul(&mla.w_uv_t)
             .unwrap();
-        let y = mla.w_uv.forward(&y).unwrap();
         let got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
