@@ -1,5 +1,6 @@
-//! Q4_K single-token products (each activation row against every weight row) on CPUs with
-//! AVX-512 VNNI, four weight rows at a time, in the numerics of [`super::kdots`] (bit for bit).
+//! Q4_K and Q6_K products of one to a few activation rows (decoding, several sequences
+//! decoding together) on CPUs with AVX-512 VNNI, four weight rows at a time, in the numerics
+//! of [`super::kdots`] (bit for bit).
 //!
 //! The single-row AVX2 dot spends more instructions on each super-block's bookkeeping
 //! (unpacking twelve bytes of scales, broadcasting them, two horizontal sums, two scalar
@@ -8,7 +9,9 @@
 //! masks; each row's scales reach its products through byte shuffles as i16 lanes for
 //! `vpdpwssd`; the four rows' integer sums are transposed and added in one tree; and one
 //! eight-lane multiply-add advances all four rows' two float chains (`acc += isum · d·d8`,
-//! `accm += imin · dmin·d8`), each lane the scalar step of the portable form.
+//! `accm += imin · dmin·d8`), each lane the scalar step of the portable form. Q6_K's rows
+//! build their 6-bit values two runs of 32 per register and keep ggml's eight lanes per row.
+//! Up to four activation rows share each quad's unpacked weights.
 
 use std::arch::x86_64::*;
 
@@ -211,8 +214,9 @@ pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
         .collect()
 }
 
-/// The products of the Q6_K rows at `rows` (each `supers` super-blocks) with `x`, whose
-/// [`sums_per_16`] are `sums`, bytes `ahead` of the rows prefetched as in [`q4k_quad`].
+/// The products of the Q6_K rows at `rows` (each `supers` super-blocks) with each of `M`
+/// activation rows (with their [`sums_per_16`]), `[activation][row]`, bytes `ahead` of the
+/// rows prefetched as in [`q4k_quad`]; the weights' unpacking is shared by all `M`.
 ///
 /// Per row and super-block the eight i32 lanes of ggml's AVX2 form (lane `l`: elements
 /// `4l..4l+4` of every run of 32, each run's product weighted by its scale per 16, less
@@ -222,32 +226,33 @@ pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
 /// # Safety
 /// As [`q4k_quad`], with rows of `supers · 210` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn q6k_quad(
+pub(crate) unsafe fn q6k_quad<const M: usize>(
     (rows, ahead): ([*const u8; 4], usize),
     supers: usize,
-    x: &Q8K,
-    sums: &[[i16; 16]],
-) -> [f32; 4] {
+    xs: [(&Q8K, &[[i16; 16]]); M],
+) -> [[f32; 4]; M] {
     let (low, two) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
     // Bits 2·idx of each high byte feed run idx: runs 0 and 1 (low nibbles), 2 and 3 (high).
     let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
     let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
     let spread = Q6_SPREADS.map(|v| _mm512_loadu_si512(v.as_ptr() as *const _));
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, block_sums) in sums.iter().enumerate().take(supers) {
+    let mut acc = [[_mm256_setzero_ps(); 4]; M];
+    for b in 0..supers {
         let blk = rows.map(|r| r.add(b * Q6K_BYTES));
         let next = rows[0].wrapping_add(ahead + b * 4 * Q6K_BYTES);
         for line in 0..14 {
             _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
         }
-        let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
-        let xs = [0, 1, 2, 3].map(|i| _mm512_loadu_si512(xq.add(i)));
-        let bsums = _mm256_loadu_si256(block_sums.as_ptr() as *const __m256i);
+        let acts = xs.map(|(x, _)| {
+            let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
+            [0, 1, 2, 3].map(|i| _mm512_loadu_si512(xq.add(i)))
+        });
+        let bsums = xs.map(|(_, sums)| _mm256_loadu_si256(sums[b].as_ptr() as *const __m256i));
         for r in 0..4 {
             let p = blk[r];
             let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
             let wide = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(scales), scales);
-            let mut isum = _mm512_setzero_si512();
+            let mut isum = [_mm512_setzero_si512(); M];
             for h in 0..2 {
                 let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
                 let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
@@ -265,23 +270,27 @@ pub(crate) unsafe fn q6k_quad(
                 for (i, w) in runs.into_iter().enumerate() {
                     let pair = 2 * h + i;
                     let s = _mm512_permutexvar_epi16(spread[pair], wide);
-                    let products = _mm512_maddubs_epi16(w, xs[pair]);
-                    isum = _mm512_dpwssd_epi32(isum, products, s);
+                    for (isum, x) in isum.iter_mut().zip(&acts) {
+                        let products = _mm512_maddubs_epi16(w, x[pair]);
+                        *isum = _mm512_dpwssd_epi32(*isum, products, s);
+                    }
                 }
             }
-            let lanes = _mm256_add_epi32(
-                _mm512_castsi512_si256(isum),
-                _mm512_extracti64x4_epi64::<1>(isum),
-            );
-            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales));
-            let lanes = _mm256_sub_epi32(lanes, offset);
             let bits = (p.add(208) as *const u16).read_unaligned() as i32;
             let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
-            let d = _mm256_set1_ps(x.d[b] * dw);
-            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r]);
+            for j in 0..M {
+                let lanes = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum[j]),
+                    _mm512_extracti64x4_epi64::<1>(isum[j]),
+                );
+                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums[j], scales));
+                let lanes = _mm256_sub_epi32(lanes, offset);
+                let d = _mm256_set1_ps(xs[j].0.d[b] * dw);
+                acc[j][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[j][r]);
+            }
         }
     }
-    acc.map(|a| super::gemv::hsum(a))
+    acc.map(|a| a.map(|a| super::gemv::hsum(a)))
 }
 
 /// `out[j·n + i]` = row `i` of `weights` (`n` Q4_K rows, or Q6_K with `q6`, of `row_bytes`)
@@ -315,20 +324,19 @@ pub(crate) unsafe fn products(
                 }
             };
             let at = (rows, 4 * row_bytes);
-            if q6 {
-                for (j, x) in xs.iter().enumerate() {
-                    // SAFETY: as the caller promised.
-                    store(j, unsafe { q6k_quad(at, supers, x, &sums6[j]) });
-                }
-                continue;
-            }
             // Up to four activation rows share each quad's unpacked weights.
             for (g, group) in xs.chunks(4).enumerate() {
-                let x = |j: usize| (&group[j], &sums4[4 * g + j][..]);
+                let x4 = |j: usize| (&group[j], &sums4[4 * g + j][..]);
+                let x6 = |j: usize| (&group[j], &sums6[4 * g + j][..]);
                 macro_rules! run {
                     ($($j:literal),+) => {{
                         // SAFETY: as the caller promised.
-                        let v = unsafe { q4k_quad(at, supers, [$(x($j)),+]) };
+                        let v = unsafe {
+                            match q6 {
+                                true => q6k_quad(at, supers, [$(x6($j)),+]),
+                                false => q4k_quad(at, supers, [$(x4($j)),+]),
+                            }
+                        };
                         for (j, v) in v.into_iter().enumerate() {
                             store(4 * g + j, v);
                         }
@@ -374,7 +382,10 @@ mod tests {
                     // values.
                     let got = unsafe {
                         match q6 {
-                            true => q6k_quad((rows.map(row), 0), k / QK_K, &x, &sums_per_16(&x)),
+                            true => {
+                                let sums = sums_per_16(&x);
+                                q6k_quad((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0]
+                            }
                             false => {
                                 let sums = sub_block_sums(&x);
                                 q4k_quad((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0]
