@@ -2,162 +2,19 @@
 //! over HTTP — OpenAI chat (whole and streamed, with usage), completions, models, Anthropic
 //! messages (whole and streamed), errors as error objects (malformed body, unsupported
 //! parameter, too large, no key) with the server healthy after them, prefix reuse across
-//! resent conversations, concurrent clients, a client leaving mid-stream, and SIGTERM.
+//! resent conversations, concurrent clients, a client leaving mid-stream, and SIGTERM. The
+//! reasoning formats' tests are in `serve_reasoning.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mlcli::models::testing::{real_model, SMOLLM2};
 use serde_json::{json, Value};
-
-/// A running server and what it has printed on stderr so far.
-struct Served {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Served {
-        let model = real_model(SMOLLM2);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mlcli"))
-            .arg("serve")
-            .arg(&model)
-            .args(["--port", "0", "-c", "1024"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mlcli starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("http://") {
-                    let addr = line[at + 7..].trim_end_matches("/v1").to_string();
-                    let _ = tx.send(addr);
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no address printed: {}", log.lock().unwrap()));
-        Served { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until the log holds `needle` (the engine logs a request when it ends).
-    fn wait_for_log(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "'{needle}' never logged: {log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 exchange: the status and the whole body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status: u16 = text[9..12].parse().expect("status");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-fn post(addr: &str, path: &str, body: &Value) -> (u16, Value, String) {
-    let (status, text) = http(addr, "POST", path, &[], body.to_string().as_bytes());
-    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, v, text)
-}
-
-/// The `data:` payloads of an event stream (with their `event:` names).
-fn events(body: &str) -> Vec<(Option<String>, String)> {
-    let mut out = Vec::new();
-    let mut name = None;
-    for line in body.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = Some(n.to_string());
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.take(), d.to_string()));
-        }
-    }
-    out
-}
-
-fn chat(content: &str, extra: Value) -> Value {
-    let mut b = json!({"model": "smollm2", "messages": [{"role": "user", "content": content}],
-                       "temperature": 0, "max_tokens": 12});
-    for (k, v) in extra.as_object().unwrap() {
-        b[k] = v.clone();
-    }
-    b
-}
+use support::serve::{chat, events, http, post, weather_tool, Served};
 
 #[test]
 fn openai_chat_whole_and_streamed_completions_and_models() {
@@ -587,15 +444,6 @@ fn json_schema_and_json_object_answers_always_parse() {
     assert_eq!(v["error"]["param"], "response_format");
 }
 
-fn weather_tool() -> Value {
-    json!([{"type": "function", "function": {
-        "name": "get_weather", "description": "The weather in a city",
-        "parameters": {"type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 40},
-                           "unit": {"type": "string", "enum": ["c", "f"]}},
-            "required": ["city", "unit"], "additionalProperties": false}}}])
-}
-
 #[test]
 fn forced_tool_calls_come_back_as_tool_calls_and_results_feed_the_next_turn() {
     let s = Served::start(&["--chat-template", "chatml"]);
@@ -905,129 +753,6 @@ fn anthropic_tool_use_whole_streamed_and_results_in_the_next_turn() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(v["content"][0]["type"], "text", "{text}");
     assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 20, "{text}");
-}
-
-/// A forced call in the format `template` teaches, whole: the call's name and arguments.
-fn forced_call(template: &str) -> (String, Value) {
-    let s = Served::start(&["--chat-template", template]);
-    let body = json!({"messages": [{"role": "user", "content": "What is the weather in Paris?"}],
-                      "max_tokens": 100, "tools": weather_tool(), "temperature": 0,
-                      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 200, "{text}");
-    let choice = &v["choices"][0];
-    assert_eq!(choice["finish_reason"], "tool_calls", "{text}");
-    assert!(choice["message"]["content"].is_null(), "{text}");
-    assert!(
-        choice["message"].get("reasoning_content").is_none(),
-        "{text}"
-    );
-    let call = &choice["message"]["tool_calls"][0]["function"];
-    let args = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
-    (call["name"].as_str().unwrap().to_string(), args)
-}
-
-#[test]
-fn forced_harmony_and_gemma4_calls_come_back_as_tool_calls() {
-    // gpt-oss's format (the shipped harmony template): a message to functions.get_weather,
-    // its JSON arguments held to the tool's schema.
-    let (name, args) = forced_call("harmony");
-    assert_eq!(name, "get_weather");
-    assert!(
-        args["city"].is_string() && ["c", "f"].contains(&args["unit"].as_str().unwrap()),
-        "{args}"
-    );
-    // Gemma 4's format, from a template that teaches it: `call:get_weather{…}` in Gemma's
-    // own argument syntax, turned into JSON.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gemma4-tools.jinja");
-    std::fs::write(
-        &path,
-        "{% for m in messages %}<|turn>{{ m.role }}\n{{ m.content }}<turn|>\n{% endfor %}\
-         {% if tools %}<|tool_call>call:NAME{}<tool_call|>{% endif %}<|turn>model\n",
-    )
-    .unwrap();
-    // The arguments are held to the tool's schema there too: both keys, the enum, the length.
-    let (name, args) = forced_call(path.to_str().unwrap());
-    assert_eq!(name, "get_weather");
-    let city = args["city"].as_str().unwrap_or_else(|| panic!("{args}"));
-    assert!(city.chars().count() <= 40, "{args}");
-    assert!(
-        ["c", "f"].contains(&args["unit"].as_str().unwrap()),
-        "{args}"
-    );
-    assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
-}
-
-#[test]
-fn reasoning_effort_reaches_the_harmony_template_and_is_refused_by_others() {
-    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
-                      "reasoning_effort": "low"});
-    let s = Served::start(&["--chat-template", "harmony"]);
-    let (status, _, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 200, "{text}");
-    let mut bad = body.clone();
-    bad["reasoning_effort"] = json!("extreme");
-    let (status, _, text) = post(&s.addr, "/v1/chat/completions", &bad);
-    assert_eq!(status, 400, "{text}");
-    let s = Served::start(&[]);
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 400, "{text}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("reasoning_effort"),
-        "{text}"
-    );
-}
-
-#[test]
-fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
-    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
-                      "temperature": 0, "chat_template_kwargs": {"enable_thinking": true}});
-    let s = Served::start(&["--chat-template", "gemma4"]);
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 200, "{text}");
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
-    assert!(!content.contains("channel"), "{text}");
-    // Streamed: no marker in any chunk.
-    let mut streamed = body.clone();
-    streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
-    assert_eq!(status, 200, "{text}");
-    assert!(
-        !text.contains("<|channel>") && !text.contains("<channel|>"),
-        "{text}"
-    );
-    let anthropic = json!({"model": "m", "max_tokens": 8, "messages": body["messages"],
-                           "thinking": {"type": "enabled", "budget_tokens": 4}});
-    let (status, _, text) = post(&s.addr, "/v1/messages", &anthropic);
-    assert_eq!(status, 200, "{text}");
-    let mut bad = body.clone();
-    bad["chat_template_kwargs"] = json!({"enable_thinking": "yes"});
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &bad);
-    assert_eq!(
-        (status, &v["error"]["param"]),
-        (400, &json!("chat_template_kwargs")),
-        "{text}"
-    );
-    let s = Served::start(&[]);
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 400, "{text}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("enable_thinking"),
-        "{text}"
-    );
 }
 
 /// Streams a chat request: each non-empty content delta with when it arrived.

@@ -4,6 +4,7 @@
 
 pub mod hub;
 pub mod index;
+pub mod serve;
 pub mod server;
 
 use std::io::Write;
