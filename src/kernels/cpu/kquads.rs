@@ -308,8 +308,11 @@ pub(crate) unsafe fn products(
     xs: &[Q8K],
     out: &mut [f32],
 ) {
-    let sums4: Vec<_> = xs.iter().map(sub_block_sums).collect();
-    let sums6: Vec<_> = xs.iter().map(sums_per_16).collect();
+    // The activations' sums in the form the type's minimums or offset multiply.
+    let (sums4, sums6): (Vec<_>, Vec<_>) = match q6 {
+        true => (Vec::new(), xs.iter().map(sums_per_16).collect()),
+        false => (xs.iter().map(sub_block_sums).collect(), Vec::new()),
+    };
     let supers = row_bytes / if q6 { Q6K_BYTES } else { Q4K_BYTES };
     let out_addr = out.as_mut_ptr() as usize;
     super::pool::Pool::global().run(n.div_ceil(4), |quads| {
