@@ -296,3 +296,38 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
         assert_close(&case, &g, &c, 2e-2);
     }
 }
+
+/// One-token steps deep enough for several key splits (1024 positions split into blocks of
+/// 128), with 2, 3 and 4 query heads per KV head (the attention kernel takes a KV head's
+/// query heads together) and head widths 64 and 256, agree with the CPU build.
+#[test]
+fn deep_one_token_steps_agree_with_the_cpu_build() {
+    let Some(dev) = gpu() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for preset in [
+        "llama-tiny:q4_k_m",
+        "smollm2-135m:q4_k_m",
+        "gemma3-270m:q4_k_m",
+    ] {
+        let path = write_synthetic(preset, dir.path());
+        let prompt: Vec<u32> = (0..300u32).map(|i| (i * 37 + 11) % 500).collect();
+        let mut cpu = load_path(&path, &Device::Cpu, 512);
+        let mut gpu = load_path(&path, &dev, 512);
+        assert_eq!(gpu.decoder_note(), "fused CUDA decoder", "{preset}");
+        let (c, g) = (
+            cpu.feed(&prompt).expect("cpu"),
+            gpu.feed(&prompt).expect("gpu"),
+        );
+        assert_close(&format!("{preset} prompt"), &g, &c, 2e-2);
+        let mut next = top(&c, 1)[0];
+        for step in 0..6 {
+            let (c, g) = (
+                cpu.feed(&[next]).expect("cpu"),
+                gpu.feed(&[next]).expect("gpu"),
+            );
+            assert_close(&format!("{preset} step {step}"), &g, &c, 2e-2);
+            next = top(&c, 1)[0];
+        }
+        std::fs::remove_file(&path).expect("removes");
+    }
+}

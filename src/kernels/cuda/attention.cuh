@@ -1,67 +1,82 @@
-// Attention: one token split over the keys with its own RoPE and cache store (attn_one), and
-// prompts in llama.cpp's CPU order (attn_seq).
+// Attention: one token split over the keys with its own RoPE and cache store (attn_one1..4, by
+// query heads per block), and prompts in llama.cpp's CPU order (attn_seq).
 
 #pragma once
 
 // ---------------------------------------------------------------------------------------
-// Attention of one token, split over the keys: grid (n_heads, 1, splits), 128 threads. Each
-// block first applies the per-head norm and RoPE to its query head; the block whose split
-// holds the token's own position does the same to the token's key, stores key and value in
-// the f16 cache and uses them from shared memory (blocks of other query heads of the same KV
-// head write the same bytes). Split s of the query at position p covers keys
-// [first + s*chunk, min(first + (s+1)*chunk, p + 1)), `first` where the window starts. A warp
-// takes 32 keys at a time, a key per lane for the scores and the online softmax, then the
-// values key by key with the head's dimensions across lanes. The partial (max, sum, d values)
-// goes to `part`; the last split of a head to finish (a counter per head, reset by it) joins
-// them and writes the head's part of the output projection's q8 input.
+// Attention of one token, split over the keys: grid (n_heads / GB, 1, splits), 128 threads.
+// A block takes GB query heads of one KV head, so each key and value row it reads serves all
+// of them (GQA models share a KV head among 2–8 query heads; a block per query head read
+// every row that many times). Each block first applies the per-head norm and RoPE to its
+// query heads; the block whose split holds the token's own position does the same to the
+// token's key, stores key and value in the f16 cache and uses them from shared memory
+// (blocks of other query heads of the same KV head write the same bytes). Split s of the
+// query at position p covers keys [first + s*chunk, min(first + (s+1)*chunk, p + 1)),
+// `first` where the window starts. A warp takes 32 keys at a time, a key per lane for the
+// scores and the online softmax of every head, then the values key by key with the head's
+// dimensions across lanes. Every head's numbers are computed in the same order as with one
+// head per block. The partials (max, sum, d values) go to `part`; the last split of a block
+// group to finish (a counter per group, reset by it) joins them and writes the heads' parts
+// of the output projection's q8 input.
 
 #define ATT_WARPS 4
 #define MAX_DPL 8  // head_dim / 32, up to 256
-#define MAX_SPLITS 32
+#define MAX_SPLITS 128  // the decoder's MAX_SPLITS (mod.rs)
 
-
-extern "C" __global__ void __launch_bounds__(128)
-    attn_one(const float* q, const float* k, const float* v, const float* qn, const float* kn,
-             float eps, __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq,
-             const int* pos0, int ctx, int n_heads, int n_kv, int d, float scale,
-             float softcap, int window, int chunk, float theta_scale, const float* factors,
-             float pos_scale, int neox) {
-    extern __shared__ __align__(16) unsigned char vstage[];  // 4 warps × 32 rows × d halves
-    __shared__ float qs[256];
+template <int GB>
+static __device__ __forceinline__ void attn_one_body(
+    const float* q, const float* k, const float* v, const float* qn, const float* kn, float eps,
+    __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq, const int* pos0,
+    int ctx, int n_heads, int n_kv, int d, float scale, float softcap, int window, int chunk,
+    float theta_scale, const float* factors, float pos_scale, int neox) {
+    // 4 warps × 32 rows × d halves of values; after the keys, the warps' partial sums.
+    extern __shared__ __align__(16) unsigned char vstage[];
+    __shared__ float qs[GB][256];
     __shared__ __align__(16) __half kcur[256];
     __shared__ __align__(16) __half vcur[256];
-    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][32 * MAX_DPL];
-    __shared__ float fs[MAX_SPLITS], y[32 * MAX_DPL];
+    __shared__ float sm[GB][ATT_WARPS], sl[GB][ATT_WARPS];
+    __shared__ float fm[GB][MAX_SPLITS], fl[GB][MAX_SPLITS], y[32 * MAX_DPL];
+    __shared__ float yg[GB][32 * MAX_DPL];
     __shared__ bool last;
-    const int head = blockIdx.x, split = blockIdx.z, nsplit = gridDim.z;
+    const int grp = blockIdx.x, split = blockIdx.z, nsplit = gridDim.z;
+    const int head0 = grp * GB, kvh = head0 / (n_heads / n_kv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int p = *pos0;
     const int first = window > 0 ? max(0, p + 1 - window) : 0;
     const int k0 = first + split * chunk, k1 = min(first + (split + 1) * chunk, p + 1);
-    const int kvh = head / (n_heads / n_kv);
     const int dpl = d / 32, half = d / 2;
     __half* kb = kc + (size_t)kvh * ctx * d;
     __half* vb = vc + (size_t)kvh * ctx * d;
     const bool own = k0 <= p && p < k1;
-    // 1. The query head and, where this split holds the token's position, its key and value:
-    //    all loads first, then the per-head norms, then RoPE with angles shared by Q and K.
-    float qx[2][2], kx[2][2], vv[2];
-    double qss = 0.0, kss = 0.0;
+    // 1. The query heads and, where this split holds the token's position, its key and
+    //    value: all loads first, then the per-head norms, then RoPE with angles shared by Q
+    //    and K.
+    float qx[GB][2][2], kx[2][2], vv[2];
+    double qss[GB], kss = 0.0;
+#pragma unroll
+    for (int h = 0; h < GB; h++) qss[h] = 0.0;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
         const int i = threadIdx.x + 128 * u;
         const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const bool in = i < half;
-        qx[u][0] = in ? q[(size_t)head * d + i0] : 0.0f;
-        qx[u][1] = in ? q[(size_t)head * d + i1] : 0.0f;
+#pragma unroll
+        for (int h = 0; h < GB; h++) {
+            const float* qh = q + (size_t)(head0 + h) * d;
+            qx[h][u][0] = in ? qh[i0] : 0.0f;
+            qx[h][u][1] = in ? qh[i1] : 0.0f;
+            qss[h] += (double)__fmul_rn(qx[h][u][0], qx[h][u][0]) +
+                      (double)__fmul_rn(qx[h][u][1], qx[h][u][1]);
+        }
         kx[u][0] = in && own ? k[(size_t)kvh * d + i0] : 0.0f;
         kx[u][1] = in && own ? k[(size_t)kvh * d + i1] : 0.0f;
         const int e = threadIdx.x + 128 * u;
         vv[u] = own && e < d ? v[(size_t)kvh * d + e] : 0.0f;
-        qss += (double)__fmul_rn(qx[u][0], qx[u][0]) + (double)__fmul_rn(qx[u][1], qx[u][1]);
         kss += (double)__fmul_rn(kx[u][0], kx[u][0]) + (double)__fmul_rn(kx[u][1], kx[u][1]);
     }
-    const float qsc = qn ? rms_scale(block_sum_f64(qss), d, eps) : 1.0f;
+    float qsc[GB];
+#pragma unroll
+    for (int h = 0; h < GB; h++) qsc[h] = qn ? rms_scale(block_sum_f64(qss[h]), d, eps) : 1.0f;
     const float ksc = own && kn ? rms_scale(block_sum_f64(kss), d, eps) : 1.0f;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
@@ -70,13 +85,16 @@ extern "C" __global__ void __launch_bounds__(128)
             const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
             float c, sn;
             rope_cs(i, p, theta_scale, factors, pos_scale, c, sn);
-            float x0 = qx[u][0], x1 = qx[u][1];
-            if (qn) {
-                x0 = (x0 * qsc) * qn[i0];
-                x1 = (x1 * qsc) * qn[i1];
+#pragma unroll
+            for (int h = 0; h < GB; h++) {
+                float x0 = qx[h][u][0], x1 = qx[h][u][1];
+                if (qn) {
+                    x0 = (x0 * qsc[h]) * qn[i0];
+                    x1 = (x1 * qsc[h]) * qn[i1];
+                }
+                qs[h][i0] = x0 * c - x1 * sn;
+                qs[h][i1] = x0 * sn + x1 * c;
             }
-            qs[i0] = x0 * c - x1 * sn;
-            qs[i1] = x0 * sn + x1 * c;
             if (own) {
                 float z0 = kx[u][0], z1 = kx[u][1];
                 if (kn) {
@@ -98,18 +116,28 @@ extern "C" __global__ void __launch_bounds__(128)
         }
     }
     __syncthreads();
-    // 2. Scores a key per lane, 32 keys at a time per warp; values key by key.
-    float acc[MAX_DPL];
+    // 2. Scores a key per lane, 32 keys at a time per warp, for every head; values key by key.
+    float acc[GB][MAX_DPL], m[GB], l[GB];
 #pragma unroll
-    for (int j = 0; j < MAX_DPL; j++) acc[j] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
+    for (int h = 0; h < GB; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAX_DPL; j++) acc[h][j] = 0.0f;
+    }
     for (int g = k0 + 32 * warp; g < k1; g += 32 * ATT_WARPS) {
         const int key = g + lane;
-        float s = -INFINITY;
+        float s[GB];
+#pragma unroll
+        for (int h = 0; h < GB; h++) s[h] = -INFINITY;
         if (key < k1) {
             // 16-byte loads, all in flight together.
             const uint4* kr = (const uint4*)(key == p ? kcur : kb + (size_t)key * d);
-            float a = 0.0f;
+            // Two chains per head (even and odd dimensions), so more multiply-adds are in
+            // flight than one chain of d would allow.
+            float a[GB][2];
+#pragma unroll
+            for (int h = 0; h < GB; h++) a[h][0] = a[h][1] = 0.0f;
 #pragma unroll 8
             for (int e8 = 0; e8 < d / 8; e8++) {
                 const uint4 raw = kr[e8];
@@ -117,21 +145,32 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
                     const float2 kf = __half22float2(h2[u]);
-                    a = fmaf(qs[8 * e8 + 2 * u], kf.x, a);
-                    a = fmaf(qs[8 * e8 + 2 * u + 1], kf.y, a);
+#pragma unroll
+                    for (int h = 0; h < GB; h++) {
+                        a[h][0] = fmaf(qs[h][8 * e8 + 2 * u], kf.x, a[h][0]);
+                        a[h][1] = fmaf(qs[h][8 * e8 + 2 * u + 1], kf.y, a[h][1]);
+                    }
                 }
             }
-            s = a * scale;
-            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-        }
-        const float mn = fmaxf(m, warp_max(s));
-        const float corr = expf(m - mn);
-        const float pk = key < k1 ? expf(s - mn) : 0.0f;
-        l = l * corr + warp_sum(pk);
 #pragma unroll
-        for (int j = 0; j < MAX_DPL; j++) acc[j] *= corr;
+            for (int h = 0; h < GB; h++) {
+                s[h] = (a[h][0] + a[h][1]) * scale;
+                if (softcap > 0.0f) s[h] = softcap * tanhf(s[h] / softcap);
+            }
+        }
+        float pk[GB];
+#pragma unroll
+        for (int h = 0; h < GB; h++) {
+            const float mn = fmaxf(m[h], warp_max(s[h]));
+            const float corr = expf(m[h] - mn);
+            pk[h] = key < k1 ? expf(s[h] - mn) : 0.0f;
+            l[h] = l[h] * corr + warp_sum(pk[h]);
+#pragma unroll
+            for (int j = 0; j < MAX_DPL; j++) acc[h][j] *= corr;
+            m[h] = mn;
+        }
         // The group's value rows into this warp's shared memory, 16-byte loads in flight
-        // together, then the weighted sum from there.
+        // together, then the weighted sums from there.
         const int nk = min(32, k1 - g), h8 = d / 8;
         uint4* vw = (uint4*)vstage + (size_t)warp * 32 * h8;
 #pragma unroll 8
@@ -142,86 +181,133 @@ extern "C" __global__ void __launch_bounds__(128)
         __syncwarp();
         const __half* vrows = (const __half*)vw;
         for (int jj = 0; jj < nk; jj++) {
-            const float pj = __shfl_sync(0xffffffff, pk, jj);
+            float pj[GB];
 #pragma unroll
-            for (int j = 0; j < MAX_DPL; j++)
-                if (j < dpl) acc[j] = fmaf(pj, __half2float(vrows[jj * d + lane + 32 * j]), acc[j]);
+            for (int h = 0; h < GB; h++) pj[h] = __shfl_sync(0xffffffff, pk[h], jj);
+#pragma unroll
+            for (int j = 0; j < MAX_DPL; j++) {
+                if (j < dpl) {
+                    const float vx = __half2float(vrows[jj * d + lane + 32 * j]);
+#pragma unroll
+                    for (int h = 0; h < GB; h++) acc[h][j] = fmaf(pj[h], vx, acc[h][j]);
+                }
+            }
         }
         __syncwarp();
-        m = mn;
     }
-    // 3. This split's partial (with one split, the result).
-    if (lane == 0) {
-        sm[warp] = m;
-        sl[warp] = l;
-    }
-#pragma unroll
-    for (int j = 0; j < MAX_DPL; j++)
-        if (j < dpl) sacc[warp][lane + 32 * j] = acc[j];
+    // 3. This split's partials (with one split, the results), the warps' sums in the space
+    //    the values were staged in.
     __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
-    if (nsplit == 1) {
+    float* sacc = (float*)vstage;  // [GB][ATT_WARPS][d]
+#pragma unroll
+    for (int h = 0; h < GB; h++) {
+        if (lane == 0) {
+            sm[h][warp] = m[h];
+            sl[h][warp] = l[h];
+        }
+#pragma unroll
+        for (int j = 0; j < MAX_DPL; j++)
+            if (j < dpl) sacc[(h * ATT_WARPS + warp) * d + lane + 32 * j] = acc[h][j];
+    }
+    __syncthreads();
+    for (int h = 0; h < GB; h++) {
+        const int head = head0 + h;
+        const float* sw = sacc + h * ATT_WARPS * d;
+        float M = -INFINITY;
+        for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[h][w]);
         float L = 0.0f;
         for (int w = 0; w < ATT_WARPS; w++)
-            if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
+            if (sm[h][w] != -INFINITY) L += sl[h][w] * expf(sm[h][w] - M);
+        if (nsplit == 1) {
+            for (int e = threadIdx.x; e < d; e += blockDim.x) {
+                float a = 0.0f;
+                for (int w = 0; w < ATT_WARPS; w++)
+                    if (sm[h][w] != -INFINITY) a += sw[w * d + e] * expf(sm[h][w] - M);
+                y[e] = a / L;
+            }
+            __syncthreads();
+            for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
+                quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
+            __syncthreads();
+            continue;
+        }
+        float* out = part + ((size_t)head * nsplit + split) * (d + 2);
         for (int e = threadIdx.x; e < d; e += blockDim.x) {
             float a = 0.0f;
             for (int w = 0; w < ATT_WARPS; w++)
-                if (sm[w] != -INFINITY) a += sacc[w][e] * expf(sm[w] - M);
-            y[e] = a / L;
+                if (sm[h][w] != -INFINITY) a += sw[w * d + e] * expf(sm[h][w] - M);
+            out[2 + e] = a;
         }
-        __syncthreads();
-        for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
-            quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
-        return;
+        if (threadIdx.x == 0) {
+            out[0] = M;
+            out[1] = L;
+        }
     }
-    float* out = part + ((size_t)head * nsplit + split) * (d + 2);
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
-        float a = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (sm[w] != -INFINITY) a += sacc[w][e] * expf(sm[w] - M);
-        out[2 + e] = a;
-    }
-    if (threadIdx.x == 0) {
-        float L = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
-        out[0] = M;
-        out[1] = L;
-    }
-    // 4. The last split of this head joins them all.
+    if (nsplit == 1) return;
+    // 4. The last split of this group joins them all: every split's (max, sum) of every
+    //    head into shared memory, the weights a warp per head, then the heads' values with
+    //    all loads of a thread independent of each other.
     __threadfence();
     __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&done[head], 1u) == (unsigned)(nsplit - 1);
+    if (threadIdx.x == 0) last = atomicAdd(&done[grp], 1u) == (unsigned)(nsplit - 1);
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const float* pp = part + (size_t)head * nsplit * (d + 2);
-    if (threadIdx.x < nsplit) fs[threadIdx.x] = __ldcg(pp + threadIdx.x * (d + 2));
-    __syncthreads();
-    float MM = -INFINITY;
-    for (int sp = 0; sp < nsplit; sp++) MM = fmaxf(MM, fs[sp]);
-    __syncthreads();
-    if (threadIdx.x < nsplit) {
-        const float ms = fs[threadIdx.x];
-        fs[threadIdx.x] = ms == -INFINITY ? 0.0f : expf(ms - MM);
+    const float* pg = part + (size_t)head0 * nsplit * (d + 2);  // the group's heads in a row
+    for (int i = threadIdx.x; i < GB * nsplit; i += blockDim.x) {
+        fm[i / nsplit][i % nsplit] = __ldcg(pg + (size_t)i * (d + 2));
+        fl[i / nsplit][i % nsplit] = __ldcg(pg + (size_t)i * (d + 2) + 1);
     }
     __syncthreads();
-    float L = 0.0f;
-    for (int sp = 0; sp < nsplit; sp++)
-        if (fs[sp] != 0.0f) L += __ldcg(pp + sp * (d + 2) + 1) * fs[sp];
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+    if (warp < GB) {
+        float mm = -INFINITY;
+        for (int sp = lane; sp < nsplit; sp += 32) mm = fmaxf(mm, fm[warp][sp]);
+        mm = warp_max(mm);
+        for (int sp = lane; sp < nsplit; sp += 32) {
+            const float ms = fm[warp][sp];
+            fm[warp][sp] = ms == -INFINITY ? 0.0f : expf(ms - mm);
+        }
+        __syncwarp();
+        if (lane == 0) {
+            float L = 0.0f;
+            for (int sp = 0; sp < nsplit; sp++)
+                if (fm[warp][sp] != 0.0f) L += fl[warp][sp] * fm[warp][sp];
+            fl[warp][0] = L;
+        }
+    }
+    __syncthreads();
+    for (int o = threadIdx.x; o < GB * d; o += blockDim.x) {
+        const int h = o / d, e = o % d;
+        const float* ph = pg + (size_t)h * nsplit * (d + 2) + 2 + e;
+        const float L = fl[h][0];
         float a = 0.0f;
-        for (int sp = 0; sp < nsplit; sp++)
-            if (fs[sp] != 0.0f) a += __ldcg(pp + sp * (d + 2) + 2 + e) * fs[sp];
-        y[e] = L > 0.0f ? a / L : 0.0f;
+#pragma unroll 8
+        for (int sp = 0; sp < nsplit; sp++) a = fmaf(__ldcg(ph + (size_t)sp * (d + 2)), fm[h][sp], a);
+        yg[h][e] = L > 0.0f ? a / L : 0.0f;
     }
-    if (threadIdx.x == 0) done[head] = 0;
     __syncthreads();
-    for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
-        quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
+    for (int i = warp; i < GB * (d / QK); i += ATT_WARPS) {
+        const int h = i / (d / QK), sb = i % (d / QK);
+        quant_warp(yg[h][sb * QK + lane], xq + ((size_t)(head0 + h) * d / QK + sb) * Q8_BYTES);
+    }
+    if (threadIdx.x == 0) done[grp] = 0;
 }
+
+#define ATTN_ONE(NAME, GB)                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                   \
+        const float* q, const float* k, const float* v, const float* qn, const float* kn,     \
+        float eps, __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq,      \
+        const int* pos0, int ctx, int n_heads, int n_kv, int d, float scale, float softcap,   \
+        int window, int chunk, float theta_scale, const float* factors, float pos_scale,      \
+        int neox) {                                                                           \
+        attn_one_body<GB>(q, k, v, qn, kn, eps, kc, vc, part, done, xq, pos0, ctx, n_heads,   \
+                          n_kv, d, scale, softcap, window, chunk, theta_scale, factors,       \
+                          pos_scale, neox);                                                   \
+    }
+ATTN_ONE(attn_one1, 1)
+ATTN_ONE(attn_one2, 2)
+ATTN_ONE(attn_one3, 3)
+ATTN_ONE(attn_one4, 4)
 
 // Attention for prompts in llama.cpp's CPU order, so that prompt logits (the first step's
 // above all) come out as the CPU build's: per query, the scores in key order (Q rounded to

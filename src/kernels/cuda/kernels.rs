@@ -43,7 +43,8 @@ pub struct Kernels {
     embed: CudaFunction,
     norm_q8: CudaFunction,
     rope_store: CudaFunction,
-    attn_one: CudaFunction,
+    /// One-token attention with 1..=4 query heads per block (`attn_one1`..`attn_one4`).
+    attn_one: [CudaFunction; 4],
     attn_seq: CudaFunction,
     glu_q8: CudaFunction,
     argmax: CudaFunction,
@@ -194,7 +195,12 @@ impl Kernels {
             embed: f("embed")?,
             norm_q8: f("norm_q8")?,
             rope_store: f("rope_store")?,
-            attn_one: f("attn_one")?,
+            attn_one: [
+                f("attn_one1")?,
+                f("attn_one2")?,
+                f("attn_one3")?,
+                f("attn_one4")?,
+            ],
             attn_seq: f("attn_seq")?,
             glu_q8: f("glu_q8")?,
             argmax: f("argmax")?,
@@ -216,7 +222,8 @@ impl Kernels {
             return Ok(());
         }
         let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-        for f in [&self.norm_q8, &self.attn_seq, &self.attn_one, &self.embed] {
+        let fixed = [&self.norm_q8, &self.attn_seq, &self.embed];
+        for f in fixed.into_iter().chain(&self.attn_one) {
             f.set_attribute(attr, bytes as i32)
                 .map_err(driver("raising the shared-memory limit"))?;
         }
@@ -412,7 +419,13 @@ impl Kernels {
     ) -> Result<()> {
         let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
         let (window, chunk_i, neox) = (a.window as i32, chunk as i32, r.neox as i32);
-        let mut l = self.stream.launch_builder(&self.attn_one);
+        // As many query heads of one KV head per block as divide the group, up to four.
+        let group = a.n_heads / a.n_kv.max(1);
+        let per_block = (1..=4)
+            .rev()
+            .find(|g| group.is_multiple_of(*g))
+            .unwrap_or(1);
+        let mut l = self.stream.launch_builder(&self.attn_one[per_block - 1]);
         l.arg(&q).arg(&k).arg(&v).arg(&qn).arg(&kn).arg(&eps);
         l.arg(&kc)
             .arg(&vc)
@@ -433,7 +446,7 @@ impl Kernels {
             .arg(&r.pos_scale)
             .arg(&neox);
         // SAFETY: as in `mmv`.
-        let grid = (a.n_heads, 1, nsplit);
+        let grid = (a.n_heads / per_block, 1, nsplit);
         unsafe { l.launch(cfg(grid, 128, one_shared(a.d))) }.map_err(driver("attn_one"))?;
         Ok(())
     }

@@ -28,9 +28,12 @@ use crate::models::layers::norm::RmsNorm;
 use crate::models::recipe::{self, Recipe, Unsupported};
 use crate::{Error, Result};
 
-/// Keys per attention split at least; longer contexts use longer splits, at most `MAX_SPLITS`.
+/// Keys per attention split at least (a warp's 32 for each of the block's four warps); longer
+/// contexts use longer splits, at most `MAX_SPLITS` (the kernel's limit: its join reads the
+/// splits' partials of a head in shared memory, 128 at most). More splits put more blocks on
+/// the GPU: at 8192 positions 128 gave 198 t/s on Qwen3 8B (H100) where 32 gave 193.
 const MIN_CHUNK: usize = 128;
-const MAX_SPLITS: usize = 32;
+const MAX_SPLITS: usize = 128;
 
 /// The ggml id of a weight type the kernels multiply, with its block bytes and values.
 fn type_id(t: GgmlDType) -> Option<(i32, usize, usize)> {
