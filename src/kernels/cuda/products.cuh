@@ -229,8 +229,8 @@ static __device__ __forceinline__ void stage_tile(const uint8_t* w, int t, int b
 
 #if __CUDA_ARCH__ >= 800
 // Tensor-core form (sm_80+): a block computes 64 rows × 64 tokens, each warp 16 rows × 64
-// tokens with int8 mma.m16n8k16 (one per 16 values, so each sub-block's two halves keep
-// their integer sums apart for Q6_K's two scales), then scales the sums in f32.
+// tokens with int8 mma.m16n8k32 per 32-value sub-block (Q6_K: m16n8k16 per half, so the two
+// halves keep their integer sums apart for its two scales), then scales the sums in f32.
 #define TC_R 64
 #define TC_T 64
 #define TC_KB 4
@@ -242,6 +242,16 @@ static __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b
         "{%0, %1, %2, %3};"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a0), "r"(a1), "r"(b0));
+}
+
+// The whole 32-value sub-block in one product, for types with one scale per sub-block.
+static __device__ __forceinline__ void mma_s8_k32(int (&c)[4], int a0, int a1, int a2, int a3,
+                                                  int b0, int b1) {
+    c[0] = c[1] = c[2] = c[3] = 0;
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq, int k,
@@ -271,6 +281,21 @@ static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq
             const int a10 = wv[kb][ra][4 + tg], a11 = wv[kb][rb][4 + tg];
             const float fa[2] = {wa[kb][ra], wa[kb][rb]}, fa2[2] = {wa2[kb][ra], wa2[kb][rb]};
             const float fb[2] = {wb[kb][ra], wb[kb][rb]};
+            if (t != T_Q6_K) {
+                // One scale for all 32 values: one k32 product and one scaling per output.
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    const int tk = nt * 8 + g;
+                    int c[4];
+                    mma_s8_k32(c, a00, a01, a10, a11, xv[kb][tk][tg], xv[kb][tk][4 + tg]);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int hr = e >> 1, col = nt * 8 + 2 * tg + (e & 1);
+                        acc[nt][e] += xd[kb][col] * (fa[hr] * (float)c[e]) + fb[hr] * xs[kb][col];
+                    }
+                }
+                continue;
+            }
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
                 const int tk = nt * 8 + g;
