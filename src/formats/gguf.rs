@@ -268,6 +268,15 @@ impl Gguf {
         }
     }
 
+    /// A tensor's stored type, when present and candle knows it (MXFP4: `None`).
+    pub fn tensor_dtype(&self, name: &str) -> Option<GgmlDType> {
+        let t = self.header.tensors.iter().find(|t| t.name == name)?;
+        ggml_types::TYPES
+            .iter()
+            .find(|ty| ty.id == t.type_id)
+            .and_then(|ty| ty.candle)
+    }
+
     /// A tensor's shape in candle's order (outermost first), when present.
     pub fn tensor_shape(&self, name: &str) -> Option<Vec<usize>> {
         let t = self.header.tensors.iter().find(|t| t.name == name)?;

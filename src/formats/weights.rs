@@ -829,6 +829,17 @@ impl<'w, 'a> Vb<'w, 'a> {
         Ok(t)
     }
 
+    /// The quantized type `leaf` is stored in, read from the header without loading it: a
+    /// GGUF tensor of a type candle knows; `None` for safetensors, float or absent tensors.
+    pub fn stored_quant(&self, leaf: &str) -> Option<GgmlDType> {
+        let w = self.weights;
+        let Source::Gguf { gguf, .. } = &w.source else {
+            return None;
+        };
+        gguf.tensor_dtype(&w.stored_name(&self.name(leaf)))
+            .filter(|t| !matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16))
+    }
+
     /// The `n` matrices (each `shape` = `(out, in)`) stacked in the one tensor `leaf` in both
     /// formats (`(n, out, in)`; transformers 5's `experts.gate_up_proj`, llama.cpp's
     /// `blk.N.ffn_gate_up_exps.weight`), split into per-matrix weights.

@@ -267,30 +267,17 @@ impl Linear {
             return Ok(None);
         };
         let (n, k) = w.shape().dims2()?;
-        let dtype = w.dtype();
-        let own = match dtype {
-            GgmlDType::Q4_1 => Some(q4_1::gemv as fn(&[u8], usize, usize, &[f32], &mut [f32], _)),
-            GgmlDType::Q5_0 => Some(q5_0::gemv as _),
-            GgmlDType::Q8_0 => Some(q8_0::gemv as _),
-            GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
-                None
-            }
-            _ => return Ok(None),
-        };
         let rows = x.elem_count() / k.max(1);
         if !x.device().is_cpu() || rows * k != x.elem_count() || !(1..=FEW_ROWS).contains(&rows) {
             return Ok(None);
         }
+        if own_rows_kernel(w.dtype()).is_none() {
+            return Ok(None);
+        }
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let mut out = vec![0f32; rows * n];
-        let data = w.data()?;
-        match own {
-            Some(gemv) => gemv(&data, n, k, &input, &mut out, gemv::kernel()),
-            None => {
-                if kquants::gemv(dtype, &data, n, k, &input, &mut out).is_none() {
-                    return Ok(None);
-                }
-            }
+        if !quantized_rows(w, &input, &mut out)? {
+            return Ok(None);
         }
         let mut out_shape = x.dims().to_vec();
         if let Some(last) = out_shape.last_mut() {
@@ -299,6 +286,69 @@ impl Linear {
         Ok(Some(
             Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?,
         ))
+    }
+
+    /// True when weights of `dtype` have a single-row kernel ([`Linear::rows_into`]).
+    pub fn has_rows_kernel(dtype: GgmlDType) -> bool {
+        own_rows_kernel(dtype).is_some()
+    }
+
+    /// True when `rows` activation rows are few enough for [`Linear::rows_into`].
+    pub fn rows_fit(rows: usize) -> bool {
+        (1..=FEW_ROWS).contains(&rows)
+    }
+
+    /// `out = x W^T` on slices, for up to [`FEW_ROWS`] rows of `x` (`rows × in`, `out` holding
+    /// `rows × out`) against a CPU weight our single-row kernels read (Q4_1, Q5_0, Q8_0, and
+    /// the k-quants): the numbers [`Linear::forward`] gives, without tensors around them, for
+    /// callers that run many small products in one pool submission (each product then runs
+    /// on the calling thread). `false`, with `out` untouched, for any other weight or shape.
+    pub fn rows_into(&self, x: &[f32], out: &mut [f32]) -> Result<bool> {
+        match (&self.weight, &self.bias) {
+            (Matrix::Candle(QMatMul::QTensor(w)), None) => quantized_rows(w, x, out),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// [`Linear::rows_into`] for the quantized weight `w`.
+fn quantized_rows(w: &QTensor, x: &[f32], out: &mut [f32]) -> Result<bool> {
+    if !w.device().is_cpu() {
+        return Ok(false);
+    }
+    let (n, k) = w.shape().dims2()?;
+    let rows = x.len() / k.max(1);
+    if rows * k != x.len() || out.len() != rows * n || !(1..=FEW_ROWS).contains(&rows) {
+        return Ok(false);
+    }
+    let dtype = w.dtype();
+    let Some(kernel) = own_rows_kernel(dtype) else {
+        return Ok(false);
+    };
+    let data = w.data()?;
+    Ok(match kernel {
+        Some(gemv) => {
+            gemv(&data, n, k, x, out, gemv::kernel());
+            true
+        }
+        None => kquants::gemv(dtype, &data, n, k, x, out).is_some(),
+    })
+}
+
+/// A product of our single-row kernels: `(weights, n, k, x, out, kernel)`.
+type RowsKernel = fn(&[u8], usize, usize, &[f32], &mut [f32], gemv::Kernel);
+
+/// The single-row kernel for `dtype`: `Some(Some(_))` ours, `Some(None)` the k-quants
+/// ([`kquants::gemv`]), `None` neither.
+fn own_rows_kernel(dtype: GgmlDType) -> Option<Option<RowsKernel>> {
+    match dtype {
+        GgmlDType::Q4_1 => Some(Some(q4_1::gemv as RowsKernel)),
+        GgmlDType::Q5_0 => Some(Some(q5_0::gemv as RowsKernel)),
+        GgmlDType::Q8_0 => Some(Some(q8_0::gemv as RowsKernel)),
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+            Some(None)
+        }
+        _ => None,
     }
 }
 

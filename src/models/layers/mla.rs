@@ -14,17 +14,20 @@
 //!
 //! `kv_b_proj` (safetensors, `(heads × (nope + v), kv_lora)`) is split into `W_UK` and `W_UV`
 //! at load; llama.cpp's GGUF stores the two already split (`attn_k_b`, transposed, and
-//! `attn_v_b`). Both are kept as f32 per-head matrices.
+//! `attn_v_b`). Quantized GGUF halves stay as stored and run through the quantized kernels per
+//! head ([`PerHead`]), as llama.cpp runs them; otherwise both are kept as f32 per-head
+//! matrices.
 
 use candle_core::Tensor;
 
 use super::attention::causal_mask;
 use super::linear::Linear;
 use super::norm::RmsNorm;
+use super::per_head::PerHead;
 use super::rope::{Rope, Tables};
 use crate::engine::cache::{Cache, LayerKind};
 use crate::formats::weights::Vb;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Shape of one MLA layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,10 +74,10 @@ pub struct Mla {
     q: Query,
     kv_a: Linear,
     kv_norm: RmsNorm,
-    /// `W_UK` per head, `(heads, nope, kv_lora)`: `q_nope · W_UK` is the absorbed query.
-    w_uk: Tensor,
-    /// `W_UV` transposed per head, `(heads, kv_lora, v)`.
-    w_uv_t: Tensor,
+    /// `W_UK` per head, nope → kv_lora: `q_nope · W_UK` is the absorbed query.
+    w_uk: PerHead,
+    /// `W_UV` per head, kv_lora → v.
+    w_uv: PerHead,
     o: Linear,
     cfg: Config,
 }
@@ -98,19 +101,12 @@ impl Mla {
                     .pp("kv_b_proj")
                     .tensor("weight", &[h * (c.qk_nope + c.v_head), c.kv_lora_rank])?;
                 let kv_b = kv_b.reshape((h, c.qk_nope + c.v_head, c.kv_lora_rank))?;
-                (
+                dense_halves(
                     kv_b.narrow(1, 0, c.qk_nope)?.contiguous()?,
                     kv_b.narrow(1, c.qk_nope, c.v_head)?,
-                )
+                )?
             }
-            false => (
-                vb.pp("k_b_proj")
-                    .tensor("weight", &[h, c.kv_lora_rank, c.qk_nope])?
-                    .transpose(1, 2)?
-                    .contiguous()?,
-                vb.pp("v_b_proj")
-                    .tensor("weight", &[h, c.v_head, c.kv_lora_rank])?,
-            ),
+            false => Self::load_split(vb, c)?,
         };
         Ok(Self {
             q,
@@ -122,10 +118,44 @@ impl Mla {
             )?,
             kv_norm: RmsNorm::load(&vb.pp("kv_a_layernorm"), c.kv_lora_rank, c.eps, false)?,
             w_uk,
-            w_uv_t: w_uv.transpose(1, 2)?.contiguous()?,
+            w_uv,
             o: Linear::load(&vb.pp("o_proj"), h * c.v_head, c.hidden, false)?,
             cfg: *cfg,
         })
+    }
+
+    /// `W_UK` and `W_UV` from llama.cpp's split `attn_k_b` (`(heads, kv_lora, nope)`) and
+    /// `attn_v_b` (`(heads, v, kv_lora)`): each head's matrix as stored when the kernels read
+    /// its type on this device (decided from the header, before either tensor is taken),
+    /// else dense.
+    fn load_split(vb: &Vb, c: &Config) -> Result<(PerHead, PerHead)> {
+        let (h, r) = (c.n_heads, c.kv_lora_rank);
+        let (k_b, v_b) = (vb.pp("k_b_proj"), vb.pp("v_b_proj"));
+        // A head's rows must be whole blocks of its type (a K-quant head of 128 values is not).
+        let per_head = |part: &Vb, width: usize| {
+            part.stored_quant("weight")
+                .is_some_and(|t| PerHead::reads(t) && width.is_multiple_of(t.block_size()))
+        };
+        if vb.device().is_cpu()
+            && !vb.check_only()
+            && per_head(&k_b, c.qk_nope)
+            && per_head(&v_b, r)
+        {
+            let uk = PerHead::quantized(k_b.stacked("weight", h, &[r, c.qk_nope])?)?;
+            let uv = PerHead::quantized(v_b.stacked("weight", h, &[c.v_head, r])?)?;
+            return match (uk, uv) {
+                (Some(uk), Some(uv)) => Ok((uk, uv)),
+                _ => Err(Error::Internal(
+                    "MLA per-head weights of a type the header promised".into(),
+                )),
+            };
+        }
+        dense_halves(
+            k_b.tensor("weight", &[h, r, c.qk_nope])?
+                .transpose(1, 2)?
+                .contiguous()?,
+            v_b.tensor("weight", &[h, c.v_head, r])?,
+        )
     }
 
     /// What this layer keeps in the cache: one latent per position.
@@ -169,10 +199,7 @@ impl Mla {
         let held = cache.append_latent(layer, &latent)?;
         // 4. Absorb W_UK: (H, L, nope) x (H, nope, kv_lora) -> (1, H, L, kv_lora), then the
         //    query against the latent is [absorbed | rotary], (1, H, L, kv_lora + rope).
-        let q_abs = q_nope
-            .squeeze(0)?
-            .matmul(&self.w_uk.to_dtype(q_nope.dtype())?)?
-            .unsqueeze(0)?;
+        let q_abs = self.w_uk.forward(&q_nope.squeeze(0)?)?.unsqueeze(0)?;
         let q = Tensor::cat(&[&q_abs, &q_rope], 3)?;
         // 5. Attention over the latents, in blocks of queries: (1, H, L, kv_lora).
         let mut parts = Vec::with_capacity(l.div_ceil(QUERY_BLOCK));
@@ -185,9 +212,9 @@ impl Mla {
         }
         let y = Tensor::cat(&parts, 2)?;
         // 6. W_UV per head: (H, L, kv_lora) x (H, kv_lora, v) -> (1, L, H*v), output.
-        let y = y
-            .squeeze(0)?
-            .matmul(&self.w_uv_t.to_dtype(y.dtype())?)?
+        let y = self
+            .w_uv
+            .forward(&y.squeeze(0)?)?
             .transpose(0, 1)?
             .reshape((b, l, h * c.v_head))?;
         self.o.forward(&y)
@@ -215,6 +242,14 @@ impl Mla {
         let v = v.contiguous()?;
         Ok(probs.matmul(&v)?.reshape((1, h, l, c.kv_lora_rank))?)
     }
+}
+
+/// Dense heads from `W_UK` `(heads, nope, kv_lora)` and `W_UV` `(heads, v, kv_lora)`.
+fn dense_halves(w_uk: Tensor, w_uv: Tensor) -> Result<(PerHead, PerHead)> {
+    Ok((
+        PerHead::dense(w_uk)?,
+        PerHead::dense(w_uv.transpose(1, 2)?.contiguous()?)?,
+    ))
 }
 
 #[cfg(test)]
@@ -288,8 +323,8 @@ mod tests {
                 Tensor::zeros((1, 1), DType::F32, &dev).unwrap(),
             )),
             kv_norm: RmsNorm::unscaled(r, 1e-6, &dev).unwrap(),
-            w_uk: w_uk.clone(),
-            w_uv_t: w_uv.transpose(1, 2).unwrap().contiguous().unwrap(),
+            w_uk: PerHead::dense(w_uk.clone()).unwrap(),
+            w_uv: PerHead::dense(w_uv.transpose(1, 2).unwrap().contiguous().unwrap()).unwrap(),
             o: Linear::from_matmul(candle_core::quantized::QMatMul::Tensor(
                 Tensor::zeros((1, 1), DType::F32, &dev).unwrap(),
             )),
@@ -299,9 +334,8 @@ mod tests {
             .attend(&q, (&held, &held.narrow(3, 0, r).unwrap()), keys - 1)
             .unwrap()
             .squeeze(0)
-            .unwrap()
-            .matmul(&mla.w_uv_t)
             .unwrap();
+        let y = mla.w_uv.forward(&y).unwrap();
         let got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {

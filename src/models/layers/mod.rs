@@ -17,6 +17,7 @@ pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod oai_moe;
+pub mod per_head;
 pub mod qkv;
 pub mod rope;
 pub mod short_conv;
