@@ -18,6 +18,8 @@ pub mod kdots;
 pub mod kquads;
 pub mod kquants;
 pub mod mxfp4;
+#[cfg(target_arch = "x86_64")]
+pub mod mxfp4_quads;
 pub mod pool;
 pub mod q4_1;
 pub mod q5_0;
