@@ -61,9 +61,14 @@ pub(crate) unsafe fn quad_avx512<const M: usize>(
             quad.0[0].wrapping_add(quad.1 + b * ROWS * BLOCK_BYTES),
             ROWS,
         );
-        let p = quad.0.map(|r| r.add(b * BLOCK_BYTES));
-        let w = p.map(|p| _mm512_cvtepi8_epi16(values(p)));
-        let sw = p.map(|p| HALF_SCALES[*p as usize]);
+        // Loops, not closures: a closure does not inherit the target features, and its
+        // intrinsics would be calls.
+        let (mut w, mut sw) = ([_mm512_setzero_si512(); ROWS], [0f32; ROWS]);
+        for r in 0..ROWS {
+            let p = quad.0[r].add(b * BLOCK_BYTES);
+            w[r] = _mm512_cvtepi8_epi16(values(p));
+            sw[r] = HALF_SCALES[*p as usize];
+        }
         for (acc, x) in acc.iter_mut().zip(xs) {
             // In bounds: every input covers `nb` blocks (asserted above).
             let xv = _mm512_loadu_si512(x.qs.as_ptr().add(b * BLOCK) as *const _);
@@ -74,12 +79,14 @@ pub(crate) unsafe fn quad_avx512<const M: usize>(
             }
         }
     }
-    acc.map(|acc| {
-        acc.map(|a| {
-            let (lo, hi) = halves_ps(a);
-            hsum(_mm256_add_ps(lo, hi))
-        })
-    })
+    let mut out = [[0f32; ROWS]; M];
+    for (out, acc) in out.iter_mut().zip(&acc) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            let (lo, hi) = halves_ps(*a);
+            *o = hsum(_mm256_add_ps(lo, hi));
+        }
+    }
+    out
 }
 
 /// `R` rows (each `nb` blocks; the next `R` rows' bytes start `ahead` after the first) against
@@ -100,15 +107,16 @@ pub(crate) unsafe fn rows_avx2<const R: usize, const M: usize>(
     let mut acc = [[[_mm256_setzero_ps(); 2]; R]; M];
     for b in 0..nb {
         prefetch_next(rows[0].wrapping_add(ahead + b * R * BLOCK_BYTES), R);
-        let xv: [_; M] = std::array::from_fn(|j| {
-            let xp = xs[j].qs.as_ptr().add(b * BLOCK);
+        let mut xv = [([_mm256_setzero_si256(); 2], 0f32); M];
+        for (xv, x) in xv.iter_mut().zip(xs) {
+            let xp = x.qs.as_ptr().add(b * BLOCK);
             // In bounds: every input covers `nb` blocks (asserted above).
-            let v = [
+            xv.0 = [
                 _mm256_loadu_si256(xp as *const __m256i),
                 _mm256_loadu_si256(xp.add(16) as *const __m256i),
             ];
-            (v, *xs[j].d.get_unchecked(b))
-        });
+            xv.1 = *x.d.get_unchecked(b);
+        }
         for r in 0..R {
             let p = rows[r].add(b * BLOCK_BYTES);
             let v = values(p);
@@ -126,5 +134,11 @@ pub(crate) unsafe fn rows_avx2<const R: usize, const M: usize>(
             }
         }
     }
-    acc.map(|acc| acc.map(|[lo, hi]| hsum(_mm256_add_ps(lo, hi))))
+    let mut out = [[0f32; R]; M];
+    for (out, acc) in out.iter_mut().zip(&acc) {
+        for (o, [lo, hi]) in out.iter_mut().zip(acc) {
+            *o = hsum(_mm256_add_ps(*lo, *hi));
+        }
+    }
+    out
 }
