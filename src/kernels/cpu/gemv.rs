@@ -320,8 +320,7 @@ pub(crate) unsafe fn pair_chains<const MIN: bool>(
         .chunks_exact(block_bytes)
         .zip(rb.chunks_exact(block_bytes));
     for (b, (ba, bb)) in blocks.enumerate() {
-        prefetch_ahead(ba.as_ptr());
-        prefetch_ahead(bb.as_ptr());
+        prefetch_next_pair(ra, b, block_bytes);
         let (sa, pa, ma) = block(ba, b);
         let (sb, pb, mb) = block(bb, b);
         if MIN {
@@ -365,8 +364,7 @@ pub(crate) unsafe fn pair_halves(
             ra.as_ptr().add(b * block_bytes),
             rb.as_ptr().add(b * block_bytes),
         );
-        prefetch_ahead(pa);
-        prefetch_ahead(pb);
+        prefetch_next_pair(ra, b, block_bytes);
         let lanes = sums(pa, pb, b);
         let scale = split_ps(d(pa) * x.d[b], d(pb) * x.d[b]);
         acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(lanes), acc);
@@ -473,6 +471,24 @@ pub(crate) fn prefetch_ahead(p: *const u8) {
     use std::arch::x86_64::*;
     // SAFETY: a prefetch is a hint; it never faults, whatever the address.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8) };
+}
+
+/// Asks for block `b`'s share of the two rows that follow the pair starting at `ra` (rows of
+/// `ra.len()` bytes, one after the other): `2 · block_bytes` bytes, their first and last
+/// lines. A pass over a pair thus streams the next pair in order, one contiguous run, where
+/// prefetching each row [`PREFETCH_BYTES`] ahead of itself left Q8_0's products at 8 GB/s
+/// per thread from memory (29 GB/s from cache); a row alone at the end asks for bytes past
+/// the matrix, which is harmless.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_next_pair(ra: &[u8], b: usize, block_bytes: usize) {
+    use std::arch::x86_64::*;
+    let next = ra.as_ptr().wrapping_add(2 * (ra.len() + b * block_bytes));
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(2 * block_bytes - 1) as *const i8);
+    }
 }
 
 /// The sum of the eight lanes.

@@ -1,7 +1,7 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
-//! [`gemv`] and the per-type files, MXFP4 in [`mxfp4`], FP8 in [`fp8`], batches in
-//! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query attention in llama.cpp's
-//! numerics ([`attn_few`], [`attn_f16`]), the gated activation ([`gated`]), RoPE's rotation
+//! [`gemv`] and the per-type files, MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`],
+//! batches in [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query
+//! attention in llama.cpp's numerics ([`attn_few`], [`attn_f16`]), the gated activation ([`gated`]), RoPE's rotation
 //! ([`rope`]), borrowing tensor data ([`host`]) and the thread pool they all run on
 //! ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
 //! [`gemv::force_kernel`]) forces the portable one.
@@ -18,6 +18,8 @@ pub mod kdots;
 pub mod kquads;
 pub mod kquants;
 pub mod mxfp4;
+#[cfg(target_arch = "x86_64")]
+pub mod mxfp4_quads;
 pub mod pool;
 pub mod q4_1;
 pub mod q5_0;

@@ -22,15 +22,21 @@
 //! with `s = 2^(e - 128) · d` rounded once; the lanes are then folded to eight (`s[l] +
 //! s[l + 8]`) and added as `hsum_float_8` does (`fp8::fold16`). The AVX-512 kernel
 //! holds the sixteen lanes in one register, the AVX2 one in two (elements 0..16, 16..32),
-//! the portable one in an array. Rows go in pairs over the CPU pool (two independent chains
-//! per input); each activation row is quantized once per product (the quantization's AVX2
-//! form gives the portable one's integers and scales), and every input runs against the pair
-//! while its rows are in cache, up to four inputs per pass over the pair's blocks (two with
-//! AVX2), so a block's codes are decoded once for all of them.
+//! the portable one in an array. Rows go four at a time over the CPU pool, each pass reading
+//! one contiguous run and prefetching the next in order ([`super::mxfp4_quads`]); each
+//! activation row is quantized once per product (the quantization's AVX2 form gives the
+//! portable one's integers and scales), and every input runs against the four rows while
+//! they are in cache, up to four inputs per pass over their blocks (with AVX2, one input
+//! per four rows or two per pair of them), so a block's codes are decoded once for all.
 
 use super::fp8::{fold16, LANES};
 use super::gemv::{nearest_int, Kernel};
+#[cfg(target_arch = "x86_64")]
+use super::mxfp4_quads as quads;
 use crate::formats::mxfp4::{e8m0_half, BLOCK, BLOCK_BYTES, VALUES};
+
+/// Weight rows per pass: one contiguous run of memory, read in order.
+pub(super) const ROWS: usize = 4;
 
 /// The largest quantized activation.
 const QMAX: f32 = 32767.0;
@@ -40,7 +46,7 @@ const QMAX: f32 = 32767.0;
 const PARALLEL_QUANTIZE: usize = 1 << 16;
 
 /// [`e8m0_half`] of every exponent byte, looked up per block.
-static HALF_SCALES: [f32; 256] = {
+pub(super) static HALF_SCALES: [f32; 256] = {
     let mut t = [0f32; 256];
     let mut e = 0;
     while e < 256 {
@@ -52,8 +58,15 @@ static HALF_SCALES: [f32; 256] = {
 
 /// Activations quantized per block of 32: `x ≈ qs · d` with `|qs| ≤ 32767`.
 pub(crate) struct Q16 {
-    qs: Vec<i16>,
-    d: Vec<f32>,
+    pub(super) qs: Vec<i16>,
+    pub(super) d: Vec<f32>,
+}
+
+impl Q16 {
+    /// Whether the input holds at least `nb` blocks.
+    pub(super) fn covers(&self, nb: usize) -> bool {
+        self.qs.len() >= nb * BLOCK && self.d.len() >= nb
+    }
 }
 
 /// Quantizes `x` (a multiple of 32 long): per block `q = round(x · 32767 / max|x|)` (ties to
@@ -161,192 +174,45 @@ fn dot_portable(row: &[u8], x: &Q16) -> f32 {
     fold16(acc)
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{HALF_SCALES, Q16};
-    use crate::formats::mxfp4::{BLOCK, BLOCK_BYTES, VALUES};
-    use crate::kernels::cpu::gemv::{halves_ps, hsum, prefetch_ahead};
-
-    /// The 32 values of the block at `p` as i8, in element order: the 16 code bytes in both
-    /// halves, the high half shifted down a nibble, masked, then looked up in the table.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn values(p: *const u8) -> __m256i {
-        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(VALUES.as_ptr() as *const __m128i));
-        let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(1) as *const __m128i));
-        let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-        let codes = _mm256_and_si256(_mm256_srlv_epi32(q, shift), _mm256_set1_epi8(0x0F));
-        _mm256_shuffle_epi8(table, codes)
-    }
-
-    /// The blocks both rows have, checked against every input.
-    fn blocks(ra: &[u8], rb: &[u8], xs: &[Q16]) -> usize {
-        let nb = ra.len().min(rb.len()) / BLOCK_BYTES;
-        assert!(xs
-            .iter()
-            .all(|x| x.qs.len() >= nb * BLOCK && x.d.len() >= nb));
-        nb
-    }
-
-    /// Rows `ra` and `rb` against the `M` inputs `xs` with AVX2: per row and input, lanes
-    /// 0..8 in one register and 8..16 in another.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn pair_avx2<const M: usize>(
-        ra: &[u8],
-        rb: &[u8],
-        xs: &[Q16],
-    ) -> [[f32; 2]; M] {
-        assert_eq!(xs.len(), M);
-        let nb = blocks(ra, rb, xs);
-        let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; M];
-        for b in 0..nb {
-            let p = [
-                ra.as_ptr().add(b * BLOCK_BYTES),
-                rb.as_ptr().add(b * BLOCK_BYTES),
-            ];
-            let mut w = [[_mm256_setzero_si256(); 2]; 2];
-            let mut sw = [0f32; 2];
-            for r in 0..2 {
-                prefetch_ahead(p[r]);
-                let v = values(p[r]);
-                w[r] = [
-                    _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
-                    _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(v)),
-                ];
-                sw[r] = HALF_SCALES[*p[r] as usize];
-            }
-            for j in 0..M {
-                let x = &xs[j];
-                let xp = x.qs.as_ptr().add(b * BLOCK);
-                let xv = [
-                    _mm256_loadu_si256(xp as *const __m256i),
-                    _mm256_loadu_si256(xp.add(16) as *const __m256i),
-                ];
-                // In bounds: `blocks` checked that every input has `nb` scales.
-                let dx = *x.d.get_unchecked(b);
-                for r in 0..2 {
-                    let s = _mm256_set1_ps(sw[r] * dx);
-                    for h in 0..2 {
-                        let lanes = _mm256_cvtepi32_ps(_mm256_madd_epi16(w[r][h], xv[h]));
-                        acc[j][r][h] = _mm256_fmadd_ps(lanes, s, acc[j][r][h]);
-                    }
-                }
-            }
-        }
-        let mut out = [[0f32; 2]; M];
-        for j in 0..M {
-            for r in 0..2 {
-                out[j][r] = hsum(_mm256_add_ps(acc[j][r][0], acc[j][r][1]));
-            }
-        }
-        out
-    }
-
-    /// Rows `ra` and `rb` against the `M` inputs `xs` with AVX-512: per row and input, the
-    /// sixteen lanes in one register.
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-    pub(super) unsafe fn pair_avx512<const M: usize>(
-        ra: &[u8],
-        rb: &[u8],
-        xs: &[Q16],
-    ) -> [[f32; 2]; M] {
-        assert_eq!(xs.len(), M);
-        let nb = blocks(ra, rb, xs);
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        for b in 0..nb {
-            let p = [
-                ra.as_ptr().add(b * BLOCK_BYTES),
-                rb.as_ptr().add(b * BLOCK_BYTES),
-            ];
-            prefetch_ahead(p[0]);
-            prefetch_ahead(p[1]);
-            let w = [
-                _mm512_cvtepi8_epi16(values(p[0])),
-                _mm512_cvtepi8_epi16(values(p[1])),
-            ];
-            let sw = [HALF_SCALES[*p[0] as usize], HALF_SCALES[*p[1] as usize]];
-            for j in 0..M {
-                let x = &xs[j];
-                let xv = _mm512_loadu_si512(x.qs.as_ptr().add(b * BLOCK) as *const _);
-                // In bounds: `blocks` checked that every input has `nb` scales.
-                let dx = *x.d.get_unchecked(b);
-                for r in 0..2 {
-                    let lanes = _mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], xv));
-                    acc[j][r] = _mm512_fmadd_ps(lanes, _mm512_set1_ps(sw[r] * dx), acc[j][r]);
-                }
-            }
-        }
-        let mut out = [[0f32; 2]; M];
-        for j in 0..M {
-            for r in 0..2 {
-                let (lo, hi) = halves_ps(acc[j][r]);
-                out[j][r] = hsum(_mm256_add_ps(lo, hi));
-            }
-        }
-        out
-    }
-}
-
-/// Rows `ra` and `rb` against every input of `xs`: `put(j, a · x_j, b · x_j)`.
-fn pair_products(
-    kernel: Kernel,
-    ra: &[u8],
-    rb: &[u8],
-    xs: &[Q16],
-    mut put: impl FnMut(usize, f32, f32),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if kernel != Kernel::Scalar {
-        // SAFETY: SIMD kernels are selected only when the CPU reports their features
-        // (`gemv::kernel()`, or a slower one forced in tests).
-        return unsafe { simd_products(kernel == Kernel::Avx512Vnni, ra, rb, xs, put) };
-    }
-    let _ = kernel;
-    for (j, x) in xs.iter().enumerate() {
-        put(j, dot_portable(ra, x), dot_portable(rb, x));
-    }
-}
-
-/// [`pair_products`] with AVX-512 (`wide`) or AVX2, inputs taken in groups of as many as
-/// keep the running sums in registers (2·M of 32 zmm; 2·2·M of 16 ymm).
+/// [`quad_products`] with AVX2, whose sixteen registers hold the running sums of four rows
+/// for one input or of two rows for two: one input runs against all four rows, several run
+/// two at a time against each pair of them (each pair's pass prefetching the next pair).
 ///
 /// # Safety
-/// Only on CPUs with AVX2, FMA and F16C, and with AVX-512 F and BW when `wide`.
+/// As [`simd_quads`], on CPUs with AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-unsafe fn simd_products(
-    wide: bool,
-    ra: &[u8],
-    rb: &[u8],
+unsafe fn avx2_rows(
+    quad: quads::Quad,
+    nb: usize,
     xs: &[Q16],
-    mut put: impl FnMut(usize, f32, f32),
+    mut put: impl FnMut(usize, [f32; ROWS]),
 ) {
-    let group = if wide { 4 } else { 2 };
-    let mut vals = [[0f32; 2]; 4];
-    for (g, xs) in xs.chunks(group).enumerate() {
-        macro_rules! run {
-            ($form:ident, $m:literal) => {
-                vals[..$m].copy_from_slice(&x86::$form::<$m>(ra, rb, xs))
+    let ([r0, r1, r2, r3], ahead) = quad;
+    if xs.len() == 1 {
+        return put(0, quads::rows_avx2::<4, 1>(quad, nb, xs)[0]);
+    }
+    let mut vals = [[0f32; ROWS]; 2];
+    for (g, group) in xs.chunks(2).enumerate() {
+        for (half, rows) in [[r0, r1], [r2, r3]].into_iter().enumerate() {
+            let pair = (rows, ahead / 2);
+            let v: &[[f32; 2]] = match group.len() {
+                1 => &quads::rows_avx2::<2, 1>(pair, nb, group),
+                _ => &quads::rows_avx2::<2, 2>(pair, nb, group),
             };
+            for (t, v) in v.iter().enumerate() {
+                vals[t][2 * half..2 * half + 2].copy_from_slice(v);
+            }
         }
-        match (wide, xs.len()) {
-            (false, 1) => run!(pair_avx2, 1),
-            (false, _) => run!(pair_avx2, 2),
-            (true, 1) => run!(pair_avx512, 1),
-            (true, 2) => run!(pair_avx512, 2),
-            (true, 3) => run!(pair_avx512, 3),
-            (true, _) => run!(pair_avx512, 4),
-        }
-        for (t, [a, b]) in vals[..xs.len()].iter().enumerate() {
-            put(group * g + t, *a, *b);
+        for (t, v) in vals[..group.len()].iter().enumerate() {
+            put(2 * g + t, *v);
         }
     }
 }
 
 /// `out[j·n + i] = W[i] · x[j]` for MXFP4 `weights` holding `n` rows of `k` values (`k` a
 /// multiple of 32) and `x` holding `m` rows of `k` (`out`: `m × n`). Each product is what the
-/// single-row one computes, whatever `m`.
+/// single-row one computes, whatever `m`. Rows go four at a time over the CPU pool (a last,
+/// partial four repeats its last row).
 pub fn matmul(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kernel: Kernel) {
     let row_bytes = k / BLOCK * BLOCK_BYTES;
     let m = x.len() / k.max(1);
@@ -356,9 +222,27 @@ pub fn matmul(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], ke
             && out.len() == m * n
             && weights.len() >= n * row_bytes
     );
-    // Each input quantized once; on the pool when there are many (a prompt's), where the
-    // work outweighs a second hand-out to the pool's threads.
-    let simd = kernel != Kernel::Scalar;
+    let xs = quantize_inputs(x, k, kernel != Kernel::Scalar);
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n.div_ceil(ROWS), |quads| {
+        for q in quads {
+            let r0 = ROWS * q;
+            let rows = std::array::from_fn(|i| (r0 + i).min(n - 1));
+            quad_products(kernel, (weights, row_bytes), rows, &xs, |j, vals| {
+                for (i, v) in vals.iter().enumerate().take(n - r0) {
+                    // SAFETY: each four rows are handed to one thread, which writes only
+                    // their entries of `out` (`j < m`), and `out` outlives the call.
+                    unsafe { *(out_addr as *mut f32).add(j * n + r0 + i) = *v };
+                }
+            });
+        }
+    });
+}
+
+/// Each row of `x` (`k` values each) quantized, on the pool when there are many (a
+/// prompt's), where the work outweighs a second hand-out to the pool's threads.
+fn quantize_inputs(x: &[f32], k: usize, simd: bool) -> Vec<Q16> {
+    let m = x.len() / k.max(1);
     let mut xs: Vec<Q16> = (0..m)
         .map(|_| Q16 {
             qs: Vec::new(),
@@ -379,21 +263,70 @@ pub fn matmul(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], ke
     } else {
         quantize_all(0..m);
     }
+    xs
+}
+
+/// Rows `rows` of `weights` (rows of `row_bytes`) against every input of `xs`:
+/// `put(j, [row · x_j for each row])`.
+fn quad_products(
+    kernel: Kernel,
+    (weights, row_bytes): (&[u8], usize),
+    rows: [usize; ROWS],
+    xs: &[Q16],
+    mut put: impl FnMut(usize, [f32; ROWS]),
+) {
     let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
-    let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(n.div_ceil(2), |pairs| {
-        for p in pairs {
-            let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
-            pair_products(kernel, row(a), row(b), &xs, |j, va, vb| {
-                // SAFETY: each pair of rows is handed to one thread, which writes only its
-                // rows' entries of `out` (`j < m`), and `out` outlives the call.
-                unsafe {
-                    *(out_addr as *mut f32).add(j * n + a) = va;
-                    *(out_addr as *mut f32).add(j * n + b) = vb;
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        let quad = (rows.map(|i| row(i).as_ptr()), ROWS * row_bytes);
+        let nb = row_bytes / BLOCK_BYTES;
+        let wide = kernel == Kernel::Avx512Vnni;
+        // SAFETY: SIMD kernels are selected only when the CPU reports their features
+        // (`gemv::kernel()`, or a slower one forced in tests); each row pointer comes from a
+        // slice of `row_bytes`, `nb` blocks, which every input covers (`matmul` checked).
+        return unsafe { simd_quads(wide, quad, nb, xs, put) };
+    }
+    let _ = kernel;
+    for (j, x) in xs.iter().enumerate() {
+        put(j, rows.map(|i| dot_portable(row(i), x)));
+    }
+}
+
+/// [`quad_products`] with AVX-512 (`wide`: inputs four at a time, as many as keep the
+/// running sums in registers, 4·M of 32 zmm) or AVX2 ([`avx2_rows`]).
+///
+/// # Safety
+/// Only on CPUs with AVX2, FMA and F16C, and with AVX-512 F and BW when `wide`; as
+/// [`quads::quad_avx512`] for the rows and inputs.
+#[cfg(target_arch = "x86_64")]
+unsafe fn simd_quads(
+    wide: bool,
+    quad: quads::Quad,
+    nb: usize,
+    xs: &[Q16],
+    mut put: impl FnMut(usize, [f32; ROWS]),
+) {
+    if !wide {
+        return avx2_rows(quad, nb, xs, put);
+    }
+    for (g, group) in xs.chunks(4).enumerate() {
+        macro_rules! run {
+            ($m:literal) => {
+                for (t, v) in quads::quad_avx512::<$m>(quad, nb, group)
+                    .into_iter()
+                    .enumerate()
+                {
+                    put(4 * g + t, v)
                 }
-            });
+            };
         }
-    });
+        match group.len() {
+            1 => run!(1),
+            2 => run!(2),
+            3 => run!(3),
+            _ => run!(4),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -542,29 +475,43 @@ mod tests {
 
     #[test]
     fn every_kernel_agrees_bit_for_bit_and_batches_equal_single_rows() {
-        let (n, k) = (21, 288);
+        // Whole fours of rows and a last four of one, two and three; every count of inputs
+        // a pass takes (AVX-512: groups of up to four; AVX2: one, or pairs), and more.
+        for (n, m) in (21..=24).flat_map(|n| (1..=9).map(move |m| (n, m))) {
+            batch_equals_single_rows(n, m);
+        }
+    }
+
+    /// The `m` inputs' products with `n` rows, by every kernel, equal the portable ones, and
+    /// each input's products equal its own single-input ones.
+    fn batch_equals_single_rows(n: usize, m: usize) {
+        let k = 288;
         let w = weights(n, k, 3);
-        for m in [2, 5, 9] {
-            let x = test_values(m * k, 4 + m as u32);
-            let runs: Vec<Vec<f32>> = kernels()
-                .into_iter()
-                .map(|kern| {
-                    let mut out = vec![0f32; m * n];
-                    matmul(&w, n, k, &x, &mut out, kern);
-                    for j in 0..m {
-                        let mut one = vec![0f32; n];
-                        matmul(&w, n, k, &x[j * k..(j + 1) * k], &mut one, kern);
-                        assert_eq!(one, out[j * n..(j + 1) * n].to_vec(), "{kern:?} input {j}");
-                    }
-                    out
-                })
-                .collect();
-            for (i, r) in runs.iter().enumerate().skip(1) {
-                assert_eq!(
-                    r, &runs[0],
-                    "kernel {i} against the portable one, {m} inputs"
-                );
-            }
+        let x = test_values(m * k, 4 + m as u32);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let runs: Vec<Vec<u32>> = kernels()
+            .into_iter()
+            .map(|kern| {
+                let mut out = vec![0f32; m * n];
+                matmul(&w, n, k, &x, &mut out, kern);
+                for j in 0..m {
+                    let mut one = vec![0f32; n];
+                    matmul(&w, n, k, &x[j * k..(j + 1) * k], &mut one, kern);
+                    let batch = &out[j * n..(j + 1) * n];
+                    assert_eq!(
+                        bits(&one),
+                        bits(batch),
+                        "{kern:?} {n} rows, input {j} of {m}"
+                    );
+                }
+                bits(&out)
+            })
+            .collect();
+        for (i, r) in runs.iter().enumerate().skip(1) {
+            assert_eq!(
+                r, &runs[0],
+                "kernel {i} against the portable one, {n} rows, {m} inputs"
+            );
         }
     }
 }
