@@ -237,9 +237,14 @@ pub(crate) struct Dots {
     /// Needs avx2, fma and f16c: rows in pairs, two independent chains.
     #[cfg(target_arch = "x86_64")]
     pub(crate) avx2: DotPair,
-    /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs): rows in pairs.
+    /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs): rows in pairs, each
+    /// pair's blocks unpacked once for up to four activation rows.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) avx512: Option<DotPair>,
+    pub(crate) avx512: Option<super::rows512::Rows>,
+    /// The fewest activation rows for which the AVX-512 form runs rather than the AVX2 one
+    /// (they give the same bits): with one row, Q4_1's AVX2 pairs are faster.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512_from: usize,
 }
 
 /// `out[b·n + i] = W[i] · x_b` for `weights` holding `n` rows of `k` values (`k` a multiple of
@@ -267,34 +272,78 @@ pub(crate) fn gemv(
     let xqs: Vec<Q8> = x.chunks_exact(k).map(quantize).collect();
     let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
     #[cfg(target_arch = "x86_64")]
-    let pair: Option<DotPair> = match kernel {
+    let pairs = match kernel {
         Kernel::Scalar => None,
-        Kernel::Avx2 => Some(dots.avx2),
-        Kernel::Avx512Vnni => Some(dots.avx512.unwrap_or(dots.avx2)),
+        Kernel::Avx2 => Some(Pairs::Avx2(dots.avx2)),
+        Kernel::Avx512Vnni => Some(match dots.avx512 {
+            Some(rows) if m >= dots.avx512_from => Pairs::Avx512(rows),
+            _ => Pairs::Avx2(dots.avx2),
+        }),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let pair: Option<DotPair> = None;
-    let Some(pair) = pair else {
+    let pairs: Option<std::convert::Infallible> = None;
+    let Some(pairs) = pairs else {
         let scalar = dots.scalar;
         return par_rows(n, out, |i, b| scalar(row(i), &xqs[b]));
     };
-    let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(n.div_ceil(2), |pairs| {
-        for p in pairs {
-            let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
-            for (j, xq) in xqs.iter().enumerate() {
-                // SAFETY: SIMD kernels are selected only when the CPU reports their features
-                // (`kernel()`); each pair index is handed to one thread, which writes only its
-                // two rows of `out` (one, for a last odd row) for each activation row, and
-                // `out` outlives the call.
-                unsafe {
-                    let (va, vb) = pair(row(a), row(b), xq);
-                    *(out_addr as *mut f32).add(j * n + a) = va;
-                    *(out_addr as *mut f32).add(j * n + b) = vb;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::rows512::MAX_ACTS;
+        let out_addr = out.as_mut_ptr() as usize;
+        super::pool::Pool::global().run(n.div_ceil(2), |ps| {
+            let mut vals = [(0f32, 0f32); MAX_ACTS];
+            for p in ps {
+                let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
+                for (g, group) in xqs.chunks(MAX_ACTS).enumerate() {
+                    let vals = &mut vals[..group.len()];
+                    // SAFETY: SIMD kernels are selected only when the CPU reports their
+                    // features (`kernel()`); the rows and activations hold `k / 32` blocks.
+                    unsafe { pairs.run(row(a), row(b), group, vals) };
+                    for (j, &(va, vb)) in vals.iter().enumerate() {
+                        let j = g * MAX_ACTS + j;
+                        // SAFETY: each pair index is handed to one thread, which writes only
+                        // its two rows of `out` (one, for a last odd row) for each activation
+                        // row, and `out` outlives the call.
+                        unsafe {
+                            *(out_addr as *mut f32).add(j * n + a) = va;
+                            *(out_addr as *mut f32).add(j * n + b) = vb;
+                        }
+                    }
                 }
             }
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    match pairs {}
+}
+
+/// The SIMD form of a type's products of two weight rows.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Pairs {
+    /// One activation row at a time.
+    Avx2(DotPair),
+    /// Up to [`super::rows512::MAX_ACTS`] activation rows at once.
+    Avx512(super::rows512::Rows),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Pairs {
+    /// `out[j]`: rows `ra`, `rb` times `xs[j]`, for `xs.len() ≤ MAX_ACTS`.
+    ///
+    /// # Safety
+    /// The CPU has the form's features; the rows and each `xs[j]` hold the same number of
+    /// whole blocks.
+    unsafe fn run(self, ra: &[u8], rb: &[u8], xs: &[Q8], out: &mut [(f32, f32)]) {
+        match self {
+            Self::Avx2(pair) => {
+                for (o, x) in out.iter_mut().zip(xs) {
+                    *o = pair(ra, rb, x);
+                }
+            }
+            Self::Avx512(rows) => rows(ra, rb, xs, out),
         }
-    });
+    }
 }
 
 /// Two rows' products in ggml's order, interleaved so the chains overlap: `block(bytes, b)`
@@ -335,83 +384,6 @@ pub(crate) unsafe fn pair_chains<const MIN: bool>(
     } else {
         (hsum(acc_a), hsum(acc_b))
     }
-}
-
-/// [`pair_chains`] with AVX-512 VNNI, for block formats whose f16 scale is the block's
-/// first two bytes: `sums(a, b, block)` gives the lane sums of block `block` of both rows
-/// (`a`, `b` point at the blocks), row `a` in the low eight lanes; each half is fused into
-/// its row's chain with `d·d_x`, and summed as `hsum_float_8`.
-///
-/// # Safety
-/// Only for functions compiled with avx512f, avx512bw and avx512vnni, on CPUs that have them.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) unsafe fn pair_halves(
-    ra: &[u8],
-    rb: &[u8],
-    x: &Q8,
-    block_bytes: usize,
-    sums: impl Fn(*const u8, *const u8, usize) -> std::arch::x86_64::__m512i,
-) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let d = |p: *const u8| {
-        let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-    };
-    let mut acc = _mm512_setzero_ps();
-    for b in 0..ra.len().min(rb.len()) / block_bytes {
-        let (pa, pb) = (
-            ra.as_ptr().add(b * block_bytes),
-            rb.as_ptr().add(b * block_bytes),
-        );
-        prefetch_next_pair(ra, b, block_bytes);
-        let lanes = sums(pa, pb, b);
-        let scale = split_ps(d(pa) * x.d[b], d(pb) * x.d[b]);
-        acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(lanes), acc);
-    }
-    hsum_halves(acc)
-}
-
-/// Two rows of weights in one 512-bit register, block `b` of each: 32 bytes of `a`, then 32
-/// of `b` (from byte `off` of each block of `block_bytes`).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn join_rows(a: *const u8, b: *const u8) -> std::arch::x86_64::__m512i {
-    use std::arch::x86_64::*;
-    _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_loadu_si256(a as *const __m256i)),
-        _mm256_loadu_si256(b as *const __m256i),
-    )
-}
-
-/// The 32 activation bytes of block `b`, in both halves of a register.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn both_halves(x: &Q8, b: usize) -> std::arch::x86_64::__m512i {
-    use std::arch::x86_64::*;
-    _mm512_broadcast_i64x4(_mm256_loadu_si256(
-        x.qs.as_ptr().add(b * QK) as *const __m256i
-    ))
-}
-
-/// `a` in the low eight lanes, `b` in the high eight.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn split_ps(a: f32, b: f32) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
-}
-
-/// Each half of `acc` summed as `hsum_float_8` sums it.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn hsum_halves(acc: std::arch::x86_64::__m512) -> (f32, f32) {
-    let (lo, hi) = halves_ps(acc);
-    (hsum(lo), hsum(hi))
 }
 
 /// `out[b·n + i] = row_dot(i, b)` for every weight row `i < n` and activation row `b` (`out`

@@ -1,7 +1,8 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
-//! [`gemv`] and the per-type files, MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`],
-//! batches in [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query
-//! attention in llama.cpp's numerics ([`attn_few`], [`attn_f16`]), the gated activation ([`gated`]), RoPE's rotation
+//! [`gemv`] and the per-type files, two weight rows by up to four activation rows in
+//! [`rows512`], MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`], batches in
+//! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query attention in
+//! llama.cpp's numerics ([`attn_few`], [`attn_f16`]), the gated activation ([`gated`]), RoPE's rotation
 //! ([`rope`]), borrowing tensor data ([`host`]) and the thread pool they all run on
 //! ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
 //! [`gemv::force_kernel`]) forces the portable one.
@@ -25,3 +26,5 @@ pub mod q4_1;
 pub mod q5_0;
 pub mod q8_0;
 pub mod rope;
+#[cfg(target_arch = "x86_64")]
+pub mod rows512;

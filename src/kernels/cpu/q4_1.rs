@@ -1,7 +1,8 @@
 //! Matrix-vector products for Q4_1 weights on the CPU. candle 0.11 computes Q4_1 dot products
 //! with scalar code only, which made SmolLM2's decode several times slower than it should be.
 //! This is the same maths as ggml's `vec_dot_q4_1_q8_1` (activations quantized per block of 32
-//! to 8 bits), with an AVX2 kernel and a portable scalar fallback ([`super::gemv`]).
+//! to 8 bits), with an AVX2 kernel, AVX-512 VNNI for several activation rows at once
+//! ([`super::rows512`]) and a portable scalar fallback ([`super::gemv`]).
 
 use half::f16;
 
@@ -68,6 +69,43 @@ unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     })
 }
 
+/// Q4_1 for [`super::rows512`]: each row's 16 bytes of nibbles as 32 unsigned values (low
+/// nibbles first, as the AVX2 block), its minimum's `m · s_x` in the second chain.
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl super::rows512::Format for Avx512 {
+    const BYTES: usize = BLOCK_BYTES;
+    const MIN: bool = true;
+    type Weights = std::arch::x86_64::__m512i;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unpack(a: *const u8, b: *const u8) -> Self::Weights {
+        use std::arch::x86_64::*;
+        let (qa, qb) = (
+            _mm_loadu_si128(a.add(4) as *const __m128i),
+            _mm_loadu_si128(b.add(4) as *const __m128i),
+        );
+        // [qa, qa, qb, qb], the second and fourth quarters shifted to their high nibbles.
+        let v = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set_m128i(qa, qa)),
+            _mm256_set_m128i(qb, qb),
+        );
+        let v = _mm512_mask_srli_epi16::<4>(v, 0xFF00_FF00, v);
+        _mm512_and_si512(v, _mm512_set1_epi8(0x0F))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sums(w: Self::Weights, x: &Q8, b: usize) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        // At most 4 · 15 · 127 per lane.
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, super::rows512::both_halves(x, b))
+    }
+}
+
 /// The Q4_1 kernels.
 const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
@@ -75,7 +113,9 @@ const DOTS: Dots = Dots {
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
-    avx512: None,
+    avx512: Some(super::rows512::rows::<Avx512>),
+    #[cfg(target_arch = "x86_64")]
+    avx512_from: 2,
 };
 
 /// `out[i] = W[i] · x` for Q4_1 `weights` holding `n` rows of `k` values (`k` a multiple of 32).

@@ -97,23 +97,36 @@ unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     })
 }
 
-/// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2
-/// kernel's order; the offset of 16 starts each lane's sum.
+/// Q5_0 for [`super::rows512`]: the weights unsigned (0..32), the offset of 16 starting
+/// each lane's sum.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    assert!(x.sum4.len() * 4 >= ra.len() / BLOCK_BYTES * QK);
-    super::gemv::pair_halves(ra, rb, x, BLOCK_BYTES, |pa, pb, b| {
-        let w =
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unsigned_avx2(pa)), unsigned_avx2(pb));
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl super::rows512::Format for Avx512 {
+    const BYTES: usize = BLOCK_BYTES;
+    const MIN: bool = false;
+    type Weights = std::arch::x86_64::__m512i;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unpack(a: *const u8, b: *const u8) -> Self::Weights {
+        use std::arch::x86_64::*;
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unsigned_avx2(a)), unsigned_avx2(b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sums(w: Self::Weights, x: &Q8, b: usize) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        assert!(x.sum4.len() >= 8 * (b + 1));
         let lanes = _mm256_loadu_si256(x.sum4.as_ptr().add(8 * b) as *const __m256i);
         let start = _mm512_sub_epi32(
             _mm512_setzero_si512(),
             _mm512_slli_epi32::<4>(_mm512_broadcast_i64x4(lanes)),
         );
-        _mm512_dpbusd_epi32(start, w, super::gemv::both_halves(x, b))
-    })
+        _mm512_dpbusd_epi32(start, w, super::rows512::both_halves(x, b))
+    }
 }
 
 /// The Q5_0 kernels.
@@ -123,7 +136,9 @@ const DOTS: Dots = Dots {
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
-    avx512: Some(dot_pair_avx512),
+    avx512: Some(super::rows512::rows::<Avx512>),
+    #[cfg(target_arch = "x86_64")]
+    avx512_from: 1,
 };
 
 /// `out[i] = W[i] · x` for Q5_0 `weights` holding `n` rows of `k` values (`k` a multiple of 32).

@@ -58,19 +58,33 @@ unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     })
 }
 
-/// Two rows at once with AVX-512 VNNI, one per half of each vector, each in the AVX2
-/// kernel's order (one chain of eight lanes per row).
+/// Q8_0 for [`super::rows512`]: signed × signed as ggml does it, |w| × (x with w's sign).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_pair_avx512(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    super::gemv::pair_halves(ra, rb, x, BLOCK_BYTES, |pa, pb, b| {
-        let w = super::gemv::join_rows(pa.add(2), pb.add(2));
-        // Signed × signed as ggml does it: |w| × (x with w's sign).
-        let v = super::gemv::both_halves(x, b);
-        let v = _mm512_mask_sub_epi8(v, _mm512_movepi8_mask(w), _mm512_setzero_si512(), v);
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), v)
-    })
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl super::rows512::Format for Avx512 {
+    const BYTES: usize = BLOCK_BYTES;
+    const MIN: bool = false;
+    /// Both rows' |w|, and where w is negative.
+    type Weights = (std::arch::x86_64::__m512i, std::arch::x86_64::__mmask64);
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn unpack(a: *const u8, b: *const u8) -> Self::Weights {
+        use std::arch::x86_64::*;
+        let w = super::rows512::join_rows(a.add(2), b.add(2));
+        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sums((w, negative): Self::Weights, x: &Q8, b: usize) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        let v = super::rows512::both_halves(x, b);
+        let v = _mm512_mask_sub_epi8(v, negative, _mm512_setzero_si512(), v);
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, v)
+    }
 }
 
 const DOTS: Dots = Dots {
@@ -79,7 +93,9 @@ const DOTS: Dots = Dots {
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]
-    avx512: Some(dot_pair_avx512),
+    avx512: Some(super::rows512::rows::<Avx512>),
+    #[cfg(target_arch = "x86_64")]
+    avx512_from: 1,
 };
 
 /// `out[i] = W[i] · x` for Q8_0 `weights` holding `n` rows of `k` values (`k` a multiple of 32).

@@ -1,0 +1,169 @@
+//! Products of two weight rows of a block-of-32 format (Q4_1, Q5_0, Q8_0) with up to four
+//! activation rows at once, with AVX-512 VNNI: one row per half of each vector, each block's
+//! weights unpacked once for every activation row (several sequences decoding together), and
+//! each product in the AVX2 kernel's order (one chain of eight lanes per row, `d·d_x × lane
+//! sums` fused into it, a minimum's `m · s_x` in a second chain), so every product is the
+//! single-row one bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::gemv::{halves_ps, hsum, prefetch_next_pair, Q8, QK};
+
+/// Activation rows one pass shares its unpacked weights among.
+pub(crate) const MAX_ACTS: usize = 4;
+
+/// Two weight rows against `xs.len() ≤` [`MAX_ACTS`] activation rows: `out[j]` is the pair's
+/// products with `xs[j]`.
+pub(crate) type Rows = unsafe fn(&[u8], &[u8], &[Q8], &mut [(f32, f32)]);
+
+/// A block format as these kernels read it.
+pub(crate) trait Format {
+    /// Bytes per block of 32 weights; the f16 scale is the first two.
+    const BYTES: usize;
+    /// The block's f16 minimum follows its scale (Q4_1): `m · s_x` joins the product.
+    const MIN: bool;
+    /// A block of both rows, prepared for every activation row.
+    type Weights: Copy;
+
+    /// Prepares block `a` of the first row and `b` of the second (pointers to the blocks).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI; each pointer addresses a whole block.
+    unsafe fn unpack(a: *const u8, b: *const u8) -> Self::Weights;
+
+    /// The lane sums of block `b` of both rows with `x`: eight i32 lanes per row (four
+    /// products each, as ggml sums them), the first row in the low half.
+    ///
+    /// # Safety
+    /// As [`Format::unpack`]; `x` holds block `b`.
+    unsafe fn sums(w: Self::Weights, x: &Q8, b: usize) -> __m512i;
+}
+
+/// The products of rows `ra` and `rb` with each of `M` activation rows.
+#[inline(always)]
+unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) -> [(f32, f32); M] {
+    let f16_at = |p: *const u8| {
+        let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
+    };
+    let blocks = ra.len().min(rb.len()) / F::BYTES;
+    assert!(xs
+        .iter()
+        .all(|x| x.qs.len() >= blocks * QK && x.d.len() >= blocks));
+    assert!(!F::MIN || xs.iter().all(|x| x.s.len() >= blocks));
+    let mut acc = [_mm512_setzero_ps(); M];
+    let mut mins = [(0f32, 0f32); M];
+    for b in 0..blocks {
+        let (pa, pb) = (ra.as_ptr().add(b * F::BYTES), rb.as_ptr().add(b * F::BYTES));
+        prefetch_next_pair(ra, b, F::BYTES);
+        let w = F::unpack(pa, pb);
+        let d = split_ps(f16_at(pa), f16_at(pb));
+        for j in 0..M {
+            let lanes = _mm512_cvtepi32_ps(F::sums(w, xs[j], b));
+            // Each lane's scale is the row's `d` times the activations' (one rounding, as
+            // the AVX2 kernel's `d * d_x`).
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[j].d[b]));
+            acc[j] = _mm512_fmadd_ps(scale, lanes, acc[j]);
+        }
+        if F::MIN {
+            let (ma, mb) = (f16_at(pa.add(2)), f16_at(pb.add(2)));
+            for (m, x) in mins.iter_mut().zip(&xs) {
+                *m = (ma.mul_add(x.s[b], m.0), mb.mul_add(x.s[b], m.1));
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let (lo, hi) = halves_ps(acc[j]);
+        (hsum(lo) + mins[j].0, hsum(hi) + mins[j].1)
+    })
+}
+
+/// [`Rows`] for the format `F`.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `ra` and `rb` hold whole blocks,
+/// each `xs[j]` as many; `out` holds `xs.len() ≤ MAX_ACTS` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], xs: &[Q8], out: &mut [(f32, f32)]) {
+    assert!(out.len() == xs.len());
+    match xs {
+        [a] => out.copy_from_slice(&pair::<F, 1>(ra, rb, [a])),
+        [a, b] => out.copy_from_slice(&pair::<F, 2>(ra, rb, [a, b])),
+        [a, b, c] => out.copy_from_slice(&pair::<F, 3>(ra, rb, [a, b, c])),
+        [a, b, c, d] => out.copy_from_slice(&pair::<F, 4>(ra, rb, [a, b, c, d])),
+        _ => panic!("{} activation rows at once; at most {MAX_ACTS}", xs.len()),
+    }
+}
+
+/// Two rows of weights in one 512-bit register, block `b` of each: 32 bytes of `a`, then 32
+/// of `b`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn join_rows(a: *const u8, b: *const u8) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(a as *const __m256i)),
+        _mm256_loadu_si256(b as *const __m256i),
+    )
+}
+
+/// The 32 activation bytes of block `b`, in both halves of a register.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn both_halves(x: &Q8, b: usize) -> __m512i {
+    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+        x.qs.as_ptr().add(b * QK) as *const __m256i
+    ))
+}
+
+/// `a` in the low eight lanes, `b` in the high eight.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn split_ps(a: f32, b: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::cpu::gemv::{kernel, test_values, Kernel};
+    use crate::kernels::cpu::{q4_1, q5_0, q8_0};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    type Gemv = fn(&[u8], usize, usize, &[f32], &mut [f32], Kernel);
+
+    #[test]
+    fn each_activation_row_gets_the_avx2_product_bit_for_bit() {
+        if kernel() != Kernel::Avx512Vnni {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        // An odd number of weight rows (the last pair repeats its row); up to six activation
+        // rows (a group of four, then a smaller one).
+        let (n, k) = (7, 256);
+        let w = Tensor::from_vec(test_values(n * k, 31), (n, k), &Device::Cpu).unwrap();
+        let types: [(GgmlDType, Gemv); 3] = [
+            (GgmlDType::Q4_1, q4_1::gemv),
+            (GgmlDType::Q5_0, q5_0::gemv),
+            (GgmlDType::Q8_0, q8_0::gemv),
+        ];
+        for (dtype, gemv) in types {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let data = q.data().unwrap();
+            for m in 1..=6 {
+                let x = test_values(m * k, 40 + m as u32);
+                let mut got = vec![0f32; m * n];
+                gemv(&data, n, k, &x, &mut got, Kernel::Avx512Vnni);
+                for j in 0..m {
+                    let mut want = vec![0f32; n];
+                    gemv(&data, n, k, &x[j * k..(j + 1) * k], &mut want, Kernel::Avx2);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got[j * n..(j + 1) * n]),
+                        bits(&want),
+                        "{dtype:?}, activation row {j} of {m}"
+                    );
+                }
+            }
+        }
+    }
+}
