@@ -11,6 +11,7 @@ use super::gemv::{halves_ps, hsum, prefetch_next_pair, Q8, QK};
 
 /// Activation rows one pass shares its unpacked weights among.
 pub(crate) const MAX_ACTS: usize = 4;
+const _: () = assert!(MAX_ACTS <= 4, "the minimums' chains fill eight lanes");
 
 /// Two weight rows against `xs.len() ≤` [`MAX_ACTS`] activation rows: `out[j]` is the pair's
 /// products with `xs[j]`.
@@ -51,8 +52,10 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
         .iter()
         .all(|x| x.qs.len() >= blocks * QK && x.d.len() >= blocks));
     assert!(!F::MIN || xs.iter().all(|x| x.s.len() >= blocks));
+    // Lane 2j: row a's minimum chain with activation row j; lane 2j + 1: row b's.
+    let pairs_of = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
     let mut acc = [_mm512_setzero_ps(); M];
-    let mut mins = [(0f32, 0f32); M];
+    let mut mins = _mm256_setzero_ps();
     for b in 0..blocks {
         let (pa, pb) = (ra.as_ptr().add(b * F::BYTES), rb.as_ptr().add(b * F::BYTES));
         prefetch_next_pair(ra, b, F::BYTES);
@@ -66,15 +69,21 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
             acc[j] = _mm512_fmadd_ps(scale, lanes, acc[j]);
         }
         if F::MIN {
-            let (ma, mb) = (f16_at(pa.add(2)), f16_at(pb.add(2)));
-            for (m, x) in mins.iter_mut().zip(&xs) {
-                *m = (ma.mul_add(x.s[b], m.0), mb.mul_add(x.s[b], m.1));
-            }
+            // Every chain's `m · s_x` fused in one step, each lane the scalar step.
+            let bits = (pa.add(2) as *const u16).read_unaligned() as i32
+                | ((pb.add(2) as *const u16).read_unaligned() as i32) << 16;
+            let m = _mm_castps_pd(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+            let m = _mm256_castpd_ps(_mm256_broadcastsd_pd(m));
+            let s = |j: usize| if j < M { xs[j].s[b] } else { 0.0 };
+            let s = _mm256_castps128_ps256(_mm_setr_ps(s(0), s(1), s(2), s(3)));
+            mins = _mm256_fmadd_ps(m, _mm256_permutevar8x32_ps(s, pairs_of), mins);
         }
     }
+    let mut min = [0f32; 8];
+    _mm256_storeu_ps(min.as_mut_ptr(), mins);
     std::array::from_fn(|j| {
         let (lo, hi) = halves_ps(acc[j]);
-        (hsum(lo) + mins[j].0, hsum(hi) + mins[j].1)
+        (hsum(lo) + min[2 * j], hsum(hi) + min[2 * j + 1])
     })
 }
 
