@@ -248,14 +248,19 @@ fn fused_experts_agree_with_the_cpu_build() {
     assert_close("moe prompt", &g, &c, 2e-2);
     let chunked = load_path(&path, &dev, 7).feed(&prompt).expect("chunks");
     assert_eq!(chunked, g, "a prompt in chunks equals the prompt at once");
-    // One-token steps (the captured graph), fed the CPU's greedy choice.
-    let mut next = top(&c, 1)[0];
-    for step in 0..8 {
+    steps_agree("moe", (&mut cpu, &mut gpu), &c, 8);
+}
+
+/// `steps` one-token steps (the captured graph) on both builds, each fed the CPU's greedy
+/// choice after `last` (the CPU's logits so far), each step's logits close.
+fn steps_agree(what: &str, (cpu, gpu): (&mut Engine, &mut Engine), last: &[f32], steps: usize) {
+    let mut next = top(last, 1)[0];
+    for step in 0..steps {
         let (c, g) = (
             cpu.feed(&[next]).expect("cpu"),
             gpu.feed(&[next]).expect("gpu"),
         );
-        assert_close(&format!("moe step {step}"), &g, &c, 2e-2);
+        assert_close(&format!("{what} step {step}"), &g, &c, 2e-2);
         next = top(&c, 1)[0];
     }
 }
@@ -319,15 +324,7 @@ fn deep_one_token_steps_agree_with_the_cpu_build() {
             gpu.feed(&prompt).expect("gpu"),
         );
         assert_close(&format!("{preset} prompt"), &g, &c, 2e-2);
-        let mut next = top(&c, 1)[0];
-        for step in 0..6 {
-            let (c, g) = (
-                cpu.feed(&[next]).expect("cpu"),
-                gpu.feed(&[next]).expect("gpu"),
-            );
-            assert_close(&format!("{preset} step {step}"), &g, &c, 2e-2);
-            next = top(&c, 1)[0];
-        }
+        steps_agree(preset, (&mut cpu, &mut gpu), &c, 6);
         std::fs::remove_file(&path).expect("removes");
     }
 }
