@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mlcli::models::testing::{real_model, SMOLLM2};
 use serde_json::{json, Value};
-use support::serve::{chat, events, http, post, weather_tool, Served};
+use support::serve::{chat, events, http, post, post_text, weather_tool, Served};
 
 #[test]
 fn openai_chat_whole_and_streamed_completions_and_models() {
@@ -40,13 +40,7 @@ fn openai_chat_whole_and_streamed_completions_and_models() {
         "What is the capital of France?",
         json!({"stream": true, "stream_options": {"include_usage": true}}),
     );
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{text}");
     let evs = events(&text);
     assert_eq!(evs.last().unwrap().1, "[DONE]", "{text}");
@@ -99,13 +93,7 @@ fn anthropic_messages_whole_and_streamed_as_anthropic_sends_them() {
     );
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/messages",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/messages", &streamed);
     assert_eq!(status, 200, "{text}");
     let names: Vec<String> = events(&text).into_iter().filter_map(|(n, _)| n).collect();
     let mut expected = vec!["message_start", "content_block_start", "ping"];
@@ -468,13 +456,7 @@ fn forced_tool_calls_come_back_as_tool_calls_and_results_feed_the_next_turn() {
     let mut streamed = body.clone();
     streamed["tool_choice"] = json!("required");
     streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/chat/completions", &streamed);
     assert_eq!(status, 200, "{text}");
     let chunks: Vec<Value> = events(&text)
         .into_iter()
@@ -652,13 +634,7 @@ fn logprobs_are_the_models_and_match_the_tokens() {
     // Streamed: the same entries, spread over chunks.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/chat/completions", &streamed);
     assert_eq!(status, 200, "{text}");
     let entries: Vec<Value> = events(&text)
         .iter()
@@ -715,13 +691,7 @@ fn anthropic_tool_use_whole_streamed_and_results_in_the_next_turn() {
     let mut streamed = body.clone();
     streamed["tool_choice"] = json!({"type": "any"});
     streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/messages",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/messages", &streamed);
     assert_eq!(status, 200, "{text}");
     let evs: Vec<Value> = events(&text)
         .iter()

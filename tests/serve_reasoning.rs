@@ -5,7 +5,19 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::serve::{http, post, weather_tool, Served};
+use support::serve::{post, post_text, weather_tool, Served};
+
+/// `body` sent to a server with the default template (which reads neither reasoning field):
+/// a 400 whose message names `field`.
+fn refused_by_the_default_template(body: &Value, field: &str) {
+    let s = Served::start(&[]);
+    let (status, v, text) = post(&s.addr, "/v1/chat/completions", body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(field),
+        "{text}"
+    );
+}
 
 /// A forced call in the format `template` teaches, whole: the call's name and arguments.
 fn forced_call(template: &str) -> (String, Value) {
@@ -70,16 +82,7 @@ fn reasoning_effort_reaches_the_harmony_template_and_is_refused_by_others() {
     bad["reasoning_effort"] = json!("extreme");
     let (status, _, text) = post(&s.addr, "/v1/chat/completions", &bad);
     assert_eq!(status, 400, "{text}");
-    let s = Served::start(&[]);
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 400, "{text}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("reasoning_effort"),
-        "{text}"
-    );
+    refused_by_the_default_template(&body, "reasoning_effort");
 }
 
 #[test]
@@ -94,13 +97,7 @@ fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
     // Streamed: no marker in any chunk.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let (status, text) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        streamed.to_string().as_bytes(),
-    );
+    let (status, text) = post_text(&s.addr, "/v1/chat/completions", &streamed);
     assert_eq!(status, 200, "{text}");
     assert!(
         !text.contains("<|channel>") && !text.contains("<channel|>"),
@@ -118,14 +115,5 @@ fn enable_thinking_reaches_the_gemma4_template_and_is_refused_by_others() {
         (400, &json!("chat_template_kwargs")),
         "{text}"
     );
-    let s = Served::start(&[]);
-    let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
-    assert_eq!(status, 400, "{text}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("enable_thinking"),
-        "{text}"
-    );
+    refused_by_the_default_template(&body, "enable_thinking");
 }

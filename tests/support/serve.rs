@@ -127,8 +127,14 @@ pub fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// POSTs `body` as JSON: the status and the raw body (an event stream, say).
+pub fn post_text(addr: &str, path: &str, body: &Value) -> (u16, String) {
+    http(addr, "POST", path, &[], body.to_string().as_bytes())
+}
+
+/// POSTs `body` as JSON: the status, the body parsed (`Null` when it is not JSON) and raw.
 pub fn post(addr: &str, path: &str, body: &Value) -> (u16, Value, String) {
-    let (status, text) = http(addr, "POST", path, &[], body.to_string().as_bytes());
+    let (status, text) = post_text(addr, path, body);
     let v = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, v, text)
 }
