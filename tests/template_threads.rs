@@ -4,9 +4,16 @@
 
 use mlcli::formats::chat_template::{ChatTemplate, Message, RenderOptions};
 
+/// Threads of this process still running: a thread that has been joined can stay listed in
+/// `/proc/self/task` for a moment while the kernel finishes its exit, but it has already let go
+/// of the process's memory by then (its `status` has no `VmRSS`), so those are not counted.
 #[cfg(target_os = "linux")]
 fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("status")).ok())
+        .filter(|status| status.contains("VmRSS"))
+        .count()
 }
 
 #[cfg(target_os = "linux")]
