@@ -71,6 +71,24 @@ DEEPSEEK_V3 = tiny(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=32, k
 # RoPE on half of each head (partial_rotary_factor 0.5, NeoX pairs), and DeepSeek-V3's router
 # and shared expert (8 experts in 4 groups, top 2 groups, top 2, a selection bias, weights
 # normalised and scaled).
+# DeepSeek-V2 (DeepseekV2ForCausalLM, as DeepSeek-V2 and V2.5 are published): DeepSeek-V3's
+# shape with V2's router (softmax scores, no selection bias, groups ranked by their best score,
+# weights scaled but not normalised) and YaRN with mscale = mscale_all_dim = 0.707, as published.
+DEEPSEEK_V2 = tiny(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=32,
+                   qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=8,
+                   n_group=4, topk_group=2, topk_method="group_limited_greedy",
+                   num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=2,
+                   first_k_dense_replace=1, routed_scaling_factor=2.0, norm_topk_prob=False,
+                   tie_word_embeddings=False, max_position_embeddings=512,
+                   # As published configs say it (transformers' class always uses softmax;
+                   # llama.cpp's converter writes the GGUF's gating function from it).
+                   scoring_func="softmax",
+                   rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                    "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707,
+                                    "mscale_all_dim": 0.707,
+                                    "original_max_position_embeddings": 128})
+
+
 GLM4_MOE = tiny(num_hidden_layers=3, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True,
                 attention_bias=True, n_routed_experts=8, n_group=4, topk_group=2,
                 num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
@@ -641,19 +659,19 @@ CASES = [
         "model_type": "deepseek_v3",
         "architecture": "DeepseekV3ForCausalLM",
         "features": "deepseek-v3-mla stored as DeepSeek publishes V3: the latent projections, "
-                    "the output projection, the dense MLP and the shared expert in F8_E4M3 with "
+                    "the output projection, the dense MLP, the shared expert and every routed "
+                    "expert's gate, up and down (one tensor each per expert) in F8_E4M3 with "
                     "f32 weight_scale_inv per block of 48 x 48 (partial blocks at the ends); "
-                    "transformers' logits from the dequantized weights. The routed experts stay "
-                    "f16: transformers saves them one tensor per expert, which the FP8 writer "
-                    "does not map",
-        # A seed without near-ties in routing after the FP8 rounding: with seeds 26, 31 and 42
-        # in-situ Q8_0 swapped some token's experts (rel. RMS 0.4-0.8 at that position).
-        "seed": 7,
+                    "transformers' logits from the dequantized weights",
+        # A seed without near-ties in routing after the FP8 rounding (in transformers' scores
+        # every token's last chosen expert and group lead the next by at least 0.013): with
+        # seeds 7, 8, 10, 13, 26, 31 and 42 in-situ Q8_0 (13: even the f16 GGUF) swapped some
+        # token's experts (rel. RMS 0.26-0.74 at that position).
+        "seed": 56,
         "bpe_vocab": 128,
         "tokens": LONG_TOKENS[:24],
         "random_buffers": ["e_score_correction_bias"],
         "fp8_block": [48, 48],
-        "fp8_experts": False,
         "config": DEEPSEEK_V3,
     },
     {
@@ -672,6 +690,38 @@ CASES = [
         "tokens": LONG_TOKENS[:24],
         "config": dict(DEEPSEEK_V3, q_lora_rank=None, n_group=1, topk_group=1,
                        routed_scaling_factor=1.0,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    },
+    {
+        "name": "deepseek-v2-groups",
+        "family": "deepseek_v3",
+        "model_type": "deepseek_v2",
+        "architecture": "DeepseekV2ForCausalLM",
+        "features": "DeepSeek-V2's own class: MLA with q_lora_rank, interleaved RoPE, YaRN with "
+                    "mscale 0.707 on the softmax scale, a dense first layer, softmax scores, "
+                    "group_limited_greedy (groups ranked by their best score), weights scaled "
+                    "and not normalised, two shared experts",
+        # A seed whose routing in-situ Q8_0 keeps: softmax scores of 8 experts lie close
+        # (every choice here leads by at least 0.0046), and with seeds 1 and 42 Q8_0 swapped
+        # some token's experts (rel. RMS 0.13 and 0.38 at that position).
+        "seed": 58,
+        "bpe_vocab": 128,
+        "tokens": LONG_TOKENS[:24],
+        "config": DEEPSEEK_V2,
+    },
+    {
+        "name": "deepseek-v2-lite-greedy",
+        "family": "deepseek_v3",
+        "model_type": "deepseek_v2",
+        "architecture": "DeepseekV2ForCausalLM",
+        "features": "deepseek-v2-groups with V2-Lite's router and query: greedy top-k over all "
+                    "experts (n_group and topk_group null), no routed scaling, a plain query "
+                    "projection, plain RoPE over the rotary part",
+        "seed": 1,
+        "bpe_vocab": 128,
+        "tokens": LONG_TOKENS[:24],
+        "config": dict(DEEPSEEK_V2, q_lora_rank=None, topk_method="greedy", n_group=None,
+                       topk_group=None, routed_scaling_factor=1.0,
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
     },
     {

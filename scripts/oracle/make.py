@@ -206,22 +206,44 @@ def fp8(w: torch.Tensor, block: list) -> tuple:
     return q.float() * full, q, scale
 
 
-def quantize_fp8(model: torch.nn.Module, block: list, experts: bool = True) -> dict:
-    """Replaces the weight of every linear layer of the decoder blocks (and every stacked
-    expert tensor, (E, out, in)) by its FP8 rounding (see `fp8`), and returns the E4M3
-    values and scales by parameter name, for the checkpoint (see `write_fp8`). Embeddings,
-    norms, routers and the output stay as they are, as in published FP8 checkpoints."""
+def quantize_fp8(model: torch.nn.Module, block: list) -> dict:
+    """Replaces the weight of every linear layer of the decoder blocks and of every routed
+    expert by its FP8 rounding (see `fp8`), and returns the E4M3 values and scales by the
+    name the saved checkpoint gives the weight, for the checkpoint (see `write_fp8`).
+    Embeddings, norms, routers and the output stay as they are, as in published FP8
+    checkpoints. Stacked experts (`experts.gate_up_proj`, (E, 2 * ffn, hidden), gate rows
+    first; `experts.down_proj`, (E, hidden, ffn)), which transformers saves one matrix per
+    expert (`experts.E.{gate,up,down}_proj.weight`), are rounded as those matrices: gate and
+    up each with their own block scales, as a published checkpoint has them."""
     packed = {}
     with torch.no_grad():
         for name, p in model.named_parameters():
-            stacked = name.endswith(("experts.gate_up_proj", "experts.down_proj"))
-            linear = name.endswith(("_proj.weight", "_proj_with_mqa.weight")) or (
-                stacked and experts)
-            if ".layers." not in name or p.dim() < 2 or not linear:
+            if ".layers." not in name or p.dim() < 2:
                 continue
-            deq, q, scale = fp8(p, block)
-            p.copy_(deq)
-            packed[name] = (q, scale)
+            if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                packed.update(quantize_fp8_experts(name, p, block))
+            elif name.endswith(("_proj.weight", "_proj_with_mqa.weight")):
+                deq, q, scale = fp8(p, block)
+                p.copy_(deq)
+                packed[name] = (q, scale)
+    return packed
+
+
+def quantize_fp8_experts(name: str, p: torch.Tensor, block: list) -> dict:
+    """`quantize_fp8` for one stacked expert tensor `name` (see there): rounds `p` in place,
+    part by part, and returns each expert's E4M3 values and scales under its saved name."""
+    prefix = name.removesuffix("gate_up_proj").removesuffix("down_proj")
+    if name.endswith("gate_up_proj"):
+        ffn = p.shape[1] // 2
+        parts = {"gate_proj": slice(0, ffn), "up_proj": slice(ffn, 2 * ffn)}
+    else:
+        parts = {"down_proj": slice(0, p.shape[1])}
+    packed = {}
+    for part, rows in parts.items():
+        deq, q, scale = fp8(p[:, rows], block)
+        p[:, rows].copy_(deq)
+        for e in range(p.shape[0]):
+            packed[f"{prefix}{e}.{part}.weight"] = (q[e].clone(), scale[e].clone())
     return packed
 
 
@@ -271,10 +293,7 @@ def make_case(case: dict, out: Path, converter: Path) -> None:
     randomize(model, case["seed"], case.get("param_offsets"), case.get("random_buffers"))
     packed = quantize_experts(model) if case.get("mxfp4_experts") else {}
     # A case's `fp8_block` stores its linear weights as FP8 with block scales of that size.
-    # `fp8_experts: False` leaves stacked routed experts unrounded, for models whose saved
-    # checkpoint splits them into one tensor per expert under other names.
-    fp8_packed = (quantize_fp8(model, case["fp8_block"], case.get("fp8_experts", True))
-                  if case.get("fp8_block") else {})
+    fp8_packed = quantize_fp8(model, case["fp8_block"]) if case.get("fp8_block") else {}
     tokens = case.get("tokens", TOKENS)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float()

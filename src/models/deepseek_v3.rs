@@ -1,5 +1,5 @@
-//! DeepSeek-V3 (HF `DeepseekV3ForCausalLM`; GGUF `deepseek2`, which llama.cpp's converter
-//! writes for DeepSeek-V2 and V3 alike).
+//! DeepSeek-V3 and DeepSeek-V2 (HF `DeepseekV3ForCausalLM`, `DeepseekV2ForCausalLM`; GGUF
+//! `deepseek2`, which llama.cpp's converter writes for both).
 //!
 //! Pre-norm blocks like llama's, with multi-head latent attention ([`super::layers::mla`]:
 //! low-rank query (`q_lora_rank`, or a plain projection when null, as DeepSeek-V2-Lite), one
@@ -10,13 +10,21 @@
 //! `qk_rope_head_dim` part of each head, in pairs `(2i, 2i + 1)` (`rope_interleave`, the
 //! GGUF's layout too); with YaRN the score scale gains `mscale(factor, mscale_all_dim)²`.
 //!
+//! DeepSeek-V2 (V2, V2-Lite, V2.5 as published) is the same decoder; only `config.json`
+//! reads differently (`DeepseekV2Config`): softmax scores, no selection bias, no
+//! normalisation, `topk_method` `greedy` (one group) or `group_limited_greedy` (groups
+//! ranked by their best score, not by their two best), RoPE always in pairs, other defaults.
+//!
 //! GGUF: the converter splits `kv_b_proj` into `attn_k_b` (transposed) and `attn_v_b`, which
 //! the layer reads as they are; it writes the router's scoring as `expert_gating_func` (a
-//! file without it is softmax, llama.cpp's rule for early DeepSeek-V2 files) and
-//! `0.1 · mscale_all_dim` as `rope.scaling.yarn_log_multiplier`. Multi-token-prediction blocks
+//! file without it is softmax, llama.cpp's rule for early DeepSeek-V2 files; a softmax file is
+//! a V2, whose groups rank by their best score as in the reference, where llama.cpp ranks
+//! every file's by their two best) and `0.1 · mscale_all_dim` as
+//! `rope.scaling.yarn_log_multiplier`. Multi-token-prediction blocks
 //! (`num_nextn_predict_layers`, `nextn_predict_layers`) are skipped: they serve speculative
 //! decoding, which is not implemented. References: HF `modeling_deepseek_v3.py`,
-//! `configuration_deepseek_v3.py`; llama.cpp `src/models/deepseek2.cpp`, `conversion/deepseek.py`.
+//! `configuration_deepseek_v3.py`, `modeling_deepseek_v2.py`, `configuration_deepseek_v2.py`;
+//! llama.cpp `src/models/deepseek2.cpp`, `conversion/deepseek.py`.
 
 use candle_core::Tensor;
 
@@ -42,7 +50,7 @@ pub use config::Config;
 pub static SPEC: FamilySpec = FamilySpec {
     id: "deepseek_v3",
     kind: Kind::Moe,
-    hf_architectures: &["DeepseekV3ForCausalLM"],
+    hf_architectures: &["DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM"],
     gguf_architectures: &["deepseek2"],
     gguf_variants: &[],
     gguf_names: NAMES,

@@ -1,8 +1,8 @@
-//! DeepSeek-V3's configuration: `config.json` as `DeepseekV3Config` reads it, or the
-//! `deepseek2.*` metadata llama.cpp's converter writes (for V2 and V3 alike).
+//! DeepSeek-V3's configuration: `config.json` as `DeepseekV3Config` or `DeepseekV2Config`
+//! reads it, or the `deepseek2.*` metadata llama.cpp's converter writes (for V2 and V3 alike).
 
 use super::super::assembly::{gguf_vocab_size, Dims};
-use super::super::layers::grouped_moe::{self, HfDefaults, Scoring};
+use super::super::layers::grouped_moe::{self, GroupRank, HfDefaults, Scoring};
 use super::super::layers::mla;
 use super::super::rope_config::{yarn_mscale, RopeConfig, RopeScaling};
 use super::super::values::{self, refuse_hf, HfRefusal};
@@ -37,6 +37,33 @@ pub struct Config {
     pub untied_in: Option<String>,
 }
 
+/// What `DeepseekV3Config` and `DeepseekV2Config` read differently: their defaults for keys
+/// a file may leave out, and the values their classes cannot run.
+struct HfClass {
+    /// `intermediate_size`.
+    ffn: usize,
+    /// `first_k_dense_replace`.
+    first_dense: usize,
+    /// `max_position_embeddings`.
+    context: usize,
+    /// Keys refused unless accepted.
+    refused: &'static [HfRefusal],
+}
+
+const V3: HfClass = HfClass {
+    ffn: 18432,
+    first_dense: 3,
+    context: 4096,
+    refused: V3_REFUSED,
+};
+
+const V2: HfClass = HfClass {
+    ffn: 11008,
+    first_dense: 0,
+    context: 2048,
+    refused: V2_REFUSED,
+};
+
 /// `DeepseekV3Config`'s router defaults.
 const HF_MOE_DEFAULTS: HfDefaults = HfDefaults {
     n_used: 8,
@@ -48,7 +75,8 @@ const HF_MOE_DEFAULTS: HfDefaults = HfDefaults {
     scale: 2.5,
 };
 
-const HF_REFUSED: &[HfRefusal] = &[
+/// What both classes refuse.
+const REFUSED: &[HfRefusal] = &[
     HfRefusal {
         key: "hidden_act",
         accepted: &["\"silu\""],
@@ -59,13 +87,78 @@ const HF_REFUSED: &[HfRefusal] = &[
         accepted: &["false"],
         supported: "false (llama.cpp's deepseek2 has no attention biases either)",
     },
+];
+
+const V3_REFUSED: &[HfRefusal] = &[HfRefusal {
+    key: "scoring_func",
+    // 2 is llama.cpp's number for sigmoid, as an export of a GGUF writes it.
+    accepted: &["\"sigmoid\"", "2"],
+    supported: "sigmoid (DeepseekV3's router)",
+}];
+
+const V2_REFUSED: &[HfRefusal] = &[
+    HfRefusal {
+        key: "mlp_bias",
+        accepted: &["false"],
+        supported: "false",
+    },
     HfRefusal {
         key: "scoring_func",
-        // 2 is llama.cpp's number for sigmoid, as an export of a GGUF writes it.
-        accepted: &["\"sigmoid\"", "2"],
-        supported: "sigmoid (DeepseekV3's router)",
+        accepted: &["\"softmax\""],
+        supported: "softmax (DeepseekV2's router)",
+    },
+    HfRefusal {
+        key: "norm_topk_prob",
+        accepted: &["false"],
+        supported: "false (transformers' DeepseekV2 router never normalises the chosen \
+                    weights; DeepSeek's own code would, without routed_scaling_factor)",
+    },
+    HfRefusal {
+        key: "moe_layer_freq",
+        accepted: &["1"],
+        supported: "1 (experts in every block from first_k_dense_replace on, as \
+                    transformers' DeepseekV2 builds them)",
     },
 ];
+
+/// `DeepseekV2Config`'s router: softmax scores, no selection bias, no normalisation;
+/// `topk_method` `greedy` (the default: the best experts of all, `n_group` and `topk_group`
+/// unread) or `group_limited_greedy` (groups ranked by their best score). Its
+/// `num_experts_per_tok` has no default, nor do the groups of `group_limited_greedy`.
+fn v2_router(h: &HfConfig) -> Result<grouped_moe::Config> {
+    let number = |key: &str, default: Option<usize>| {
+        h.opt_usize_or(key, default)?
+            .ok_or_else(|| values::refused(h.origin(), key, "null", "a number"))
+    };
+    let (n_group, topk_group) = match h.map().get("topk_method") {
+        None => (1, 1),
+        Some(v) if *v == "greedy" => (1, 1),
+        Some(v) if *v == "group_limited_greedy" => {
+            (number("n_group", None)?, number("topk_group", None)?)
+        }
+        Some(v) => {
+            return Err(values::refused(
+                h.origin(),
+                "topk_method",
+                v,
+                "\"greedy\", \"group_limited_greedy\" (DeepseekV2's router)",
+            ))
+        }
+    };
+    let ffn = number("moe_intermediate_size", Some(1407))?;
+    Ok(grouped_moe::Config {
+        n_experts: number("n_routed_experts", Some(64))?,
+        n_used: number("num_experts_per_tok", None)?,
+        ffn,
+        shared_ffn: number("n_shared_experts", Some(2))? * ffn,
+        n_group,
+        topk_group,
+        group_rank: GroupRank::Best,
+        scoring: Scoring::Softmax,
+        norm_topk_prob: false,
+        scale: h.opt_positive("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+    })
+}
 
 /// The multiplier of `q·k`: `1/sqrt(nope + rope)`, times `mscale²` where YaRN's
 /// `mscale_all_dim` is set (DeepSeek scales the whole score, not only the rotary part).
@@ -152,9 +245,14 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads a Hugging Face `config.json` as `DeepseekV3Config` does.
+    /// Reads a Hugging Face `config.json` as `DeepseekV3Config` does, or as
+    /// `DeepseekV2Config` does for `DeepseekV2ForCausalLM`: its router (see `v2_router`),
+    /// its defaults, and RoPE always in pairs `(2i, 2i + 1)` (it has no `rope_interleave`).
     pub fn from_hf(h: &HfConfig) -> Result<Self> {
-        refuse_hf(h, HF_REFUSED)?;
+        let v2 = h.architecture()? == "DeepseekV2ForCausalLM";
+        let class = if v2 { &V2 } else { &V3 };
+        refuse_hf(h, REFUSED)?;
+        refuse_hf(h, class.refused)?;
         let required = |key: &str, v: Option<usize>| {
             v.ok_or_else(|| values::refused(h.origin(), key, "null", "a number"))
         };
@@ -188,7 +286,7 @@ impl Config {
                 n_kv_heads: 1,
                 head_dim: kv_lora_rank + qk_rope,
                 vocab_size: h.usize("vocab_size")?,
-                context_length: or("max_position_embeddings", 4096)?,
+                context_length: or("max_position_embeddings", class.context)?,
             },
             eps,
             mla: mla::Config {
@@ -203,10 +301,13 @@ impl Config {
                 scale: score_scale(qk_nope + qk_rope, &rope, mscale_all_dim),
             },
             rope,
-            rope_interleave: h.opt_bool("rope_interleave")?.unwrap_or(true),
-            ffn: or("intermediate_size", 18432)?,
-            first_dense: or("first_k_dense_replace", 3)?,
-            moe: grouped_moe::Config::from_hf(h, &HF_MOE_DEFAULTS, Scoring::Sigmoid)?,
+            rope_interleave: v2 || h.opt_bool("rope_interleave")?.unwrap_or(true),
+            ffn: or("intermediate_size", class.ffn)?,
+            first_dense: or("first_k_dense_replace", class.first_dense)?,
+            moe: match v2 {
+                true => v2_router(h)?,
+                false => grouped_moe::Config::from_hf(h, &HF_MOE_DEFAULTS, Scoring::Sigmoid)?,
+            },
             mtp_layers: h
                 .opt_usize_or("num_nextn_predict_layers", Some(0))?
                 .unwrap_or(0),

@@ -1,6 +1,7 @@
-//! DeepSeek-V3: configuration reading (published V3 and V2-Lite shapes, refusals), the
-//! latent cache's size, and the engine's properties on the tiny model (decode equals prefill,
-//! chunks after single steps, a rewind, a second chat turn resumed from the cache).
+//! DeepSeek-V3: configuration reading (published V3 and V2-Lite shapes, DeepSeek-V2's own
+//! class, refusals), the latent cache's size, and the engine's properties on the tiny model
+//! (decode equals prefill, chunks after single steps, a rewind, a second chat turn resumed
+//! from the cache).
 
 use super::*;
 use crate::formats::gguf::Gguf;
@@ -137,6 +138,146 @@ fn unsupported_values_are_refused_naming_file_key_and_value() {
     );
     let e = hf(&[(r#""qk_rope_head_dim": 64"#, r#""qk_rope_head_dim": 63"#)]).unwrap_err();
     assert!(e.to_string().contains("qk_rope_head_dim 63"), "{e}");
+}
+
+/// DeepSeek-V2-Lite's `config.json` (values as published, less `auto_map`).
+const V2_LITE: &str = r#"{"architectures": ["DeepseekV2ForCausalLM"], "attention_bias": false,
+    "attention_dropout": 0.0, "aux_loss_alpha": 0.001, "bos_token_id": 100000,
+    "eos_token_id": 100001, "first_k_dense_replace": 1, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 10944,
+    "kv_lora_rank": 512, "max_position_embeddings": 163840, "model_type": "deepseek_v2",
+    "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64,
+    "n_shared_experts": 2, "norm_topk_prob": false, "num_attention_heads": 16,
+    "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16,
+    "pretraining_tp": 1, "q_lora_rank": null, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06, "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40,
+        "mscale": 0.707, "mscale_all_dim": 0.707, "original_max_position_embeddings": 4096,
+        "type": "yarn"},
+    "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax",
+    "seq_aux": true, "tie_word_embeddings": false, "topk_group": 1, "topk_method": "greedy",
+    "torch_dtype": "bfloat16", "transformers_version": "4.33.1", "use_cache": true,
+    "v_head_dim": 128, "vocab_size": 102400}"#;
+
+fn v2(edits: &[(&str, &str)]) -> crate::Result<Config> {
+    let text = crate::models::testing::edited(V2_LITE, edits);
+    Config::from_hf(&HfConfig::parse(&text, "deepseek-v2/config.json")?)
+}
+
+#[test]
+fn deepseek_v2_lite_reads_its_softmax_greedy_router_and_yarn_scale() {
+    use crate::models::layers::grouped_moe::GroupRank;
+    let c = v2(&[]).unwrap();
+    let (d, m) = (c.dims, c.mla);
+    assert_eq!(
+        (d.n_layers, d.hidden, d.n_heads, d.vocab_size),
+        (27, 2048, 16, 102_400)
+    );
+    assert_eq!((m.q_lora_rank, m.kv_lora_rank), (None, 512));
+    assert_eq!((c.ffn, c.first_dense, c.mtp_layers), (10944, 1, 0));
+    assert!(c.rope_interleave && c.untied_in.is_some());
+    // mscale(40, 0.707)² on the scores.
+    let mscale = 0.1 * 0.707 * 40f64.ln() + 1.0;
+    let want = mscale * mscale / 192f64.sqrt();
+    assert!((m.scale - want).abs() < 1e-12, "{} vs {want}", m.scale);
+    let moe = c.moe;
+    assert_eq!(
+        (moe.n_experts, moe.n_used, moe.ffn, moe.shared_ffn),
+        (64, 6, 1408, 2816)
+    );
+    assert_eq!((moe.n_group, moe.topk_group, moe.scale), (1, 1, 1.0));
+    assert_eq!(
+        (moe.scoring, moe.group_rank),
+        (Scoring::Softmax, GroupRank::Best)
+    );
+    assert!(!moe.norm_topk_prob);
+    // DeepSeek-V2 and V2.5: groups, ranked by their best score. `greedy` reads no groups (null
+    // there as transformers saves its defaults); `rope_interleave` is not a V2 key.
+    let groups = [
+        (r#""n_group": 1"#, r#""n_group": 8"#),
+        (r#""topk_group": 1"#, r#""topk_group": 3"#),
+        (
+            r#""topk_method": "greedy""#,
+            r#""topk_method": "group_limited_greedy""#,
+        ),
+        (
+            r#""routed_scaling_factor": 1.0"#,
+            r#""routed_scaling_factor": 16.0"#,
+        ),
+    ];
+    let c = v2(&groups).unwrap();
+    assert_eq!((c.moe.n_group, c.moe.topk_group, c.moe.scale), (8, 3, 16.0));
+    let c = v2(&[
+        (r#""n_group": 1"#, r#""n_group": null"#),
+        (
+            r#""use_cache": true"#,
+            r#""use_cache": true, "rope_interleave": false"#,
+        ),
+    ])
+    .unwrap();
+    assert_eq!((c.moe.n_group, c.rope_interleave), (1, true));
+}
+
+#[test]
+fn deepseek_v2_values_its_class_cannot_run_are_refused() {
+    for (from, to, key) in [
+        (
+            r#""scoring_func": "softmax""#,
+            r#""scoring_func": "sigmoid""#,
+            "scoring_func",
+        ),
+        (
+            r#""norm_topk_prob": false"#,
+            r#""norm_topk_prob": true"#,
+            "norm_topk_prob",
+        ),
+        (
+            r#""topk_method": "greedy""#,
+            r#""topk_method": "noaux_tc""#,
+            "topk_method",
+        ),
+        (
+            r#""topk_method": "greedy""#,
+            r#""topk_method": null"#,
+            "topk_method",
+        ),
+        (
+            r#""num_experts_per_tok": 6"#,
+            r#""num_experts_per_tok": null"#,
+            "num_experts_per_tok",
+        ),
+        (
+            r#""attention_bias": false"#,
+            r#""attention_bias": true"#,
+            "attention_bias",
+        ),
+        (
+            r#""moe_layer_freq": 1"#,
+            r#""moe_layer_freq": 2"#,
+            "moe_layer_freq",
+        ),
+        (
+            r#""use_cache": true"#,
+            r#""use_cache": true, "mlp_bias": true"#,
+            "mlp_bias",
+        ),
+    ] {
+        let e = v2(&[(from, to)]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("deepseek-v2/config.json: {key} = ")),
+            "{e}"
+        );
+        assert!(e.contains("supported"), "{e}");
+    }
+    // group_limited_greedy needs its groups.
+    let e = v2(&[
+        (
+            r#""topk_method": "greedy""#,
+            r#""topk_method": "group_limited_greedy""#,
+        ),
+        (r#""n_group": 1"#, r#""n_group": null"#),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("n_group = null"), "{e}");
 }
 
 /// The tiny random-weight model (F32) in `dir`.

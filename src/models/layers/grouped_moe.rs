@@ -2,11 +2,13 @@
 //! top-k and a selection bias, routed SwiGLU experts, and shared experts every token goes
 //! through, their output added unscaled.
 //!
-//! Routing, as transformers' `DeepseekV3TopkRouter` does it (and llama.cpp's `build_moe_ffn`):
-//! 1. scores: `sigmoid(logits)` (V3, GLM) or `softmax(logits)` (V2's `scoring_func`);
-//! 2. for choosing only, each score plus its expert's `e_score_correction_bias`;
+//! Routing, as transformers' `DeepseekV3TopkRouter` and `DeepseekV2TopkRouter` do it (and
+//! llama.cpp's `build_moe_ffn`):
+//! 1. scores: `sigmoid(logits)` (V3, GLM) or `softmax(logits)` (V2);
+//! 2. for choosing only, each score plus its expert's `e_score_correction_bias` (V3, GLM);
 //! 3. the experts are split into `n_group` equal groups, each group is ranked by the sum of its
-//!    two best biased scores, and only the best `topk_group` groups stay eligible;
+//!    two best biased scores (V3, GLM) or by its best score (V2's `group_limited_greedy`), and
+//!    only the best `topk_group` groups stay eligible;
 //! 4. the `k` best biased scores among those are the chosen experts, weighted by their
 //!    *unbiased* scores, divided by their sum (`norm_topk_prob`) and multiplied by
 //!    `routed_scaling_factor`.
@@ -32,6 +34,16 @@ pub enum Scoring {
     Softmax,
 }
 
+/// How a group of experts is ranked when only the best `topk_group` groups may be chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupRank {
+    /// By the sum of its two best choice scores (DeepSeek-V3, GLM-4.x; llama.cpp's rule for
+    /// every architecture).
+    TopTwoSum,
+    /// By its best score (DeepSeek-V2's `topk_method: group_limited_greedy`).
+    Best,
+}
+
 /// Shape and routing of one block.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
@@ -48,6 +60,8 @@ pub struct Config {
     pub n_group: usize,
     /// Groups a token may choose from (`topk_group`).
     pub topk_group: usize,
+    /// How groups are ranked.
+    pub group_rank: GroupRank,
     /// How logits become scores.
     pub scoring: Scoring,
     /// Divide the chosen weights by their sum (`norm_topk_prob`).
@@ -79,7 +93,9 @@ impl Config {
     /// Reads `{arch}.expert_*` metadata as llama.cpp's converter writes it for `deepseek2`
     /// and `glm4moe`: a file without `expert_gating_func` scores as llama.cpp's rule for the
     /// architecture says (`unnamed`: softmax for early DeepSeek-V2 files, sigmoid for GLM),
-    /// without groups has one, without a scale or normalisation has neither.
+    /// without groups has one, without a scale or normalisation has neither. Softmax scores
+    /// come only from DeepSeek-V2 checkpoints, whose groups rank by their best score as the
+    /// reference does (llama.cpp ranks every file's groups by their two best, V3's rule).
     pub fn from_gguf(g: &Gguf, arch: &str, unnamed: Scoring) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
         let opt = |s: &str| g.opt(&k(s), Gguf::usize);
@@ -104,6 +120,10 @@ impl Config {
             shared_ffn: opt("expert_shared_count")?.unwrap_or(0) * ffn,
             n_group: opt("expert_group_count")?.unwrap_or(1),
             topk_group: opt("expert_group_used_count")?.unwrap_or(1),
+            group_rank: match scoring {
+                Scoring::Softmax => GroupRank::Best,
+                Scoring::Sigmoid => GroupRank::TopTwoSum,
+            },
             scoring,
             norm_topk_prob: g
                 .opt(&k("expert_weights_norm"), Gguf::bool)?
@@ -115,7 +135,8 @@ impl Config {
     /// Reads the router keys of a `config.json` (`n_routed_experts`, `num_experts_per_tok`,
     /// `moe_intermediate_size`, `n_shared_experts`, `n_group`, `topk_group`,
     /// `norm_topk_prob`, `routed_scaling_factor`), absent ones taking the class's defaults;
-    /// `null` where a number is needed is refused.
+    /// `null` where a number is needed is refused. Groups rank as DeepSeek-V3's router ranks
+    /// them.
     pub fn from_hf(h: &HfConfig, d: &HfDefaults, scoring: Scoring) -> Result<Self> {
         let or = |key: &str, default: usize| -> Result<usize> {
             h.opt_usize_or(key, Some(default))?
@@ -129,6 +150,7 @@ impl Config {
             shared_ffn: or("n_shared_experts", d.n_shared)? * ffn,
             n_group: or("n_group", d.n_group)?,
             topk_group: or("topk_group", d.topk_group)?,
+            group_rank: GroupRank::TopTwoSum,
             scoring,
             norm_topk_prob: h.opt_bool("norm_topk_prob")?.unwrap_or(d.norm_topk_prob),
             scale: h.opt_positive("routed_scaling_factor")?.unwrap_or(d.scale) as f32,
@@ -189,16 +211,20 @@ impl Config {
             Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
             None => scores.clone(),
         };
-        // Groups ranked by the sum of their two best choice scores.
+        // Groups ranked by the sum of their two best choice scores, or by their best.
         let size = self.n_experts / self.n_group;
         let best = |o: &mut Vec<usize>, v: &[f32]| {
             o.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+        };
+        let ranked = match self.group_rank {
+            GroupRank::TopTwoSum => 2,
+            GroupRank::Best => 1,
         };
         let group_score: Vec<f32> = (0..self.n_group)
             .map(|g| {
                 let mut members: Vec<usize> = (g * size..(g + 1) * size).collect();
                 best(&mut members, &choice);
-                members.iter().take(2).map(|&e| choice[e]).sum()
+                members.iter().take(ranked).map(|&e| choice[e]).sum()
             })
             .collect();
         let mut groups: Vec<usize> = (0..self.n_group).collect();
@@ -336,6 +362,7 @@ mod tests {
             shared_ffn: 0,
             n_group,
             topk_group,
+            group_rank: GroupRank::TopTwoSum,
             scoring: Scoring::Sigmoid,
             norm_topk_prob: true,
             scale: 2.5,
@@ -383,6 +410,27 @@ mod tests {
         assert_eq!(r[0].0, 1);
         assert!((r[0].1 - 3f32.exp() / sum).abs() < 1e-6);
         assert!((r[1].1 - 2f32.exp() / sum).abs() < 1e-6);
+    }
+
+    #[test]
+    fn v2_groups_rank_by_their_best_score_where_v3_sums_the_two_best() {
+        // Groups of two: {0,1} {2,3} {4,5} {6,7}; one group eligible. Group {2,3} has the
+        // best pair (0.8 + 0.8), group {6,7} the best single logit (2.0).
+        let logits = [1.0, 0.2, 0.8, 0.8, -2.0, -2.0, 2.0, -3.0];
+        let v3 = cfg(4, 1, 2).route(&logits, None);
+        assert_eq!(v3.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3]);
+        let v2 = Config {
+            group_rank: GroupRank::Best,
+            scoring: Scoring::Softmax,
+            norm_topk_prob: false,
+            scale: 16.0,
+            ..cfg(4, 1, 2)
+        };
+        let r = v2.route(&logits, None);
+        assert_eq!(r.iter().map(|p| p.0).collect::<Vec<_>>(), [6, 7]);
+        let sum: f32 = logits.iter().map(|l: &f32| l.exp()).sum();
+        assert!((r[0].1 - 2f32.exp() / sum * 16.0).abs() < 1e-5, "{r:?}");
+        assert!((r[1].1 - (-3f32).exp() / sum * 16.0).abs() < 1e-5, "{r:?}");
     }
 
     #[test]
