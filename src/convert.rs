@@ -363,6 +363,9 @@ fn hf_config(
     if spec.quirks.gguf_per_layer_type {
         models::gemma4::hf_config_from_gguf(gguf, arch, &mut c)?;
     }
+    if spec.quirks.gguf_gating_class {
+        models::deepseek_v3::hf_config_from_gguf(gguf, &mut c)?;
+    }
     per_layer_kv_heads(gguf, arch, &mut c)?;
     if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {
         let factor = gguf.float(&format!("{arch}.rope.scaling.factor"))?;

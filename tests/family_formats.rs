@@ -124,6 +124,68 @@ fn qwen3_5_with_fewer_key_heads_than_value_heads_exports_its_value_heads_grouped
     assert_same("qwen3_5", (a, b));
 }
 
+/// DeepSeek's tiny spec with the router's scores as `gating` (llama.cpp's
+/// `expert_gating_func`; the tiny writer adds V3's selection bias only for sigmoid).
+fn deepseek(gating: u32) -> models::FamilySpec {
+    let base = models::family("deepseek_v3").unwrap();
+    let metadata: Vec<(&'static str, u32)> = base
+        .tiny
+        .metadata
+        .iter()
+        .map(|&(k, v)| (k, if k == "expert_gating_func" { gating } else { v }))
+        .collect();
+    models::FamilySpec {
+        tiny: models::TinyConfig {
+            metadata: metadata.leak(),
+            ..base.tiny
+        },
+        ..*base
+    }
+}
+
+#[test]
+fn a_softmax_deepseek2_gguf_exports_as_deepseek_v2() {
+    // llama.cpp writes DeepSeek-V2 as `deepseek2` with softmax scores (1): the export is
+    // transformers' V2 class, its two groups as group_limited_greedy, and computes the same.
+    let spec = deepseek(1);
+    assert_same("deepseek_v2", gguf_and_export_logits(&spec, |_| {}));
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf_path = tmp.path().join("v2.gguf");
+    testing::write_tiny_gguf_with(&spec, &gguf_path, 11, GgmlDType::F32, None, |_| {}).unwrap();
+    mlcli::convert::gguf_to_hf(
+        &Gguf::open(&gguf_path).unwrap(),
+        &tmp.path().join("hf"),
+        Default::default(),
+    )
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("hf/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "DeepseekV2ForCausalLM");
+    assert_eq!(
+        (&config["scoring_func"], &config["topk_method"]),
+        (
+            &serde_json::json!("softmax"),
+            &serde_json::json!("group_limited_greedy")
+        )
+    );
+    // A softmax router with normalised weights is no transformers class: refused by name.
+    let path = tmp.path().join("normed.gguf");
+    testing::write_tiny_gguf_with(&spec, &path, 11, GgmlDType::F32, None, |meta| {
+        testing::set_meta(
+            meta,
+            "deepseek2.expert_weights_norm",
+            candle_core::quantized::gguf_file::Value::Bool(true),
+        )
+    })
+    .unwrap();
+    let gguf = Gguf::open(&path).unwrap();
+    let err = mlcli::convert::gguf_to_hf(&gguf, &tmp.path().join("n"), Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expert_weights_norm"), "{err}");
+}
+
 #[test]
 fn exported_tiny_checkpoints_load_with_their_tokenizer_through_the_engine() {
     for spec in FAMILIES {

@@ -44,7 +44,7 @@ use crate::kernels::cpu::host;
 use crate::Result;
 
 mod config;
-pub use config::Config;
+pub use config::{hf_config_from_gguf, Config};
 
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
@@ -54,7 +54,10 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_architectures: &["deepseek2"],
     gguf_variants: &[],
     gguf_names: NAMES,
-    quirks: Quirks::NONE,
+    quirks: Quirks {
+        gguf_gating_class: true,
+        ..Quirks::NONE
+    },
     default_template: "chatml",
     hf_model_type: "deepseek_v3",
     hf_config_keys: &[
@@ -70,8 +73,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         ("topk_group", "expert_group_used_count"),
         ("routed_scaling_factor", "expert_weights_scale"),
         ("norm_topk_prob", "expert_weights_norm"),
-        // A number (2: sigmoid), which `from_hf` accepts: a softmax file's export is refused
-        // there rather than run with transformers' sigmoid.
+        // Written as transformers' name for the file's router by `hf_config_from_gguf`.
         ("scoring_func", "expert_gating_func"),
     ],
     // What the GGUF reader takes for an absent key where transformers' class differs.

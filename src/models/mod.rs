@@ -266,6 +266,10 @@ pub struct Quirks {
     /// the GGUF: `(HF key, GGUF tensor)`, the key true when the file holds the tensor (GLM-4.x
     /// MoE's `attention_bias` and `use_qk_norm`).
     pub gguf_tensor_flags: &'static [(&'static str, &'static str)],
+    /// llama.cpp's `deepseek2`, written for DeepSeek-V2 and V3 alike: the router's scores as
+    /// `expert_gating_func` (1 or absent: softmax, V2; 2: sigmoid, V3), which export writes
+    /// as the matching transformers class (`DeepseekV2ForCausalLM` with its `topk_method`).
+    pub gguf_gating_class: bool,
 }
 
 impl Quirks {
@@ -277,6 +281,7 @@ impl Quirks {
         gguf_delta_net: false,
         gguf_per_layer_type: false,
         gguf_tensor_flags: &[],
+        gguf_gating_class: false,
     };
 }
 

@@ -361,3 +361,51 @@ impl Config {
         self.dims.n_layers * m.n_heads * (m.qk_nope + m.qk_rope + m.v_head) * elem
     }
 }
+
+/// The router of a `deepseek2` GGUF in the transformers class that computes it, for export:
+/// llama.cpp writes DeepSeek-V2 and V3 alike, the scores as `expert_gating_func` (1 or absent:
+/// softmax; 2: sigmoid). A sigmoid file stays `DeepseekV3ForCausalLM` with
+/// `scoring_func: sigmoid`; a softmax one becomes `DeepseekV2ForCausalLM` (`topk_method`
+/// `greedy`, or `group_limited_greedy` with its groups). A softmax router that V2 does not
+/// compute (a selection bias, normalised weights) is refused, not exported as another one.
+pub fn hf_config_from_gguf(
+    g: &Gguf,
+    c: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    use serde_json::json;
+    let cfg = Config::from_gguf(g)?;
+    let file = g.path().display().to_string();
+    match cfg.moe.scoring {
+        Scoring::Sigmoid => {
+            c.insert("scoring_func".into(), json!("sigmoid"));
+        }
+        Scoring::Softmax => {
+            let biased =
+                (0..cfg.dims.n_layers).any(|i| g.has_tensor(&format!("blk.{i}.exp_probs_b.bias")));
+            if biased || cfg.moe.norm_topk_prob {
+                return Err(Error::UnsupportedConfig(format!(
+                    "{file}: a softmax router (expert_gating_func 1) with {}: transformers' \
+                     DeepseekV2 router has neither, so it cannot be exported as one",
+                    if biased {
+                        "a selection bias (exp_probs_b)"
+                    } else {
+                        "normalised weights (expert_weights_norm)"
+                    }
+                )));
+            }
+            let grouped = cfg.moe.n_group > 1;
+            c.insert("architectures".into(), json!(["DeepseekV2ForCausalLM"]));
+            c.insert("model_type".into(), json!("deepseek_v2"));
+            c.insert("scoring_func".into(), json!("softmax"));
+            c.insert(
+                "topk_method".into(),
+                json!(if grouped {
+                    "group_limited_greedy"
+                } else {
+                    "greedy"
+                }),
+            );
+        }
+    }
+    Ok(())
+}
