@@ -4,7 +4,8 @@
 //! its k-quants through the batched int8 tiles). Both the single-row kernels (tokens fed one at
 //! a time) and the batched ones (the whole prompt at once: the first-step logits) are compared;
 //! random-data agreement is in the unit tests. MXFP4 experts (gpt-oss) give the same logits
-//! bit for bit whichever kernel runs them, and so do FP8 block-scaled linear layers.
+//! bit for bit whichever kernel runs them, and so do FP8 block-scaled linear layers and the
+//! widening of the f16 KV cache.
 
 use candle_core::Device;
 use mlcli::engine::{Engine, LoadOptions};
@@ -205,5 +206,34 @@ fn fp8_layers_give_the_same_bits_with_every_kernel() {
         for kernel in [Kernel::Scalar, Kernel::Avx2] {
             assert_eq!(run(Some(kernel)), best, "{kernel:?}, {m} rows");
         }
+    }
+}
+
+/// The CPU KV cache's f16 rows widen to f32 (for attention's f32 products) to the same bits
+/// with the portable, F16C and (where the CPU has it) AVX-512 conversion: every f16 value,
+/// at a length that leaves a tail for each form.
+#[test]
+fn kv_rows_widen_to_the_same_bits_with_every_kernel() {
+    use mlcli::kernels::cpu::f16_rows::widen;
+    let src: Vec<half::f16> = (0..=u16::MAX)
+        .map(half::f16::from_bits)
+        .chain([half::f16::ONE; 13])
+        .collect();
+    let run = |kernel: Option<Kernel>| -> Vec<u32> {
+        let _forced = FORCED.lock().unwrap_or_else(|p| p.into_inner());
+        force_kernel(kernel);
+        let mut out = vec![0f32; src.len()];
+        widen(&src, &mut out);
+        force_kernel(None);
+        out.iter().map(|x| x.to_bits()).collect()
+    };
+    let best = run(None);
+    let exact = src
+        .iter()
+        .zip(&best)
+        .all(|(h, &b)| h.is_nan() || half::f16::from_f32(f32::from_bits(b)) == *h);
+    assert!(exact, "a widened value does not round back to its f16");
+    for kernel in [Kernel::Scalar, Kernel::Avx2] {
+        assert_eq!(run(Some(kernel)), best, "{kernel:?}");
     }
 }

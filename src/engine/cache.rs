@@ -13,10 +13,13 @@
 //! a window, and for recurrent state only to the current position or a [`Cache::snapshot`].
 //! The position reached is returned, never more than asked: the caller feeds the rest again.
 //!
-//! On the CPU, f32 keys and values are rounded to f16 precision as they enter the cache (they
-//! stay f32 in memory, so attention needs no conversion): llama.cpp's default cache holds f16,
-//! and holding what it holds brings our logits closer to its reference outputs (first-step rms
-//! difference over the vocabulary: SmolLM2 0.55 → 0.20, Gemma 3 0.23 → 0.21).
+//! On the CPU, f32 keys and values are stored as f16, as llama.cpp's default cache stores them:
+//! half the memory, and holding what it holds brings our logits closer to its reference
+//! outputs (first-step rms difference over the vocabulary: SmolLM2 0.55 → 0.20, Gemma 3 0.23 →
+//! 0.21). Attention reads those rows in place (`kernels::cpu::attn_few`) or widens them to f32
+//! exactly (`kernels::cpu::f16_rows`). Latent entries stay f32, rounded to f16 precision (their
+//! attention multiplies in f32 every step). Elsewhere (GPUs, other activation types) the cache
+//! holds the type it is given.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -53,7 +56,7 @@ pub enum LayerKind {
 }
 
 /// Keys and values a layer attends to: `(1, kv_heads, n, head_dim)` each, the first at
-/// absolute position `start`.
+/// absolute position `start`; f16 where the cache stores f32 activations as f16 (the CPU).
 #[derive(Clone, Debug)]
 pub struct KvView {
     /// Keys.
@@ -114,9 +117,9 @@ impl KvStore {
                 "cache buffers missing after growing".into(),
             ));
         };
-        ks.slice_set(&f16_precision(&k.contiguous()?)?, 2, at)?;
+        ks.slice_set(&self.stored(&k.contiguous()?)?, 2, at)?;
         match (v, &self.v) {
-            (Some(v), Some(vs)) => vs.slice_set(&f16_precision(&v.contiguous()?)?, 2, at)?,
+            (Some(v), Some(vs)) => vs.slice_set(&self.stored(&v.contiguous()?)?, 2, at)?,
             (None, None) if self.values_in_keys.is_some() => {}
             _ => {
                 return Err(Error::Internal(
@@ -142,7 +145,7 @@ impl KvStore {
             let (b, h, _, d) = like.dims4()?;
             let t = match (old, same) {
                 (Some(old), true) => old.clone(),
-                _ => Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?,
+                _ => Tensor::zeros((b, h, cap, d), self.dtype_for(like), like.device())?,
             };
             if let (Some(old), true) = (old, live > 0) {
                 // A deep copy: source and destination may be the same buffer.
@@ -188,15 +191,28 @@ impl KvStore {
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .sum()
     }
-}
 
-/// `t` rounded to f16 precision, when it is f32 on the CPU (on a GPU the two conversions would
-/// be two more kernel launches per layer and token, where launches are the bottleneck).
-fn f16_precision(t: &Tensor) -> Result<Tensor> {
-    Ok(match t.dtype() {
-        DType::F32 if t.device().is_cpu() => t.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
-        _ => t.clone(),
-    })
+    /// The type rows like `t` are stored as: f16 for f32 on the CPU (f32 rounded to f16 for a
+    /// latent entry), else `t`'s own (on a GPU a conversion would be one more kernel launch
+    /// per layer and token, where launches are the bottleneck).
+    fn dtype_for(&self, t: &Tensor) -> DType {
+        match t.dtype() {
+            DType::F32 if t.device().is_cpu() && self.values_in_keys.is_none() => DType::F16,
+            dtype => dtype,
+        }
+    }
+
+    /// `t` as it is stored: converted to [`KvStore::dtype_for`], and a latent entry's f32
+    /// rounded to f16 precision on the CPU.
+    fn stored(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(match (t.dtype(), self.dtype_for(t)) {
+            (DType::F32, DType::F16) => t.to_dtype(DType::F16)?,
+            (DType::F32, _) if t.device().is_cpu() => {
+                t.to_dtype(DType::F16)?.to_dtype(DType::F32)?
+            }
+            _ => t.clone(),
+        })
+    }
 }
 
 /// One layer's entry.

@@ -20,6 +20,8 @@ fn positions(view: &KvView) -> Vec<usize> {
         view.k
             .narrow(1, h, 1)
             .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1()
@@ -62,7 +64,7 @@ fn full_kv_keeps_every_position_under_one_position() {
 }
 
 #[test]
-fn f32_values_are_stored_at_f16_precision() {
+fn f32_values_are_stored_as_f16() {
     let mut c = Cache::full(1, 10, 10).unwrap();
     let x = Tensor::from_vec(
         vec![1.0001f32, 0.1, -3.3, 65504.0],
@@ -72,12 +74,15 @@ fn f32_values_are_stored_at_f16_precision() {
     .unwrap();
     c.begin(1).unwrap();
     let view = c.append_kv(0, &x, &x).unwrap();
-    let got: Vec<f32> = view.k.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = [1.0001f32, 0.1, -3.3, 65504.0]
+    assert_eq!((view.k.dtype(), view.v.dtype()), (DType::F16, DType::F16));
+    let got: Vec<half::f16> = view.k.flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<half::f16> = [1.0001f32, 0.1, -3.3, 65504.0]
         .iter()
-        .map(|v| half::f16::from_f32(*v).to_f32())
+        .map(|v| half::f16::from_f32(*v))
         .collect();
     assert_eq!(got, want);
+    // Two bytes a value: one position of one head, keys and values.
+    assert_eq!(c.reserved_bytes(), 10 * 4 * 2 * 2);
 }
 
 #[test]
@@ -147,13 +152,13 @@ fn a_window_keeps_what_its_queries_see_and_stays_small() {
         assert_eq!(held, (views[1].start..=pos).collect::<Vec<_>>());
         peak = peak.max(c.entries_bytes(1));
     }
-    let bound = 2 * (w + WINDOW_SLACK) * 2 * 2 * 2 * 4;
+    let bound = 2 * (w + WINDOW_SLACK) * 2 * 2 * 2 * 2;
     assert!(
         peak <= bound,
         "window layer holds {peak} bytes, bound {bound}"
     );
     assert!(
-        c.entries_bytes(0) >= 3007 * 2 * 2 * 2 * 4,
+        c.entries_bytes(0) >= 3007 * 2 * 2 * 2 * 2,
         "the full layer keeps everything"
     );
 }
@@ -272,9 +277,9 @@ fn a_latent_entry_stores_one_row_whose_leading_columns_are_the_values() {
     let v: Vec<f32> = view.v.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(&v[..4], [0.0, 0.5, 1.0, 1.5]);
     assert_eq!(&v[v.len() - 2..], [305.0, 305.5]);
-    // Only the latent is held: 3 values per position, against 2 × 2 × 2 for the KV layer
-    // (both buffers grew to the same capacity).
-    assert_eq!(c.entries_bytes(0) * 8, c.entries_bytes(1) * 3);
+    // Only the latent is held: 3 f32 values per position, against 2 × 2 × 2 f16 ones for the
+    // KV layer (both buffers grew to the same capacity).
+    assert_eq!(c.entries_bytes(0) * 4, c.entries_bytes(1) * 3);
     // Going back is exact, as for full KV.
     assert_eq!(c.rewind(4), 4);
     c.begin(1).unwrap();

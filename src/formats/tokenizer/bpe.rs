@@ -11,8 +11,9 @@
 //! lowest merge rank is merged first (ties: leftmost) until no ranked pair remains.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
+use super::pieces::Pieces;
 use super::pretokenize::{PreTokenizer, Selected};
 use super::vocab::{Meta, Vocab};
 use super::Error;
@@ -101,8 +102,8 @@ enum Style {
 /// The BPE model: merge ranks plus how text is split and spelled.
 pub(crate) struct Bpe {
     style: Style,
-    /// Merge rank by the merge line `"left right"`.
-    ranks: HashMap<Box<str>, u32>,
+    /// Merge rank by the merge line `"left right"` (the line's number in the list).
+    ranks: Pieces,
     /// Take a pre-token whole when it is a vocabulary piece (llama3-style vocabularies).
     ignore_merges: bool,
 }
@@ -123,7 +124,7 @@ impl Bpe {
     /// Reads `tokenizer.ggml.merges` of a SentencePiece-style BPE vocabulary (`gemma4`).
     pub(crate) fn escaped(meta: &Meta<'_>, vocab: &Vocab) -> Result<Self, Error> {
         let byte_tokens = (0..=255u8)
-            .map(|b| vocab.ids.get(format!("<0x{b:02X}>").as_str()).copied())
+            .map(|b| vocab.id(&format!("<0x{b:02X}>")))
             .collect();
         Ok(Self {
             style: Style::Escaped { byte_tokens },
@@ -137,19 +138,17 @@ impl Bpe {
         matches!(self.style, Style::Escaped { .. })
     }
 
-    fn ranks(meta: &Meta<'_>) -> Result<HashMap<Box<str>, u32>, Error> {
+    fn ranks(meta: &Meta<'_>) -> Result<Pieces, Error> {
         const MERGES: &str = "tokenizer.ggml.merges";
         let merges = meta
             .strings(MERGES)?
             .ok_or(Error::MissingKey { key: MERGES })?;
-        let mut ranks = HashMap::with_capacity(merges.len());
-        for (rank, line) in merges.iter().enumerate() {
-            // llama.cpp splits at the first space after the first byte; a line without one
-            // can never match a pair, so it is dropped. The first occurrence of a line wins.
-            let has_split = line.as_bytes().iter().skip(1).any(|&b| b == b' ');
-            if has_split {
-                ranks.entry((*line).into()).or_insert(rank as u32);
-            }
+        let mut ranks = Pieces::with_capacity(merges.len());
+        for line in merges {
+            // The first occurrence of a line wins. (llama.cpp splits a line at its first space
+            // after the first byte and drops lines without one; a looked-up pair always has
+            // that space, so such a line is held but never found.)
+            ranks.push(MERGES, line)?;
         }
         Ok(ranks)
     }
@@ -179,8 +178,8 @@ impl Bpe {
                 for word in lines_and_newlines(&encoded) {
                     // A run of newlines that is a piece is taken whole (llama.cpp #21343).
                     let newlines = word.bytes().all(|b| b == b'\n');
-                    match vocab.ids.get(word) {
-                        Some(&id) if newlines => out.push(id),
+                    match vocab.id(word) {
+                        Some(id) if newlines => out.push(id),
                         _ => self.encode_word(vocab, word, &mut key, out),
                     }
                 }
@@ -193,13 +192,13 @@ impl Bpe {
         key.push_str(left);
         key.push(' ');
         key.push_str(right);
-        self.ranks.get(key.as_str()).copied()
+        self.ranks.id(key)
     }
 
     /// Merges one byte-level-encoded pre-token and appends its ids.
     fn encode_word(&self, vocab: &Vocab, word: &str, key: &mut String, out: &mut Vec<u32>) {
         if self.ignore_merges {
-            if let Some(&id) = vocab.ids.get(word) {
+            if let Some(id) = vocab.id(word) {
                 out.push(id);
                 return;
             }
@@ -249,15 +248,15 @@ impl Bpe {
         let mut at = (!symbols.is_empty()).then_some(0);
         while let Some(i) = at {
             let piece = text(symbols[i]);
-            match (vocab.ids.get(piece), &self.style) {
-                (Some(&id), _) => out.push(id),
+            match (vocab.id(piece), &self.style) {
+                (Some(id), _) => out.push(id),
                 // llama.cpp looks each byte of the encoded piece up as a one-byte string;
                 // only ASCII bytes can ever match.
                 (None, Style::ByteLevel(_)) => out.extend(
                     piece
                         .bytes()
                         .filter(u8::is_ascii)
-                        .filter_map(|b| vocab.ids.get(char::from(b).to_string().as_str()).copied()),
+                        .filter_map(|b| vocab.id(char::from(b).encode_utf8(&mut [0; 4]))),
                 ),
                 // SentencePiece-style: the `<0xNN>` token of each byte, where there is one.
                 (None, Style::Escaped { byte_tokens }) => {

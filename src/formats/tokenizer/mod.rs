@@ -12,6 +12,7 @@
 
 mod bpe;
 mod hf;
+mod pieces;
 mod pretokenize;
 mod special;
 mod spm;
@@ -81,6 +82,12 @@ pub enum Error {
     UnknownPreTokenizer {
         /// The value found in the file.
         pre: String,
+    },
+    /// The strings of a metadata array pass the 4 GiB a tokenizer holds in all.
+    #[error("GGUF metadata `{key}` holds more than 4 GiB of text, more than a tokenizer holds")]
+    TooLarge {
+        /// The offending key.
+        key: &'static str,
     },
     /// The same piece appears twice in `tokenizer.ggml.tokens`.
     #[error("duplicate token {piece:?} in tokenizer.ggml.tokens: ids {first} and {second}")]
@@ -315,7 +322,7 @@ impl Tokenizer {
     /// The raw vocabulary string of `id` (`▁` for spaces in `llama` vocabularies, `Ġ` and other
     /// byte-level characters in `gpt2` ones).
     pub fn piece(&self, id: u32) -> Option<&str> {
-        self.vocab.pieces.get(id as usize).map(|p| &**p)
+        self.vocab.pieces.get(id as usize)
     }
 
     /// The number of tokens in the vocabulary.
@@ -360,7 +367,7 @@ impl Tokenizer {
 
     /// The id whose vocabulary string is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.vocab.ids.get(text).copied()
+        self.vocab.id(text)
     }
 
     /// The `tokenizer.ggml.model` this tokenizer runs: `"gpt2"`, `"llama"` or `"gemma4"`, or

@@ -142,20 +142,18 @@ impl SpecialMatcher {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
+    use crate::formats::tokenizer::pieces::Pieces;
 
     fn vocab(pieces: &[(&str, TokenKind)]) -> Vocab {
+        let mut table = Pieces::default();
+        for p in pieces {
+            assert_eq!(table.push("test", p.0).unwrap(), None);
+        }
         Vocab {
-            pieces: pieces.iter().map(|p| p.0.into()).collect(),
+            pieces: table,
             kinds: pieces.iter().map(|p| p.1).collect(),
             scores: vec![0.0; pieces.len()],
-            ids: pieces
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.0.into(), i as u32))
-                .collect::<HashMap<_, _>>(),
         }
     }
 

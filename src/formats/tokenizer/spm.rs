@@ -63,9 +63,9 @@ impl Spm {
         let mut byte_tokens = vec![None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             let hex = format!("<0x{b:02X}>");
-            *slot = vocab.ids.get(hex.as_str()).copied().or_else(|| {
+            *slot = vocab.id(&hex).or_else(|| {
                 let c = char::from_u32(b as u32).filter(|c| c.is_ascii())?;
-                vocab.ids.get(c.to_string().as_str()).copied()
+                vocab.id(&c.to_string())
             });
         }
         Self { byte_tokens }
@@ -104,7 +104,7 @@ impl Spm {
             let Some(joined) = text.get(a.start..b.start + b.len) else {
                 return;
             };
-            if let Some(&id) = vocab.ids.get(joined) {
+            if let Some(id) = vocab.id(joined) {
                 queue.push(Bigram {
                     score: vocab.scores[id as usize],
                     left: l,
@@ -141,8 +141,8 @@ impl Spm {
         while let Some(i) = at {
             let s = symbols[i];
             let piece = text.get(s.start..s.start + s.len).unwrap_or_default();
-            match vocab.ids.get(piece) {
-                Some(&id) => out.push(id),
+            match vocab.id(piece) {
+                Some(id) => out.push(id),
                 None => {
                     for &byte in piece.as_bytes() {
                         let id =

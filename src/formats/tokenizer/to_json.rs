@@ -168,7 +168,7 @@ fn spm_merges(tok: &Tokenizer) -> Vec<Json> {
         }
         for (i, _) in piece.char_indices().skip(1) {
             let (a, b) = piece.split_at(i);
-            if let (Some(&ia), Some(&ib)) = (v.ids.get(a), v.ids.get(b)) {
+            if let (Some(ia), Some(ib)) = (v.id(a), v.id(b)) {
                 if normal(ia) && normal(ib) {
                     merges.push((v.scores[id as usize], id, ia, ib));
                 }
@@ -178,6 +178,6 @@ fn spm_merges(tok: &Tokenizer) -> Vec<Json> {
     merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     merges
         .into_iter()
-        .map(|(_, _, a, b)| json!([&*v.pieces[a as usize], &*v.pieces[b as usize]]))
+        .map(|(_, _, a, b)| json!([&v.pieces[a as usize], &v.pieces[b as usize]]))
         .collect()
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::quantized::gguf_file::Value;
 
+use super::pieces::Pieces;
 use super::Error;
 
 /// What a vocabulary entry is, from `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
@@ -163,14 +164,12 @@ impl<'a> Meta<'a> {
 
 /// The vocabulary proper: one piece, kind and score per id, and the reverse map.
 pub(crate) struct Vocab {
-    /// Piece text by id.
-    pub(crate) pieces: Vec<Box<str>>,
+    /// Piece text by id, and id by piece text.
+    pub(crate) pieces: Pieces,
     /// Token kind by id (after llama.cpp's text-based overrides).
     pub(crate) kinds: Vec<TokenKind>,
     /// SentencePiece scores by id (all zero when the file has none).
     pub(crate) scores: Vec<f32>,
-    /// Piece text to id.
-    pub(crate) ids: HashMap<Box<str>, u32>,
 }
 
 impl Vocab {
@@ -220,30 +219,33 @@ impl Vocab {
             }
             None => vec![TokenKind::Normal; n],
         };
-        let mut pieces = Vec::with_capacity(n);
-        let mut ids = HashMap::with_capacity(n);
+        let mut pieces = Pieces::with_capacity(n);
         for (i, token) in tokens.into_iter().enumerate() {
-            let id = i as u32;
-            let piece: Box<str> = if token.is_empty() {
-                format!("[EMPTY_{i}]").into()
+            let empty;
+            let piece = if token.is_empty() {
+                empty = format!("[EMPTY_{i}]");
+                &empty
             } else {
-                token.into()
+                token
             };
-            if let Some(first) = ids.insert(piece.clone(), id) {
+            if let Some(first) = pieces.push(TOKENS, piece)? {
                 return Err(Error::DuplicateToken {
-                    piece: piece.into(),
+                    piece: piece.to_string(),
                     first,
-                    second: id,
+                    second: i as u32,
                 });
             }
-            pieces.push(piece);
         }
         Ok(Self {
             pieces,
             kinds,
             scores,
-            ids,
         })
+    }
+
+    /// The id of the token spelled `text`.
+    pub(crate) fn id(&self, text: &str) -> Option<u32> {
+        self.pieces.id(text)
     }
 
     fn len(&self) -> usize {
@@ -486,10 +488,7 @@ fn detect(vocab: &mut Vocab, slot: &mut Option<u32>, texts: &[&str]) {
     if slot.is_some() {
         return;
     }
-    let found = texts
-        .iter()
-        .filter_map(|t| vocab.ids.get(*t).copied())
-        .min();
+    let found = texts.iter().filter_map(|t| vocab.id(t)).min();
     if let Some(id) = found {
         *slot = Some(id);
         mark_control(vocab, id);
@@ -508,13 +507,13 @@ fn mark_control(vocab: &mut Vocab, id: u32) {
 fn end_of_generation(vocab: &mut Vocab, given: [Option<u32>; 6]) -> Vec<u32> {
     let mut eog: Vec<u32> = given.into_iter().flatten().collect();
     for text in EOG_TEXTS {
-        if let Some(&id) = vocab.ids.get(*text) {
+        if let Some(id) = vocab.id(text) {
             eog.push(id);
             mark_control(vocab, id);
         }
     }
     for text in ALWAYS_RENDERED {
-        if let Some(&id) = vocab.ids.get(*text) {
+        if let Some(id) = vocab.id(text) {
             if let Some(kind) = vocab.kinds.get_mut(id as usize) {
                 *kind = TokenKind::UserDefined;
             }
@@ -523,11 +522,7 @@ fn end_of_generation(vocab: &mut Vocab, given: [Option<u32>; 6]) -> Vec<u32> {
     eog.sort_unstable();
     eog.dedup();
     let has = |vocab: &Vocab, eog: &[u32], text: &str| {
-        vocab
-            .ids
-            .get(text)
-            .copied()
-            .filter(|id| eog.binary_search(id).is_ok())
+        vocab.id(text).filter(|id| eog.binary_search(id).is_ok())
     };
     let (ret, call, calls, flush, end) = (
         has(vocab, &eog, "<|return|>"),

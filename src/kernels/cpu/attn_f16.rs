@@ -1,24 +1,27 @@
 //! The vector steps of llama.cpp's CPU flash attention whose rounding matters, for
 //! [`super::attn_few`]: a row rounded to f16, the f16 multiply-add `acc = f16(acc + w·v)` and
-//! rescale `acc = f16(acc·w)` of the value sum, and ggml's f16 dot product order. Three forms:
-//! portable (the `half` crate), AVX2 with F16C (f32 arithmetic, rounded to f16 after each
-//! step, as ggml's F32C code and its scalar loop do), and AVX512-FP16 (f16 arithmetic over
-//! whole steps of 128, as ggml built for such CPUs does).
+//! rescale `acc = f16(acc·w)` of the value sum, and ggml's f16 dot product order. Keys and
+//! values are the cache's f16 rows, widened as they are loaded (exactly: the arithmetic is the
+//! same as on their f32 values). Three forms: portable (the `half` crate), AVX2 with F16C (f32
+//! arithmetic, rounded to f16 after each step, as ggml's F32C code and its scalar loop do),
+//! and AVX512-FP16 (f16 arithmetic over whole steps of 128, as ggml built for such CPUs does).
+
+use half::f16;
 
 /// The vector steps of the online softmax whose rounding matters: f32 → f16 → f32 on a
 /// slice, and the fused `y = f16(y + x·w)` and `y = f16(y·w)` on the accumulator.
 pub(super) trait F16Steps {
     fn round(x: &mut [f32]);
-    fn mad(y: &mut [f32], x: &[f32], w: f32);
+    fn mad(y: &mut [f32], x: &[f16], w: f32);
     fn scale(y: &mut [f32], w: f32);
     /// The whole weighted sum of `v`'s rows into `out` (zeroed), step by step as `scale` and
     /// `mad` would do it, when this form has a faster way for rows as wide as `out`; false
     /// (touching nothing) otherwise.
-    fn accumulate(_steps: &[(f32, bool)], _v: &[f32], _out: &mut [f32]) -> bool {
+    fn accumulate(_steps: &[(f32, bool)], _v: &[f16], _out: &mut [f32]) -> bool {
         false
     }
     /// [`dot`], by this form's means.
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
         dot(a, b)
     }
 }
@@ -29,17 +32,17 @@ pub(super) struct Portable;
 impl F16Steps for Portable {
     fn round(x: &mut [f32]) {
         for v in x {
-            *v = half::f16::from_f32(*v).to_f32();
+            *v = f16::from_f32(*v).to_f32();
         }
     }
-    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+    fn mad(y: &mut [f32], x: &[f16], w: f32) {
         for (y, x) in y.iter_mut().zip(x) {
-            *y = half::f16::from_f32(x.mul_add(w, *y)).to_f32();
+            *y = f16::from_f32(x.to_f32().mul_add(w, *y)).to_f32();
         }
     }
     fn scale(y: &mut [f32], w: f32) {
         for y in y {
-            *y = half::f16::from_f32(*y * w).to_f32();
+            *y = f16::from_f32(*y * w).to_f32();
         }
     }
 }
@@ -54,7 +57,7 @@ impl Avx2 {
     #[inline(always)]
     fn each8(
         y: &mut [f32],
-        x: Option<&[f32]>,
+        x: Option<&[f16]>,
         f: impl Fn(std::arch::x86_64::__m256, std::arch::x86_64::__m256) -> std::arch::x86_64::__m256,
         tail: impl Fn(f32, f32) -> f32,
     ) {
@@ -67,7 +70,7 @@ impl Avx2 {
             for i in (0..n8).step_by(8) {
                 let yv = _mm256_loadu_ps(y.as_ptr().add(i));
                 let xv = match x {
-                    Some(x) => _mm256_loadu_ps(x.as_ptr().add(i)),
+                    Some(x) => _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast())),
                     None => _mm256_setzero_ps(),
                 };
                 let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f(yv, xv)));
@@ -75,8 +78,8 @@ impl Avx2 {
             }
         }
         for i in n8..y.len() {
-            let xi = x.map_or(0.0, |x| x[i]);
-            y[i] = half::f16::from_f32(tail(y[i], xi)).to_f32();
+            let xi = x.map_or(0.0, |x| x[i].to_f32());
+            y[i] = f16::from_f32(tail(y[i], xi)).to_f32();
         }
     }
 }
@@ -88,7 +91,7 @@ impl F16Steps for Avx2 {
         Self::each8(x, None, |y, _| y, |y, _| y)
     }
     #[inline(always)]
-    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+    fn mad(y: &mut [f32], x: &[f16], w: f32) {
         use std::arch::x86_64::*;
         // SAFETY: see `each8`.
         let wv = unsafe { _mm256_set1_ps(w) };
@@ -115,11 +118,11 @@ impl F16Steps for Avx2 {
     }
 
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
         dot_avx2(a, b)
     }
     #[inline(always)]
-    fn accumulate(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) -> bool {
+    fn accumulate(steps: &[(f32, bool)], v: &[f16], out: &mut [f32]) -> bool {
         match out.len() {
             64 => Self::in_registers::<8>(steps, v, out),
             128 => Self::in_registers::<16>(steps, v, out),
@@ -135,7 +138,7 @@ impl Avx2 {
     /// generic form stores and reloads it at every key, which put a store-to-load delay on
     /// the chain of roundings and made long-context decoding a fifth slower.
     #[inline(always)]
-    fn in_registers<const N: usize>(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) {
+    fn in_registers<const N: usize>(steps: &[(f32, bool)], v: &[f16], out: &mut [f32]) {
         use std::arch::x86_64::*;
         let round = |x: __m256| {
             // SAFETY: see `each8`.
@@ -155,7 +158,7 @@ impl Avx2 {
                     _mm256_set1_ps(e)
                 };
                 for (c, a) in acc.iter_mut().enumerate() {
-                    let x = _mm256_loadu_ps(row.as_ptr().add(8 * c));
+                    let x = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(8 * c).cast()));
                     *a = round(_mm256_fmadd_ps(x, w, *a));
                 }
             }
@@ -179,14 +182,14 @@ pub(super) const FP16_STEP: usize = 128;
 
 #[cfg(target_arch = "x86_64")]
 impl Fp16 {
-    /// `f(y, x)` on 32 f16 lanes at a time over the whole steps of `y` (and `x`), through f16
-    /// vectors converted from and back to the f32 slices; the rest by `rest`.
+    /// `f(y, x)` on 32 f16 lanes at a time over the whole steps of `y` (and `x`), `y` through
+    /// f16 vectors converted from and back to its f32 slice; the rest by `rest`.
     #[inline(always)]
     fn steps(
         y: &mut [f32],
-        x: Option<&[f32]>,
+        x: Option<&[f16]>,
         f: impl Fn(std::arch::x86_64::__m512i, std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i,
-        rest: impl FnOnce(&mut [f32], Option<&[f32]>),
+        rest: impl FnOnce(&mut [f32], Option<&[f16]>),
     ) {
         use std::arch::x86_64::*;
         let n = y.len() / FP16_STEP * FP16_STEP;
@@ -202,7 +205,7 @@ impl Fp16 {
             for i in (0..n).step_by(32) {
                 let yv = to16(y.as_ptr().add(i));
                 let xv = match x {
-                    Some(x) => to16(x.as_ptr().add(i)),
+                    Some(x) => _mm512_loadu_si512(x.as_ptr().add(i).cast()),
                     None => _mm512_setzero_si512(),
                 };
                 let r = f(yv, xv);
@@ -223,7 +226,7 @@ impl Fp16 {
     #[inline(always)]
     fn splat(w: f32) -> std::arch::x86_64::__m512i {
         // SAFETY: see `steps`.
-        unsafe { std::arch::x86_64::_mm512_set1_epi16(half::f16::from_f32(w).to_bits() as i16) }
+        unsafe { std::arch::x86_64::_mm512_set1_epi16(f16::from_f32(w).to_bits() as i16) }
     }
 }
 
@@ -265,8 +268,8 @@ unsafe fn mul_ph(
 }
 
 /// [`F16Steps::accumulate`] for [`Fp16`] and rows of `32·N` values (whole f16 steps), the
-/// sum held as f16 in `N` registers, as ggml holds it: each step converts the value row to
-/// f16 and does one f16 multiply-add per 32 lanes. Always true.
+/// sum held as f16 in `N` registers, as ggml holds it: each step loads the f16 value row and
+/// does one f16 multiply-add per 32 lanes. Always true.
 ///
 /// # Safety
 /// The CPU must have AVX512-FP16 (and AVX-512 F/BW).
@@ -274,7 +277,7 @@ unsafe fn mul_ph(
 #[target_feature(enable = "avx512f,avx512bw,avx512fp16,f16c")]
 unsafe fn fp16_in_registers<const N: usize>(
     steps: &[(f32, bool)],
-    v: &[f32],
+    v: &[f16],
     out: &mut [f32],
 ) -> bool {
     use std::arch::x86_64::*;
@@ -295,14 +298,7 @@ unsafe fn fp16_in_registers<const N: usize>(
             splat(e)
         };
         for (c, a) in acc.iter_mut().enumerate() {
-            let p = row.as_ptr().add(32 * c);
-            let lo = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p));
-            let hi = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(p.add(16)));
-            *a = fma_ph(
-                *a,
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-                w,
-            );
+            *a = fma_ph(*a, _mm512_loadu_si512(row.as_ptr().add(32 * c).cast()), w);
         }
     }
     // Back to f32 through memory, element by element (this function's f16 features make
@@ -311,7 +307,7 @@ unsafe fn fp16_in_registers<const N: usize>(
     for (c, a) in acc.iter().enumerate() {
         _mm512_storeu_si512(h.as_mut_ptr() as *mut _, *a);
         for (o, &bits) in out[32 * c..32 * c + 32].iter_mut().zip(&h) {
-            *o = half::f16::from_bits(bits).to_f32();
+            *o = f16::from_bits(bits).to_f32();
         }
     }
     true
@@ -324,11 +320,11 @@ impl F16Steps for Fp16 {
         Avx2::round(x)
     }
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
         dot_avx2(a, b)
     }
     #[inline(always)]
-    fn accumulate(steps: &[(f32, bool)], v: &[f32], out: &mut [f32]) -> bool {
+    fn accumulate(steps: &[(f32, bool)], v: &[f16], out: &mut [f32]) -> bool {
         // SAFETY: `Fp16` runs only on CPUs with AVX512-FP16 (`one_query`).
         unsafe {
             match out.len() {
@@ -341,7 +337,7 @@ impl F16Steps for Fp16 {
         }
     }
     #[inline(always)]
-    fn mad(y: &mut [f32], x: &[f32], w: f32) {
+    fn mad(y: &mut [f32], x: &[f16], w: f32) {
         let wv = Self::splat(w);
         Self::steps(
             y,
@@ -368,13 +364,13 @@ impl F16Steps for Fp16 {
 /// (`i mod 64`), the four 16-lane vectors folded pairwise (0+2, 1+3, then 0+1), the 16 lanes
 /// reduced as halves (8, 4, 2, 1), and the products past the last 64 added in f64.
 #[inline(always)]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f16]) -> f32 {
     let mut acc = [0f32; 64];
     let (ac, bc) = (a.chunks_exact(64), b.chunks_exact(64));
     let (at, bt) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for i in 0..64 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] = x[i].mul_add(y[i].to_f32(), acc[i]);
         }
     }
     let mut r = [0f32; 16];
@@ -393,13 +389,13 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// ggml's leftovers: each product rounded to f32, added to the sum in f64.
 #[inline(always)]
-fn with_tail(sum: f32, a: &[f32], b: &[f32]) -> f32 {
+fn with_tail(sum: f32, a: &[f32], b: &[f16]) -> f32 {
     if a.is_empty() {
         return sum;
     }
     let mut s = sum as f64;
     for (x, y) in a.iter().zip(b) {
-        s += (x * y) as f64;
+        s += (x * y.to_f32()) as f64;
     }
     s as f32
 }
@@ -408,7 +404,7 @@ fn with_tail(sum: f32, a: &[f32], b: &[f32]) -> f32 {
 /// the same additions in the same order.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+fn dot_avx2(a: &[f32], b: &[f16]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len() / 64 * 64;
     // SAFETY: only called from functions compiled with avx2 and fma, on CPUs that have them;
@@ -418,7 +414,7 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         for i in (0..n).step_by(64) {
             for (j, cj) in c.iter_mut().enumerate() {
                 let x = _mm256_loadu_ps(a.as_ptr().add(i + 8 * j));
-                let y = _mm256_loadu_ps(b.as_ptr().add(i + 8 * j));
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8 * j).cast()));
                 *cj = _mm256_fmadd_ps(x, y, *cj);
             }
         }

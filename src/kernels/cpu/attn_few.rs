@@ -15,9 +15,10 @@
 //!
 //! Reading the cache in place is also what keeps decoding fast: candle's matmul path
 //! repacked the whole key block on every call (after 512 tokens of context that was ~230 µs
-//! per layer on SmolLM2).
+//! per layer on SmolLM2). The cache holds f16 rows, widened as they are loaded.
 
 use candle_core::{Storage, Tensor};
+use half::f16;
 
 #[cfg(target_arch = "x86_64")]
 use super::attn_f16::{Avx2, Fp16};
@@ -57,9 +58,9 @@ impl Span {
 /// `sinks` (one logit per query head, gpt-oss) each head's softmax has that extra logit in
 /// its denominator, with no value, as ggml adds it after the keys.
 ///
-/// `q` is `(1, H, L, D)`, `k` and `v` are `(1, KV, n, D)` views (of the cache: rows of one
-/// head contiguous) covering every key the queries see, all f32 on the CPU; `None` for
-/// anything else. Returns `(1, H, L, D)`.
+/// `q` is `(1, H, L, D)` f32, `k` and `v` are `(1, KV, n, D)` f16 views (of the cache: rows of
+/// one head contiguous) covering every key the queries see, all on the CPU; `None` for
+/// anything else. Returns `(1, H, L, D)` f32.
 pub fn attend_few(
     q: &Tensor,
     k: &Tensor,
@@ -122,10 +123,10 @@ pub fn attend_few(
     }
 }
 
-/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f32 CPU, each head's rows contiguous),
+/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f16 CPU, each head's rows contiguous),
 /// the `n × d` slice of its rows; `None` when `t` is laid out otherwise.
-fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
-    if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 {
+fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f16]]) -> R) -> Result<Option<R>> {
+    if !t.device().is_cpu() || t.dtype() != candle_core::DType::F16 {
         return Ok(None);
     }
     let (_, heads, n, _) = t.dims4()?;
@@ -137,7 +138,7 @@ fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f32]]) -> R) -> Result<Optio
     if stride.len() != 4 || stride[3] != 1 || stride[2] != d {
         return Ok(None);
     }
-    let data = cpu.as_slice::<f32>()?;
+    let data = cpu.as_slice::<f16>()?;
     let start = layout.start_offset();
     let mut per_head = Vec::with_capacity(heads);
     for g in 0..heads {
@@ -163,7 +164,7 @@ pub struct Logits {
 }
 
 /// One query against the key and value rows it sees (`k`, `v`: whole rows of `q.len()`).
-fn one_query(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+fn one_query(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::gemv::kernel() != super::gemv::Kernel::Scalar {
         if native_f16() {
@@ -187,13 +188,13 @@ fn native_f16() -> bool {
 /// into one scalar conversion per element, which made decoding after 512 tokens twice as slow.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn one_query_fp16(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+unsafe fn one_query_fp16(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mut [f32]) {
     online::<Fp16>(q, k, v, logits, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn one_query_avx2(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+unsafe fn one_query_avx2(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mut [f32]) {
     online::<Avx2>(q, k, v, logits, out)
 }
 
@@ -211,7 +212,7 @@ pub enum Scale {
 /// accumulated in f16 precision; a sink logit joins `M` and `S` after the keys, as ggml
 /// applies it (the values then in f32).
 #[inline(always)]
-fn online<S: F16Steps>(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mut [f32]) {
+fn online<S: F16Steps>(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mut [f32]) {
     let Logits {
         scale,
         softcap,
@@ -298,7 +299,15 @@ fn online<S: F16Steps>(q: &[f32], k: &[f32], v: &[f32], logits: Logits, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, D};
+    use candle_core::{DType, Device, D};
+
+    /// `n` test values as the cache holds them (f16).
+    fn halves(n: usize, seed: u32) -> Vec<f16> {
+        crate::kernels::cpu::gemv::test_values(n, seed)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect()
+    }
 
     /// matmul-softmax-matmul in f32 over the visible keys, for comparison.
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, span: Span, scale: f64) -> Vec<f32> {
@@ -335,9 +344,11 @@ mod tests {
         let dev = Device::Cpu;
         let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         let (h, kv, d, cap) = (6, 2, 80, 72);
-        // A cache-like buffer with room for 72 positions; the view starts at row 3.
-        let kbuf = Tensor::from_vec(values(kv * cap * d, 1), (1, kv, cap, d), &dev).unwrap();
-        let vbuf = Tensor::from_vec(values(kv * cap * d, 2), (1, kv, cap, d), &dev).unwrap();
+        // A cache-like buffer with room for 72 positions (f16, and its values in f32 for the
+        // reference); the view starts at row 3.
+        let kbuf = Tensor::from_vec(halves(kv * cap * d, 1), (1, kv, cap, d), &dev).unwrap();
+        let vbuf = Tensor::from_vec(halves(kv * cap * d, 2), (1, kv, cap, d), &dev).unwrap();
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
         for (l, n, window) in [(1, 33, None), (5, 40, None), (7, 45, Some(9))] {
             let (k, v) = (kbuf.narrow(2, 3, n).unwrap(), vbuf.narrow(2, 3, n).unwrap());
             let span = Span {
@@ -346,7 +357,7 @@ mod tests {
                 window,
             };
             let q = Tensor::from_vec(values(h * l * d, 3), (1, h, l, d), &dev).unwrap();
-            let want = reference(&q, &k, &v, span, 0.3);
+            let want = reference(&q, &f32s(&k), &f32s(&v), span, 0.3);
             let got: Vec<f32> = attend_few(&q, &k, &v, span, (Scale::Scores(0.3), None), None)
                 .unwrap()
                 .expect("cache views are supported")
@@ -382,12 +393,13 @@ mod tests {
     #[test]
     fn the_accumulator_holds_f16_values_like_ggml() {
         // Two keys with equal scores: acc = f16(f16(v0) + v1) / 2, not (v0 + v1) / 2.
-        let (q, k) = ([0f32; 8], [0f32; 16]);
-        let mut v = [0f32; 16];
-        v[0] = 1.0;
-        v[8] = 1.0e-3; // below half an f16 ulp of 1.0 (2^-11 ≈ 4.9e-4 is half; 1e-3 rounds up)
-        v[1] = 1.0;
-        v[9] = 4.0e-4; // lost in f16
+        let (q, k) = ([0f32; 8], [f16::ZERO; 16]);
+        let mut v = [f16::ZERO; 16];
+        v[0] = f16::ONE;
+        // Above half an f16 ulp of 1.0 (2^-11 ≈ 4.9e-4): 1 + 1e-3 rounds up to 1 + 2^-10.
+        v[8] = f16::from_f32(1.0e-3);
+        v[1] = f16::ONE;
+        v[9] = f16::from_f32(4.0e-4); // below half an ulp: lost
         for (name, f) in variants() {
             let mut out = [0f32; 8];
             f(&q, &k, &v, plain(Scale::Scores(1.0), None), &mut out);
@@ -396,7 +408,7 @@ mod tests {
         }
     }
 
-    type OneQuery = fn(&[f32], &[f32], &[f32], Logits, &mut [f32]);
+    type OneQuery = fn(&[f32], &[f16], &[f16], Logits, &mut [f32]);
 
     fn plain(scale: Scale, softcap: Option<f32>) -> Logits {
         Logits {
@@ -438,17 +450,18 @@ mod tests {
         let r16 = |v: f32| half::f16::from_f32(v).to_f32();
         // 128 elements in f16 steps, 72 in ggml's scalar tail.
         let y0: Vec<f32> = values(200, 8).into_iter().map(r16).collect();
-        let x: Vec<f32> = values(200, 9).into_iter().map(r16).collect();
+        let x = halves(200, 9);
         let w = 0.123_456_7f32;
         let mut y = y0.clone();
         // SAFETY: checked above; `Fp16` is only used under its target features.
         unsafe { fp16_mad(&mut y, &x, w) };
         let wh = r16(w) as f64;
         for i in 0..200 {
+            let xi = x[i].to_f32();
             let want = if i < 128 {
-                half::f16::from_f64(x[i] as f64 * wh + y0[i] as f64).to_f32()
+                f16::from_f64(xi as f64 * wh + y0[i] as f64).to_f32()
             } else {
-                r16(x[i].mul_add(w, y0[i]))
+                r16(xi.mul_add(w, y0[i]))
             };
             assert_eq!(y[i].to_bits(), want.to_bits(), "element {i}");
         }
@@ -456,7 +469,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn fp16_mad(y: &mut [f32], x: &[f32], w: f32) {
+    unsafe fn fp16_mad(y: &mut [f32], x: &[f16], w: f32) {
         Fp16::mad(y, x, w)
     }
 
@@ -464,7 +477,7 @@ mod tests {
     fn every_form_agrees_bit_for_bit_below_one_f16_step() {
         let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         for (d, n, cap) in [(64, 37, None), (72, 9, Some(2.0))] {
-            let (q, k, v) = (values(d, 5), values(n * d, 6), values(n * d, 7));
+            let (q, k, v) = (values(d, 5), halves(n * d, 6), halves(n * d, 7));
             let outs: Vec<Vec<f32>> = variants()
                 .into_iter()
                 .map(|(_, f)| {
@@ -481,7 +494,7 @@ mod tests {
     fn a_sink_takes_its_share_of_the_softmax_in_every_form() {
         let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
         let (d, n) = (64, 11);
-        let (q, k, v) = (values(d, 8), values(n * d, 9), values(n * d, 10));
+        let (q, k, v) = (values(d, 8), halves(n * d, 9), halves(n * d, 10));
         // Scores are within ±0.9·d/3; a sink below, and one above, every score.
         for sink in [-3.0f32, 0.2, 40.0] {
             let run = |f: OneQuery, sink: Option<f32>| {
@@ -502,7 +515,7 @@ mod tests {
             // softmax over [scores, sink] · [V, 0] = plain attention × (Σe^s / (Σe^s + e^sink)).
             let scores: Vec<f32> = k
                 .chunks_exact(d)
-                .map(|kr| 0.9 * kr.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())
+                .map(|kr| 0.9 * kr.iter().zip(&q).map(|(a, b)| a.to_f32() * b).sum::<f32>())
                 .collect();
             let max = scores.iter().fold(sink, |m, &s| m.max(s));
             let keys: f32 = scores.iter().map(|s| (s - max).exp()).sum();

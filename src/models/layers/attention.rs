@@ -14,7 +14,7 @@ use super::qkv::{self, KvSource, Qkv};
 use super::rope::{Rope, Tables};
 use crate::engine::cache::{Cache, KvView, LayerKind};
 use crate::formats::weights::Vb;
-use crate::kernels::cpu::attn_few;
+use crate::kernels::cpu::{attn_few, f16_rows};
 use crate::Result;
 
 /// Shape and options of one attention layer.
@@ -405,6 +405,14 @@ fn attend(
             return Ok(y);
         }
     }
+    // The products below are f32: the CPU cache's f16 rows are widened (exactly).
+    let (k, v) = match q.dtype() {
+        DType::F32 => (
+            f16_rows::widened(&k)?.unwrap_or(k),
+            f16_rows::widened(&v)?.unwrap_or(v),
+        ),
+        _ => (k, v),
+    };
     // Group query heads onto their KV head: (B, H, L, D) -> (B, KV, rep*L, D).
     let rep = c.n_heads / c.n_kv_heads;
     let q = q.reshape((b, c.n_kv_heads, rep * l, c.head_dim))?;
@@ -492,9 +500,18 @@ mod tests {
             // 10 cached positions, then 77 new queries.
             let (pos, l, keys) = (10, 77, 87);
             let q = Tensor::from_vec(values(4 * l * 16, 1), (1, 4, l, 16), &dev).unwrap();
-            let k = Tensor::from_vec(values(2 * keys * 16, 2), (1, 2, keys, 16), &dev).unwrap();
-            let v = Tensor::from_vec(values(2 * keys * 16, 3), (1, 2, keys, 16), &dev).unwrap();
-            let kv = KvView { k, v, start: 0 };
+            // Keys and values as the CPU cache holds them: f16.
+            let kv16 = |seed| {
+                Tensor::from_vec(values(2 * keys * 16, seed), (1, 2, keys, 16), &dev)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap()
+            };
+            let kv = KvView {
+                k: kv16(2),
+                v: kv16(3),
+                start: 0,
+            };
             let once: Vec<f32> = attend(&c, &q, &kv, pos, sinks)
                 .unwrap()
                 .flatten_all()
