@@ -13,7 +13,7 @@ pub const OPEN: &str = "<|tool_call>";
 /// Closes a call.
 pub const CLOSE: &str = "<tool_call|>";
 /// Quotes a string.
-const QUOTE: &str = "<|\"|>";
+pub const QUOTE: &str = "<|\"|>";
 /// Deepest nesting of lists and mappings read (the text is the model's, so it is bounded).
 const MAX_DEPTH: usize = 32;
 

@@ -8,6 +8,9 @@
 
 use serde_json::Value;
 
+use super::gemma_calls::{CLOSE, OPEN, QUOTE};
+use super::gemma_thought as thought;
+use super::tool_calls::{lark_literal, lark_text, Controls, Format};
 use crate::{Error, Result};
 
 /// Keywords that describe and never constrain: skipped.
@@ -46,18 +49,24 @@ const MAX_DEPTH: usize = 32;
 /// Longest bounded run of optional list items or string characters spelled out.
 const MAX_SPAN: u64 = 256;
 
-/// The shared rules: any Gemma value, for schemas that leave a value free.
+/// The shared rules: any Gemma value, for schemas that leave a value free (`gstr` is added by
+/// [`Builder::string_rule`]).
 const ANY: &str = "gany: gstr | GNUM | gdict | glist | \"true\" | \"false\" | \"null\"\n\
                    gdict: \"{\" (GKEY \":\" gany (\",\" GKEY \":\" gany)*)? \"}\"\n\
                    glist: \"[\" (gany (\",\" gany)*)? \"]\"\n\
-                   gstr: /<\\|\"\\|>[^<]*<\\|\"\\|>/\n\
                    GKEY: /[A-Za-z_][A-Za-z0-9_]*/\n\
                    GNUM: /-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?/\n\
                    GINT: /-?(0|[1-9][0-9]*)/\n";
 
-/// The grammar of one call to one of `tools` (each a name and its parameter schema).
-pub fn call_grammar(tools: &[(String, Value)]) -> Result<String> {
-    let mut b = Builder::default();
+/// The grammar of one call to one of `tools` (each a name and its parameter schema), its
+/// markers written as the model's control tokens where they are ones (`controls`). The
+/// call may follow a thought (`<|channel>thought…<channel|>`), as it does when the
+/// template asks the model to think first.
+pub fn call_grammar(tools: &[(String, Value)], controls: Controls) -> Result<String> {
+    let mut b = Builder {
+        rules: Vec::new(),
+        quote: controls(QUOTE),
+    };
     let mut calls = Vec::new();
     for (name, params) in tools {
         if name.is_empty() || name.contains(['{', '<', '\n']) {
@@ -72,10 +81,24 @@ pub fn call_grammar(tools: &[(String, Value)]) -> Result<String> {
         let args = b.object_only(params, &at)?;
         calls.push(format!("{} {args}", quote(&format!("call:{name}"))));
     }
+    let marker = |m: &str| lark_text(m, Format::Gemma4.markers(), controls);
+    // The thought's text runs to the closing marker: a control token ends it by itself; a
+    // closing marker written as text ends a lazy match.
+    let thought = match (controls(thought::OPEN), controls(thought::CLOSE)) {
+        (Some(open), Some(close)) => format!("gthought: <[{open}]> /(?s:.*)/ <[{close}]>\n"),
+        _ => format!(
+            "gthought: {} gthink\ngthink[suffix={}]: /(?s:.*)/\n",
+            marker(thought::OPEN),
+            quote(thought::CLOSE)
+        ),
+    };
     Ok(format!(
-        "start: \"<|tool_call>\" (({})) \"<tool_call|>\"\n{}{ANY}",
+        "start: gthought? {} (({})) {}\n{thought}{}{}{ANY}",
+        marker(OPEN),
         calls.join(") | ("),
-        b.rules.concat()
+        marker(CLOSE),
+        b.rules.concat(),
+        b.string_rule(),
     ))
 }
 
@@ -112,12 +135,21 @@ impl Place<'_> {
     }
 }
 
-#[derive(Default)]
 struct Builder {
     rules: Vec<String>,
+    /// The string quote's control token, where it is one.
+    quote: Option<u32>,
 }
 
 impl Builder {
+    /// `gstr`, any string.
+    fn string_rule(&self) -> String {
+        match self.quote {
+            Some(q) => format!("gstr: <[{q}]> /[^<]+/? <[{q}]>\n"),
+            None => "gstr: /<\\|\"\\|>[^<]*<\\|\"\\|>/\n".to_string(),
+        }
+    }
+
     /// Adds a rule with this body; returns its name.
     fn rule(&mut self, body: String) -> String {
         let name = format!("g{}", self.rules.len());
@@ -165,13 +197,13 @@ impl Builder {
         at: &Place,
     ) -> Result<Vec<String>> {
         if let Some(c) = map.get("const") {
-            return Ok(vec![literal(c, at)?]);
+            return Ok(vec![literal(c, self.quote, at)?]);
         }
         if let Some(e) = map.get("enum") {
             let items = e
                 .as_array()
                 .ok_or_else(|| at.refuse("an enum that is no list"))?;
-            return items.iter().map(|v| literal(v, at)).collect();
+            return items.iter().map(|v| literal(v, self.quote, at)).collect();
         }
         if let Some(any) = map.get("anyOf") {
             let items = any
@@ -216,8 +248,21 @@ impl Builder {
             None => format!("{{{min},}}"),
             Some(max) => format!("{{{min},{max}}}"),
         };
-        // One terminal, quotes included: the text between them holds no '<'.
-        Ok(format!("/<\\|\"\\|>[^<]{chars}<\\|\"\\|>/"))
+        Ok(match self.quote {
+            // The text between the quote tokens holds no '<'; an empty string is the two
+            // quotes alone (a lexeme never matches nothing).
+            Some(q) if min == 0 => {
+                let text = match max {
+                    None => "/[^<]+/".to_string(),
+                    Some(0) => return Ok(format!("(<[{q}]> <[{q}]>)")),
+                    Some(max) => format!("/[^<]{{1,{max}}}/"),
+                };
+                format!("(<[{q}]> {text}? <[{q}]>)")
+            }
+            Some(q) => format!("(<[{q}]> /[^<]{chars}/ <[{q}]>)"),
+            // One terminal, quotes included: the text between them holds no '<'.
+            None => format!("/<\\|\"\\|>[^<]{chars}<\\|\"\\|>/"),
+        })
     }
 
     fn array(&mut self, map: &serde_json::Map<String, Value>, at: &Place) -> Result<String> {
@@ -352,11 +397,14 @@ fn bounds(
     Ok((min, max))
 }
 
-/// A constant value as Gemma writes it.
-fn literal(v: &Value, at: &Place) -> Result<String> {
+/// A constant value as Gemma writes it, its string quotes the control token `quote` where
+/// that is one.
+fn literal(v: &Value, quote_id: Option<u32>, at: &Place) -> Result<String> {
     let mut out = String::new();
     write_value(v, &mut out, at)?;
-    Ok(quote(&out))
+    Ok(lark_text(&out, &[QUOTE], &|m| {
+        (m == QUOTE).then_some(quote_id).flatten()
+    }))
 }
 
 fn write_value(v: &Value, out: &mut String, at: &Place) -> Result<()> {
@@ -364,7 +412,7 @@ fn write_value(v: &Value, out: &mut String, at: &Place) -> Result<()> {
         Value::String(s) if s.contains('<') => {
             return Err(at.refuse(format!("the constant string {v} (it holds '<')")))
         }
-        Value::String(s) => out.push_str(&format!("<|\"|>{s}<|\"|>")),
+        Value::String(s) => out.push_str(&format!("{QUOTE}{s}{QUOTE}")),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -396,7 +444,7 @@ fn write_value(v: &Value, out: &mut String, at: &Place) -> Result<()> {
 
 /// A Lark string literal of `text`.
 fn quote(text: &str) -> String {
-    Value::String(text.to_string()).to_string()
+    lark_literal(text)
 }
 
 #[cfg(test)]
@@ -417,12 +465,12 @@ mod tests {
 
     #[test]
     fn a_schema_becomes_rules_in_gemma_syntax_keys_sorted() {
-        let g = call_grammar(&weather()).unwrap();
+        let g = call_grammar(&weather(), &|_| None).unwrap();
         // city (required), days (optional, between), unit (required), in sorted order.
         assert!(
             g.starts_with(
-                "start: \"<|tool_call>\" ((\"call:get_weather\" (\"{\" \"city:\" g0 \
-                 (\",\" \"days:\" g1)? \",\" \"unit:\" g2 \"}\"))) \"<tool_call|>\"\n"
+                "start: gthought? \"<|tool_call>\" ((\"call:get_weather\" (\"{\" \"city:\" \
+                 g0 (\",\" \"days:\" g1)? \",\" \"unit:\" g2 \"}\"))) \"<tool_call|>\"\n"
             ),
             "{g}"
         );
@@ -451,7 +499,7 @@ mod tests {
             json!({"properties": {"xs": {"type": "array", "items": {"type": "number"},
                                          "minItems": 1, "maxItems": 3}}}),
         )];
-        let g = call_grammar(&tools).unwrap();
+        let g = call_grammar(&tools, &|_| None).unwrap();
         assert!(
             g.contains("(\"[\" g0 (\",\" g0 (\",\" g0 )?)? \"]\")"),
             "{g}"
@@ -476,7 +524,7 @@ mod tests {
             (json!({"type": "array"}), "not an object"),
             (json!({"required": ["x"]}), "required key 'x'"),
         ] {
-            let err = call_grammar(&[("f".into(), schema)])
+            let err = call_grammar(&[("f".into(), schema)], &|_| None)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(word) && err.contains("tool 'f'"), "{err}");

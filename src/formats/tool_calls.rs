@@ -5,7 +5,10 @@
 //! `functions.NAME`, [`super::harmony`]) and Gemma 4 (`<|tool_call>call:NAME{…}<tool_call|>`,
 //! [`super::gemma_calls`]). Which one a model uses is read from its
 //! template; each format gives the marker that starts a call (so streamed text can be held
-//! back before it) and a grammar that forces a call to one of the tools.
+//! back before it) and a grammar that forces a call to one of the tools. A marker that is a
+//! control token of the model (Gemma 4's and gpt-oss's are) goes into the grammar as that
+//! token ([`Controls`]): the grammar engine never matches control tokens against text, so a
+//! literal would be spelled out of ordinary tokens the model never writes there.
 
 use serde_json::{json, Value};
 
@@ -22,6 +25,40 @@ pub enum Format {
     Harmony,
     /// `<|tool_call>call:NAME{key:value,…}<tool_call|>` (Gemma 4).
     Gemma4,
+}
+
+/// The model's control tokens by their text: `Some(id)` for a marker that is one.
+pub type Controls<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
+/// A Lark expression for `text`: quoted literals, with each of `markers` that is a control
+/// token ([`Controls`]) written as llguidance's token reference `<[id]>`.
+pub fn lark_text(text: &str, markers: &[&str], controls: Controls) -> String {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = markers
+            .iter()
+            .filter_map(|m| Some((rest.find(m)?, *m, controls(m)?)))
+            .min_by_key(|&(at, m, _)| (at, std::cmp::Reverse(m.len())));
+        let Some((at, marker, id)) = next else { break };
+        if at > 0 {
+            parts.push(lark_literal(&rest[..at]));
+        }
+        parts.push(format!("<[{id}]>"));
+        rest = &rest[at + marker.len()..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(lark_literal(rest));
+    }
+    match parts.as_slice() {
+        [one] => one.clone(),
+        _ => format!("({})", parts.join(" ")),
+    }
+}
+
+/// A Lark string literal of `text`.
+pub fn lark_literal(text: &str) -> String {
+    Value::String(text.to_string()).to_string()
 }
 
 /// One call parsed from the text.
@@ -66,10 +103,30 @@ impl Format {
         }
     }
 
+    /// The markers a call in this format is written with (each a control token in some
+    /// models' vocabularies).
+    pub fn markers(self) -> &'static [&'static str] {
+        use super::{gemma_calls, gemma_thought};
+        match self {
+            Format::Hermes => &["<tool_call>", "</tool_call>"],
+            Format::Mistral => &["[TOOL_CALLS]"],
+            Format::Llama3 => &[],
+            Format::Harmony => &["<|channel|>", "<|constrain|>", "<|message|>"],
+            Format::Gemma4 => &[
+                gemma_calls::OPEN,
+                gemma_calls::CLOSE,
+                gemma_calls::QUOTE,
+                gemma_thought::OPEN,
+                gemma_thought::CLOSE,
+            ],
+        }
+    }
+
     /// Whether the reply must be decoded with special tokens rendered, because the markers
-    /// of a call are special tokens (Gemma 4's).
+    /// of a call may be control tokens (Gemma 4's are; Mistral's `[TOOL_CALLS]` is in its
+    /// newer vocabularies), which plain decoding renders as nothing.
     pub fn needs_special_tokens(self) -> bool {
-        self == Format::Gemma4
+        !self.markers().is_empty()
     }
 
     /// Splits `text` into the reply's content and its tool calls (none when it has none or
@@ -133,13 +190,16 @@ impl Format {
     /// A Lark grammar (llguidance's dialect) for one call to one of `tools` (OpenAI's list:
     /// `{"type": "function", "function": {"name", "parameters"}}`), its arguments valid
     /// against the tool's parameter schema (refused when a schema uses what Gemma 4's
-    /// syntax cannot be held to, [`super::gemma_grammar`]).
-    pub fn grammar(self, tools: &[&Value]) -> crate::Result<String> {
+    /// syntax cannot be held to, [`super::gemma_grammar`]); the format's markers that are
+    /// control tokens of the model's (`controls`) are written as those tokens.
+    pub fn grammar(self, tools: &[&Value], controls: Controls) -> crate::Result<String> {
         let key = match self {
             Format::Llama3 => "parameters",
             Format::Hermes | Format::Mistral => "arguments",
-            Format::Harmony => return Ok(harmony_grammar(tools)),
-            Format::Gemma4 => return super::gemma_grammar::call_grammar(&functions(tools)),
+            Format::Harmony => return Ok(harmony_grammar(tools, controls)),
+            Format::Gemma4 => {
+                return super::gemma_grammar::call_grammar(&functions(tools), controls)
+            }
         };
         let one: Vec<Value> = tools
             .iter()
@@ -160,15 +220,13 @@ impl Format {
             [single] => single.clone(),
             _ => json!({"anyOf": one}),
         };
-        let (open, close) = match self {
-            Format::Hermes => ("<tool_call>\\n", "\\n</tool_call>"),
-            Format::Mistral => ("[TOOL_CALLS][", "]"),
-            Format::Llama3 | Format::Harmony | Format::Gemma4 => ("", ""),
+        let text = |t: &str| lark_text(t, self.markers(), controls);
+        let start = match self {
+            Format::Hermes => format!("{} call {}", text("<tool_call>\n"), text("\n</tool_call>")),
+            Format::Mistral => format!("{} call {}", text("[TOOL_CALLS]["), text("]")),
+            Format::Llama3 | Format::Harmony | Format::Gemma4 => "call".to_string(),
         };
-        Ok(
-            format!("start: \"{open}\" call \"{close}\"\ncall: %json {schema}\n")
-                .replace("start: \"\" call \"\"", "start: call"),
-        )
+        Ok(format!("start: {start}\ncall: %json {schema}\n"))
     }
 }
 
@@ -189,13 +247,14 @@ fn functions(tools: &[&Value]) -> Vec<(String, Value)> {
 }
 
 /// One harmony message to one of `tools`, its arguments valid against the tool's schema.
-fn harmony_grammar(tools: &[&Value]) -> String {
+fn harmony_grammar(tools: &[&Value], controls: Controls) -> String {
     let mut rules = Vec::new();
     let mut alternatives = Vec::new();
     for (i, (name, params)) in functions(tools).into_iter().enumerate() {
         let head =
             format!("<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>");
-        rules.push(format!("call{i}: {} %json {params}", json!(head)));
+        let head = lark_text(&head, Format::Harmony.markers(), controls);
+        rules.push(format!("call{i}: {head} %json {params}"));
         alternatives.push(format!("call{i}"));
     }
     format!(
@@ -267,20 +326,23 @@ mod tests {
         );
         let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
         assert_eq!(
-            Format::Harmony.grammar(&[&tool]).unwrap(),
+            Format::Harmony.grammar(&[&tool], &|_| None).unwrap(),
             "start: call0\ncall0: \"<|channel|>commentary to=functions.f <|constrain|>json<|message|>\" \
              %json {\"type\":\"object\"}\n"
         );
         assert!(Format::Gemma4
-            .grammar(&[&tool])
+            .grammar(&[&tool], &|_| None)
             .unwrap()
             .contains("(\"call:f\" "));
         let g = Format::Hermes
-            .grammar(&[&json!({"type": "function", "function": {"name": "f"}})])
+            .grammar(
+                &[&json!({"type": "function", "function": {"name": "f"}})],
+                &|_| None,
+            )
             .unwrap();
         assert!(g.starts_with("start: \"<tool_call>\\n\" call"), "{g}");
         assert!(Format::Llama3
-            .grammar(&[&json!({"name": "f"})])
+            .grammar(&[&json!({"name": "f"})], &|_| None)
             .unwrap()
             .starts_with("start: call\n"));
     }

@@ -90,6 +90,8 @@ struct Inner {
     ids: AtomicU64,
     api_key: Option<String>,
     tool_format: Option<crate::formats::tool_calls::Format>,
+    /// Of the tool format's markers, those that are control tokens of the model, by text.
+    controls: Vec<(&'static str, u32)>,
     /// The reasoning format the model writes (gpt-oss's harmony, Gemma 4's thought
     /// channel): replies are split into reasoning and answer.
     reasoning: Option<crate::formats::reasoning::Format>,
@@ -191,6 +193,15 @@ impl Server {
         self.0.tool_format
     }
 
+    /// The id of the control token that is the tool format's marker `text`, if it is one
+    /// (grammars write such markers as tokens).
+    pub fn control(&self, text: &str) -> Option<u32> {
+        self.0
+            .controls
+            .iter()
+            .find_map(|&(m, id)| (m == text).then_some(id))
+    }
+
     /// How a reply to a chat request is split as it streams: into reasoning and answer for
     /// a model that writes a reasoning format, and into text and calls in `tools` (the
     /// request's format).
@@ -242,6 +253,16 @@ pub fn run(
         .map_err(Error::Runtime)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let (jobs, queue) = mpsc::channel(opts.queue.max(1));
+    let tool_format = crate::formats::tool_calls::detect(engine.template().source());
+    let tokenizer = engine.tokenizer();
+    let controls = tool_format
+        .map_or(&[][..], |f| f.markers())
+        .iter()
+        .filter_map(|&m| {
+            let id = tokenizer.token_id(m)?;
+            tokenizer.is_control(id).then_some((m, id))
+        })
+        .collect();
     let server = Server(Arc::new(Inner {
         jobs,
         queue: opts.queue.max(1),
@@ -251,7 +272,8 @@ pub fn run(
         started_at: now(),
         ids: AtomicU64::new(1),
         api_key: opts.api_key.clone(),
-        tool_format: crate::formats::tool_calls::detect(engine.template().source()),
+        tool_format,
+        controls,
         reasoning: crate::formats::reasoning::detect(engine.template().source()),
     }));
     let engine_stop = Arc::clone(&stopping);

@@ -259,9 +259,10 @@ pub(super) fn tool_choice(
     let forced = match forced {
         None => None,
         Some(t) => {
-            Some(Constraint::Lark(format.grammar(&t).map_err(|e| {
-                ApiError::invalid_param("tools", e.to_string())
-            })?))
+            let grammar = format
+                .grammar(&t, &|m| server.control(m))
+                .map_err(|e| ApiError::invalid_param("tools", e.to_string()))?;
+            Some(Constraint::Lark(grammar))
         }
     };
     Ok((Some(tools.clone()), forced))
