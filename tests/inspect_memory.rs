@@ -12,8 +12,17 @@ use mlcli::models::{self, testing};
 
 const CTX: usize = 2048;
 
-/// (estimated f32 cache bytes, bytes the engine reserved with its context full, the estimate
-/// if every layer held full KV).
+/// The bytes per cached value the engine keeps: f16 keys and values (as llama.cpp keeps them
+/// by default), f32 for the MLA latent (the absorbed attention reads it as f32).
+fn cache_value_bytes(family: &str) -> u64 {
+    match family {
+        "deepseek_v3" => 4,
+        _ => 2,
+    }
+}
+
+/// (estimated cache bytes at the engine's storage type, bytes the engine reserved with its
+/// context full, the estimate if every layer held full KV).
 fn estimate_and_reserved(family: &str) -> (u64, u64, u64) {
     let spec = models::family(family).expect("family");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -33,13 +42,18 @@ fn estimate_and_reserved(family: &str) -> (u64, u64, u64) {
     let model = Model::open(&path).expect("opens");
     let s = summary::summarize(&model, Some(CTX as u64), Machine::default());
     assert!(s.support.runnable, "{family}: {:?}", s.support.reasons);
-    let estimate = s.memory.kv_cache_f32.expect("estimate");
+    let bytes = cache_value_bytes(family);
+    let estimate = match bytes {
+        2 => s.memory.kv_cache_f16,
+        _ => s.memory.kv_cache_f32,
+    }
+    .expect("estimate");
     let d = &s.dims;
     let all_full = d.layers.unwrap()
         * d.kv_heads.unwrap()
         * (d.head_dim.unwrap() + d.value_head_dim.unwrap_or(d.head_dim.unwrap()))
         * CTX as u64
-        * 4;
+        * bytes;
     let mut engine = Engine::load(
         &path,
         &LoadOptions {

@@ -307,14 +307,14 @@ fn inspect_estimates_the_cache_the_engine_reserves() {
     let tokens: Vec<u32> = (0..ctx as u32).map(|i| 4 + i % 90).collect();
     engine.feed(&tokens).unwrap();
     // Three convolution blocks keep (2, HIDDEN) f32 each, whatever the context; the one
-    // attention block keeps keys and values of every position.
+    // attention block keeps keys and values of every position, in f16 as the engine does.
     let state = 3 * 2 * HIDDEN as u64 * 4;
     assert_eq!(s.memory.recurrent_state, Some(state));
-    assert_eq!(s.memory.kv_cache_f32, Some(engine.cache_bytes() as u64));
-    assert_eq!(
-        s.memory.kv_cache_f32,
-        Some(state + (2 * KV_HEADS * (HIDDEN / HEADS) * ctx * 4) as u64)
-    );
+    assert_eq!(s.memory.kv_cache_f16, Some(engine.cache_bytes() as u64));
+    for (estimate, bytes) in [(s.memory.kv_cache_f16, 2), (s.memory.kv_cache_f32, 4)] {
+        let kv = 2 * KV_HEADS * (HIDDEN / HEADS) * ctx * bytes;
+        assert_eq!(estimate, Some(state + kv as u64));
+    }
 }
 
 #[test]
