@@ -5,8 +5,9 @@
 # prompt and generation tests and the generation tests at each depth, with the peak GPU memory
 # of every run (nvidia-smi, sampled every 100 ms).
 #
-# Usage: scripts/cuda/side-by-side.sh [-p 512] [-n 128] [-r 3] [-d 8192,32768] PRESET...
+# Usage: scripts/cuda/side-by-side.sh [-p 512] [-n 128] [-r 3] [-d 8192,32768] PRESET|GGUF...
 #   e.g. scripts/cuda/side-by-side.sh -d 8192 qwen3-8b:q4_k_m qwen3-moe-30b-a3b:q4_k_m
+#   (an existing GGUF file is run as it is: the real test models, say)
 # Environment: MLCLI_BIN (default target/release/mlcli, a `--features cuda` build),
 #   LLAMA_SRC (llama.cpp's source; default: fetched as scripts/lib/llama-cpp-source.sh does),
 #   WORK (GGUFs and llama.cpp's build; default target/side-by-side), CUDA_ARCH (default 90).
@@ -17,11 +18,11 @@ prompt=512 gen=128 reps=3 depths=""
 while getopts "p:n:r:d:" o; do
   case $o in
     p) prompt=$OPTARG ;; n) gen=$OPTARG ;; r) reps=$OPTARG ;; d) depths=$OPTARG ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 mlcli=${MLCLI_BIN:-target/release/mlcli}
 work=${WORK:-target/side-by-side}
 mkdir -p "$work"
@@ -56,8 +57,12 @@ peak() {
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for preset in "$@"; do
-  gguf=$work/${preset//:/-}.gguf
-  [ -f "$gguf" ] || "$mlcli" bench --synthetic "$preset" --write-gguf "$gguf" >&2
+  if [ -f "$preset" ]; then
+    gguf=$preset
+  else
+    gguf=$work/${preset//:/-}.gguf
+    [ -f "$gguf" ] || "$mlcli" bench --synthetic "$preset" --write-gguf "$gguf" >&2
+  fi
   echo "## $preset"
   echo "### mlcli"
   peak "$mlcli" bench -m "$gguf" --device cuda -p "$prompt" -n "$gen" -r "$reps"

@@ -1,6 +1,7 @@
 // mlcli's CUDA kernels for the fused decoder (src/models/cuda/), one translation unit over
 // the parts below: quantized products over 8-bit activations, RMSNorm, RoPE with the KV-cache
-// store, attention, the gated activation, the argmax and mixtures of experts. Compiled to PTX by build.rs when the
+// store, attention, the gated activation, the argmax, mixtures of experts, and bf16
+// unpacking for long prompts' cuBLAS products. Compiled to PTX by build.rs when the
 // `cuda` feature is on. Every kernel takes plain device pointers and reads the position and
 // token ids from device memory, so a decode step can be captured once as a CUDA graph.
 //
@@ -15,6 +16,8 @@
 #include "common.cuh"
 #include "blocks.cuh"
 #include "products.cuh"
+#include "unpack.cuh"
 #include "ops.cuh"
 #include "attention.cuh"
+#include "flash.cuh"
 #include "moe.cuh"

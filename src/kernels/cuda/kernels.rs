@@ -46,6 +46,9 @@ pub struct Kernels {
     /// One-token attention with 1..=4 query heads per block (`attn_one1`..`attn_one4`).
     attn_one: [CudaFunction; 4],
     attn_seq: CudaFunction,
+    /// Prompt attention on the tensor cores for heads of 64, 128, 192 and 256
+    /// (`attn_flash64`..`attn_flash256`).
+    attn_flash: [CudaFunction; 4],
     glu_q8: CudaFunction,
     argmax: CudaFunction,
     moe_logits: CudaFunction,
@@ -56,6 +59,8 @@ pub struct Kernels {
     moe_group: CudaFunction,
     mmq_moe: CudaFunction,
     moe_combine: CudaFunction,
+    unpack_bf16: CudaFunction,
+    q8_bf16: CudaFunction,
 }
 
 /// Routed experts of one block on the device: the f32 router and a table of expert matrix
@@ -165,6 +170,13 @@ pub fn seq_shared(d: usize) -> usize {
     (ck * (d + 2) * 2).next_multiple_of(16) + ck * d * 2 + 4 * d * 4 + 4 * ck * 4 + 4 * ck
 }
 
+/// Dynamic shared memory of `attn_flash` for heads of `d` (flash.cuh's `flash_shared`): a
+/// tile of K rows and one of V transposed, 64 keys (32 past 128 dimensions).
+pub fn flash_shared(d: usize) -> usize {
+    let kt = if d > 128 { 32 } else { 64 };
+    kt * (d + 8) * 2 + d * (kt + 8) * 2
+}
+
 /// Up to three (matrix, output) pairs, padded with empty ones.
 fn three(mats: &[(Mat, Ptr)]) -> ((Mat, Ptr), (Mat, Ptr), (Mat, Ptr)) {
     let none = (
@@ -202,6 +214,12 @@ impl Kernels {
                 f("attn_one4")?,
             ],
             attn_seq: f("attn_seq")?,
+            attn_flash: [
+                f("attn_flash64")?,
+                f("attn_flash128")?,
+                f("attn_flash192")?,
+                f("attn_flash256")?,
+            ],
             glu_q8: f("glu_q8")?,
             argmax: f("argmax")?,
             moe_logits: f("moe_logits")?,
@@ -212,6 +230,8 @@ impl Kernels {
             moe_group: f("moe_group")?,
             mmq_moe: f("mmq_moe")?,
             moe_combine: f("moe_combine")?,
+            unpack_bf16: f("unpack_bf16")?,
+            q8_bf16: f("q8_bf16")?,
         })
     }
 
@@ -293,6 +313,29 @@ impl Kernels {
         l.arg(&add0).arg(&xq).arg(&k).arg(&n).arg(&cap);
         // SAFETY: as in `mmv`.
         unsafe { l.launch(cfg(grid, 128, 0)) }.map_err(driver("mmq"))?;
+        Ok(())
+    }
+
+    /// The quantized matrix `m` (`k` wide) unpacked into bf16 rows at `out`.
+    pub fn unpack_bf16(&self, m: Mat, k: usize, out: Ptr) -> Result<()> {
+        let subs = m.rows * (k / 32);
+        let (rows, ki) = (m.rows as i32, k as i32);
+        let mut l = self.stream.launch_builder(&self.unpack_bf16);
+        l.arg(&m.ptr).arg(&m.ty).arg(&rows).arg(&ki).arg(&out);
+        // SAFETY: as in `mmv`; `out` holds `rows · k` bf16 values.
+        unsafe { l.launch(cfg((subs.div_ceil(256), 1, 1), 256, 0)) }
+            .map_err(driver("unpack_bf16"))?;
+        Ok(())
+    }
+
+    /// `blocks` q8 activation blocks at `xq` as bf16 values at `out`.
+    pub fn q8_bf16(&self, xq: Ptr, blocks: usize, out: Ptr) -> Result<()> {
+        let b = blocks as i32;
+        let mut l = self.stream.launch_builder(&self.q8_bf16);
+        l.arg(&xq).arg(&b).arg(&out);
+        // SAFETY: as in `mmv`; `out` holds `32 · blocks` bf16 values.
+        unsafe { l.launch(cfg((blocks.div_ceil(256), 1, 1), 256, 0)) }
+            .map_err(driver("q8_bf16"))?;
         Ok(())
     }
 
@@ -451,10 +494,12 @@ impl Kernels {
         Ok(())
     }
 
-    /// Attention of `n` queries in llama.cpp's CPU order (for prompts), into `xq`.
+    /// Attention of `n` prompt queries into `xq`: on the tensor cores (`flash`: f16 products
+    /// summed in f32; heads of 64, 128, 192 or 256), or in llama.cpp's CPU order.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_seq(
+    pub fn attention_prompt(
         &self,
+        flash: bool,
         q: Ptr,
         (kc, vc): (Ptr, Ptr),
         xq: Ptr,
@@ -463,26 +508,37 @@ impl Kernels {
         n: usize,
         a: &AttnArgs,
     ) -> Result<()> {
+        let (f, grid, shared) = match (flash, a.d) {
+            (false, _) => (
+                &self.attn_seq,
+                (a.n_heads, n.div_ceil(4), 1),
+                seq_shared(a.d),
+            ),
+            (true, 64 | 128 | 192 | 256) => (
+                &self.attn_flash[a.d / 64 - 1],
+                (a.n_heads, n.div_ceil(64), 1),
+                flash_shared(a.d),
+            ),
+            (true, d) => {
+                return Err(Error::Internal(format!(
+                    "prompt attention takes heads of 64, 128, 192 or 256, not {d}"
+                )))
+            }
+        };
         let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
         let (window, scale_q, ni) = (a.window as i32, a.scale_q as i32, n as i32);
-        let mut l = self.stream.launch_builder(&self.attn_seq);
-        l.arg(&q)
-            .arg(&kc)
-            .arg(&vc)
-            .arg(&xq)
-            .arg(&pos)
-            .arg(&ctx)
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&q).arg(&kc).arg(&vc).arg(&xq).arg(&pos);
+        l.arg(&ctx)
             .arg(&h)
             .arg(&kv)
-            .arg(&d);
-        l.arg(&a.scale)
-            .arg(&scale_q)
-            .arg(&a.softcap)
-            .arg(&window)
-            .arg(&ni);
-        // SAFETY: as in `mmv`.
-        let grid = (a.n_heads, n.div_ceil(4), 1);
-        unsafe { l.launch(cfg(grid, 128, seq_shared(a.d))) }.map_err(driver("attn_seq"))?;
+            .arg(&d)
+            .arg(&a.scale)
+            .arg(&scale_q);
+        l.arg(&a.softcap).arg(&window).arg(&ni);
+        // SAFETY: as in `mmv`; `allow_shared` raised the limit for the CPU-order kernel's
+        // chunk, and the flash kernel's tiles fit the default 48 KiB at every width.
+        unsafe { l.launch(cfg(grid, 128, shared)) }.map_err(driver("prompt attention"))?;
         Ok(())
     }
 

@@ -4,15 +4,18 @@
 //! - Products quantize their input to 8 bits per 32 values and take integer dot products
 //!   with the GGUF blocks in place (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), as llama.cpp does
 //!   on the CPU and the GPU, so the logits stay close to the CPU build's.
-//! - Prompts: tensor-core tiles for the products, attention in llama.cpp's CPU order. One
-//!   token: a warp per output row, attention that ropes and stores its own key and splits the
-//!   keys, gate/up with the activation in one kernel. Norms and activations write the next
-//!   product's quantized input directly.
+//! - Prompts: int8 tensor-core tiles for the products, attention in llama.cpp's CPU order
+//!   (opt-in and not yet run on a GPU: cuBLAS on weights unpacked to bf16 for long prompts,
+//!   flash attention on the tensor cores; see [`Decoder`]'s fields). One token: a warp per
+//!   output row, attention that ropes and stores its own key and splits the keys, gate/up
+//!   with the activation in one kernel. Norms and activations write the next product's
+//!   quantized input directly.
 //! - All buffers, the f16 KV cache included, are allocated once. Kernels read the position
 //!   and token ids from device memory, so the one-token step is captured once as a CUDA graph
 //!   and replayed for every generated token: one launch per token instead of hundreds.
 
 mod ffn;
+mod gemm;
 mod kernels;
 
 use std::sync::Arc;
@@ -209,6 +212,12 @@ pub struct Decoder {
     splits: usize,
     buf: Buffers,
     p: Ptrs,
+    /// cuBLAS for prompts of at least [`gemm::MIN_TOKENS`] tokens, with `MLCLI_CUDA_GEMM=1`
+    /// (not yet run on a GPU, so not the default; none when `max_tokens` is shorter).
+    gemm: Option<gemm::Gemm>,
+    /// Prompt attention on the tensor cores (`attn_flash`) with `MLCLI_CUDA_FLASH=1` (not yet
+    /// run on a GPU, so not the default); else the CPU-order kernel (`attn_seq`).
+    flash: bool,
     /// Captured one-token steps, by the number of attention splits they launch.
     graphs: Vec<Option<Graph>>,
     use_graph: bool,
@@ -278,6 +287,11 @@ where
     stream.alloc_zeros::<T>(n.max(1)).map_err(driver("alloc"))
 }
 
+/// Whether the opt-in switch `name` is set to `1`.
+fn opted_in(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
 impl Decoder {
     /// Uploads what the kernels need beside the weights (norms, tables) and allocates the
     /// KV cache for `ctx` positions and scratch for `max_tokens` tokens per call.
@@ -299,6 +313,7 @@ impl Decoder {
         let (mut max_q, mut max_kv, mut ffn, mut max_heads) = (0, 0, 0, 0);
         let mut routed = 0; // the most experts per token
         let mut n_exp = 0; // the most experts in a block
+        let mut dense = 0; // the most values in a matrix the prompt products can unpack
         for (i, b) in recipe.blocks.iter().enumerate() {
             let a = &b.attn;
             let (theta_scale, factors, pos_scale, neox) = b.rope.params();
@@ -310,6 +325,10 @@ impl Decoder {
             max_kv = max_kv.max(a.n_kv_heads * d);
             max_heads = max_heads.max(a.n_heads);
             ffn = ffn.max(f);
+            dense = dense.max(a.n_heads.max(a.n_kv_heads) * d * hidden);
+            if matches!(b.ffn, recipe::Ffn::Dense { .. }) {
+                dense = dense.max(f * hidden);
+            }
             let name = |s: &str| format!("blk.{i}.{s}");
             if let recipe::Ffn::Experts(e) = &b.ffn {
                 routed = routed.max(e.n_used);
@@ -431,6 +450,9 @@ impl Decoder {
             arg_v: ptr_of(&buf.arg_v, s),
             arg_i: ptr_of(&buf.arg_i, s),
         };
+        let gemm = (max_tokens >= gemm::MIN_TOKENS && opted_in("MLCLI_CUDA_GEMM"))
+            .then(|| gemm::Gemm::new(&stream, dense, t * widest))
+            .transpose()?;
         k.allow_shared(
             kernels::norm_shared(hidden)
                 .max(kernels::seq_shared(d))
@@ -454,6 +476,8 @@ impl Decoder {
             splits,
             buf,
             p,
+            gemm,
+            flash: opted_in("MLCLI_CUDA_FLASH"),
             graphs: (0..=splits).map(|_| None).collect(),
             use_graph: std::env::var("MLCLI_CUDA_GRAPH").map_or(true, |v| v != "0"),
             trace: std::env::var_os("MLCLI_CUDA_TRACE").is_some(),
@@ -655,13 +679,14 @@ impl Decoder {
         }
     }
 
-    /// One block for `n` prompt tokens: norms, products (tensor-core tiles beyond 8 tokens),
-    /// RoPE and the cache store, attention in llama.cpp's CPU order, the gated activation.
+    /// One block for `n` prompt tokens: norms, products (int8 tensor-core tiles, or cuBLAS on
+    /// unpacked bf16 weights for long prompts), RoPE and the cache store, attention (in
+    /// llama.cpp's CPU order, or flash), the gated activation.
     fn block_prompt(&self, l: &Layer, next: Ptr, n: usize) -> Result<()> {
         let (k, p, hd, eps) = (&self.k, self.p, self.hidden, self.eps);
         let a = &l.attn;
         let qkv = [(l.q.mat, p.q), (l.k.mat, p.k), (l.v.mat, p.v)];
-        k.mmq(&qkv, 0, p.xq, hd, n)?;
+        self.products(&qkv, 0, hd, n)?;
         let cache = (l.kc.ptr, l.vc.ptr);
         k.rope_store(
             (p.q, p.k, p.v),
@@ -673,15 +698,15 @@ impl Decoder {
             a,
             &l.rope,
         )?;
-        k.attention_seq(p.q, cache, p.xq, p.pos, self.ctx, n, a)?;
+        k.attention_prompt(self.flash, p.q, cache, p.xq, p.pos, self.ctx, n, a)?;
         let qd = a.n_heads * a.d;
         match &l.post_attn_norm {
             Some(post) => {
-                k.mmq(&[(l.o.mat, p.t)], 0, p.xq, qd, n)?;
+                self.products(&[(l.o.mat, p.t)], 0, qd, n)?;
                 k.norm_q8(p.t, post.ptr, p.h, l.ffn_norm.ptr, p.xq, n, hd, eps)?;
             }
             None => {
-                k.mmq(&[(l.o.mat, p.h)], p.h, p.xq, qd, n)?;
+                self.products(&[(l.o.mat, p.h)], p.h, qd, n)?;
                 self.ffn_input(l, n)?;
             }
         }
@@ -693,17 +718,26 @@ impl Decoder {
             }
         };
         let f = gate.mat.rows;
-        k.mmq(&[(gate.mat, p.g), (up.mat, p.u)], 0, p.xq, hd, n)?;
+        self.products(&[(gate.mat, p.g), (up.mat, p.u)], 0, hd, n)?;
         k.glu_q8(p.g, p.u, p.xq, n, f, l.gelu)?;
         match &l.post_ffn_norm {
             Some(post) => {
-                k.mmq(&[(down.mat, p.t)], 0, p.xq, f, n)?;
+                self.products(&[(down.mat, p.t)], 0, f, n)?;
                 k.norm_q8(p.t, post.ptr, p.h, next, p.xq, n, hd, eps)
             }
             None => {
-                k.mmq(&[(down.mat, p.h)], p.h, p.xq, f, n)?;
+                self.products(&[(down.mat, p.h)], p.h, f, n)?;
                 k.norm_q8(0, 0, p.h, next, p.xq, n, hd, eps)
             }
+        }
+    }
+
+    /// A prompt's products over the q8 input `xq` (`k` wide, `n` tokens): cuBLAS on unpacked
+    /// bf16 weights for long prompts, the int8 tiles otherwise.
+    fn products(&self, mats: &[(Mat, Ptr)], add0: Ptr, k: usize, n: usize) -> Result<()> {
+        match &self.gemm {
+            Some(g) if n >= gemm::MIN_TOKENS => g.products(&self.k, mats, add0, self.p.xq, k, n),
+            _ => self.k.mmq(mats, add0, self.p.xq, k, n),
         }
     }
 
