@@ -94,11 +94,11 @@ fn a_forced_gemma4_call_is_held_to_the_tools_schema() {
     let c = Constraint::Lark(grammar);
     let q = "<|\"|>";
     let call = |args: &str| format!("<|tool_call>call:get_weather{{{args}}}<tool_call|>");
-    let all = |args: &str| {
-        let text = call(args);
+    // (tokens accepted, tokens in the text)
+    let all = |text: &str| {
         let n = tokenizer
             .encode(
-                &text,
+                text,
                 EncodeOptions {
                     add_bos: false,
                     parse_special: false,
@@ -106,38 +106,24 @@ fn a_forced_gemma4_call_is_held_to_the_tools_schema() {
             )
             .unwrap()
             .len();
-        (accepted(&vocab, &tokenizer, &c, &text), n)
+        (accepted(&vocab, &tokenizer, &c, text), n)
     };
     let ok = |args: &str| {
-        let (a, n) = all(args);
+        let (a, n) = all(&call(args));
         assert_eq!(a, n, "refused: {args}");
     };
     let refused = |args: &str| {
-        let (a, n) = all(args);
+        let (a, n) = all(&call(args));
         assert!(a < n, "allowed: {args}");
     };
     ok(&format!("city:{q}Paris{q},unit:{q}c{q}"));
     // A thought may come first (its markers are text in this vocabulary).
     let thought = "<|channel>thought\nThe user wants <weather>.<channel|>";
-    let text = format!(
+    let (a, n) = all(&format!(
         "{thought}{}",
         call(&format!("city:{q}Paris{q},unit:{q}c{q}"))
-    );
-    let n = tokenizer
-        .encode(
-            &text,
-            EncodeOptions {
-                add_bos: false,
-                parse_special: false,
-            },
-        )
-        .unwrap()
-        .len();
-    assert_eq!(
-        accepted(&vocab, &tokenizer, &c, &text),
-        n,
-        "a thought, then the call"
-    );
+    ));
+    assert_eq!(a, n, "a thought, then the call");
     ok(&format!(
         "city:{q}Paris{q},days:[1,2],opts:{{exact:true}},unit:{q}f{q}"
     ));
