@@ -305,9 +305,8 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
 /// Long prompts and one-token steps deep enough for several key splits (1024 positions split
 /// into blocks of 128), with 2, 3 and 4 query heads per KV head (the attention kernel takes a
 /// KV head's query heads together) and head widths 64 and 256, agree with the CPU build.
-/// Gemma 3's prompt runs past its 512-key window, in two chunks of the 512-token batch. Run
-/// with `MLCLI_CUDA_GEMM=1 MLCLI_CUDA_FLASH=1` it holds the opt-in prompt paths (cuBLAS
-/// products past 128 tokens, flash attention) to the same bound.
+/// The prompts take the cuBLAS products (128 tokens or more) and flash attention; Gemma 3's
+/// runs past its 512-key window, in two chunks of the 512-token batch.
 #[test]
 fn deep_one_token_steps_agree_with_the_cpu_build() {
     let Some(dev) = gpu() else { return };

@@ -5,8 +5,7 @@
 // its row), and the probabilities, rounded to f16, multiply the values the same way. The
 // output is written as the output projection's q8 input. Masks: causal, and the sliding
 // window where the layer has one; soft-capping and the query scale as in attn_seq.
-// Grid: (n_heads, ceil(ntok / 64)); 128 threads. Opt-in (MLCLI_CUDA_FLASH=1) until it has
-// run on a GPU against the CPU build (cuda_parity) and been timed there.
+// Grid: (n_heads, ceil(ntok / 64)); 128 threads. MLCLI_CUDA_FLASH=0 takes attn_seq instead.
 
 #pragma once
 

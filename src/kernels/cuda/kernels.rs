@@ -236,14 +236,14 @@ impl Kernels {
     }
 
     /// Lets the kernels with dynamic shared memory take `bytes` of it (beyond the default
-    /// 48 KiB only where the GPU allows).
+    /// 48 KiB only where the GPU allows). Set whatever the size: a kernel's static shared
+    /// memory counts against the same 48 KiB, so `norm_q8` over a 3,072-wide row (exactly
+    /// 48 KiB staged, plus its reduction's 256 bytes) failed to launch without it.
     pub fn allow_shared(&self, bytes: usize) -> Result<()> {
-        if bytes <= 48 * 1024 {
-            return Ok(());
-        }
         let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
         let fixed = [&self.norm_q8, &self.attn_seq, &self.embed];
-        for f in fixed.into_iter().chain(&self.attn_one) {
+        let dynamic = self.attn_one.iter().chain(&self.attn_flash);
+        for f in fixed.into_iter().chain(dynamic) {
             f.set_attribute(attr, bytes as i32)
                 .map_err(driver("raising the shared-memory limit"))?;
         }

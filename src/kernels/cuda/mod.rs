@@ -4,12 +4,11 @@
 //! - Products quantize their input to 8 bits per 32 values and take integer dot products
 //!   with the GGUF blocks in place (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), as llama.cpp does
 //!   on the CPU and the GPU, so the logits stay close to the CPU build's.
-//! - Prompts: int8 tensor-core tiles for the products, attention in llama.cpp's CPU order
-//!   (opt-in and not yet run on a GPU: cuBLAS on weights unpacked to bf16 for long prompts,
-//!   flash attention on the tensor cores; see [`Decoder`]'s fields). One token: a warp per
-//!   output row, attention that ropes and stores its own key and splits the keys, gate/up
-//!   with the activation in one kernel. Norms and activations write the next product's
-//!   quantized input directly.
+//! - Prompts: int8 tensor-core tiles for the products (cuBLAS on weights unpacked to bf16 for
+//!   prompts of 128 tokens or more), flash attention on the tensor cores. One token: a warp
+//!   per output row, attention that ropes and stores its own key and splits the keys,
+//!   gate/up with the activation in one kernel. Norms and activations write the next
+//!   product's quantized input directly.
 //! - All buffers, the f16 KV cache included, are allocated once. Kernels read the position
 //!   and token ids from device memory, so the one-token step is captured once as a CUDA graph
 //!   and replayed for every generated token: one launch per token instead of hundreds.
@@ -212,11 +211,11 @@ pub struct Decoder {
     splits: usize,
     buf: Buffers,
     p: Ptrs,
-    /// cuBLAS for prompts of at least [`gemm::MIN_TOKENS`] tokens, with `MLCLI_CUDA_GEMM=1`
-    /// (not yet run on a GPU, so not the default; none when `max_tokens` is shorter).
+    /// cuBLAS for prompts of at least [`gemm::MIN_TOKENS`] tokens (none when `max_tokens` is
+    /// shorter or `MLCLI_CUDA_GEMM=0`: the int8 tiles then take every prompt).
     gemm: Option<gemm::Gemm>,
-    /// Prompt attention on the tensor cores (`attn_flash`) with `MLCLI_CUDA_FLASH=1` (not yet
-    /// run on a GPU, so not the default); else the CPU-order kernel (`attn_seq`).
+    /// Prompt attention on the tensor cores (`attn_flash`); `MLCLI_CUDA_FLASH=0` takes the
+    /// CPU-order kernel (`attn_seq`) instead, for comparing with the CPU build step by step.
     flash: bool,
     /// Captured one-token steps, by the number of attention splits they launch.
     graphs: Vec<Option<Graph>>,
@@ -287,9 +286,9 @@ where
     stream.alloc_zeros::<T>(n.max(1)).map_err(driver("alloc"))
 }
 
-/// Whether the opt-in switch `name` is set to `1`.
-fn opted_in(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
+/// Whether the switch `name` is set to `0`.
+fn switched_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "0")
 }
 
 impl Decoder {
@@ -450,13 +449,14 @@ impl Decoder {
             arg_v: ptr_of(&buf.arg_v, s),
             arg_i: ptr_of(&buf.arg_i, s),
         };
-        let gemm = (max_tokens >= gemm::MIN_TOKENS && opted_in("MLCLI_CUDA_GEMM"))
+        let gemm = (max_tokens >= gemm::MIN_TOKENS && !switched_off("MLCLI_CUDA_GEMM"))
             .then(|| gemm::Gemm::new(&stream, dense, t * widest))
             .transpose()?;
         k.allow_shared(
             kernels::norm_shared(hidden)
                 .max(kernels::seq_shared(d))
-                .max(kernels::one_shared(d)),
+                .max(kernels::one_shared(d))
+                .max(kernels::flash_shared(d)),
         )?;
         Ok(Self {
             k,
@@ -477,7 +477,7 @@ impl Decoder {
             buf,
             p,
             gemm,
-            flash: opted_in("MLCLI_CUDA_FLASH"),
+            flash: !switched_off("MLCLI_CUDA_FLASH"),
             graphs: (0..=splits).map(|_| None).collect(),
             use_graph: std::env::var("MLCLI_CUDA_GRAPH").map_or(true, |v| v != "0"),
             trace: std::env::var_os("MLCLI_CUDA_TRACE").is_some(),
