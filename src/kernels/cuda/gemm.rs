@@ -28,6 +28,8 @@ pub struct Gemm {
     blas: CudaBlas,
     w: DevBuf<u16>,
     x: DevBuf<u16>,
+    /// Values `w` and `x` hold.
+    room: (usize, usize),
 }
 
 fn blas_err(what: &str) -> impl Fn(result::CublasError) -> Error + '_ {
@@ -42,6 +44,7 @@ impl Gemm {
             blas,
             w: DevBuf::new(zeros(stream, weights)?, stream),
             x: DevBuf::new(zeros(stream, inputs)?, stream),
+            room: (weights, inputs),
         })
     }
 
@@ -60,6 +63,12 @@ impl Gemm {
             return Err(Error::Internal(
                 "cuBLAS products add only into their own first output".into(),
             ));
+        }
+        let too_big = mats.iter().any(|(m, _)| m.rows * k > self.room.0);
+        if too_big || n * k > self.room.1 {
+            return Err(Error::Internal(format!(
+                "cuBLAS products of {n} × {k} past the scratch sized at load"
+            )));
         }
         kern.q8_bf16(xq, n * k / 32, self.x.ptr)?;
         for (i, &(m, out)) in mats.iter().enumerate() {

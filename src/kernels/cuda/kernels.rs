@@ -495,7 +495,8 @@ impl Kernels {
     }
 
     /// Attention of `n` prompt queries into `xq`: on the tensor cores (`flash`: f16 products
-    /// summed in f32; heads of 64, 128, 192 or 256), or in llama.cpp's CPU order.
+    /// summed in f32; heads of 64, 128, 192 or 256), else in llama.cpp's CPU order (any
+    /// other head width too).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_prompt(
         &self,
@@ -509,21 +510,16 @@ impl Kernels {
         a: &AttnArgs,
     ) -> Result<()> {
         let (f, grid, shared) = match (flash, a.d) {
-            (false, _) => (
-                &self.attn_seq,
-                (a.n_heads, n.div_ceil(4), 1),
-                seq_shared(a.d),
-            ),
             (true, 64 | 128 | 192 | 256) => (
                 &self.attn_flash[a.d / 64 - 1],
                 (a.n_heads, n.div_ceil(64), 1),
                 flash_shared(a.d),
             ),
-            (true, d) => {
-                return Err(Error::Internal(format!(
-                    "prompt attention takes heads of 64, 128, 192 or 256, not {d}"
-                )))
-            }
+            _ => (
+                &self.attn_seq,
+                (a.n_heads, n.div_ceil(4), 1),
+                seq_shared(a.d),
+            ),
         };
         let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
         let (window, scale_q, ni) = (a.window as i32, a.scale_q as i32, n as i32);
