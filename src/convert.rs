@@ -360,11 +360,8 @@ fn hf_config(
     for (hf, tensor) in spec.quirks.gguf_tensor_flags {
         c.insert((*hf).into(), json!(gguf.has_tensor(tensor)));
     }
-    if spec.quirks.gguf_per_layer_type {
-        models::gemma4::hf_config_from_gguf(gguf, arch, &mut c)?;
-    }
-    if spec.quirks.gguf_gating_class {
-        models::deepseek_v3::hf_config_from_gguf(gguf, &mut c)?;
+    if let Some(family_keys) = spec.quirks.gguf_hf_config {
+        family_keys(gguf, arch, &mut c)?;
     }
     per_layer_kv_heads(gguf, arch, &mut c)?;
     if gguf.opt_str(&format!("{arch}.rope.scaling.type"))? == Some("linear") {

@@ -3,21 +3,34 @@
 //! per-layer KV widths, recurrent state), their context filled. (LFM2's hybrid, which the
 //! shared tiny-model writer cannot make, is checked in its own tests.)
 
+use std::path::Path;
+
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use mlcli::engine::cache::LayerKind;
 use mlcli::engine::{Engine, LoadOptions};
+use mlcli::formats::gguf::Gguf;
 use mlcli::inspect::machine::Machine;
 use mlcli::inspect::{summary, Model};
 use mlcli::models::{self, testing};
 
 const CTX: usize = 2048;
 
-/// The bytes per cached value the engine keeps: f16 keys and values (as llama.cpp keeps them
-/// by default), f32 for the MLA latent (the absorbed attention reads it as f32).
-fn cache_value_bytes(family: &str) -> u64 {
-    match family {
-        "deepseek_v3" => 4,
-        _ => 2,
+/// The bytes per cached value the engine keeps for the model at `path`: f16 keys and values
+/// (as llama.cpp keeps them by default), f32 where its layers cache an MLA latent (the
+/// absorbed attention reads it as f32).
+fn cache_value_bytes(path: &Path) -> u64 {
+    let gguf = Gguf::open(path).expect("gguf");
+    let model = models::load_gguf(&gguf, &Device::Cpu).expect("loads");
+    let latent = model
+        .cache_layout()
+        .iter()
+        .any(|k| matches!(k, LayerKind::Latent { .. }));
+    if latent {
+        4
+    } else {
+        2
     }
 }
 
@@ -42,7 +55,7 @@ fn estimate_and_reserved(family: &str) -> (u64, u64, u64) {
     let model = Model::open(&path).expect("opens");
     let s = summary::summarize(&model, Some(CTX as u64), Machine::default());
     assert!(s.support.runnable, "{family}: {:?}", s.support.reasons);
-    let bytes = cache_value_bytes(family);
+    let bytes = cache_value_bytes(&path);
     let estimate = match bytes {
         2 => s.memory.kv_cache_f16,
         _ => s.memory.kv_cache_f32,

@@ -65,7 +65,7 @@ const ANY: &str = "gany: gstr | GNUM | gdict | glist | \"true\" | \"false\" | \"
 pub fn call_grammar(tools: &[(String, Value)], controls: Controls) -> Result<String> {
     let mut b = Builder {
         rules: Vec::new(),
-        quote: controls(QUOTE),
+        controls,
     };
     let mut calls = Vec::new();
     for (name, params) in tools {
@@ -79,7 +79,7 @@ pub fn call_grammar(tools: &[(String, Value)], controls: Controls) -> Result<Str
             path: String::new(),
         };
         let args = b.object_only(params, &at)?;
-        calls.push(format!("{} {args}", quote(&format!("call:{name}"))));
+        calls.push(format!("{} {args}", lark_literal(&format!("call:{name}"))));
     }
     let marker = |m: &str| lark_text(m, Format::Gemma4.markers(), controls);
     // The thought's text runs to the closing marker: a control token ends it by itself; a
@@ -89,7 +89,7 @@ pub fn call_grammar(tools: &[(String, Value)], controls: Controls) -> Result<Str
         _ => format!(
             "gthought: {} gthink\ngthink[suffix={}]: /(?s:.*)/\n",
             marker(thought::OPEN),
-            quote(thought::CLOSE)
+            lark_literal(thought::CLOSE)
         ),
     };
     Ok(format!(
@@ -135,16 +135,21 @@ impl Place<'_> {
     }
 }
 
-struct Builder {
+struct Builder<'c> {
     rules: Vec<String>,
-    /// The string quote's control token, where it is one.
-    quote: Option<u32>,
+    /// The model's control tokens among the markers.
+    controls: Controls<'c>,
 }
 
-impl Builder {
+impl Builder<'_> {
+    /// The string quote's control token, where it is one.
+    fn quote(&self) -> Option<u32> {
+        (self.controls)(QUOTE)
+    }
+
     /// `gstr`, any string.
     fn string_rule(&self) -> String {
-        match self.quote {
+        match self.quote() {
             Some(q) => format!("gstr: <[{q}]> /[^<]+/? <[{q}]>\n"),
             None => "gstr: /<\\|\"\\|>[^<]*<\\|\"\\|>/\n".to_string(),
         }
@@ -197,13 +202,16 @@ impl Builder {
         at: &Place,
     ) -> Result<Vec<String>> {
         if let Some(c) = map.get("const") {
-            return Ok(vec![literal(c, self.quote, at)?]);
+            return Ok(vec![literal(c, self.controls, at)?]);
         }
         if let Some(e) = map.get("enum") {
             let items = e
                 .as_array()
                 .ok_or_else(|| at.refuse("an enum that is no list"))?;
-            return items.iter().map(|v| literal(v, self.quote, at)).collect();
+            return items
+                .iter()
+                .map(|v| literal(v, self.controls, at))
+                .collect();
         }
         if let Some(any) = map.get("anyOf") {
             let items = any
@@ -248,7 +256,7 @@ impl Builder {
             None => format!("{{{min},}}"),
             Some(max) => format!("{{{min},{max}}}"),
         };
-        Ok(match self.quote {
+        Ok(match self.quote() {
             // The text between the quote tokens holds no '<'; an empty string is the two
             // quotes alone (a lexeme never matches nothing).
             Some(q) if min == 0 => {
@@ -331,7 +339,7 @@ impl Builder {
             }
             let v = self.value(&props[key], &at.child(key))?;
             pairs.push((
-                format!("{} {v}", quote(&format!("{key}:"))),
+                format!("{} {v}", lark_literal(&format!("{key}:"))),
                 required.contains(&key.as_str()),
             ));
         }
@@ -397,14 +405,11 @@ fn bounds(
     Ok((min, max))
 }
 
-/// A constant value as Gemma writes it, its string quotes the control token `quote` where
-/// that is one.
-fn literal(v: &Value, quote_id: Option<u32>, at: &Place) -> Result<String> {
+/// A constant value as Gemma writes it, its string quotes the control token where that is one.
+fn literal(v: &Value, controls: Controls, at: &Place) -> Result<String> {
     let mut out = String::new();
     write_value(v, &mut out, at)?;
-    Ok(lark_text(&out, &[QUOTE], &|m| {
-        (m == QUOTE).then_some(quote_id).flatten()
-    }))
+    Ok(lark_text(&out, &[QUOTE], controls))
 }
 
 fn write_value(v: &Value, out: &mut String, at: &Place) -> Result<()> {
@@ -440,11 +445,6 @@ fn write_value(v: &Value, out: &mut String, at: &Place) -> Result<()> {
         other => out.push_str(&other.to_string()),
     }
     Ok(())
-}
-
-/// A Lark string literal of `text`.
-fn quote(text: &str) -> String {
-    lark_literal(text)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use crate::kernels::cpu::host;
 use crate::Result;
 
 mod config;
-pub use config::{hf_config_from_gguf, Config};
+pub use config::Config;
 
 /// The registry entry.
 pub static SPEC: FamilySpec = FamilySpec {
@@ -55,7 +55,7 @@ pub static SPEC: FamilySpec = FamilySpec {
     gguf_variants: &[],
     gguf_names: NAMES,
     quirks: Quirks {
-        gguf_gating_class: true,
+        gguf_hf_config: Some(config::hf_config_from_gguf),
         ..Quirks::NONE
     },
     default_template: "chatml",

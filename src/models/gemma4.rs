@@ -35,9 +35,7 @@ mod config;
 
 use candle_core::{DType, Tensor};
 
-pub use self::config::{
-    hf_config_from_gguf, Config, Experts as ExpertShape, LayerKv, LayerSpec, PerLayerInput,
-};
+pub use self::config::{Config, Experts as ExpertShape, LayerKv, LayerSpec, PerLayerInput};
 use super::assembly::{output_layer, Dims};
 use super::layers::attention::{self, Attention};
 use super::layers::embedding::Embedding;
@@ -134,7 +132,7 @@ pub static SPEC: FamilySpec = FamilySpec {
         ),
     ],
     quirks: Quirks {
-        gguf_per_layer_type: true,
+        gguf_hf_config: Some(config::hf_config_from_gguf),
         ..Quirks::NONE
     },
     default_template: "gemma4",

@@ -257,20 +257,20 @@ pub struct Quirks {
     /// heads (Qwen3.5; export refuses fewer key heads than value heads), and
     /// `partial_rotary_factor` is `rope.dimension_count` over the head width.
     pub gguf_delta_net: bool,
-    /// llama.cpp's Gemma 4 conversion: blocks differ by layer type (the types as the
-    /// `attention.sliding_window_pattern` array, sliding blocks' head width as the `_swa`
-    /// keys, KV heads and MLP widths per block, KV sharing as a count), which export writes
-    /// back as transformers' keys (`layer_types`, `per_layer_config`, `rope_parameters`, ...).
-    pub gguf_per_layer_type: bool,
+    /// The family's own reading of its GGUF into transformers' `config.json` for export, for
+    /// what llama.cpp's converter writes in a form no plain key maps back: Gemma 4's blocks
+    /// by layer type (`layer_types`, `per_layer_config`, `rope_parameters`, ...), DeepSeek's
+    /// router as the transformers class that computes it. Called after the plain keys.
+    pub gguf_hf_config: Option<GgufHfConfig>,
     /// `config.json` booleans llama.cpp's converter writes no key for, which export sets from
     /// the GGUF: `(HF key, GGUF tensor)`, the key true when the file holds the tensor (GLM-4.x
     /// MoE's `attention_bias` and `use_qk_norm`).
     pub gguf_tensor_flags: &'static [(&'static str, &'static str)],
-    /// llama.cpp's `deepseek2`, written for DeepSeek-V2 and V3 alike: the router's scores as
-    /// `expert_gating_func` (1 or absent: softmax, V2; 2: sigmoid, V3), which export writes
-    /// as the matching transformers class (`DeepseekV2ForCausalLM` with its `topk_method`).
-    pub gguf_gating_class: bool,
 }
+
+/// [`Quirks::gguf_hf_config`]: the GGUF, its architecture, the `config.json` being written.
+pub type GgufHfConfig =
+    fn(&Gguf, &str, &mut serde_json::Map<String, serde_json::Value>) -> Result<()>;
 
 impl Quirks {
     /// No quirks: the files hold what the reference implementation computes with.
@@ -279,9 +279,8 @@ impl Quirks {
         norm_unit_offset: false,
         gguf_norm_unit_offset_folded: false,
         gguf_delta_net: false,
-        gguf_per_layer_type: false,
         gguf_tensor_flags: &[],
-        gguf_gating_class: false,
+        gguf_hf_config: None,
     };
 }
 

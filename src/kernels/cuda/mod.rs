@@ -479,7 +479,7 @@ impl Decoder {
             gemm,
             flash: !switched_off("MLCLI_CUDA_FLASH"),
             graphs: (0..=splits).map(|_| None).collect(),
-            use_graph: std::env::var("MLCLI_CUDA_GRAPH").map_or(true, |v| v != "0"),
+            use_graph: !switched_off("MLCLI_CUDA_GRAPH"),
             trace: std::env::var_os("MLCLI_CUDA_TRACE").is_some(),
         })
     }

@@ -370,6 +370,7 @@ impl Config {
 /// compute (a selection bias, normalised weights) is refused, not exported as another one.
 pub fn hf_config_from_gguf(
     g: &Gguf,
+    _arch: &str,
     c: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     use serde_json::json;

@@ -517,7 +517,7 @@ fn hf_ropes(h: &HfConfig, sliding: &[bool]) -> Result<(RopeConfig, RopeConfig)> 
 }
 
 /// The `config.json` keys of a Gemma 4 GGUF that are no plain GGUF key (see
-/// [`crate::models::Quirks::gguf_per_layer_type`]): layer types, sliding blocks' head width,
+/// [`crate::models::Quirks::gguf_hf_config`]): layer types, sliding blocks' head width,
 /// per-block head widths and KV heads, KV sharing, keys as values, double-wide MLPs, per-layer
 /// inputs, experts, and both RoPEs (the full blocks' proportional share stays in the
 /// exported `rope_freqs`).
