@@ -17,6 +17,8 @@
 //! repacked the whole key block on every call (after 512 tokens of context that was ~230 µs
 //! per layer on SmolLM2). The cache holds f16 rows, widened as they are loaded.
 
+use std::ops::Deref;
+
 use candle_core::{Storage, Tensor};
 use half::f16;
 
@@ -66,89 +68,152 @@ pub fn attend_few(
     k: &Tensor,
     v: &Tensor,
     span: Span,
+    logits: (Scale, Option<f32>),
+    sinks: Option<&[f32]>,
+) -> Result<Option<Tensor>> {
+    attend_few_batch(q, &[Keys { k, v, span }], logits, sinks)
+}
+
+/// A sequence's key rows and value rows per KV head, and query heads per KV head.
+type SeqRows<'a> = (Vec<&'a [f16]>, Vec<&'a [f16]>, usize);
+
+/// One sequence's keys and values for [`attend_few_batch`]: `(1, KV, n, D)` f16 views and
+/// where its queries and keys sit.
+#[derive(Clone, Copy, Debug)]
+pub struct Keys<'a> {
+    /// The keys the sequence's queries see.
+    pub k: &'a Tensor,
+    /// Their values.
+    pub v: &'a Tensor,
+    /// The positions of the queries and the first key.
+    pub span: Span,
+}
+
+/// [`attend_few`] for several sequences at once (sequences decoding together): row `b` of
+/// `q` (`(B, H, L, D)` f32) attends to `seqs[b]`'s keys. Every (sequence, head, query) is one
+/// unit of one pool submission, so a batch costs one hand-off to the pool threads per layer,
+/// not one per sequence, and its units split evenly. Each row's result is the one
+/// [`attend_few`] gives it alone, bit for bit. `None` when any sequence does not fit the
+/// few-query path.
+pub fn attend_few_batch(
+    q: &Tensor,
+    seqs: &[Keys],
     (scale, softcap): (Scale, Option<f32>),
     sinks: Option<&[f32]>,
 ) -> Result<Option<Tensor>> {
     let (b, h, l, d) = q.dims4()?;
-    if sinks.is_some_and(|s| s.len() != h) {
+    if sinks.is_some_and(|s| s.len() != h) || b != seqs.len() || b == 0 {
         return Ok(None);
     }
-    let (kb, kv, n, kd) = k.dims4()?;
-    if b != 1 || l == 0 || l >= MAX_QUERIES || kb != 1 || kd != d || kv == 0 {
+    if l == 0 || l >= MAX_QUERIES {
         return Ok(None);
     }
-    if v.dims4()? != (1, kv, n, d) || !h.is_multiple_of(kv) || span.keys(l - 1).end > n {
-        return Ok(None);
+    let mut kvs = Vec::with_capacity(b);
+    for s in seqs {
+        let (kb, kv, n, kd) = s.k.dims4()?;
+        if kb != 1 || kd != d || kv == 0 || !h.is_multiple_of(kv) {
+            return Ok(None);
+        }
+        if s.v.dims4()? != (1, kv, n, d) || s.span.keys(l - 1).end > n {
+            return Ok(None);
+        }
+        let (Some(k), Some(v)) = (head_rows(s.k, d)?, head_rows(s.v, d)?) else {
+            return Ok(None);
+        };
+        kvs.push((k, v, kv));
     }
+    let per_seq: Vec<SeqRows> = kvs
+        .iter()
+        .map(|(k, v, kv)| Ok((k.slices()?, v.slices()?, h / kv)))
+        .collect::<Result<_>>()?;
     let q = q.contiguous()?;
     let out = super::host::with_f32(&q, |q| {
-        rows(k, d, |k_rows| {
-            rows(v, d, |v_rows| {
-                let rep = h / kv;
-                // SAFETY: one unit per (head, query), each writing only its own D outputs.
-                unsafe {
-                    super::host::filled(h * l * d, |out| {
-                        let out_addr = out as usize;
-                        super::pool::Pool::global().run(h * l, |units| {
-                            for unit in units {
-                                let (head, i) = (unit / l, unit % l);
-                                let g = head / rep;
-                                let dst = std::slice::from_raw_parts_mut(
-                                    (out_addr as *mut f32).add(unit * d),
-                                    d,
-                                );
-                                let keys = span.keys(i);
-                                one_query(
-                                    &q[unit * d..(unit + 1) * d],
-                                    &k_rows[g][keys.start * d..keys.end * d],
-                                    &v_rows[g][keys.start * d..keys.end * d],
-                                    Logits {
-                                        scale,
-                                        softcap,
-                                        sink: sinks.map(|s| s[head]),
-                                    },
-                                    dst,
-                                );
-                            }
-                        });
-                    })
-                }
+        // SAFETY: one unit per (sequence, head, query), each writing only its own D outputs.
+        unsafe {
+            super::host::filled(b * h * l * d, |out| {
+                let out_addr = out as usize;
+                super::pool::Pool::global().run(b * h * l, |units| {
+                    for unit in units {
+                        let (seq, head, i) = (unit / (h * l), unit / l % h, unit % l);
+                        let (k_rows, v_rows, rep) = &per_seq[seq];
+                        let g = head / rep;
+                        let dst =
+                            std::slice::from_raw_parts_mut((out_addr as *mut f32).add(unit * d), d);
+                        let keys = seqs[seq].span.keys(i);
+                        one_query(
+                            &q[unit * d..(unit + 1) * d],
+                            &k_rows[g][keys.start * d..keys.end * d],
+                            &v_rows[g][keys.start * d..keys.end * d],
+                            Logits {
+                                scale,
+                                softcap,
+                                sink: sinks.map(|s| s[head]),
+                            },
+                            dst,
+                        );
+                    }
+                });
             })
-        })
+        }
     })?;
     match out {
-        Some(Ok(Some(Ok(Some(out))))) => Ok(Some(Tensor::from_vec(out, (1, h, l, d), q.device())?)),
-        Some(Ok(Some(Err(e)))) | Some(Err(e)) => Err(e),
-        _ => Ok(None),
+        Some(out) => Ok(Some(Tensor::from_vec(out, (b, h, l, d), q.device())?)),
+        None => Ok(None),
     }
 }
 
-/// Calls `f` with, per head of `t` (`(1, heads, n, d)`, f16 CPU, each head's rows contiguous),
-/// the `n × d` slice of its rows; `None` when `t` is laid out otherwise.
-fn rows<R>(t: &Tensor, d: usize, f: impl FnOnce(&[&[f16]]) -> R) -> Result<Option<R>> {
+/// The f16 CPU storage of a `(1, heads, n, d)` tensor whose heads' rows are each contiguous,
+/// held while its per-head slices are read.
+struct HeadRows<G> {
+    storage: G,
+    /// Where each head's `n × d` rows start.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+/// `None` when `t` is not f16 on the CPU with each head's rows contiguous.
+fn head_rows(t: &Tensor, d: usize) -> Result<Option<HeadRows<impl Deref<Target = Storage> + '_>>> {
     if !t.device().is_cpu() || t.dtype() != candle_core::DType::F16 {
         return Ok(None);
     }
     let (_, heads, n, _) = t.dims4()?;
     let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Ok(None);
-    };
     let stride = layout.stride();
     if stride.len() != 4 || stride[3] != 1 || stride[2] != d {
         return Ok(None);
     }
-    let data = cpu.as_slice::<f16>()?;
     let start = layout.start_offset();
-    let mut per_head = Vec::with_capacity(heads);
-    for g in 0..heads {
-        let from = start + g * stride[1];
-        let Some(s) = data.get(from..from + n * d) else {
-            return Ok(None);
+    let starts: Vec<usize> = (0..heads).map(|g| start + g * stride[1]).collect();
+    let fits = match &*storage {
+        Storage::Cpu(cpu) => {
+            let have = cpu.as_slice::<f16>()?.len();
+            starts.iter().all(|&from| from + n * d <= have)
+        }
+        _ => false,
+    };
+    Ok(fits.then_some(HeadRows {
+        storage,
+        starts,
+        len: n * d,
+    }))
+}
+
+impl<G: Deref<Target = Storage>> HeadRows<G> {
+    /// Each head's rows (checked by [`head_rows`]; an error only if that check was wrong).
+    fn slices(&self) -> Result<Vec<&[f16]>> {
+        let Storage::Cpu(cpu) = &*self.storage else {
+            return Err(crate::Error::Internal("f16 key rows off the CPU".into()));
         };
-        per_head.push(s);
+        let data = cpu.as_slice::<f16>()?;
+        self.starts
+            .iter()
+            .map(|&from| {
+                data.get(from..from + self.len).ok_or_else(|| {
+                    crate::Error::Internal("key rows past the end of their storage".into())
+                })
+            })
+            .collect()
     }
-    Ok(Some(f(&per_head)))
 }
 
 /// How one query's logits are formed: the score scale, the optional soft cap, and the

@@ -221,16 +221,41 @@ impl Attention {
         layer: usize,
     ) -> Result<Tensor> {
         let (q, kv) = self.project(x)?;
-        let mut rows = Vec::with_capacity(caches.len());
+        let sinks: Option<Vec<f32>> = self.sinks.as_ref().map(|s| s.to_vec1()).transpose()?;
+        // Each row's keys go into its own cache first; then every row attends in one
+        // submission to the pool (one row at a time when the few-query path does not apply).
+        let mut seen = Vec::with_capacity(caches.len());
+        let mut qs = Vec::with_capacity(caches.len());
         for (i, (cache, t)) in caches.iter_mut().zip(tables).enumerate() {
             let row = |t: &Tensor| t.narrow(0, i, 1);
-            let kv_i = match &kv {
-                Some((k, v)) => Some((row(k)?, row(v)?.contiguous()?)),
-                None => None,
+            let pos = cache.pos();
+            qs.push(self.rotate(row(&q)?, (rope, t))?);
+            let kv = match &kv {
+                Some((k, v)) => {
+                    let k = self.rotate(row(k)?, (rope, t))?;
+                    cache.append_kv(layer, &k, &row(v)?.contiguous()?)?
+                }
+                None => cache.shared_kv(layer)?,
             };
-            rows.push(self.attend_rotated(row(&q)?, kv_i, (rope, t), cache, layer)?);
+            seen.push((kv, pos));
         }
-        self.output(&Tensor::cat(&rows, 0)?)
+        let y = match attend_batch(&self.cfg, &qs, &seen, sinks.as_deref())? {
+            Some(y) => y,
+            None => {
+                let mut rows = Vec::with_capacity(qs.len());
+                for (q, (kv, pos)) in qs.iter().zip(&seen) {
+                    rows.push(attend_in_blocks(
+                        &self.cfg,
+                        q,
+                        kv,
+                        (*pos, sinks.as_deref()),
+                        QUERY_BLOCK,
+                    )?);
+                }
+                Tensor::cat(&rows, 0)?
+            }
+        };
+        self.output(&y)
     }
 
     /// Projects `x` (`(B, L, hidden)`) to queries and, unless the layer reads another
@@ -375,33 +400,17 @@ fn attend(
     sinks: Option<&[f32]>,
 ) -> Result<Tensor> {
     let (b, _, l, _) = q.dims4()?;
-    // Keys the queries see: none after the last query, none before the first one's window.
-    let first_key = match c.sliding_window {
-        Some(w) => (pos + 1).saturating_sub(w),
-        None => 0,
-    };
-    let Some(skip) = first_key.checked_sub(kv.start) else {
-        return Err(crate::Error::Internal(format!(
-            "attention at position {pos} needs keys from {first_key}; the cache holds them from {}",
-            kv.start
-        )));
-    };
+    let (first_key, k, v) = visible(c, kv, pos, l)?;
     let n_keys = pos + l - first_key;
-    let (k, v) = (kv.k.narrow(2, skip, n_keys)?, kv.v.narrow(2, skip, n_keys)?);
     // A few queries on the CPU (decoding, short prompts): read the cache in place, in
     // llama.cpp's flash-attention numerics.
     if l < attn_few::MAX_QUERIES {
-        let span = attn_few::Span {
-            pos,
-            first_key,
-            window: c.sliding_window,
+        let keys = attn_few::Keys {
+            k: &k,
+            v: &v,
+            span: span(c, pos, first_key),
         };
-        let cap = c.softcap.map(|c| c as f32);
-        let scale = match c.scale_queries {
-            true => attn_few::Scale::Query(c.scale as f32),
-            false => attn_few::Scale::Scores(c.scale as f32),
-        };
-        if let Some(y) = attn_few::attend_few(q, &k, &v, span, (scale, cap), sinks)? {
+        if let Some(y) = attn_few::attend_few_batch(q, &[keys], few_logits(c), sinks)? {
             return Ok(y);
         }
     }
@@ -443,6 +452,74 @@ fn attend(
     };
     // Weighted values: (B, KV, rep*L, D) -> (B, H, L, D).
     Ok(probs.matmul(&v)?.reshape((b, c.n_heads, l, c.head_dim))?)
+}
+
+/// Rows `q[i]` (`(1, H, L, D)` each, at `seen[i].1`) against their own sequences' keys
+/// `seen[i].0` in one pool submission: `(B, H, L, D)`, each row as [`attend`] gives it alone;
+/// `None` when the few-query path does not take them all (then each row goes alone).
+fn attend_batch(
+    c: &Config,
+    qs: &[Tensor],
+    seen: &[(KvView, usize)],
+    sinks: Option<&[f32]>,
+) -> Result<Option<Tensor>> {
+    let l = match qs.first() {
+        Some(q) => q.dim(2)?,
+        None => return Ok(None),
+    };
+    if l >= attn_few::MAX_QUERIES || qs.iter().any(|q| q.dim(2).ok() != Some(l)) {
+        return Ok(None);
+    }
+    let mut views = Vec::with_capacity(seen.len());
+    for (kv, pos) in seen {
+        let (first_key, k, v) = visible(c, kv, *pos, l)?;
+        views.push((k, v, span(c, *pos, first_key)));
+    }
+    let keys: Vec<attn_few::Keys> = views
+        .iter()
+        .map(|(k, v, span)| attn_few::Keys { k, v, span: *span })
+        .collect();
+    let q = Tensor::cat(qs, 0)?;
+    attn_few::attend_few_batch(&q, &keys, few_logits(c), sinks)
+}
+
+/// The keys and values `l` queries at `pos` see, from the first visible position (none after
+/// the last query, none before the first one's window): `(first_key, k, v)`.
+fn visible(c: &Config, kv: &KvView, pos: usize, l: usize) -> Result<(usize, Tensor, Tensor)> {
+    let first_key = match c.sliding_window {
+        Some(w) => (pos + 1).saturating_sub(w),
+        None => 0,
+    };
+    let Some(skip) = first_key.checked_sub(kv.start) else {
+        return Err(crate::Error::Internal(format!(
+            "attention at position {pos} needs keys from {first_key}; the cache holds them from {}",
+            kv.start
+        )));
+    };
+    let n_keys = pos + l - first_key;
+    Ok((
+        first_key,
+        kv.k.narrow(2, skip, n_keys)?,
+        kv.v.narrow(2, skip, n_keys)?,
+    ))
+}
+
+/// Where the few-query kernel's queries and keys sit.
+fn span(c: &Config, pos: usize, first_key: usize) -> attn_few::Span {
+    attn_few::Span {
+        pos,
+        first_key,
+        window: c.sliding_window,
+    }
+}
+
+/// The few-query kernel's score scale and soft cap for this layer.
+fn few_logits(c: &Config) -> (attn_few::Scale, Option<f32>) {
+    let scale = match c.scale_queries {
+        true => attn_few::Scale::Query(c.scale as f32),
+        false => attn_few::Scale::Scores(c.scale as f32),
+    };
+    (scale, c.softcap.map(|c| c as f32))
 }
 
 /// Queries per block when a prompt is attended in blocks.
