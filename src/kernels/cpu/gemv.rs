@@ -290,12 +290,16 @@ pub(crate) fn gemv(
     {
         use super::rows512::MAX_ACTS;
         let out_addr = out.as_mut_ptr() as usize;
+        let groups: Vec<super::rows512::Group> = xqs
+            .chunks(MAX_ACTS)
+            .map(super::rows512::Group::new)
+            .collect();
         super::pool::Pool::global().run(n.div_ceil(2), |ps| {
             let mut vals = [(0f32, 0f32); MAX_ACTS];
             for p in ps {
                 let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
-                for (g, group) in xqs.chunks(MAX_ACTS).enumerate() {
-                    let vals = &mut vals[..group.len()];
+                for (g, group) in groups.iter().enumerate() {
+                    let vals = &mut vals[..group.xs.len()];
                     // SAFETY: SIMD kernels are selected only when the CPU reports their
                     // features (`kernel()`); the rows and activations hold `k / 32` blocks.
                     unsafe { pairs.run(row(a), row(b), group, vals) };
@@ -329,19 +333,19 @@ enum Pairs {
 
 #[cfg(target_arch = "x86_64")]
 impl Pairs {
-    /// `out[j]`: rows `ra`, `rb` times `xs[j]`, for `xs.len() ≤ MAX_ACTS`.
+    /// `out[j]`: rows `ra`, `rb` times `g.xs[j]`, for `g.xs.len() ≤ MAX_ACTS`.
     ///
     /// # Safety
     /// The CPU has the form's features; the rows and each `xs[j]` hold the same number of
     /// whole blocks.
-    unsafe fn run(self, ra: &[u8], rb: &[u8], xs: &[Q8], out: &mut [(f32, f32)]) {
+    unsafe fn run(self, ra: &[u8], rb: &[u8], g: &super::rows512::Group, out: &mut [(f32, f32)]) {
         match self {
             Self::Avx2(pair) => {
-                for (o, x) in out.iter_mut().zip(xs) {
+                for (o, x) in out.iter_mut().zip(g.xs) {
                     *o = pair(ra, rb, x);
                 }
             }
-            Self::Avx512(rows) => rows(ra, rb, xs, out),
+            Self::Avx512(rows) => rows(ra, rb, g, out),
         }
     }
 }

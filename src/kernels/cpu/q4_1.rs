@@ -84,15 +84,10 @@ impl super::rows512::Format for Avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn unpack(a: *const u8, b: *const u8) -> Self::Weights {
         use std::arch::x86_64::*;
-        let (qa, qb) = (
-            _mm_loadu_si128(a.add(4) as *const __m128i),
-            _mm_loadu_si128(b.add(4) as *const __m128i),
-        );
+        let ab = _mm256_loadu2_m128i(b.add(4) as *const __m128i, a.add(4) as *const __m128i);
         // [qa, qa, qb, qb], the second and fourth quarters shifted to their high nibbles.
-        let v = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_set_m128i(qa, qa)),
-            _mm256_set_m128i(qb, qb),
-        );
+        let ab = _mm512_castsi256_si512(ab);
+        let v = _mm512_shuffle_i64x2::<0b01_01_00_00>(ab, ab);
         let v = _mm512_mask_srli_epi16::<4>(v, 0xFF00_FF00, v);
         _mm512_and_si512(v, _mm512_set1_epi8(0x0F))
     }

@@ -13,9 +13,32 @@ use super::gemv::{halves_ps, hsum, prefetch_next_pair, Q8, QK};
 pub(crate) const MAX_ACTS: usize = 4;
 const _: () = assert!(MAX_ACTS <= 4, "the minimums' chains fill eight lanes");
 
-/// Two weight rows against `xs.len() ≤` [`MAX_ACTS`] activation rows: `out[j]` is the pair's
-/// products with `xs[j]`.
-pub(crate) type Rows = unsafe fn(&[u8], &[u8], &[Q8], &mut [(f32, f32)]);
+/// Up to [`MAX_ACTS`] activation rows as these kernels read them: the rows, and per block
+/// their scaled sums `s` in the minimum chains' lane order (`[s₀, s₀, s₁, s₁, …]`, 0 past the
+/// last row), gathered once per product rather than once per pair of weight rows.
+pub(crate) struct Group<'a> {
+    /// The activation rows.
+    pub(crate) xs: &'a [Q8],
+    s8: Vec<[f32; 8]>,
+}
+
+impl<'a> Group<'a> {
+    /// The group of `xs` (at most [`MAX_ACTS`] rows).
+    pub(crate) fn new(xs: &'a [Q8]) -> Self {
+        let blocks = xs.iter().map(|x| x.s.len()).min().unwrap_or(0);
+        let s8 = (0..blocks)
+            .map(|b| {
+                let s = |j: usize| xs.get(j).map_or(0.0, |x| x.s[b]);
+                [s(0), s(0), s(1), s(1), s(2), s(2), s(3), s(3)]
+            })
+            .collect();
+        Self { xs, s8 }
+    }
+}
+
+/// Two weight rows against a group of `xs.len() ≤` [`MAX_ACTS`] activation rows: `out[j]` is
+/// the pair's products with `xs[j]`.
+pub(crate) type Rows = unsafe fn(&[u8], &[u8], &Group, &mut [(f32, f32)]);
 
 /// A block format as these kernels read it.
 pub(crate) trait Format {
@@ -40,27 +63,37 @@ pub(crate) trait Format {
     unsafe fn sums(w: Self::Weights, x: &Q8, b: usize) -> __m512i;
 }
 
-/// The products of rows `ra` and `rb` with each of `M` activation rows.
+/// The products of rows `ra` and `rb` with each of `M` activation rows (`s8`: their
+/// [`Group`]'s minimum sums).
 #[inline(always)]
-unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) -> [(f32, f32); M] {
-    let f16_at = |p: *const u8| {
-        let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-    };
+unsafe fn pair<F: Format, const M: usize>(
+    ra: &[u8],
+    rb: &[u8],
+    xs: [&Q8; M],
+    s8: &[[f32; 8]],
+) -> [(f32, f32); M] {
     let blocks = ra.len().min(rb.len()) / F::BYTES;
     assert!(xs
         .iter()
         .all(|x| x.qs.len() >= blocks * QK && x.d.len() >= blocks));
-    assert!(!F::MIN || xs.iter().all(|x| x.s.len() >= blocks));
-    // Lane 2j: row a's minimum chain with activation row j; lane 2j + 1: row b's.
-    let pairs_of = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    assert!(!F::MIN || s8.len() >= blocks);
+    // From a block pair's headers `[d_a, m_a, d_b, m_b]`: `d_a` in the low eight lanes and
+    // `d_b` in the high ones; `m_a`, `m_b` alternating, lane 2j and 2j + 1 being row a's and
+    // row b's minimum chain with activation row j.
+    let d_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    let m_lanes = _mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3);
     let mut acc = [_mm512_setzero_ps(); M];
     let mut mins = _mm256_setzero_ps();
     for b in 0..blocks {
         let (pa, pb) = (ra.as_ptr().add(b * F::BYTES), rb.as_ptr().add(b * F::BYTES));
         prefetch_next_pair(ra, b, F::BYTES);
         let w = F::unpack(pa, pb);
-        let d = split_ps(f16_at(pa), f16_at(pb));
+        // Both blocks' first four bytes as f16 pairs, converted at once: the scale, then the
+        // minimum (a format without one has weights there, which are never read).
+        let head = (pa as *const u32).read_unaligned() as u64
+            | ((pb as *const u32).read_unaligned() as u64) << 32;
+        let dm = _mm_cvtph_ps(_mm_cvtsi64_si128(head as i64));
+        let d = _mm512_permutexvar_ps(d_lanes, _mm512_castps128_ps512(dm));
         for j in 0..M {
             let lanes = _mm512_cvtepi32_ps(F::sums(w, xs[j], b));
             // Each lane's scale is the row's `d` times the activations' (one rounding, as
@@ -70,13 +103,9 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
         }
         if F::MIN {
             // Every chain's `m · s_x` fused in one step, each lane the scalar step.
-            let bits = (pa.add(2) as *const u16).read_unaligned() as i32
-                | ((pb.add(2) as *const u16).read_unaligned() as i32) << 16;
-            let m = _mm_castps_pd(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
-            let m = _mm256_castpd_ps(_mm256_broadcastsd_pd(m));
-            let s = |j: usize| if j < M { xs[j].s[b] } else { 0.0 };
-            let s = _mm256_castps128_ps256(_mm_setr_ps(s(0), s(1), s(2), s(3)));
-            mins = _mm256_fmadd_ps(m, _mm256_permutevar8x32_ps(s, pairs_of), mins);
+            let m = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dm), m_lanes);
+            let s = _mm256_loadu_ps(s8.as_ptr().add(b) as *const f32);
+            mins = _mm256_fmadd_ps(m, s, mins);
         }
     }
     let mut min = [0f32; 8];
@@ -93,14 +122,15 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
 /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `ra` and `rb` hold whole blocks,
 /// each `xs[j]` as many; `out` holds `xs.len() ≤ MAX_ACTS` entries.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], xs: &[Q8], out: &mut [(f32, f32)]) {
-    assert!(out.len() == xs.len());
-    match xs {
-        [a] => out.copy_from_slice(&pair::<F, 1>(ra, rb, [a])),
-        [a, b] => out.copy_from_slice(&pair::<F, 2>(ra, rb, [a, b])),
-        [a, b, c] => out.copy_from_slice(&pair::<F, 3>(ra, rb, [a, b, c])),
-        [a, b, c, d] => out.copy_from_slice(&pair::<F, 4>(ra, rb, [a, b, c, d])),
-        _ => panic!("{} activation rows at once; at most {MAX_ACTS}", xs.len()),
+pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], g: &Group, out: &mut [(f32, f32)]) {
+    assert!(out.len() == g.xs.len());
+    let s8 = &g.s8;
+    match g.xs {
+        [a] => out.copy_from_slice(&pair::<F, 1>(ra, rb, [a], s8)),
+        [a, b] => out.copy_from_slice(&pair::<F, 2>(ra, rb, [a, b], s8)),
+        [a, b, c] => out.copy_from_slice(&pair::<F, 3>(ra, rb, [a, b, c], s8)),
+        [a, b, c, d] => out.copy_from_slice(&pair::<F, 4>(ra, rb, [a, b, c, d], s8)),
+        _ => panic!("{} activation rows at once; at most {MAX_ACTS}", g.xs.len()),
     }
 }
 
@@ -122,13 +152,6 @@ pub(crate) unsafe fn both_halves(x: &Q8, b: usize) -> __m512i {
     _mm512_broadcast_i64x4(_mm256_loadu_si256(
         x.qs.as_ptr().add(b * QK) as *const __m256i
     ))
-}
-
-/// `a` in the low eight lanes, `b` in the high eight.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn split_ps(a: f32, b: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
 }
 
 #[cfg(test)]
