@@ -96,13 +96,22 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
     );
     let high_masks = _mm512_set_epi32(k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0, k3, 0);
     let shifts = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0);
-    let spreads = SPREADS.map(|v| _mm512_loadu_si512(v.as_ptr() as *const _));
+    // Plain loops, not `array::map`, here and below: `map` is not compiled with this
+    // function's target features, so it was not inlined and every element went through a
+    // call and memory (a tenth of Llama 3.2 1B's decoding time).
+    let mut spreads = [_mm512_setzero_si512(); 4];
+    for (v, s) in spreads.iter_mut().zip(&SPREADS) {
+        *v = _mm512_loadu_si512(s.as_ptr() as *const _);
+    }
     let mins16 = _mm512_loadu_si512(MINS.as_ptr() as *const _);
     let firsts = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
     let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
     let mut acc = [_mm256_setzero_ps(); M];
     for b in 0..supers {
-        let blk = rows.map(|r| r.add(b * Q4K_BYTES));
+        let mut blk = rows;
+        for r in &mut blk {
+            *r = r.add(b * Q4K_BYTES);
+        }
         // The next quad's bytes, in order: a quarter of a row's share per super-block.
         let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
         for line in 0..9 {
@@ -126,22 +135,24 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
         );
         // Minimums times the activations' sums per 32: four i32 per row, in the row's lane.
         let mins16 = _mm512_shuffle_epi8(unpacked, mins16);
-        let mins = xs.map(|(_, sums)| {
+        let mut mins = [_mm512_setzero_si512(); M];
+        for (m, (_, sums)) in mins.iter_mut().zip(&xs) {
             let block = _mm_loadu_si128(sums[b].as_ptr() as *const _);
-            _mm512_madd_epi16(mins16, _mm512_broadcast_i32x4(block))
-        });
+            *m = _mm512_madd_epi16(mins16, _mm512_broadcast_i32x4(block));
+        }
         // Sub-blocks (0, 2), (1, 3), (4, 6), (5, 7): the low and high nibbles of 64 bytes.
-        let acts = xs.map(|(x, _)| {
+        let mut acts = [[_mm512_setzero_si512(); 4]; M];
+        for (a, (x, _)) in acts.iter_mut().zip(&xs) {
             let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
             let (x01, x23) = (_mm512_loadu_si512(xq), _mm512_loadu_si512(xq.add(1)));
             let (x45, x67) = (_mm512_loadu_si512(xq.add(2)), _mm512_loadu_si512(xq.add(3)));
-            [
+            *a = [
                 _mm512_shuffle_i64x2::<0x44>(x01, x23),
                 _mm512_shuffle_i64x2::<0xEE>(x01, x23),
                 _mm512_shuffle_i64x2::<0x44>(x45, x67),
                 _mm512_shuffle_i64x2::<0xEE>(x45, x67),
-            ]
-        });
+            ];
+        }
         let scales = [
             lane::<0x00>(unpacked),
             lane::<0x55>(unpacked),
@@ -158,7 +169,10 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
                 _mm512_and_si512(q1, low),
                 _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low),
             ];
-            let sc = spreads.map(|s| _mm512_shuffle_epi8(scales[r], s));
+            let mut sc = [_mm512_setzero_si512(); 4];
+            for (c, s) in sc.iter_mut().zip(&spreads) {
+                *c = _mm512_shuffle_epi8(scales[r], *s);
+            }
             for (isum, x) in isum.iter_mut().zip(&acts) {
                 for i in 0..4 {
                     // Pairs of nibble × i8 products fit i16; `vpdpwssd` weights them by the
@@ -177,11 +191,15 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[j]);
         }
     }
-    acc.map(|acc| {
+    let mut out = [[0f32; 4]; M];
+    for (o, acc) in out.iter_mut().zip(&acc) {
         let mut all = [0f32; 8];
-        _mm256_storeu_ps(all.as_mut_ptr(), acc);
-        std::array::from_fn(|r| all[r] - all[4 + r])
-    })
+        _mm256_storeu_ps(all.as_mut_ptr(), *acc);
+        for (r, v) in o.iter_mut().enumerate() {
+            *v = all[r] - all[4 + r];
+        }
+    }
+    out
 }
 
 /// The four rows' integer sums (`isum`, one register per row) and minimum sums (`mins`, four
@@ -235,19 +253,29 @@ pub(crate) unsafe fn q6k_quad<const M: usize>(
     // Bits 2·idx of each high byte feed run idx: runs 0 and 1 (low nibbles), 2 and 3 (high).
     let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
     let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
-    let spread = Q6_SPREADS.map(|v| _mm512_loadu_si512(v.as_ptr() as *const _));
+    let mut spread = [_mm512_setzero_si512(); 4];
+    for (v, s) in spread.iter_mut().zip(&Q6_SPREADS) {
+        *v = _mm512_loadu_si512(s.as_ptr() as *const _);
+    }
     let mut acc = [[_mm256_setzero_ps(); 4]; M];
     for b in 0..supers {
-        let blk = rows.map(|r| r.add(b * Q6K_BYTES));
+        let mut blk = rows;
+        for r in &mut blk {
+            *r = r.add(b * Q6K_BYTES);
+        }
         let next = rows[0].wrapping_add(ahead + b * 4 * Q6K_BYTES);
         for line in 0..14 {
             _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
         }
-        let acts = xs.map(|(x, _)| {
+        let mut acts = [[_mm512_setzero_si512(); 4]; M];
+        let mut bsums = [_mm256_setzero_si256(); M];
+        for ((a, bs), (x, sums)) in acts.iter_mut().zip(&mut bsums).zip(&xs) {
             let xq = x.qs.as_ptr().add(b * QK_K) as *const __m512i;
-            [0, 1, 2, 3].map(|i| _mm512_loadu_si512(xq.add(i)))
-        });
-        let bsums = xs.map(|(_, sums)| _mm256_loadu_si256(sums[b].as_ptr() as *const __m256i));
+            for (i, v) in a.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(xq.add(i));
+            }
+            *bs = _mm256_loadu_si256(sums[b].as_ptr() as *const __m256i);
+        }
         for r in 0..4 {
             let p = blk[r];
             let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
@@ -290,7 +318,13 @@ pub(crate) unsafe fn q6k_quad<const M: usize>(
             }
         }
     }
-    acc.map(|a| a.map(|a| super::gemv::hsum(a)))
+    let mut out = [[0f32; 4]; M];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (v, a) in o.iter_mut().zip(a) {
+            *v = super::gemv::hsum(*a);
+        }
+    }
+    out
 }
 
 /// `out[j·n + i]` = row `i` of `weights` (`n` Q4_K rows, or Q6_K with `q6`, of `row_bytes`)
