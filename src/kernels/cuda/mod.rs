@@ -37,6 +37,17 @@ use crate::{Error, Result};
 const MIN_CHUNK: usize = 128;
 const MAX_SPLITS: usize = 128;
 
+/// Key splits of a one-token step for a layer: those the position needs (`nsplit`), or for a
+/// sliding-window layer only those its window spans. Splits past the window's keys held no
+/// keys but still ran (query, norm and RoPE, partials) and were joined: at 32,768 positions
+/// every window layer of Gemma 3 launched 128 splits for its 512 keys.
+fn window_splits(nsplit: usize, window: usize, chunk: usize) -> usize {
+    match window {
+        0 => nsplit,
+        w => nsplit.min(w.div_ceil(chunk.max(1))).max(1),
+    }
+}
+
 /// The ggml id of a weight type the kernels multiply, with its block bytes and values.
 fn type_id(t: GgmlDType) -> Option<(i32, usize, usize)> {
     Some(match t {
@@ -645,7 +656,7 @@ impl Decoder {
             self.ctx,
             a,
             &l.rope,
-            (nsplit, self.chunk),
+            (window_splits(nsplit, a.window, self.chunk), self.chunk),
         )?;
         let qd = a.n_heads * a.d;
         match &l.post_attn_norm {
