@@ -356,6 +356,7 @@ mod tests {
     }
 
     /// Whether this process has the page at `addr` mapped (`/proc/self/pagemap`'s present bit).
+    #[cfg(target_os = "linux")]
     fn mapped_here(addr: usize) -> bool {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open("/proc/self/pagemap").unwrap();
@@ -367,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn released_pages_stay_out_when_their_neighbours_are_read() {
         // 8 MiB in the page cache (written, then read through the map), the middle 2 MiB
         // released, then every other page read: none of the released ones may come back
