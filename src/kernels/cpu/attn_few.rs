@@ -456,6 +456,64 @@ mod tests {
     }
 
     #[test]
+    fn sequences_attended_together_get_what_each_gets_alone() {
+        let dev = Device::Cpu;
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
+        let (h, kv, d, cap) = (6, 2, 64, 90);
+        // Three sequences' caches, each at its own position, one with a window; sinks too.
+        let sinks = [0.5, -1.0, 2.0, 0.0, 1.5, -0.5];
+        let caches: Vec<(Tensor, Tensor, Span)> = [(40, None), (7, None), (85, Some(16))]
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, window))| {
+                let seed = 10 + 2 * i as u32;
+                let k = Tensor::from_vec(halves(kv * cap * d, seed), (1, kv, cap, d), &dev)
+                    .unwrap()
+                    .narrow(2, 0, n)
+                    .unwrap();
+                let v = Tensor::from_vec(halves(kv * cap * d, seed + 1), (1, kv, cap, d), &dev)
+                    .unwrap()
+                    .narrow(2, 0, n)
+                    .unwrap();
+                let span = Span {
+                    pos: n - 1,
+                    first_key: 0,
+                    window,
+                };
+                (k, v, span)
+            })
+            .collect();
+        let q = Tensor::from_vec(values(3 * h * d, 5), (3, h, 1, d), &dev).unwrap();
+        let logits = (Scale::Scores(0.125), Some(30.0));
+        let keys: Vec<Keys> = caches
+            .iter()
+            .map(|(k, v, span)| Keys { k, v, span: *span })
+            .collect();
+        let bits = |t: Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let together = attend_few_batch(&q, &keys, logits, Some(&sinks))
+            .unwrap()
+            .expect("cache views are supported");
+        for (i, (k, v, span)) in caches.iter().enumerate() {
+            let row = q.narrow(0, i, 1).unwrap();
+            let alone = attend_few(&row, k, v, *span, logits, Some(&sinks))
+                .unwrap()
+                .expect("cache views are supported");
+            assert_eq!(
+                bits(together.narrow(0, i, 1).unwrap()),
+                bits(alone),
+                "sequence {i}"
+            );
+        }
+        // A batch whose rows do not match its sequences is declined.
+        assert!(attend_few_batch(&q, &keys[..2], logits, None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn the_accumulator_holds_f16_values_like_ggml() {
         // Two keys with equal scores: acc = f16(f16(v0) + v1) / 2, not (v0 + v1) / 2.
         let (q, k) = ([0f32; 8], [f16::ZERO; 16]);
