@@ -205,7 +205,16 @@ impl Attention {
         layer: usize,
     ) -> Result<Tensor> {
         let (q, kv) = self.project(x)?;
-        let y = self.attend_rotated(q, kv, rope, cache, layer)?;
+        let (q, kv, pos) = self.store_rotated(q, kv, rope, cache, layer)?;
+        // Long prompts go in blocks of queries, each against only the keys it can see: the
+        // causal half of the score matrix is never computed.
+        let y = attend_in_blocks(
+            &self.cfg,
+            &q,
+            &kv,
+            (pos, self.sinks()?.as_deref()),
+            QUERY_BLOCK,
+        )?;
         self.output(&y)
     }
 
@@ -221,22 +230,19 @@ impl Attention {
         layer: usize,
     ) -> Result<Tensor> {
         let (q, kv) = self.project(x)?;
-        let sinks: Option<Vec<f32>> = self.sinks.as_ref().map(|s| s.to_vec1()).transpose()?;
+        let sinks = self.sinks()?;
         // Each row's keys go into its own cache first; then every row attends in one
         // submission to the pool (one row at a time when the few-query path does not apply).
         let mut seen = Vec::with_capacity(caches.len());
         let mut qs = Vec::with_capacity(caches.len());
         for (i, (cache, t)) in caches.iter_mut().zip(tables).enumerate() {
             let row = |t: &Tensor| t.narrow(0, i, 1);
-            let pos = cache.pos();
-            qs.push(self.rotate(row(&q)?, (rope, t))?);
-            let kv = match &kv {
-                Some((k, v)) => {
-                    let k = self.rotate(row(k)?, (rope, t))?;
-                    cache.append_kv(layer, &k, &row(v)?.contiguous()?)?
-                }
-                None => cache.shared_kv(layer)?,
+            let kv_i = match &kv {
+                Some((k, v)) => Some((row(k)?, row(v)?.contiguous()?)),
+                None => None,
             };
+            let (q, kv, pos) = self.store_rotated(row(&q)?, kv_i, (rope, t), cache, layer)?;
+            qs.push(q);
             seen.push((kv, pos));
         }
         let y = match attend_batch(&self.cfg, &qs, &seen, sinks.as_deref())? {
@@ -300,30 +306,29 @@ impl Attention {
         }
     }
 
-    /// Rotates `q` and the keys, then attends (with the layer's sinks, if any): storing keys
-    /// and values in layer `layer` of `cache`, or (without them) reading those of the layer
-    /// this one shares, as they stand after this pass.
-    fn attend_rotated(
+    /// Rotates `q` and the keys and stores keys and values in layer `layer` of `cache`, or
+    /// (without them) reads those of the layer this one shares, as they stand after this
+    /// pass: the rotated queries, the keys they see and the position of the first query.
+    fn store_rotated(
         &self,
         q: Tensor,
         kv: Option<(Tensor, Tensor)>,
         rope: (&Rope, &Tables),
         cache: &mut Cache,
         layer: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, KvView, usize)> {
+        let pos = cache.pos();
         let q = self.rotate(q, rope)?;
-        let sinks: Option<Vec<f32>> = self.sinks.as_ref().map(|s| s.to_vec1()).transpose()?;
-        match kv {
-            Some((k, v)) => {
-                let k = self.rotate(k, rope)?;
-                attend_cached_with_sinks(&self.cfg, (&q, &k, &v), cache, layer, sinks.as_deref())
-            }
-            None => {
-                let kv = cache.shared_kv(layer)?;
-                let at = (cache.pos(), sinks.as_deref());
-                attend_in_blocks(&self.cfg, &q, &kv, at, QUERY_BLOCK)
-            }
-        }
+        let kv = match kv {
+            Some((k, v)) => cache.append_kv(layer, &self.rotate(k, rope)?, &v)?,
+            None => cache.shared_kv(layer)?,
+        };
+        Ok((q, kv, pos))
+    }
+
+    /// The layer's sink logit per query head, if it has sinks.
+    fn sinks(&self) -> Result<Option<Vec<f32>>> {
+        Ok(self.sinks.as_ref().map(|s| s.to_vec1()).transpose()?)
     }
 
     /// The output projection of attended values: (B, H, L, D) -> (B, L, hidden).
@@ -346,23 +351,9 @@ pub fn attend_cached(
     cache: &mut Cache,
     layer: usize,
 ) -> Result<Tensor> {
-    attend_cached_with_sinks(c, (q, k, v), cache, layer, None)
-}
-
-/// [`attend_cached`] with an optional sink logit per query head.
-fn attend_cached_with_sinks(
-    c: &Config,
-    (q, k, v): (&Tensor, &Tensor, &Tensor),
-    cache: &mut Cache,
-    layer: usize,
-    sinks: Option<&[f32]>,
-) -> Result<Tensor> {
     let pos = cache.pos();
-    // 3. Cache: the keys/values held, (B, KV, pos + L - start, D).
     let kv = cache.append_kv(layer, k, v)?;
-    // 4. Long prompts go in blocks of queries, each against only the keys it can see:
-    //    the causal half of the score matrix is never computed.
-    attend_in_blocks(c, q, &kv, (pos, sinks), QUERY_BLOCK)
+    attend_in_blocks(c, q, &kv, (pos, None), QUERY_BLOCK)
 }
 
 /// [`attend`] for blocks of at most `block` queries at a time.
@@ -405,12 +396,8 @@ fn attend(
     // A few queries on the CPU (decoding, short prompts): read the cache in place, in
     // llama.cpp's flash-attention numerics.
     if l < attn_few::MAX_QUERIES {
-        let keys = attn_few::Keys {
-            k: &k,
-            v: &v,
-            span: span(c, pos, first_key),
-        };
-        if let Some(y) = attn_few::attend_few_batch(q, &[keys], few_logits(c), sinks)? {
+        let span = span(c, pos, first_key);
+        if let Some(y) = attn_few::attend_few(q, &k, &v, span, few_logits(c), sinks)? {
             return Ok(y);
         }
     }
