@@ -1,5 +1,5 @@
-// Attention: one token split over the keys with its own RoPE and cache store (attn_one1..4, by
-// query heads per block), and prompts in llama.cpp's CPU order (attn_seq).
+// Attention: one token split over the keys with its own RoPE and cache store (attn_one{1..4}_{D},
+// by query heads per block and head width), and prompts in llama.cpp's CPU order (attn_seq).
 
 #pragma once
 
@@ -10,41 +10,50 @@
 // every row that many times). Each block first applies the per-head norm and RoPE to its
 // query heads; the block whose split holds the token's own position does the same to the
 // token's key, stores key and value in the f16 cache and uses them from shared memory
-// (blocks of other query heads of the same KV head write the same bytes). Split s of the
-// query at position p covers keys [first + s*chunk, min(first + (s+1)*chunk, p + 1)),
-// `first` where the window starts. A warp takes 32 keys at a time, a key per lane for the
-// scores and the online softmax of every head, then the values key by key with the head's
-// dimensions across lanes. Every head's numbers are computed in the same order as with one
+// (blocks of other query heads of the same KV head write the same bytes). The query at
+// position p attends to keys [first, p + 1), `first` where the window starts, in `splits`
+// equal shares (`chunk` keys; the launch sets the count, the kernel the share, so a captured
+// step serves every later position). A warp takes 32 keys at a time: their rows staged in
+// shared memory, a key per lane for the scores and the online softmax of every head, then
+// the value rows staged in the same space, summed key by key with the head's dimensions
+// across lanes. Every head's numbers are computed in the same order as with one
 // head per block. The partials (max, sum, d values) go to `part`; the last split of a block
 // group to finish (a counter per group, reset by it) joins them and writes the heads' parts
 // of the output projection's q8 input.
 
 #define ATT_WARPS 4
 #define MAX_DPL 8  // head_dim / 32, up to 256
-#define MAX_SPLITS 128  // the decoder's MAX_SPLITS (mod.rs)
+#define MAX_SPLITS 256  // at least the decoder's MAX_SPLITS (mod.rs)
 
-template <int GB>
+// Chunk c8 (16 bytes) of staged row `row` sits at chunk c8 ^ (row & 7) of the row, so that the
+// eight lanes of a 16-byte shared load, each reading the same chunk of its own row, hit eight
+// different bank groups (rows are 128, 256 or 512 bytes, all in the same banks otherwise).
+static __device__ __forceinline__ int stage_at(int row, int c8, int h8) {
+    return row * h8 + (c8 ^ (row & 7));
+}
+
+template <int GB, int D>
 static __device__ __forceinline__ void attn_one_body(
     const float* q, const float* k, const float* v, const float* qn, const float* kn, float eps,
     __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq, const int* pos0,
-    int ctx, int n_heads, int n_kv, int d, float scale, float softcap, int window, int chunk,
-    float theta_scale, const float* factors, float pos_scale, int neox) {
-    // 4 warps × 32 rows × d halves of values; after the keys, the warps' partial sums.
+    int ctx, int n_heads, int n_kv, float scale, float softcap, int window, float theta_scale,
+    const float* factors, float pos_scale, int neox) {
+    // 4 warps × 32 rows × D halves: a warp's group of keys, then of values; after the keys,
+    // the warps' partial sums; in the join, the splits' maxima, sums and the outputs.
     extern __shared__ __align__(16) unsigned char vstage[];
-    __shared__ float qs[GB][256];
-    __shared__ __align__(16) __half kcur[256];
-    __shared__ __align__(16) __half vcur[256];
+    constexpr int d = D, dpl = D / 32, half = D / 2, h8 = D / 8;
+    __shared__ float qs[GB][D];
+    __shared__ __align__(16) __half kcur[D];
+    __shared__ __align__(16) __half vcur[D];
     __shared__ float sm[GB][ATT_WARPS], sl[GB][ATT_WARPS];
-    __shared__ float fm[GB][MAX_SPLITS], fl[GB][MAX_SPLITS], y[32 * MAX_DPL];
-    __shared__ float yg[GB][32 * MAX_DPL];
     __shared__ bool last;
     const int grp = blockIdx.x, split = blockIdx.z, nsplit = gridDim.z;
     const int head0 = grp * GB, kvh = head0 / (n_heads / n_kv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int p = *pos0;
     const int first = window > 0 ? max(0, p + 1 - window) : 0;
+    const int chunk = (p + 1 - first + nsplit - 1) / nsplit;
     const int k0 = first + split * chunk, k1 = min(first + (split + 1) * chunk, p + 1);
-    const int dpl = d / 32, half = d / 2;
     __half* kb = kc + (size_t)kvh * ctx * d;
     __half* vb = vc + (size_t)kvh * ctx * d;
     const bool own = k0 <= p && p < k1;
@@ -116,31 +125,40 @@ static __device__ __forceinline__ void attn_one_body(
         }
     }
     __syncthreads();
-    // 2. Scores a key per lane, 32 keys at a time per warp, for every head; values key by key.
-    float acc[GB][MAX_DPL], m[GB], l[GB];
+    // 2. A warp takes 32 keys at a time: their rows staged in its shared memory with 16-byte
+    //    loads that read whole rows together (a lane per key reading its own row put 32 rows'
+    //    lines through L1 per load, a third of the warps' stalls), the scores a key per lane
+    //    for every head, then the value rows staged in the same space and summed key by key.
+    float acc[GB][dpl], m[GB], l[GB];
 #pragma unroll
     for (int h = 0; h < GB; h++) {
         m[h] = -INFINITY;
         l[h] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < MAX_DPL; j++) acc[h][j] = 0.0f;
+        for (int j = 0; j < dpl; j++) acc[h][j] = 0.0f;
     }
+    uint4* vw = (uint4*)vstage + (size_t)warp * 32 * h8;
     for (int g = k0 + 32 * warp; g < k1; g += 32 * ATT_WARPS) {
-        const int key = g + lane;
+        const int key = g + lane, nk = min(32, k1 - g);
+#pragma unroll 8
+        for (int e = lane; e < nk * h8; e += 32) {
+            const int row = e / h8, c8 = e % h8, kj = g + row;
+            vw[stage_at(row, c8, h8)] =
+                kj == p ? ((const uint4*)kcur)[c8] : ((const uint4*)(kb + (size_t)kj * d))[c8];
+        }
+        __syncwarp();
         float s[GB];
 #pragma unroll
         for (int h = 0; h < GB; h++) s[h] = -INFINITY;
         if (key < k1) {
-            // 16-byte loads, all in flight together.
-            const uint4* kr = (const uint4*)(key == p ? kcur : kb + (size_t)key * d);
             // Two chains per head (even and odd dimensions), so more multiply-adds are in
             // flight than one chain of d would allow.
             float a[GB][2];
 #pragma unroll
             for (int h = 0; h < GB; h++) a[h][0] = a[h][1] = 0.0f;
 #pragma unroll 8
-            for (int e8 = 0; e8 < d / 8; e8++) {
-                const uint4 raw = kr[e8];
+            for (int e8 = 0; e8 < h8; e8++) {
+                const uint4 raw = vw[stage_at(lane, e8, h8)];
                 const __half2* h2 = (const __half2*)&raw;
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
@@ -166,13 +184,11 @@ static __device__ __forceinline__ void attn_one_body(
             pk[h] = key < k1 ? expf(s[h] - mn) : 0.0f;
             l[h] = l[h] * corr + warp_sum(pk[h]);
 #pragma unroll
-            for (int j = 0; j < MAX_DPL; j++) acc[h][j] *= corr;
+            for (int j = 0; j < dpl; j++) acc[h][j] *= corr;
             m[h] = mn;
         }
-        // The group's value rows into this warp's shared memory, 16-byte loads in flight
-        // together, then the weighted sums from there.
-        const int nk = min(32, k1 - g), h8 = d / 8;
-        uint4* vw = (uint4*)vstage + (size_t)warp * 32 * h8;
+        // The group's value rows where its keys were, then the weighted sums from there.
+        __syncwarp();
 #pragma unroll 8
         for (int e = lane; e < nk * h8; e += 32) {
             const int row = e / h8, c8 = e % h8, kj = g + row;
@@ -185,20 +201,19 @@ static __device__ __forceinline__ void attn_one_body(
 #pragma unroll
             for (int h = 0; h < GB; h++) pj[h] = __shfl_sync(0xffffffff, pk[h], jj);
 #pragma unroll
-            for (int j = 0; j < MAX_DPL; j++) {
-                if (j < dpl) {
-                    const float vx = __half2float(vrows[jj * d + lane + 32 * j]);
+            for (int j = 0; j < dpl; j++) {
+                const float vx = __half2float(vrows[jj * d + lane + 32 * j]);
 #pragma unroll
-                    for (int h = 0; h < GB; h++) acc[h][j] = fmaf(pj[h], vx, acc[h][j]);
-                }
+                for (int h = 0; h < GB; h++) acc[h][j] = fmaf(pj[h], vx, acc[h][j]);
             }
         }
         __syncwarp();
     }
     // 3. This split's partials (with one split, the results), the warps' sums in the space
-    //    the values were staged in.
+    //    the values were staged in, the single split's output after them.
     __syncthreads();
     float* sacc = (float*)vstage;  // [GB][ATT_WARPS][d]
+    float* y = sacc + GB * ATT_WARPS * d;  // [d]
 #pragma unroll
     for (int h = 0; h < GB; h++) {
         if (lane == 0) {
@@ -206,8 +221,7 @@ static __device__ __forceinline__ void attn_one_body(
             sl[h][warp] = l[h];
         }
 #pragma unroll
-        for (int j = 0; j < MAX_DPL; j++)
-            if (j < dpl) sacc[(h * ATT_WARPS + warp) * d + lane + 32 * j] = acc[h][j];
+        for (int j = 0; j < dpl; j++) sacc[(h * ATT_WARPS + warp) * d + lane + 32 * j] = acc[h][j];
     }
     __syncthreads();
     for (int h = 0; h < GB; h++) {
@@ -253,6 +267,9 @@ static __device__ __forceinline__ void attn_one_body(
     __syncthreads();
     if (!last) return;
     __threadfence();
+    float(*fm)[MAX_SPLITS] = (float(*)[MAX_SPLITS])vstage;   // [GB][MAX_SPLITS]
+    float(*fl)[MAX_SPLITS] = fm + GB;                         // [GB][MAX_SPLITS]
+    float(*yg)[D] = (float(*)[D])(fl + GB);                   // [GB][D]
     const float* pg = part + (size_t)head0 * nsplit * (d + 2);  // the group's heads in a row
     for (int i = threadIdx.x; i < GB * nsplit; i += blockDim.x) {
         fm[i / nsplit][i % nsplit] = __ldcg(pg + (size_t)i * (d + 2));
@@ -295,21 +312,23 @@ static __device__ __forceinline__ void attn_one_body(
     if (threadIdx.x == 0) done[grp] = 0;
 }
 
-#define ATTN_ONE(NAME, GB)                                                                    \
-    extern "C" __global__ void __launch_bounds__(128) NAME(                                   \
+// attn_one{GB}_{D}: GB query heads per block, heads of D. Registers capped so that as many
+// blocks fit an SM as its shared memory takes (six up to heads of 128, three past them).
+#define ATTN_ONE(GB, D)                                                                       \
+    extern "C" __global__ void __launch_bounds__(128, D <= 128 ? 6 : 3) attn_one##GB##_##D( \
         const float* q, const float* k, const float* v, const float* qn, const float* kn,     \
         float eps, __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq,      \
-        const int* pos0, int ctx, int n_heads, int n_kv, int d, float scale, float softcap,   \
-        int window, int chunk, float theta_scale, const float* factors, float pos_scale,      \
-        int neox) {                                                                           \
-        attn_one_body<GB>(q, k, v, qn, kn, eps, kc, vc, part, done, xq, pos0, ctx, n_heads,   \
-                          n_kv, d, scale, softcap, window, chunk, theta_scale, factors,       \
-                          pos_scale, neox);                                                   \
+        const int* pos0, int ctx, int n_heads, int n_kv, float scale, float softcap,          \
+        int window, float theta_scale, const float* factors, float pos_scale, int neox) {     \
+        attn_one_body<GB, D>(q, k, v, qn, kn, eps, kc, vc, part, done, xq, pos0, ctx,         \
+                             n_heads, n_kv, scale, softcap, window, theta_scale, factors,     \
+                             pos_scale, neox);                                                \
     }
-ATTN_ONE(attn_one1, 1)
-ATTN_ONE(attn_one2, 2)
-ATTN_ONE(attn_one3, 3)
-ATTN_ONE(attn_one4, 4)
+#define ATTN_ONE_D(D) ATTN_ONE(1, D) ATTN_ONE(2, D) ATTN_ONE(3, D) ATTN_ONE(4, D)
+ATTN_ONE_D(64)
+ATTN_ONE_D(128)
+ATTN_ONE_D(192)
+ATTN_ONE_D(256)
 
 // Attention for prompts in llama.cpp's CPU order, so that prompt logits (the first step's
 // above all) come out as the CPU build's: per query, the scores in key order (Q rounded to

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -43,8 +43,9 @@ pub struct Kernels {
     embed: CudaFunction,
     norm_q8: CudaFunction,
     rope_store: CudaFunction,
-    /// One-token attention with 1..=4 query heads per block (`attn_one1`..`attn_one4`).
-    attn_one: [CudaFunction; 4],
+    /// One-token attention by head width (64, 128, 192, 256) and query heads per block
+    /// (1..=4): `attn_one{g}_{d}`.
+    attn_one: [[CudaFunction; 4]; 4],
     attn_seq: CudaFunction,
     /// Prompt attention on the tensor cores for heads of 64, 128, 192 and 256
     /// (`attn_flash64`..`attn_flash256`).
@@ -153,7 +154,7 @@ pub struct AttnArgs {
     pub scale_q: bool,
 }
 
-/// Dynamic shared memory of `attn_one` for heads of `d`: four warps' 32 value rows.
+/// Dynamic shared memory of `attn_one` for heads of `d`: four warps' 32 key or value rows.
 pub fn one_shared(d: usize) -> usize {
     4 * 32 * d * 2
 }
@@ -208,10 +209,30 @@ impl Kernels {
             norm_q8: f("norm_q8")?,
             rope_store: f("rope_store")?,
             attn_one: [
-                f("attn_one1")?,
-                f("attn_one2")?,
-                f("attn_one3")?,
-                f("attn_one4")?,
+                [
+                    f("attn_one1_64")?,
+                    f("attn_one2_64")?,
+                    f("attn_one3_64")?,
+                    f("attn_one4_64")?,
+                ],
+                [
+                    f("attn_one1_128")?,
+                    f("attn_one2_128")?,
+                    f("attn_one3_128")?,
+                    f("attn_one4_128")?,
+                ],
+                [
+                    f("attn_one1_192")?,
+                    f("attn_one2_192")?,
+                    f("attn_one3_192")?,
+                    f("attn_one4_192")?,
+                ],
+                [
+                    f("attn_one1_256")?,
+                    f("attn_one2_256")?,
+                    f("attn_one3_256")?,
+                    f("attn_one4_256")?,
+                ],
             ],
             attn_seq: f("attn_seq")?,
             attn_flash: [
@@ -242,7 +263,7 @@ impl Kernels {
     pub fn allow_shared(&self, bytes: usize) -> Result<()> {
         let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
         let fixed = [&self.norm_q8, &self.attn_seq, &self.embed];
-        let dynamic = self.attn_one.iter().chain(&self.attn_flash);
+        let dynamic = self.attn_one.iter().flatten().chain(&self.attn_flash);
         for f in fixed.into_iter().chain(dynamic) {
             f.set_attribute(attr, bytes as i32)
                 .map_err(driver("raising the shared-memory limit"))?;
@@ -443,9 +464,46 @@ impl Kernels {
         Ok(())
     }
 
+    /// The one-token attention kernel for `a`'s head width, with as many query heads of one
+    /// KV head per block as divide the group, up to four.
+    fn one_kernel(&self, a: &AttnArgs) -> Result<(&CudaFunction, usize)> {
+        let width = match a.d {
+            64 => 0,
+            128 => 1,
+            192 => 2,
+            256 => 3,
+            d => {
+                return Err(Error::Internal(format!(
+                    "attention over heads of {d} (the kernels take 64, 128, 192 or 256)"
+                )))
+            }
+        };
+        let group = a.n_heads / a.n_kv.max(1);
+        let per_block = (1..=4)
+            .rev()
+            .find(|g| group.is_multiple_of(*g))
+            .unwrap_or(1);
+        Ok((&self.attn_one[width][per_block - 1], per_block))
+    }
+
+    /// The GPU's SMs, how many blocks of `a`'s one-token attention an SM holds at once, and
+    /// how many blocks one split of a step has (one per group of query heads).
+    pub fn one_wave(&self, a: &AttnArgs) -> Result<(usize, usize, usize)> {
+        let (f, per_block) = self.one_kernel(a)?;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(128, one_shared(a.d), None)
+            .map_err(driver("the attention's occupancy"))?;
+        let sms = self
+            .stream
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("the SM count"))?;
+        Ok((sms.max(1) as usize, per_sm as usize, a.n_heads / per_block))
+    }
+
     /// Attention of one token: norms and RoPE of its query heads and key, its key and value
-    /// into the layer's f16 cache, then `nsplit` splits of `chunk` keys (partials in `part`,
-    /// a counter per head in `done`) joined into `xq`.
+    /// into the layer's f16 cache, then `nsplit` splits of its keys, each an equal share
+    /// (partials in `part`, a counter per head in `done`), joined into `xq`.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_one(
         &self,
@@ -458,17 +516,12 @@ impl Kernels {
         ctx: usize,
         a: &AttnArgs,
         r: &RopeArgs,
-        (nsplit, chunk): (usize, usize),
+        nsplit: usize,
     ) -> Result<()> {
-        let (ctx, h, kv, d) = (ctx as i32, a.n_heads as i32, a.n_kv as i32, a.d as i32);
-        let (window, chunk_i, neox) = (a.window as i32, chunk as i32, r.neox as i32);
-        // As many query heads of one KV head per block as divide the group, up to four.
-        let group = a.n_heads / a.n_kv.max(1);
-        let per_block = (1..=4)
-            .rev()
-            .find(|g| group.is_multiple_of(*g))
-            .unwrap_or(1);
-        let mut l = self.stream.launch_builder(&self.attn_one[per_block - 1]);
+        let (ctx, h, kv) = (ctx as i32, a.n_heads as i32, a.n_kv as i32);
+        let (window, neox) = (a.window as i32, r.neox as i32);
+        let (f, per_block) = self.one_kernel(a)?;
+        let mut l = self.stream.launch_builder(f);
         l.arg(&q).arg(&k).arg(&v).arg(&qn).arg(&kn).arg(&eps);
         l.arg(&kc)
             .arg(&vc)
@@ -479,11 +532,9 @@ impl Kernels {
             .arg(&ctx);
         l.arg(&h)
             .arg(&kv)
-            .arg(&d)
             .arg(&a.scale)
             .arg(&a.softcap)
-            .arg(&window)
-            .arg(&chunk_i);
+            .arg(&window);
         l.arg(&r.theta_scale)
             .arg(&r.factors)
             .arg(&r.pos_scale)

@@ -30,22 +30,34 @@ use crate::models::layers::norm::RmsNorm;
 use crate::models::recipe::{self, Recipe, Unsupported};
 use crate::{Error, Result};
 
-/// Keys per attention split at least (a warp's 32 for each of the block's four warps); longer
-/// contexts use longer splits, at most `MAX_SPLITS` (the kernel's limit: its join reads the
-/// splits' partials of a head in shared memory, 128 at most). More splits put more blocks on
-/// the GPU: at 8192 positions 128 gave 198 t/s on Qwen3 8B (H100) where 32 gave 193.
+/// Keys per attention split at least (a warp's 32 for each of the block's four warps).
 const MIN_CHUNK: usize = 128;
-const MAX_SPLITS: usize = 128;
+/// Splits of one step at most (the kernel's limit: its join reads the splits' partials of a
+/// head in shared memory, 256 at most).
+const MAX_SPLITS: usize = 256;
 
-/// Key splits of a one-token step for a layer: those the position needs (`nsplit`), or for a
-/// sliding-window layer only those its window spans. Splits past the window's keys held no
-/// keys but still ran (query, norm and RoPE, partials) and were joined: at 32,768 positions
-/// every window layer of Gemma 3 launched 128 splits for its 512 keys.
-fn window_splits(nsplit: usize, window: usize, chunk: usize) -> usize {
-    match window {
-        0 => nsplit,
-        w => nsplit.min(w.div_ceil(chunk.max(1))).max(1),
-    }
+/// Key splits of a one-token step at `len` positions: one per `MIN_CHUNK` keys, at most
+/// `most`. A sliding-window layer takes only those its window spans: splits past the window's
+/// keys held no keys but still ran (query, norm and RoPE, partials) and were joined.
+fn step_splits(len: usize, window: usize, most: usize) -> usize {
+    let keys = match window {
+        0 => len,
+        w => len.min(w),
+    };
+    keys.div_ceil(MIN_CHUNK).clamp(1, most.max(1))
+}
+
+/// The most splits a step launches: as many as put the same number of blocks on every SM,
+/// two fewer than an SM holds (`per_sm`; one at least), `groups` blocks per split. The splits
+/// of a step run together and the last joins them all: every block past an even share waits
+/// for a second wave, and every split is one more partial to join. On an H100 at 32,768
+/// positions (132 SMs, Qwen3 8B: 8 groups, six blocks an SM), 128 splits (1.3 waves) gave
+/// 137 t/s, 99 (six an SM) 156, 82 and 50 (uneven) 148 and 147, 66 (four an SM) 162 and
+/// 33 151; on the Gemma 3 1B shape (one group, heads of 256, three an SM) 256 splits gave
+/// 445, 132 457, 128 461 and 64 445.
+fn wave_splits(sms: usize, per_sm: usize, groups: usize, ctx: usize) -> usize {
+    let blocks = sms * per_sm.saturating_sub(2).max(1);
+    (blocks / groups.max(1)).clamp(1, MAX_SPLITS.min(ctx.div_ceil(MIN_CHUNK).max(1)))
 }
 
 /// The ggml id of a weight type the kernels multiply, with its block bytes and values.
@@ -218,7 +230,7 @@ pub struct Decoder {
     vocab: usize,
     ctx: usize,
     max_tokens: usize,
-    chunk: usize,
+    /// The most attention splits of a step ([`wave_splits`]).
     splits: usize,
     buf: Buffers,
     p: Ptrs,
@@ -317,8 +329,6 @@ impl Decoder {
         let first = &recipe.blocks[0].attn;
         let (hidden, d) = (first.hidden, first.head_dim);
         let max_tokens = max_tokens.clamp(1, ctx.max(1));
-        let chunk = MIN_CHUNK.max(ctx.div_ceil(MAX_SPLITS));
-        let splits = ctx.div_ceil(chunk).max(1);
         let mut layers = Vec::with_capacity(recipe.blocks.len());
         let (mut max_q, mut max_kv, mut ffn, mut max_heads) = (0, 0, 0, 0);
         let mut routed = 0; // the most experts per token
@@ -403,6 +413,19 @@ impl Decoder {
         })?;
         let widest = hidden.max(max_q).max(ffn);
         let t = max_tokens;
+        k.allow_shared(
+            kernels::norm_shared(hidden)
+                .max(kernels::seq_shared(d))
+                .max(kernels::one_shared(d))
+                .max(kernels::flash_shared(d)),
+        )?;
+        let splits = match layers.first() {
+            Some(l) => {
+                let (sms, per_sm, groups) = k.one_wave(&l.attn)?;
+                wave_splits(sms, per_sm, groups, ctx)
+            }
+            None => 1,
+        };
         let buf = Buffers {
             ids: zeros(&stream, t)?,
             pos: zeros(&stream, 1)?,
@@ -463,12 +486,6 @@ impl Decoder {
         let gemm = (max_tokens >= gemm::MIN_TOKENS && !switched_off("MLCLI_CUDA_GEMM"))
             .then(|| gemm::Gemm::new(&stream, dense, t * widest))
             .transpose()?;
-        k.allow_shared(
-            kernels::norm_shared(hidden)
-                .max(kernels::seq_shared(d))
-                .max(kernels::one_shared(d))
-                .max(kernels::flash_shared(d)),
-        )?;
         Ok(Self {
             k,
             layers,
@@ -483,7 +500,6 @@ impl Decoder {
             vocab,
             ctx,
             max_tokens,
-            chunk,
             splits,
             buf,
             p,
@@ -545,9 +561,7 @@ impl Decoder {
                 .map_err(driver("copying the position"))?;
             // Only as many key splits as the last query needs (the graph of a one-token step
             // is captured once per count).
-            let nsplit = (at + chunk.len())
-                .div_ceil(self.chunk)
-                .clamp(1, self.splits);
+            let nsplit = step_splits(at + chunk.len(), 0, self.splits);
             if chunk.len() == 1 && self.use_graph {
                 if self.graphs[nsplit].is_none() {
                     stream
@@ -656,7 +670,7 @@ impl Decoder {
             self.ctx,
             a,
             &l.rope,
-            (window_splits(nsplit, a.window, self.chunk), self.chunk),
+            nsplit.min(step_splits(self.ctx, a.window, self.splits)),
         )?;
         let qd = a.n_heads * a.d;
         match &l.post_attn_norm {
@@ -777,5 +791,32 @@ impl Decoder {
             down: p.moe_y,
             groups: (p.moe_counts, p.moe_list),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_split_their_keys_up_to_the_most_and_windows_only_theirs() {
+        assert_eq!(step_splits(1, 0, 66), 1);
+        assert_eq!(step_splits(129, 0, 66), 2);
+        assert_eq!(step_splits(32_769, 0, 66), 66);
+        assert_eq!(step_splits(32_769, 512, 66), 4);
+        assert_eq!(step_splits(100, 512, 66), 1);
+    }
+
+    #[test]
+    fn splits_put_as_many_blocks_on_every_sm() {
+        // Qwen3 8B on an H100: 8 groups, six blocks an SM → four an SM.
+        assert_eq!(wave_splits(132, 6, 8, 40_960), 66);
+        // Gemma 3 1B: one group, three an SM → one an SM.
+        assert_eq!(wave_splits(132, 3, 1, 40_960), 132);
+        // Short contexts take no more than their keys need; a full GPU one at least.
+        assert_eq!(wave_splits(132, 6, 8, 1_000), 8);
+        assert_eq!(wave_splits(132, 6, 2_000, 40_960), 1);
+        assert_eq!(wave_splits(132, 1, 1, 1 << 20), 132);
+        assert_eq!(wave_splits(1_000, 6, 1, 1 << 20), MAX_SPLITS);
     }
 }
