@@ -6,8 +6,8 @@
 //! Without it the legacy types were dequantized to f32 and multiplied by candle's f32 GEMM,
 //! which runs AVX2 code here (45% of Gemma 3's prompt time), and the k-quants went through
 //! candle's repacked kernels, which keep a second, repacked copy of every such weight (36 MiB
-//! of Gemma 3's peak RSS). Tiles are 4 weight rows by 4 activation rows, two blocks of 32 per
-//! 512-bit register; each tile's weights are unpacked once to unsigned bytes plus per-lane
+//! of Gemma 3's peak RSS). Q4_K runs in tiles of eight interleaved rows ([`q4k8`]); the other
+//! tiles are 4 weight rows by 4 activation rows, two blocks of 32 per 512-bit register; each tile's weights are unpacked once to unsigned bytes plus per-lane
 //! scales (a lane holds 4 elements, so Q6_K's 16-element scales fit), and the unsigned offset
 //! (16 for Q5_0, 32 for Q6_K, 128 for Q8_0) is taken out through the activations'
 //! four-element sums, which `vpdpbusd` adds for free as its accumulator input.
@@ -114,12 +114,21 @@ fn run_tiles(
     out: *mut f32,
 ) {
     let out_addr = out as usize;
+    // Q4_K in tiles of eight interleaved rows (unpacked: a byte per element and 64 bytes of
+    // scales per block of 32 and tile), the others in tiles of four (two bytes per element).
+    #[cfg(target_arch = "x86_64")]
+    let (rows_per_tile, tile_bytes) = match format {
+        Format::Q4K => (q4k8::R, q4k8::R * k + k / QK * 64),
+        _ => (R, R * (k / PAIR) * 128),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (rows_per_tile, tile_bytes) = (R, R * (k / PAIR) * 128);
     // Each unit of work is a range of tiles that passes over all activations: few, large
     // ranges (each unpacked into at most ~512 KiB, about half of L2) read the activations
     // fewest times.
     let pool = super::pool::Pool::global();
-    let tiles = n.div_ceil(R);
-    let unpacked_bytes = tiles * R * (k / PAIR) * 128;
+    let tiles = n.div_ceil(rows_per_tile);
+    let unpacked_bytes = tiles * tile_bytes;
     // A multiple of the thread count, so every thread gets the same share (5 units on two
     // threads would leave one idle for a fifth of the product).
     let threads = pool.threads();
@@ -129,9 +138,17 @@ fn run_tiles(
         let range = units.start * per_unit..(units.end * per_unit).min(tiles);
         // SAFETY: the CPU has AVX-512 VNNI (`available`); each range of tiles writes only its
         // own columns of `out`, which outlives the call.
+        #[cfg(target_arch = "x86_64")]
+        if format == Format::Q4K {
+            unsafe { q4k8::rows(weights, range, n, k, acts, out_addr as *mut f32) };
+            return;
+        }
         unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
     });
 }
+
+#[cfg(target_arch = "x86_64")]
+mod q4k8;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -146,16 +163,13 @@ mod avx512 {
         w: Vec<__m512i>,
         d: Vec<__m512>,
         m: Vec<__m512>,
-        /// k-quants, per row pair and block: each row's integer scale in the 16 i16 lanes of
-        /// its half, for `vpdpwssd` against `vpmaddubsw`'s pair sums (Q6_K: one per eight i16
-        /// lanes, a scale covering 16 elements).
+        /// Q6_K, per row pair and block: each row's integer scales for `vpdpwssd` against
+        /// `vpmaddubsw`'s pair sums, one per eight i16 lanes (a scale covers 16 elements).
         ks: Vec<__m512i>,
-        /// k-quants, per row pair and super-block: `d` (and Q4_K's `dmin`) in each row's lanes.
+        /// Q6_K, per row pair and super-block: `d` in each row's lanes.
         kd: Vec<__m512>,
-        kdmin: Vec<__m512>,
-        /// k-quants, per row pair and super-block, as 32 i16 for `vpmaddwd`: Q4_K's eight
-        /// minimums per row (positions 0..8 and 16..24), Q6_K's sixteen scales per row times
-        /// −32 (its offset's share).
+        /// Q6_K, per row pair and super-block, as 32 i16 for `vpmaddwd`: the sixteen scales
+        /// per row times −32 (its offset's share).
         kpack: Vec<__m512i>,
     }
 
@@ -210,36 +224,7 @@ mod avx512 {
                     m,
                 )
             }
-            Format::Q4K => {
-                // 144-byte super-blocks: d, dmin, 12 bytes of 6-bit scales and minimums for
-                // eight sub-blocks of 32, then 32 bytes per pair of sub-blocks: the first
-                // sub-block in the low nibbles, the second in the high ones.
-                let sb = row.add(p / 4 * 144);
-                let j = p % 4;
-                let (d, dmin) = (f16(sb), f16(sb.add(2)));
-                let sc = std::slice::from_raw_parts(sb.add(4), 12);
-                let scale_min = |i: usize| {
-                    if i < 4 {
-                        ((sc[i] & 63) as f32, (sc[i + 4] & 63) as f32)
-                    } else {
-                        (
-                            ((sc[i + 4] & 0x0F) | ((sc[i - 4] >> 6) << 4)) as f32,
-                            ((sc[i + 4] >> 4) | ((sc[i] >> 6) << 4)) as f32,
-                        )
-                    }
-                };
-                let ((sa, ma), (sb_, mb)) = (scale_min(2 * j), scale_min(2 * j + 1));
-                let q = _mm256_loadu_si256(sb.add(16 + 32 * j) as *const __m256i);
-                let low = _mm256_set1_epi8(0x0F);
-                (
-                    join(
-                        _mm256_and_si256(q, low),
-                        _mm256_and_si256(_mm256_srli_epi16(q, 4), low),
-                    ),
-                    halves(d * sa, d * sb_),
-                    halves(-dmin * ma, -dmin * mb),
-                )
-            }
+            Format::Q4K => unreachable!("Q4_K unpacks in tiles of eight rows (q4k8)"),
             Format::Q6K => {
                 // 210-byte super-blocks: 128 bytes of low nibbles, 64 of high bit pairs, 16
                 // signed scales (one per 16 elements), d. Each half of 128 elements takes 64
@@ -322,7 +307,6 @@ mod avx512 {
             ],
             ks: vec![_mm512_setzero_si512(); if kq { R / 2 * blocks } else { 0 }],
             kd: vec![_mm512_setzero_ps(); R / 2 * supers],
-            kdmin: vec![_mm512_setzero_ps(); R / 2 * supers],
             kpack: vec![_mm512_setzero_si512(); R / 2 * supers],
         };
         // Missing rows of a last, partial tile repeat the tile's first row; their results are
@@ -349,56 +333,39 @@ mod avx512 {
                 }
             }
             if kq {
-                unpack_k(format, &mut u, rp, (ra, rb), blocks, supers);
+                unpack_q6k(&mut u, rp, (ra, rb), blocks, supers);
             }
         }
         u
     }
 
-    /// The integer scales, minimums and super-block scales of a row pair of k-quants.
+    /// The integer scales, offset shares and super-block scales of a row pair of Q6_K.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn unpack_k(
-        format: Format,
+    unsafe fn unpack_q6k(
         u: &mut Unpacked,
         rp: usize,
         rows: (*const u8, *const u8),
         blocks: usize,
         supers: usize,
     ) {
-        let bytes = format.block().1;
+        let bytes = Format::Q6K.block().1;
         for sb in 0..supers {
             let (a, b) = (rows.0.add(sb * bytes), rows.1.add(sb * bytes));
             let at = rp * supers + sb;
             let mut pack = [0i16; 32];
             let mut lanes = [[0i16; 32]; 8];
-            match format {
-                Format::Q4K => {
-                    for (half, blk) in [a, b].into_iter().enumerate() {
-                        let sc = std::slice::from_raw_parts(blk.add(4), 12);
-                        for j in 0..8 {
-                            let (s, m) = crate::kernels::cpu::kdots::q4k_scale_min(sc, j);
-                            lanes[j][16 * half..16 * half + 16].fill(s as i16);
-                            pack[16 * half + j] = m as i16;
-                        }
-                    }
-                    u.kd[at] = halves(f16(a), f16(b));
-                    u.kdmin[at] = halves(f16(a.add(2)), f16(b.add(2)));
+            for (half, blk) in [a, b].into_iter().enumerate() {
+                let sc = blk.add(192) as *const i8;
+                for (j, l) in lanes.iter_mut().enumerate() {
+                    l[16 * half..16 * half + 8].fill(*sc.add(2 * j) as i16);
+                    l[16 * half + 8..16 * half + 16].fill(*sc.add(2 * j + 1) as i16);
                 }
-                _ => {
-                    for (half, blk) in [a, b].into_iter().enumerate() {
-                        let sc = blk.add(192) as *const i8;
-                        for (j, l) in lanes.iter_mut().enumerate() {
-                            l[16 * half..16 * half + 8].fill(*sc.add(2 * j) as i16);
-                            l[16 * half + 8..16 * half + 16].fill(*sc.add(2 * j + 1) as i16);
-                        }
-                        // The offset of 32 taken out as −32 · scale (in i16: at most 4096).
-                        for g in 0..16 {
-                            pack[16 * half + g] = -32 * *sc.add(g) as i16;
-                        }
-                    }
-                    u.kd[at] = halves(f16(a.add(208)), f16(b.add(208)));
+                // The offset of 32 taken out as -32 * scale (in i16: at most 4096).
+                for g in 0..16 {
+                    pack[16 * half + g] = -32 * *sc.add(g) as i16;
                 }
             }
+            u.kd[at] = halves(f16(a.add(208)), f16(b.add(208)));
             u.kpack[at] = _mm512_loadu_si512(pack.as_ptr() as *const _);
             for (j, l) in lanes.iter().enumerate() {
                 u.ks[rp * blocks + 8 * sb + j] = _mm512_loadu_si512(l.as_ptr() as *const _);
@@ -411,16 +378,16 @@ mod avx512 {
     /// start value (`-offset ×` each lane's four-element sum; formats with an offset), the
     /// block's scale and (formats with a minimum) its scaled sum.
     pub(super) struct Acts {
-        x: Vec<i8>,
+        pub(super) x: Vec<i8>,
         start: Vec<[i32; 8]>,
-        d: Vec<f32>,
+        pub(super) d: Vec<f32>,
         s: Vec<f32>,
-        /// k-quants, per row and super-block, as 32 i16 for `vpmaddwd` against the weights'
-        /// `kpack`: Q4_K's sums per 32 (positions 0..8, again at 16..24), Q6_K's sums per 16
-        /// (twice).
-        kbs: Vec<__m512i>,
-        blocks: usize,
-        rows: usize,
+        /// k-quants, per row and super-block, as 32 i16: Q4_K's sums per 32 (positions 0..8,
+        /// for [`super::q4k8`]), Q6_K's sums per 16 (twice, for `vpmaddwd` against the
+        /// weights' `kpack`).
+        pub(super) kbs: Vec<__m512i>,
+        pub(super) blocks: usize,
+        pub(super) rows: usize,
     }
 
     /// Quantizes the `k`-long rows of `x` and packs them, rows split over the CPU pool.
@@ -467,14 +434,13 @@ mod avx512 {
                             .map(|c| c.iter().map(|&v| v as i16).sum())
                             .collect();
                         let mut pack = [0i16; 32];
-                        for h in 0..2 {
-                            if format == Format::Q4K {
-                                for j in 0..8 {
-                                    pack[16 * h + j] = sums[2 * j] + sums[2 * j + 1];
-                                }
-                            } else {
-                                pack[16 * h..16 * h + 16].copy_from_slice(&sums);
+                        if format == Format::Q4K {
+                            for j in 0..8 {
+                                pack[j] = sums[2 * j] + sums[2 * j + 1];
                             }
+                        } else {
+                            pack[..16].copy_from_slice(&sums);
+                            pack[16..].copy_from_slice(&sums);
                         }
                         *(kbs_ptr as *mut __m512i).add(row * supers + sb) =
                             _mm512_loadu_si512(pack.as_ptr() as *const _);
@@ -563,7 +529,7 @@ mod avx512 {
                         *g = c0 + c;
                     }
                     let sums = match format {
-                        Format::Q4K => tile_q4k(u, acts, group),
+                        Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
                         Format::Q6K => tile_q6k(u, acts, group),
                         Format::Q4_1 => tile::<true>(u, acts, group),
                         _ => tile::<false>(u, acts, group),
@@ -678,69 +644,6 @@ mod avx512 {
             }
         }
         isum
-    }
-
-    /// The lane of [`gather`]'s result that holds activation `c`'s product with tile row `r`.
-    const fn lane(c: usize, r: usize) -> usize {
-        (r >> 1) | ((c & 1) << 1) | ((r & 1) << 2) | ((c >> 1) << 3)
-    }
-
-    /// The sums of both 256-bit halves of `v[c][rp]` (eight vectors), all sixteen in one
-    /// vector, lane [`lane`]`(c, 2rp + half)`: three rounds of pairwise unpack-and-add, which
-    /// cost 21 instructions where summing each vector's halves alone cost 48.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn gather(v: &[[__m512i; 2]; 4]) -> __m512i {
-        let s = |a, b| _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-        let t = |a, b| _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-        let t0 = t(s(v[0][0], v[0][1]), s(v[1][0], v[1][1]));
-        let t1 = t(s(v[2][0], v[2][1]), s(v[3][0], v[3][1]));
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0x88>(t0, t1),
-            _mm512_shuffle_i32x4::<0xDD>(t0, t1),
-        )
-    }
-
-    /// `R × C` Q4_K dot products, `[activation][weight]`, with llama.cpp's rounding (see
-    /// [`crate::kernels::cpu::kdots`]): per super-block and row one exact integer for the
-    /// scales and one for the minimums, each fused into its float chain with `d·d8` and
-    /// `dmin·d8`; the chains subtracted at the end. The whole tile's chains live in one vector
-    /// each, lane [`lane`]`(c, r)`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn tile_q4k(u: &Unpacked, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
-        const P: usize = R / 2;
-        let supers = a.blocks / 8;
-        // Row r's scale is in lane 8·(r mod 2) of its pair's vector; activation c's in
-        // element c of a four-element vector.
-        let rows = _mm512_set_epi32(24, 8, 24, 8, 16, 0, 16, 0, 24, 8, 24, 8, 16, 0, 16, 0);
-        let cols = _mm512_set_epi32(3, 3, 2, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 0, 0);
-        let (mut acc, mut accm) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for sb in 0..supers {
-            let isum = super_isums(u, a, group, (sb, [[_mm512_setzero_si512(); P]; C]));
-            let mut mins = [[_mm512_setzero_si512(); P]; C];
-            for (c, m) in mins.iter_mut().enumerate() {
-                let bs = *a.kbs.as_ptr().add(group[c] * supers + sb);
-                for (rp, m) in m.iter_mut().enumerate() {
-                    *m = _mm512_madd_epi16(bs, *u.kpack.as_ptr().add(rp * supers + sb));
-                }
-            }
-            let dx = |c: usize| *a.d.as_ptr().add(group[c] * a.blocks + 8 * sb);
-            let dx = _mm512_permutexvar_ps(
-                cols,
-                _mm512_castps128_ps512(_mm_setr_ps(dx(0), dx(1), dx(2), dx(3))),
-            );
-            let per_row = |v: &Vec<__m512>| {
-                _mm512_permutex2var_ps(*v.as_ptr().add(sb), rows, *v.as_ptr().add(supers + sb))
-            };
-            let d = _mm512_mul_ps(per_row(&u.kd), dx);
-            let dmin = _mm512_mul_ps(per_row(&u.kdmin), dx);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gather(&isum)), d, acc);
-            accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gather(&mins)), dmin, accm);
-        }
-        let mut all = [0f32; 16];
-        _mm512_storeu_ps(all.as_mut_ptr(), _mm512_sub_ps(acc, accm));
-        std::array::from_fn(|c| std::array::from_fn(|r| all[lane(c, r)]))
     }
 
     /// `R × C` Q6_K dot products, `[activation][weight]`, with llama.cpp's rounding (see
@@ -887,9 +790,9 @@ mod tests {
         }
         use super::super::kdots;
         for (dtype, q6) in [(GgmlDType::Q4K, false), (GgmlDType::Q6K, true)] {
-            // Partial tiles on both sides (n and m not multiples of 4) and several
+            // Partial tiles on both sides (n and m not multiples of 4 or 8) and several
             // super-blocks per row.
-            for (m, n, k) in [(1, 3, 256), (6, 9, 768), (9, 8, 1024)] {
+            for (m, n, k) in [(1, 3, 256), (6, 9, 768), (9, 8, 1024), (5, 17, 512)] {
                 let w = Tensor::from_vec(test_values(n * k, 17), (n, k), &Device::Cpu).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let data = q.data().unwrap();
