@@ -147,6 +147,45 @@ fn run_tiles(
     });
 }
 
+/// Every unpacked tile (`(first row, rows, tile)`) against every activation row, `m` rows in
+/// blocks of `block` (few enough to stay in L1 while every tile passes over them), `C` at a
+/// time: `product(tile, group)` gives `[activation][row]`, stored at `out[c * n + row]`. A
+/// last, partial group repeats its first row; those results are not stored.
+///
+/// # Safety
+/// `out` has room for `m × n` values and every tile's rows are below `n`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sweep<T, const RR: usize>(
+    tiles: &[(usize, usize, T)],
+    (m, block): (usize, usize),
+    n: usize,
+    out: *mut f32,
+    product: impl Fn(&T, [usize; C]) -> [[f32; RR]; C],
+) {
+    let mut b0 = 0;
+    while b0 < m {
+        let b1 = (b0 + block).min(m);
+        for (r0, rows, t) in tiles {
+            let mut c0 = b0;
+            while c0 < b1 {
+                let cols = C.min(b1 - c0);
+                let mut group = [c0; C];
+                for (c, g) in group.iter_mut().enumerate().take(cols) {
+                    *g = c0 + c;
+                }
+                let sums = product(t, group);
+                for (c, row) in sums.iter().enumerate().take(cols) {
+                    for (r, &v) in row.iter().enumerate().take(*rows) {
+                        *out.add((c0 + c) * n + r0 + r) = v;
+                    }
+                }
+                c0 += C;
+            }
+        }
+        b0 = b1;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod q4k8;
 
@@ -174,7 +213,7 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn f16(p: *const u8) -> f32 {
+    pub(super) unsafe fn f16(p: *const u8) -> f32 {
         let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
     }
@@ -512,38 +551,22 @@ mod avx512 {
                 (r0, rows, unpack(format, w, rows, k))
             })
             .collect();
-        let m = acts.rows;
-        // About 16 KiB of activations per block.
+        // About 24 KiB of activations per block (each block of 32 loaded as 64 bytes).
         let per_row = acts.blocks * 2 * 64;
         let block = (24 * 1024 / per_row.max(1)).max(1).next_multiple_of(C);
-        let mut b0 = 0;
-        while b0 < m {
-            let b1 = (b0 + block).min(m);
-            for (r0, rows, u) in &unpacked {
-                let mut c0 = b0;
-                while c0 < b1 {
-                    let cols = C.min(b1 - c0);
-                    // A last, partial group repeats its first row; those results are not stored.
-                    let mut group = [c0; C];
-                    for (c, g) in group.iter_mut().enumerate().take(cols) {
-                        *g = c0 + c;
-                    }
-                    let sums = match format {
-                        Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
-                        Format::Q6K => tile_q6k(u, acts, group),
-                        Format::Q4_1 => tile::<true>(u, acts, group),
-                        _ => tile::<false>(u, acts, group),
-                    };
-                    for (c, row) in sums.iter().enumerate().take(cols) {
-                        for (r, &v) in row.iter().enumerate().take(*rows) {
-                            *out.add((c0 + c) * n + r0 + r) = v;
-                        }
-                    }
-                    c0 += C;
-                }
-            }
-            b0 = b1;
-        }
+        super::sweep(
+            &unpacked,
+            (acts.rows, block),
+            n,
+            out,
+            |u, group| match format {
+                Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
+                // SAFETY: the caller's CPU has AVX-512 VNNI.
+                Format::Q6K => unsafe { tile_q6k(u, acts, group) },
+                Format::Q4_1 => unsafe { tile::<true>(u, acts, group) },
+                _ => unsafe { tile::<false>(u, acts, group) },
+            },
+        );
     }
 
     /// `R × C` dot products over the whole rows: `[activation][weight]`, each summed in

@@ -14,13 +14,11 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::Acts;
-use super::QK_K;
+use super::avx512::{f16, Acts};
+use super::{C, QK_K};
 
 /// Weight rows per tile.
 pub(super) const R: usize = 8;
-/// Activation rows per group.
-const C: usize = 4;
 /// Bytes per Q4_K super-block.
 const BYTES: usize = 144;
 
@@ -34,12 +32,6 @@ struct Tile {
     m: Vec<__m512i>,
     d: Vec<__m512>,
     dmin: Vec<__m512>,
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn f16(p: *const u8) -> f32 {
-    let h = i16::from_le_bytes([*p, *p.add(1)]) as i32;
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
 }
 
 /// Unpacks the `rows` rows at `w` (missing rows of a last, partial tile repeat its first
@@ -174,8 +166,8 @@ unsafe fn tile(t: &Tile, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
 }
 
 /// The products of the Q4_K weight rows of `tiles` (tiles of `R` rows, the last maybe partial,
-/// `n` rows in all) with every activation row, written to `out[c * n + row]`. Activation rows
-/// go in blocks small enough to stay in L1 while every tile of the range passes over them.
+/// `n` rows in all) with every activation row, written to `out[c * n + row]`
+/// ([`super::sweep`]).
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `weights` holds `n` rows of `k`
@@ -201,30 +193,10 @@ pub(super) unsafe fn rows(
             )
         })
         .collect();
-    let m = acts.rows;
     // About 24 KiB of activations per block.
     let block = (24 * 1024 / (k + 64).max(1)).max(1).next_multiple_of(C);
-    let mut b0 = 0;
-    while b0 < m {
-        let b1 = (b0 + block).min(m);
-        for (r0, rows, t) in &unpacked {
-            let mut c0 = b0;
-            while c0 < b1 {
-                let cols = C.min(b1 - c0);
-                // A last, partial group repeats its first row; those results are not stored.
-                let mut group = [c0; C];
-                for (c, g) in group.iter_mut().enumerate().take(cols) {
-                    *g = c0 + c;
-                }
-                let sums = tile(t, acts, group);
-                for (c, row) in sums.iter().enumerate().take(cols) {
-                    for (r, &v) in row.iter().enumerate().take(*rows) {
-                        *out.add((c0 + c) * n + r0 + r) = v;
-                    }
-                }
-                c0 += C;
-            }
-        }
-        b0 = b1;
-    }
+    // SAFETY: the caller's CPU has the features; `out` has room for every tile's rows.
+    super::sweep(&unpacked, (acts.rows, block), n, out, |t, group| unsafe {
+        tile(t, acts, group)
+    });
 }
