@@ -303,8 +303,8 @@ fn every_oracle_family_runs_on_cuda_as_on_the_cpu() {
 }
 
 /// Long prompts and one-token steps deep enough for several key splits (1024 positions split
-/// into blocks of 128), with 2, 3 and 4 query heads per KV head (the attention kernel takes a
-/// KV head's query heads together) and head widths 64 and 256, agree with the CPU build.
+/// into blocks of 128), with 2, 3, 4 and 8 query heads per KV head (the attention kernel takes a
+/// KV head's query heads together) and head widths 64, 128 and 256, agree with the CPU build.
 /// The prompts take the cuBLAS products (128 tokens or more) and flash attention; Gemma 3's
 /// runs past its 512-key window, in two chunks of the 512-token batch.
 #[test]
@@ -313,6 +313,7 @@ fn deep_one_token_steps_agree_with_the_cpu_build() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (preset, len) in [
         ("llama-tiny:q4_k_m", 300),
+        ("llama-gqa8-tiny:q4_k_m", 300),
         ("smollm2-135m:q4_k_m", 300),
         ("gemma3-270m:q4_k_m", 700),
     ] {

@@ -205,6 +205,17 @@ pub static PRESETS: &[Preset] = &[
         extra: &[],
     },
     Preset {
+        name: "llama-gqa8-tiny",
+        about: "a tiny llama, eight query heads per KV head of 128 (2 layers, 1024 wide)",
+        family: "llama",
+        dims: dims(2, 1024, (8, 1, 128), 2048, 512, 4096),
+        tied_embeddings: true,
+        rope_freqs: false,
+        eps: 1e-5,
+        rope_base: 10_000.0,
+        extra: &[],
+    },
+    Preset {
         name: "smollm2-135m",
         about: "SmolLM2 135M",
         family: "llama",
