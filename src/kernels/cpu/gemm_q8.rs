@@ -7,10 +7,11 @@
 //! which runs AVX2 code here (45% of Gemma 3's prompt time), and the k-quants went through
 //! candle's repacked kernels, which keep a second, repacked copy of every such weight (36 MiB
 //! of Gemma 3's peak RSS). Q4_K runs in tiles of eight interleaved rows ([`q4k8`]); the other
-//! tiles are 4 weight rows by 4 activation rows, two blocks of 32 per 512-bit register; each tile's weights are unpacked once to unsigned bytes plus per-lane
-//! scales (a lane holds 4 elements, so Q6_K's 16-element scales fit), and the unsigned offset
-//! (16 for Q5_0, 32 for Q6_K, 128 for Q8_0) is taken out through the activations'
-//! four-element sums, which `vpdpbusd` adds for free as its accumulator input.
+//! tiles are 4 weight rows by 4 activation rows, two blocks of 32 per 512-bit register. Each
+//! tile's weights are unpacked once to unsigned bytes plus per-lane scales (a lane holds 4
+//! elements, so Q6_K's 16-element scales fit), and the unsigned offset (16 for Q5_0, 32 for
+//! Q6_K, 128 for Q8_0) is taken out through the activations' four-element sums, which
+//! `vpdpbusd` adds for free as its accumulator input.
 
 use candle_core::quantized::GgmlDType;
 
