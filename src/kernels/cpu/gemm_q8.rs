@@ -148,25 +148,37 @@ fn run_tiles(
     });
 }
 
-/// Every unpacked tile (`(first row, rows, tile)`) against every activation row, `m` rows in
-/// blocks of `block` (few enough to stay in L1 while every tile passes over them), `C` at a
-/// time: `product(tile, group)` gives `[activation][row]`, stored at `out[c * n + row]`. A
-/// last, partial group repeats its first row; those results are not stored.
+/// The products of the weight tiles `tiles` (`RR` rows each, the last maybe partial, `n` rows
+/// of `row_bytes` in all) with every activation row: each tile unpacked once
+/// (`unpack(its rows' bytes, its row count)`), then the activation rows, `m` in blocks of
+/// `block` (few enough to stay in L1 while every tile passes over them), `C` at a time:
+/// `product(tile, group)` gives `[activation][row]`, stored at `out[c * n + row]`. A last,
+/// partial group repeats its first row; those results are not stored.
 ///
 /// # Safety
-/// `out` has room for `m × n` values and every tile's rows are below `n`.
+/// `out` has room for `m × n` values.
 #[cfg(target_arch = "x86_64")]
 unsafe fn sweep<T, const RR: usize>(
-    tiles: &[(usize, usize, T)],
-    (m, block): (usize, usize),
+    (weights, row_bytes): (&[u8], usize),
+    tiles: std::ops::Range<usize>,
     n: usize,
+    (m, block): (usize, usize),
     out: *mut f32,
+    unpack: impl Fn(&[u8], usize) -> T,
     product: impl Fn(&T, [usize; C]) -> [[f32; RR]; C],
 ) {
+    let tiles: Vec<(usize, usize, T)> = tiles
+        .map(|t| {
+            let r0 = t * RR;
+            let rows = RR.min(n - r0);
+            let w = &weights[r0 * row_bytes..(r0 + rows) * row_bytes];
+            (r0, rows, unpack(w, rows))
+        })
+        .collect();
     let mut b0 = 0;
     while b0 < m {
         let b1 = (b0 + block).min(m);
-        for (r0, rows, t) in tiles {
+        for (r0, rows, t) in &tiles {
             let mut c0 = b0;
             while c0 < b1 {
                 let cols = C.min(b1 - c0);
@@ -543,26 +555,19 @@ mod avx512 {
         acts: &Acts,
         out: *mut f32,
     ) {
-        let row_bytes = format.row_bytes(k);
-        let unpacked: Vec<(usize, usize, Unpacked)> = tiles
-            .map(|t| {
-                let r0 = t * R;
-                let rows = R.min(n - r0);
-                let w = &weights[r0 * row_bytes..(r0 + rows) * row_bytes];
-                (r0, rows, unpack(format, w, rows, k))
-            })
-            .collect();
         // About 24 KiB of activations per block (each block of 32 loaded as 64 bytes).
         let per_row = acts.blocks * 2 * 64;
         let block = (24 * 1024 / per_row.max(1)).max(1).next_multiple_of(C);
         super::sweep(
-            &unpacked,
-            (acts.rows, block),
+            (weights, format.row_bytes(k)),
+            tiles,
             n,
+            (acts.rows, block),
             out,
+            // SAFETY: the caller's CPU has AVX-512 VNNI.
+            |w, rows| unsafe { unpack(format, w, rows, k) },
             |u, group| match format {
                 Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
-                // SAFETY: the caller's CPU has AVX-512 VNNI.
                 Format::Q6K => unsafe { tile_q6k(u, acts, group) },
                 Format::Q4_1 => unsafe { tile::<true>(u, acts, group) },
                 _ => unsafe { tile::<false>(u, acts, group) },

@@ -181,22 +181,16 @@ pub(super) unsafe fn rows(
     acts: &Acts,
     out: *mut f32,
 ) {
-    let row_bytes = k / QK_K * BYTES;
-    let unpacked: Vec<(usize, usize, Tile)> = tiles
-        .map(|t| {
-            let r0 = t * R;
-            let rows = R.min(n - r0);
-            (
-                r0,
-                rows,
-                unpack(&weights[r0 * row_bytes..(r0 + rows) * row_bytes], rows, k),
-            )
-        })
-        .collect();
     // About 24 KiB of activations per block.
     let block = (24 * 1024 / (k + 64).max(1)).max(1).next_multiple_of(C);
     // SAFETY: the caller's CPU has the features; `out` has room for every tile's rows.
-    super::sweep(&unpacked, (acts.rows, block), n, out, |t, group| unsafe {
-        tile(t, acts, group)
-    });
+    super::sweep(
+        (weights, k / QK_K * BYTES),
+        tiles,
+        n,
+        (acts.rows, block),
+        out,
+        |w, rows| unsafe { unpack(w, rows, k) },
+        |t, group| unsafe { tile(t, acts, group) },
+    );
 }
