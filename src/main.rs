@@ -15,6 +15,7 @@ static ALLOCATOR: BudgetAllocator = BudgetAllocator;
 const MAX_ERROR_LINE: usize = 4096;
 
 fn main() -> ExitCode {
+    mlcli::kernels::cpu::heap::keep_freed_buffers();
     let cli = cli::parse();
     match cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,19 +2,22 @@
 //! [`gemv`] and the per-type files, two weight rows by up to four activation rows in
 //! [`rows512`], MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`], batches in
 //! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`]), few-query attention in
-//! llama.cpp's numerics ([`attn_few`], [`attn_f16`]) over the f16 KV cache (widened for f32
+//! llama.cpp's numerics ([`attn_few`], [`attn_f16`]) and its tiled prompt attention
+//! ([`attn_tiles`]) over the f16 KV cache (widened for f32
 //! products in [`f16_rows`]), the gated activation ([`gated`]), RoPE's rotation
-//! ([`rope`]), borrowing tensor data ([`host`]) and the thread pool they all run on
-//! ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
+//! ([`rope`]), borrowing tensor data ([`host`]), the heap's policy for large buffers
+//! ([`heap`]) and the thread pool they all run on ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
 //! [`gemv::force_kernel`]) forces the portable one.
 
 pub mod attn_f16;
 pub mod attn_few;
+pub mod attn_tiles;
 pub mod f16_rows;
 pub mod fp8;
 pub mod gated;
 pub mod gemm_q8;
 pub mod gemv;
+pub mod heap;
 pub mod host;
 pub mod kdots;
 #[cfg(target_arch = "x86_64")]
