@@ -46,7 +46,7 @@ pub struct Span {
 
 impl Span {
     /// Key rows query `i` sees.
-    fn keys(&self, i: usize) -> std::ops::Range<usize> {
+    pub(super) fn keys(&self, i: usize) -> std::ops::Range<usize> {
         let qp = self.pos + i;
         let from = match self.window {
             Some(w) => (qp + 1).saturating_sub(w).max(self.first_key),
@@ -164,7 +164,7 @@ pub fn attend_few_batch(
 
 /// The f16 CPU storage of a `(1, heads, n, d)` tensor whose heads' rows are each contiguous,
 /// held while its per-head slices are read.
-struct HeadRows<G> {
+pub(super) struct HeadRows<G> {
     storage: G,
     /// Where each head's `n × d` rows start.
     starts: Vec<usize>,
@@ -172,7 +172,10 @@ struct HeadRows<G> {
 }
 
 /// `None` when `t` is not f16 on the CPU with each head's rows contiguous.
-fn head_rows(t: &Tensor, d: usize) -> Result<Option<HeadRows<impl Deref<Target = Storage> + '_>>> {
+pub(super) fn head_rows(
+    t: &Tensor,
+    d: usize,
+) -> Result<Option<HeadRows<impl Deref<Target = Storage> + '_>>> {
     if !t.device().is_cpu() || t.dtype() != candle_core::DType::F16 {
         return Ok(None);
     }
@@ -200,7 +203,7 @@ fn head_rows(t: &Tensor, d: usize) -> Result<Option<HeadRows<impl Deref<Target =
 
 impl<G: Deref<Target = Storage>> HeadRows<G> {
     /// Each head's rows (checked by [`head_rows`]; an error only if that check was wrong).
-    fn slices(&self) -> Result<Vec<&[f16]>> {
+    pub(super) fn slices(&self) -> Result<Vec<&[f16]>> {
         let Storage::Cpu(cpu) = &*self.storage else {
             return Err(crate::Error::Internal("f16 key rows off the CPU".into()));
         };

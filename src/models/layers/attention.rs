@@ -14,7 +14,7 @@ use super::qkv::{self, KvSource, Qkv};
 use super::rope::{Rope, Tables};
 use crate::engine::cache::{Cache, KvView, LayerKind};
 use crate::formats::weights::Vb;
-use crate::kernels::cpu::{attn_few, f16_rows};
+use crate::kernels::cpu::{attn_few, attn_tiles, f16_rows};
 use crate::Result;
 
 /// Shape and options of one attention layer.
@@ -365,6 +365,14 @@ fn attend_in_blocks(
     block: usize,
 ) -> Result<Tensor> {
     let l = q.dim(2)?;
+    // Prompts on the CPU: the tiled kernel holds no score matrix, so it takes them whole.
+    if l >= attn_few::MAX_QUERIES {
+        let (first_key, k, v) = visible(c, kv, pos, l)?;
+        let span = span(c, pos, first_key);
+        if let Some(y) = attn_tiles::attend_tiled(q, &k, &v, span, few_logits(c), sinks)? {
+            return Ok(y);
+        }
+    }
     if l <= block {
         return attend(c, q, kv, pos, sinks);
     }
