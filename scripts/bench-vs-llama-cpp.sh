@@ -24,6 +24,9 @@
 # Every test runs in its own process of each tool, so the table can show each process's peak
 # RSS (/usr/bin/time's maximum resident set: weights, KV cache and buffers at that test's
 # context size). Raw JSON of both tools goes to ${RESULTS:-target/bench-vs-llama-cpp}/.
+# Generation tests also get their share of the bandwidth bound: `mlcli bench --bandwidth`
+# measures the threads' read bandwidth and the bytes of weights a token reads, in a process
+# of its own after each model's tests.
 # Benchmarks are only meaningful on an otherwise idle machine: the load is printed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +50,7 @@ while [ $# -gt 0 ]; do
     -t) threads="$2"; shift 2 ;;
     --synthetic) synthetic="$2"; shift 2 ;;
     --tokenizer-from) tokenizer_from="$2"; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     -*) echo "bench-vs-llama-cpp: unknown option $1" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
   esac
@@ -89,7 +92,8 @@ fi
 
 [ -x /usr/bin/time ] || { echo "bench-vs-llama-cpp: /usr/bin/time is required (peak RSS)" >&2; exit 1; }
 ours="$results/mlcli.jsonl" theirs="$results/llama-bench.jsonl" rss="$results/rss.jsonl"
-: >"$ours"; : >"$theirs"; : >"$rss"
+bw="$results/bandwidth.jsonl"
+: >"$ours"; : >"$theirs"; : >"$rss"; : >"$bw"
 # One test per process: "P N D" triples.
 tests=()
 for p in ${prompt//,/ }; do [ "$p" -gt 0 ] && tests+=("$p 0 0"); done
@@ -114,9 +118,14 @@ for m in "${models[@]}"; do
     run mlcli "$ours" "$m" "$p" "$n" "$d" \
       "$mlcli" bench -m "$m" -p "$p" -n "$n" -d "$d" -r "$reps" -t "$threads" -o jsonl
   done
+  # The bandwidth bound of generation, in a process of its own (its 1 GiB buffer would
+  # count in a test's peak RSS): the threads' read bandwidth and the weights a token reads.
+  if [ "${gen//[,0]/}" != "" ]; then
+    "$mlcli" bench -m "$m" -p 0 -n 1 -r 1 --no-warmup -t "$threads" --bandwidth -o jsonl >>"$bw"
+  fi
 done
 
-"$python" - "$theirs" "$ours" "$rss" <<'PY'
+"$python" - "$theirs" "$ours" "$rss" "$bw" <<'PY'
 import json, os, sys
 
 def rows(path):
@@ -142,6 +151,19 @@ for t in theirs:
     cells = [f"{v:.0f} MiB" if v else "n/a" for v in (lr, mr)]
     rss_ratio = f"{mr / lr:.2f}" if lr and mr else "n/a"
     print(f"| {k[0]} | {test} | {t['n_threads']} | {t['avg_ts']:.2f} ± {t['stddev_ts']:.2f} | {ours_cell} | {ratio} | {cells[0]} | {cells[1]} | {rss_ratio} |")
+bound = {os.path.basename(r["model_file"]): r for r in rows(sys.argv[4]) if r.get("memory_read_gbs")}
+gen = [t for t in theirs if t["n_gen"] and not t["n_prompt"] and not t.get("n_depth", 0)]
+if bound and gen:
+    print("\n| model | test | read bandwidth | weights per token | bound t/s | llama.cpp share | mlcli share |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for t in gen:
+        k = key(t, "model_filename")
+        b, o = bound.get(k[0]), mine.get(k)
+        if not b:
+            continue
+        limit = b["memory_read_gbs"] * 1e9 / b["weights_read_bytes"]
+        share = lambda r: f"{100 * r['avg_ts'] / limit:.0f}%" if r else "n/a"
+        print(f"| {k[0]} | tg{t['n_gen']} | {b['memory_read_gbs']:.1f} GB/s | {b['weights_read_bytes'] / 2**20:.0f} MiB | {limit:.2f} | {share(t)} | {share(o)} |")
 build = theirs[0].get("build_commit", "?") if theirs else "?"
 rec = ours[0]["record"] if ours else {}
 print(f"\nllama.cpp {build} (llama-cpp-python sdist); mlcli {rec.get('mlcli_version', '?')} ({rec.get('git_commit', '?')[:12]}), candle {rec.get('candle_version', '?')}; {rec.get('cpu_model', '?')}")

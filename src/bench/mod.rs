@@ -1,9 +1,10 @@
 //! `mlcli bench`, the library part: parameter sweeps ([`sweep`]), statistics ([`stats`]),
 //! running tests through the engine's one decode loop ([`run`]), report formats ([`report`])
 //! with a reproducibility record ([`record`]), comparing reports ([`compare`]), memory
-//! figures ([`memory`]), and synthetic models from a table of presets ([`presets`],
+//! figures ([`memory`]), the bandwidth bound of generation ([`bandwidth`]), and synthetic models from a table of presets ([`presets`],
 //! [`synthetic`]). The vocabulary and columns are llama-bench's, so figures compare directly.
 
+pub mod bandwidth;
 pub mod compare;
 pub mod endpoint;
 pub mod memory;
@@ -127,6 +128,7 @@ fn facts(
         size_bytes: size,
         n_params,
         quant_mix,
+        weights_per_token: bandwidth::weights_per_token(header),
     };
     (facts, record)
 }

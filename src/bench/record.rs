@@ -77,6 +77,9 @@ pub struct ModelRecord {
     pub n_params: u64,
     /// Tensor types by bytes, largest first.
     pub quant_mix: Vec<QuantShare>,
+    /// Bytes of weights one generated token reads ([`super::bandwidth::weights_per_token`]).
+    #[serde(default)]
+    pub weights_per_token: u64,
 }
 
 /// Size, parameter count and quantization mix of the tensors a header lists.

@@ -77,6 +77,12 @@ pub struct Row {
     pub peak_rss_bytes: Option<u64>,
     /// Peak GPU memory of the process during the test, in bytes (GPU devices only).
     pub peak_gpu_bytes: Option<u64>,
+    /// The CPU threads' measured memory read bandwidth, in GB/s (`--bandwidth`, CPU only).
+    #[serde(default)]
+    pub memory_read_gbs: Option<f64>,
+    /// Bytes of weights one generated token reads (`--bandwidth`, CPU only).
+    #[serde(default)]
+    pub weights_read_bytes: Option<u64>,
 }
 
 /// What `bench -o json` writes.
@@ -308,6 +314,9 @@ impl<W: Write> Writer<W> {
                     list_or_none(&r.simd_in_use),
                     list_or_none(&r.cpu_features),
                 )?;
+                for line in report.results.iter().filter_map(bound_line) {
+                    writeln!(self.out, "{line}")?;
+                }
             }
             Format::Json => {
                 let text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
@@ -318,6 +327,25 @@ impl<W: Write> Writer<W> {
         self.out.flush()?;
         Ok(report)
     }
+}
+
+/// A generation test's share of the bandwidth bound (rows measured with `--bandwidth`).
+fn bound_line(r: &Row) -> Option<String> {
+    let (gbs, bytes) = (r.memory_read_gbs?, r.weights_read_bytes?);
+    if r.n_gen == 0 || gbs <= 0.0 {
+        return None;
+    }
+    let achieved = bytes as f64 * r.avg_ts / 1e9;
+    Some(format!(
+        "bandwidth bound: {} {}: {} of weights per token at {:.2} t/s = {achieved:.1} GB/s, {:.0}% of the {gbs:.1} GB/s {} threads read (bound {:.2} t/s)",
+        r.model,
+        r.test,
+        bytes_label(bytes),
+        r.avg_ts,
+        100.0 * achieved / gbs,
+        r.n_threads,
+        gbs * 1e9 / bytes.max(1) as f64,
+    ))
 }
 
 fn list_or_none(v: &[String]) -> String {
@@ -366,6 +394,8 @@ pub(crate) mod tests {
             load_s: 0.25,
             peak_rss_bytes: Some(300 << 20),
             peak_gpu_bytes: None,
+            memory_read_gbs: None,
+            weights_read_bytes: None,
         }
     }
 
@@ -389,6 +419,36 @@ pub(crate) mod tests {
             "| llama 135M Q4_1 (a) | 93.46 MiB | 134.52 M | CPU | 2 | pp512 | 512.00 ± 0.00 | 1000.50 | n/a | n/a | 1.25 | 0.50 | 0.25 | 300.00 MiB | n/a |"
         );
         assert!(lines[5].starts_with("mlcli "), "{md}");
+        assert_eq!(
+            lines.len(),
+            6,
+            "no bandwidth line without --bandwidth: {md}"
+        );
+    }
+
+    #[test]
+    fn generation_rows_measured_with_bandwidth_get_their_share_of_the_bound() {
+        let mut out = Vec::new();
+        let mut w =
+            Writer::new(&mut out, Format::Md, super::super::record::machine_record()).unwrap();
+        let with = |mut r: Row, n_gen| {
+            r.n_gen = n_gen;
+            r.memory_read_gbs = Some(40.0);
+            r.weights_read_bytes = Some(500_000_000);
+            r
+        };
+        w.row(with(row("a", "pp512", 512.0), 0)).unwrap();
+        w.row(with(row("a", "tg128", 72.0), 128)).unwrap();
+        w.row(row("b", "tg128", 90.0)).unwrap();
+        w.finish().unwrap();
+        let md = String::from_utf8(out).unwrap();
+        let bounds: Vec<&str> = md.lines().filter(|l| l.starts_with("bandwidth")).collect();
+        // 0.5 GB a token at 72 t/s is 36 GB/s: 90% of 40, whose bound is 80 t/s.
+        assert_eq!(
+            bounds,
+            ["bandwidth bound: a tg128: 476.84 MiB of weights per token at 72.00 t/s = 36.0 GB/s, 90% of the 40.0 GB/s 2 threads read (bound 80.00 t/s)"],
+            "{md}"
+        );
     }
 
     #[test]

@@ -259,5 +259,7 @@ fn summarise(
         load_s: model.load_s,
         peak_rss_bytes: memory::peak_rss_bytes(),
         peak_gpu_bytes,
+        memory_read_gbs: None,
+        weights_read_bytes: None,
     }
 }

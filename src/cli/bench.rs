@@ -118,6 +118,11 @@ pub struct RunArgs {
     /// Skip the unmeasured warm-up run of each test.
     #[arg(long)]
     pub no_warmup: bool,
+    /// Also measure the memory read bandwidth of the CPU threads (a 1 GiB buffer, median of 5
+    /// passes) and give each CPU generation test's share of the bound it sets: bandwidth ÷
+    /// bytes of weights a token reads
+    #[arg(long)]
+    pub bandwidth: bool,
     /// Seed of the token ids, the sampler and synthetic weights.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -372,6 +377,11 @@ fn measure(a: &RunArgs, s: &Sweep, sources: &[Source], format: Format) -> anyhow
             eprint!("\r\x1b[2Kbench: {msg}");
         }
     };
+    // Measured before any model is loaded, with the threads the kernels use.
+    let read_gbs = a.bandwidth.then(|| {
+        progress("measuring memory read bandwidth");
+        bench::bandwidth::read_gbs()
+    });
     for source in sources {
         for sel in &selected {
             progress(&format!("loading {}", source.label()));
@@ -409,6 +419,14 @@ fn measure(a: &RunArgs, s: &Sweep, sources: &[Source], format: Format) -> anyhow
                     &mut progress,
                 )
                 .with_context(|| format!("{} {}", source.label(), case.test))?;
+                let row = match (read_gbs, sel.device.is_cpu()) {
+                    (Some(gbs), true) => Row {
+                        memory_read_gbs: Some(gbs),
+                        weights_read_bytes: Some(loaded.record.weights_per_token),
+                        ..row
+                    },
+                    _ => row,
+                };
                 out.row(row)?;
             }
         }
@@ -463,6 +481,9 @@ fn child_args(a: &RunArgs, threads: usize) -> Vec<OsString> {
     push("--child-threads", threads.to_string().into());
     if a.no_warmup {
         v.push("--no-warmup".into());
+    }
+    if a.bandwidth {
+        v.push("--bandwidth".into());
     }
     v
 }

@@ -1,0 +1,150 @@
+//! The memory-bandwidth bound of generation (`bench --bandwidth`): how fast this machine's
+//! CPU threads can read memory, and how many bytes of weights one generated token reads.
+//!
+//! A decoder step reads every weight once (a mixture of experts only its routed experts'),
+//! so on a CPU it cannot run faster than bandwidth ÷ bytes per token; how close a generation
+//! test comes to that bound is the share of the machine a kernel leaves unused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::formats::gguf_header::{Header, Value};
+use crate::kernels::cpu::pool::Pool;
+
+/// Bytes streamed per pass: far more than any CPU's last-level cache.
+const BUFFER_BYTES: usize = 1 << 30;
+/// Passes timed (after one untimed pass that faults the pages in and warms the threads).
+const PASSES: usize = 5;
+/// Words per unit of work the pool hands out (1 MiB).
+const WORDS_PER_UNIT: usize = (1 << 20) / 8;
+
+/// Read bandwidth in GB/s (10⁹ bytes per second): the median of [`PASSES`] passes over a
+/// 1 GiB buffer, each summed by all of our pool's threads (as many as the kernels use).
+pub fn read_gbs() -> f64 {
+    read_gbs_over(BUFFER_BYTES)
+}
+
+/// [`read_gbs`] over a buffer of `bytes` (whole MiB).
+fn read_gbs_over(bytes: usize) -> f64 {
+    let words: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let units = words.len() / WORDS_PER_UNIT;
+    let mut rates = Vec::with_capacity(PASSES);
+    for pass in 0..=PASSES {
+        let total = AtomicU64::new(0);
+        let start = Instant::now();
+        Pool::global().run(units, |range| {
+            let mut sum = 0u64;
+            for unit in range {
+                sum = sum.wrapping_add(sum_words(
+                    &words[unit * WORDS_PER_UNIT..(unit + 1) * WORDS_PER_UNIT],
+                ));
+            }
+            total.fetch_add(sum, Ordering::Relaxed);
+        });
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(total.load(Ordering::Relaxed));
+        if pass > 0 && secs > 0.0 {
+            rates.push((units * WORDS_PER_UNIT * 8) as f64 / secs / 1e9);
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Four independent sums, so the loop is limited by loads rather than by one add chain.
+fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 4];
+    for c in words.chunks_exact(4) {
+        for (a, w) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(*w);
+        }
+    }
+    acc.iter().fold(0, |s, a| s.wrapping_add(*a))
+}
+
+/// Bytes of weights one generated token reads: every tensor, except that the token
+/// embedding table gives one row (all of it when it is also the output head, i.e. there is
+/// no `output.weight`), and expert tensors (`*_exps`) the routed share
+/// (`expert_used_count / expert_count`).
+pub fn weights_per_token(header: &Header) -> u64 {
+    let arch = header.architecture().unwrap_or_default();
+    let count = |key: &str| {
+        header
+            .get(&format!("{arch}.{key}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let (experts, used) = (count("expert_count"), count("expert_used_count"));
+    let tied = !header.tensors.iter().any(|t| t.name == "output.weight");
+    let mut total = 0u64;
+    for t in &header.tensors {
+        let bytes = header.tensor_bytes(t).unwrap_or(0);
+        total += if t.name == "token_embd.weight" && !tied {
+            bytes / t.dims.get(1).copied().unwrap_or(1).max(1)
+        } else if t.name.contains("_exps") && experts > 0 {
+            bytes * used.min(experts) / experts
+        } else {
+            bytes
+        };
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::gguf_header::TensorEntry;
+
+    fn entry(name: &str, dims: Vec<u64>) -> TensorEntry {
+        TensorEntry {
+            name: name.into(),
+            dims,
+            type_id: 0,
+            offset: 0,
+        }
+    }
+
+    fn header(tensors: Vec<TensorEntry>, metadata: Vec<(String, Value)>) -> Header {
+        Header {
+            version: 3,
+            metadata,
+            tensors,
+            alignment: 32,
+            data_offset: 0,
+            file_size: 0,
+        }
+    }
+
+    #[test]
+    fn a_token_reads_one_embedding_row_unless_the_table_is_the_head_and_its_experts_share() {
+        // F32 tensors: 4 bytes per element.
+        let body = || vec![entry("blk.0.attn_q.weight", vec![8, 8])];
+        let mut untied = body();
+        untied.push(entry("token_embd.weight", vec![8, 100]));
+        untied.push(entry("output.weight", vec![8, 100]));
+        assert_eq!(
+            weights_per_token(&header(untied, vec![])),
+            4 * (64 + 8 + 800)
+        );
+        let mut tied = body();
+        tied.push(entry("token_embd.weight", vec![8, 100]));
+        assert_eq!(weights_per_token(&header(tied, vec![])), 4 * (64 + 800));
+        let mut moe = body();
+        moe.push(entry("blk.0.ffn_up_exps.weight", vec![8, 4, 16]));
+        let meta = vec![
+            ("general.architecture".into(), Value::Str("qwen3moe".into())),
+            ("qwen3moe.expert_count".into(), Value::U32(16)),
+            ("qwen3moe.expert_used_count".into(), Value::U32(2)),
+        ];
+        assert_eq!(
+            weights_per_token(&header(moe, meta)),
+            4 * (64 + 512 * 2 / 16)
+        );
+    }
+
+    #[test]
+    fn the_bandwidth_is_a_positive_rate() {
+        let gbs = read_gbs_over(4 << 20);
+        assert!(gbs.is_finite() && gbs > 0.0, "{gbs}");
+    }
+}
