@@ -10,8 +10,8 @@
 //!
 //! That f16 accumulator moves logits by a few hundredths, enough to reorder near-tied
 //! candidates; holding what llama.cpp holds is what makes `inspect --logits` list the
-//! reference's top-5 in its order. Longer prompts go through the matmul path in
-//! [`super::attention`], which matches llama.cpp's tiled kernel (f32 throughout) there.
+//! reference's top-5 in its order. Longer prompts go to [`super::attn_tiles`], llama.cpp's
+//! tiled kernel (f32 throughout) for them.
 //!
 //! Reading the cache in place is also what keeps decoding fast: candle's matmul path
 //! repacked the whole key block on every call (after 512 tokens of context that was ~230 µs

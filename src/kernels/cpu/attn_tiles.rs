@@ -485,18 +485,25 @@ mod tests {
         ]
     }
 
+    /// Queries, and keys and values as the cache holds them (f16), from seeds `seed..seed + 3`.
+    fn inputs(c: &Case, seed: u32) -> (Vec<f32>, Vec<f16>, Vec<f16>) {
+        let halves = |seed| {
+            test_values(c.kv * c.n * c.d, seed)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect()
+        };
+        (
+            test_values(c.h * c.l * c.d, seed),
+            halves(seed + 1),
+            halves(seed + 2),
+        )
+    }
+
     #[test]
     fn tiles_agree_with_attention_in_f64() {
         for (t, c) in cases().iter().enumerate() {
-            let q = test_values(c.h * c.l * c.d, 11 + t as u32);
-            let k: Vec<f16> = test_values(c.kv * c.n * c.d, 12)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
-            let v: Vec<f16> = test_values(c.kv * c.n * c.d, 13)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
+            let (q, k, v) = inputs(c, 11 + 3 * t as u32);
             let want = reference(c, &q, &k, &v);
             let got = run(c, &q, &k, &v);
             assert_eq!(got.len(), want.len());
@@ -512,15 +519,7 @@ mod tests {
     #[test]
     fn every_kernel_form_gives_the_same_bits() {
         for (t, c) in cases().iter().enumerate() {
-            let q = test_values(c.h * c.l * c.d, 21 + t as u32);
-            let k: Vec<f16> = test_values(c.kv * c.n * c.d, 22)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
-            let v: Vec<f16> = test_values(c.kv * c.n * c.d, 23)
-                .into_iter()
-                .map(f16::from_f32)
-                .collect();
+            let (q, k, v) = inputs(c, 41 + 3 * t as u32);
             let best = run(c, &q, &k, &v);
             for form in [Kernel::Avx2, Kernel::Scalar] {
                 force_kernel(Some(form));

@@ -206,8 +206,9 @@ impl Attention {
     ) -> Result<Tensor> {
         let (q, kv) = self.project(x)?;
         let (q, kv, pos) = self.store_rotated(q, kv, rope, cache, layer)?;
-        // Long prompts go in blocks of queries, each against only the keys it can see: the
-        // causal half of the score matrix is never computed.
+        // Long prompts: on the CPU in tiles ([`attn_tiles`]), elsewhere in blocks of queries,
+        // each against only the keys it can see: the causal half of the score matrix is
+        // never computed.
         let y = attend_in_blocks(
             &self.cfg,
             &q,
