@@ -1,8 +1,9 @@
 //! `mlcli bench`, the library part: parameter sweeps ([`sweep`]), statistics ([`stats`]),
 //! running tests through the engine's one decode loop ([`run`]), report formats ([`report`])
 //! with a reproducibility record ([`record`]), comparing reports ([`compare`]), memory
-//! figures ([`memory`]), the bandwidth bound of generation ([`bandwidth`]), and synthetic models from a table of presets ([`presets`],
-//! [`synthetic`]). The vocabulary and columns are llama-bench's, so figures compare directly.
+//! figures ([`memory`]), the bandwidth bound of generation ([`bandwidth`]), and synthetic
+//! models from a table of presets ([`presets`], [`synthetic`]). The vocabulary and columns
+//! are llama-bench's, so figures compare directly.
 
 pub mod bandwidth;
 pub mod compare;
