@@ -4,7 +4,8 @@
 //! Per query head, tiles of [`QT`] queries meet tiles of [`KT`] keys: the scores are f32
 //! products (each a chain of fused multiply-adds over the head's dimensions, in order, as
 //! ggml's `simd_gemm` forms them), scaled, soft-capped and masked; each query row keeps a
-//! running maximum and sum, rescaling what it has summed when a tile raises the maximum; the
+//! running maximum and sum (the exponentials ggml's vectorized `expf`, as its softmax takes
+//! them), rescaling what it has summed when a tile raises the maximum; the
 //! values are weighed in with another chain of fused multiply-adds in key order; the sum is
 //! divided out at the end by multiplying with its inverse. Key tiles no query of a tile sees
 //! (its future, or before its window) are skipped, so a causal prompt computes half of the
