@@ -47,8 +47,7 @@ fn read_gbs_over(bytes: usize) -> f64 {
             rates.push((units * WORDS_PER_UNIT * 8) as f64 / secs / 1e9);
         }
     }
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    super::stats::median(&rates).unwrap_or(0.0)
 }
 
 /// Four independent sums, so the loop is limited by loads rather than by one add chain.

@@ -346,6 +346,13 @@ fn online<S: F16Steps>(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mu
         // ggml's C is compiled with contraction on: this is one fused multiply-add there.
         sum = sum.mul_add(ms, vs);
     }
+    finish_row(out, (max, sum), sink);
+}
+
+/// The end of one query row of ggml's flash attention: a sink logit joins the running
+/// maximum and sum after the keys (the weighted values rescaled if it is the new maximum),
+/// then the sum is divided out by multiplying with `1 / sum` (0 for an empty row).
+pub(super) fn finish_row(out: &mut [f32], (max, mut sum): (f32, f32), sink: Option<f32>) {
     if let Some(s) = sink {
         let (ms, vs) = if s > max {
             let ms = (max - s).exp();
@@ -356,6 +363,7 @@ fn online<S: F16Steps>(q: &[f32], k: &[f16], v: &[f16], logits: Logits, out: &mu
         } else {
             (1.0, (s - max).exp())
         };
+        // ggml's C is compiled with contraction on: one fused multiply-add there.
         sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };

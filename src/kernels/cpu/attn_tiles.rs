@@ -20,7 +20,7 @@
 use candle_core::Tensor;
 use half::slice::HalfFloatSliceExt;
 
-use super::attn_few::{head_rows, Scale, Span};
+use super::attn_few::{finish_row, head_rows, Scale, Span};
 use super::gemv::{kernel, Kernel};
 use crate::Result;
 
@@ -276,24 +276,9 @@ impl Run<'_> {
             products::<RB, W>((&s, KT), (&vw[g][j0 * d..], d), (KT, d), (out, d), m);
             j0 += KT;
         }
-        for r in 0..m {
-            let o = &mut out[r * d..(r + 1) * d];
-            if let Some(sink) = self.sinks.map(|s| s[head]) {
-                // ggml's order: the sink joins the maximum and the sum after the keys.
-                if sink > max[r] {
-                    let ms = (max[r] - sink).exp();
-                    for x in o.iter_mut() {
-                        *x *= ms;
-                    }
-                    sum[r] = sum[r] * ms + 1.0;
-                } else {
-                    sum[r] += (sink - max[r]).exp();
-                }
-            }
-            let inv = if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] };
-            for x in o {
-                *x *= inv;
-            }
+        let sink = self.sinks.map(|s| s[head]);
+        for (r, o) in out.chunks_exact_mut(d).enumerate() {
+            finish_row(o, (max[r], sum[r]), sink);
         }
     }
 }
