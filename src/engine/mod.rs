@@ -281,6 +281,7 @@ impl Engine {
         recommended: Recommended,
         opts: &LoadOptions,
     ) -> Result<Self> {
+        crate::kernels::cpu::heap::return_freed();
         let (source, template_origin) = match (&opts.chat_template, template) {
             (Some(user), _) => (user.clone(), TemplateOrigin::User),
             (None, Some(own)) => (own, TemplateOrigin::Model),

@@ -101,14 +101,40 @@ pub fn gemm(dtype: GgmlDType, weights: &[u8], n: usize, k: usize, x: &[f32]) -> 
     }
     let m = x.len() / k;
     let acts = avx512::pack_acts(format, x, k);
+    let weights = Weights::Stored(weights);
     // SAFETY: the tiles below write every (activation row, weight row) entry exactly once.
     Some(unsafe { super::host::filled(m * n, |out| run_tiles(format, weights, n, k, &acts, out)) })
+}
+
+/// [`gemm`] for Q4_K weights repacked in groups of sixteen rows ([`super::q4k16`]): the
+/// same products, bit for bit.
+pub fn gemm_q4k16(w: &super::q4k16::Q4k16, x: &[f32]) -> Option<Vec<f32>> {
+    let (n, k) = w.dims2();
+    if !available() || !x.len().is_multiple_of(k) {
+        return None;
+    }
+    let m = x.len() / k;
+    let acts = avx512::pack_acts(Format::Q4K, x, k);
+    let weights = Weights::Q4k16(w);
+    // SAFETY: the tiles below write every (activation row, weight row) entry exactly once.
+    Some(unsafe {
+        super::host::filled(m * n, |out| {
+            run_tiles(Format::Q4K, weights, n, k, &acts, out)
+        })
+    })
+}
+
+/// Where the weight rows are: as stored, or Q4_K repacked in groups of sixteen.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    Stored(&'a [u8]),
+    Q4k16(&'a super::q4k16::Q4k16),
 }
 
 /// Spreads the tiles of `n` weight rows over the pool, writing `out` (`m × n`).
 fn run_tiles(
     format: Format,
-    weights: &[u8],
+    weights: Weights,
     n: usize,
     k: usize,
     acts: &avx512::Acts,
@@ -144,13 +170,15 @@ fn run_tiles(
             unsafe { q4k8::rows(weights, range, n, k, acts, out_addr as *mut f32) };
             return;
         }
-        unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
+        if let Weights::Stored(weights) = weights {
+            unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
+        }
     });
 }
 
 /// The products of the weight tiles `tiles` (`RR` rows each, the last maybe partial, `n` rows
-/// of `row_bytes` in all) with every activation row: each tile unpacked once
-/// (`unpack(its rows' bytes, its row count)`), then the activation rows, `m` in blocks of
+/// in all) with every activation row: each tile unpacked once (`unpack(its first row, its
+/// row count)`), then the activation rows, `m` in blocks of
 /// `block` (few enough to stay in L1 while every tile passes over them), `C` at a time:
 /// `product(tile, group)` gives `[activation][row]`, stored at `out[c * n + row]`. A last,
 /// partial group repeats its first row; those results are not stored.
@@ -159,20 +187,18 @@ fn run_tiles(
 /// `out` has room for `m × n` values.
 #[cfg(target_arch = "x86_64")]
 unsafe fn sweep<T, const RR: usize>(
-    (weights, row_bytes): (&[u8], usize),
     tiles: std::ops::Range<usize>,
     n: usize,
     (m, block): (usize, usize),
     out: *mut f32,
-    unpack: impl Fn(&[u8], usize) -> T,
+    unpack: impl Fn(usize, usize) -> T,
     product: impl Fn(&T, [usize; C]) -> [[f32; RR]; C],
 ) {
     let tiles: Vec<(usize, usize, T)> = tiles
         .map(|t| {
             let r0 = t * RR;
             let rows = RR.min(n - r0);
-            let w = &weights[r0 * row_bytes..(r0 + rows) * row_bytes];
-            (r0, rows, unpack(w, rows))
+            (r0, rows, unpack(r0, rows))
         })
         .collect();
     let mut b0 = 0;
@@ -558,14 +584,21 @@ mod avx512 {
         // About 24 KiB of activations per block (each block of 32 loaded as 64 bytes).
         let per_row = acts.blocks * 2 * 64;
         let block = (24 * 1024 / per_row.max(1)).max(1).next_multiple_of(C);
+        let row_bytes = format.row_bytes(k);
         super::sweep(
-            (weights, format.row_bytes(k)),
             tiles,
             n,
             (acts.rows, block),
             out,
             // SAFETY: the caller's CPU has AVX-512 VNNI.
-            |w, rows| unsafe { unpack(format, w, rows, k) },
+            |r0, rows| unsafe {
+                unpack(
+                    format,
+                    &weights[r0 * row_bytes..(r0 + rows) * row_bytes],
+                    rows,
+                    k,
+                )
+            },
             |u, group| match format {
                 Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
                 Format::Q6K => unsafe { tile_q6k(u, acts, group) },
@@ -844,6 +877,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn repacked_q4k_tiles_equal_the_stored_rows_tiles_bit_for_bit() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        for (m, n, k) in [(9, 16, 256), (13, 48, 768), (40, 32, 1024)] {
+            let w = Tensor::from_vec(test_values(n * k, 21), (n, k), &Device::Cpu).unwrap();
+            let data = QTensor::quantize(&w, GgmlDType::Q4K)
+                .unwrap()
+                .data()
+                .unwrap()
+                .to_vec();
+            let packed = super::super::q4k16::Q4k16::pack(&data, n, k).unwrap();
+            let x = test_values(m * k, 22);
+            let want = gemm(GgmlDType::Q4K, &data, n, k, &x).expect("supported");
+            let got = gemm_q4k16(&packed, &x).expect("supported");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "m={m} n={n} k={k}");
         }
     }
 

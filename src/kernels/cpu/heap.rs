@@ -28,3 +28,14 @@ pub fn keep_freed_buffers() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
+
+/// Returns the heap's free pages to the system (glibc on Linux; elsewhere nothing): for the
+/// end of a model's load, whose temporary buffers (weights repacked or stacked, then their
+/// parts freed) would otherwise stay in the resident set as holes in the heap.
+pub fn return_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -15,7 +15,8 @@
 use std::arch::x86_64::*;
 
 use super::avx512::{f16, Acts};
-use super::{C, QK_K};
+use super::{Weights, C, QK_K};
+use crate::kernels::cpu::q4k16::Q4k16;
 
 /// Weight rows per tile.
 pub(super) const R: usize = 8;
@@ -86,6 +87,61 @@ unsafe fn unpack(w: &[u8], rows: usize, k: usize) -> Tile {
         t.dmin[sb] = _mm512_loadu_ps(dmin.as_ptr());
     }
     t
+}
+
+/// [`unpack`] for rows `r0..r0 + rows` of a repacked matrix (whole tiles: half a group of
+/// sixteen, `r0` a multiple of eight): the same tile from the group's bytes, whose scales,
+/// minimums and four-value runs need no unpacking of six-bit fields.
+fn unpack_q4k16(w: &Q4k16, r0: usize, rows: usize) -> Tile {
+    use crate::kernels::cpu::q4k16::{D, DMIN, MINS, QS, SCALES, SUPER};
+    let supers = w.dims2().1 / QK_K;
+    let blocks = 8 * supers;
+    let group = w.group(r0 / 16);
+    let first = r0 % 16;
+    let mut words = vec![0u64; 8 * 4 * blocks];
+    let mut s = vec![[0i16; 32]; blocks];
+    let mut m = vec![[0i16; 32]; 2 * supers];
+    let mut d = vec![[0f32; 16]; supers];
+    let mut dmin = vec![[0f32; 16]; supers];
+    const LOW: u32 = 0x0F0F_0F0F;
+    for sb in 0..supers {
+        let blk = &group[sb * SUPER..(sb + 1) * SUPER];
+        for r in 0..R {
+            // Rows past `rows` repeat the tile's first row (whole tiles have none).
+            let g = first + if r < rows { r } else { 0 };
+            let half = |at: usize| half::f16::from_le_bytes([blk[at + 2 * g], blk[at + 2 * g + 1]]);
+            d[sb][2 * r..2 * r + 2].fill(half(D).to_f32());
+            dmin[sb][2 * r..2 * r + 2].fill(half(DMIN).to_f32());
+            for j in 0..8 {
+                s[8 * sb + j][4 * r..4 * r + 4].fill(blk[SCALES + 16 * j + g] as i16);
+                m[2 * sb + j / 4][4 * r + j % 4] = blk[MINS + 32 * (j / 2) + 2 * g + j % 2] as i16;
+                for q in 0..4 {
+                    let at = QS + 256 * j + 64 * q + 4 * g;
+                    let v = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+                    words[8 * (4 * (8 * sb + j) + q) + r] =
+                        (v & LOW) as u64 | (((v >> 4) & LOW) as u64) << 32;
+                }
+            }
+        }
+    }
+    // SAFETY: plain loads from arrays of 64 bytes each (the CPU has AVX-512: the caller runs
+    // this kernel only there).
+    unsafe {
+        Tile {
+            w: words
+                .chunks_exact(8)
+                .map(|c| _mm512_loadu_si512(c.as_ptr() as *const _))
+                .collect(),
+            s: s.iter()
+                .map(|v| _mm512_loadu_si512(v.as_ptr() as *const _))
+                .collect(),
+            m: m.iter()
+                .map(|v| _mm512_loadu_si512(v.as_ptr() as *const _))
+                .collect(),
+            d: d.iter().map(|v| _mm512_loadu_ps(v.as_ptr())).collect(),
+            dmin: dmin.iter().map(|v| _mm512_loadu_ps(v.as_ptr())).collect(),
+        }
+    }
 }
 
 /// Both rows of a pair of activations' per-row totals (`v` holds a row's two halves in lanes
@@ -174,7 +230,7 @@ unsafe fn tile(t: &Tile, a: &Acts, group: [usize; C]) -> [[f32; R]; C] {
 /// values; `acts` are Q4_K's activations for `k`; `out` has room for `acts.rows × n`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn rows(
-    weights: &[u8],
+    weights: Weights,
     tiles: std::ops::Range<usize>,
     n: usize,
     k: usize,
@@ -183,14 +239,19 @@ pub(super) unsafe fn rows(
 ) {
     // About 24 KiB of activations per block.
     let block = (24 * 1024 / (k + 64).max(1)).max(1).next_multiple_of(C);
+    let row_bytes = k / QK_K * BYTES;
     // SAFETY: the caller's CPU has the features; `out` has room for every tile's rows.
     super::sweep(
-        (weights, k / QK_K * BYTES),
         tiles,
         n,
         (acts.rows, block),
         out,
-        |w, rows| unsafe { unpack(w, rows, k) },
+        |r0, rows| match weights {
+            Weights::Stored(w) => unsafe {
+                unpack(&w[r0 * row_bytes..(r0 + rows) * row_bytes], rows, k)
+            },
+            Weights::Q4k16(w) => unpack_q4k16(w, r0, rows),
+        },
         |t, group| unsafe { tile(t, acts, group) },
     );
 }
