@@ -18,7 +18,7 @@ use super::mxfp4::{self, Mxfp4};
 use super::names::{self, NamePair};
 use super::quant::quant_for;
 pub use super::quant::{parse_quant, Quant, QUANT_TYPES};
-use crate::kernels::cpu::q4k16::Q4k16;
+use crate::kernels::cpu::repacked::Repacked;
 use crate::{Error, Result};
 
 /// A linear layer's weight as loaded: candle's (dense, or quantized in a type candle
@@ -31,9 +31,9 @@ pub enum Matrix {
     Mxfp4(Box<Mxfp4>),
     /// FP8 (E4M3) with block scales `(out, in)` (CPU only), as a checkpoint stores it.
     Fp8(Box<Fp8>),
-    /// Q4_K `(out, in)` repacked in groups of sixteen rows for our CPU kernels (CPU only;
-    /// shared, as its clones would be large).
-    Q4k16(std::sync::Arc<Q4k16>),
+    /// Q4_K `(out, in)` repacked in groups of sixteen rows for our CPU kernels (CPU
+    /// only; shared, as its clones would be large).
+    Repacked(std::sync::Arc<Repacked>),
 }
 
 impl Matrix {
@@ -52,7 +52,7 @@ impl Matrix {
                 let (rows, cols) = m.dims2();
                 vec![rows, cols]
             }
-            Matrix::Q4k16(m) => {
+            Matrix::Repacked(m) => {
                 let (rows, cols) = m.dims2();
                 vec![rows, cols]
             }

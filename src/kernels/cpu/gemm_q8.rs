@@ -18,6 +18,7 @@ use candle_core::quantized::GgmlDType;
 use super::gemv::QK;
 #[cfg(target_arch = "x86_64")]
 use super::gemv::{quantize, quantize_k};
+use super::repacked::{Format as RepackFormat, Repacked};
 
 /// Elements per step: two blocks.
 const PAIR: usize = 2 * QK;
@@ -106,29 +107,28 @@ pub fn gemm(dtype: GgmlDType, weights: &[u8], n: usize, k: usize, x: &[f32]) -> 
     Some(unsafe { super::host::filled(m * n, |out| run_tiles(format, weights, n, k, &acts, out)) })
 }
 
-/// [`gemm`] for Q4_K weights repacked in groups of sixteen rows ([`super::q4k16`]): the
-/// same products, bit for bit.
-pub fn gemm_q4k16(w: &super::q4k16::Q4k16, x: &[f32]) -> Option<Vec<f32>> {
+/// [`gemm`] for k-quant weights repacked in groups of sixteen rows ([`super::repacked`]):
+/// the same products, bit for bit.
+pub fn gemm_repacked(w: &Repacked, x: &[f32]) -> Option<Vec<f32>> {
     let (n, k) = w.dims2();
     if !available() || !x.len().is_multiple_of(k) {
         return None;
     }
+    let format = match w.format() {
+        RepackFormat::Q4K => Format::Q4K,
+    };
     let m = x.len() / k;
-    let acts = avx512::pack_acts(Format::Q4K, x, k);
-    let weights = Weights::Q4k16(w);
+    let acts = avx512::pack_acts(format, x, k);
+    let weights = Weights::Repacked(w);
     // SAFETY: the tiles below write every (activation row, weight row) entry exactly once.
-    Some(unsafe {
-        super::host::filled(m * n, |out| {
-            run_tiles(Format::Q4K, weights, n, k, &acts, out)
-        })
-    })
+    Some(unsafe { super::host::filled(m * n, |out| run_tiles(format, weights, n, k, &acts, out)) })
 }
 
-/// Where the weight rows are: as stored, or Q4_K repacked in groups of sixteen.
+/// Where the weight rows are: as stored, or repacked in groups of sixteen.
 #[derive(Clone, Copy)]
 enum Weights<'a> {
     Stored(&'a [u8]),
-    Q4k16(&'a super::q4k16::Q4k16),
+    Repacked(&'a Repacked),
 }
 
 /// Spreads the tiles of `n` weight rows over the pool, writing `out` (`m × n`).
@@ -170,9 +170,7 @@ fn run_tiles(
             unsafe { q4k8::rows(weights, range, n, k, acts, out_addr as *mut f32) };
             return;
         }
-        if let Weights::Stored(weights) = weights {
-            unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
-        }
+        unsafe { avx512::rows(format, weights, range, n, k, acts, out_addr as *mut f32) };
     });
 }
 
@@ -574,7 +572,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn rows(
         format: Format,
-        weights: &[u8],
+        weights: super::Weights,
         tiles: std::ops::Range<usize>,
         n: usize,
         k: usize,
@@ -591,13 +589,16 @@ mod avx512 {
             (acts.rows, block),
             out,
             // SAFETY: the caller's CPU has AVX-512 VNNI.
-            |r0, rows| unsafe {
-                unpack(
-                    format,
-                    &weights[r0 * row_bytes..(r0 + rows) * row_bytes],
-                    rows,
-                    k,
-                )
+            |r0, rows| match weights {
+                super::Weights::Stored(w) => unsafe {
+                    unpack(format, &w[r0 * row_bytes..(r0 + rows) * row_bytes], rows, k)
+                },
+                // A tile is a quarter of a group: its rows in the stored layout first.
+                super::Weights::Repacked(w) => {
+                    let mut stored = vec![0u8; rows * row_bytes];
+                    w.stored_rows(r0, rows, &mut stored);
+                    unsafe { unpack(format, &stored, rows, k) }
+                }
             },
             |u, group| match format {
                 Format::Q4K => unreachable!("Q4_K runs in tiles of eight rows (q4k8)"),
@@ -762,7 +763,7 @@ mod avx512 {
 
     pub(super) unsafe fn rows(
         _: Format,
-        _: &[u8],
+        _: super::Weights,
         _: std::ops::Range<usize>,
         _: usize,
         _: usize,
@@ -881,22 +882,19 @@ mod tests {
     }
 
     #[test]
-    fn repacked_q4k_tiles_equal_the_stored_rows_tiles_bit_for_bit() {
+    fn repacked_tiles_equal_the_stored_rows_tiles_bit_for_bit() {
         if !available() {
             eprintln!("skipped: this CPU has no AVX-512 VNNI");
             return;
         }
         for (m, n, k) in [(9, 16, 256), (13, 48, 768), (40, 32, 1024)] {
             let w = Tensor::from_vec(test_values(n * k, 21), (n, k), &Device::Cpu).unwrap();
-            let data = QTensor::quantize(&w, GgmlDType::Q4K)
-                .unwrap()
-                .data()
-                .unwrap()
-                .to_vec();
-            let packed = super::super::q4k16::Q4k16::pack(&data, n, k).unwrap();
             let x = test_values(m * k, 22);
-            let want = gemm(GgmlDType::Q4K, &data, n, k, &x).expect("supported");
-            let got = gemm_q4k16(&packed, &x).expect("supported");
+            let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+            let w = q.data().unwrap();
+            let packed = Repacked::pack(RepackFormat::Q4K, &w, n, k).unwrap();
+            let want = gemm(GgmlDType::Q4K, &w, n, k, &x).expect("supported");
+            let got = gemm_repacked(&packed, &x).expect("supported");
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "m={m} n={n} k={k}");
         }

@@ -1,8 +1,8 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
 //! [`gemv`] and the per-type files, two weight rows by up to four activation rows in
 //! [`rows512`], MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`], batches in
-//! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`], Q4_K repacked in sixteen
-//! interleaved rows in [`q4k16`]), few-query attention in
+//! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`], and repacked in sixteen
+//! interleaved rows in [`repacked`] ([`q4k16`])), few-query attention in
 //! llama.cpp's numerics ([`attn_few`], [`attn_f16`]) and its tiled prompt attention
 //! ([`attn_tiles`]) over the f16 KV cache (widened for f32
 //! products in [`f16_rows`]), the gated activation ([`gated`]), RoPE's rotation
@@ -32,6 +32,7 @@ pub mod q4_1;
 pub mod q4k16;
 pub mod q5_0;
 pub mod q8_0;
+pub mod repacked;
 pub mod rope;
 #[cfg(target_arch = "x86_64")]
 pub mod rows512;

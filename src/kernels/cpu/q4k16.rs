@@ -1,15 +1,6 @@
-//! Q4_K weights repacked at load into groups of sixteen interleaved rows, and their products
-//! with one to a few activation rows (decoding), in the numerics of [`super::kdots`] (bit
-//! for bit).
-//!
-//! Read in GGUF's order, one row at a time, a Q4_K product spends as many instructions on
-//! each super-block's bookkeeping (unpacking its twelve bytes of scales, spreading them to the
-//! products, summing lanes across a register) as on the products themselves: on two cores it
-//! decodes at about half the bandwidth the memory gives. Sixteen rows side by side remove
-//! that work. Each i32 lane of a register belongs to one row, so one `vpdpbusd` multiplies
-//! four values of each of the sixteen rows by the same four activations (broadcast), no sum
-//! ever crosses lanes, and the scales, minimums, `d` and `dmin` of the sixteen rows are
-//! already where their lanes need them. A group's super-block holds:
+//! Q4_K repacked in groups of sixteen rows ([`super::repacked`]): the layout and its
+//! products with one to four activation rows, in the numerics of
+//! [`super::kdots::q4k_dot`] (bit for bit). A group's super-block holds:
 //!
 //! | bytes | what |
 //! |---|---|
@@ -20,17 +11,17 @@
 //! | 320..2368 | the values: sub-block `j`'s 64-byte chunk `c`, byte `4r + t`: row `r`'s element `32j + 8c + t` in its low nibble, `32j + 8c + 4 + t` in its high one |
 //!
 //! 2,368 bytes where the sixteen rows had 2,304: the scales and minimums are stored unpacked
-//! (a byte each), which saves the kernel more instructions than the 3% of bytes costs.
-//! Every row's integer sums are the exact integers of the portable form
-//! ([`crate::kernels::cpu::kdots::q4k_dot`]) and its float chains take the same steps, so
-//! a product from the repacked rows equals the product from the stored rows, bit for bit.
+//! (a byte each), which saves the kernel more instructions than the 3% of bytes costs. One
+//! `vpdpbusd` multiplies a chunk's low (or high) nibbles, four values of each row, by four
+//! broadcast activations; each sub-block's sums are scaled once (`vpmulld`), and the
+//! minimums meet the activations' sums per pair of sub-blocks in one `vpdpwssd`.
 
 use half::f16;
 
 use super::kdots::{q4k_scale_min, Q4K_BYTES, Q8K, QK_K};
 
-/// Rows per group.
-pub const ROWS: usize = 16;
+use super::repacked::ROWS;
+
 /// Bytes of one group's super-block, and where its parts start (see the table above).
 pub(crate) const SUPER: usize = 2368;
 pub(crate) const D: usize = 0;
@@ -39,144 +30,21 @@ pub(crate) const SCALES: usize = 64;
 pub(crate) const MINS: usize = 192;
 pub(crate) const QS: usize = 320;
 
-/// A cache line; the repacked bytes are held in these, so that every 64-byte load is aligned.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-/// A Q4_K matrix of `n` rows (a multiple of [`ROWS`]) of `k` values, repacked.
-pub struct Q4k16 {
-    lines: Vec<Line>,
-    n: usize,
-    k: usize,
+/// The four bytes at `at`, as a little-endian word.
+pub(super) fn word(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
 }
 
-impl std::fmt::Debug for Q4k16 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Q4k16({} × {})", self.n, self.k)
-    }
+/// Bytes of a group of `supers` super-blocks.
+pub(super) fn group_bytes(supers: usize) -> usize {
+    supers * SUPER
 }
 
-impl Q4k16 {
-    /// `data`'s `n` Q4_K rows of `k` values repacked; `None` when `n` is not a multiple of
-    /// [`ROWS`], `k` not of 256, or `data` too short.
-    pub fn pack(data: &[u8], n: usize, k: usize) -> Option<Self> {
-        let supers = k / QK_K;
-        let row_bytes = supers * Q4K_BYTES;
-        if n == 0 || !n.is_multiple_of(ROWS) || k == 0 || !k.is_multiple_of(QK_K) {
-            return None;
-        }
-        if data.len() < n * row_bytes {
-            return None;
-        }
-        let group_bytes = supers * SUPER;
-        let mut lines = vec![Line([0; 64]); n / ROWS * group_bytes / 64];
-        let addr = lines.as_mut_ptr() as usize;
-        super::pool::Pool::global().run(n / ROWS, |groups| {
-            for g in groups {
-                // SAFETY: each group writes only its own bytes of `lines`, which outlives
-                // the call.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (addr as *mut u8).add(g * group_bytes),
-                        group_bytes,
-                    )
-                };
-                let src = &data[g * ROWS * row_bytes..(g + 1) * ROWS * row_bytes];
-                pack_group(src, row_bytes, dst);
-            }
-        });
-        Some(Self { lines, n, k })
-    }
-
-    /// `(out, in)`.
-    pub fn dims2(&self) -> (usize, usize) {
-        (self.n, self.k)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `Line` is 64 plain bytes.
-        unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.lines.len() * 64)
-        }
-    }
-
-    /// The bytes of group `g` (rows `16g..16g + 16`).
-    pub(crate) fn group(&self, g: usize) -> &[u8] {
-        let size = self.k / QK_K * SUPER;
-        &self.bytes()[g * size..(g + 1) * size]
-    }
-
-    /// Rows `first..first + count` (inside one group) in GGUF's Q4_K layout, into `out`
-    /// (`count` rows of `k / 256 · 144` bytes): what the prompt tiles unpack.
-    pub fn stored_rows(&self, first: usize, count: usize, out: &mut [u8]) {
-        let supers = self.k / QK_K;
-        let group = self.group(first / ROWS);
-        for (i, row) in out
-            .chunks_exact_mut(supers * Q4K_BYTES)
-            .take(count)
-            .enumerate()
-        {
-            let r = first % ROWS + i;
-            for (b, blk) in row.chunks_exact_mut(Q4K_BYTES).enumerate() {
-                unpack_block(&group[b * SUPER..(b + 1) * SUPER], r, blk);
-            }
-        }
-    }
-
-    /// The matrix of `parts` stacked (their rows in order), when they share `k`.
-    pub fn stack(parts: &[&Q4k16]) -> Option<Q4k16> {
-        let k = parts.first()?.k;
-        if parts.iter().any(|p| p.k != k) {
-            return None;
-        }
-        let mut lines = Vec::with_capacity(parts.iter().map(|p| p.lines.len()).sum());
-        for p in parts {
-            lines.extend_from_slice(&p.lines);
-        }
-        let n = parts.iter().map(|p| p.n).sum();
-        Some(Q4k16 { lines, n, k })
-    }
-
-    /// `out[j·n + i]` = row `i` · `x_j` for the `x.len() / k` activation rows of `x`, by the
-    /// kernel `form` (which the CPU must have).
-    pub fn products(&self, x: &[f32], out: &mut [f32], form: super::gemv::Kernel) {
-        let m = x.len() / self.k;
-        assert!(x.len() == m * self.k && out.len() == m * self.n);
-        let xqs: Vec<Q8K> = x.chunks_exact(self.k).map(super::kdots::quantize).collect();
-        let sums: Vec<Vec<[i16; 8]>> = xqs.iter().map(sub_block_sums).collect();
-        let out_addr = out.as_mut_ptr() as usize;
-        let (n, supers) = (self.n, self.k / QK_K);
-        super::pool::Pool::global().run(n / ROWS, |groups| {
-            for g in groups {
-                let group = self.group(g);
-                for (c, (xs, ss)) in xqs.chunks(4).zip(sums.chunks(4)).enumerate() {
-                    let vals = group_products(form, group, supers, xs, ss);
-                    for (j, v) in vals.iter().enumerate().take(xs.len()) {
-                        for (r, &v) in v.iter().enumerate() {
-                            // SAFETY: each group writes only its own rows' entries of `out`,
-                            // which outlives the call and holds `m · n` values.
-                            unsafe {
-                                *(out_addr as *mut f32).add((4 * c + j) * n + g * ROWS + r) = v
-                            };
-                        }
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// The activations' sums per sub-block of 32, as i16, per super-block.
-fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
-    x.bsums
-        .chunks_exact(16)
-        .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
-        .collect()
-}
-
-/// Repacks sixteen stored rows (`src`, `row_bytes` each) into one group (`dst`).
-fn pack_group(src: &[u8], row_bytes: usize, dst: &mut [u8]) {
+/// Repacks sixteen stored rows (`src`, `supers` super-blocks each) into one group (`dst`).
+pub(super) fn pack_group(src: &[u8], supers: usize, dst: &mut [u8]) {
+    let row_bytes = supers * Q4K_BYTES;
     for (b, out) in dst.chunks_exact_mut(SUPER).enumerate() {
         for r in 0..ROWS {
             let blk = &src[r * row_bytes + b * Q4K_BYTES..r * row_bytes + (b + 1) * Q4K_BYTES];
@@ -187,29 +55,31 @@ fn pack_group(src: &[u8], row_bytes: usize, dst: &mut [u8]) {
                 out[SCALES + 16 * j + r] = s;
                 out[MINS + 32 * (j / 2) + 2 * r + j % 2] = m;
             }
-            let qs = &blk[16..];
-            let value = |e: usize| {
-                let byte = qs[32 * (e / 64) + e % 32];
-                if (e / 32).is_multiple_of(2) {
-                    byte & 15
-                } else {
-                    byte >> 4
-                }
-            };
+            // Four values at a time: elements 8c..8c+4 and 8c+4..8c+8 of sub-block j are
+            // four stored bytes each (the low nibbles for even j, the high ones for odd j).
             for j in 0..8 {
+                let shift = 4 * (j % 2) as u32;
                 for c in 0..4 {
-                    for t in 0..4 {
-                        let e = 32 * j + 8 * c + t;
-                        out[QS + 256 * j + 64 * c + 4 * r + t] = value(e) | (value(e + 4) << 4);
-                    }
+                    let at = 16 + 32 * (j / 2) + 8 * c;
+                    let lo = (word(blk, at) >> shift) & 0x0F0F_0F0F;
+                    let hi = (word(blk, at + 4) >> shift) & 0x0F0F_0F0F;
+                    let to = QS + 256 * j + 64 * c + 4 * r;
+                    out[to..to + 4].copy_from_slice(&(lo | hi << 4).to_le_bytes());
                 }
             }
         }
     }
 }
 
+/// Row `r` of a group (`supers` super-blocks) in GGUF's layout (`row`).
+pub(super) fn stored_row(group: &[u8], supers: usize, r: usize, row: &mut [u8]) {
+    for (b, out) in row.chunks_exact_mut(Q4K_BYTES).take(supers).enumerate() {
+        stored_block(&group[b * SUPER..(b + 1) * SUPER], r, out);
+    }
+}
+
 /// Row `r` of a group's super-block (`blk`) in GGUF's 144-byte Q4_K block (`out`).
-fn unpack_block(blk: &[u8], r: usize, out: &mut [u8]) {
+fn stored_block(blk: &[u8], r: usize, out: &mut [u8]) {
     out[0..2].copy_from_slice(&blk[D + 2 * r..D + 2 * r + 2]);
     out[2..4].copy_from_slice(&blk[DMIN + 2 * r..DMIN + 2 * r + 2]);
     let s = |j: usize| blk[SCALES + 16 * j + r];
@@ -221,30 +91,23 @@ fn unpack_block(blk: &[u8], r: usize, out: &mut [u8]) {
         sc[j + 4] = m(j) | (m(j + 4) >> 4) << 6;
         sc[j + 8] = (s(j + 4) & 15) | (m(j + 4) & 15) << 4;
     }
-    let qs = &mut out[16..];
+    out[16..].fill(0);
     for j in 0..8 {
+        let shift = 4 * (j % 2) as u32;
         for c in 0..4 {
-            for t in 0..4 {
-                let byte = blk[QS + 256 * j + 64 * c + 4 * r + t];
-                for (e, v) in [
-                    (32 * j + 8 * c + t, byte & 15),
-                    (32 * j + 8 * c + 4 + t, byte >> 4),
-                ] {
-                    let at = &mut qs[32 * (e / 64) + e % 32];
-                    *at = if (e / 32).is_multiple_of(2) {
-                        (*at & 0xF0) | v
-                    } else {
-                        (*at & 0x0F) | v << 4
-                    };
-                }
+            let w = word(blk, QS + 256 * j + 64 * c + 4 * r);
+            let at = 16 + 32 * (j / 2) + 8 * c;
+            for (at, v) in [(at, w & 0x0F0F_0F0F), (at + 4, (w >> 4) & 0x0F0F_0F0F)] {
+                let old = word(out, at);
+                out[at..at + 4].copy_from_slice(&(old | v << shift).to_le_bytes());
             }
         }
     }
 }
 
-/// One group's products with up to four activation rows (`xs`, with their sub-block sums
-/// `ss`): `[activation][row]`, by `form`.
-fn group_products(
+/// One group's products with up to four activation rows (`xs`, with their sums per
+/// sub-block `ss`): `[activation][row]`, by `form`.
+pub(super) fn products(
     form: super::gemv::Kernel,
     group: &[u8],
     supers: usize,
@@ -390,88 +253,5 @@ mod avx512 {
             _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(*a, *m));
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::cpu::gemv::{kernel, test_values, Kernel};
-    use crate::kernels::cpu::kdots;
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
-
-    fn matrix(n: usize, k: usize, seed: u32) -> Vec<u8> {
-        let w = Tensor::from_vec(test_values(n * k, seed), (n, k), &Device::Cpu).unwrap();
-        QTensor::quantize(&w, GgmlDType::Q4K)
-            .unwrap()
-            .data()
-            .unwrap()
-            .to_vec()
-    }
-
-    #[test]
-    fn repacking_keeps_every_stored_byte() {
-        let (n, k) = (32, 512);
-        let data = matrix(n, k, 61);
-        let packed = Q4k16::pack(&data, n, k).unwrap();
-        let row_bytes = k / QK_K * Q4K_BYTES;
-        let mut back = vec![0u8; 5 * row_bytes];
-        packed.stored_rows(19, 5, &mut back);
-        assert_eq!(back, data[19 * row_bytes..24 * row_bytes]);
-        assert!(Q4k16::pack(&data, 24, k).is_none());
-        assert!(Q4k16::pack(&data[..100], n, k).is_none());
-    }
-
-    #[test]
-    fn every_form_gives_the_stored_rows_products_bit_for_bit() {
-        let (n, k) = (48, 768);
-        let data = matrix(n, k, 62);
-        let packed = Q4k16::pack(&data, n, k).unwrap();
-        let row_bytes = k / QK_K * Q4K_BYTES;
-        let mut forms = vec![Kernel::Scalar];
-        if kernel() == Kernel::Avx512Vnni {
-            forms.push(Kernel::Avx512Vnni);
-        } else {
-            eprintln!("AVX-512 form skipped: this CPU has no AVX-512 VNNI");
-        }
-        for m in [1, 3, 6] {
-            let x = test_values(m * k, 63 + m as u32);
-            for &form in &forms {
-                let mut out = vec![0f32; m * n];
-                packed.products(&x, &mut out, form);
-                for j in 0..m {
-                    let xq = kdots::quantize(&x[j * k..(j + 1) * k]);
-                    for i in 0..n {
-                        let want = kdots::q4k_dot(&data[i * row_bytes..(i + 1) * row_bytes], &xq);
-                        let got = out[j * n + i];
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{form:?} m {m} row {i}: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn stacking_concatenates_the_rows() {
-        let k = 256;
-        let (a, b) = (matrix(16, k, 64), matrix(32, k, 65));
-        let (pa, pb) = (
-            Q4k16::pack(&a, 16, k).unwrap(),
-            Q4k16::pack(&b, 32, k).unwrap(),
-        );
-        let both = Q4k16::stack(&[&pa, &pb]).unwrap();
-        assert_eq!(both.dims2(), (48, k));
-        let mut back = vec![0u8; 48 * Q4K_BYTES];
-        for g in 0..3 {
-            both.stored_rows(16 * g, 16, &mut back[16 * g * Q4K_BYTES..]);
-        }
-        assert_eq!(back, [a, b].concat());
-        let other = Q4k16::pack(&matrix(16, 512, 66), 16, 512).unwrap();
-        assert!(Q4k16::stack(&[&pa, &other]).is_none());
     }
 }

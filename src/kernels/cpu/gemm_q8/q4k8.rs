@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use super::avx512::{f16, Acts};
 use super::{Weights, C, QK_K};
-use crate::kernels::cpu::q4k16::Q4k16;
+use crate::kernels::cpu::repacked::Repacked;
 
 /// Weight rows per tile.
 pub(super) const R: usize = 8;
@@ -92,7 +92,7 @@ unsafe fn unpack(w: &[u8], rows: usize, k: usize) -> Tile {
 /// [`unpack`] for rows `r0..r0 + rows` of a repacked matrix (whole tiles: half a group of
 /// sixteen, `r0` a multiple of eight): the same tile from the group's bytes, whose scales,
 /// minimums and four-value runs need no unpacking of six-bit fields.
-fn unpack_q4k16(w: &Q4k16, r0: usize, rows: usize) -> Tile {
+fn unpack_repacked(w: &Repacked, r0: usize, rows: usize) -> Tile {
     use crate::kernels::cpu::q4k16::{D, DMIN, MINS, QS, SCALES, SUPER};
     let supers = w.dims2().1 / QK_K;
     let blocks = 8 * supers;
@@ -250,7 +250,7 @@ pub(super) unsafe fn rows(
             Weights::Stored(w) => unsafe {
                 unpack(&w[r0 * row_bytes..(r0 + rows) * row_bytes], rows, k)
             },
-            Weights::Q4k16(w) => unpack_q4k16(w, r0, rows),
+            Weights::Repacked(w) => unpack_repacked(w, r0, rows),
         },
         |t, group| unsafe { tile(t, acts, group) },
     );
