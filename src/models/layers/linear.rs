@@ -115,47 +115,27 @@ impl Linear {
         if parts.iter().any(|p| p.bias.is_some() != has_bias) {
             return Ok(None);
         }
+        // Weights of our own kinds: every part of the kind, stacked by the kind's own rule
+        // (`None`: kept apart).
+        macro_rules! stacked {
+            ($kind:ident, $stack:expr, $wrap:expr) => {{
+                let ms = all_of(parts, |w| match w {
+                    Matrix::$kind(m) => Some(&**m),
+                    _ => None,
+                });
+                match ms.and_then(|ms| $stack(&ms)) {
+                    Some(m) => $wrap(m),
+                    None => return Ok(None),
+                }
+            }};
+        }
         let weight = match &first.weight {
             Matrix::Repacked(_) => {
-                let mut ms = Vec::with_capacity(parts.len());
-                for p in parts {
-                    let Matrix::Repacked(m) = &p.weight else {
-                        return Ok(None);
-                    };
-                    ms.push(&**m);
-                }
-                match Repacked::stack(&ms) {
-                    Some(m) => Matrix::Repacked(Arc::new(m)),
-                    None => return Ok(None),
-                }
+                stacked!(Repacked, Repacked::stack, |m| Matrix::Repacked(Arc::new(m)))
             }
-            Matrix::Fp8(_) => {
-                let mut ms = Vec::with_capacity(parts.len());
-                for p in parts {
-                    let Matrix::Fp8(m) = &p.weight else {
-                        return Ok(None);
-                    };
-                    ms.push(&**m);
-                }
-                match Fp8::stack_rows(&ms) {
-                    Some(m) => Matrix::Fp8(Box::new(m)),
-                    // A block of scales would straddle two parts: kept apart.
-                    None => return Ok(None),
-                }
-            }
-            Matrix::Mxfp4(_) => {
-                let mut ms = Vec::with_capacity(parts.len());
-                for p in parts {
-                    let Matrix::Mxfp4(m) = &p.weight else {
-                        return Ok(None);
-                    };
-                    ms.push(&**m);
-                }
-                match Mxfp4::stack_rows(&ms) {
-                    Some(m) => Matrix::mxfp4(m),
-                    None => return Ok(None),
-                }
-            }
+            // FP8: a block of scales straddling two parts keeps them apart.
+            Matrix::Fp8(_) => stacked!(Fp8, Fp8::stack_rows, |m| Matrix::Fp8(Box::new(m))),
+            Matrix::Mxfp4(_) => stacked!(Mxfp4, Mxfp4::stack_rows, Matrix::mxfp4),
             Matrix::Candle(QMatMul::QTensor(w0)) => {
                 let (dtype, dev) = (w0.dtype(), w0.device());
                 let k = w0.shape().dims2()?.1;
@@ -386,6 +366,15 @@ fn repacked_forward(w: &Repacked, x: &Tensor) -> Result<Tensor> {
     own_kernel_forward(x, (n, k), &name, |input, out| {
         w.products(input, out, gemv::kernel())
     })
+}
+
+/// The weights of `parts` as `kind` sees them, when it sees every one (weights of one kind,
+/// for [`Linear::stack`]).
+fn all_of<'a, T>(
+    parts: &[&'a Linear],
+    kind: impl Fn(&'a Matrix) -> Option<&'a T>,
+) -> Option<Vec<&'a T>> {
+    parts.iter().map(|p| kind(&p.weight)).collect()
 }
 
 /// [`Linear::rows_into`] for the quantized weight `w`.
