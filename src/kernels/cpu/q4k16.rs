@@ -10,8 +10,9 @@
 //! | 192..320 | the minimums in pairs of sub-blocks: byte `32p + 2r + i` is row `r`'s minimum `2p + i` |
 //! | 320..2368 | the values: sub-block `j`'s 64-byte chunk `c`, byte `4r + t`: row `r`'s element `32j + 8c + t` in its low nibble, `32j + 8c + 4 + t` in its high one |
 //!
-//! 2,368 bytes where the sixteen rows had 2,304: the scales and minimums are stored unpacked
-//! (a byte each), which saves the kernel more instructions than the 3% of bytes costs. One
+//! 2,368 bytes where the sixteen rows had 2,304: the scales and minimums are stored unpacked,
+//! a byte each, so that no instruction unpacks them; a product streamed from memory pays for
+//! the 3% more bytes (storing them in six bits again is left to do). One
 //! `vpdpbusd` multiplies a chunk's low (or high) nibbles, four values of each row, by four
 //! broadcast activations; each sub-block's sums are scaled once (`vpmulld`), and the
 //! minimums meet the activations' sums per pair of sub-blocks in one `vpdpwssd`.
@@ -31,7 +32,7 @@ pub(crate) const MINS: usize = 192;
 pub(crate) const QS: usize = 320;
 
 /// The four bytes at `at`, as a little-endian word.
-pub(super) fn word(b: &[u8], at: usize) -> u32 {
+fn word(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(w)

@@ -167,7 +167,9 @@ impl Repacked {
     }
 
     /// `out[j·n + i]` = row `i` · `x_j` for the `x.len() / k` activation rows of `x`, by the
-    /// kernel `form` (which the CPU must have), groups spread over the pool.
+    /// kernel `form` (which the CPU must have), groups spread over the pool. Panics unless `x`
+    /// holds whole rows of `k` and `out` one value per row and activation row (callers check
+    /// both against the layer's shape).
     pub fn products(&self, x: &[f32], out: &mut [f32], form: Kernel) {
         let m = x.len() / self.k;
         assert!(x.len() == m * self.k && out.len() == m * self.n);
@@ -225,14 +227,14 @@ impl Sums {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::kernels::cpu::gemv::{kernel, test_values};
     use crate::kernels::cpu::kdots;
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
-    pub(crate) fn matrix(dtype: GgmlDType, n: usize, k: usize, seed: u32) -> Vec<u8> {
+    fn matrix(dtype: GgmlDType, n: usize, k: usize, seed: u32) -> Vec<u8> {
         let w = Tensor::from_vec(test_values(n * k, seed), (n, k), &Device::Cpu).unwrap();
         QTensor::quantize(&w, dtype)
             .unwrap()
