@@ -6,16 +6,16 @@
 //! |---|---|
 //! | 0..32 | `d` of rows 0..16 (f16) |
 //! | 32..64 | `dmin` of rows 0..16 (f16) |
-//! | 64..192 | the scales, sub-block-major: byte `16j + r` is row `r`'s scale `j` |
-//! | 192..320 | the minimums in pairs of sub-blocks: byte `32p + 2r + i` is row `r`'s minimum `2p + i` |
-//! | 320..2368 | the values: sub-block `j`'s 64-byte chunk `c`, byte `4r + t`: row `r`'s element `32j + 8c + t` in its low nibble, `32j + 8c + 4 + t` in its high one |
+//! | 64..192 | the low four bits of the scales and minimums, sub-block-major: byte `16j + r` holds row `r`'s scale `j` (low nibble) and minimum `j` (high nibble) |
+//! | 192..256 | their high two bits: byte `16q + r` holds row `r`'s scale `q`, scale `q + 4`, minimum `q`, minimum `q + 4` in bits 0–1, 2–3, 4–5, 6–7 |
+//! | 256..2304 | the values: sub-block `j`'s 64-byte chunk `c`, byte `4r + t`: row `r`'s element `32j + 8c + t` in its low nibble, `32j + 8c + 4 + t` in its high one |
 //!
-//! 2,368 bytes where the sixteen rows had 2,304: the scales and minimums are stored unpacked,
-//! a byte each, so that no instruction unpacks them; a product streamed from memory pays for
-//! the 3% more bytes (storing them in six bits again is left to do). One
-//! `vpdpbusd` multiplies a chunk's low (or high) nibbles, four values of each row, by four
-//! broadcast activations; each sub-block's sums are scaled once (`vpmulld`), and the
-//! minimums meet the activations' sums per pair of sub-blocks in one `vpdpwssd`.
+//! The same 2,304 bytes as the sixteen stored rows, so a product streamed from memory reads
+//! no more. The sixteen rows' 6-bit scales and minimums come out of the two planes with a few
+//! shifts and masks per super-block (every byte of a register in place). One `vpdpbusd`
+//! multiplies a chunk's low (or high) nibbles, four values of each row, by four broadcast
+//! activations; each sub-block's sums are scaled once (`vpmulld`), and its minimums meet the
+//! activations' sum in one `vpdpwssd`.
 
 use half::f16;
 
@@ -24,12 +24,22 @@ use super::kdots::{q4k_scale_min, Q4K_BYTES, Q8K, QK_K};
 use super::repacked::ROWS;
 
 /// Bytes of one group's super-block, and where its parts start (see the table above).
-pub(crate) const SUPER: usize = 2368;
+pub(crate) const SUPER: usize = 2304;
 pub(crate) const D: usize = 0;
 pub(crate) const DMIN: usize = 32;
-pub(crate) const SCALES: usize = 64;
-pub(crate) const MINS: usize = 192;
-pub(crate) const QS: usize = 320;
+const LOW: usize = 64;
+const HIGH: usize = 192;
+pub(crate) const QS: usize = 256;
+
+/// Row `r`'s scale and minimum of sub-block `j` in a group's super-block `blk`.
+pub(crate) fn scale_min(blk: &[u8], j: usize, r: usize) -> (u8, u8) {
+    let (low, high) = (blk[LOW + 16 * j + r], blk[HIGH + 16 * (j % 4) + r]);
+    let shift = 2 * (j / 4);
+    (
+        (low & 15) | ((high >> shift) & 3) << 4,
+        (low >> 4) | ((high >> (4 + shift)) & 3) << 4,
+    )
+}
 
 /// The four bytes at `at`, as a little-endian word.
 fn word(b: &[u8], at: usize) -> u32 {
@@ -53,8 +63,9 @@ pub(super) fn pack_group(src: &[u8], supers: usize, dst: &mut [u8]) {
             out[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&blk[2..4]);
             for j in 0..8 {
                 let (s, m) = q4k_scale_min(&blk[4..16], j);
-                out[SCALES + 16 * j + r] = s;
-                out[MINS + 32 * (j / 2) + 2 * r + j % 2] = m;
+                out[LOW + 16 * j + r] = (s & 15) | (m & 15) << 4;
+                let shift = 2 * (j / 4);
+                out[HIGH + 16 * (j % 4) + r] |= (s >> 4) << shift | (m >> 4) << (4 + shift);
             }
             // Four values at a time: elements 8c..8c+4 and 8c+4..8c+8 of sub-block j are
             // four stored bytes each (the low nibbles for even j, the high ones for odd j).
@@ -83,8 +94,8 @@ pub(super) fn stored_row(group: &[u8], supers: usize, r: usize, row: &mut [u8]) 
 fn stored_block(blk: &[u8], r: usize, out: &mut [u8]) {
     out[0..2].copy_from_slice(&blk[D + 2 * r..D + 2 * r + 2]);
     out[2..4].copy_from_slice(&blk[DMIN + 2 * r..DMIN + 2 * r + 2]);
-    let s = |j: usize| blk[SCALES + 16 * j + r];
-    let m = |j: usize| blk[MINS + 32 * (j / 2) + 2 * r + j % 2];
+    let s = |j: usize| scale_min(blk, j, r).0;
+    let m = |j: usize| scale_min(blk, j, r).1;
     // The inverse of `q4k_scale_min`: six bits of each scale and minimum in twelve bytes.
     let sc = &mut out[4..16];
     for j in 0..4 {
@@ -164,8 +175,9 @@ fn row_dot(group: &[u8], r: usize, supers: usize, x: &Q8K, sums: &[[i16; 8]]) ->
                         (byte & 15) as i32 * xq[e] as i32 + (byte >> 4) as i32 * xq[e + 4] as i32;
                 }
             }
-            isum += blk[SCALES + 16 * j + r] as i32 * dot;
-            imin += blk[MINS + 32 * (j / 2) + 2 * r + j % 2] as i32 * sums[b][j] as i32;
+            let (s, m) = scale_min(blk, j, r);
+            isum += s as i32 * dot;
+            imin += m as i32 * sums[b][j] as i32;
         }
         acc = (isum as f32).mul_add(d * x.d[b], acc);
         accm = (imin as f32).mul_add(dmin * x.d[b], accm);
@@ -177,7 +189,7 @@ fn row_dot(group: &[u8], r: usize, supers: usize, x: &Q8K, sums: &[[i16; 8]]) ->
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{D, DMIN, MINS, QS, ROWS, SCALES, SUPER};
+    use super::{D, DMIN, HIGH, LOW, QS, ROWS, SUPER};
     use crate::kernels::cpu::gemv::PREFETCH_BYTES;
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
@@ -204,9 +216,26 @@ mod avx512 {
                     blk.wrapping_add(PREFETCH_BYTES + 64 * line) as *const i8
                 );
             }
+            // The sixteen rows' scales (sub-blocks 0..4, 4..8) and minimums, a byte each in
+            // `sm`, sub-block-major: the low nibbles' plane, then the high bits in place.
+            let (l0, l1) = (
+                _mm512_load_si512(blk.add(LOW) as *const _),
+                _mm512_load_si512(blk.add(LOW + 64) as *const _),
+            );
+            let h = _mm512_load_si512(blk.add(HIGH) as *const _);
+            let top = _mm512_set1_epi8(0x30);
+            let both = |lo: __m512i, hi: __m512i| {
+                _mm512_or_si512(_mm512_and_si512(lo, low), _mm512_and_si512(hi, top))
+            };
+            let mut sm = [_mm512_setzero_si512(); 4];
+            sm[0] = both(l0, _mm512_slli_epi16::<4>(h));
+            sm[1] = both(l1, _mm512_slli_epi16::<2>(h));
+            sm[2] = both(_mm512_srli_epi16::<4>(l0), h);
+            sm[3] = both(_mm512_srli_epi16::<4>(l1), _mm512_srli_epi16::<2>(h));
+            let sm = sm.as_ptr() as *const u8;
             let mut isum = [_mm512_setzero_si512(); M];
             for j in 0..8 {
-                let s = _mm512_cvtepu8_epi32(_mm_load_si128(blk.add(SCALES + 16 * j) as *const _));
+                let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.add(16 * j) as *const _));
                 let mut t = [_mm512_setzero_si512(); M];
                 for c in 0..4 {
                     let at = blk.add(QS + 256 * j + 64 * c);
@@ -228,13 +257,13 @@ mod avx512 {
                     *i = _mm512_add_epi32(*i, _mm512_mullo_epi32(*t, s));
                 }
             }
+            // Each row's minimum as the low i16 of its lane, times the activations' sum.
             let mut imin = [_mm512_setzero_si512(); M];
-            for p in 0..4 {
-                let mins =
-                    _mm512_cvtepu8_epi16(_mm256_load_si256(blk.add(MINS + 32 * p) as *const _));
+            for j in 0..8 {
+                let mins = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.add(128 + 16 * j) as *const _));
                 for (i, (_, sums)) in imin.iter_mut().zip(&xs) {
-                    let pair = (sums[b].as_ptr().add(2 * p) as *const i32).read_unaligned();
-                    *i = _mm512_dpwssd_epi32(*i, mins, _mm512_set1_epi32(pair));
+                    let sum = _mm512_set1_epi32(sums[b][j] as u16 as i32);
+                    *i = _mm512_dpwssd_epi32(*i, mins, sum);
                 }
             }
             let d = _mm512_cvtph_ps(_mm256_load_si256(blk.add(D) as *const _));

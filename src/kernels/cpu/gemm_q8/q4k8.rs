@@ -93,7 +93,7 @@ unsafe fn unpack(w: &[u8], rows: usize, k: usize) -> Tile {
 /// sixteen, `r0` a multiple of eight): the same tile from the group's bytes, whose scales,
 /// minimums and four-value runs need no unpacking of six-bit fields.
 fn unpack_repacked(w: &Repacked, r0: usize, rows: usize) -> Tile {
-    use crate::kernels::cpu::q4k16::{D, DMIN, MINS, QS, SCALES, SUPER};
+    use crate::kernels::cpu::q4k16::{scale_min, D, DMIN, QS, SUPER};
     let supers = w.dims2().1 / QK_K;
     let blocks = 8 * supers;
     let group = w.group(r0 / 16);
@@ -113,8 +113,9 @@ fn unpack_repacked(w: &Repacked, r0: usize, rows: usize) -> Tile {
             d[sb][2 * r..2 * r + 2].fill(half(D).to_f32());
             dmin[sb][2 * r..2 * r + 2].fill(half(DMIN).to_f32());
             for j in 0..8 {
-                s[8 * sb + j][4 * r..4 * r + 4].fill(blk[SCALES + 16 * j + g] as i16);
-                m[2 * sb + j / 4][4 * r + j % 4] = blk[MINS + 32 * (j / 2) + 2 * g + j % 2] as i16;
+                let (sc, mn) = scale_min(blk, j, g);
+                s[8 * sb + j][4 * r..4 * r + 4].fill(sc as i16);
+                m[2 * sb + j / 4][4 * r + j % 4] = mn as i16;
                 for q in 0..4 {
                     let at = QS + 256 * j + 64 * q + 4 * g;
                     let v = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
