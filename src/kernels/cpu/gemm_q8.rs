@@ -593,11 +593,8 @@ mod avx512 {
                 super::Weights::Stored(w) => unsafe {
                     unpack(format, &w[r0 * row_bytes..(r0 + rows) * row_bytes], rows, k)
                 },
-                // A tile is a quarter of a group: its rows in the stored layout first.
-                super::Weights::Repacked(w) => {
-                    let mut stored = vec![0u8; rows * row_bytes];
-                    w.stored_rows(r0, rows, &mut stored);
-                    unsafe { unpack(format, &stored, rows, k) }
+                super::Weights::Repacked(_) => {
+                    unreachable!("only Q4_K is repacked, and Q4_K runs in tiles of eight rows")
                 }
             },
             |u, group| match format {

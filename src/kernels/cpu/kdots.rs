@@ -45,6 +45,15 @@ pub(crate) fn quantize(x: &[f32]) -> Q8K {
     Q8K { qs: q.qs, d, bsums }
 }
 
+/// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16), as i16, per
+/// super-block: what Q4_K's minimums multiply.
+pub(crate) fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
+    x.bsums
+        .chunks_exact(16)
+        .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
+        .collect()
+}
+
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }

@@ -15,16 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kdots::{Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
-
-/// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16), as i16, per
-/// super-block: what the minimums multiply.
-pub(crate) fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
-    x.bsums
-        .chunks_exact(16)
-        .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
-        .collect()
-}
+use super::kdots::{sub_block_sums, Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
 
 /// `vpshufb` indices that spread scale bytes `a` (first 256 bits) and `b` (last 256 bits) of
 /// each 128-bit lane into i16 lanes.

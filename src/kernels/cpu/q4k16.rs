@@ -42,7 +42,7 @@ pub(crate) fn scale_min(blk: &[u8], j: usize, r: usize) -> (u8, u8) {
 }
 
 /// The four bytes at `at`, as a little-endian word.
-fn word(b: &[u8], at: usize) -> u32 {
+pub(crate) fn word(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(w)
@@ -84,6 +84,7 @@ pub(super) fn pack_group(src: &[u8], supers: usize, dst: &mut [u8]) {
 }
 
 /// Row `r` of a group (`supers` super-blocks) in GGUF's layout (`row`).
+#[cfg(test)]
 pub(super) fn stored_row(group: &[u8], supers: usize, r: usize, row: &mut [u8]) {
     for (b, out) in row.chunks_exact_mut(Q4K_BYTES).take(supers).enumerate() {
         stored_block(&group[b * SUPER..(b + 1) * SUPER], r, out);
@@ -91,6 +92,7 @@ pub(super) fn stored_row(group: &[u8], supers: usize, r: usize, row: &mut [u8]) 
 }
 
 /// Row `r` of a group's super-block (`blk`) in GGUF's 144-byte Q4_K block (`out`).
+#[cfg(test)]
 fn stored_block(blk: &[u8], r: usize, out: &mut [u8]) {
     out[0..2].copy_from_slice(&blk[D + 2 * r..D + 2 * r + 2]);
     out[2..4].copy_from_slice(&blk[DMIN + 2 * r..DMIN + 2 * r + 2]);

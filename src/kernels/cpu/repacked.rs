@@ -132,7 +132,8 @@ impl Repacked {
     }
 
     /// Rows `first..first + count` (inside one group) in GGUF's layout, into `out` (`count`
-    /// rows of `k / 256` stored super-blocks).
+    /// rows of `k / 256` stored super-blocks): the tests' proof that packing loses nothing.
+    #[cfg(test)]
     pub fn stored_rows(&self, first: usize, count: usize, out: &mut [u8]) {
         let supers = self.k / QK_K;
         let group = self.group(first / ROWS);
@@ -176,16 +177,16 @@ impl Repacked {
         let xqs: Vec<Q8K> = x.chunks_exact(self.k).map(super::kdots::quantize).collect();
         let out_addr = out.as_mut_ptr() as usize;
         let (n, supers) = (self.n, self.k / QK_K);
-        let sums = Sums::of(self.format, &xqs);
+        // What Q4_K's minimums multiply.
+        let sums: Vec<_> = xqs.iter().map(super::kdots::sub_block_sums).collect();
         super::pool::Pool::global().run(n / ROWS, |groups| {
             for g in groups {
                 let group = self.group(g);
                 for c in 0..m.div_ceil(4) {
                     let xs = &xqs[4 * c..(4 * c + 4).min(m)];
-                    let vals = match &sums {
-                        Sums::Q4K(s) => {
-                            super::q4k16::products(form, group, supers, xs, &s[4 * c..])
-                        }
+                    let ss = &sums[4 * c..];
+                    let vals = match self.format {
+                        Format::Q4K => super::q4k16::products(form, group, supers, xs, ss),
                     };
                     for (j, v) in vals.iter().enumerate().take(xs.len()) {
                         for (r, &v) in v.iter().enumerate() {
@@ -199,30 +200,6 @@ impl Repacked {
                 }
             }
         });
-    }
-}
-
-/// The activations' sums in the form a type's minimums or offset multiply, per activation row
-/// and super-block.
-enum Sums {
-    /// Per sub-block of 32.
-    Q4K(Vec<Vec<[i16; 8]>>),
-}
-
-impl Sums {
-    fn of(format: Format, xs: &[Q8K]) -> Self {
-        match format {
-            Format::Q4K => Self::Q4K(
-                xs.iter()
-                    .map(|x| {
-                        let per_16 = x.bsums.chunks_exact(16);
-                        per_16
-                            .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
-                            .collect()
-                    })
-                    .collect(),
-            ),
-        }
     }
 }
 

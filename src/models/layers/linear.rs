@@ -309,9 +309,7 @@ impl Linear {
         match (&self.weight, &self.bias) {
             (Matrix::Candle(QMatMul::QTensor(w)), None) => quantized_rows(w, x, out),
             (Matrix::Repacked(w), None) => {
-                let (n, k) = w.dims2();
-                let rows = x.len() / k.max(1);
-                if rows * k != x.len() || out.len() != rows * n || !(1..=FEW_ROWS).contains(&rows) {
+                if !few_rows_fit(w.dims2(), x, out) {
                     return Ok(false);
                 }
                 w.products(x, out, gemv::kernel());
@@ -377,14 +375,20 @@ fn all_of<'a, T>(
     parts.iter().map(|p| kind(&p.weight)).collect()
 }
 
+/// Whether `x` holds 1 to [`FEW_ROWS`] whole rows for a `(n, k)` weight and `out` their
+/// products ([`Linear::rows_into`]).
+fn few_rows_fit((n, k): (usize, usize), x: &[f32], out: &[f32]) -> bool {
+    let rows = x.len() / k.max(1);
+    rows * k == x.len() && out.len() == rows * n && (1..=FEW_ROWS).contains(&rows)
+}
+
 /// [`Linear::rows_into`] for the quantized weight `w`.
 fn quantized_rows(w: &QTensor, x: &[f32], out: &mut [f32]) -> Result<bool> {
     if !w.device().is_cpu() {
         return Ok(false);
     }
     let (n, k) = w.shape().dims2()?;
-    let rows = x.len() / k.max(1);
-    if rows * k != x.len() || out.len() != rows * n || !(1..=FEW_ROWS).contains(&rows) {
+    if !few_rows_fit((n, k), x, out) {
         return Ok(false);
     }
     let dtype = w.dtype();

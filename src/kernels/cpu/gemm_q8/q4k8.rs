@@ -93,7 +93,7 @@ unsafe fn unpack(w: &[u8], rows: usize, k: usize) -> Tile {
 /// sixteen, `r0` a multiple of eight): the same tile from the group's bytes, whose scales,
 /// minimums and four-value runs need no unpacking of six-bit fields.
 fn unpack_repacked(w: &Repacked, r0: usize, rows: usize) -> Tile {
-    use crate::kernels::cpu::q4k16::{scale_min, D, DMIN, QS, SUPER};
+    use crate::kernels::cpu::q4k16::{scale_min, word, D, DMIN, QS, SUPER};
     let supers = w.dims2().1 / QK_K;
     let blocks = 8 * supers;
     let group = w.group(r0 / 16);
@@ -118,7 +118,7 @@ fn unpack_repacked(w: &Repacked, r0: usize, rows: usize) -> Tile {
                 m[2 * sb + j / 4][4 * r + j % 4] = mn as i16;
                 for q in 0..4 {
                     let at = QS + 256 * j + 64 * q + 4 * g;
-                    let v = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+                    let v = word(blk, at);
                     words[8 * (4 * (8 * sb + j) + q) + r] =
                         (v & LOW) as u64 | (((v >> 4) & LOW) as u64) << 32;
                 }
