@@ -4,10 +4,14 @@
 #pragma once
 
 // ---------------------------------------------------------------------------------------
-// Attention of one token, split over the keys: grid (n_heads / GB, 1, splits), 128 threads.
-// A block takes GB query heads of one KV head, so each key and value row it reads serves all
-// of them (GQA models share a KV head among 2–8 query heads; a block per query head read
-// every row that many times). Each block first applies the per-head norm and RoPE to its
+// Attention of one token, split over the keys: grid (n_heads / (GB · HW), 1, splits), 128 · HW
+// threads. A block takes GB · HW query heads of one KV head, so each key and value row it reads
+// serves all of them (GQA models share a KV head among 2–8 query heads; a block per query head
+// read every row that many times). Its warps come in HW sets of four (ATT_WARPS), a set per GB
+// heads: the warps of two sets that take the same keys stage their rows in shared memory
+// together and each scores its own heads, so eight heads share one read of a row with no more
+// registers a thread than four take (a warp holding eight heads' sums needed 128, and half the
+// blocks an SM). Each block first applies the per-head norm and RoPE to its
 // query heads; the block whose split holds the token's own position does the same to the
 // token's key, stores key and value in the f16 cache and uses them from shared memory
 // (blocks of other query heads of the same KV head write the same bytes). The query at
@@ -25,6 +29,41 @@
 #define MAX_DPL 8  // head_dim / 32, up to 256
 #define MAX_SPLITS 256  // at least the decoder's MAX_SPLITS (mod.rs)
 
+// The HW warps that take the same keys (`kw`, one of each set) wait for each other: with one
+// set, the warp itself; with two, a named barrier of their 64 threads (ids 1..4; 0 is
+// __syncthreads').
+template <int HW>
+static __device__ __forceinline__ void pair_sync(int kw) {
+    if (HW == 1) {
+        __syncwarp();
+        return;
+    }
+    // Ids as immediates: an id in a register makes ptxas reserve all sixteen barriers.
+    switch (kw) {
+        case 0: asm volatile("bar.sync 1, %0;" ::"n"(32 * HW) : "memory"); break;
+        case 1: asm volatile("bar.sync 2, %0;" ::"n"(32 * HW) : "memory"); break;
+        case 2: asm volatile("bar.sync 3, %0;" ::"n"(32 * HW) : "memory"); break;
+        default: asm volatile("bar.sync 4, %0;" ::"n"(32 * HW) : "memory"); break;
+    }
+}
+
+// Sum over the 128 threads of each set in f64, in block_sum_f64's order; every thread gets
+// its set's sum.
+template <int HW>
+static __device__ double set_sum_f64(double v) {
+    __shared__ double part[ATT_WARPS * HW];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < ATT_WARPS ? part[(warp / ATT_WARPS) * ATT_WARPS + lane] : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
 // Chunk c8 (16 bytes) of staged row `row` sits at chunk c8 ^ (row & 7) of the row, so that the
 // eight lanes of a 16-byte shared load, each reading the same chunk of its own row, hit eight
 // different bank groups (rows are 128, 256 or 512 bytes, all in the same banks otherwise).
@@ -32,7 +71,7 @@ static __device__ __forceinline__ int stage_at(int row, int c8, int h8) {
     return row * h8 + (c8 ^ (row & 7));
 }
 
-template <int GB, int D>
+template <int GB, int D, int HW>
 static __device__ __forceinline__ void attn_one_body(
     const float* q, const float* k, const float* v, const float* qn, const float* kn, float eps,
     __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq, const int* pos0,
@@ -42,14 +81,22 @@ static __device__ __forceinline__ void attn_one_body(
     // the warps' partial sums; in the join, the splits' maxima, sums and the outputs.
     extern __shared__ __align__(16) unsigned char vstage[];
     constexpr int d = D, dpl = D / 32, half = D / 2, h8 = D / 8;
-    __shared__ float qs[GB][D];
+    constexpr int GT = GB * HW, NW = ATT_WARPS * HW;  // heads and warps of the block
+    static_assert(GB <= ATT_WARPS, "the join gives each head a warp");
+    static_assert((2 * GT * MAX_SPLITS + GT * D) * 4 <= ATT_WARPS * 32 * D * 2 &&
+                      (GT * ATT_WARPS * D + D) * 4 <= ATT_WARPS * 32 * D * 2,
+                  "the partial sums and the join fit the staging space");
+    __shared__ float qs[GT][D];
     __shared__ __align__(16) __half kcur[D];
     __shared__ __align__(16) __half vcur[D];
-    __shared__ float sm[GB][ATT_WARPS], sl[GB][ATT_WARPS];
+    __shared__ float sm[GT][ATT_WARPS], sl[GT][ATT_WARPS];
     __shared__ bool last;
     const int grp = blockIdx.x, split = blockIdx.z, nsplit = gridDim.z;
-    const int head0 = grp * GB, kvh = head0 / (n_heads / n_kv);
+    const int head0 = grp * GT, kvh = head0 / (n_heads / n_kv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // The warp's keys (`kw`) and its set (`hs`), whose heads start at `hb` in the block; a
+    // thread's place in its set (`tl`).
+    const int kw = warp % ATT_WARPS, hs = warp / ATT_WARPS, hb = hs * GB, tl = threadIdx.x % 128;
     const int p = *pos0;
     const int first = window > 0 ? max(0, p + 1 - window) : 0;
     const int chunk = (p + 1 - first + nsplit - 1) / nsplit;
@@ -57,6 +104,7 @@ static __device__ __forceinline__ void attn_one_body(
     __half* kb = kc + (size_t)kvh * ctx * d;
     __half* vb = vc + (size_t)kvh * ctx * d;
     const bool own = k0 <= p && p < k1;
+    const bool keyer = own && hs == 0;  // the set that ropes and stores the token's key
     // 1. The query heads and, where this split holds the token's position, its key and
     //    value: all loads first, then the per-head norms, then RoPE with angles shared by Q
     //    and K.
@@ -66,30 +114,30 @@ static __device__ __forceinline__ void attn_one_body(
     for (int h = 0; h < GB; h++) qss[h] = 0.0;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
-        const int i = threadIdx.x + 128 * u;
+        const int i = tl + 128 * u;
         const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const bool in = i < half;
 #pragma unroll
         for (int h = 0; h < GB; h++) {
-            const float* qh = q + (size_t)(head0 + h) * d;
+            const float* qh = q + (size_t)(head0 + hb + h) * d;
             qx[h][u][0] = in ? qh[i0] : 0.0f;
             qx[h][u][1] = in ? qh[i1] : 0.0f;
             qss[h] += (double)__fmul_rn(qx[h][u][0], qx[h][u][0]) +
                       (double)__fmul_rn(qx[h][u][1], qx[h][u][1]);
         }
-        kx[u][0] = in && own ? k[(size_t)kvh * d + i0] : 0.0f;
-        kx[u][1] = in && own ? k[(size_t)kvh * d + i1] : 0.0f;
-        const int e = threadIdx.x + 128 * u;
-        vv[u] = own && e < d ? v[(size_t)kvh * d + e] : 0.0f;
+        kx[u][0] = in && keyer ? k[(size_t)kvh * d + i0] : 0.0f;
+        kx[u][1] = in && keyer ? k[(size_t)kvh * d + i1] : 0.0f;
+        const int e = tl + 128 * u;
+        vv[u] = keyer && e < d ? v[(size_t)kvh * d + e] : 0.0f;
         kss += (double)__fmul_rn(kx[u][0], kx[u][0]) + (double)__fmul_rn(kx[u][1], kx[u][1]);
     }
     float qsc[GB];
 #pragma unroll
-    for (int h = 0; h < GB; h++) qsc[h] = qn ? rms_scale(block_sum_f64(qss[h]), d, eps) : 1.0f;
-    const float ksc = own && kn ? rms_scale(block_sum_f64(kss), d, eps) : 1.0f;
+    for (int h = 0; h < GB; h++) qsc[h] = qn ? rms_scale(set_sum_f64<HW>(qss[h]), d, eps) : 1.0f;
+    const float ksc = own && kn ? rms_scale(set_sum_f64<HW>(kss), d, eps) : 1.0f;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
-        const int i = threadIdx.x + 128 * u;
+        const int i = tl + 128 * u;
         if (i < half) {
             const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
             float c, sn;
@@ -101,10 +149,10 @@ static __device__ __forceinline__ void attn_one_body(
                     x0 = (x0 * qsc[h]) * qn[i0];
                     x1 = (x1 * qsc[h]) * qn[i1];
                 }
-                qs[h][i0] = x0 * c - x1 * sn;
-                qs[h][i1] = x0 * sn + x1 * c;
+                qs[hb + h][i0] = x0 * c - x1 * sn;
+                qs[hb + h][i1] = x0 * sn + x1 * c;
             }
-            if (own) {
+            if (keyer) {
                 float z0 = kx[u][0], z1 = kx[u][1];
                 if (kn) {
                     z0 = (z0 * ksc) * kn[i0];
@@ -117,8 +165,8 @@ static __device__ __forceinline__ void attn_one_body(
                 kb[(size_t)p * d + i1] = h1;
             }
         }
-        const int e = threadIdx.x + 128 * u;
-        if (own && e < d) {
+        const int e = tl + 128 * u;
+        if (keyer && e < d) {
             const __half vh = __float2half(vv[u]);
             vcur[e] = vh;
             vb[(size_t)p * d + e] = vh;
@@ -137,16 +185,17 @@ static __device__ __forceinline__ void attn_one_body(
 #pragma unroll
         for (int j = 0; j < dpl; j++) acc[h][j] = 0.0f;
     }
-    uint4* vw = (uint4*)vstage + (size_t)warp * 32 * h8;
-    for (int g = k0 + 32 * warp; g < k1; g += 32 * ATT_WARPS) {
+    uint4* vw = (uint4*)vstage + (size_t)kw * 32 * h8;
+    const int first_e = lane + 32 * hs;  // the sets stage a group's rows together
+    for (int g = k0 + 32 * kw; g < k1; g += 32 * ATT_WARPS) {
         const int key = g + lane, nk = min(32, k1 - g);
 #pragma unroll 8
-        for (int e = lane; e < nk * h8; e += 32) {
+        for (int e = first_e; e < nk * h8; e += 32 * HW) {
             const int row = e / h8, c8 = e % h8, kj = g + row;
             vw[stage_at(row, c8, h8)] =
                 kj == p ? ((const uint4*)kcur)[c8] : ((const uint4*)(kb + (size_t)kj * d))[c8];
         }
-        __syncwarp();
+        pair_sync<HW>(kw);
         float s[GB];
 #pragma unroll
         for (int h = 0; h < GB; h++) s[h] = -INFINITY;
@@ -165,8 +214,8 @@ static __device__ __forceinline__ void attn_one_body(
                     const float2 kf = __half22float2(h2[u]);
 #pragma unroll
                     for (int h = 0; h < GB; h++) {
-                        a[h][0] = fmaf(qs[h][8 * e8 + 2 * u], kf.x, a[h][0]);
-                        a[h][1] = fmaf(qs[h][8 * e8 + 2 * u + 1], kf.y, a[h][1]);
+                        a[h][0] = fmaf(qs[hb + h][8 * e8 + 2 * u], kf.x, a[h][0]);
+                        a[h][1] = fmaf(qs[hb + h][8 * e8 + 2 * u + 1], kf.y, a[h][1]);
                     }
                 }
             }
@@ -188,13 +237,13 @@ static __device__ __forceinline__ void attn_one_body(
             m[h] = mn;
         }
         // The group's value rows where its keys were, then the weighted sums from there.
-        __syncwarp();
+        pair_sync<HW>(kw);
 #pragma unroll 8
-        for (int e = lane; e < nk * h8; e += 32) {
+        for (int e = first_e; e < nk * h8; e += 32 * HW) {
             const int row = e / h8, c8 = e % h8, kj = g + row;
             vw[e] = kj == p ? ((const uint4*)vcur)[c8] : ((const uint4*)(vb + (size_t)kj * d))[c8];
         }
-        __syncwarp();
+        pair_sync<HW>(kw);
         const __half* vrows = (const __half*)vw;
         for (int jj = 0; jj < nk; jj++) {
             float pj[GB];
@@ -207,24 +256,25 @@ static __device__ __forceinline__ void attn_one_body(
                 for (int h = 0; h < GB; h++) acc[h][j] = fmaf(pj[h], vx, acc[h][j]);
             }
         }
-        __syncwarp();
+        pair_sync<HW>(kw);
     }
     // 3. This split's partials (with one split, the results), the warps' sums in the space
     //    the values were staged in, the single split's output after them.
     __syncthreads();
-    float* sacc = (float*)vstage;  // [GB][ATT_WARPS][d]
-    float* y = sacc + GB * ATT_WARPS * d;  // [d]
+    float* sacc = (float*)vstage;  // [GT][ATT_WARPS][d]
+    float* y = sacc + GT * ATT_WARPS * d;  // [d]
 #pragma unroll
     for (int h = 0; h < GB; h++) {
         if (lane == 0) {
-            sm[h][warp] = m[h];
-            sl[h][warp] = l[h];
+            sm[hb + h][kw] = m[h];
+            sl[hb + h][kw] = l[h];
         }
 #pragma unroll
-        for (int j = 0; j < dpl; j++) sacc[(h * ATT_WARPS + warp) * d + lane + 32 * j] = acc[h][j];
+        for (int j = 0; j < dpl; j++)
+            sacc[((hb + h) * ATT_WARPS + kw) * d + lane + 32 * j] = acc[h][j];
     }
     __syncthreads();
-    for (int h = 0; h < GB; h++) {
+    for (int h = 0; h < GT; h++) {
         const int head = head0 + h;
         const float* sw = sacc + h * ATT_WARPS * d;
         float M = -INFINITY;
@@ -240,7 +290,7 @@ static __device__ __forceinline__ void attn_one_body(
                 y[e] = a / L;
             }
             __syncthreads();
-            for (int sb = warp; sb < d / QK; sb += ATT_WARPS)
+            for (int sb = warp; sb < d / QK; sb += NW)
                 quant_warp(y[sb * QK + lane], xq + ((size_t)head * d / QK + sb) * Q8_BYTES);
             __syncthreads();
             continue;
@@ -267,16 +317,16 @@ static __device__ __forceinline__ void attn_one_body(
     __syncthreads();
     if (!last) return;
     __threadfence();
-    float(*fm)[MAX_SPLITS] = (float(*)[MAX_SPLITS])vstage;   // [GB][MAX_SPLITS]
-    float(*fl)[MAX_SPLITS] = fm + GB;                         // [GB][MAX_SPLITS]
-    float(*yg)[D] = (float(*)[D])(fl + GB);                   // [GB][D]
+    float(*fm)[MAX_SPLITS] = (float(*)[MAX_SPLITS])vstage;   // [GT][MAX_SPLITS]
+    float(*fl)[MAX_SPLITS] = fm + GT;                         // [GT][MAX_SPLITS]
+    float(*yg)[D] = (float(*)[D])(fl + GT);                   // [GT][D]
     const float* pg = part + (size_t)head0 * nsplit * (d + 2);  // the group's heads in a row
-    for (int i = threadIdx.x; i < GB * nsplit; i += blockDim.x) {
+    for (int i = threadIdx.x; i < GT * nsplit; i += blockDim.x) {
         fm[i / nsplit][i % nsplit] = __ldcg(pg + (size_t)i * (d + 2));
         fl[i / nsplit][i % nsplit] = __ldcg(pg + (size_t)i * (d + 2) + 1);
     }
     __syncthreads();
-    if (warp < GB) {
+    if (warp < GT) {
         float mm = -INFINITY;
         for (int sp = lane; sp < nsplit; sp += 32) mm = fmaxf(mm, fm[warp][sp]);
         mm = warp_max(mm);
@@ -293,7 +343,7 @@ static __device__ __forceinline__ void attn_one_body(
         }
     }
     __syncthreads();
-    for (int o = threadIdx.x; o < GB * d; o += blockDim.x) {
+    for (int o = threadIdx.x; o < GT * d; o += blockDim.x) {
         const int h = o / d, e = o % d;
         const float* ph = pg + (size_t)h * nsplit * (d + 2) + 2 + e;
         const float L = fl[h][0];
@@ -305,30 +355,37 @@ static __device__ __forceinline__ void attn_one_body(
         yg[h][e] = L > 0.0f ? a / L : 0.0f;
     }
     __syncthreads();
-    for (int i = warp; i < GB * (d / QK); i += ATT_WARPS) {
+    for (int i = warp; i < GT * (d / QK); i += NW) {
         const int h = i / (d / QK), sb = i % (d / QK);
         quant_warp(yg[h][sb * QK + lane], xq + ((size_t)(head0 + h) * d / QK + sb) * Q8_BYTES);
     }
     if (threadIdx.x == 0) done[grp] = 0;
 }
 
-// attn_one{GB}_{D}: GB query heads per block, heads of D. Registers capped so that as many
-// blocks fit an SM as its shared memory takes (six up to heads of 128, three past them).
-#define ATTN_ONE(GB, D)                                                                       \
-    extern "C" __global__ void __launch_bounds__(128, D <= 128 ? 6 : 3) attn_one##GB##_##D( \
+// attn_one{GB · HW}_{D}: GB · HW query heads per block (HW sets of four warps), heads of D.
+// Registers capped so that as many blocks fit an SM as its shared memory takes (six of 128
+// threads up to heads of 128, three past them; three of 256). Eight heads a block only for
+// heads of 128: the join's space for eight heads' splits needs the staging of rows of 128.
+#define ATTN_ONE(GB, D, HW, NAME)                                                             \
+    extern "C" __global__ void __launch_bounds__(128 * HW, (D <= 128 ? 6 : 3) / HW) NAME(     \
         const float* q, const float* k, const float* v, const float* qn, const float* kn,     \
         float eps, __half* kc, __half* vc, float* part, unsigned int* done, uint8_t* xq,      \
         const int* pos0, int ctx, int n_heads, int n_kv, float scale, float softcap,          \
         int window, float theta_scale, const float* factors, float pos_scale, int neox) {     \
-        attn_one_body<GB, D>(q, k, v, qn, kn, eps, kc, vc, part, done, xq, pos0, ctx,         \
-                             n_heads, n_kv, scale, softcap, window, theta_scale, factors,     \
-                             pos_scale, neox);                                                \
+        attn_one_body<GB, D, HW>(q, k, v, qn, kn, eps, kc, vc, part, done, xq, pos0, ctx,     \
+                                 n_heads, n_kv, scale, softcap, window, theta_scale, factors, \
+                                 pos_scale, neox);                                            \
     }
-#define ATTN_ONE_D(D) ATTN_ONE(1, D) ATTN_ONE(2, D) ATTN_ONE(3, D) ATTN_ONE(4, D)
+#define ATTN_ONE_D(D)                          \
+    ATTN_ONE(1, D, 1, attn_one1_##D)           \
+    ATTN_ONE(2, D, 1, attn_one2_##D)           \
+    ATTN_ONE(3, D, 1, attn_one3_##D)           \
+    ATTN_ONE(4, D, 1, attn_one4_##D)
 ATTN_ONE_D(64)
 ATTN_ONE_D(128)
 ATTN_ONE_D(192)
 ATTN_ONE_D(256)
+ATTN_ONE(4, 128, 2, attn_one8_128)
 
 // Attention for prompts in llama.cpp's CPU order, so that prompt logits (the first step's
 // above all) come out as the CPU build's: per query, the scores in key order (Q rounded to

@@ -46,6 +46,8 @@ pub struct Kernels {
     /// One-token attention by head width (64, 128, 192, 256) and query heads per block
     /// (1..=4): `attn_one{g}_{d}`.
     attn_one: [[CudaFunction; 4]; 4],
+    /// Eight query heads of 128 per block, two sets of four warps: `attn_one8_128`.
+    attn_one8: CudaFunction,
     attn_seq: CudaFunction,
     /// Prompt attention on the tensor cores for heads of 64, 128, 192 and 256
     /// (`attn_flash64`..`attn_flash256`).
@@ -234,6 +236,7 @@ impl Kernels {
                     f("attn_one4_256")?,
                 ],
             ],
+            attn_one8: f("attn_one8_128")?,
             attn_seq: f("attn_seq")?,
             attn_flash: [
                 f("attn_flash64")?,
@@ -263,7 +266,8 @@ impl Kernels {
     pub fn allow_shared(&self, bytes: usize) -> Result<()> {
         let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
         let fixed = [&self.norm_q8, &self.attn_seq, &self.embed];
-        let dynamic = self.attn_one.iter().flatten().chain(&self.attn_flash);
+        let dynamic = self.attn_one.iter().flatten();
+        let dynamic = dynamic.chain([&self.attn_one8]).chain(&self.attn_flash);
         for f in fixed.into_iter().chain(dynamic) {
             f.set_attribute(attr, bytes as i32)
                 .map_err(driver("raising the shared-memory limit"))?;
@@ -465,8 +469,9 @@ impl Kernels {
     }
 
     /// The one-token attention kernel for `a`'s head width, with as many query heads of one
-    /// KV head per block as divide the group, up to four.
-    fn one_kernel(&self, a: &AttnArgs) -> Result<(&CudaFunction, usize)> {
+    /// KV head per block as divide the group, up to four, or eight for heads of 128 (each key
+    /// and value row read once for all eight); its query heads and threads per block.
+    fn one_kernel(&self, a: &AttnArgs) -> Result<(&CudaFunction, usize, usize)> {
         let width = match a.d {
             64 => 0,
             128 => 1,
@@ -479,26 +484,35 @@ impl Kernels {
             }
         };
         let group = a.n_heads / a.n_kv.max(1);
+        if a.d == 128 && group.is_multiple_of(8) {
+            return Ok((&self.attn_one8, 8, 256));
+        }
         let per_block = (1..=4)
             .rev()
             .find(|g| group.is_multiple_of(*g))
             .unwrap_or(1);
-        Ok((&self.attn_one[width][per_block - 1], per_block))
+        Ok((&self.attn_one[width][per_block - 1], per_block, 128))
     }
 
     /// The GPU's SMs, how many blocks of `a`'s one-token attention an SM holds at once, and
-    /// how many blocks one split of a step has (one per group of query heads).
+    /// how many blocks one split of a step has (one per group of query heads), both counted
+    /// in blocks of 128 threads (a block of 256 counts twice).
     pub fn one_wave(&self, a: &AttnArgs) -> Result<(usize, usize, usize)> {
-        let (f, per_block) = self.one_kernel(a)?;
+        let (f, per_block, threads) = self.one_kernel(a)?;
         let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(128, one_shared(a.d), None)
+            .occupancy_max_active_blocks_per_multiprocessor(threads as u32, one_shared(a.d), None)
             .map_err(driver("the attention's occupancy"))?;
         let sms = self
             .stream
             .context()
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver("the SM count"))?;
-        Ok((sms.max(1) as usize, per_sm as usize, a.n_heads / per_block))
+        let units = threads / 128;
+        Ok((
+            sms.max(1) as usize,
+            per_sm as usize * units,
+            a.n_heads / per_block * units,
+        ))
     }
 
     /// Attention of one token: norms and RoPE of its query heads and key, its key and value
@@ -520,7 +534,7 @@ impl Kernels {
     ) -> Result<()> {
         let (ctx, h, kv) = (ctx as i32, a.n_heads as i32, a.n_kv as i32);
         let (window, neox) = (a.window as i32, r.neox as i32);
-        let (f, per_block) = self.one_kernel(a)?;
+        let (f, per_block, threads) = self.one_kernel(a)?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&q).arg(&k).arg(&v).arg(&qn).arg(&kn).arg(&eps);
         l.arg(&kc)
@@ -541,7 +555,7 @@ impl Kernels {
             .arg(&neox);
         // SAFETY: as in `mmv`.
         let grid = (a.n_heads / per_block, 1, nsplit);
-        unsafe { l.launch(cfg(grid, 128, one_shared(a.d))) }.map_err(driver("attn_one"))?;
+        unsafe { l.launch(cfg(grid, threads, one_shared(a.d))) }.map_err(driver("attn_one"))?;
         Ok(())
     }
 
@@ -628,9 +642,10 @@ impl Kernels {
     /// per chosen expert; prompts group their tokens by expert and run tiles
     /// ([`Self::moe_grouped`]).
     pub fn moe(&self, m: &MoeArgs, b: &MoeBufs, n: usize, hidden: usize) -> Result<()> {
-        if m.n_exp > 1024 || m.n_used > 32 {
+        if m.n_exp > 1024 || m.n_used > 32 || m.n_used > m.n_exp {
             return Err(Error::Internal(format!(
-                "{} experts, {} per token: the fused kernels take up to 1024 and 32",
+                "{} experts, {} per token: the fused kernels take up to 1024 and 32, and no \
+                 more per token than there are",
                 m.n_exp, m.n_used
             )));
         }
@@ -646,7 +661,7 @@ impl Kernels {
         l.arg(&b.logits).arg(&ne).arg(&nu).arg(&mode).arg(&renorm);
         l.arg(&b.ids).arg(&b.wts);
         // SAFETY: as in `mmv`; the route buffers hold n · n_used entries.
-        unsafe { l.launch(cfg((n, 1, 1), 32, 0)) }.map_err(driver("moe_topk"))?;
+        unsafe { l.launch(cfg((n, 1, 1), 128, 0)) }.map_err(driver("moe_topk"))?;
         if n > 1 {
             return self.moe_grouped(m, b, n, hidden);
         }

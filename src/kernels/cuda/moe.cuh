@@ -29,52 +29,61 @@ extern "C" __global__ void __launch_bounds__(128)
     if (lane == 0) logits[(size_t)tok * n_exp + e] = acc;
 }
 
-// Routing, a warp per token: the `k` largest logits (ties to the lower index) and their
+// Routing, a block per token: the `k` largest logits (ties to the lower index) and their
 // weights: mode 0 a softmax over all logits, the chosen renormalized to sum 1 when `renorm`;
-// mode 1 a softmax over the chosen logits. The chosen are written in expert order (`ids`,
-// `wts`: [tok][k]), so the down products add up in the order the CPU build adds them.
-// Grid: tokens; 32 threads.
-extern "C" __global__ void __launch_bounds__(32)
+// mode 1 a softmax over the chosen logits. Each expert's rank is the count of logits that beat
+// its own (greater, or equal at a lower index), every thread counting for its experts in one
+// pass, so the chosen are those ranked below k without k rounds of a warp's argmax (each a
+// chain of shuffles). A NaN logit ranks with -inf. The chosen are written in expert order
+// (`ids`, `wts`: [tok][k]), so the down products add up in the order the CPU build adds them.
+// Grid: tokens; 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
     moe_topk(const float* logits, int n_exp, int k, int mode, int renorm, int* ids, float* wts) {
     __shared__ float l[MOE_MAX_EXPERTS];
-    const int tok = blockIdx.x, lane = threadIdx.x;
+    __shared__ float chosen_l[MOE_MAX_USED];
+    __shared__ int chosen_e[MOE_MAX_USED];
+    __shared__ float top_mx, top_total;
+    const int tok = blockIdx.x, lane = threadIdx.x & 31;
     const float* lr = logits + (size_t)tok * n_exp;
-    float mx = -INFINITY;
-    for (int e = lane; e < n_exp; e += 32) {
-        l[e] = lr[e];
-        mx = fmaxf(mx, l[e]);
+    for (int e = threadIdx.x; e < n_exp; e += blockDim.x) {
+        const float x = lr[e];
+        l[e] = isnan(x) ? -INFINITY : x;
     }
-    mx = warp_max(mx);
-    float total = 0.0f;
-    for (int e = lane; e < n_exp; e += 32) total += expf(l[e] - mx);
-    total = warp_sum(total);
-    __syncwarp();
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float mx = -INFINITY;
+        for (int e = lane; e < n_exp; e += 32) mx = fmaxf(mx, l[e]);
+        mx = warp_max(mx);
+        float total = 0.0f;
+        for (int e = lane; e < n_exp; e += 32) total += expf(l[e] - mx);
+        total = warp_sum(total);
+        if (lane == 0) {
+            top_mx = mx;
+            top_total = total;
+        }
+    }
+    for (int e = threadIdx.x; e < n_exp; e += blockDim.x) {
+        const float x = l[e];
+        int rank = 0;
+#pragma unroll 8
+        for (int j = 0; j < n_exp; j++) {
+            const float y = l[j];
+            rank += (y > x) | ((y == x) & (j < e));
+        }
+        if (rank < k) {
+            chosen_e[rank] = e;
+            chosen_l[rank] = x;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    const float mx = top_mx, total = top_total;
     int sel[MOE_MAX_USED];
     float w[MOE_MAX_USED];
     for (int s = 0; s < k; s++) {
-        float bv = -INFINITY;
-        int bi = n_exp;
-        for (int e = lane; e < n_exp; e += 32)
-            if (l[e] > bv || (bi == n_exp && l[e] == bv)) {
-                bv = l[e];
-                bi = e;
-            }
-        for (int off = 16; off > 0; off >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
-        if (bi >= n_exp) bi = 0;  // only with NaN logits; keeps every index in range
-        sel[s] = bi;
-        w[s] = bv;
-        __syncwarp();
-        if (lane == 0) l[bi] = -INFINITY;  // taken
-        __syncwarp();
+        sel[s] = chosen_e[s];
+        w[s] = chosen_l[s];
     }
-    if (lane != 0) return;
     if (mode == 0) {
         float kept = 0.0f;
         for (int s = 0; s < k; s++) {
@@ -123,25 +132,50 @@ extern "C" __global__ void __launch_bounds__(1024)
 
 // Down products of each token's experts, weighted and summed, added to the residual row:
 // h[tok][row] += sum over slots s of wts[p] · down_{ids[p]}[row] · out_p (p = tok · k + s).
-// A warp per row. Grid: (hidden / 4, tokens); 128 threads.
+// A warp per row, its lanes taking the (slot, sub-block) pairs of all slots in turn, so every
+// load of the row is independent of the others (a loop over the slots, a warp's sum each,
+// waited on memory k times in a row). Grid: (hidden / 4, tokens); 128 threads.
+template <int T>
+static __device__ __forceinline__ float down_slots(const unsigned long long* mats,
+                                                   const float* wt, int k_used, int nsub,
+                                                   int row, const uint8_t* xq) {
+    const int bytes = row_bytes(T, nsub), pairs = k_used * nsub;
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int i = threadIdx.x & 31; i < pairs; i += 32) {
+        const int s = i / nsub, b = i - s * nsub;
+        Sub sub;
+        load_sub<T>((const uint8_t*)mats[s] + (size_t)row * bytes, b, sub);
+        acc += wt[s] * dot_sub<T>(sub, xq + ((size_t)s * nsub + b) * Q8_BYTES);
+    }
+    return warp_sum(acc);
+}
+
 extern "C" __global__ void __launch_bounds__(128)
     moe_down(const unsigned long long* down_tab, int td, const int* ids, const float* wts,
              int k_used, const uint8_t* xq, int f, int hidden, float* h) {
-    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y, lane = threadIdx.x & 31;
-    if (row >= hidden) return;
-    // Lane s holds slot s's matrix and weight, so the loop below has no dependent loads.
-    const int mine = tok * k_used + lane;
-    const unsigned long long wp = lane < k_used ? down_tab[ids[mine]] : 0ull;
-    const float wt = lane < k_used ? wts[mine] : 0.0f;
-    const size_t in_bytes = (size_t)(f / QK) * Q8_BYTES;
-    float acc = 0.0f;
-    for (int s = 0; s < k_used; s++) {
-        const unsigned long long m = __shfl_sync(0xffffffffu, wp, s);
-        const float ws = __shfl_sync(0xffffffffu, wt, s);
-        const int p = tok * k_used + s;
-        acc += ws * dot_row((const uint8_t*)m, td, row, f, xq + p * in_bytes);
+    __shared__ unsigned long long mats[MOE_MAX_USED];
+    __shared__ float wt[MOE_MAX_USED];
+    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), tok = blockIdx.y;
+    if (threadIdx.x < k_used) {
+        const int p = tok * k_used + threadIdx.x;
+        mats[threadIdx.x] = down_tab[ids[p]];
+        wt[threadIdx.x] = wts[p];
     }
-    if (lane == 0) h[(size_t)tok * hidden + row] += acc;
+    __syncthreads();
+    if (row >= hidden) return;
+    const int nsub = f / QK;
+    const uint8_t* x = xq + (size_t)tok * k_used * nsub * Q8_BYTES;
+    float acc;
+    switch (td) {
+        case T_Q4_0: acc = down_slots<T_Q4_0>(mats, wt, k_used, nsub, row, x); break;
+        case T_Q4_1: acc = down_slots<T_Q4_1>(mats, wt, k_used, nsub, row, x); break;
+        case T_Q5_0: acc = down_slots<T_Q5_0>(mats, wt, k_used, nsub, row, x); break;
+        case T_Q8_0: acc = down_slots<T_Q8_0>(mats, wt, k_used, nsub, row, x); break;
+        case T_Q4_K: acc = down_slots<T_Q4_K>(mats, wt, k_used, nsub, row, x); break;
+        default: acc = down_slots<T_Q6_K>(mats, wt, k_used, nsub, row, x); break;
+    }
+    if ((threadIdx.x & 31) == 0) h[(size_t)tok * hidden + row] += acc;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -265,6 +265,9 @@ static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq
     const int row0 = tile * TC_R, tok0 = blockIdx.y * TC_T;
     const int nsub = k / QK, bytes = row_bytes(t, nsub);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+    // Tokens of this tile that exist: an expert's list fills a tile only in part, and the
+    // products of the 8-token columns past its end are skipped (their outputs are not written).
+    const int live = ntok - tok0;
     float acc[8][4];
 #pragma unroll
     for (int i = 0; i < 8; i++)
@@ -285,6 +288,7 @@ static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq
                 // One scale for all 32 values: one k32 product and one scaling per output.
 #pragma unroll
                 for (int nt = 0; nt < 8; nt++) {
+                    if (nt * 8 >= live) break;
                     const int tk = nt * 8 + g;
                     int c[4];
                     mma_s8_k32(c, a00, a01, a10, a11, xv[kb][tk][tg], xv[kb][tk][4 + tg]);
@@ -298,6 +302,7 @@ static __device__ __forceinline__ void mmq_tile(const Pick& m, const uint8_t* xq
             }
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
+                if (nt * 8 >= live) break;
                 const int tk = nt * 8 + g;
                 int c0[4], c1[4];
                 mma_s8(c0, a00, a01, xv[kb][tk][tg]);
