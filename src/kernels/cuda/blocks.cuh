@@ -116,6 +116,132 @@ static __device__ __forceinline__ float dot_sub(const Sub& s, const uint8_t* xb)
     return s.a * d * (float)sum + s.b * sx;
 }
 
+// One-token products read a row in units: a sub-block of 32 values, except for the K-quants.
+// A Q4_K unit is the two sub-blocks (2q, 2q + 1) that share one 32-byte run of packed nibbles
+// (the low and the high halves): its nibbles in two 16-byte loads, its scales in three words
+// and both q8 blocks in 8-byte loads, 16 loads for 64 values, where two separate sub-blocks
+// took 42 (each read all 32 bytes for half their nibbles, and its scale bytes one by one). A
+// Q6_K unit is a half super-block (four sub-blocks, which share their 64 low-bit and 32
+// high-bit bytes): 2-byte aligned blocks, read as aligned words joined by funnel shifts, 29
+// loads where four sub-blocks took 128 16-bit ones. One-token products are bound by those
+// instructions, not by memory.
+template <int T>
+static __device__ __forceinline__ int units(int nsub) {
+    return T == T_Q4_K ? nsub / 2 : T == T_Q6_K ? nsub / 4 : nsub;
+}
+
+// The N words from the 2-byte aligned `p`: aligned loads, joined by funnel shifts where `p`
+// is not 4-byte aligned (only then is the word past the last one read).
+template <int N>
+static __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N]) {
+    const uintptr_t a = (uintptr_t)p;
+    const uint32_t* q = (const uint32_t*)(a & ~(uintptr_t)3);
+    const int sh = (int)(a & 3) * 8;
+    uint32_t raw[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) raw[i] = q[i];
+    const uint32_t last = sh ? q[N] : 0u;
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(raw[i], i + 1 < N ? raw[i + 1] : last, sh);
+}
+
+// 32 q8 values and their block's (d, sum) from an 8-byte aligned q8 block.
+static __device__ __forceinline__ void load_q8(const uint8_t* xb, int (&x)[8], float2& ds) {
+    ds = *(const float2*)xb;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int2 w = ((const int2*)(xb + 8))[i];
+        x[2 * i] = w.x;
+        x[2 * i + 1] = w.y;
+    }
+}
+
+// Byte `i` (0..3) of `w`.
+static __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (w >> (8 * i)) & 0xFF; }
+
+// Unit `u` of a Q4_K row (pair q = u & 3 of super-block u >> 2) against the q8 blocks of its
+// two sub-blocks. Each sub-block's term is the one `dot_sub` forms, the low one added first.
+static __device__ __forceinline__ float q4k_pair(const uint8_t* row, int u, const uint8_t* xq) {
+    const uint8_t* blk = row + (u >> 2) * 144;
+    const int q = u & 3;
+    const uint4 w0 = *(const uint4*)(blk + 16 + 32 * q), w1 = *(const uint4*)(blk + 32 + 32 * q);
+    const uint32_t s0 = *(const uint32_t*)(blk + 4), s1 = *(const uint32_t*)(blk + 8);
+    const uint32_t s2 = *(const uint32_t*)(blk + 12);
+    const float d = ld_half(blk), dmin = ld_half(blk + 2);
+    // Scales and minimums of sub-blocks j = 2q and 2q + 1 (ggml's get_scale_min_k4).
+    int sc[2], mn[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int j = 2 * q + h, i = j & 3;
+        if (j < 4) {
+            sc[h] = byte_of(s0, i) & 63;
+            mn[h] = byte_of(s1, i) & 63;
+        } else {
+            sc[h] = (byte_of(s2, i) & 0xF) | ((byte_of(s0, i) >> 6) << 4);
+            mn[h] = (byte_of(s2, i) >> 4) | ((byte_of(s1, i) >> 6) << 4);
+        }
+    }
+    const uint32_t w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+    const uint8_t* xb = xq + (size_t)(2 * u) * Q8_BYTES;
+    float r = 0.0f;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int x[8];
+        float2 ds;
+        load_q8(xb + h * Q8_BYTES, x, ds);
+        int sum = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) sum = __dp4a((int)((w[i] >> (4 * h)) & 0x0F0F0F0Fu), x[i], sum);
+        r += (d * (float)sc[h]) * ds.x * (float)sum + (-dmin * (float)mn[h]) * ds.y;
+    }
+    return r;
+}
+
+// Unit `u` of a Q6_K row: half n = u & 1 of super-block u >> 1, its sub-blocks t = 0..3 (values
+// 32t..32t + 32 of the half) against their q8 blocks, each term as `dot_sub` forms it, added
+// in order.
+static __device__ __forceinline__ float q6k_half(const uint8_t* row, int u, const uint8_t* xq) {
+    const uint8_t* blk = row + (u >> 1) * 210;
+    const int n = u & 1;
+    uint32_t ql[16], qh[8], sc[2];
+    load_words<16>(blk + 64 * n, ql);
+    load_words<8>(blk + 128 + 32 * n, qh);
+    load_words<2>(blk + 192 + 8 * n, sc);
+    const float d = ld_half(blk + 208);
+    const uint8_t* xb = xq + (size_t)(4 * u) * Q8_BYTES;
+    float r = 0.0f;
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        int x[8];
+        float2 ds;
+        load_q8(xb + t * Q8_BYTES, x, ds);
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t l = ql[(t & 1) * 8 + i];
+            const uint32_t lo = (t >> 1) ? (l >> 4) & 0x0F0F0F0Fu : l & 0x0F0F0F0Fu;
+            const uint32_t h = ((qh[i] >> (2 * t)) & 0x03030303u) << 4;
+            const int v = __vsubss4((int)(lo | h), 0x20202020);
+            if (i < 4) s0 = __dp4a(v, x[i], s0);
+            else s1 = __dp4a(v, x[i], s1);
+        }
+        const float a = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1));
+        const float a2 = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1) + 1);
+        r += ds.x * (a * (float)s0 + a2 * (float)s1);
+    }
+    return r;
+}
+
+// Unit `u` of a row of type T against the row's q8 input `xq`.
+template <int T>
+static __device__ __forceinline__ float dot_unit(const uint8_t* row, int u, const uint8_t* xq) {
+    if (T == T_Q4_K) return q4k_pair(row, u, xq);
+    if (T == T_Q6_K) return q6k_half(row, u, xq);
+    Sub s;
+    load_sub<T>(row, u, s);
+    return dot_sub<T>(s, xq + u * Q8_BYTES);
+}
+
 static __device__ __forceinline__ int row_bytes(int t, int nsub) {
     switch (t) {
         case T_Q4_0: return nsub * 18;

@@ -132,21 +132,20 @@ extern "C" __global__ void __launch_bounds__(1024)
 
 // Down products of each token's experts, weighted and summed, added to the residual row:
 // h[tok][row] += sum over slots s of wts[p] · down_{ids[p]}[row] · out_p (p = tok · k + s).
-// A warp per row, its lanes taking the (slot, sub-block) pairs of all slots in turn, so every
+// A warp per row, its lanes taking the (slot, unit) pairs of all slots in turn, so every
 // load of the row is independent of the others (a loop over the slots, a warp's sum each,
 // waited on memory k times in a row). Grid: (hidden / 4, tokens); 128 threads.
 template <int T>
 static __device__ __forceinline__ float down_slots(const unsigned long long* mats,
                                                    const float* wt, int k_used, int nsub,
                                                    int row, const uint8_t* xq) {
-    const int bytes = row_bytes(T, nsub), pairs = k_used * nsub;
+    const int bytes = row_bytes(T, nsub), n = units<T>(nsub), pairs = k_used * n;
     float acc = 0.0f;
 #pragma unroll 4
     for (int i = threadIdx.x & 31; i < pairs; i += 32) {
-        const int s = i / nsub, b = i - s * nsub;
-        Sub sub;
-        load_sub<T>((const uint8_t*)mats[s] + (size_t)row * bytes, b, sub);
-        acc += wt[s] * dot_sub<T>(sub, xq + ((size_t)s * nsub + b) * Q8_BYTES);
+        const int s = i / n, u = i - s * n;
+        const uint8_t* r = (const uint8_t*)mats[s] + (size_t)row * bytes;
+        acc += wt[s] * dot_unit<T>(r, u, xq + (size_t)s * nsub * Q8_BYTES);
     }
     return warp_sum(acc);
 }

@@ -4,15 +4,12 @@
 #pragma once
 
 // One warp's dot product of a weight row with one token's q8 input: lanes take the row's
-// 32-value sub-blocks in turn. Every lane gets the sum.
+// units (`units`) in turn. Every lane gets the sum.
 template <int T>
 static __device__ __forceinline__ float row_dot(const uint8_t* row, int nsub, const uint8_t* xq) {
     float acc = 0.0f;
-    for (int b = threadIdx.x & 31; b < nsub; b += 32) {
-        Sub s;
-        load_sub<T>(row, b, s);
-        acc += dot_sub<T>(s, xq + b * Q8_BYTES);
-    }
+    const int n = units<T>(nsub);
+    for (int u = threadIdx.x & 31; u < n; u += 32) acc += dot_unit<T>(row, u, xq);
     return warp_sum(acc);
 }
 
@@ -76,13 +73,13 @@ extern "C" __global__ void __launch_bounds__(128)
 template <int T>
 static __device__ __forceinline__ float2 row_dot2(const uint8_t* ra, const uint8_t* rb, int nsub,
                                                   const uint8_t* xq) {
+    // Two Q6_K units side by side (26 words each) spill at 1024 threads' 64 registers.
+    if (T == T_Q6_K) return make_float2(row_dot<T>(ra, nsub, xq), row_dot<T>(rb, nsub, xq));
     float a = 0.0f, b = 0.0f;
-    for (int sb = threadIdx.x & 31; sb < nsub; sb += 32) {
-        Sub sa, sbb;
-        load_sub<T>(ra, sb, sa);
-        load_sub<T>(rb, sb, sbb);
-        a += dot_sub<T>(sa, xq + sb * Q8_BYTES);
-        b += dot_sub<T>(sbb, xq + sb * Q8_BYTES);
+    const int n = units<T>(nsub);
+    for (int u = threadIdx.x & 31; u < n; u += 32) {
+        a += dot_unit<T>(ra, u, xq);
+        b += dot_unit<T>(rb, u, xq);
     }
     return make_float2(warp_sum(a), warp_sum(b));
 }
