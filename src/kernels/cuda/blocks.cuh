@@ -145,15 +145,38 @@ static __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w
     for (int i = 0; i < N; i++) w[i] = __funnelshift_r(raw[i], i + 1 < N ? raw[i + 1] : last, sh);
 }
 
-// 32 q8 values and their block's (d, sum) from an 8-byte aligned q8 block.
-static __device__ __forceinline__ void load_q8(const uint8_t* xb, int (&x)[8], float2& ds) {
+// The integer products of 32 weights (`v`: 8 words of int8 lanes) with the 8-byte aligned q8
+// block `xb`, its first and second 16 values apart; the block's (d, sum) into `ds`.
+static __device__ __forceinline__ int2 dot_q8(const int (&v)[8], const uint8_t* xb, float2& ds) {
     ds = *(const float2*)xb;
+    int2 s = make_int2(0, 0);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const int2 w = ((const int2*)(xb + 8))[i];
-        x[2 * i] = w.x;
-        x[2 * i + 1] = w.y;
+        const int2 x = ((const int2*)(xb + 8))[i];
+        if (i < 2) {
+            s.x = __dp4a(v[2 * i + 1], x.y, __dp4a(v[2 * i], x.x, s.x));
+        } else {
+            s.y = __dp4a(v[2 * i + 1], x.y, __dp4a(v[2 * i], x.x, s.y));
+        }
     }
+    return s;
+}
+
+// The sum over N consecutive sub-blocks whose q8 blocks start at `xb`: `unpack(t, v)` gives
+// sub-block t's weights, `term(t, s, ds)` its term from the integer products `s` (first and
+// second 16 values) and the q8 block's (d, sum) `ds`; terms added in order.
+template <int N, class Unpack, class Term>
+static __device__ __forceinline__ float sub_terms(const uint8_t* xb, Unpack unpack, Term term) {
+    float r = 0.0f;
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        int v[8];
+        unpack(t, v);
+        float2 ds;
+        const int2 s = dot_q8(v, xb + t * Q8_BYTES, ds);
+        r += term(t, s, ds);
+    }
+    return r;
 }
 
 // Byte `i` (0..3) of `w`.
@@ -182,19 +205,15 @@ static __device__ __forceinline__ float q4k_pair(const uint8_t* row, int u, cons
         }
     }
     const uint32_t w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-    const uint8_t* xb = xq + (size_t)(2 * u) * Q8_BYTES;
-    float r = 0.0f;
+    return sub_terms<2>(
+        xq + (size_t)(2 * u) * Q8_BYTES,
+        [&](int h, int (&v)[8]) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int x[8];
-        float2 ds;
-        load_q8(xb + h * Q8_BYTES, x, ds);
-        int sum = 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++) sum = __dp4a((int)((w[i] >> (4 * h)) & 0x0F0F0F0Fu), x[i], sum);
-        r += (d * (float)sc[h]) * ds.x * (float)sum + (-dmin * (float)mn[h]) * ds.y;
-    }
-    return r;
+            for (int i = 0; i < 8; i++) v[i] = (int)((w[i] >> (4 * h)) & 0x0F0F0F0Fu);
+        },
+        [&](int h, int2 s, float2 ds) {
+            return (d * (float)sc[h]) * ds.x * (float)(s.x + s.y) + (-dmin * (float)mn[h]) * ds.y;
+        });
 }
 
 // Unit `u` of a Q6_K row: half n = u & 1 of super-block u >> 1, its sub-blocks t = 0..3 (values
@@ -208,28 +227,22 @@ static __device__ __forceinline__ float q6k_half(const uint8_t* row, int u, cons
     load_words<8>(blk + 128 + 32 * n, qh);
     load_words<2>(blk + 192 + 8 * n, sc);
     const float d = ld_half(blk + 208);
-    const uint8_t* xb = xq + (size_t)(4 * u) * Q8_BYTES;
-    float r = 0.0f;
+    return sub_terms<4>(
+        xq + (size_t)(4 * u) * Q8_BYTES,
+        [&](int t, int (&v)[8]) {
 #pragma unroll
-    for (int t = 0; t < 4; t++) {
-        int x[8];
-        float2 ds;
-        load_q8(xb + t * Q8_BYTES, x, ds);
-        int s0 = 0, s1 = 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint32_t l = ql[(t & 1) * 8 + i];
-            const uint32_t lo = (t >> 1) ? (l >> 4) & 0x0F0F0F0Fu : l & 0x0F0F0F0Fu;
-            const uint32_t h = ((qh[i] >> (2 * t)) & 0x03030303u) << 4;
-            const int v = __vsubss4((int)(lo | h), 0x20202020);
-            if (i < 4) s0 = __dp4a(v, x[i], s0);
-            else s1 = __dp4a(v, x[i], s1);
-        }
-        const float a = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1));
-        const float a2 = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1) + 1);
-        r += ds.x * (a * (float)s0 + a2 * (float)s1);
-    }
-    return r;
+            for (int i = 0; i < 8; i++) {
+                const uint32_t l = ql[(t & 1) * 8 + i];
+                const uint32_t lo = (t >> 1) ? (l >> 4) & 0x0F0F0F0Fu : l & 0x0F0F0F0Fu;
+                const uint32_t h = ((qh[i] >> (2 * t)) & 0x03030303u) << 4;
+                v[i] = __vsubss4((int)(lo | h), 0x20202020);
+            }
+        },
+        [&](int t, int2 s, float2 ds) {
+            const float a = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1));
+            const float a2 = d * (float)(int8_t)byte_of(sc[t >> 1], 2 * (t & 1) + 1);
+            return ds.x * (a * (float)s.x + a2 * (float)s.y);
+        });
 }
 
 // Unit `u` of a row of type T against the row's q8 input `xq`.
