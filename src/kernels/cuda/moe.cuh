@@ -35,8 +35,8 @@ extern "C" __global__ void __launch_bounds__(128)
 // its own (greater, or equal at a lower index), every thread counting for its experts in one
 // pass, so the chosen are those ranked below k without k rounds of a warp's argmax (each a
 // chain of shuffles). A NaN logit ranks with -inf. The chosen are written in expert order
-// (`ids`, `wts`: [tok][k]), so the down products add up in the order the CPU build adds them.
-// Grid: tokens; 128 threads.
+// (`ids`, `wts`: [tok][k]), so a prompt's weighted sums (`moe_combine`) add up in the order
+// the CPU build adds them. Grid: tokens; 128 threads.
 extern "C" __global__ void __launch_bounds__(128)
     moe_topk(const float* logits, int n_exp, int k, int mode, int renorm, int* ids, float* wts) {
     __shared__ float l[MOE_MAX_EXPERTS];
