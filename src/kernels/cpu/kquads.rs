@@ -223,9 +223,10 @@ pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
         .collect()
 }
 
-/// The products of the Q6_K rows at `rows` (each `supers` super-blocks) with each of `M`
+/// The products of the `R` Q6_K rows at `rows` (each `supers` super-blocks) with each of `M`
 /// activation rows (with their [`sums_per_16`]), `[activation][row]`, bytes `ahead` of the
-/// rows prefetched as in [`q4k_quad`]; the weights' unpacking is shared by all `M`.
+/// rows prefetched as in [`q4k_quad`] (none when `ahead` is 0); the weights' unpacking is
+/// shared by all `M`.
 ///
 /// Per row and super-block the eight i32 lanes of ggml's AVX2 form (lane `l`: elements
 /// `4l..4l+4` of every run of 32, each run's product weighted by its scale per 16, less
@@ -235,11 +236,11 @@ pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
 /// # Safety
 /// As [`q4k_quad`], with rows of `supers · 210` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn q6k_quad<const M: usize>(
-    (rows, ahead): ([*const u8; 4], usize),
+pub(crate) unsafe fn q6k_rows<const R: usize, const M: usize>(
+    (rows, ahead): ([*const u8; R], usize),
     supers: usize,
     xs: [(&Q8K, &[[i16; 16]]); M],
-) -> [[f32; 4]; M] {
+) -> [[f32; R]; M] {
     let (low, two) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
     // Bits 2·idx of each high byte feed run idx: runs 0 and 1 (low nibbles), 2 and 3 (high).
     let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
@@ -248,15 +249,17 @@ pub(crate) unsafe fn q6k_quad<const M: usize>(
     for (v, s) in spread.iter_mut().zip(&Q6_SPREADS) {
         *v = _mm512_loadu_si512(s.as_ptr() as *const _);
     }
-    let mut acc = [[_mm256_setzero_ps(); 4]; M];
+    let mut acc = [[_mm256_setzero_ps(); R]; M];
     for b in 0..supers {
         let mut blk = rows;
         for r in &mut blk {
             *r = r.add(b * Q6K_BYTES);
         }
-        let next = rows[0].wrapping_add(ahead + b * 4 * Q6K_BYTES);
-        for line in 0..14 {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
+        if ahead > 0 {
+            let next = rows[0].wrapping_add(ahead + b * R * Q6K_BYTES);
+            for line in 0..(R * Q6K_BYTES).div_ceil(64) + 1 {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
+            }
         }
         let mut acts = [[_mm512_setzero_si512(); 4]; M];
         let mut bsums = [_mm256_setzero_si256(); M];
@@ -267,7 +270,7 @@ pub(crate) unsafe fn q6k_quad<const M: usize>(
             }
             *bs = _mm256_loadu_si256(sums[b].as_ptr() as *const __m256i);
         }
-        for r in 0..4 {
+        for r in 0..R {
             let p = blk[r];
             let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
             let wide = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(scales), scales);
@@ -309,7 +312,7 @@ pub(crate) unsafe fn q6k_quad<const M: usize>(
             }
         }
     }
-    let mut out = [[0f32; 4]; M];
+    let mut out = [[0f32; R]; M];
     for (o, a) in out.iter_mut().zip(&acc) {
         for (v, a) in o.iter_mut().zip(a) {
             *v = super::gemv::hsum(*a);
@@ -352,6 +355,20 @@ pub(crate) unsafe fn products(
                 }
             };
             let at = (rows, 4 * row_bytes);
+            if q6 && xs.len() == 1 {
+                // One activation row (decoding): each Q6_K row on its own, in order, with no
+                // software prefetch. The hardware prefetcher follows one row's stream; with
+                // two or four rows side by side it did not (without the software prefetch
+                // the 1B shape's decode fell from 25 to 13.5 t/s), and the quad's software
+                // prefetch left it about 4% behind one row at a time (AMD Zen 4).
+                let mut v = [0f32; 4];
+                for (v, &row) in v.iter_mut().zip(&rows).take(n - r0) {
+                    // SAFETY: as the caller promised.
+                    *v = unsafe { q6k_rows(([row], 0), supers, [(&xs[0], &sums6[0][..])]) }[0][0];
+                }
+                store(0, v);
+                continue;
+            }
             // Up to four activation rows share each quad's unpacked weights.
             for (g, group) in xs.chunks(4).enumerate() {
                 let x4 = |j: usize| (&group[j], &sums4[4 * g + j][..]);
@@ -361,7 +378,7 @@ pub(crate) unsafe fn products(
                         // SAFETY: as the caller promised.
                         let v = unsafe {
                             match q6 {
-                                true => q6k_quad(at, supers, [$(x6($j)),+]),
+                                true => q6k_rows(at, supers, [$(x6($j)),+]),
                                 false => q4k_quad(at, supers, [$(x4($j)),+]),
                             }
                         };
@@ -412,7 +429,14 @@ mod tests {
                         match q6 {
                             true => {
                                 let sums = sums_per_16(&x);
-                                q6k_quad((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0]
+                                let quad =
+                                    q6k_rows((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0];
+                                // One row at a time, as decoding reads them: the same values.
+                                let one = rows.map(|r| {
+                                    q6k_rows(([row(r)], 0), k / QK_K, [(&x, &sums[..])])[0][0]
+                                });
+                                assert_eq!(quad.map(f32::to_bits), one.map(f32::to_bits));
+                                quad
                             }
                             false => {
                                 let sums = sub_block_sums(&x);
