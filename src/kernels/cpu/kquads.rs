@@ -323,7 +323,7 @@ pub(crate) unsafe fn q6k_rows<const R: usize, const M: usize>(
 
 /// `out[j·n + i]` = row `i` of `weights` (`n` Q4_K rows, or Q6_K with `q6`, of `row_bytes`)
 /// · `xs[j]`, four rows at a time over the CPU pool (a last, partial quad repeats its last
-/// row).
+/// row); with one activation row a quad's Q6_K rows are read one after another.
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `weights` holds `n` rows of
