@@ -356,15 +356,18 @@ pub(crate) unsafe fn products(
             };
             let at = (rows, 4 * row_bytes);
             if q6 && xs.len() == 1 {
-                // One activation row (decoding): each Q6_K row on its own, in order, with no
-                // software prefetch. The hardware prefetcher follows one row's stream; with
-                // two or four rows side by side it did not (without the software prefetch
-                // the 1B shape's decode fell from 25 to 13.5 t/s), and the quad's software
-                // prefetch left it about 4% behind one row at a time (AMD Zen 4).
+                // One activation row (decoding): each Q6_K row on its own, in order, its bytes
+                // prefetched `PREFETCH_BYTES` ahead of itself as the one-row kernels do. Four
+                // rows side by side streamed worse: on AMD Zen 4 the hardware prefetcher did
+                // not follow two or four interleaved rows (without software prefetch the 1B
+                // shape's decode fell from 25 to 13.5 t/s), and the quad's prefetch of the
+                // next quad left it 2–4% behind one row at a time.
+                let ahead = super::gemv::PREFETCH_BYTES;
                 let mut v = [0f32; 4];
                 for (v, &row) in v.iter_mut().zip(&rows).take(n - r0) {
+                    let x = [(&xs[0], &sums6[0][..])];
                     // SAFETY: as the caller promised.
-                    *v = unsafe { q6k_rows(([row], 0), supers, [(&xs[0], &sums6[0][..])]) }[0][0];
+                    *v = unsafe { q6k_rows(([row], ahead), supers, x) }[0][0];
                 }
                 store(0, v);
                 continue;
