@@ -43,6 +43,13 @@ impl Format {
         }
     }
 
+    /// The stored type's ggml name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4K => "Q4_K",
+        }
+    }
+
     /// Bytes of one stored super-block (one row's 256 values).
     pub fn stored_bytes(self) -> usize {
         match self {

@@ -360,8 +360,7 @@ fn repacked_forward(w: &Repacked, x: &Tensor) -> Result<Tensor> {
             return Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?);
         }
     }
-    let name = format!("{:?}", w.format());
-    own_kernel_forward(x, (n, k), &name, |input, out| {
+    own_kernel_forward(x, (n, k), w.format().name(), |input, out| {
         w.products(input, out, gemv::kernel())
     })
 }
