@@ -436,7 +436,8 @@ fn json_schema_and_json_object_answers_always_parse() {
 fn forced_tool_calls_come_back_as_tool_calls_and_results_feed_the_next_turn() {
     let s = Served::start(&["--chat-template", "chatml"]);
     let ask = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
-    let body = json!({"messages": ask, "max_tokens": 100, "tools": weather_tool(),
+    // Sampled (a seed for a reproducible failure): the call is forced whatever is drawn.
+    let body = json!({"messages": ask, "max_tokens": 100, "tools": weather_tool(), "seed": 11,
                       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
     let (status, v, text) = post(&s.addr, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{text}");

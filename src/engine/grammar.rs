@@ -11,6 +11,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
+use crate::formats::json_layout;
 use crate::formats::tokenizer::{EncodeOptions, Tokenizer};
 use crate::{Error, Result};
 
@@ -99,10 +100,12 @@ impl Vocabulary {
     /// schema or grammar is invalid or unsupported).
     pub fn matcher(&self, constraint: &Constraint) -> Result<Grammar> {
         let grammar = match constraint {
-            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
-            Constraint::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
+            Constraint::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(json_layout::bounded(schema.clone()))
             }
+            Constraint::JsonObject => TopLevelGrammar::from_json_schema(json_layout::bounded(
+                serde_json::json!({"type": "object"}),
+            )),
             Constraint::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
         };
         let parser = self

@@ -15,6 +15,7 @@ pub mod gguf_header;
 pub mod gguf_value;
 pub mod harmony;
 pub mod hf_config;
+pub mod json_layout;
 pub mod mapped;
 pub mod mxfp4;
 pub mod names;

@@ -226,6 +226,7 @@ impl Format {
             Format::Mistral => format!("{} call {}", text("[TOOL_CALLS]["), text("]")),
             Format::Llama3 | Format::Harmony | Format::Gemma4 => "call".to_string(),
         };
+        let schema = super::json_layout::bounded(schema);
         Ok(format!("start: {start}\ncall: %json {schema}\n"))
     }
 }
@@ -254,6 +255,7 @@ fn harmony_grammar(tools: &[&Value], controls: Controls) -> String {
         let head =
             format!("<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>");
         let head = lark_text(&head, Format::Harmony.markers(), controls);
+        let params = super::json_layout::bounded(params);
         rules.push(format!("call{i}: {head} %json {params}"));
         alternatives.push(format!("call{i}"));
     }
@@ -327,8 +329,11 @@ mod tests {
         let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
         assert_eq!(
             Format::Harmony.grammar(&[&tool], &|_| None).unwrap(),
-            "start: call0\ncall0: \"<|channel|>commentary to=functions.f <|constrain|>json<|message|>\" \
-             %json {\"type\":\"object\"}\n"
+            format!(
+                "start: call0\ncall0: \"<|channel|>commentary to=functions.f <|constrain|>json<|message|>\" \
+                 %json {}\n",
+                json!({"type": "object", "x-guidance": {"whitespace_pattern": super::super::json_layout::WHITESPACE}})
+            )
         );
         assert!(Format::Gemma4
             .grammar(&[&tool], &|_| None)

@@ -2,6 +2,7 @@
 //! calls, markers that are control tokens.
 
 use super::*;
+use crate::formats::json_layout;
 use crate::formats::tool_calls::Format;
 use crate::models::testing::{real_model, SMOLLM2};
 
@@ -24,7 +25,9 @@ fn masks_computed_beside_the_forward_pass_equal_masks_computed_in_line() {
     let mut in_line = Matcher::new(
         vocab
             .factory
-            .create_parser(TopLevelGrammar::from_json_schema(schema)),
+            .create_parser(TopLevelGrammar::from_json_schema(json_layout::bounded(
+                schema,
+            ))),
     );
     let text = r#"{"city": "Paris", "n": 3}"#;
     let opts = EncodeOptions {
@@ -76,6 +79,62 @@ fn accepted(
         g.accept(t).unwrap();
     }
     tokens.len()
+}
+
+/// JSON under a constraint may be compact or indented, but its whitespace is bounded: a
+/// model cannot fill its token budget with blanks inside an unfinished object.
+#[test]
+fn constrained_json_whitespace_is_bounded() {
+    let tokenizer = smollm2();
+    let vocab = Vocabulary::new(Arc::clone(&tokenizer)).unwrap();
+    let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}});
+    let forced = Constraint::Lark(Format::Hermes.grammar(&[&tool], &|_| None).unwrap());
+    for c in [Constraint::JsonObject, forced] {
+        let wrap = |body: &str| match c {
+            Constraint::JsonObject => body.to_string(),
+            _ => format!(
+                "<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {body}}}\n</tool_call>"
+            ),
+        };
+        let ok = |body: &str| {
+            let text = wrap(body);
+            let n = tokenizer
+                .encode(
+                    &text,
+                    EncodeOptions {
+                        add_bos: false,
+                        parse_special: false,
+                    },
+                )
+                .unwrap()
+                .len();
+            assert_eq!(
+                accepted(&vocab, &tokenizer, &c, &text),
+                n,
+                "refused: {text:?}"
+            );
+        };
+        ok(r#"{"city": "Paris"}"#);
+        ok("{\n  \"city\": \"Paris\"\n}");
+        ok("{\n\n\t\t\"city\":\n    \"Paris\"\n}");
+        let text = wrap(&format!("{{\"city\": \"Paris\"{}}}", "\n \n \n \n"));
+        let n = tokenizer
+            .encode(
+                &text,
+                EncodeOptions {
+                    add_bos: false,
+                    parse_special: false,
+                },
+            )
+            .unwrap()
+            .len();
+        assert!(
+            accepted(&vocab, &tokenizer, &c, &text) < n,
+            "allowed: {text:?}"
+        );
+    }
 }
 
 #[test]
