@@ -16,6 +16,9 @@
 #                            (--write-gguf) and both tools run that file
 #   --tokenizer-from GGUF    tokenizer for --synthetic files (llama.cpp needs one; default:
 #                            mlcli's made-up byte-level vocabulary)
+#   --isa avx2               both tools as on a CPU without AVX-512: llama.cpp built for
+#                            AVX2/FMA/F16C only (its own build directory), mlcli with
+#                            MLCLI_CPU_KERNELS=avx2 (candle's f32 GEMM still picks its own)
 #
 # llama-bench is built once, from the llama.cpp copy vendored in the PyPI source distribution
 # of llama-cpp-python (no git access needed), into ${MLCLI_LLAMA_CPP_CACHE:-~/.cache/mlcli/llama.cpp}.
@@ -38,7 +41,7 @@ results="${RESULTS:-target/bench-vs-llama-cpp}"
 python="${PYTHON:-python3}"
 jobs="${JOBS:-2}"
 
-busy="" prompt=512 gen=128 depth="" reps=5 threads="" synthetic="" tokenizer_from=""
+llama_cpp_isa="" busy="" prompt=512 gen=128 depth="" reps=5 threads="" synthetic="" tokenizer_from=""
 models=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,7 +53,8 @@ while [ $# -gt 0 ]; do
     -t) threads="$2"; shift 2 ;;
     --synthetic) synthetic="$2"; shift 2 ;;
     --tokenizer-from) tokenizer_from="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --isa) llama_cpp_isa="$2"; export MLCLI_CPU_KERNELS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     -*) echo "bench-vs-llama-cpp: unknown option $1" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
   esac
@@ -62,6 +66,8 @@ if [ ${#models[@]} -eq 0 ] && [ -z "$synthetic" ]; then
 fi
 
 log() { echo "bench-vs-llama-cpp: $*" >&2; }
+[ -z "$llama_cpp_isa" ] ||
+  log "instruction set: llama.cpp built for $llama_cpp_isa only, mlcli with MLCLI_CPU_KERNELS=$llama_cpp_isa"
 
 # --- llama-bench, built once ------------------------------------------------------------------
 llama_bench="$(llama_cpp_build llama-bench)"

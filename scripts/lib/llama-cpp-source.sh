@@ -4,7 +4,9 @@
 #
 #   . scripts/lib/llama-cpp-source.sh; src="$(llama_cpp_source)"
 #   bin="$(llama_cpp_build llama-server)"    # builds one of its programs once, prints its path
-# Needs $python (a Python with pip); llama_cpp_build uses $jobs (default 2) parallel jobs.
+# Needs $python (a Python with pip); llama_cpp_build uses $jobs (default 2) parallel jobs and
+# $llama_cpp_isa: empty for this CPU (-march=native), `avx2` for AVX2/FMA/F16C only (what a
+# CPU without AVX-512 runs), each in a build directory of its own.
 
 LCP_VERSION="0.3.36"
 LCP_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -27,7 +29,7 @@ llama_cpp_source() { # prints the llama.cpp source directory, fetching it when n
 }
 
 llama_cpp_build() { # builds llama.cpp's program $1 (llama-bench, llama-server) once; prints its path
-  local target="$1" build="$llama_cpp_cache/build"
+  local target="$1" build="$llama_cpp_cache/build${llama_cpp_isa:+-$llama_cpp_isa}"
   local bin="$build/bin/$target"
   if [ ! -x "$bin" ]; then
     local src cmake flags
@@ -41,17 +43,22 @@ llama_cpp_build() { # builds llama.cpp's program $1 (llama-bench, llama-server) 
       }
       cmake="$llama_cpp_cache/venv/bin/cmake"
     fi
-    # This CPU (-march=native) without AMX, whose kernels crash on some virtual machines.
-    flags="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    case "${llama_cpp_isa:-}" in
+      # This CPU (-march=native) without AMX, whose kernels crash on some virtual machines.
+      "") flags="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16" ;;
+      avx2) flags="-mavx2 -mfma -mf16c -mbmi2 -msse4.2" ;;
+      *) echo "llama_cpp_build: unknown instruction set '$llama_cpp_isa' (known: avx2)" >&2
+         return 2 ;;
+    esac
     echo "configuring llama.cpp (Release, CPU, $flags)" >&2
     "$cmake" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
       -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
       -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF \
-      >"$llama_cpp_cache/configure.log"
-    echo "building $target with -j${jobs:-2} (a few minutes; log in $llama_cpp_cache/build.log)" >&2
+      >"$build.configure.log"
+    echo "building $target with -j${jobs:-2} (a few minutes; log in $build.log)" >&2
     nice -n 10 "$cmake" --build "$build" --target "$target" -j "${jobs:-2}" \
-      >"$llama_cpp_cache/build.log"
+      >"$build.log"
   fi
   echo "$bin"
 }

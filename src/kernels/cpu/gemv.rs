@@ -237,6 +237,10 @@ pub(crate) struct Dots {
     /// Needs avx2, fma and f16c: rows in pairs, two independent chains.
     #[cfg(target_arch = "x86_64")]
     pub(crate) avx2: DotPair,
+    /// Needs avx2, fma and f16c: two rows with up to four activation rows, each block
+    /// unpacked once for all of them ([`super::rows256`]); the same bits as `avx2`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx2_rows: super::rows512::Rows,
     /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs): rows in pairs, each
     /// pair's blocks unpacked once for up to four activation rows.
     #[cfg(target_arch = "x86_64")]
@@ -274,9 +278,11 @@ pub(crate) fn gemv(
     #[cfg(target_arch = "x86_64")]
     let pairs = match kernel {
         Kernel::Scalar => None,
+        Kernel::Avx2 if m > 1 => Some(Pairs::Rows(dots.avx2_rows)),
         Kernel::Avx2 => Some(Pairs::Avx2(dots.avx2)),
         Kernel::Avx512Vnni => Some(match dots.avx512 {
-            Some(rows) if m >= dots.avx512_from => Pairs::Avx512(rows),
+            Some(rows) if m >= dots.avx512_from => Pairs::Rows(rows),
+            _ if m > 1 => Pairs::Rows(dots.avx2_rows),
             _ => Pairs::Avx2(dots.avx2),
         }),
     };
@@ -294,23 +300,32 @@ pub(crate) fn gemv(
             .chunks(MAX_ACTS)
             .map(super::rows512::Group::new)
             .collect();
+        // Pairs split over the pool once; each thread takes its pairs about 16 KiB of
+        // weights at a time against every group, so the tile's rows stay in L1 while the
+        // groups pass (the other way round, one pair against a prompt chunk's groups,
+        // streamed the activations from L2 for every pair).
+        let tile_pairs = (16 * 1024 / (2 * row_bytes).max(1)).max(1);
         super::pool::Pool::global().run(n.div_ceil(2), |ps| {
             let mut vals = [(0f32, 0f32); MAX_ACTS];
-            for p in ps {
-                let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
+            for first in ps.clone().step_by(tile_pairs) {
+                let tile = first..(first + tile_pairs).min(ps.end);
                 for (g, group) in groups.iter().enumerate() {
-                    let vals = &mut vals[..group.xs.len()];
-                    // SAFETY: SIMD kernels are selected only when the CPU reports their
-                    // features (`kernel()`); the rows and activations hold `k / 32` blocks.
-                    unsafe { pairs.run(row(a), row(b), group, vals) };
-                    for (j, &(va, vb)) in vals.iter().enumerate() {
-                        let j = g * MAX_ACTS + j;
-                        // SAFETY: each pair index is handed to one thread, which writes only
-                        // its two rows of `out` (one, for a last odd row) for each activation
-                        // row, and `out` outlives the call.
-                        unsafe {
-                            *(out_addr as *mut f32).add(j * n + a) = va;
-                            *(out_addr as *mut f32).add(j * n + b) = vb;
+                    for p in tile.clone() {
+                        let (a, b) = (2 * p, (2 * p + 1).min(n - 1));
+                        let vals = &mut vals[..group.xs.len()];
+                        // SAFETY: SIMD kernels are selected only when the CPU reports their
+                        // features (`kernel()`); the rows and activations hold `k / 32`
+                        // blocks.
+                        unsafe { pairs.run(row(a), row(b), group, vals) };
+                        for (j, &(va, vb)) in vals.iter().enumerate() {
+                            let j = g * MAX_ACTS + j;
+                            // SAFETY: each pair index is handed to one thread, which writes
+                            // only its two rows of `out` (one, for a last odd row) for each
+                            // activation row, and `out` outlives the call.
+                            unsafe {
+                                *(out_addr as *mut f32).add(j * n + a) = va;
+                                *(out_addr as *mut f32).add(j * n + b) = vb;
+                            }
                         }
                     }
                 }
@@ -327,8 +342,8 @@ pub(crate) fn gemv(
 enum Pairs {
     /// One activation row at a time.
     Avx2(DotPair),
-    /// Up to [`super::rows512::MAX_ACTS`] activation rows at once.
-    Avx512(super::rows512::Rows),
+    /// Up to [`super::rows512::MAX_ACTS`] activation rows at once (AVX2 or AVX-512).
+    Rows(super::rows512::Rows),
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -345,7 +360,7 @@ impl Pairs {
                     *o = pair(ra, rb, x);
                 }
             }
-            Self::Avx512(rows) => rows(ra, rb, g, out),
+            Self::Rows(rows) => rows(ra, rb, g, out),
         }
     }
 }
@@ -403,31 +418,6 @@ pub(crate) fn par_rows(n: usize, out: &mut [f32], row_dot: impl Fn(usize, usize)
                 // SAFETY: every row index is handed to exactly one thread, which writes only
                 // its entries of `out`, and `out` outlives the call.
                 unsafe { *(out_addr as *mut f32).add(b * n + i) = v };
-            }
-        }
-    });
-}
-
-/// For every weight row `i < n`, `row_dots(i, vals)` gives the products of row `i` with
-/// activation rows `first..first + count` (`vals` holds `count`); they go to
-/// `out[(first + j)·n + i]`. Weight rows are split over [`super::pool::Pool`].
-pub(crate) fn par_row_groups(
-    n: usize,
-    out: &mut [f32],
-    first: usize,
-    count: usize,
-    row_dots: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    assert!(count <= 8 && (first + count) * n <= out.len());
-    let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(n, |rows| {
-        let mut vals = [0f32; 8];
-        for i in rows {
-            row_dots(i, &mut vals[..count]);
-            for (j, v) in vals[..count].iter().enumerate() {
-                // SAFETY: every row index is handed to exactly one thread, which writes only
-                // its entries of `out` (in bounds: asserted above), and `out` outlives the call.
-                unsafe { *(out_addr as *mut f32).add((first + j) * n + i) = *v };
             }
         }
     });

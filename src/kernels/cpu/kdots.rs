@@ -368,8 +368,6 @@ fn products(
     out: &mut [f32],
 ) {
     let xqs: Vec<_> = x.chunks_exact(k).map(quantize).collect();
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = form;
     #[cfg(target_arch = "x86_64")]
     if form == super::gemv::Kernel::Avx512Vnni {
         // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; the
@@ -377,24 +375,54 @@ fn products(
         unsafe { super::kquads::products(q6, (weights, row_bytes), n, &xqs, out) };
         return;
     }
-    // Activations in groups of up to four, each weight row read once per group.
-    for (g, group) in xqs.chunks(4).enumerate() {
-        super::gemv::par_row_groups(n, out, 4 * g, group.len(), |i, vals| {
-            let row = &weights[i * row_bytes..(i + 1) * row_bytes];
-            #[cfg(target_arch = "x86_64")]
-            if form != super::gemv::Kernel::Scalar {
-                // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
-                unsafe { simd_dots(q6, row, group, vals) };
-                return;
+    // Weight rows split over the pool once; each thread takes its rows [`ROW_BLOCK`] at a
+    // time against every group of up to four activation rows, so a row comes from memory
+    // once per call and stays in L1 while the groups (in L2) pass over it.
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n, |rows| {
+        let mut vals = [0f32; 4];
+        let mut first = rows.start;
+        while first < rows.end {
+            let block = first..(first + ROW_BLOCK).min(rows.end);
+            for (g, group) in xqs.chunks(4).enumerate() {
+                for i in block.clone() {
+                    let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+                    let vals = &mut vals[..group.len()];
+                    dots(q6, form, row, group, vals);
+                    for (j, v) in vals.iter().enumerate() {
+                        // SAFETY: every row index is handed to one thread, which writes only
+                        // its entries of `out` (`m × n`, the caller checked), and `out`
+                        // outlives the call.
+                        unsafe { *(out_addr as *mut f32).add((4 * g + j) * n + i) = *v };
+                    }
+                }
             }
-            for (v, xq) in vals.iter_mut().zip(group) {
-                *v = if q6 {
-                    q6k_dot(row, xq)
-                } else {
-                    q4k_dot(row, xq)
-                };
-            }
-        });
+            first = block.end;
+        }
+    });
+}
+
+/// Weight rows a thread reads against all activation groups before the next ones (eight
+/// rows of 4096 Q4_K values are 18 KiB).
+const ROW_BLOCK: usize = 8;
+
+/// The products of one row with a group of one to four activation rows, into `vals`, by the
+/// AVX2 dots or the portable ones.
+fn dots(q6: bool, form: super::gemv::Kernel, row: &[u8], group: &[Q8K], vals: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if form != super::gemv::Kernel::Scalar {
+        // SAFETY: a non-scalar kernel means the CPU has AVX2, FMA and F16C.
+        unsafe { simd_dots(q6, row, group, vals) };
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = form;
+    for (v, xq) in vals.iter_mut().zip(group) {
+        *v = if q6 {
+            q6k_dot(row, xq)
+        } else {
+            q4k_dot(row, xq)
+        };
     }
 }
 

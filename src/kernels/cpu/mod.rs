@@ -35,4 +35,6 @@ pub mod q8_0;
 pub mod repacked;
 pub mod rope;
 #[cfg(target_arch = "x86_64")]
+pub mod rows256;
+#[cfg(target_arch = "x86_64")]
 pub mod rows512;

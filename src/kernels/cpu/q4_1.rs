@@ -32,29 +32,62 @@ fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
     sum
 }
 
+/// Q4_1 for [`super::rows256`] (and the one-row blocks): 16 bytes of nibbles as 32 unsigned
+/// values, low nibbles elements 0..16, high ones 16..32; its minimum's `m · s_x` in a second
+/// chain.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl super::rows256::Format for Avx2 {
+    const BYTES: usize = BLOCK_BYTES;
+    const MIN: bool = true;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack(block: *const u8) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let packed = _mm_loadu_si128(block.add(4) as *const __m128i);
+        _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            _mm256_set1_epi8(0x0F),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn sums(
+        w: std::arch::x86_64::__m256i,
+        xq: *const i8,
+        _sum4: *const i32,
+    ) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let v = _mm256_loadu_si256(xq as *const __m256i);
+        // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), _mm256_set1_epi16(1))
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block_avx2(
     block: &[u8],
-    xq: *const i8,
-    xd: f32,
+    x: &Q8,
+    b: usize,
 ) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256, f32) {
+    use super::rows256::Format;
     use std::arch::x86_64::*;
     // Scale and minimum: two f16 in the first four bytes, converted together.
     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
         block[0], block[1], block[2], block[3],
     ])));
     let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)));
-    // 16 bytes of nibbles -> 32 values: low nibbles are elements 0..16, high ones 16..32.
-    let packed = _mm_loadu_si128(block.as_ptr().add(4) as *const __m128i);
-    let w = _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-        _mm256_set1_epi8(0x0F),
+    let prod = Avx2::sums(
+        Avx2::unpack(block.as_ptr()),
+        x.qs.as_ptr().add(b * QK),
+        x.sum4.as_ptr().add(8 * b),
     );
-    let x = _mm256_loadu_si256(xq as *const __m256i);
-    // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
-    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
-    (_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(prod), m)
+    (_mm256_set1_ps(d * x.d[b]), _mm256_cvtepi32_ps(prod), m)
 }
 
 /// Two rows at once, each in ggml's order so products round as llama.cpp's do: one chain of
@@ -64,9 +97,7 @@ unsafe fn block_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
-    super::gemv::pair_chains::<true>(ra, rb, x, BLOCK_BYTES, |blk, b| {
-        block_avx2(blk, x.qs.as_ptr().add(b * QK), x.d[b])
-    })
+    super::gemv::pair_chains::<true>(ra, rb, x, BLOCK_BYTES, |blk, b| block_avx2(blk, x, b))
 }
 
 /// Q4_1 for [`super::rows512`]: each row's 16 bytes of nibbles as 32 unsigned values (low
@@ -107,6 +138,8 @@ const DOTS: Dots = Dots {
     scalar: dot_scalar,
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
+    #[cfg(target_arch = "x86_64")]
+    avx2_rows: super::rows256::rows::<Avx2>,
     #[cfg(target_arch = "x86_64")]
     avx512: Some(super::rows512::rows::<Avx512>),
     #[cfg(target_arch = "x86_64")]

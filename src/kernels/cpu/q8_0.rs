@@ -35,16 +35,49 @@ unsafe fn block_avx2(
     x: &Q8,
     b: usize,
 ) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use super::rows256::Format;
     use std::arch::x86_64::*;
     assert!(block.len() >= BLOCK_BYTES && x.qs.len() >= (b + 1) * QK);
     let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         i16::from_le_bytes([block[0], block[1]]) as i32,
     )));
-    let w = _mm256_loadu_si256(block.as_ptr().add(2) as *const __m256i);
-    let v = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-    let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
-    let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
+    let sum = _mm256_cvtepi32_ps(Avx2::sums(
+        Avx2::unpack(block.as_ptr()),
+        x.qs.as_ptr().add(b * QK),
+        x.sum4.as_ptr().add(8 * b),
+    ));
     (_mm256_set1_ps(d * x.d[b]), sum)
+}
+
+/// Q8_0 for [`super::rows256`] (and the one-row blocks): signed × signed as ggml does it,
+/// |w| × (x with w's sign).
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl super::rows256::Format for Avx2 {
+    const BYTES: usize = BLOCK_BYTES;
+    const MIN: bool = false;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack(block: *const u8) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        _mm256_loadu_si256(block.add(2) as *const __m256i)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn sums(
+        w: std::arch::x86_64::__m256i,
+        xq: *const i8,
+        _sum4: *const i32,
+    ) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let v = _mm256_loadu_si256(xq as *const __m256i);
+        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+        _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
+    }
 }
 
 /// Two rows, each in ggml's order (one chain of eight lanes, each block's `d·d_x × lane
@@ -92,6 +125,8 @@ const DOTS: Dots = Dots {
     scalar: dot_scalar,
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
+    #[cfg(target_arch = "x86_64")]
+    avx2_rows: super::rows256::rows::<Avx2>,
     #[cfg(target_arch = "x86_64")]
     avx512: Some(super::rows512::rows::<Avx512>),
     #[cfg(target_arch = "x86_64")]

@@ -163,12 +163,18 @@ mod tests {
 
     type Gemv = fn(&[u8], usize, usize, &[f32], &mut [f32], Kernel);
 
+    /// Both multi-row forms (this module's and [`super::super::rows256`]'s) against the AVX2
+    /// one-row kernel.
     #[test]
     fn each_activation_row_gets_the_avx2_product_bit_for_bit() {
-        if kernel() != Kernel::Avx512Vnni {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
-            return;
-        }
+        let forms: &[Kernel] = match kernel() {
+            Kernel::Avx512Vnni => &[Kernel::Avx512Vnni, Kernel::Avx2],
+            Kernel::Avx2 => &[Kernel::Avx2],
+            Kernel::Scalar => {
+                eprintln!("skipped: this CPU has no AVX2");
+                return;
+            }
+        };
         // An odd number of weight rows (the last pair repeats its row); up to six activation
         // rows (a group of four, then a smaller one).
         let (n, k) = (7, 256);
@@ -181,10 +187,10 @@ mod tests {
         for (dtype, gemv) in types {
             let q = QTensor::quantize(&w, dtype).unwrap();
             let data = q.data().unwrap();
-            for m in 1..=6 {
+            for (m, &form) in (1..=6).flat_map(|m| forms.iter().map(move |f| (m, f))) {
                 let x = test_values(m * k, 40 + m as u32);
                 let mut got = vec![0f32; m * n];
-                gemv(&data, n, k, &x, &mut got, Kernel::Avx512Vnni);
+                gemv(&data, n, k, &x, &mut got, form);
                 for j in 0..m {
                     let mut want = vec![0f32; n];
                     gemv(&data, n, k, &x[j * k..(j + 1) * k], &mut want, Kernel::Avx2);
@@ -192,7 +198,7 @@ mod tests {
                     assert_eq!(
                         bits(&got[j * n..(j + 1) * n]),
                         bits(&want),
-                        "{dtype:?}, activation row {j} of {m}"
+                        "{dtype:?}, {form:?}, activation row {j} of {m}"
                     );
                 }
             }

@@ -27,9 +27,10 @@ const DENSE_MIN_ROWS: usize = 2;
 
 /// Up to this many rows (a few sequences decoding together, a short prompt) go through the
 /// single-row kernels, each weight row read once for all of them: below it the tiles' unpacking
-/// costs more than it saves. More rows of a type without a SIMD kernel in candle (Q4_1, Q5_0,
-/// ...) and no tiles are dequantized once and multiplied by the f32 GEMM (candle's dot
-/// products for such types are scalar).
+/// costs more than it saves. Without the tiles (no AVX-512 VNNI), more rows go through the
+/// same kernels [`CHUNK_ROWS`] at a time where they have SIMD forms (AVX2), so every product
+/// is the one a single row gets; on the portable path they are dequantized once and
+/// multiplied by candle's f32 GEMM (its SIMD is faster than portable integer dots).
 const FEW_ROWS: usize = 8;
 
 impl Linear {
@@ -227,8 +228,9 @@ impl Linear {
     }
 
     /// The batched (prefill) path on the CPU: our int8 tiles for Q4_1, Q5_0, Q8_0, Q4_K and
-    /// Q6_K where the CPU has AVX-512 VNNI ([`gemm_q8`]), else the dequantized f32 GEMM for the
-    /// types candle has no SIMD kernel for (candle's own kernels for the rest).
+    /// Q6_K where the CPU has AVX-512 VNNI ([`gemm_q8`]), else our single-row kernels in
+    /// chunks where they have an AVX2 form ([`rows_in_chunks`]), else the dequantized f32
+    /// GEMM for the types candle has no SIMD kernel for (candle's own kernels for the rest).
     fn batched(&self, weight: &QMatMul, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = weight else {
             return Ok(None);
@@ -242,6 +244,25 @@ impl Linear {
         if rows >= DENSE_MIN_ROWS && x.device().is_cpu() && gemm_q8::available() {
             let data = w.data()?;
             let product = |input: &[f32]| gemm_q8::gemm(w.dtype(), &data, n, k, input);
+            let out = match host::with_f32(x, product)? {
+                Some(out) => out,
+                None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
+            };
+            if let Some(out) = out {
+                let y = Tensor::from_vec(out, out_shape, x.device())?;
+                return Ok(Some(y.to_dtype(x.dtype())?));
+            }
+        }
+        if rows > FEW_ROWS
+            && x.device().is_cpu()
+            && gemv::kernel() != gemv::Kernel::Scalar
+            && own_rows_kernel(w.dtype()).is_some()
+        {
+            let data = w.data()?;
+            let product = |input: &[f32]| {
+                let mut out = vec![0f32; input.len() / k * n];
+                rows_in_chunks(w.dtype(), &data, (n, k), input, &mut out).then_some(out)
+            };
             let out = match host::with_f32(x, product)? {
                 Some(out) => out,
                 None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
@@ -390,18 +411,45 @@ fn quantized_rows(w: &QTensor, x: &[f32], out: &mut [f32]) -> Result<bool> {
     if !few_rows_fit((n, k), x, out) {
         return Ok(false);
     }
-    let dtype = w.dtype();
-    let Some(kernel) = own_rows_kernel(dtype) else {
-        return Ok(false);
-    };
-    let data = w.data()?;
-    Ok(match kernel {
-        Some(gemv) => {
-            gemv(&data, n, k, x, out, gemv::kernel());
+    Ok(rows_product(w.dtype(), &w.data()?, (n, k), x, out))
+}
+
+/// Activation rows per call of the single-row kernels in [`rows_in_chunks`]: their quantized
+/// activations (about `k` bytes each) stay in L2 while every weight row passes over them.
+const CHUNK_ROWS: usize = 32;
+
+/// [`rows_product`] for any number of activation rows, [`CHUNK_ROWS`] at a time: where the
+/// CPU has no int8 tiles ([`gemm_q8`]), prompts get the numbers single rows get, bit for bit,
+/// so a prompt's last token, a cached prefix's continuation and a lone decode step agree.
+fn rows_in_chunks(
+    dtype: GgmlDType,
+    data: &[u8],
+    (n, k): (usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    x.chunks(CHUNK_ROWS * k)
+        .zip(out.chunks_mut(CHUNK_ROWS * n))
+        .all(|(x, out)| rows_product(dtype, data, (n, k), x, out))
+}
+
+/// `out = x W^T` by our single-row kernels for `W` of `dtype` (`data`, `n × k`), each product
+/// the single-row one; `false` when no such kernel reads `dtype`.
+fn rows_product(
+    dtype: GgmlDType,
+    data: &[u8],
+    (n, k): (usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    match own_rows_kernel(dtype) {
+        Some(Some(gemv)) => {
+            gemv(data, n, k, x, out, gemv::kernel());
             true
         }
-        None => kquants::gemv(dtype, &data, n, k, x, out).is_some(),
-    })
+        Some(None) => kquants::gemv(dtype, data, n, k, x, out).is_some(),
+        None => false,
+    }
 }
 
 /// A product of our single-row kernels: `(weights, n, k, x, out, kernel)`.
@@ -509,6 +557,46 @@ mod tests {
                     .unwrap();
                 assert_eq!(got, want, "{dtype:?}, {m} rows");
             }
+        }
+    }
+
+    /// A prompt's rows get the products each row gets alone (a lone decode step, the rest of
+    /// a cached prompt), bit for bit: through the int8 tiles (AVX-512 VNNI) and through the
+    /// one-row kernels in chunks (AVX2), across more than one chunk.
+    #[test]
+    fn prompt_rows_get_the_single_row_products_bit_for_bit() {
+        let (k, m) = (256, 2 * CHUNK_ROWS + 5);
+        let forms: &[Option<gemv::Kernel>] = match gemv::kernel() {
+            gemv::Kernel::Scalar => {
+                eprintln!("skipped: the portable path multiplies prompts in f32");
+                return;
+            }
+            _ => &[None, Some(gemv::Kernel::Avx2)],
+        };
+        let x = gemv::test_values(m * k, 5);
+        let types = [
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ];
+        for (dtype, &form) in types.iter().flat_map(|d| forms.iter().map(move |f| (d, f))) {
+            let layer = quantized(24, k, 3, *dtype);
+            let bits = |rows: usize, x: &[f32]| -> Vec<u32> {
+                let x = Tensor::from_vec(x.to_vec(), (1, rows, k), &Device::Cpu).unwrap();
+                let y = layer.forward(&x).unwrap().flatten_all().unwrap();
+                y.to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            gemv::force_kernel(form);
+            let together = bits(m, &x);
+            let alone: Vec<u32> = x.chunks(k).flat_map(|row| bits(1, row)).collect();
+            gemv::force_kernel(None);
+            assert_eq!(together, alone, "{dtype:?}, {form:?}");
         }
     }
 
