@@ -116,6 +116,24 @@ fn gemma3_sequences_together_equal_single() {
     check(&mut engine, "Gemma 3");
 }
 
+/// The same on the AVX2 tier (CPUs without AVX-512, forced here where the CPU has more), whose
+/// prompts run the one-row kernels in chunks rather than the int8 tiles. Every kernel tier
+/// gives the same bits, so the other tests of this binary running meanwhile are unaffected.
+#[test]
+fn sequences_together_equal_single_on_the_avx2_tier() {
+    use mlcli::kernels::cpu::gemv::{force_kernel, kernel, Kernel};
+    if kernel() == Kernel::Scalar {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    }
+    force_kernel(Some(Kernel::Avx2));
+    for (name, what) in [(SMOLLM2, "SmolLM2 (AVX2)"), (GEMMA3, "Gemma 3 (AVX2)")] {
+        let mut engine = Engine::load(&real_model(name), &LoadOptions::default()).unwrap();
+        check(&mut engine, what);
+    }
+    force_kernel(None);
+}
+
 #[test]
 fn recurrent_sequences_together_equal_single() {
     let dir = tempfile::tempdir().unwrap();
