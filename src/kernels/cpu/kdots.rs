@@ -32,6 +32,8 @@ pub(crate) struct Q8K {
     pub(crate) qs: Vec<i8>,
     pub(crate) d: Vec<f32>,
     pub(crate) bsums: Vec<i32>,
+    /// [`sub_block_sums`], once per activation row rather than per weight row and block.
+    pub(crate) sums32: Vec<[i16; 8]>,
 }
 
 /// Quantizes `x` (a multiple of 256 long) to Q8_K ([`super::gemv::quantize_k`]).
@@ -42,7 +44,14 @@ pub(crate) fn quantize(x: &[f32]) -> Q8K {
         q.qs.chunks_exact(16)
             .map(|c| c.iter().map(|&v| v as i32).sum())
             .collect();
-    Q8K { qs: q.qs, d, bsums }
+    let mut x = Q8K {
+        qs: q.qs,
+        d,
+        bsums,
+        sums32: Vec::new(),
+    };
+    x.sums32 = sub_block_sums(&x);
+    x
 }
 
 /// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16), as i16, per
@@ -172,14 +181,15 @@ mod avx2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
     }
 
-    /// Sum of the eight i32 lanes.
+    /// The sums of `a`'s eight i32 lanes and of `b`'s four, together (exact, as any order
+    /// of integer additions is).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum_i32(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
+    unsafe fn hsum_pair(a: __m256i, b: __m128i) -> (i32, i32) {
+        let a = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+        let h = _mm_hadd_epi32(a, b);
+        let h = _mm_hadd_epi32(h, h);
+        (_mm_cvtsi128_si32(h), _mm_extract_epi32::<1>(h))
     }
 
     /// The eight 6-bit scales and eight minimums of a Q4_K super-block (its 12 packed bytes).
@@ -234,15 +244,13 @@ mod avx2 {
                     isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(p0, p1));
                 }
             }
-            let mins = _mm256_cvtepi16_epi32(_mm_loadu_si128(mn.as_ptr() as *const __m128i));
+            let mins = _mm_loadu_si128(mn.as_ptr() as *const __m128i);
             for (j, x) in xs.iter().enumerate() {
-                // Σ_j min_j · (bsum_2j + bsum_2j+1): the sums per 16 added in pairs, then one
-                // madd.
-                let bs = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b) as *const __m256i);
-                let bs2 = _mm256_loadu_si256(x.bsums.as_ptr().add(16 * b + 8) as *const __m256i);
-                let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(bs, bs2));
-                let imin = hsum_i32(_mm256_mullo_epi32(pairs, mins));
-                acc[j] = (hsum_i32(isum[j]) as f32).mul_add(d * x.d[b], acc[j]);
+                // Σ_j min_j · (bsum_2j + bsum_2j+1): one madd of the eight minimums with the
+                // activations' sums per 32 (i16, at most 32·127), four i32 lanes.
+                let sums = _mm_loadu_si128(x.sums32.as_ptr().add(b) as *const __m128i);
+                let (isum, imin) = hsum_pair(isum[j], _mm_madd_epi16(mins, sums));
+                acc[j] = (isum as f32).mul_add(d * x.d[b], acc[j]);
                 accm[j] = (imin as f32).mul_add(dmin * x.d[b], accm[j]);
             }
         }
