@@ -34,21 +34,29 @@ pub(crate) struct Q8K {
     pub(crate) bsums: Vec<i32>,
     /// [`sub_block_sums`], once per activation row rather than per weight row and block.
     pub(crate) sums32: Vec<[i16; 8]>,
+    /// `bsums` as i16 (each at most 16·128), per super-block: Q6_K's offset term as one
+    /// `madd` with the scales.
+    pub(crate) bsums16: Vec<[i16; 16]>,
 }
 
 /// Quantizes `x` (a multiple of 256 long) to Q8_K ([`super::gemv::quantize_k`]).
 pub(crate) fn quantize(x: &[f32]) -> Q8K {
     let q = super::gemv::quantize_k(x);
     let d = q.d.iter().step_by(QK_K / 32).copied().collect();
-    let bsums =
+    let bsums: Vec<i32> =
         q.qs.chunks_exact(16)
             .map(|c| c.iter().map(|&v| v as i32).sum())
             .collect();
+    let bsums16 = bsums
+        .chunks_exact(16)
+        .map(|s| std::array::from_fn(|j| s[j] as i16))
+        .collect();
     let mut x = Q8K {
         qs: q.qs,
         d,
         bsums,
         sums32: Vec::new(),
+        bsums16,
     };
     x.sums32 = sub_block_sums(&x);
     x
@@ -310,19 +318,14 @@ mod avx2 {
                 }
             }
             let dw = f16_one(blk.as_ptr().add(208));
+            let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
             for (j, x) in xs.iter().enumerate() {
                 let d = x.d[b] * dw;
                 // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over
-                // scale groups 2l and 2l + 1.
-                let bs = x.bsums.as_ptr().add(16 * b);
-                let mut sub = [0i32; 8];
-                for (l, s) in sub.iter_mut().enumerate() {
-                    *s = (*bs.add(2 * l) * *scales.add(2 * l) as i32
-                        + *bs.add(2 * l + 1) * *scales.add(2 * l + 1) as i32)
-                        << 5;
-                }
-                let si =
-                    _mm256_sub_epi32(sumi[j], _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
+                // scale groups 2l and 2l + 1 (one madd of i16 pairs).
+                let bs = _mm256_loadu_si256(x.bsums16.as_ptr().add(b) as *const __m256i);
+                let sub = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, scales16));
+                let si = _mm256_sub_epi32(sumi[j], sub);
                 acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(si), acc[j]);
             }
         }
