@@ -98,42 +98,26 @@ fn constrained_json_whitespace_is_bounded() {
                 "<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {body}}}\n</tool_call>"
             ),
         };
-        let ok = |body: &str| {
+        // (tokens accepted, tokens in the text)
+        let run = |body: &str| {
             let text = wrap(body);
-            let n = tokenizer
-                .encode(
-                    &text,
-                    EncodeOptions {
-                        add_bos: false,
-                        parse_special: false,
-                    },
-                )
-                .unwrap()
-                .len();
-            assert_eq!(
-                accepted(&vocab, &tokenizer, &c, &text),
-                n,
-                "refused: {text:?}"
-            );
+            let opts = EncodeOptions {
+                add_bos: false,
+                parse_special: false,
+            };
+            let n = tokenizer.encode(&text, opts).unwrap().len();
+            (accepted(&vocab, &tokenizer, &c, &text), n, text)
         };
-        ok(r#"{"city": "Paris"}"#);
-        ok("{\n  \"city\": \"Paris\"\n}");
-        ok("{\n\n\t\t\"city\":\n    \"Paris\"\n}");
-        let text = wrap(&format!("{{\"city\": \"Paris\"{}}}", "\n \n \n \n"));
-        let n = tokenizer
-            .encode(
-                &text,
-                EncodeOptions {
-                    add_bos: false,
-                    parse_special: false,
-                },
-            )
-            .unwrap()
-            .len();
-        assert!(
-            accepted(&vocab, &tokenizer, &c, &text) < n,
-            "allowed: {text:?}"
-        );
+        for body in [
+            r#"{"city": "Paris"}"#,
+            "{\n  \"city\": \"Paris\"\n}",
+            "{\n\n\t\t\"city\":\n    \"Paris\"\n}",
+        ] {
+            let (a, n, text) = run(body);
+            assert_eq!(a, n, "refused: {text:?}");
+        }
+        let (a, n, text) = run("{\"city\": \"Paris\"\n \n \n \n}");
+        assert!(a < n, "allowed: {text:?}");
     }
 }
 

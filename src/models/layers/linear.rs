@@ -244,13 +244,8 @@ impl Linear {
         if rows >= DENSE_MIN_ROWS && x.device().is_cpu() && gemm_q8::available() {
             let data = w.data()?;
             let product = |input: &[f32]| gemm_q8::gemm(w.dtype(), &data, n, k, input);
-            let out = match host::with_f32(x, product)? {
-                Some(out) => out,
-                None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
-            };
-            if let Some(out) = out {
-                let y = Tensor::from_vec(out, out_shape, x.device())?;
-                return Ok(Some(y.to_dtype(x.dtype())?));
+            if let Some(y) = rows_product_tensor(x, &out_shape, product)? {
+                return Ok(Some(y));
             }
         }
         if rows > FEW_ROWS
@@ -263,13 +258,8 @@ impl Linear {
                 let mut out = vec![0f32; input.len() / k * n];
                 rows_in_chunks(w.dtype(), &data, (n, k), input, &mut out).then_some(out)
             };
-            let out = match host::with_f32(x, product)? {
-                Some(out) => out,
-                None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
-            };
-            if let Some(out) = out {
-                let y = Tensor::from_vec(out, out_shape, x.device())?;
-                return Ok(Some(y.to_dtype(x.dtype())?));
+            if let Some(y) = rows_product_tensor(x, &out_shape, product)? {
+                return Ok(Some(y));
             }
         }
         let has_fast_kernel =
@@ -412,6 +402,24 @@ fn quantized_rows(w: &QTensor, x: &[f32], out: &mut [f32]) -> Result<bool> {
         return Ok(false);
     }
     Ok(rows_product(w.dtype(), &w.data()?, (n, k), x, out))
+}
+
+/// `product` of `x`'s values in f32 (read in place where they already are) as a tensor of
+/// `out_shape` in `x`'s dtype, or `None` when `product` declines.
+fn rows_product_tensor(
+    x: &Tensor,
+    out_shape: &[usize],
+    product: impl Fn(&[f32]) -> Option<Vec<f32>>,
+) -> Result<Option<Tensor>> {
+    let out = match host::with_f32(x, &product)? {
+        Some(out) => out,
+        None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
+    };
+    out.map(|out| -> Result<Tensor> {
+        let y = Tensor::from_vec(out, out_shape.to_vec(), x.device())?;
+        Ok(y.to_dtype(x.dtype())?)
+    })
+    .transpose()
 }
 
 /// Activation rows per call of the single-row kernels in [`rows_in_chunks`]: their quantized
