@@ -391,11 +391,11 @@ fn products(
     // once per call and stays in L1 while the groups (in L2) pass over it.
     let out_addr = out.as_mut_ptr() as usize;
     super::pool::Pool::global().run(n, |rows| {
-        let mut vals = [0f32; 4];
+        let mut vals = [0f32; GROUP];
         let mut first = rows.start;
         while first < rows.end {
             let block = first..(first + ROW_BLOCK).min(rows.end);
-            for (g, group) in xqs.chunks(4).enumerate() {
+            for (g, group) in xqs.chunks(GROUP).enumerate() {
                 for i in block.clone() {
                     let row = &weights[i * row_bytes..(i + 1) * row_bytes];
                     let vals = &mut vals[..group.len()];
@@ -404,7 +404,7 @@ fn products(
                         // SAFETY: every row index is handed to one thread, which writes only
                         // its entries of `out` (`m × n`, the caller checked), and `out`
                         // outlives the call.
-                        unsafe { *(out_addr as *mut f32).add((4 * g + j) * n + i) = *v };
+                        unsafe { *(out_addr as *mut f32).add((GROUP * g + j) * n + i) = *v };
                     }
                 }
             }
@@ -412,6 +412,10 @@ fn products(
         }
     });
 }
+
+/// Activation rows one pass of the AVX2/portable dots shares each block's unpacked weights
+/// and scales among.
+const GROUP: usize = 8;
 
 /// Weight rows a thread reads against all activation groups before the next ones (eight
 /// rows of 4096 Q4_K values are 18 KiB).
@@ -454,7 +458,11 @@ unsafe fn simd_dots(q6: bool, row: &[u8], group: &[Q8K], vals: &mut [f32]) {
         1 => dots!(1, [0]),
         2 => dots!(2, [0, 1]),
         3 => dots!(3, [0, 1, 2]),
-        _ => dots!(4, [0, 1, 2, 3]),
+        4 => dots!(4, [0, 1, 2, 3]),
+        5 => dots!(5, [0, 1, 2, 3, 4]),
+        6 => dots!(6, [0, 1, 2, 3, 4, 5]),
+        7 => dots!(7, [0, 1, 2, 3, 4, 5, 6]),
+        _ => dots!(8, [0, 1, 2, 3, 4, 5, 6, 7]),
     }
 }
 
@@ -523,7 +531,7 @@ mod tests {
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let data = q.data().unwrap();
                 let rows = (&data[..], data.len() / n);
-                for m in [1, 2, 3, 4, 5, 8] {
+                for m in [1, 2, 3, 4, 5, 8, 11] {
                     let x = super::super::gemv::test_values(m * k, 40 + m as u32);
                     let mut all = vec![0f32; m * n];
                     products(q6, form, rows, n, k, &x, &mut all);
