@@ -241,6 +241,11 @@ pub(crate) struct Dots {
     /// unpacked once for all of them ([`super::rows256`]); the same bits as `avx2`.
     #[cfg(target_arch = "x86_64")]
     pub(crate) avx2_rows: super::rows512::Rows,
+    /// How many activation rows `avx2_rows` takes at once (at most
+    /// [`super::rows256::MAX_ACTS`]): fewer for a type with a minimum, whose scalar chains
+    /// take registers too.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx2_group: usize,
     /// Needs avx512f, avx512bw and avx512vnni (else the AVX2 one runs): rows in pairs, each
     /// pair's blocks unpacked once for up to four activation rows.
     #[cfg(target_arch = "x86_64")]
@@ -278,11 +283,11 @@ pub(crate) fn gemv(
     #[cfg(target_arch = "x86_64")]
     let pairs = match kernel {
         Kernel::Scalar => None,
-        Kernel::Avx2 if m > 1 => Some(Pairs::Rows(dots.avx2_rows)),
+        Kernel::Avx2 if m > 1 => Some(Pairs::Rows(dots.avx2_rows, dots.avx2_group)),
         Kernel::Avx2 => Some(Pairs::Avx2(dots.avx2)),
         Kernel::Avx512Vnni => Some(match dots.avx512 {
-            Some(rows) if m >= dots.avx512_from => Pairs::Rows(rows),
-            _ if m > 1 => Pairs::Rows(dots.avx2_rows),
+            Some(rows) if m >= dots.avx512_from => Pairs::Rows(rows, super::rows512::MAX_ACTS),
+            _ if m > 1 => Pairs::Rows(dots.avx2_rows, dots.avx2_group),
             _ => Pairs::Avx2(dots.avx2),
         }),
     };
@@ -294,10 +299,14 @@ pub(crate) fn gemv(
     };
     #[cfg(target_arch = "x86_64")]
     {
-        use super::rows512::MAX_ACTS;
+        // Activation rows a pass shares each block's unpacked weights among.
+        let per_group = match pairs {
+            Pairs::Avx2(_) => super::rows512::MAX_ACTS,
+            Pairs::Rows(_, per_group) => per_group,
+        };
         let out_addr = out.as_mut_ptr() as usize;
         let groups: Vec<super::rows512::Group> = xqs
-            .chunks(MAX_ACTS)
+            .chunks(per_group)
             .map(super::rows512::Group::new)
             .collect();
         // Pairs split over the pool once; each thread takes its pairs about 16 KiB of
@@ -306,7 +315,7 @@ pub(crate) fn gemv(
         // streamed the activations from L2 for every pair).
         let tile_pairs = (16 * 1024 / (2 * row_bytes).max(1)).max(1);
         super::pool::Pool::global().run(n.div_ceil(2), |ps| {
-            let mut vals = [(0f32, 0f32); MAX_ACTS];
+            let mut vals = [(0f32, 0f32); super::rows256::MAX_ACTS];
             for first in ps.clone().step_by(tile_pairs) {
                 let tile = first..(first + tile_pairs).min(ps.end);
                 for (g, group) in groups.iter().enumerate() {
@@ -318,7 +327,7 @@ pub(crate) fn gemv(
                         // blocks.
                         unsafe { pairs.run(row(a), row(b), group, vals) };
                         for (j, &(va, vb)) in vals.iter().enumerate() {
-                            let j = g * MAX_ACTS + j;
+                            let j = g * per_group + j;
                             // SAFETY: each pair index is handed to one thread, which writes
                             // only its two rows of `out` (one, for a last odd row) for each
                             // activation row, and `out` outlives the call.
@@ -342,13 +351,14 @@ pub(crate) fn gemv(
 enum Pairs {
     /// One activation row at a time.
     Avx2(DotPair),
-    /// Up to [`super::rows512::MAX_ACTS`] activation rows at once (AVX2 or AVX-512).
-    Rows(super::rows512::Rows),
+    /// Up to the second field's activation rows at once ([`super::rows512::MAX_ACTS`] for
+    /// AVX-512, the type's `avx2_group` for AVX2).
+    Rows(super::rows512::Rows, usize),
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Pairs {
-    /// `out[j]`: rows `ra`, `rb` times `g.xs[j]`, for `g.xs.len() ≤ MAX_ACTS`.
+    /// `out[j]`: rows `ra`, `rb` times `g.xs[j]`, for `g.xs.len()` at most the form's group.
     ///
     /// # Safety
     /// The CPU has the form's features; the rows and each `xs[j]` hold the same number of
@@ -360,7 +370,7 @@ impl Pairs {
                     *o = pair(ra, rb, x);
                 }
             }
-            Self::Rows(rows) => rows(ra, rb, g, out),
+            Self::Rows(rows, _) => rows(ra, rb, g, out),
         }
     }
 }

@@ -141,6 +141,8 @@ const DOTS: Dots = Dots {
     #[cfg(target_arch = "x86_64")]
     avx2_rows: super::rows256::rows::<Avx2>,
     #[cfg(target_arch = "x86_64")]
+    avx2_group: 4,
+    #[cfg(target_arch = "x86_64")]
     avx512: Some(super::rows512::rows::<Avx512>),
     #[cfg(target_arch = "x86_64")]
     avx512_from: 2,

@@ -10,6 +10,10 @@ use std::arch::x86_64::*;
 use super::gemv::{hsum, prefetch_next_pair, Q8, QK};
 use super::rows512::Group;
 
+/// Activation rows one pass shares its unpacked weights among (eight chains of one weight
+/// row fit the sixteen registers).
+pub(crate) const MAX_ACTS: usize = 8;
+
 /// A block format as these kernels read it.
 pub(crate) trait Format {
     /// Bytes per block of 32 weights; the f16 scale is the first two.
@@ -91,7 +95,7 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `ra` and `rb` hold whole blocks, each `xs[j]` as many;
-/// `out` holds `xs.len() ≤ 4` entries.
+/// `out` holds `xs.len() ≤` [`MAX_ACTS`] entries.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], g: &Group, out: &mut [(f32, f32)]) {
     assert!(out.len() == g.xs.len());
@@ -100,6 +104,12 @@ pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], g: &Group, out: &mut 
         [a, b] => out.copy_from_slice(&pair::<F, 2>(ra, rb, [a, b])),
         [a, b, c] => out.copy_from_slice(&pair::<F, 3>(ra, rb, [a, b, c])),
         [a, b, c, d] => out.copy_from_slice(&pair::<F, 4>(ra, rb, [a, b, c, d])),
-        _ => panic!("{} activation rows at once; at most 4", g.xs.len()),
+        [a, b, c, d, e] => out.copy_from_slice(&pair::<F, 5>(ra, rb, [a, b, c, d, e])),
+        [a, b, c, d, e, f] => out.copy_from_slice(&pair::<F, 6>(ra, rb, [a, b, c, d, e, f])),
+        [a, b, c, d, e, f, h] => out.copy_from_slice(&pair::<F, 7>(ra, rb, [a, b, c, d, e, f, h])),
+        [a, b, c, d, e, f, h, i] => {
+            out.copy_from_slice(&pair::<F, 8>(ra, rb, [a, b, c, d, e, f, h, i]))
+        }
+        _ => panic!("{} activation rows at once; at most {MAX_ACTS}", g.xs.len()),
     }
 }

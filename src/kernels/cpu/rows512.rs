@@ -15,7 +15,8 @@ const _: () = assert!(MAX_ACTS <= 4, "the minimums' chains fill eight lanes");
 
 /// Up to [`MAX_ACTS`] activation rows as these kernels read them: the rows, and per block
 /// their scaled sums `s` in the minimum chains' lane order (`[s₀, s₀, s₁, s₁, …]`, 0 past the
-/// last row), gathered once per product rather than once per pair of weight rows.
+/// last row), gathered once per product rather than once per pair of weight rows. The AVX2
+/// form ([`super::rows256`]) takes groups of up to its own `MAX_ACTS` and reads only `xs`.
 pub(crate) struct Group<'a> {
     /// The activation rows.
     pub(crate) xs: &'a [Q8],
@@ -23,7 +24,7 @@ pub(crate) struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    /// The group of `xs` (at most [`MAX_ACTS`] rows).
+    /// The group of `xs` (sums for the first [`MAX_ACTS`] rows).
     pub(crate) fn new(xs: &'a [Q8]) -> Self {
         let blocks = xs.iter().map(|x| x.s.len()).min().unwrap_or(0);
         let s8 = (0..blocks)
@@ -175,8 +176,8 @@ mod tests {
                 return;
             }
         };
-        // An odd number of weight rows (the last pair repeats its row); up to six activation
-        // rows (a group of four, then a smaller one).
+        // An odd number of weight rows (the last pair repeats its row); up to ten activation
+        // rows (whole groups of four or eight, then a smaller one).
         let (n, k) = (7, 256);
         let w = Tensor::from_vec(test_values(n * k, 31), (n, k), &Device::Cpu).unwrap();
         let types: [(GgmlDType, Gemv); 3] = [
@@ -187,7 +188,7 @@ mod tests {
         for (dtype, gemv) in types {
             let q = QTensor::quantize(&w, dtype).unwrap();
             let data = q.data().unwrap();
-            for (m, &form) in (1..=6).flat_map(|m| forms.iter().map(move |f| (m, f))) {
+            for (m, &form) in (1..=10).flat_map(|m| forms.iter().map(move |f| (m, f))) {
                 let x = test_values(m * k, 40 + m as u32);
                 let mut got = vec![0f32; m * n];
                 gemv(&data, n, k, &x, &mut got, form);
