@@ -32,10 +32,10 @@ pub(crate) struct Q8K {
     pub(crate) qs: Vec<i8>,
     pub(crate) d: Vec<f32>,
     pub(crate) bsums: Vec<i32>,
-    /// [`sub_block_sums`], once per activation row rather than per weight row and block.
+    /// The sums per sub-block of 32 as i16 (at most 32·128), per super-block: what Q4_K's
+    /// minimums multiply, formed once per activation row for every kernel.
     pub(crate) sums32: Vec<[i16; 8]>,
-    /// `bsums` as i16 (each at most 16·128), per super-block: Q6_K's offset term as one
-    /// `madd` with the scales.
+    /// `bsums` as i16 (each at most 16·128), per super-block: what Q6_K's offset multiplies.
     pub(crate) bsums16: Vec<[i16; 16]>,
 }
 
@@ -47,25 +47,24 @@ pub(crate) fn quantize(x: &[f32]) -> Q8K {
         q.qs.chunks_exact(16)
             .map(|c| c.iter().map(|&v| v as i32).sum())
             .collect();
+    let sums32 = sub_block_sums(&bsums);
     let bsums16 = bsums
         .chunks_exact(16)
         .map(|s| std::array::from_fn(|j| s[j] as i16))
         .collect();
-    let mut x = Q8K {
+    Q8K {
         qs: q.qs,
         d,
         bsums,
-        sums32: Vec::new(),
+        sums32,
         bsums16,
-    };
-    x.sums32 = sub_block_sums(&x);
-    x
+    }
 }
 
-/// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16), as i16, per
-/// super-block: what Q4_K's minimums multiply.
-pub(crate) fn sub_block_sums(x: &Q8K) -> Vec<[i16; 8]> {
-    x.bsums
+/// The activations' sums per sub-block of 32 (pairs of Q8_K's sums per 16, `bsums`), as i16,
+/// per super-block: what Q4_K's minimums multiply.
+fn sub_block_sums(bsums: &[i32]) -> Vec<[i16; 8]> {
+    bsums
         .chunks_exact(16)
         .map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16))
         .collect()

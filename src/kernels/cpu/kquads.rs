@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kdots::{sub_block_sums, Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
+use super::kdots::{Q4K_BYTES, Q6K_BYTES, Q8K, QK_K};
 
 /// `vpshufb` indices that spread scale bytes `a` (first 256 bits) and `b` (last 256 bits) of
 /// each 128-bit lane into i16 lanes.
@@ -66,7 +66,7 @@ unsafe fn lane<const R: i32>(v: __m512i) -> __m512i {
 }
 
 /// The products of the Q4_K rows at `rows` (each `supers` super-blocks) with each of `M`
-/// activation rows `x` (with their [`sub_block_sums`]): `[activation][row]`. The weights'
+/// activation rows `x` (with their sums per 32, [`Q8K::sums32`]): `[activation][row]`. The weights'
 /// unpacking is shared by all `M`; each product is the one-activation product, bit for bit.
 ///
 /// # Safety
@@ -215,16 +215,8 @@ unsafe fn reduce(isum: &[__m512i; 4], mins: __m512i, firsts: __m512i) -> __m256i
     _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(isums), imins)
 }
 
-/// The activations' sums per 16 as i16, per super-block (Q6_K's offset multiplies them).
-pub(crate) fn sums_per_16(x: &Q8K) -> Vec<[i16; 16]> {
-    x.bsums
-        .chunks_exact(16)
-        .map(|s| std::array::from_fn(|j| s[j] as i16))
-        .collect()
-}
-
 /// The products of the `R` Q6_K rows at `rows` (each `supers` super-blocks) with each of `M`
-/// activation rows (with their [`sums_per_16`]), `[activation][row]`, bytes `ahead` of the
+/// activation rows (with their sums per 16, [`Q8K::bsums16`]), `[activation][row]`, bytes `ahead` of the
 /// rows prefetched as in [`q4k_quad`] (none when `ahead` is 0); the weights' unpacking is
 /// shared by all `M`.
 ///
@@ -336,11 +328,6 @@ pub(crate) unsafe fn products(
     xs: &[Q8K],
     out: &mut [f32],
 ) {
-    // The activations' sums in the form the type's minimums or offset multiply.
-    let (sums4, sums6): (Vec<_>, Vec<_>) = match q6 {
-        true => (Vec::new(), xs.iter().map(sums_per_16).collect()),
-        false => (xs.iter().map(sub_block_sums).collect(), Vec::new()),
-    };
     let supers = row_bytes / if q6 { Q6K_BYTES } else { Q4K_BYTES };
     let out_addr = out.as_mut_ptr() as usize;
     super::pool::Pool::global().run(n.div_ceil(4), |quads| {
@@ -365,7 +352,7 @@ pub(crate) unsafe fn products(
                 let ahead = super::gemv::PREFETCH_BYTES;
                 let mut v = [0f32; 4];
                 for (v, &row) in v.iter_mut().zip(&rows).take(n - r0) {
-                    let x = [(&xs[0], &sums6[0][..])];
+                    let x = [(&xs[0], &xs[0].bsums16[..])];
                     // SAFETY: as the caller promised.
                     *v = unsafe { q6k_rows(([row], ahead), supers, x) }[0][0];
                 }
@@ -374,8 +361,8 @@ pub(crate) unsafe fn products(
             }
             // Up to four activation rows share each quad's unpacked weights.
             for (g, group) in xs.chunks(4).enumerate() {
-                let x4 = |j: usize| (&group[j], &sums4[4 * g + j][..]);
-                let x6 = |j: usize| (&group[j], &sums6[4 * g + j][..]);
+                let x4 = |j: usize| (&group[j], &group[j].sums32[..]);
+                let x6 = |j: usize| (&group[j], &group[j].bsums16[..]);
                 macro_rules! run {
                     ($($j:literal),+) => {{
                         // SAFETY: as the caller promised.
@@ -431,7 +418,7 @@ mod tests {
                     let got = unsafe {
                         match q6 {
                             true => {
-                                let sums = sums_per_16(&x);
+                                let sums = &x.bsums16;
                                 let quad =
                                     q6k_rows((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0];
                                 // One row at a time, as decoding reads them: the same values.
@@ -442,7 +429,7 @@ mod tests {
                                 quad
                             }
                             false => {
-                                let sums = sub_block_sums(&x);
+                                let sums = &x.sums32;
                                 q4k_quad((rows.map(row), 0), k / QK_K, [(&x, &sums[..])])[0]
                             }
                         }

@@ -119,14 +119,13 @@ fn stored_block(blk: &[u8], r: usize, out: &mut [u8]) {
     }
 }
 
-/// One group's products with up to four activation rows (`xs`, with their sums per
-/// sub-block `ss`): `[activation][row]`, by `form`.
+/// One group's products with up to four activation rows (`xs`): `[activation][row]`, by
+/// `form`.
 pub(super) fn products(
     form: super::gemv::Kernel,
     group: &[u8],
     supers: usize,
     xs: &[Q8K],
-    ss: &[Vec<[i16; 8]>],
 ) -> [[f32; ROWS]; 4] {
     #[cfg(target_arch = "x86_64")]
     if form == super::gemv::Kernel::Avx512Vnni {
@@ -135,7 +134,7 @@ pub(super) fn products(
             ($($j:literal),+) => {{
                 // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and
                 // F16C; the group holds `supers` super-blocks and so does each activation.
-                let v = unsafe { avx512::group(group.as_ptr(), supers, [$((&xs[$j], &ss[$j][..])),+]) };
+                let v = unsafe { avx512::group(group.as_ptr(), supers, [$((&xs[$j], &xs[$j].sums32[..])),+]) };
                 out[..v.len()].copy_from_slice(&v);
             }};
         }
@@ -149,9 +148,9 @@ pub(super) fn products(
     }
     let _ = form;
     let mut out = [[0f32; ROWS]; 4];
-    for (o, (x, s)) in out.iter_mut().zip(xs.iter().zip(ss)) {
+    for (o, x) in out.iter_mut().zip(xs) {
         for (r, v) in o.iter_mut().enumerate() {
-            *v = row_dot(group, r, supers, x, s);
+            *v = row_dot(group, r, supers, x, &x.sums32);
         }
     }
     out

@@ -184,16 +184,13 @@ impl Repacked {
         let xqs: Vec<Q8K> = x.chunks_exact(self.k).map(super::kdots::quantize).collect();
         let out_addr = out.as_mut_ptr() as usize;
         let (n, supers) = (self.n, self.k / QK_K);
-        // What Q4_K's minimums multiply.
-        let sums: Vec<_> = xqs.iter().map(super::kdots::sub_block_sums).collect();
         super::pool::Pool::global().run(n / ROWS, |groups| {
             for g in groups {
                 let group = self.group(g);
                 for c in 0..m.div_ceil(4) {
                     let xs = &xqs[4 * c..(4 * c + 4).min(m)];
-                    let ss = &sums[4 * c..];
                     let vals = match self.format {
-                        Format::Q4K => super::q4k16::products(form, group, supers, xs, ss),
+                        Format::Q4K => super::q4k16::products(form, group, supers, xs),
                     };
                     for (j, v) in vals.iter().enumerate().take(xs.len()) {
                         for (r, &v) in v.iter().enumerate() {
