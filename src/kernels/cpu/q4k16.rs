@@ -15,7 +15,8 @@
 //! shifts and masks per super-block (every byte of a register in place). One `vpdpbusd`
 //! multiplies a chunk's low (or high) nibbles, four values of each row, by four broadcast
 //! activations; each sub-block's sums are scaled once (`vpmulld`), and its minimums meet the
-//! activations' sum in one `vpdpwssd`.
+//! activations' sum in one `vpdpwssd`. The AVX2 form does the same in two halves of eight
+//! rows with `maddubs` and `madd` (see its `group`).
 
 use half::f16;
 
@@ -135,6 +136,25 @@ pub(super) fn products(
                 // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and
                 // F16C; the group holds `supers` super-blocks and so does each activation.
                 let v = unsafe { avx512::group(group.as_ptr(), supers, [$((&xs[$j], &xs[$j].sums32[..])),+]) };
+                out[..v.len()].copy_from_slice(&v);
+            }};
+        }
+        match xs.len() {
+            1 => run!(0),
+            2 => run!(0, 1),
+            3 => run!(0, 1, 2),
+            _ => run!(0, 1, 2, 3),
+        }
+        return out;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if form == super::gemv::Kernel::Avx2 {
+        let mut out = [[0f32; ROWS]; 4];
+        macro_rules! run {
+            ($($j:literal),+) => {{
+                // SAFETY: that kernel means the CPU has AVX2, FMA and F16C; the group holds
+                // `supers` super-blocks and so does each activation.
+                let v = unsafe { avx2::group(group.as_ptr(), supers, [$(&xs[$j]),+]) };
                 out[..v.len()].copy_from_slice(&v);
             }};
         }
@@ -282,6 +302,139 @@ mod avx512 {
         let mut out = [[0f32; ROWS]; M];
         for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&accm)) {
             _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(*a, *m));
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{D, DMIN, HIGH, LOW, QS, ROWS, SUPER};
+    use crate::kernels::cpu::gemv::PREFETCH_BYTES;
+    use crate::kernels::cpu::kdots::{Q8K, QK_K};
+
+    /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
+    /// rows: `[activation][row]`, each [`super::row_dot`]'s bit for bit. The sixteen rows are
+    /// two halves of eight, lane `r` of a register belonging to row `8h + r` of half `h`.
+    /// Without VNNI, `maddubs` multiplies a chunk's nibbles, four values of each row, by four
+    /// broadcast activations into i16 pairs; a sub-block's eight such sums stay within i16
+    /// (at most 8 · 2 · 15 · 128), and one `madd` with the rows' scales (each in both i16
+    /// halves of its lane) gives the scaled i32 sums. The minimums of two sub-blocks meet the
+    /// activations' sums of both in one `madd`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `g` addresses `supers` super-blocks of a group, each
+    /// 64-byte aligned; each activation row covers `supers` super-blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn group<const M: usize>(
+        g: *const u8,
+        supers: usize,
+        xs: [&Q8K; M],
+    ) -> [[f32; ROWS]; M] {
+        let low = _mm256_set1_epi8(0x0F);
+        let top = _mm256_set1_epi8(0x30);
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let mut accm = [[_mm256_setzero_ps(); 2]; M];
+        let mut sm = [_mm256_setzero_si256(); 8];
+        for b in 0..supers {
+            let blk = g.add(b * SUPER);
+            for line in 0..QS / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    blk.wrapping_add(PREFETCH_BYTES + 64 * line) as *const i8
+                );
+            }
+            // The sixteen rows' 6-bit scales and minimums, a byte each, sub-block-major
+            // (scale `j` of row `r` at `16j + r`, its minimum at `128 + 16j + r`): the low
+            // nibbles' plane with the high bits moved into place.
+            let ld = |at: usize| _mm256_load_si256(blk.add(at) as *const __m256i);
+            let (l0, l1, l2, l3) = (ld(LOW), ld(LOW + 32), ld(LOW + 64), ld(LOW + 96));
+            let (h0, h1) = (ld(HIGH), ld(HIGH + 32));
+            let both = |lo: __m256i, hi: __m256i| {
+                _mm256_or_si256(_mm256_and_si256(lo, low), _mm256_and_si256(hi, top))
+            };
+            sm[0] = both(l0, _mm256_slli_epi16::<4>(h0));
+            sm[1] = both(l1, _mm256_slli_epi16::<4>(h1));
+            sm[2] = both(l2, _mm256_slli_epi16::<2>(h0));
+            sm[3] = both(l3, _mm256_slli_epi16::<2>(h1));
+            sm[4] = both(_mm256_srli_epi16::<4>(l0), h0);
+            sm[5] = both(_mm256_srli_epi16::<4>(l1), h1);
+            sm[6] = both(_mm256_srli_epi16::<4>(l2), _mm256_srli_epi16::<2>(h0));
+            sm[7] = both(_mm256_srli_epi16::<4>(l3), _mm256_srli_epi16::<2>(h1));
+            let smp = sm.as_ptr() as *const u8;
+            // Eight bytes of `smp` at `at` (one half's rows) and at `at2`, interleaved and
+            // widened: lane `r` holds the two bytes of row `r` as i16.
+            let pairs = |at: usize, at2: usize| {
+                let (a, b) = (
+                    _mm_loadl_epi64(smp.add(at) as *const __m128i),
+                    _mm_loadl_epi64(smp.add(at2) as *const __m128i),
+                );
+                _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+            };
+            for h in 0..2 {
+                let mut isum = [_mm256_setzero_si256(); M];
+                for j in 0..8 {
+                    let mut t = [_mm256_setzero_si256(); M];
+                    for c in 0..4 {
+                        let at = blk.add(QS + 256 * j + 64 * c + 32 * h);
+                        if h == 0 {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                at.wrapping_add(PREFETCH_BYTES) as *const i8
+                            );
+                        }
+                        let q = _mm256_load_si256(at as *const __m256i);
+                        let lo = _mm256_and_si256(q, low);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                        for (t, x) in t.iter_mut().zip(&xs) {
+                            let xp = x.qs.as_ptr().add(b * QK_K + 32 * j + 8 * c) as *const i32;
+                            let a =
+                                _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xp.read_unaligned()));
+                            let e = _mm256_maddubs_epi16(
+                                hi,
+                                _mm256_set1_epi32(xp.add(1).read_unaligned()),
+                            );
+                            *t = _mm256_add_epi16(*t, _mm256_add_epi16(a, e));
+                        }
+                    }
+                    let s = pairs(16 * j + 8 * h, 16 * j + 8 * h);
+                    for (i, t) in isum.iter_mut().zip(&t) {
+                        *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*t, s));
+                    }
+                }
+                let mut imin = [_mm256_setzero_si256(); M];
+                for p in 0..4 {
+                    let mins = pairs(128 + 32 * p + 8 * h, 144 + 32 * p + 8 * h);
+                    for (i, x) in imin.iter_mut().zip(&xs) {
+                        let s = &x.sums32[b];
+                        let both = s[2 * p] as u16 as u32 | (s[2 * p + 1] as u16 as u32) << 16;
+                        let sums = _mm256_set1_epi32(both as i32);
+                        *i = _mm256_add_epi32(*i, _mm256_madd_epi16(mins, sums));
+                    }
+                }
+                let d = _mm256_cvtph_ps(_mm_load_si128(blk.add(D + 16 * h) as *const __m128i));
+                let dmin =
+                    _mm256_cvtph_ps(_mm_load_si128(blk.add(DMIN + 16 * h) as *const __m128i));
+                for m in 0..M {
+                    let d8 = _mm256_set1_ps(xs[m].d[b]);
+                    acc[m][h] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(isum[m]),
+                        _mm256_mul_ps(d, d8),
+                        acc[m][h],
+                    );
+                    accm[m][h] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(imin[m]),
+                        _mm256_mul_ps(dmin, d8),
+                        accm[m][h],
+                    );
+                }
+            }
+        }
+        let mut out = [[0f32; ROWS]; M];
+        for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&accm)) {
+            for h in 0..2 {
+                _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), _mm256_sub_ps(a[h], m[h]));
+            }
         }
         out
     }

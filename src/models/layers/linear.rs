@@ -332,8 +332,8 @@ impl Linear {
 }
 
 /// `weight` repacked for our CPU kernels, where that pays: Q4_K rows in groups of sixteen
-/// ([`Repacked`]) on CPUs with AVX-512 VNNI (their kernel needs less than half the
-/// instructions per weight byte of the stored rows' one). `MLCLI_REPACK=0` keeps the stored
+/// ([`Repacked`]) on CPUs with AVX2 or AVX-512 VNNI (their kernels need less than half the
+/// instructions per weight byte of the stored rows' ones). `MLCLI_REPACK=0` keeps the stored
 /// rows.
 fn repacked(weight: &Matrix) -> Result<Option<Repacked>> {
     let Matrix::Candle(QMatMul::QTensor(w)) = weight else {
@@ -343,7 +343,7 @@ fn repacked(weight: &Matrix) -> Result<Option<Repacked>> {
         return Ok(None);
     };
     if !w.device().is_cpu()
-        || gemv::kernel() != gemv::Kernel::Avx512Vnni
+        || gemv::kernel() == gemv::Kernel::Scalar
         || std::env::var("MLCLI_REPACK").is_ok_and(|v| v == "0")
     {
         return Ok(None);
