@@ -129,32 +129,21 @@ pub(super) fn products(
     xs: &[Q8K],
 ) -> [[f32; ROWS]; 4] {
     #[cfg(target_arch = "x86_64")]
-    if form == super::gemv::Kernel::Avx512Vnni {
+    if form != super::gemv::Kernel::Scalar {
         let mut out = [[0f32; ROWS]; 4];
         macro_rules! run {
             ($($j:literal),+) => {{
-                // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and
-                // F16C; the group holds `supers` super-blocks and so does each activation.
-                let v = unsafe { avx512::group(group.as_ptr(), supers, [$((&xs[$j], &xs[$j].sums32[..])),+]) };
-                out[..v.len()].copy_from_slice(&v);
-            }};
-        }
-        match xs.len() {
-            1 => run!(0),
-            2 => run!(0, 1),
-            3 => run!(0, 1, 2),
-            _ => run!(0, 1, 2, 3),
-        }
-        return out;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if form == super::gemv::Kernel::Avx2 {
-        let mut out = [[0f32; ROWS]; 4];
-        macro_rules! run {
-            ($($j:literal),+) => {{
-                // SAFETY: that kernel means the CPU has AVX2, FMA and F16C; the group holds
-                // `supers` super-blocks and so does each activation.
-                let v = unsafe { avx2::group(group.as_ptr(), supers, [$(&xs[$j]),+]) };
+                let xs = [$(&xs[$j]),+];
+                // SAFETY: a SIMD kernel means the CPU has AVX2, FMA and F16C, the AVX-512 one
+                // AVX-512 F/BW/VNNI too; the group holds `supers` super-blocks and so does
+                // each activation.
+                let v = unsafe {
+                    if form == super::gemv::Kernel::Avx512Vnni {
+                        avx512::group(group.as_ptr(), supers, xs)
+                    } else {
+                        avx2::group(group.as_ptr(), supers, xs)
+                    }
+                };
                 out[..v.len()].copy_from_slice(&v);
             }};
         }
@@ -215,8 +204,8 @@ mod avx512 {
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
-    /// rows (with their sub-block sums): `[activation][row]`. Lane `r` of every register
-    /// belongs to row `r`; each product is [`super::row_dot`]'s, bit for bit.
+    /// rows: `[activation][row]`. Lane `r` of every register belongs to row `r`; each product
+    /// is [`super::row_dot`]'s, bit for bit.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `g` addresses `supers`
@@ -225,7 +214,7 @@ mod avx512 {
     pub(super) unsafe fn group<const M: usize>(
         g: *const u8,
         supers: usize,
-        xs: [(&Q8K, &[[i16; 8]]); M],
+        xs: [&Q8K; M],
     ) -> [[f32; ROWS]; M] {
         let low = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); M];
@@ -264,7 +253,7 @@ mod avx512 {
                     let q = _mm512_load_si512(at as *const _);
                     let lo = _mm512_and_si512(q, low);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
-                    for (t, (x, _)) in t.iter_mut().zip(&xs) {
+                    for (t, x) in t.iter_mut().zip(&xs) {
                         let xp = x.qs.as_ptr().add(b * QK_K + 32 * j + 8 * c) as *const i32;
                         *t = _mm512_dpbusd_epi32(*t, lo, _mm512_set1_epi32(xp.read_unaligned()));
                         *t = _mm512_dpbusd_epi32(
@@ -282,15 +271,15 @@ mod avx512 {
             let mut imin = [_mm512_setzero_si512(); M];
             for j in 0..8 {
                 let mins = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.add(128 + 16 * j) as *const _));
-                for (i, (_, sums)) in imin.iter_mut().zip(&xs) {
-                    let sum = _mm512_set1_epi32(sums[b][j] as u16 as i32);
+                for (i, x) in imin.iter_mut().zip(&xs) {
+                    let sum = _mm512_set1_epi32(x.sums32[b][j] as u16 as i32);
                     *i = _mm512_dpwssd_epi32(*i, mins, sum);
                 }
             }
             let d = _mm512_cvtph_ps(_mm256_load_si256(blk.add(D) as *const _));
             let dmin = _mm512_cvtph_ps(_mm256_load_si256(blk.add(DMIN) as *const _));
             for j in 0..M {
-                let d8 = _mm512_set1_ps(xs[j].0.d[b]);
+                let d8 = _mm512_set1_ps(xs[j].d[b]);
                 acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, d8), acc[j]);
                 accm[j] = _mm512_fmadd_ps(
                     _mm512_cvtepi32_ps(imin[j]),
