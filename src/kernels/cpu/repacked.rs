@@ -23,7 +23,7 @@ use super::kdots::{Q8K, QK_K};
 pub const ROWS: usize = 16;
 
 /// Activation rows (a multiple of four) whose products a thread forms group after group
-/// before the next rows: 32 rows of a 4,096-wide layer are about 150 KiB quantized, so they
+/// before the next rows: 32 rows of a 4,096-wide layer are about 170 KiB quantized, so they
 /// stay in the core's cache while the weights stream past.
 const BLOCK_ROWS: usize = 32;
 
