@@ -237,10 +237,7 @@ impl Linear {
         };
         let (n, k) = w.shape().dims2()?;
         let rows = x.elem_count() / k.max(1);
-        let mut out_shape = x.dims().to_vec();
-        if let Some(last) = out_shape.last_mut() {
-            *last = n;
-        }
+        let out_shape = out_shape(x, n);
         if rows >= DENSE_MIN_ROWS && x.device().is_cpu() && gemm_q8::available() {
             let data = w.data()?;
             let product = |input: &[f32]| gemm_q8::gemm(w.dtype(), &data, n, k, input);
@@ -292,12 +289,8 @@ impl Linear {
         if !quantized_rows(w, &input, &mut out)? {
             return Ok(None);
         }
-        let mut out_shape = x.dims().to_vec();
-        if let Some(last) = out_shape.last_mut() {
-            *last = n;
-        }
         Ok(Some(
-            Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?,
+            Tensor::from_vec(out, out_shape(x, n), x.device())?.to_dtype(x.dtype())?,
         ))
     }
 
@@ -359,16 +352,8 @@ fn repacked_forward(w: &Repacked, x: &Tensor) -> Result<Tensor> {
     let rows = x.elem_count() / k.max(1);
     if rows > FEW_ROWS && gemm_q8::available() {
         let product = |input: &[f32]| gemm_q8::gemm_repacked(w, input);
-        let out = match host::with_f32(x, product)? {
-            Some(out) => out,
-            None => product(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?),
-        };
-        if let Some(out) = out {
-            let mut out_shape = x.dims().to_vec();
-            if let Some(last) = out_shape.last_mut() {
-                *last = n;
-            }
-            return Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?);
+        if let Some(y) = rows_product_tensor(x, &out_shape(x, n), product)? {
+            return Ok(y);
         }
     }
     own_kernel_forward(x, (n, k), w.format().name(), |input, out| {
@@ -515,11 +500,16 @@ fn own_kernel_forward(
         let input: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         product(&input, &mut out);
     }
-    let mut out_shape = x.dims().to_vec();
-    if let Some(last) = out_shape.last_mut() {
+    Ok(Tensor::from_vec(out, out_shape(x, n), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// `x`'s shape with its last dimension (the input width) replaced by `n` outputs.
+fn out_shape(x: &Tensor, n: usize) -> Vec<usize> {
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
         *last = n;
     }
-    Ok(Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())?)
+    shape
 }
 
 #[cfg(test)]
