@@ -382,7 +382,14 @@ fn products(
     if form == super::gemv::Kernel::Avx512Vnni {
         // SAFETY: that kernel means the CPU has AVX-512 F/BW/VNNI, AVX2, FMA and F16C; the
         // caller checked the sizes.
-        unsafe { super::kquads::products(q6, (weights, row_bytes), n, &xqs, out) };
+        unsafe { super::kquads::products(true, q6, (weights, row_bytes), n, &xqs, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if form == super::gemv::Kernel::Avx2 && !q6 && xqs.len() <= 4 && quads() {
+        // SAFETY: that kernel means the CPU has AVX2, FMA and F16C; the rows are Q4_K; the
+        // caller checked the sizes.
+        unsafe { super::kquads::products(false, q6, (weights, row_bytes), n, &xqs, out) };
         return;
     }
     // Weight rows split over the pool once; each thread takes its rows [`ROW_BLOCK`] at a
@@ -410,6 +417,13 @@ fn products(
             first = block.end;
         }
     });
+}
+
+/// Whether AVX2 takes Q4_K's stored rows four at a time ([`super::kquads_avx2`]; on unless
+/// `MLCLI_KQUADS=0`, which keeps one row at a time, to compare).
+fn quads() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MLCLI_KQUADS").map_or(true, |v| v != "0"))
 }
 
 /// Activation rows one pass of the AVX2/portable dots shares each block's unpacked weights

@@ -315,13 +315,15 @@ pub(crate) unsafe fn q6k_rows<const R: usize, const M: usize>(
 
 /// `out[j·n + i]` = row `i` of `weights` (`n` Q4_K rows, or Q6_K with `q6`, of `row_bytes`)
 /// · `xs[j]`, four rows at a time over the CPU pool (a last, partial quad repeats its last
-/// row); with one activation row a quad's Q6_K rows are read one after another.
+/// row); with one activation row a quad's Q6_K rows are read one after another. `wide` picks
+/// the AVX-512 kernels; without it the Q4_K quads are [`super::kquads_avx2`]'s.
 ///
 /// # Safety
-/// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `weights` holds `n` rows of
-/// `row_bytes` (a whole number of super-blocks), each `xs[j]` that many super-blocks, and
-/// `out` `xs.len() · n` values.
+/// With `wide` the CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; without it AVX2, FMA
+/// and F16C, and `q6` is false. `weights` holds `n` rows of `row_bytes` (a whole number of
+/// super-blocks), each `xs[j]` that many super-blocks, and `out` `xs.len() · n` values.
 pub(crate) unsafe fn products(
+    wide: bool,
     q6: bool,
     (weights, row_bytes): (&[u8], usize),
     n: usize,
@@ -367,9 +369,12 @@ pub(crate) unsafe fn products(
                     ($($j:literal),+) => {{
                         // SAFETY: as the caller promised.
                         let v = unsafe {
-                            match q6 {
-                                true => q6k_rows(at, supers, [$(x6($j)),+]),
-                                false => q4k_quad(at, supers, [$(x4($j)),+]),
+                            match (q6, wide) {
+                                (true, _) => q6k_rows(at, supers, [$(x6($j)),+]),
+                                (false, true) => q4k_quad(at, supers, [$(x4($j)),+]),
+                                (false, false) => {
+                                    super::kquads_avx2::q4k_quad(at, supers, [$(&group[$j]),+])
+                                }
                             }
                         };
                         for (j, v) in v.into_iter().enumerate() {

@@ -23,6 +23,8 @@ pub mod host;
 pub mod kdots;
 #[cfg(target_arch = "x86_64")]
 pub mod kquads;
+#[cfg(target_arch = "x86_64")]
+pub mod kquads_avx2;
 pub mod kquants;
 pub mod mxfp4;
 #[cfg(target_arch = "x86_64")]
