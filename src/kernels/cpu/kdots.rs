@@ -270,6 +270,21 @@ mod avx2 {
         q6k_dots::<1>(row, [x])[0]
     }
 
+    /// `vpshufb` indices that put Q6_K scale byte `2i` in bytes 0..8 and `2i + 1` in 8..16.
+    const SCALE_PAIRS: [[u8; 16]; 8] = {
+        let mut v = [[0u8; 16]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut b = 0;
+            while b < 16 {
+                v[i][b] = (2 * i + b / 8) as u8;
+                b += 1;
+            }
+            i += 1;
+        }
+        v
+    };
+
     /// [`q6k_dot`] of one row with `M` activation rows at once: each block's 6-bit values
     /// are assembled once for all of them; every product is the single-row one, bit for bit.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -280,6 +295,7 @@ mod avx2 {
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr());
             crate::kernels::cpu::gemv::prefetch_ahead(blk.as_ptr().add(128));
             let scales = blk.as_ptr().add(192) as *const i8;
+            let scale_bytes = _mm_loadu_si128(scales as *const __m128i);
             let mut sumi = [_mm256_setzero_si256(); M];
             for h in 0..2 {
                 let l0 = _mm256_loadu_si256(blk.as_ptr().add(64 * h) as *const __m256i);
@@ -304,8 +320,11 @@ mod avx2 {
                     let g = 8 * h + 2 * idx;
                     // Pairs of 6-bit × i8 products fit i16 (at most 2·63·128); the scale
                     // of each 16 values weights them in the same madd that sums them.
-                    let (s0, s1) = (*scales.add(g) as i16, *scales.add(g + 1) as i16);
-                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    // ggml's way: scale bytes g (eight times) and g + 1, widened to i16.
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+                        scale_bytes,
+                        _mm_loadu_si128(SCALE_PAIRS[g / 2].as_ptr() as *const __m128i),
+                    ));
                     for (j, x) in xs.iter().enumerate() {
                         let xq = x.qs.as_ptr().add(b * QK_K);
                         let v = _mm256_loadu_si256(xq.add(128 * h + 32 * idx) as *const __m256i);
@@ -317,7 +336,7 @@ mod avx2 {
                 }
             }
             let dw = f16_one(blk.as_ptr().add(208));
-            let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+            let scales16 = _mm256_cvtepi8_epi16(scale_bytes);
             for (j, x) in xs.iter().enumerate() {
                 let d = x.d[b] * dw;
                 // The offset of 32, taken out per lane as ggml does: 32·(bsum·scale) over
