@@ -299,6 +299,18 @@ impl Linear {
         own_rows_kernel(dtype).is_some()
     }
 
+    /// True when [`Linear::rows_into`] computes this layer's products: a CPU weight our
+    /// single-row kernels read, and no bias.
+    pub fn takes_rows(&self) -> bool {
+        match (&self.weight, &self.bias) {
+            (Matrix::Candle(QMatMul::QTensor(w)), None) => {
+                w.device().is_cpu() && own_rows_kernel(w.dtype()).is_some()
+            }
+            (Matrix::Repacked(_), None) => true,
+            _ => false,
+        }
+    }
+
     /// True when `rows` activation rows are few enough for [`Linear::rows_into`].
     pub fn rows_fit(rows: usize) -> bool {
         (1..=FEW_ROWS).contains(&rows)

@@ -118,6 +118,19 @@ impl Mlp {
         }
     }
 
+    /// The layers in the order a caller running the products itself needs them, when every
+    /// one takes rows ([`Linear::takes_rows`]): the first products, whose outputs laid end to
+    /// end are `[gate | up]` (the two projections, or the one stacked matrix), then `down`
+    /// and the activation. `None` otherwise.
+    pub fn row_parts(&self) -> Option<(Vec<&Linear>, &Linear, Activation)> {
+        let first = match &self.gate_up {
+            GateUp::Separate { gate, up } => vec![gate, up],
+            GateUp::Fused { gate_up, .. } => vec![gate_up],
+        };
+        let all = first.iter().all(|l| l.takes_rows()) && self.down.takes_rows();
+        all.then_some((first, &self.down, self.act))
+    }
+
     /// Applies the network to `(..., hidden)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (g, u) = match &self.gate_up {

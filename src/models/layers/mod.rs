@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod delta_net;
 pub mod embedding;
+pub mod expert_step;
 pub mod gated_attention;
 pub mod grouped_moe;
 pub mod head;
