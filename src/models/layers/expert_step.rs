@@ -107,9 +107,22 @@ pub fn one_token(mlps: &[Mlp], xs: &Tensor, route: &[(usize, f32)]) -> Result<Op
 /// A product to run: the layer, its input row, its output.
 type Job<'a> = (&'a Linear, &'a [f32], Mutex<&'a mut [f32]>);
 
-/// Each `(layer, input, output)` product whole on one thread, in one pool submission; false
-/// when a layer declined its product.
+/// Each `(layer, input, output)` product whole on one thread, in one pool submission, where
+/// that keeps at least three quarters of the threads busy (any count of products on 2 or 3
+/// threads; 16 products on 16); otherwise (8 products on 16 threads) one after another, each
+/// split over the pool. False when a layer declined its product.
 fn products(jobs: &[Job]) -> Result<bool> {
+    let threads = Pool::global().threads();
+    let rounds = jobs.len().div_ceil(threads);
+    if 4 * jobs.len() < 3 * threads * rounds {
+        for (l, x, out) in jobs {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            if !l.rows_into(x, &mut out)? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
     let outcome: Mutex<Result<bool>> = Mutex::new(Ok(true));
     Pool::global().run(jobs.len(), |range| {
         for (l, x, out) in &jobs[range] {
@@ -162,8 +175,10 @@ mod tests {
             });
         }
         let x = Tensor::from_vec(test_values(hidden, 99), (1, hidden), &Device::Cpu).unwrap();
+        // One product a stage (run split over the pool) and several (whole, one a thread).
         for route in [
-            vec![(2, 0.25f32), (0, 0.75)],
+            vec![(1, 1.0f32)],
+            vec![(2, 0.25), (0, 0.75)],
             vec![(3, 0.5), (1, 0.3), (0, 0.2)],
         ] {
             let got = one_token(&mlps, &x, &route)
