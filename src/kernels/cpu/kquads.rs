@@ -99,15 +99,8 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
     let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
     let mut acc = [_mm256_setzero_ps(); M];
     for b in 0..supers {
-        let mut blk = rows;
-        for r in &mut blk {
-            *r = r.add(b * Q4K_BYTES);
-        }
         // The next quad's bytes, in order: a quarter of a row's share per super-block.
-        let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
-        for line in 0..9 {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
-        }
+        let blk = super::kquads_avx2::super_block((rows, ahead), b);
         let head = |r: usize| _mm_loadu_si128(blk[r] as *const __m128i);
         let h = _mm512_inserti32x4::<3>(
             _mm512_inserti32x4::<2>(
@@ -182,15 +175,7 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[j]);
         }
     }
-    let mut out = [[0f32; 4]; M];
-    for (o, acc) in out.iter_mut().zip(&acc) {
-        let mut all = [0f32; 8];
-        _mm256_storeu_ps(all.as_mut_ptr(), *acc);
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = all[r] - all[4 + r];
-        }
-    }
-    out
+    super::kquads_avx2::differences(&acc)
 }
 
 /// The four rows' integer sums (`isum`, one register per row) and minimum sums (`mins`, four

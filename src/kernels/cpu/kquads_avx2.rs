@@ -69,6 +69,28 @@ unsafe fn unpack(h: __m256i) -> __m256i {
     )
 }
 
+/// Super-block `b` of each of the four Q4_K rows at `rows`, with a quarter of the next
+/// quad's bytes (`ahead` of the first row) asked for, in order.
+///
+/// # Safety
+/// Each row holds at least `b + 1` super-blocks.
+#[inline(always)]
+pub(crate) unsafe fn super_block(
+    (rows, ahead): ([*const u8; 4], usize),
+    b: usize,
+) -> [*const u8; 4] {
+    let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
+    for line in 0..9 {
+        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
+    }
+    // A plain loop: `map` might not be inlined into the target-feature callers (see `kquads`).
+    let mut blk = rows;
+    for r in &mut blk {
+        *r = r.add(b * Q4K_BYTES);
+    }
+    blk
+}
+
 /// The products of the Q4_K rows at `rows` (each `supers` super-blocks) with each of `M`
 /// activation rows: `[activation][row]`, each the portable [`super::kdots::q4k_dot`]'s bit
 /// for bit. The bytes `ahead` of the first row (the next quad) are prefetched a quarter row
@@ -95,14 +117,7 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
     let chains = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
     let mut acc = [_mm256_setzero_ps(); M];
     for b in 0..supers {
-        let mut blk = rows;
-        for r in &mut blk {
-            *r = r.add(b * Q4K_BYTES);
-        }
-        let next = rows[0].wrapping_add(ahead + b * 4 * Q4K_BYTES);
-        for line in 0..9 {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line) as *const i8);
-        }
+        let blk = super_block((rows, ahead), b);
         let head = |r: usize| _mm_loadu_si128(blk[r] as *const __m128i);
         let (h01, h23) = (
             _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(head(0)), head(1)),
@@ -161,8 +176,16 @@ pub(crate) unsafe fn q4k_quad<const M: usize>(
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[j]);
         }
     }
+    differences(&acc)
+}
+
+/// Four rows' products from their two chains per activation row, `[acc0..acc3, accm0..accm3]`:
+/// `acc − accm` (the portable form's last step; [`super::kquads`] ends the same way).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn differences<const M: usize>(acc: &[__m256; M]) -> [[f32; 4]; M] {
     let mut out = [[0f32; 4]; M];
-    for (o, acc) in out.iter_mut().zip(&acc) {
+    for (o, acc) in out.iter_mut().zip(acc) {
         let mut all = [0f32; 8];
         _mm256_storeu_ps(all.as_mut_ptr(), *acc);
         for (r, v) in o.iter_mut().enumerate() {
