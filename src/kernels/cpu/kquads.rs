@@ -33,15 +33,7 @@ const fn spread(a: i8, b: i8) -> [i8; 64] {
 const SPREADS: [[i8; 64]; 4] = [spread(0, 2), spread(1, 3), spread(4, 6), spread(5, 7)];
 
 /// `vpshufb` indices that widen bytes 8..16 of each 128-bit lane (a row's minimums) to i16.
-const MINS: [i8; 64] = {
-    let mut v = [-128i8; 64];
-    let mut i = 0;
-    while i < 64 {
-        v[i] = 8 + (i % 16 / 2) as i8;
-        i += 2;
-    }
-    v
-};
+const MINS: [i8; 64] = super::kquads_avx2::widen_mins();
 
 /// Q6_K's `vpermw` indices: run pair `p`'s i16 lane `i` takes scale `4p + i/8`.
 const Q6_SPREADS: [[i16; 32]; 4] = {

@@ -38,16 +38,20 @@ const SPREADS: [[i8; 32]; 8] = [
     spread(7),
 ];
 
-/// `vpshufb` indices that widen bytes 8..16 of each 128-bit lane (a row's minimums) to i16.
-const MINS: [i8; 32] = {
-    let mut v = [-128i8; 32];
+/// `vpshufb` indices that widen bytes 8..16 of each 128-bit lane (a row's minimums) to i16,
+/// for a register of `N` bytes (32 here, 64 in [`super::kquads`]).
+pub(crate) const fn widen_mins<const N: usize>() -> [i8; N] {
+    let mut v = [-128i8; N];
     let mut i = 0;
-    while i < 32 {
+    while i < N {
         v[i] = 8 + (i % 16 / 2) as i8;
         i += 2;
     }
     v
-};
+}
+
+/// [`widen_mins`] for one AVX2 register.
+const MINS: [i8; 32] = widen_mins();
 
 /// Two rows' 16-byte headers (`d`, `dmin`, twelve scale bytes), one per 128-bit lane, as
 /// ggml's word masks unpack them: per lane the eight 6-bit scales in bytes 0..8 and the eight

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Tensor};
 
-use super::linear::Linear;
+use super::linear::{rows_on_threads, RowsJob};
 use super::mlp::Mlp;
 use crate::kernels::cpu::gated;
 use crate::kernels::cpu::host;
@@ -51,7 +51,7 @@ pub fn one_token(mlps: &[Mlp], xs: &Tensor, route: &[(usize, f32)]) -> Result<Op
     let run = |x: &[f32]| -> Result<Option<Vec<f32>>> {
         // 1. Every gate and up product, into each expert's `[gate | up]`.
         let mut gate_up: Vec<Vec<f32>> = ffns.iter().map(|f| vec![0f32; 2 * f]).collect();
-        let mut jobs: Vec<Job> = Vec::new();
+        let mut jobs: Vec<RowsJob> = Vec::new();
         for ((first, _, _), buf) in parts.iter().zip(&mut gate_up) {
             let mut rest = buf.as_mut_slice();
             for l in first {
@@ -104,14 +104,11 @@ pub fn one_token(mlps: &[Mlp], xs: &Tensor, route: &[(usize, f32)]) -> Result<Op
         .transpose()
 }
 
-/// A product to run: the layer, its input row, its output.
-type Job<'a> = (&'a Linear, &'a [f32], Mutex<&'a mut [f32]>);
-
 /// Each `(layer, input, output)` product whole on one thread, in one pool submission, where
 /// that keeps at least three quarters of the threads busy (any count of products on 2 or 3
 /// threads; 16 products on 16); otherwise (8 products on 16 threads) one after another, each
 /// split over the pool. False when a layer declined its product.
-fn products(jobs: &[Job]) -> Result<bool> {
+fn products(jobs: &[RowsJob]) -> Result<bool> {
     let threads = Pool::global().threads();
     let rounds = jobs.len().div_ceil(threads);
     if 4 * jobs.len() < 3 * threads * rounds {
@@ -123,23 +120,14 @@ fn products(jobs: &[Job]) -> Result<bool> {
         }
         return Ok(true);
     }
-    let outcome: Mutex<Result<bool>> = Mutex::new(Ok(true));
-    Pool::global().run(jobs.len(), |range| {
-        for (l, x, out) in &jobs[range] {
-            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-            let r = l.rows_into(x, &mut out);
-            if !matches!(r, Ok(true)) {
-                *outcome.lock().unwrap_or_else(|p| p.into_inner()) = r;
-            }
-        }
-    });
-    outcome.into_inner().unwrap_or_else(|p| p.into_inner())
+    rows_on_threads(jobs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::cpu::gemv::test_values;
+    use crate::models::layers::linear::Linear;
     use crate::models::layers::mlp::Activation;
     use crate::models::layers::moe::dispatch;
     use candle_core::quantized::{GgmlDType, QTensor};

@@ -2,11 +2,12 @@
 //! over MXFP4 blocks or FP8 block-scaled bytes, which our own kernels compute
 //! ([`crate::kernels::cpu::mxfp4`], [`crate::kernels::cpu::fp8`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
+use crate::kernels::cpu::pool::Pool;
 use crate::kernels::cpu::repacked::{Format as RepackFormat, Repacked};
 use crate::kernels::cpu::{fp8, gemm_q8, gemv, host, kquants, mxfp4, q4_1, q5_0, q8_0};
 
@@ -334,6 +335,25 @@ impl Linear {
             _ => Ok(false),
         }
     }
+}
+
+/// One product for [`rows_on_threads`]: the layer, its input rows, its output.
+pub type RowsJob<'a> = (&'a Linear, &'a [f32], Mutex<&'a mut [f32]>);
+
+/// Each job's [`Linear::rows_into`] whole on one thread, all in one pool submission (many small
+/// products: a decode step's heads or experts); false when a layer declined its product.
+pub fn rows_on_threads(jobs: &[RowsJob<'_>]) -> Result<bool> {
+    let outcome: Mutex<Result<bool>> = Mutex::new(Ok(true));
+    Pool::global().run(jobs.len(), |range| {
+        for (l, x, out) in &jobs[range] {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            let r = l.rows_into(x, &mut out);
+            if !matches!(r, Ok(true)) {
+                *outcome.lock().unwrap_or_else(|p| p.into_inner()) = r;
+            }
+        }
+    });
+    outcome.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `weight` repacked for our CPU kernels, where that pays: Q4_K rows in groups of sixteen

@@ -13,9 +13,9 @@ use std::sync::Mutex;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Tensor};
 
-use super::linear::Linear;
+use super::linear::{rows_on_threads, Linear, RowsJob};
 use crate::formats::weights::Matrix;
-use crate::kernels::cpu::{host, pool::Pool};
+use crate::kernels::cpu::host;
 use crate::{Error, Result};
 
 /// The heads' matrices.
@@ -120,18 +120,13 @@ impl PerHead {
         let x32 = x.to_dtype(DType::F32)?.contiguous()?;
         let mut out = vec![0f32; h * l * n];
         let run = |input: &[f32], out: &mut [f32]| -> Result<bool> {
-            let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(l * n).map(Mutex::new).collect();
-            let outcome: Mutex<Result<bool>> = Mutex::new(Ok(true));
-            Pool::global().run(h, |range| {
-                for i in range {
-                    let mut slot = slots[i].lock().unwrap_or_else(|p| p.into_inner());
-                    let r = heads[i].rows_into(&input[i * l * k..(i + 1) * l * k], &mut slot);
-                    if !matches!(r, Ok(true)) {
-                        *outcome.lock().unwrap_or_else(|p| p.into_inner()) = r;
-                    }
-                }
-            });
-            outcome.into_inner().unwrap_or_else(|p| p.into_inner())
+            let jobs: Vec<RowsJob> = heads
+                .iter()
+                .zip(input.chunks(l * k))
+                .zip(out.chunks_mut(l * n))
+                .map(|((w, x), o)| (w, x, Mutex::new(o)))
+                .collect();
+            rows_on_threads(&jobs)
         };
         let done = match host::with_f32(&x32, |input| run(input, &mut out))? {
             Some(r) => r?,
