@@ -56,11 +56,7 @@ impl super::rows256::Format for Avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sums(
-        w: std::arch::x86_64::__m256i,
-        xq: *const i8,
-        _sum4: *const i32,
-    ) -> std::arch::x86_64::__m256i {
+    unsafe fn sums(w: std::arch::x86_64::__m256i, xq: *const i8) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
         let v = _mm256_loadu_si256(xq as *const __m256i);
         // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
@@ -82,11 +78,7 @@ unsafe fn block_avx2(
         block[0], block[1], block[2], block[3],
     ])));
     let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)));
-    let prod = Avx2::sums(
-        Avx2::unpack(block.as_ptr()),
-        x.qs.as_ptr().add(b * QK),
-        x.sum4.as_ptr().add(8 * b),
-    );
+    let prod = Avx2::sums(Avx2::unpack(block.as_ptr()), x.qs.as_ptr().add(b * QK));
     (_mm256_set1_ps(d * x.d[b]), _mm256_cvtepi32_ps(prod), m)
 }
 

@@ -75,17 +75,13 @@ unsafe fn block_avx2(block: &[u8], x: &Q8, b: usize) -> (std::arch::x86_64::__m2
     let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         i16::from_le_bytes([block[0], block[1]]) as i32,
     )));
-    assert!(block.len() >= BLOCK_BYTES && x.sum4.len() >= 8 * (b + 1));
-    let sums = Avx2::sums(
-        Avx2::unpack(block.as_ptr()),
-        x.qs.as_ptr().add(b * QK),
-        x.sum4.as_ptr().add(8 * b),
-    );
+    assert!(block.len() >= BLOCK_BYTES && x.qs.len() >= (b + 1) * QK);
+    let sums = Avx2::sums(Avx2::unpack(block.as_ptr()), x.qs.as_ptr().add(b * QK));
     (_mm256_cvtepi32_ps(sums), d)
 }
 
-/// Q5_0 for [`super::rows256`] (and the one-row blocks): the weights unsigned (0..32), their
-/// offset of 16 taken out per lane.
+/// Q5_0 for [`super::rows256`] (and the one-row blocks): the weights signed (`q - 16`, as
+/// ggml's AVX2 kernel makes them), multiplied as Q8_0's are.
 #[cfg(target_arch = "x86_64")]
 struct Avx2;
 
@@ -97,23 +93,14 @@ impl super::rows256::Format for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack(block: *const u8) -> std::arch::x86_64::__m256i {
-        unsigned_avx2(block)
+        use std::arch::x86_64::*;
+        _mm256_sub_epi8(unsigned_avx2(block), _mm256_set1_epi8(16))
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sums(
-        w: std::arch::x86_64::__m256i,
-        xq: *const i8,
-        sum4: *const i32,
-    ) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        let v = _mm256_loadu_si256(xq as *const __m256i);
-        // u8 x i8 pairs to i16 (at most 2 * 31 * 127), then to i32 per four elements, less
-        // the weights' offset of 16 per lane (16 x the lane's activations).
-        let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), _mm256_set1_epi16(1));
-        let offset = _mm256_slli_epi32::<4>(_mm256_loadu_si256(sum4 as *const __m256i));
-        _mm256_sub_epi32(prod, offset)
+    unsafe fn sums(w: std::arch::x86_64::__m256i, xq: *const i8) -> std::arch::x86_64::__m256i {
+        super::rows256::signed_sums(w, xq)
     }
 }
 

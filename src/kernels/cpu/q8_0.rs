@@ -44,7 +44,6 @@ unsafe fn block_avx2(
     let sum = _mm256_cvtepi32_ps(Avx2::sums(
         Avx2::unpack(block.as_ptr()),
         x.qs.as_ptr().add(b * QK),
-        x.sum4.as_ptr().add(8 * b),
     ));
     (_mm256_set1_ps(d * x.d[b]), sum)
 }
@@ -68,15 +67,8 @@ impl super::rows256::Format for Avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sums(
-        w: std::arch::x86_64::__m256i,
-        xq: *const i8,
-        _sum4: *const i32,
-    ) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        let v = _mm256_loadu_si256(xq as *const __m256i);
-        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
-        _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
+    unsafe fn sums(w: std::arch::x86_64::__m256i, xq: *const i8) -> std::arch::x86_64::__m256i {
+        super::rows256::signed_sums(w, xq)
     }
 }
 

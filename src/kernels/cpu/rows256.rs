@@ -1,18 +1,22 @@
-//! Products of two weight rows of a block-of-32 format (Q4_1, Q5_0, Q8_0) with up to four
+//! Products of two weight rows of a block-of-32 format (Q4_1, Q5_0, Q8_0) with up to eight
 //! activation rows at once, with AVX2: each block's weights unpacked once for every
-//! activation row (a prompt's rows, several sequences decoding together) and each product in
-//! the one-row kernel's order ([`super::gemv::pair_chains`]: one chain of eight lanes per row,
+//! activation row (a prompt's rows, several sequences decoding together), the rows' values
+//! and scales read side by side from the group ([`Group`]), and each product in the one-row
+//! kernel's order ([`super::gemv::pair_chains`]: one chain of eight lanes per row,
 //! `d·d_x × lane sums` fused into it, a minimum's `m · s_x` in a scalar chain), so every
 //! product is the single-row one bit for bit, however many rows run together.
 
 use std::arch::x86_64::*;
 
-use super::gemv::{hsum, prefetch_next_pair, Q8, QK};
+use super::gemv::{hsum, prefetch_next_pair, QK};
 use super::rows512::Group;
 
 /// Activation rows one pass shares its unpacked weights among (eight chains of one weight
 /// row fit the sixteen registers).
 pub(crate) const MAX_ACTS: usize = 8;
+
+/// Blocks whose scales [`row`] computes ahead of their products.
+const SCALE_CHUNK: usize = 64;
 
 /// A block format as these kernels read it.
 pub(crate) trait Format {
@@ -27,52 +31,97 @@ pub(crate) trait Format {
     /// The CPU has AVX2, FMA and F16C; the pointer addresses a whole block.
     unsafe fn unpack(block: *const u8) -> __m256i;
 
-    /// The lane sums of an unpacked block with a block of activations (`xq`: its 32 values,
-    /// `sum4`: their eight sums of four, [`Q8::sum4`]): eight i32 lanes (four products each,
-    /// as ggml sums them), any offset of the weights taken out.
+    /// The lane sums of an unpacked block with a block of activations (`xq`: its 32
+    /// values): eight i32 lanes (four products each, as ggml sums them).
     ///
     /// # Safety
-    /// As [`Format::unpack`]; `xq` and `sum4` address a whole block's values and sums.
-    unsafe fn sums(w: __m256i, xq: *const i8, sum4: *const i32) -> __m256i;
+    /// As [`Format::unpack`]; `xq` addresses a whole block's values.
+    unsafe fn sums(w: __m256i, xq: *const i8) -> __m256i;
 }
 
-/// The f16 pair at `p` (scale, then minimum or the first weight bytes) as f32.
-#[inline(always)]
-unsafe fn head(p: *const u8) -> (f32, f32) {
-    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
-    (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+/// A block's 32 signed weights `w` times the activations at `xq`, as ggml's
+/// `mul_sum_i8_pairs` sums them: |w| × (x with w's sign), pairs to i16, then eight i32 lanes
+/// of four products. `|w|` is the same for every activation row, so a loop over them computes
+/// it once.
+///
+/// # Safety
+/// The CPU has AVX2; `xq` addresses 32 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn signed_sums(w: __m256i, xq: *const i8) -> __m256i {
+    let v = _mm256_loadu_si256(xq as *const __m256i);
+    let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+    _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
 }
 
-/// The products of row `r` with each of `M` activation rows: `M` chains side by side, so
-/// one row at a time keeps its accumulators in registers (a pair of rows with four
-/// activation rows did not fit sixteen of them).
+/// The f16 at `p` and in each of the next `n - 1 < 8` blocks of `F` as f32 (0 past them).
 #[inline(always)]
-unsafe fn row<F: Format, const M: usize>(r: &[u8], xs: [&Q8; M]) -> [f32; M] {
+unsafe fn halves<F: Format>(p: *const u8, n: usize) -> __m256 {
+    let h = |i: usize| {
+        if i < n {
+            (p.add(i * F::BYTES) as *const i16).read_unaligned()
+        } else {
+            0
+        }
+    };
+    _mm256_cvtph_ps(_mm_set_epi16(
+        h(7),
+        h(6),
+        h(5),
+        h(4),
+        h(3),
+        h(2),
+        h(1),
+        h(0),
+    ))
+}
+
+/// The products of row `r` with each of the group's first `M` activation rows: `M` chains
+/// side by side, so one row at a time keeps its accumulators in registers (a pair of rows
+/// with four activation rows did not fit sixteen of them).
+#[inline(always)]
+unsafe fn row<F: Format, const M: usize>(r: &[u8], g: &Group) -> [f32; M] {
     let blocks = r.len() / F::BYTES;
-    assert!(xs.iter().all(|x| x.qs.len() >= blocks * QK
-        && x.d.len() >= blocks
-        && x.sum4.len() >= 8 * blocks
-        && (!F::MIN || x.s.len() >= blocks)));
-    // The activation rows' arrays as pointers, read once rather than through each `Vec`
-    // in the loop.
-    let qs = xs.map(|x| x.qs.as_ptr());
-    let ds = xs.map(|x| x.d.as_ptr());
-    let ss = xs.map(|x| x.s.as_ptr());
-    let sum4 = xs.map(|x| x.sum4.as_ptr());
+    assert!(
+        M <= 8
+            && g.q8.len() >= blocks
+            && g.d8.len() >= blocks
+            && (!F::MIN || g.sums8.len() >= blocks)
+    );
+    let (q8, d8, sums8) = (g.q8.as_ptr(), g.d8.as_ptr(), g.sums8.as_ptr());
     let mut acc = [_mm256_setzero_ps(); M];
     let mut min = [0f32; M];
-    for b in 0..blocks {
-        let p = r.as_ptr().add(b * F::BYTES);
-        prefetch_next_pair(r, b, F::BYTES);
-        let w = F::unpack(p);
-        let (d, m) = head(p);
-        for j in 0..M {
+    // The row's scales (and minimums) as f32, a chunk of blocks ahead and eight at a time:
+    // converted one block at a time in the loop below, the one f16 went in through a partial
+    // register write that waited on an accumulator of the block before.
+    let mut dw = [0f32; SCALE_CHUNK];
+    let mut mw = [0f32; SCALE_CHUNK];
+    for first in (0..blocks).step_by(SCALE_CHUNK) {
+        let chunk = first..(first + SCALE_CHUNK).min(blocks);
+        for eight in (0..chunk.len()).step_by(8) {
+            let p = r.as_ptr().add((first + eight) * F::BYTES);
+            let n = (chunk.len() - eight).min(8);
+            _mm256_storeu_ps(dw.as_mut_ptr().add(eight), halves::<F>(p, n));
             if F::MIN {
-                min[j] = m.mul_add(*ss[j].add(b), min[j]);
+                _mm256_storeu_ps(mw.as_mut_ptr().add(eight), halves::<F>(p.add(2), n));
             }
-            let sums = F::sums(w, qs[j].add(b * QK), sum4[j].add(8 * b));
-            let scale = _mm256_set1_ps(d * *ds[j].add(b));
-            acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[j]);
+        }
+        for b in chunk {
+            let p = r.as_ptr().add(b * F::BYTES);
+            prefetch_next_pair(r, b, F::BYTES);
+            let w = F::unpack(p);
+            let d = _mm256_broadcast_ss(&dw[b - first]);
+            let xq = q8.add(b) as *const i8;
+            let dx = d8.add(b) as *const f32;
+            for j in 0..M {
+                if F::MIN {
+                    min[j] = mw[b - first].mul_add((*sums8.add(b))[j], min[j]);
+                }
+                let sums = F::sums(w, xq.add(j * QK));
+                // `d·d_x`, as the one-row kernel rounds it.
+                let scale = _mm256_mul_ps(d, _mm256_loadu_ps(dx.add(8 * j)));
+                acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[j]);
+            }
         }
     }
     std::array::from_fn(|j| {
@@ -84,10 +133,10 @@ unsafe fn row<F: Format, const M: usize>(r: &[u8], xs: [&Q8; M]) -> [f32; M] {
     })
 }
 
-/// The products of rows `ra` and `rb` with each of `M` activation rows.
+/// The products of rows `ra` and `rb` with each of the group's first `M` activation rows.
 #[inline(always)]
-unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) -> [(f32, f32); M] {
-    let (a, b) = (row::<F, M>(ra, xs), row::<F, M>(rb, xs));
+unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], g: &Group) -> [(f32, f32); M] {
+    let (a, b) = (row::<F, M>(ra, g), row::<F, M>(rb, g));
     std::array::from_fn(|j| (a[j], b[j]))
 }
 
@@ -99,17 +148,15 @@ unsafe fn pair<F: Format, const M: usize>(ra: &[u8], rb: &[u8], xs: [&Q8; M]) ->
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn rows<F: Format>(ra: &[u8], rb: &[u8], g: &Group, out: &mut [(f32, f32)]) {
     assert!(out.len() == g.xs.len());
-    match g.xs {
-        [a] => out.copy_from_slice(&pair::<F, 1>(ra, rb, [a])),
-        [a, b] => out.copy_from_slice(&pair::<F, 2>(ra, rb, [a, b])),
-        [a, b, c] => out.copy_from_slice(&pair::<F, 3>(ra, rb, [a, b, c])),
-        [a, b, c, d] => out.copy_from_slice(&pair::<F, 4>(ra, rb, [a, b, c, d])),
-        [a, b, c, d, e] => out.copy_from_slice(&pair::<F, 5>(ra, rb, [a, b, c, d, e])),
-        [a, b, c, d, e, f] => out.copy_from_slice(&pair::<F, 6>(ra, rb, [a, b, c, d, e, f])),
-        [a, b, c, d, e, f, h] => out.copy_from_slice(&pair::<F, 7>(ra, rb, [a, b, c, d, e, f, h])),
-        [a, b, c, d, e, f, h, i] => {
-            out.copy_from_slice(&pair::<F, 8>(ra, rb, [a, b, c, d, e, f, h, i]))
-        }
-        _ => panic!("{} activation rows at once; at most {MAX_ACTS}", g.xs.len()),
+    match g.xs.len() {
+        1 => out.copy_from_slice(&pair::<F, 1>(ra, rb, g)),
+        2 => out.copy_from_slice(&pair::<F, 2>(ra, rb, g)),
+        3 => out.copy_from_slice(&pair::<F, 3>(ra, rb, g)),
+        4 => out.copy_from_slice(&pair::<F, 4>(ra, rb, g)),
+        5 => out.copy_from_slice(&pair::<F, 5>(ra, rb, g)),
+        6 => out.copy_from_slice(&pair::<F, 6>(ra, rb, g)),
+        7 => out.copy_from_slice(&pair::<F, 7>(ra, rb, g)),
+        8 => out.copy_from_slice(&pair::<F, 8>(ra, rb, g)),
+        n => panic!("{n} activation rows at once; at most {MAX_ACTS}"),
     }
 }

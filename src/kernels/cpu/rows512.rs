@@ -16,24 +16,61 @@ const _: () = assert!(MAX_ACTS <= 4, "the minimums' chains fill eight lanes");
 /// Up to [`MAX_ACTS`] activation rows as these kernels read them: the rows, and per block
 /// their scaled sums `s` in the minimum chains' lane order (`[s₀, s₀, s₁, s₁, …]`, 0 past the
 /// last row), gathered once per product rather than once per pair of weight rows. The AVX2
-/// form ([`super::rows256`]) takes groups of up to its own `MAX_ACTS` and reads only `xs`.
+/// form ([`super::rows256`]) takes groups of up to its own `MAX_ACTS` and reads `q8`, `d8`
+/// and `sums8`: each block's rows side by side.
 pub(crate) struct Group<'a> {
     /// The activation rows.
     pub(crate) xs: &'a [Q8],
     s8: Vec<[f32; 8]>,
+    /// Per block, the first eight rows' 32 values side by side (zeros past the last row):
+    /// a pass over a block reads one run of memory, every row from one pointer.
+    pub(crate) q8: Vec<[[i8; QK]; 8]>,
+    /// Per block, each of the first eight rows' scale `d` in all eight lanes (0 past the
+    /// last row), so a block's `d·d_x` for a row is one vector product with a load.
+    pub(crate) d8: Vec<[[f32; 8]; 8]>,
+    /// Per block, the first eight rows' scaled sums `s` side by side (0 past the last row).
+    pub(crate) sums8: Vec<[f32; 8]>,
 }
 
 impl<'a> Group<'a> {
     /// The group of `xs` (sums for the first [`MAX_ACTS`] rows).
     pub(crate) fn new(xs: &'a [Q8]) -> Self {
-        let blocks = xs.iter().map(|x| x.s.len()).min().unwrap_or(0);
+        let blocks = xs
+            .iter()
+            .map(|x| x.s.len().min(x.d.len()))
+            .min()
+            .unwrap_or(0);
         let s8 = (0..blocks)
             .map(|b| {
                 let s = |j: usize| xs.get(j).map_or(0.0, |x| x.s[b]);
                 [s(0), s(0), s(1), s(1), s(2), s(2), s(3), s(3)]
             })
             .collect();
-        Self { xs, s8 }
+        // The AVX2 form's layout: each block's rows side by side.
+        let q8 = (0..blocks)
+            .map(|b| {
+                std::array::from_fn(|j| {
+                    let mut q = [0i8; QK];
+                    if let Some(x) = xs.get(j) {
+                        q.copy_from_slice(&x.qs[b * QK..(b + 1) * QK]);
+                    }
+                    q
+                })
+            })
+            .collect();
+        let d8 = (0..blocks)
+            .map(|b| std::array::from_fn(|j| [xs.get(j).map_or(0.0, |x| x.d[b]); 8]))
+            .collect();
+        let sums8 = (0..blocks)
+            .map(|b| std::array::from_fn(|j| xs.get(j).map_or(0.0, |x| x.s[b])))
+            .collect();
+        Self {
+            xs,
+            s8,
+            q8,
+            d8,
+            sums8,
+        }
     }
 }
 
@@ -177,15 +214,20 @@ mod tests {
             }
         };
         // An odd number of weight rows (the last pair repeats its row); up to ten activation
-        // rows (whole groups of four or eight, then a smaller one).
-        let (n, k) = (7, 256);
-        let w = Tensor::from_vec(test_values(n * k, 31), (n, k), &Device::Cpu).unwrap();
+        // rows (whole groups of four or eight, then a smaller one); rows of 8 blocks, of 20
+        // (Gemma 3's 640) and of 70 (past `rows256`'s chunk of scales, ending in a part of
+        // eight).
+        let n = 7;
         let types: [(GgmlDType, Gemv); 3] = [
             (GgmlDType::Q4_1, q4_1::gemv),
             (GgmlDType::Q5_0, q5_0::gemv),
             (GgmlDType::Q8_0, q8_0::gemv),
         ];
-        for (dtype, gemv) in types {
+        for ((dtype, gemv), k) in types
+            .into_iter()
+            .flat_map(|t| [256, 640, 2240].map(|k| (t, k)))
+        {
+            let w = Tensor::from_vec(test_values(n * k, 31), (n, k), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let data = q.data().unwrap();
             for (m, &form) in (1..=10).flat_map(|m| forms.iter().map(move |f| (m, f))) {
@@ -199,7 +241,7 @@ mod tests {
                     assert_eq!(
                         bits(&got[j * n..(j + 1) * n]),
                         bits(&want),
-                        "{dtype:?}, {form:?}, activation row {j} of {m}"
+                        "{dtype:?}, k {k}, {form:?}, activation row {j} of {m}"
                     );
                 }
             }
