@@ -281,13 +281,15 @@ pub(crate) fn gemv(
     let xqs: Vec<Q8> = x.chunks_exact(k).map(quantize).collect();
     let row = |i: usize| &weights[i * row_bytes..(i + 1) * row_bytes];
     #[cfg(target_arch = "x86_64")]
+    use super::rows512::{Layout::*, MAX_ACTS};
+    #[cfg(target_arch = "x86_64")]
     let pairs = match kernel {
         Kernel::Scalar => None,
-        Kernel::Avx2 if m > 1 => Some(Pairs::Rows(dots.avx2_rows, dots.avx2_group)),
+        Kernel::Avx2 if m > 1 => Some(Pairs::Rows(dots.avx2_rows, dots.avx2_group, SideBySide)),
         Kernel::Avx2 => Some(Pairs::Avx2(dots.avx2)),
         Kernel::Avx512Vnni => Some(match dots.avx512 {
-            Some(rows) if m >= dots.avx512_from => Pairs::Rows(rows, super::rows512::MAX_ACTS),
-            _ if m > 1 => Pairs::Rows(dots.avx2_rows, dots.avx2_group),
+            Some(rows) if m >= dots.avx512_from => Pairs::Rows(rows, MAX_ACTS, Lanes),
+            _ if m > 1 => Pairs::Rows(dots.avx2_rows, dots.avx2_group, SideBySide),
             _ => Pairs::Avx2(dots.avx2),
         }),
     };
@@ -300,14 +302,14 @@ pub(crate) fn gemv(
     #[cfg(target_arch = "x86_64")]
     {
         // Activation rows a pass shares each block's unpacked weights among.
-        let per_group = match pairs {
-            Pairs::Avx2(_) => super::rows512::MAX_ACTS,
-            Pairs::Rows(_, per_group) => per_group,
+        let (per_group, layout) = match pairs {
+            Pairs::Avx2(_) => (super::rows512::MAX_ACTS, super::rows512::Layout::Rows),
+            Pairs::Rows(_, per_group, layout) => (per_group, layout),
         };
         let out_addr = out.as_mut_ptr() as usize;
         let groups: Vec<super::rows512::Group> = xqs
             .chunks(per_group)
-            .map(super::rows512::Group::new)
+            .map(|xs| super::rows512::Group::new(xs, layout))
             .collect();
         // Pairs split over the pool once; each thread takes its pairs about 16 KiB of
         // weights at a time against every group, so the tile's rows stay in L1 while the
@@ -352,8 +354,8 @@ enum Pairs {
     /// One activation row at a time.
     Avx2(DotPair),
     /// Up to the second field's activation rows at once ([`super::rows512::MAX_ACTS`] for
-    /// AVX-512, the type's `avx2_group` for AVX2).
-    Rows(super::rows512::Rows, usize),
+    /// AVX-512, the type's `avx2_group` for AVX2), the groups gathered as the third says.
+    Rows(super::rows512::Rows, usize, super::rows512::Layout),
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -370,7 +372,7 @@ impl Pairs {
                     *o = pair(ra, rb, x);
                 }
             }
-            Self::Rows(rows, _) => rows(ra, rb, g, out),
+            Self::Rows(rows, ..) => rows(ra, rb, g, out),
         }
     }
 }

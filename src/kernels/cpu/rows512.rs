@@ -13,14 +13,27 @@ use super::gemv::{halves_ps, hsum, prefetch_next_pair, Q8, QK};
 pub(crate) const MAX_ACTS: usize = 4;
 const _: () = assert!(MAX_ACTS <= 4, "the minimums' chains fill eight lanes");
 
-/// Up to [`MAX_ACTS`] activation rows as these kernels read them: the rows, and per block
-/// their scaled sums `s` in the minimum chains' lane order (`[s₀, s₀, s₁, s₁, …]`, 0 past the
-/// last row), gathered once per product rather than once per pair of weight rows. The AVX2
-/// form ([`super::rows256`]) takes groups of up to its own `MAX_ACTS` and reads `q8`, `d8`
-/// and `sums8`: each block's rows side by side.
+/// What a [`Group`] gathers besides its rows, for the kernel that reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Nothing: the kernel reads the rows themselves (one activation row at a time).
+    Rows,
+    /// This module's: the first [`MAX_ACTS`] rows' scaled sums in the minimum chains' lane
+    /// order (`s8`).
+    Lanes,
+    /// [`super::rows256`]'s: each block's first eight rows side by side (`q8`, `d8`,
+    /// `sums8`).
+    SideBySide,
+}
+
+/// Activation rows as these kernels read them, with what the kernel's [`Layout`] gathers
+/// from them once per product rather than once per pair of weight rows (the other layouts'
+/// fields are left empty; each kernel checks the lengths it reads).
 pub(crate) struct Group<'a> {
     /// The activation rows.
     pub(crate) xs: &'a [Q8],
+    /// Per block, the rows' scaled sums `s` in the minimum chains' lane order
+    /// (`[s₀, s₀, s₁, s₁, …]`, 0 past the last row).
     s8: Vec<[f32; 8]>,
     /// Per block, the first eight rows' 32 values side by side (zeros past the last row):
     /// a pass over a block reads one run of memory, every row from one pointer.
@@ -33,44 +46,51 @@ pub(crate) struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    /// The group of `xs` (sums for the first [`MAX_ACTS`] rows).
-    pub(crate) fn new(xs: &'a [Q8]) -> Self {
+    /// The group of `xs`, with what `layout` gathers.
+    pub(crate) fn new(xs: &'a [Q8], layout: Layout) -> Self {
         let blocks = xs
             .iter()
             .map(|x| x.s.len().min(x.d.len()))
             .min()
             .unwrap_or(0);
-        let s8 = (0..blocks)
-            .map(|b| {
-                let s = |j: usize| xs.get(j).map_or(0.0, |x| x.s[b]);
-                [s(0), s(0), s(1), s(1), s(2), s(2), s(3), s(3)]
-            })
-            .collect();
-        // The AVX2 form's layout: each block's rows side by side.
-        let q8 = (0..blocks)
-            .map(|b| {
-                std::array::from_fn(|j| {
-                    let mut q = [0i8; QK];
-                    if let Some(x) = xs.get(j) {
-                        q.copy_from_slice(&x.qs[b * QK..(b + 1) * QK]);
-                    }
-                    q
-                })
-            })
-            .collect();
-        let d8 = (0..blocks)
-            .map(|b| std::array::from_fn(|j| [xs.get(j).map_or(0.0, |x| x.d[b]); 8]))
-            .collect();
-        let sums8 = (0..blocks)
-            .map(|b| std::array::from_fn(|j| xs.get(j).map_or(0.0, |x| x.s[b])))
-            .collect();
-        Self {
+        let mut g = Self {
             xs,
-            s8,
-            q8,
-            d8,
-            sums8,
+            s8: Vec::new(),
+            q8: Vec::new(),
+            d8: Vec::new(),
+            sums8: Vec::new(),
+        };
+        match layout {
+            Layout::Rows => {}
+            Layout::Lanes => {
+                g.s8 = (0..blocks)
+                    .map(|b| {
+                        let s = |j: usize| xs.get(j).map_or(0.0, |x| x.s[b]);
+                        [s(0), s(0), s(1), s(1), s(2), s(2), s(3), s(3)]
+                    })
+                    .collect();
+            }
+            Layout::SideBySide => {
+                g.q8 = (0..blocks)
+                    .map(|b| {
+                        std::array::from_fn(|j| {
+                            let mut q = [0i8; QK];
+                            if let Some(x) = xs.get(j) {
+                                q.copy_from_slice(&x.qs[b * QK..(b + 1) * QK]);
+                            }
+                            q
+                        })
+                    })
+                    .collect();
+                g.d8 = (0..blocks)
+                    .map(|b| std::array::from_fn(|j| [xs.get(j).map_or(0.0, |x| x.d[b]); 8]))
+                    .collect();
+                g.sums8 = (0..blocks)
+                    .map(|b| std::array::from_fn(|j| xs.get(j).map_or(0.0, |x| x.s[b])))
+                    .collect();
+            }
         }
+        g
     }
 }
 
