@@ -1,7 +1,9 @@
 //! The thread pool our row-parallel CPU kernels run on.
 //!
 //! Work is split into chunks claimed from a shared cursor, and the submitting thread claims
-//! chunks too. It waits only for chunks that were claimed, never for a worker to show up: a
+//! chunks too. A claim takes a share of what is left (guided scheduling), so chunks start
+//! large and shrink towards the end, and the threads finish within a small chunk of each other
+//! with few claims. It waits only for chunks that were claimed, never for a worker to show up: a
 //! worker that lost its core to another process simply finds no work left when it wakes. That
 //! is what keeps decoding alive on a busy machine, where pools that wait at a barrier for every
 //! worker (candle's, llama.cpp's) stall each product for a scheduler time slice. Idle workers
@@ -35,7 +37,10 @@ type Task = *const (dyn Fn(Range<usize>) + Sync);
 struct Job {
     task: Task,
     n: usize,
-    chunk: usize,
+    /// The smallest claim.
+    least: usize,
+    /// A claim takes `1 / split` of what is left (at least `least`).
+    split: usize,
     cursor: AtomicUsize,
     done: AtomicUsize,
     panicked: AtomicBool,
@@ -50,12 +55,20 @@ unsafe impl Sync for Job {}
 impl Job {
     /// Claims and runs chunks until none are left.
     fn work(&self) {
+        let mut start = self.cursor.load(Ordering::Relaxed);
         loop {
-            let start = self.cursor.fetch_add(self.chunk, Ordering::Relaxed);
             if start >= self.n {
                 return;
             }
-            let end = (start + self.chunk).min(self.n);
+            let size = ((self.n - start) / self.split).max(self.least);
+            let end = (start + size).min(self.n);
+            if let Err(now) =
+                self.cursor
+                    .compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                start = now;
+                continue;
+            }
             // SAFETY: the chunk was claimed before `cursor` passed `n`, so the submitter is
             // still inside `Pool::run`, waiting until `done` counts this chunk: the closure
             // behind `task` is alive for the whole call.
@@ -64,6 +77,7 @@ impl Job {
                 self.panicked.store(true, Ordering::Relaxed);
             }
             self.done.fetch_add(end - start, Ordering::Release);
+            start = self.cursor.load(Ordering::Relaxed);
         }
     }
 }
@@ -133,7 +147,8 @@ impl Pool {
         let job = Arc::new(Job {
             task: task_ptr,
             n,
-            chunk: n.div_ceil(self.threads() * 8).max(1),
+            least: n.div_ceil(self.threads() * 32).max(1),
+            split: 2 * self.threads(),
             cursor: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
