@@ -16,6 +16,7 @@ pub mod recommended;
 pub mod sampler;
 pub mod settings;
 pub mod stop;
+mod top_k;
 
 /// How a harmony model's reply splits into channels (the chat UI folds its reasoning).
 pub use crate::formats::harmony;

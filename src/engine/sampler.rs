@@ -192,44 +192,41 @@ impl Sampler {
     /// included (for the repeat penalty and DRY).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
         let p = &self.params;
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
-        if p.penalizes() {
-            // llama.cpp's penalties sampler: one window for all three.
-            let window = usize::try_from(p.repeat_last_n).unwrap_or(self.ctx_size);
-            let start = recent.len().saturating_sub(window);
-            let mut counts = std::collections::HashMap::<u32, usize>::new();
-            for &t in &recent[start..] {
-                *counts.entry(t).or_default() += 1;
-            }
-            for (t, n) in counts {
-                if let Some(c) = cand.get_mut(t as usize) {
-                    c.1 = if c.1 > 0.0 {
-                        c.1 / p.repeat_penalty
-                    } else {
-                        c.1 * p.repeat_penalty
-                    };
-                    c.1 -= n as f32 * p.frequency_penalty + p.presence_penalty;
+        let dry = dry::penalties(&p.dry, &self.breakers, recent, self.ctx_size);
+        // The logits are copied only when a penalty changes some of them.
+        let adjusted: Option<Vec<f32>> = (p.penalizes() || !dry.is_empty()).then(|| {
+            let mut adjusted = logits.to_vec();
+            if p.penalizes() {
+                // llama.cpp's penalties sampler: one window for all three.
+                let window = usize::try_from(p.repeat_last_n).unwrap_or(self.ctx_size);
+                let start = recent.len().saturating_sub(window);
+                let mut counts = std::collections::HashMap::<u32, usize>::new();
+                for &t in &recent[start..] {
+                    *counts.entry(t).or_default() += 1;
+                }
+                for (t, n) in counts {
+                    if let Some(l) = adjusted.get_mut(t as usize) {
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
+                        *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
+                    }
                 }
             }
-        }
-        for (t, penalty) in dry::penalties(&p.dry, &self.breakers, recent, self.ctx_size) {
-            if let Some(c) = cand.get_mut(t as usize) {
-                c.1 -= penalty;
+            for (t, penalty) in dry {
+                if let Some(l) = adjusted.get_mut(t as usize) {
+                    *l -= penalty;
+                }
             }
-        }
+            adjusted
+        });
+        let logits = adjusted.as_deref().unwrap_or(logits);
         if p.temperature <= 0.0 {
-            return argmax(&cand);
+            return argmax(logits);
         }
-        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_unstable_by(by_logit_desc);
+        let mut cand = super::top_k::top_k(logits, p.top_k);
         let probs = softmax(cand.iter().map(|c| c.1), 1.0);
         let mut keep = cand.len();
         if p.top_p < 1.0 {
@@ -259,11 +256,12 @@ impl Sampler {
     }
 }
 
-fn argmax(cand: &[(u32, f32)]) -> u32 {
+/// The first token with the largest logit (NaN never wins).
+fn argmax(logits: &[f32]) -> u32 {
     let mut best = (0u32, f32::NEG_INFINITY);
-    for &(i, l) in cand {
+    for (i, &l) in logits.iter().enumerate() {
         if l > best.1 {
-            best = (i, l);
+            best = (i as u32, l);
         }
     }
     best.0
