@@ -70,6 +70,88 @@ pub(crate) fn quantize(x: &[f32]) -> Q8 {
 /// with the same scale; `s` is the scale times the block's sum, unrounded), so the batched
 /// tiles read them as they read Q8_1.
 pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
+    #[cfg(target_arch = "x86_64")]
+    if kernel() != Kernel::Scalar {
+        // SAFETY: a non-scalar kernel means the CPU has AVX2 and FMA (`kernel()`).
+        return unsafe { quantize_k_avx2(x) };
+    }
+    quantize_k_body(x)
+}
+
+/// [`quantize_k`] in AVX2, with the same results for finite inputs: the same maximum, the same
+/// first value that has it, the same products `iscale · x` rounded to nearest even (the
+/// conversion instruction rounds as `nearest_int` does below 2²²), the same cap and sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_k_avx2(x: &[f32]) -> Q8 {
+    use std::arch::x86_64::*;
+    const QK_K: usize = 256;
+    let nb = x.len() / QK;
+    // Written by index (pushes kept every length and pointer in memory, one block at a time).
+    let mut q = Q8 {
+        qs: vec![0; x.len()],
+        d: vec![0.0; nb],
+        sum: vec![0; nb],
+        s: vec![0.0; nb],
+        sum4: Vec::new(),
+    };
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = |v: __m256| _mm256_andnot_ps(sign, v);
+    for (sb, block) in x.chunks_exact(QK_K).enumerate() {
+        let p = block.as_ptr();
+        // `max_ps(v, m)` gives `m` where `v` is NaN, as `f32::max` ignores NaN.
+        let mut m = _mm256_setzero_ps();
+        for i in 0..QK_K / 8 {
+            m = _mm256_max_ps(abs(_mm256_loadu_ps(p.add(8 * i))), m);
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps::<1>(m4, m4)));
+        // The first value whose magnitude is the maximum (ggml keeps the first).
+        let target = _mm256_set1_ps(amax);
+        let mut max = 0.0;
+        for i in 0..QK_K / 8 {
+            let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(abs(_mm256_loadu_ps(p.add(8 * i))), target);
+            let mask = _mm256_movemask_ps(eq);
+            if mask != 0 {
+                max = block[8 * i + mask.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = if amax > 0.0 { -127.0 / max } else { 0.0 };
+        let d = if amax > 0.0 { 1.0 / iscale } else { 0.0 };
+        let scale = _mm256_set1_ps(iscale);
+        let cap = _mm256_set1_epi32(127);
+        let ones = _mm256_set1_epi16(1);
+        let out = q.qs.as_mut_ptr().add(sb * QK_K);
+        for j in 0..QK_K / QK {
+            let r: [__m256i; 4] = std::array::from_fn(|i| {
+                let v = _mm256_loadu_ps(p.add(QK * j + 8 * i));
+                _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(scale, v)), cap)
+            });
+            // i32 -> i16 -> i8 packs interleave 128-bit lanes; the permute restores the order.
+            let lo = _mm256_packs_epi32(r[0], r[1]);
+            let hi = _mm256_packs_epi32(r[2], r[3]);
+            let bytes = _mm256_packs_epi16(lo, hi);
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(out.add(QK * j) as *mut __m256i, bytes);
+            let s = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
+            let sum = _mm_cvtsi128_si32(s4);
+            let at = sb * (QK_K / QK) + j;
+            q.d[at] = d;
+            q.sum[at] = sum;
+            q.s[at] = d * sum as f32;
+        }
+    }
+    q
+}
+
+#[inline(always)]
+fn quantize_k_body(x: &[f32]) -> Q8 {
     const QK_K: usize = 256;
     let nb = x.len() / QK;
     let mut q = Q8 {
@@ -81,7 +163,7 @@ pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
     };
     for (sb, block) in x.chunks_exact(QK_K).enumerate() {
         // The largest magnitude, then the first value that has it (ggml keeps the first).
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = amax(block);
         let max = block
             .iter()
             .copied()
@@ -101,6 +183,22 @@ pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
         }
     }
     q
+}
+
+/// The largest magnitude in `v`, over eight running maxima so that it compiles to vector
+/// instructions (a maximum is exact in any order; one running maximum is a chain of
+/// dependent instructions, one value at a time).
+#[inline(always)]
+pub(crate) fn amax(v: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    let lanes = v.chunks_exact(8);
+    let tail = lanes.remainder();
+    for c in lanes {
+        for (m, x) in m.iter_mut().zip(c) {
+            *m = m.max(x.abs());
+        }
+    }
+    tail.iter().chain(&m).fold(0f32, |a, x| a.max(x.abs()))
 }
 
 /// ggml's `nearest_int`: adding `1.5 · 2^23` rounds to the nearest integer (ties to even)
@@ -517,6 +615,30 @@ fn simd_quantization_equals_the_portable_one() {
         let got = unsafe { quantize_block_avx2(block, &mut b) };
         assert_eq!((a, want), (b, got));
     }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+#[test]
+fn simd_k_quantization_equals_the_portable_one() {
+    if kernel() == Kernel::Scalar {
+        return;
+    }
+    let mut x = test_values(256 * 9, 4);
+    // A tie after scaling, the largest magnitude twice with both signs, and a zero block.
+    x[5] = -x[3].abs().max(1.5);
+    x[9] = -x[5];
+    x[256 + 7] = 2.5;
+    for v in &mut x[512..768] {
+        *v = 0.0;
+    }
+    // SAFETY: the CPU has AVX2 and FMA (`kernel()` is not scalar).
+    let got = unsafe { quantize_k_avx2(&x) };
+    let want = quantize_k_body(&x);
+    assert_eq!(got.qs, want.qs);
+    assert_eq!(got.sum, want.sum);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got.d), bits(&want.d));
+    assert_eq!(bits(&got.s), bits(&want.s));
 }
 
 /// Pseudo-random values in [-1, 1), for kernel tests.
