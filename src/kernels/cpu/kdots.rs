@@ -222,6 +222,31 @@ mod avx2 {
         q4k_dots::<1>(row, [x])[0]
     }
 
+    /// The products of rows `rows` (`row_bytes` each, in `weights`) with one activation row,
+    /// row `i`'s into `out[i]`: a decode step's loop, with no call and no copy per row.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; the rows are Q6_K (`q6`) or Q4_K covering `x`; `out` is
+    /// valid for writes at every index in `rows`, which nothing else touches during the call.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn one_activation(
+        q6: bool,
+        (weights, row_bytes): (&[u8], usize),
+        rows: std::ops::Range<usize>,
+        x: &Q8K,
+        out: *mut f32,
+    ) {
+        for i in rows {
+            let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+            let [v] = if q6 {
+                q6k_dots::<1>(row, [x])
+            } else {
+                q4k_dots::<1>(row, [x])
+            };
+            *out.add(i) = v;
+        }
+    }
+
     /// [`q4k_dot`] of one row with `M` activation rows at once (several sequences decoding
     /// together): each block's nibbles are loaded and split once for all of them; every
     /// product is the single-row one, bit for bit.
@@ -415,6 +440,24 @@ fn products(
     // time against every group of up to four activation rows, so a row comes from memory
     // once per call and stays in L1 while the groups (in L2) pass over it.
     let out_addr = out.as_mut_ptr() as usize;
+    #[cfg(target_arch = "x86_64")]
+    if form == super::gemv::Kernel::Avx2 && xqs.len() == 1 {
+        super::pool::Pool::global().run(n, |rows| {
+            // SAFETY: that kernel means the CPU has AVX2, FMA and F16C; the caller checked the
+            // sizes; each range of rows is handed to one thread, which writes only its entries
+            // of `out` (`n` values), and `out` outlives the call.
+            unsafe {
+                avx2::one_activation(
+                    q6,
+                    (weights, row_bytes),
+                    rows,
+                    &xqs[0],
+                    out_addr as *mut f32,
+                )
+            };
+        });
+        return;
+    }
     super::pool::Pool::global().run(n, |rows| {
         let mut vals = [0f32; GROUP];
         let mut first = rows.start;

@@ -120,31 +120,36 @@ fn stored_block(blk: &[u8], r: usize, out: &mut [u8]) {
     }
 }
 
-/// One group's products with up to four activation rows (`xs`): `[activation][row]`, by
-/// `form`.
-pub(super) fn products(
+/// One group's products with up to four activation rows (`xs`), by `form`: activation row
+/// `j`'s sixteen values go to `out[j · stride..][..ROWS]`, straight into the caller's output
+/// (no array returned and copied per group).
+///
+/// # Safety
+/// `out` is valid for writes at `j · stride + r` for every `j < xs.len()` and `r < ROWS`, and
+/// nothing else reads or writes those places during the call.
+pub(super) unsafe fn products(
     form: super::gemv::Kernel,
     group: &[u8],
     supers: usize,
     xs: &[Q8K],
-) -> [[f32; ROWS]; 4] {
+    out: *mut f32,
+    stride: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     if form != super::gemv::Kernel::Scalar {
-        let mut out = [[0f32; ROWS]; 4];
         macro_rules! run {
             ($($j:literal),+) => {{
                 let xs = [$(&xs[$j]),+];
                 // SAFETY: a SIMD kernel means the CPU has AVX2, FMA and F16C, the AVX-512 one
                 // AVX-512 F/BW/VNNI too; the group holds `supers` super-blocks and so does
-                // each activation.
-                let v = unsafe {
+                // each activation; the caller vouches for `out`.
+                unsafe {
                     if form == super::gemv::Kernel::Avx512Vnni {
-                        avx512::group(group.as_ptr(), supers, xs)
+                        avx512::group(group.as_ptr(), supers, xs, out, stride)
                     } else {
-                        avx2::group(group.as_ptr(), supers, xs)
+                        avx2::group(group.as_ptr(), supers, xs, out, stride)
                     }
-                };
-                out[..v.len()].copy_from_slice(&v);
+                }
             }};
         }
         match xs.len() {
@@ -153,16 +158,15 @@ pub(super) fn products(
             3 => run!(0, 1, 2),
             _ => run!(0, 1, 2, 3),
         }
-        return out;
+        return;
     }
     let _ = form;
-    let mut out = [[0f32; ROWS]; 4];
-    for (o, x) in out.iter_mut().zip(xs) {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = row_dot(group, r, supers, x, &x.sums32);
+    for (j, x) in xs.iter().enumerate() {
+        for r in 0..ROWS {
+            // SAFETY: the caller vouches for `out`.
+            unsafe { *out.add(j * stride + r) = row_dot(group, r, supers, x, &x.sums32) };
         }
     }
-    out
 }
 
 /// Row `r` of a group · `x` (with its sub-block sums `sums`), portable form: the steps of
@@ -199,23 +203,26 @@ fn row_dot(group: &[u8], r: usize, supers: usize, x: &Q8K, sums: &[[i16; 8]]) ->
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{D, DMIN, HIGH, LOW, QS, ROWS, SUPER};
+    use super::{D, DMIN, HIGH, LOW, QS, SUPER};
     use crate::kernels::cpu::gemv::PREFETCH_BYTES;
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
-    /// rows: `[activation][row]`. Lane `r` of every register belongs to row `r`; each product
-    /// is [`super::row_dot`]'s, bit for bit.
+    /// rows, row `r` of activation `j` to `out[j · stride + r]`. Lane `r` of every register
+    /// belongs to row `r`; each product is [`super::row_dot`]'s, bit for bit.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C; `g` addresses `supers`
-    /// super-blocks of a group; each activation row covers `supers` super-blocks.
+    /// super-blocks of a group; each activation row covers `supers` super-blocks; `out` is
+    /// valid for writes at `j · stride + r` for `j < M`, `r < ROWS`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn group<const M: usize>(
         g: *const u8,
         supers: usize,
         xs: [&Q8K; M],
-    ) -> [[f32; ROWS]; M] {
+        out: *mut f32,
+        stride: usize,
+    ) {
         let low = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); M];
         let mut accm = [_mm512_setzero_ps(); M];
@@ -288,11 +295,9 @@ mod avx512 {
                 );
             }
         }
-        let mut out = [[0f32; ROWS]; M];
-        for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&accm)) {
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(*a, *m));
+        for (j, (a, m)) in acc.iter().zip(&accm).enumerate() {
+            _mm512_storeu_ps(out.add(j * stride), _mm512_sub_ps(*a, *m));
         }
-        out
     }
 }
 
@@ -300,13 +305,14 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{D, DMIN, HIGH, LOW, QS, ROWS, SUPER};
+    use super::{D, DMIN, HIGH, LOW, QS, SUPER};
     use crate::kernels::cpu::gemv::PREFETCH_BYTES;
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
-    /// rows: `[activation][row]`, each [`super::row_dot`]'s bit for bit. The sixteen rows are
-    /// two halves of eight, lane `r` of a register belonging to row `8h + r` of half `h`.
+    /// rows, row `r` of activation `j` to `out[j · stride + r]`, each [`super::row_dot`]'s bit
+    /// for bit. The sixteen rows are two halves of eight, lane `r` of a register belonging to
+    /// row `8h + r` of half `h`.
     /// Without VNNI, `maddubs` multiplies a chunk's nibbles, four values of each row, by four
     /// broadcast activations into i16 pairs; a sub-block's eight such sums stay within i16
     /// (at most 8 · 2 · 15 · 128), and one `madd` with the rows' scales (each in both i16
@@ -315,13 +321,16 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C; `g` addresses `supers` super-blocks of a group, each
-    /// 64-byte aligned; each activation row covers `supers` super-blocks.
+    /// 64-byte aligned; each activation row covers `supers` super-blocks; `out` is valid for
+    /// writes at `j · stride + r` for `j < M`, `r < ROWS`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn group<const M: usize>(
         g: *const u8,
         supers: usize,
         xs: [&Q8K; M],
-    ) -> [[f32; ROWS]; M] {
+        out: *mut f32,
+        stride: usize,
+    ) {
         let low = _mm256_set1_epi8(0x0F);
         let top = _mm256_set1_epi8(0x30);
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
@@ -419,12 +428,10 @@ mod avx2 {
                 }
             }
         }
-        let mut out = [[0f32; ROWS]; M];
-        for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&accm)) {
+        for (j, (a, m)) in acc.iter().zip(&accm).enumerate() {
             for h in 0..2 {
-                _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), _mm256_sub_ps(a[h], m[h]));
+                _mm256_storeu_ps(out.add(j * stride + 8 * h), _mm256_sub_ps(a[h], m[h]));
             }
         }
-        out
     }
 }

@@ -196,16 +196,15 @@ impl Repacked {
                     let group = self.group(g);
                     for c in first / 4..(first + BLOCK_ROWS).min(m).div_ceil(4) {
                         let xs = &xqs[4 * c..(4 * c + 4).min(m)];
-                        let vals = match self.format {
-                            Format::Q4K => super::q4k16::products(form, group, supers, xs),
-                        };
-                        for (j, v) in vals.iter().enumerate().take(xs.len()) {
-                            for (r, &v) in v.iter().enumerate() {
-                                // SAFETY: each group writes only its own rows' entries of
-                                // `out`, which outlives the call and holds `m · n` values.
-                                unsafe {
-                                    *(out_addr as *mut f32).add((4 * c + j) * n + g * ROWS + r) = v
-                                };
+                        // SAFETY: each group writes only its own rows' entries of `out`
+                        // (`ROWS` from `g · ROWS` in each activation row's `n`), which
+                        // outlives the call and holds `m · n` values.
+                        unsafe {
+                            let at = (out_addr as *mut f32).add(4 * c * n + g * ROWS);
+                            match self.format {
+                                Format::Q4K => {
+                                    super::q4k16::products(form, group, supers, xs, at, n)
+                                }
                             }
                         }
                     }
