@@ -29,7 +29,8 @@
 # context size). Raw JSON of both tools goes to ${RESULTS:-target/bench-vs-llama-cpp}/.
 # Generation tests also get their share of the bandwidth bound: `mlcli bench --bandwidth`
 # measures the threads' read bandwidth and the bytes of weights a token reads, in a process
-# of its own after each model's tests.
+# of its own, right before and right after each tool's generation test (a shared host's
+# bandwidth moves by a third within minutes); each tool's bound is the mean of its two.
 # Benchmarks are only meaningful on an otherwise idle machine: the load is printed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,20 +116,26 @@ run() {
   printf '{"tool":"%s","model":"%s","n_prompt":%s,"n_gen":%s,"n_depth":%s,"rss_kib":%s}\n' \
     "$tool" "$(basename "$model")" "$p" "$n" "$d" "$(tail -1 "$results/time.txt")" >>"$rss"
 }
+# bandwidth MODEL N AT: the threads' read bandwidth and the weights a token reads, in a
+# process of its own (its 1 GiB buffer would count in a test's peak RSS), tagged with the
+# generation test (N tokens) and when: 0 before llama.cpp's run, 1 between, 2 after mlcli's.
+bandwidth() {
+  "$mlcli" bench -m "$1" -p 0 -n 1 -r 1 --no-warmup -t "$threads" --bandwidth -o jsonl |
+    sed "s/^{/{\"bound_of\":[$2,$3],/" >>"$bw"
+}
 for m in "${models[@]}"; do
   for t in "${tests[@]}"; do
     read -r p n d <<<"$t"
     log "$(basename "$m"): -p $p -n $n -d $d"
+    bound=$([ "$p" = 0 ] && [ "$d" = 0 ] && echo yes || true)
+    [ -z "$bound" ] || bandwidth "$m" "$n" 0
     run llama.cpp "$theirs" "$m" "$p" "$n" "$d" \
       "$llama_bench" -m "$m" -p "$p" -n "$n" -d "$d" -r "$reps" -t "$threads" -o jsonl
+    [ -z "$bound" ] || bandwidth "$m" "$n" 1
     run mlcli "$ours" "$m" "$p" "$n" "$d" \
       "$mlcli" bench -m "$m" -p "$p" -n "$n" -d "$d" -r "$reps" -t "$threads" -o jsonl
+    [ -z "$bound" ] || bandwidth "$m" "$n" 2
   done
-  # The bandwidth bound of generation, in a process of its own (its 1 GiB buffer would
-  # count in a test's peak RSS): the threads' read bandwidth and the weights a token reads.
-  if [ "${gen//[,0]/}" != "" ]; then
-    "$mlcli" bench -m "$m" -p 0 -n 1 -r 1 --no-warmup -t "$threads" --bandwidth -o jsonl >>"$bw"
-  fi
 done
 
 "$python" - "$theirs" "$ours" "$rss" "$bw" <<'PY'
@@ -157,19 +164,27 @@ for t in theirs:
     cells = [f"{v:.0f} MiB" if v else "n/a" for v in (lr, mr)]
     rss_ratio = f"{mr / lr:.2f}" if lr and mr else "n/a"
     print(f"| {k[0]} | {test} | {t['n_threads']} | {t['avg_ts']:.2f} ± {t['stddev_ts']:.2f} | {ours_cell} | {ratio} | {cells[0]} | {cells[1]} | {rss_ratio} |")
-bound = {os.path.basename(r["model_file"]): r for r in rows(sys.argv[4]) if r.get("memory_read_gbs")}
+# (model, n_gen) -> {0: before llama.cpp's test, 1: between, 2: after mlcli's}
+bound = {}
+for r in rows(sys.argv[4]):
+    if r.get("memory_read_gbs") and "bound_of" in r:
+        n, at = r["bound_of"]
+        bound.setdefault((os.path.basename(r["model_file"]), n), {})[at] = r
 gen = [t for t in theirs if t["n_gen"] and not t["n_prompt"] and not t.get("n_depth", 0)]
 if bound and gen:
-    print("\n| model | test | read bandwidth | weights per token | bound t/s | llama.cpp share | mlcli share |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| model | test | read bandwidth before / between / after (GB/s) | weights per token | llama.cpp bound t/s | llama.cpp share | mlcli bound t/s | mlcli share |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t in gen:
         k = key(t, "model_filename")
-        b, o = bound.get(k[0]), mine.get(k)
-        if not b:
+        b, o = bound.get((k[0], t["n_gen"]), {}), mine.get(k)
+        if len(b) < 3:
             continue
-        limit = b["memory_read_gbs"] * 1e9 / b["weights_read_bytes"]
-        share = lambda r: f"{100 * r['avg_ts'] / limit:.0f}%" if r else "n/a"
-        print(f"| {k[0]} | tg{t['n_gen']} | {b['memory_read_gbs']:.1f} GB/s | {b['weights_read_bytes'] / 2**20:.0f} MiB | {limit:.2f} | {share(t)} | {share(o)} |")
+        gbs = [b[i]["memory_read_gbs"] for i in range(3)]
+        per_token = b[0]["weights_read_bytes"]
+        # Each tool's bound: the mean of the bandwidth read right before and right after its test.
+        limits = [(gbs[0] + gbs[1]) / 2 * 1e9 / per_token, (gbs[1] + gbs[2]) / 2 * 1e9 / per_token]
+        share = lambda r, limit: f"{100 * r['avg_ts'] / limit:.0f}%" if r else "n/a"
+        print(f"| {k[0]} | tg{t['n_gen']} | {gbs[0]:.1f} / {gbs[1]:.1f} / {gbs[2]:.1f} | {per_token / 2**20:.0f} MiB | {limits[0]:.2f} | {share(t, limits[0])} | {limits[1]:.2f} | {share(o, limits[1])} |")
 build = theirs[0].get("build_commit", "?") if theirs else "?"
 rec = ours[0]["record"] if ours else {}
 print(f"\nllama.cpp {build} (llama-cpp-python sdist); mlcli {rec.get('mlcli_version', '?')} ({rec.get('git_commit', '?')[:12]}), candle {rec.get('candle_version', '?')}; {rec.get('cpu_model', '?')}")
