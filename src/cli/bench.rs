@@ -118,9 +118,9 @@ pub struct RunArgs {
     /// Skip the unmeasured warm-up run of each test.
     #[arg(long)]
     pub no_warmup: bool,
-    /// Also measure the memory read bandwidth of the CPU threads (a 1 GiB buffer, median of 5
-    /// passes) and give each CPU generation test's share of the bound it sets: bandwidth ÷
-    /// bytes of weights a token reads
+    /// Also measure the memory read bandwidth of the CPU threads (a 1 GiB buffer read with the
+    /// widest loads the CPU has, median of 5 passes) and give each CPU generation test's share
+    /// of the bound it sets: bandwidth ÷ bytes of weights a token reads
     #[arg(long)]
     pub bandwidth: bool,
     /// Seed of the token ids, the sampler and synthetic weights.
