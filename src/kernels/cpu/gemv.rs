@@ -86,7 +86,8 @@ pub(crate) fn quantize_k(x: &[f32]) -> Q8 {
 unsafe fn quantize_k_avx2(x: &[f32]) -> Q8 {
     use std::arch::x86_64::*;
     const QK_K: usize = 256;
-    let nb = x.len() / QK;
+    // Whole super-blocks only, as the portable form.
+    let nb = x.len() / QK_K * (QK_K / QK);
     // Written by index (pushes kept every length and pointer in memory, one block at a time).
     let mut q = Q8 {
         qs: vec![0; x.len()],

@@ -436,10 +436,8 @@ fn products(
         unsafe { super::kquads::products(false, q6, (weights, row_bytes), n, &xqs, out) };
         return;
     }
-    // Weight rows split over the pool once; each thread takes its rows [`ROW_BLOCK`] at a
-    // time against every group of up to four activation rows, so a row comes from memory
-    // once per call and stays in L1 while the groups (in L2) pass over it.
     let out_addr = out.as_mut_ptr() as usize;
+    // One activation row (decode): each thread's rows in one AVX2 loop.
     #[cfg(target_arch = "x86_64")]
     if form == super::gemv::Kernel::Avx2 && xqs.len() == 1 {
         super::pool::Pool::global().run(n, |rows| {
@@ -458,6 +456,9 @@ fn products(
         });
         return;
     }
+    // Weight rows split over the pool once; each thread takes its rows [`ROW_BLOCK`] at a
+    // time against every group of up to four activation rows, so a row comes from memory
+    // once per call and stays in L1 while the groups (in L2) pass over it.
     super::pool::Pool::global().run(n, |rows| {
         let mut vals = [0f32; GROUP];
         let mut first = rows.start;
