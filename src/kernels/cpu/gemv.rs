@@ -105,9 +105,7 @@ unsafe fn quantize_k_avx2(x: &[f32]) -> Q8 {
         for i in 0..QK_K / 8 {
             m = _mm256_max_ps(abs(_mm256_loadu_ps(p.add(8 * i))), m);
         }
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps::<1>(m4, m4)));
+        let amax = lanes_max(m);
         // The first value whose magnitude is the maximum (ggml keeps the first).
         let target = _mm256_set1_ps(amax);
         let mut max = 0.0;
@@ -123,25 +121,13 @@ unsafe fn quantize_k_avx2(x: &[f32]) -> Q8 {
         let d = if amax > 0.0 { 1.0 / iscale } else { 0.0 };
         let scale = _mm256_set1_ps(iscale);
         let cap = _mm256_set1_epi32(127);
-        let ones = _mm256_set1_epi16(1);
         let out = q.qs.as_mut_ptr().add(sb * QK_K);
         for j in 0..QK_K / QK {
             let r: [__m256i; 4] = std::array::from_fn(|i| {
                 let v = _mm256_loadu_ps(p.add(QK * j + 8 * i));
                 _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(scale, v)), cap)
             });
-            // i32 -> i16 -> i8 packs interleave 128-bit lanes; the permute restores the order.
-            let lo = _mm256_packs_epi32(r[0], r[1]);
-            let hi = _mm256_packs_epi32(r[2], r[3]);
-            let bytes = _mm256_packs_epi16(lo, hi);
-            let bytes =
-                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256(out.add(QK * j) as *mut __m256i, bytes);
-            let s = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
-            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
-            let sum = _mm_cvtsi128_si32(s4);
+            let sum = store_block(r, out.add(QK * j));
             let at = sb * (QK_K / QK) + j;
             q.d[at] = d;
             q.sum[at] = sum;
@@ -151,7 +137,7 @@ unsafe fn quantize_k_avx2(x: &[f32]) -> Q8 {
     q
 }
 
-#[inline(always)]
+/// [`quantize_k`]'s portable form.
 fn quantize_k_body(x: &[f32]) -> Q8 {
     const QK_K: usize = 256;
     let nb = x.len() / QK;
@@ -189,8 +175,8 @@ fn quantize_k_body(x: &[f32]) -> Q8 {
 /// The largest magnitude in `v`, over eight running maxima so that it compiles to vector
 /// instructions (a maximum is exact in any order; one running maximum is a chain of
 /// dependent instructions, one value at a time).
-#[inline(always)]
-pub(crate) fn amax(v: &[f32]) -> f32 {
+#[inline]
+fn amax(v: &[f32]) -> f32 {
     let mut m = [0f32; 8];
     let lanes = v.chunks_exact(8);
     let tail = lanes.remainder();
@@ -212,7 +198,7 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
 
 /// One block of 32: the values into `out`, and the scale and sum.
 fn quantize_block(block: &[f32], out: &mut [i8]) -> (f32, i32) {
-    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = amax(block);
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (o, v) in out.iter_mut().zip(block) {
@@ -240,10 +226,7 @@ unsafe fn quantize_block_avx2(block: &[f32], out: &mut [i8]) -> (f32, i32) {
     for x in &v[1..] {
         m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *x));
     }
-    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    let amax = _mm_cvtss_f32(m4);
+    let amax = lanes_max(m);
     let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
     let r = v.map(|x| {
         _mm256_cvtps_epi32(_mm256_round_ps(
@@ -251,17 +234,39 @@ unsafe fn quantize_block_avx2(block: &[f32], out: &mut [i8]) -> (f32, i32) {
             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
         ))
     });
+    (amax / 127.0, store_block(r, out.as_mut_ptr()))
+}
+
+/// The largest of `m`'s eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes_max(m: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps::<1>(m4, m4)))
+}
+
+/// A block's 32 values as i32 (`r`, each within i8) stored as i8 at `out`, in order; their
+/// sum.
+///
+/// # Safety
+/// The CPU has AVX2; `out` is valid for 32 bytes of writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_block(r: [std::arch::x86_64::__m256i; 4], out: *mut i8) -> i32 {
+    use std::arch::x86_64::*;
     // i32 -> i16 -> i8 packs interleave 128-bit lanes; the permute restores element order.
     let lo = _mm256_packs_epi32(r[0], r[1]);
     let hi = _mm256_packs_epi32(r[2], r[3]);
     let bytes = _mm256_packs_epi16(lo, hi);
     let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, bytes);
+    _mm256_storeu_si256(out as *mut __m256i, bytes);
     let s = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
-    let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
-    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01));
-    (amax / 127.0, _mm_cvtsi128_si32(s4))
+    let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+    let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b10_11_00_01>(s4));
+    _mm_cvtsi128_si32(s4)
 }
 
 /// Which kernel runs.
