@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::formats::gguf_header::{Header, Value};
+use crate::kernels::cpu::huge::Pages;
 use crate::kernels::cpu::pool::Pool;
 
 /// Bytes streamed per pass: far more than any CPU's last-level cache.
@@ -19,14 +20,21 @@ const PASSES: usize = 5;
 const WORDS_PER_UNIT: usize = (1 << 20) / 8;
 
 /// Read bandwidth in GB/s (10⁹ bytes per second): the median of [`PASSES`] passes over a
-/// 1 GiB buffer, each summed by all of our pool's threads (as many as the kernels use).
-pub fn read_gbs() -> f64 {
+/// 1 GiB buffer, each summed by all of our pool's threads (as many as the kernels use);
+/// `Err` when the buffer cannot be had.
+pub fn read_gbs() -> std::io::Result<f64> {
     read_gbs_over(BUFFER_BYTES)
 }
 
 /// [`read_gbs`] over a buffer of `bytes` (whole MiB).
-fn read_gbs_over(bytes: usize) -> f64 {
-    let words: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+fn read_gbs_over(bytes: usize) -> std::io::Result<f64> {
+    // On 2 MiB pages, as the weights a decode step streams are (see `kernels::cpu::huge`).
+    let mut pages = Pages::zeroed(bytes / 8 * 8)?;
+    let words: &mut [u64] = bytemuck::cast_slice_mut(pages.bytes_mut());
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+    let words: &[u64] = words;
     let units = words.len() / WORDS_PER_UNIT;
     let mut rates = Vec::with_capacity(PASSES);
     for pass in 0..=PASSES {
@@ -47,7 +55,7 @@ fn read_gbs_over(bytes: usize) -> f64 {
             rates.push((units * WORDS_PER_UNIT * 8) as f64 / secs / 1e9);
         }
     }
-    super::stats::median(&rates).unwrap_or(0.0)
+    Ok(super::stats::median(&rates).unwrap_or(0.0))
 }
 
 /// The wrapping sum of `words`, by the widest loads this CPU has: the bound should be the
@@ -194,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_bandwidth_is_a_positive_rate() {
-        let gbs = read_gbs_over(4 << 20);
+        let gbs = read_gbs_over(4 << 20).unwrap();
         assert!(gbs.is_finite() && gbs > 0.0, "{gbs}");
     }
 }

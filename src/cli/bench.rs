@@ -378,10 +378,14 @@ fn measure(a: &RunArgs, s: &Sweep, sources: &[Source], format: Format) -> anyhow
         }
     };
     // Measured before any model is loaded, with the threads the kernels use.
-    let read_gbs = a.bandwidth.then(|| {
-        progress("measuring memory read bandwidth");
-        bench::bandwidth::read_gbs()
-    });
+    let read_gbs = a
+        .bandwidth
+        .then(|| {
+            progress("measuring memory read bandwidth");
+            bench::bandwidth::read_gbs()
+        })
+        .transpose()
+        .context("mapping 1 GiB to measure the memory read bandwidth")?;
     for source in sources {
         for sel in &selected {
             progress(&format!("loading {}", source.label()));

@@ -101,6 +101,11 @@ impl Gguf {
         // rely on the file not being truncated or rewritten while it is in use; the header's
         // bounds were checked against its size above.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        // Weights read in place stream faster through 2 MiB pages (see `kernels::cpu::huge`):
+        // pages this map faults in from the disk then come in 2 MiB folios, mapped whole.
+        // (Pages the page cache already holds keep the folios they have.) Only a hint.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         let mut content = header.to_candle_content();
         content.tensor_infos = tensor_infos(&header);
         let mxfp4 = mxfp4_tensors(&header);
@@ -695,5 +700,28 @@ mod tests {
         // Read as a table or vector, it is refused naming what it can be.
         let e = g.tensor("good", &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("MXFP4 as the weight of a linear layer"), "{e}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_file_map_asks_for_huge_pages() {
+        use crate::kernels::cpu::huge::tests::{has_huge_pages, vm_flags};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.gguf");
+        Builder::new()
+            .meta("general.architecture", G::Str("llama".into()))
+            .tensor("t", &[32], 0, vec![0u8; 128])
+            .write(&path)
+            .unwrap();
+        let g = Gguf::open(&path).unwrap();
+        let Data::Map(map) = &g.data else {
+            panic!("a file opens as a map")
+        };
+        let flags = vm_flags(map.as_ptr() as usize).expect("the map is listed");
+        assert_eq!(
+            flags.iter().any(|f| f == "hg"),
+            has_huge_pages(),
+            "{flags:?}"
+        );
     }
 }

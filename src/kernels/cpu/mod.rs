@@ -7,7 +7,8 @@
 //! ([`attn_tiles`]) over the f16 KV cache (widened for f32
 //! products in [`f16_rows`]), the gated activation ([`gated`]), RoPE's rotation
 //! ([`rope`]), borrowing tensor data ([`host`]), the heap's policy for large buffers
-//! ([`heap`]) and the thread pool they all run on ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
+//! ([`heap`]), buffers on huge pages ([`huge`]) and the thread pool they all run on
+//! ([`pool`]). Each picks its SIMD form at run time; `MLCLI_CPU_KERNELS=scalar` (or
 //! [`gemv::force_kernel`]) forces the portable one.
 
 pub mod attn_f16;
@@ -20,6 +21,7 @@ pub mod gemm_q8;
 pub mod gemv;
 pub mod heap;
 pub mod host;
+pub mod huge;
 pub mod kdots;
 #[cfg(target_arch = "x86_64")]
 pub mod kquads;

@@ -17,6 +17,7 @@
 use candle_core::quantized::GgmlDType;
 
 use super::gemv::Kernel;
+use super::huge::Pages;
 use super::kdots::{Q8K, QK_K};
 
 /// Rows per group.
@@ -26,11 +27,6 @@ pub const ROWS: usize = 16;
 /// before the next rows: 32 rows of a 4,096-wide layer are about 170 KiB quantized, so they
 /// stay in the core's cache while the weights stream past.
 const BLOCK_ROWS: usize = 32;
-
-/// A cache line; the repacked bytes are held in these, so that every 64-byte load is aligned.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
 
 /// The repacked types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +68,9 @@ impl Format {
 
 /// A k-quant matrix of `n` rows (a multiple of [`ROWS`]) of `k` values, repacked.
 pub struct Repacked {
-    lines: Vec<Line>,
+    /// The groups in order, on 2 MiB pages ([`super::huge`]), so every 64-byte load is
+    /// aligned too.
+    pages: Pages,
     format: Format,
     n: usize,
     k: usize,
@@ -97,11 +95,12 @@ impl Repacked {
             return None;
         }
         let group_bytes = format.group_bytes(supers);
-        let mut lines = vec![Line([0; 64]); n / ROWS * group_bytes / 64];
-        let addr = lines.as_mut_ptr() as usize;
+        // No memory to map: the matrix stays stored, which computes the same.
+        let mut pages = Pages::zeroed(n / ROWS * group_bytes).ok()?;
+        let addr = pages.bytes_mut().as_mut_ptr() as usize;
         super::pool::Pool::global().run(n / ROWS, |groups| {
             for g in groups {
-                // SAFETY: each group writes only its own bytes of `lines`, which outlives
+                // SAFETY: each group writes only its own bytes of `pages`, which outlives
                 // the call.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(
@@ -116,7 +115,7 @@ impl Repacked {
             }
         });
         Some(Self {
-            lines,
+            pages,
             format,
             n,
             k,
@@ -136,11 +135,7 @@ impl Repacked {
     /// The bytes of group `g` (rows `16g..16g + 16`).
     pub(crate) fn group(&self, g: usize) -> &[u8] {
         let size = self.format.group_bytes(self.k / QK_K);
-        // SAFETY: `Line` is 64 plain bytes, and the lines hold every group.
-        let all = unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.lines.len() * 64)
-        };
-        &all[g * size..(g + 1) * size]
+        &self.pages.bytes()[g * size..(g + 1) * size]
     }
 
     /// Rows `first..first + count` (inside one group) in GGUF's layout, into `out` (`count`
@@ -167,12 +162,15 @@ impl Repacked {
         {
             return None;
         }
-        let mut lines = Vec::with_capacity(parts.iter().map(|p| p.lines.len()).sum());
+        let mut pages = Pages::zeroed(parts.iter().map(|p| p.pages.bytes().len()).sum()).ok()?;
+        let mut at = 0;
         for p in parts {
-            lines.extend_from_slice(&p.lines);
+            let part = p.pages.bytes();
+            pages.bytes_mut()[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
         Some(Repacked {
-            lines,
+            pages,
             format: first.format,
             n: parts.iter().map(|p| p.n).sum(),
             k: first.k,
