@@ -24,6 +24,14 @@ use super::kdots::{q4k_scale_min, Q4K_BYTES, Q8K, QK_K};
 
 use super::repacked::ROWS;
 
+/// How far ahead of the super-block in hand the group kernels prefetch. The stored-row
+/// kernels' 2 KiB ([`super::gemv::PREFETCH_BYTES`]) is under 100 ns of this kernel's
+/// reading, less than a trip to memory: on 2 MiB pages ([`super::huge`]), two threads, Zen 3,
+/// one 151 MB matrix streamed at 38.4 GB/s with 2 KiB, 36.6 with 4, 40.0 with 6, 41.6–42.7
+/// with 8, 40.3–41.0 with 12 and 40.0–41.2 with 16 (the AVX2 sum of 1 GiB: 45–47), and the
+/// 1B's 48 products of a token's layers at 35.5, 34.1, 37.0, 38.3–39.0, 37.8–38.4, 37.0.
+const PREFETCH: usize = 8192;
+
 /// Bytes of one group's super-block, and where its parts start (see the table above).
 pub(crate) const SUPER: usize = 2304;
 pub(crate) const D: usize = 0;
@@ -203,8 +211,8 @@ fn row_dot(group: &[u8], r: usize, supers: usize, x: &Q8K, sums: &[[i16; 8]]) ->
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::PREFETCH;
     use super::{D, DMIN, HIGH, LOW, QS, SUPER};
-    use crate::kernels::cpu::gemv::PREFETCH_BYTES;
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
@@ -229,9 +237,7 @@ mod avx512 {
         for b in 0..supers {
             let blk = g.add(b * SUPER);
             for line in 0..QS / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    blk.wrapping_add(PREFETCH_BYTES + 64 * line) as *const i8
-                );
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64 * line) as *const i8);
             }
             // The sixteen rows' scales (sub-blocks 0..4, 4..8) and minimums, a byte each in
             // `sm`, sub-block-major: the low nibbles' plane, then the high bits in place.
@@ -256,7 +262,7 @@ mod avx512 {
                 let mut t = [_mm512_setzero_si512(); M];
                 for c in 0..4 {
                     let at = blk.add(QS + 256 * j + 64 * c);
-                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_BYTES) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
                     let q = _mm512_load_si512(at as *const _);
                     let lo = _mm512_and_si512(q, low);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
@@ -305,8 +311,8 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::PREFETCH;
     use super::{D, DMIN, HIGH, LOW, QS, SUPER};
-    use crate::kernels::cpu::gemv::PREFETCH_BYTES;
     use crate::kernels::cpu::kdots::{Q8K, QK_K};
 
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
@@ -339,9 +345,7 @@ mod avx2 {
         for b in 0..supers {
             let blk = g.add(b * SUPER);
             for line in 0..QS / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    blk.wrapping_add(PREFETCH_BYTES + 64 * line) as *const i8
-                );
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64 * line) as *const i8);
             }
             // The sixteen rows' 6-bit scales and minimums, a byte each, sub-block-major
             // (scale `j` of row `r` at `16j + r`, its minimum at `128 + 16j + r`): the low
@@ -377,9 +381,7 @@ mod avx2 {
                     for c in 0..4 {
                         let at = blk.add(QS + 256 * j + 64 * c + 32 * h);
                         if h == 0 {
-                            _mm_prefetch::<_MM_HINT_T0>(
-                                at.wrapping_add(PREFETCH_BYTES) as *const i8
-                            );
+                            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
                         }
                         let q = _mm256_load_si256(at as *const __m256i);
                         let lo = _mm256_and_si256(q, low);
