@@ -318,7 +318,7 @@ mod avx2 {
     /// The products of one group (at `g`, `supers` super-blocks) with each of `M` activation
     /// rows, row `r` of activation `j` to `out[j · stride + r]`, each [`super::row_dot`]'s bit
     /// for bit. The sixteen rows are two halves of eight, lane `r` of a register belonging to
-    /// row `8h + r` of half `h`.
+    /// row `8h + r` of half `h`; a chunk's two halves are loaded side by side.
     /// Without VNNI, `maddubs` multiplies a chunk's nibbles, four values of each row, by four
     /// broadcast activations into i16 pairs; a sub-block's eight such sums stay within i16
     /// (at most 8 · 2 · 15 · 128), and one `madd` with the rows' scales (each in both i16
@@ -374,34 +374,42 @@ mod avx2 {
                 );
                 _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
             };
-            for h in 0..2 {
-                let mut isum = [_mm256_setzero_si256(); M];
-                for j in 0..8 {
-                    let mut t = [_mm256_setzero_si256(); M];
-                    for c in 0..4 {
-                        let at = blk.add(QS + 256 * j + 64 * c + 32 * h);
-                        if h == 0 {
-                            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
-                        }
-                        let q = _mm256_load_si256(at as *const __m256i);
-                        let lo = _mm256_and_si256(q, low);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                        for (t, x) in t.iter_mut().zip(&xs) {
-                            let xp = x.qs.as_ptr().add(b * QK_K + 32 * j + 8 * c) as *const i32;
-                            let a =
-                                _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xp.read_unaligned()));
-                            let e = _mm256_maddubs_epi16(
-                                hi,
-                                _mm256_set1_epi32(xp.add(1).read_unaligned()),
-                            );
+            // Both halves in one pass, so each activation broadcast serves sixteen rows, not
+            // eight: one instruction in ten fewer (in the L2 cache, one thread, Zen 1, 8%
+            // less time per super-block).
+            let mut isum = [[_mm256_setzero_si256(); 2]; M];
+            for j in 0..8 {
+                let mut t = [[_mm256_setzero_si256(); 2]; M];
+                for c in 0..4 {
+                    let at = blk.add(QS + 256 * j + 64 * c);
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
+                    let nibbles = |h: usize| {
+                        let q = _mm256_load_si256(at.add(32 * h) as *const __m256i);
+                        (
+                            _mm256_and_si256(q, low),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+                        )
+                    };
+                    let halves = [nibbles(0), nibbles(1)];
+                    for (t, x) in t.iter_mut().zip(&xs) {
+                        let xp = x.qs.as_ptr().add(b * QK_K + 32 * j + 8 * c) as *const i32;
+                        let x0 = _mm256_set1_epi32(xp.read_unaligned());
+                        let x1 = _mm256_set1_epi32(xp.add(1).read_unaligned());
+                        for (t, (lo, hi)) in t.iter_mut().zip(&halves) {
+                            let a = _mm256_maddubs_epi16(*lo, x0);
+                            let e = _mm256_maddubs_epi16(*hi, x1);
                             *t = _mm256_add_epi16(*t, _mm256_add_epi16(a, e));
                         }
                     }
+                }
+                for h in 0..2 {
                     let s = pairs(16 * j + 8 * h, 16 * j + 8 * h);
                     for (i, t) in isum.iter_mut().zip(&t) {
-                        *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*t, s));
+                        i[h] = _mm256_add_epi32(i[h], _mm256_madd_epi16(t[h], s));
                     }
                 }
+            }
+            for h in 0..2 {
                 let mut imin = [_mm256_setzero_si256(); M];
                 for p in 0..4 {
                     let mins = pairs(128 + 32 * p + 8 * h, 144 + 32 * p + 8 * h);
@@ -418,7 +426,7 @@ mod avx2 {
                 for m in 0..M {
                     let d8 = _mm256_set1_ps(xs[m].d[b]);
                     acc[m][h] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(isum[m]),
+                        _mm256_cvtepi32_ps(isum[m][h]),
                         _mm256_mul_ps(d, d8),
                         acc[m][h],
                     );
