@@ -57,13 +57,22 @@ pub(crate) unsafe fn signed_sums(w: __m256i, xq: *const i8) -> __m256i {
 /// The f16 at `p` and in each of the next `n - 1 < 8` blocks of `F` as f32 (0 past them).
 #[inline(always)]
 unsafe fn halves<F: Format>(p: *const u8, n: usize) -> __m256 {
-    let h = |i: usize| {
-        if i < n {
-            (p.add(i * F::BYTES) as *const i16).read_unaligned()
-        } else {
-            0
-        }
-    };
+    let at = |i: usize| (p.add(i * F::BYTES) as *const i16).read_unaligned();
+    if n == 8 {
+        // Eight whole blocks, the common case, apart: without a test per value the loads
+        // go straight into the vector.
+        return _mm256_cvtph_ps(_mm_set_epi16(
+            at(7),
+            at(6),
+            at(5),
+            at(4),
+            at(3),
+            at(2),
+            at(1),
+            at(0),
+        ));
+    }
+    let h = |i: usize| if i < n { at(i) } else { 0 };
     _mm256_cvtph_ps(_mm_set_epi16(
         h(7),
         h(6),
@@ -84,8 +93,9 @@ unsafe fn row<F: Format, const M: usize>(r: &[u8], g: &Group) -> [f32; M] {
     let blocks = r.len() / F::BYTES;
     assert!(
         M <= 8
-            && g.q8.len() >= blocks
-            && g.d8.len() >= blocks
+            && g.xs.len() == M
+            && g.q8.len() >= blocks * M
+            && g.d8.len() >= blocks * M
             && (!F::MIN || g.sums8.len() >= blocks)
     );
     let (q8, d8, sums8) = (g.q8.as_ptr(), g.d8.as_ptr(), g.sums8.as_ptr());
@@ -94,28 +104,33 @@ unsafe fn row<F: Format, const M: usize>(r: &[u8], g: &Group) -> [f32; M] {
     // The row's scales (and minimums) as f32, a chunk of blocks ahead and eight at a time:
     // converted one block at a time in the loop below, the one f16 went in through a partial
     // register write that waited on an accumulator of the block before.
-    let mut dw = [0f32; SCALE_CHUNK];
-    let mut mw = [0f32; SCALE_CHUNK];
+    // Not zeroed (sixteen stores for every row and group): every place a block reads is
+    // written first, eight at a time.
+    let mut dw = [std::mem::MaybeUninit::<f32>::uninit(); SCALE_CHUNK];
+    let mut mw = [std::mem::MaybeUninit::<f32>::uninit(); SCALE_CHUNK];
     for first in (0..blocks).step_by(SCALE_CHUNK) {
         let chunk = first..(first + SCALE_CHUNK).min(blocks);
         for eight in (0..chunk.len()).step_by(8) {
             let p = r.as_ptr().add((first + eight) * F::BYTES);
             let n = (chunk.len() - eight).min(8);
-            _mm256_storeu_ps(dw.as_mut_ptr().add(eight), halves::<F>(p, n));
+            _mm256_storeu_ps(dw.as_mut_ptr().add(eight) as *mut f32, halves::<F>(p, n));
             if F::MIN {
-                _mm256_storeu_ps(mw.as_mut_ptr().add(eight), halves::<F>(p.add(2), n));
+                let m = halves::<F>(p.add(2), n);
+                _mm256_storeu_ps(mw.as_mut_ptr().add(eight) as *mut f32, m);
             }
         }
         for b in chunk {
             let p = r.as_ptr().add(b * F::BYTES);
             prefetch_next_pair(r, b, F::BYTES);
             let w = F::unpack(p);
-            let d = _mm256_broadcast_ss(&dw[b - first]);
-            let xq = q8.add(b) as *const i8;
-            let dx = d8.add(b) as *const f32;
+            let d = _mm256_broadcast_ss(dw[b - first].assume_init_ref());
+            let xq = q8.add(b * M) as *const i8;
+            let dx = d8.add(b * M) as *const f32;
             for j in 0..M {
                 if F::MIN {
-                    min[j] = mw[b - first].mul_add((*sums8.add(b))[j], min[j]);
+                    min[j] = mw[b - first]
+                        .assume_init()
+                        .mul_add((*sums8.add(b))[j], min[j]);
                 }
                 let sums = F::sums(w, xq.add(j * QK));
                 // `d·d_x`, as the one-row kernel rounds it.

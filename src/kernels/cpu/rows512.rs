@@ -35,12 +35,14 @@ pub(crate) struct Group<'a> {
     /// Per block, the rows' scaled sums `s` in the minimum chains' lane order
     /// (`[s₀, s₀, s₁, s₁, …]`, 0 past the last row).
     s8: Vec<[f32; 8]>,
-    /// Per block, the first eight rows' 32 values side by side (zeros past the last row):
-    /// a pass over a block reads one run of memory, every row from one pointer.
-    pub(crate) q8: Vec<[[i8; QK]; 8]>,
-    /// Per block, each of the first eight rows' scale `d` in all eight lanes (0 past the
-    /// last row), so a block's `d·d_x` for a row is one vector product with a load.
-    pub(crate) d8: Vec<[[f32; 8]; 8]>,
+    /// Per block, the rows' 32 values side by side (block `b` of row `j` at `b · rows + j`,
+    /// for `rows` ≤ 8 of them): a pass over a block reads one run of memory, every row from
+    /// one pointer, and no more bytes than the rows have (with eight places a block, a
+    /// group of four rows, Q4_1's, read twice its bytes).
+    pub(crate) q8: Vec<[i8; QK]>,
+    /// Per block, each row's scale `d` in all eight lanes, as `q8`, so a block's `d·d_x`
+    /// for a row is one vector product with a load.
+    pub(crate) d8: Vec<[f32; 8]>,
     /// Per block, the first eight rows' scaled sums `s` side by side (0 past the last row).
     pub(crate) sums8: Vec<[f32; 8]>,
 }
@@ -71,19 +73,19 @@ impl<'a> Group<'a> {
                     .collect();
             }
             Layout::SideBySide => {
-                g.q8 = (0..blocks)
-                    .map(|b| {
-                        std::array::from_fn(|j| {
+                let (rows, per) = (xs.len().min(8), 0..blocks);
+                g.q8 = per
+                    .clone()
+                    .flat_map(|b| {
+                        xs[..rows].iter().map(move |x| {
                             let mut q = [0i8; QK];
-                            if let Some(x) = xs.get(j) {
-                                q.copy_from_slice(&x.qs[b * QK..(b + 1) * QK]);
-                            }
+                            q.copy_from_slice(&x.qs[b * QK..(b + 1) * QK]);
                             q
                         })
                     })
                     .collect();
-                g.d8 = (0..blocks)
-                    .map(|b| std::array::from_fn(|j| [xs.get(j).map_or(0.0, |x| x.d[b]); 8]))
+                g.d8 = per
+                    .flat_map(|b| xs[..rows].iter().map(move |x| [x.d[b]; 8]))
                     .collect();
                 g.sums8 = (0..blocks)
                     .map(|b| std::array::from_fn(|j| xs.get(j).map_or(0.0, |x| x.s[b])))
