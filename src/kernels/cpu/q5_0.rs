@@ -66,16 +66,18 @@ pub(crate) unsafe fn unsigned_avx2(block: *const u8) -> std::arch::x86_64::__m25
 }
 
 /// One block: the 32 products summed in eight i32 lanes (four elements each, signed, as
-/// ggml sums them), as floats, and the block's scale.
+/// ggml sums them), as floats, and the block's scale in all eight lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_avx2(block: &[u8], x: &Q8, b: usize) -> (std::arch::x86_64::__m256, f32) {
+unsafe fn block_avx2(
+    block: &[u8],
+    x: &Q8,
+    b: usize,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
     use super::rows256::Format;
     use std::arch::x86_64::*;
-    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        i16::from_le_bytes([block[0], block[1]]) as i32,
-    )));
     assert!(block.len() >= BLOCK_BYTES && x.qs.len() >= (b + 1) * QK);
+    let d = super::gemv::f16_splat(block.as_ptr());
     let sums = Avx2::sums(Avx2::unpack(block.as_ptr()), x.qs.as_ptr().add(b * QK));
     (_mm256_cvtepi32_ps(sums), d)
 }
@@ -110,8 +112,9 @@ impl super::rows256::Format for Avx2 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_pair_avx2(ra: &[u8], rb: &[u8], x: &Q8) -> (f32, f32) {
     super::gemv::pair_chains::<false>(ra, rb, x, BLOCK_BYTES, |blk, b| {
+        use std::arch::x86_64::*;
         let (sums, d) = block_avx2(blk, x, b);
-        (std::arch::x86_64::_mm256_set1_ps(d * x.d[b]), sums, 0.0)
+        (_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), sums, 0.0)
     })
 }
 

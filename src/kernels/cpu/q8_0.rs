@@ -38,14 +38,12 @@ unsafe fn block_avx2(
     use super::rows256::Format;
     use std::arch::x86_64::*;
     assert!(block.len() >= BLOCK_BYTES && x.qs.len() >= (b + 1) * QK);
-    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        i16::from_le_bytes([block[0], block[1]]) as i32,
-    )));
+    let d = super::gemv::f16_splat(block.as_ptr());
     let sum = _mm256_cvtepi32_ps(Avx2::sums(
         Avx2::unpack(block.as_ptr()),
         x.qs.as_ptr().add(b * QK),
     ));
-    (_mm256_set1_ps(d * x.d[b]), sum)
+    (_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), sum)
 }
 
 /// Q8_0 for [`super::rows256`] (and the one-row blocks): signed × signed as ggml does it,
