@@ -624,6 +624,40 @@ mod tests {
         }
     }
 
+    /// Heads of 128 and more (Qwen3's, Gemma's 256) summed a slice of columns at a time by
+    /// the AVX2 form: the portable bits still, with new maxima past the first key.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_form_gives_the_portable_bits_for_wide_heads() {
+        if crate::kernels::cpu::gemv::kernel() == crate::kernels::cpu::gemv::Kernel::Scalar {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
+        for (d, n) in [(128, 50), (192, 7), (256, 300), (256, 1)] {
+            let (q, k, v) = (values(d, 11), halves(n * d, 12), halves(n * d, 13));
+            let run = |f: OneQuery| {
+                let mut out = vec![0f32; d];
+                f(&q, &k, &v, plain(Scale::Scores(0.2), None), &mut out);
+                out
+            };
+            // SAFETY: checked above: the CPU has AVX2, FMA and F16C.
+            let avx2 = run(|q, k, v, l, o| unsafe { one_query_avx2(q, k, v, l, o) });
+            assert_eq!(avx2, run(online::<Portable>), "d {d}, {n} keys");
+            let rises = k
+                .chunks_exact(d)
+                .map(|kr| kr.iter().zip(&q).map(|(a, b)| a.to_f32() * b).sum::<f32>())
+                .scan(f32::NEG_INFINITY, |max, s| {
+                    let rise = s > *max;
+                    *max = max.max(s);
+                    Some(rise)
+                })
+                .filter(|&r| r)
+                .count();
+            assert!(n < 50 || rises > 2, "d {d}: the maximum rose {rises} times");
+        }
+    }
+
     #[test]
     fn a_sink_takes_its_share_of_the_softmax_in_every_form() {
         let values = |n: usize, seed: u32| crate::kernels::cpu::gemv::test_values(n, seed);
