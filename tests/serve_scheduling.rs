@@ -1,17 +1,28 @@
 //! `mlcli serve`'s scheduling, timed from the client: concurrent requests decoded together,
 //! and a long prompt admitted mid-stream fed in chunks between the other stream's tokens.
-//! These tests compare arrival times, so they sit in a binary of their own: run beside the
-//! other servers of `serve_api.rs` on a two-core machine, the client threads' clocks measure
-//! the machine's contention as much as the scheduler.
+//! These tests compare arrival times, so they sit in a binary of their own and take turns
+//! ([`ALONE`]): run beside another test's server on a two-core machine, the client threads'
+//! clocks measure the machine's contention as much as the scheduler.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::serve::{chat, events, Served};
+
+/// Held by each test for its whole run, so no two servers share the machine.
+static ALONE: Mutex<()> = Mutex::new(());
+
+/// Waits for the other tests of this binary to finish (a failed one leaves no harm behind).
+fn alone() -> MutexGuard<'static, ()> {
+    ALONE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Sends a streamed chat request and returns its text with when its first content chunk and
 /// its end arrived.
@@ -49,6 +60,7 @@ fn timed_stream(addr: &str, body: &Value) -> (String, Instant, Instant) {
 
 #[test]
 fn concurrent_requests_decode_together_and_answer_as_alone() {
+    let _alone = alone();
     let s = Served::start(&["--parallel", "4"]);
     let body = |i: usize| {
         chat(
@@ -110,6 +122,7 @@ fn content_arrivals(addr: &str, body: &Value) -> Vec<(Instant, String)> {
 
 #[test]
 fn a_long_prompt_admitted_mid_stream_does_not_freeze_the_other_stream() {
+    let _alone = alone();
     let s = Served::start(&["--parallel", "2"]);
     let running = chat(
         "Count from one to one hundred.",
