@@ -24,13 +24,20 @@ fn alone() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sends a streamed chat request and returns its text with when its first content chunk and
-/// its end arrived.
-fn timed_stream(addr: &str, body: &Value) -> (String, Instant, Instant) {
+/// Sends `body` to the chat endpoint on a connection the server closes after its reply, read
+/// with a two-minute limit.
+fn open_chat(addr: &str, body: &Value) -> TcpStream {
     let body = body.to_string();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    s
+}
+
+/// Sends a streamed chat request and returns its text with when its first content chunk and
+/// its end arrived.
+fn timed_stream(addr: &str, body: &Value) -> (String, Instant, Instant) {
+    let mut s = open_chat(addr, body);
     let (mut seen, mut buf, mut first) = (String::new(), [0u8; 4096], None);
     loop {
         let n = s.read(&mut buf).unwrap();
@@ -91,10 +98,7 @@ fn concurrent_requests_decode_together_and_answer_as_alone() {
 
 /// Streams a chat request: each non-empty content delta with when it arrived.
 fn content_arrivals(addr: &str, body: &Value) -> Vec<(Instant, String)> {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut s = open_chat(addr, body);
     let (mut pending, mut buf, mut out) = (String::new(), [0u8; 4096], Vec::new());
     loop {
         let n = s.read(&mut buf).unwrap();

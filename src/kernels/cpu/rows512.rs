@@ -73,9 +73,8 @@ impl<'a> Group<'a> {
                     .collect();
             }
             Layout::SideBySide => {
-                let (rows, per) = (xs.len().min(8), 0..blocks);
-                g.q8 = per
-                    .clone()
+                let rows = xs.len().min(8);
+                g.q8 = (0..blocks)
                     .flat_map(|b| {
                         xs[..rows].iter().map(move |x| {
                             let mut q = [0i8; QK];
@@ -84,7 +83,7 @@ impl<'a> Group<'a> {
                         })
                     })
                     .collect();
-                g.d8 = per
+                g.d8 = (0..blocks)
                     .flat_map(|b| xs[..rows].iter().map(move |x| [x.d[b]; 8]))
                     .collect();
                 g.sums8 = (0..blocks)
