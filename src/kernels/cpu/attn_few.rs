@@ -554,6 +554,7 @@ mod tests {
 
     /// The portable form, and the AVX2 one where this CPU has it.
     fn variants() -> Vec<(&'static str, OneQuery)> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v: Vec<(&'static str, OneQuery)> = vec![("portable", online::<Portable>)];
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::cpu::gemv::kernel() != crate::kernels::cpu::gemv::Kernel::Scalar {

@@ -6,7 +6,9 @@
 use candle_core::{DType, Storage, Tensor};
 use half::f16;
 
-use super::gemv::{kernel, Kernel};
+use super::gemv::kernel;
+#[cfg(target_arch = "x86_64")]
+use super::gemv::Kernel;
 use crate::Result;
 
 /// `dst[i] = src[i]` as f32, for slices of one length.

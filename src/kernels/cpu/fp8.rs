@@ -57,6 +57,7 @@ fn dot_portable(row: &[u8], scales: &[f32], width: usize, x: &[f32]) -> f32 {
 
 /// Sixteen bytes at `p`, zero-padded past `len`, and sixteen activations at `x` likewise: a
 /// block's ragged end.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn padded(w: &[u8], x: &[f32]) -> ([u8; LANES], [f32; LANES]) {
     let (mut wb, mut xb) = ([0u8; LANES], [0f32; LANES]);
@@ -212,6 +213,7 @@ mod tests {
     /// The row kernels this CPU runs, by name: the AVX-512 one wherever AVX-512 F and BW are,
     /// with or without the VNNI that selects it in [`matmul`].
     fn row_kernels() -> Vec<(&'static str, Dot)> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut ks: Vec<(&'static str, Dot)> = vec![("portable", dot_portable)];
         #[cfg(target_arch = "x86_64")]
         {

@@ -25,6 +25,7 @@ const PAIR: usize = 2 * QK;
 /// Weight rows per tile.
 const R: usize = 4;
 /// Activation rows per tile.
+#[cfg(target_arch = "x86_64")]
 const C: usize = 4;
 /// Elements per k-quant super-block.
 const QK_K: usize = 256;
@@ -74,11 +75,13 @@ impl Format {
     }
 
     /// Whether weights carry a minimum per block (`d·q + m`).
+    #[cfg(target_arch = "x86_64")]
     fn has_min(self) -> bool {
         matches!(self, Self::Q4_1 | Self::Q4K)
     }
 
     /// What the unsigned weight bytes carry above the signed value.
+    #[cfg(target_arch = "x86_64")]
     fn offset(self) -> u8 {
         match self {
             Self::Q4_1 | Self::Q4K => 0,
@@ -124,8 +127,10 @@ pub fn gemm_repacked(w: &Repacked, x: &[f32]) -> Option<Vec<f32>> {
     Some(unsafe { super::host::filled(m * n, |out| run_tiles(format, weights, n, k, &acts, out)) })
 }
 
-/// Where the weight rows are: as stored, or repacked in groups of sixteen.
+/// Where the weight rows are: as stored, or repacked in groups of sixteen (read by the
+/// x86-64 kernels only; elsewhere [`available`] is false).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Weights<'a> {
     Stored(&'a [u8]),
     Repacked(&'a Repacked),
@@ -750,7 +755,6 @@ mod avx512 {
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
     use super::Format;
-    use crate::kernels::cpu::gemv::Q8;
 
     pub(super) struct Acts;
 

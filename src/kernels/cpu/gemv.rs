@@ -330,6 +330,7 @@ fn detect() -> Kernel {
 }
 
 /// Two rows · activations at once (each in its own half of the vectors, in ggml's order).
+#[cfg(target_arch = "x86_64")]
 pub(crate) type DotPair = unsafe fn(&[u8], &[u8], &Q8) -> (f32, f32);
 
 /// The dot products of one weight type, by kernel.
@@ -398,7 +399,7 @@ pub(crate) fn gemv(
         }),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let pairs: Option<std::convert::Infallible> = None;
+    let (pairs, _) = (None::<std::convert::Infallible>, kernel);
     let Some(pairs) = pairs else {
         let scalar = dots.scalar;
         return par_rows(n, out, |i, b| scalar(row(i), &xqs[b]));
@@ -560,6 +561,7 @@ pub(crate) fn par_rows(n: usize, out: &mut [f32], row_dot: impl Fn(usize, usize)
 /// 7–10 GB/s; with software prefetch 2 KiB ahead SmolLM2's 210 Q4_1 products per token went
 /// from 6.9 to 3.7 ms (the same rows, in cache, run at ~21 GB/s either way). Reading past the
 /// end of a matrix is harmless: prefetches never fault.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const PREFETCH_BYTES: usize = 2048;
 
 /// Asks for the cache line [`PREFETCH_BYTES`] after `p`.

@@ -35,7 +35,9 @@ pub(crate) struct Q8K {
     /// The sums per sub-block of 32 as i16 (at most 32·128), per super-block: what Q4_K's
     /// minimums multiply, formed once per activation row for every kernel.
     pub(crate) sums32: Vec<[i16; 8]>,
-    /// `bsums` as i16 (each at most 16·128), per super-block: what Q6_K's offset multiplies.
+    /// `bsums` as i16 (each at most 16·128), per super-block: what Q6_K's offset multiplies
+    /// in the AVX2 form.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) bsums16: Vec<[i16; 16]>,
 }
 
@@ -48,6 +50,7 @@ pub(crate) fn quantize(x: &[f32]) -> Q8K {
             .map(|c| c.iter().map(|&v| v as i32).sum())
             .collect();
     let sums32 = sub_block_sums(&bsums);
+    #[cfg(target_arch = "x86_64")]
     let bsums16 = bsums
         .chunks_exact(16)
         .map(|s| std::array::from_fn(|j| s[j] as i16))
@@ -57,6 +60,7 @@ pub(crate) fn quantize(x: &[f32]) -> Q8K {
         d,
         bsums,
         sums32,
+        #[cfg(target_arch = "x86_64")]
         bsums16,
     }
 }
@@ -492,6 +496,7 @@ fn products(
 
 /// Whether AVX2 takes Q4_K's stored rows four at a time ([`super::kquads_avx2`]; on unless
 /// `MLCLI_KQUADS=0`, which keeps one row at a time, to compare).
+#[cfg(target_arch = "x86_64")]
 fn quads() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("MLCLI_KQUADS").map_or(true, |v| v != "0"))

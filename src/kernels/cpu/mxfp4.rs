@@ -64,6 +64,7 @@ pub(crate) struct Q16 {
 
 impl Q16 {
     /// Whether the input holds at least `nb` blocks.
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn covers(&self, nb: usize) -> bool {
         self.qs.len() >= nb * BLOCK && self.d.len() >= nb
     }

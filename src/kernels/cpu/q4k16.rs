@@ -30,6 +30,7 @@ use super::repacked::ROWS;
 /// one 151 MB matrix streamed at 38.4 GB/s with 2 KiB, 36.6 with 4, 40.0 with 6, 41.6–42.7
 /// with 8, 40.3–41.0 with 12 and 40.0–41.2 with 16 (the AVX2 sum of 1 GiB: 45–47), and the
 /// 1B's 48 products of a token's layers at 35.5, 34.1, 37.0, 38.3–39.0, 37.8–38.4, 37.0.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH: usize = 8192;
 
 /// Bytes of one group's super-block, and where its parts start (see the table above).
