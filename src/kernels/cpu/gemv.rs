@@ -337,8 +337,9 @@ pub(crate) type DotPair = unsafe fn(&[u8], &[u8], &Q8) -> (f32, f32);
 pub(crate) struct Dots {
     /// Bytes per block of 32 weights.
     pub(crate) block_bytes: usize,
-    /// Portable code.
-    pub(crate) scalar: fn(&[u8], &Q8) -> f32,
+    /// Portable code: one weight row's products with every activation row
+    /// ([`portable_dots`] over the type's unpacking).
+    pub(crate) portable: fn(&[u8], &[Q8], &mut [f32]),
     /// Needs avx2, fma and f16c: rows in pairs, two independent chains.
     #[cfg(target_arch = "x86_64")]
     pub(crate) avx2: DotPair,
@@ -401,8 +402,8 @@ pub(crate) fn gemv(
     #[cfg(not(target_arch = "x86_64"))]
     let (pairs, _) = (None::<std::convert::Infallible>, kernel);
     let Some(pairs) = pairs else {
-        let scalar = dots.scalar;
-        return par_rows(n, out, |i, b| scalar(row(i), &xqs[b]));
+        let portable = dots.portable;
+        return par_rows_all(n, out, |i, vals| portable(row(i), &xqs, vals));
     };
     #[cfg(target_arch = "x86_64")]
     {
@@ -554,6 +555,113 @@ pub(crate) fn par_rows(n: usize, out: &mut [f32], row_dot: impl Fn(usize, usize)
             }
         }
     });
+}
+
+/// `out[b·n + i] = vals[b]` where `row_dots(i, vals)` gives weight row `i`'s products with
+/// every activation row (`out` holds `m × n`), the weight rows split over the pool.
+pub(crate) fn par_rows_all(n: usize, out: &mut [f32], row_dots: impl Fn(usize, &mut [f32]) + Sync) {
+    let m = out.len() / n.max(1);
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n, |rows| {
+        let mut vals = vec![0f32; m];
+        for i in rows {
+            row_dots(i, &mut vals);
+            for (b, &v) in vals.iter().enumerate() {
+                // SAFETY: every row index is handed to exactly one thread, which writes only
+                // its entries of `out`, and `out` outlives the call.
+                unsafe { *(out_addr as *mut f32).add(b * n + i) = v };
+            }
+        }
+    });
+}
+
+/// One block of 32 weights as the portable products read it: its values as signed bytes in
+/// element order, its scale, and (Q4_1) its minimum.
+pub(crate) struct Unpacked {
+    pub(crate) q: [i8; QK],
+    pub(crate) d: f32,
+    pub(crate) min: Option<f32>,
+}
+
+/// `Σ w·x` over one block: a plain loop over two arrays, which compilers turn into vector code
+/// on any target (SSE2's `pmaddwd` on baseline x86-64, widening multiplies on NEON).
+#[inline]
+pub(crate) fn block_sum(w: &[i8; QK], x: &[i8; QK]) -> i32 {
+    w.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+/// `vals[j]` = `row` · `xs[j]` in the portable form: per row `sum += d·d_x·Σq·x` (plus
+/// `m·s_x` with a minimum) block by block, in ggml's order, four activation rows at a time;
+/// with more than four the row's blocks are unpacked once for all of them. A product's bits
+/// never depend on the rows beside it, so a prompt gives each row what one row alone gets.
+#[inline(always)]
+pub(crate) fn portable_dots(
+    (block_bytes, unpack): (usize, impl Fn(&[u8]) -> Unpacked + Copy),
+    row: &[u8],
+    xs: &[Q8],
+    vals: &mut [f32],
+) {
+    let format = (block_bytes, unpack);
+    match xs {
+        [a] => vals.copy_from_slice(&portable_group(format, row, [a])),
+        [a, b] => vals.copy_from_slice(&portable_group(format, row, [a, b])),
+        [a, b, c] => vals.copy_from_slice(&portable_group(format, row, [a, b, c])),
+        [a, b, c, d] => vals.copy_from_slice(&portable_group(format, row, [a, b, c, d])),
+        _ => {
+            let unpacked: Vec<Unpacked> = row.chunks_exact(block_bytes).map(unpack).collect();
+            for (xs, vals) in xs.chunks(4).zip(vals.chunks_mut(4)) {
+                let u = &unpacked;
+                match xs {
+                    [a] => vals.copy_from_slice(&unpacked_group(u, [a])),
+                    [a, b] => vals.copy_from_slice(&unpacked_group(u, [a, b])),
+                    [a, b, c] => vals.copy_from_slice(&unpacked_group(u, [a, b, c])),
+                    [a, b, c, d] => vals.copy_from_slice(&unpacked_group(u, [a, b, c, d])),
+                    _ => unreachable!("chunks of one to four"),
+                }
+            }
+        }
+    }
+}
+
+/// [`portable_dots`] for `M` activation rows, each block unpacked as it is read; the sums
+/// stay in registers (a sum kept in memory made every block wait for the last one's store).
+#[inline(always)]
+fn portable_group<const M: usize>(
+    (block_bytes, unpack): (usize, impl Fn(&[u8]) -> Unpacked),
+    row: &[u8],
+    xs: [&Q8; M],
+) -> [f32; M] {
+    let mut sums = [0f32; M];
+    for (b, block) in row.chunks_exact(block_bytes).enumerate() {
+        portable_step(b, &unpack(block), xs, &mut sums);
+    }
+    sums
+}
+
+/// [`portable_group`] over blocks unpacked beforehand.
+#[inline(always)]
+fn unpacked_group<const M: usize>(blocks: &[Unpacked], xs: [&Q8; M]) -> [f32; M] {
+    let mut sums = [0f32; M];
+    for (b, u) in blocks.iter().enumerate() {
+        portable_step(b, u, xs, &mut sums);
+    }
+    sums
+}
+
+/// Block `b` (`u`) of every product: `sum += d·d_x·Σq·x`, plus `m·s_x` with a minimum.
+#[inline(always)]
+fn portable_step<const M: usize>(b: usize, u: &Unpacked, xs: [&Q8; M], sums: &mut [f32; M]) {
+    for (x, sum) in xs.iter().zip(sums.iter_mut()) {
+        // Whole blocks: the caller checked that each activation row covers the row.
+        let Ok(xq) = x.qs[b * QK..(b + 1) * QK].try_into() else {
+            continue;
+        };
+        let v = u.d * x.d[b] * block_sum(&u.q, xq) as f32;
+        *sum += match u.min {
+            Some(m) => v + m * x.s[b],
+            None => v,
+        };
+    }
 }
 
 /// How far ahead of the block being multiplied the SIMD kernels ask for weight bytes. The

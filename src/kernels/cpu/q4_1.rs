@@ -6,7 +6,7 @@
 
 use half::f16;
 
-use super::gemv::{Dots, Kernel, Q8, QK};
+use super::gemv::{Dots, Kernel, Unpacked, Q8, QK};
 
 /// Bytes per block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const BLOCK_BYTES: usize = 20;
@@ -18,18 +18,22 @@ fn scale_and_min(block: &[u8]) -> (f32, f32) {
     )
 }
 
-fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
-    let mut sum = 0f32;
-    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let (d, m) = scale_and_min(block);
-        let xq = &x.qs[b * QK..(b + 1) * QK];
-        let mut acc = 0i32;
-        for (j, &byte) in block[4..].iter().enumerate() {
-            acc += (byte & 0x0F) as i32 * xq[j] as i32 + (byte >> 4) as i32 * xq[j + 16] as i32;
-        }
-        sum += d * x.d[b] * acc as f32 + m * x.s[b];
+/// A block's nibbles as values 0..16 (low nibbles elements 0..16, high ones 16..32), its
+/// scale and minimum, for the portable products ([`super::gemv::portable_dots`]).
+#[inline(always)]
+fn unpack(block: &[u8]) -> Unpacked {
+    let (d, m) = scale_and_min(block);
+    let mut q = [0i8; QK];
+    for (j, &byte) in block[4..BLOCK_BYTES].iter().enumerate() {
+        q[j] = (byte & 0x0F) as i8;
+        q[j + 16] = (byte >> 4) as i8;
     }
-    sum
+    Unpacked { q, d, min: Some(m) }
+}
+
+/// One weight row's portable products with every activation row.
+fn portable(row: &[u8], xs: &[Q8], vals: &mut [f32]) {
+    super::gemv::portable_dots((BLOCK_BYTES, unpack), row, xs, vals)
 }
 
 /// Q4_1 for [`super::rows256`] (and the one-row blocks): 16 bytes of nibbles as 32 unsigned
@@ -127,7 +131,7 @@ impl super::rows512::Format for Avx512 {
 /// The Q4_1 kernels.
 const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
-    scalar: dot_scalar,
+    portable,
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]

@@ -6,7 +6,7 @@
 
 use half::f16;
 
-use super::gemv::{Dots, Kernel, Q8, QK};
+use super::gemv::{Dots, Kernel, Unpacked, Q8, QK};
 
 /// Bytes per block: f16 scale, 4 bytes of fifth bits, 16 bytes of low nibbles.
 const BLOCK_BYTES: usize = 22;
@@ -19,21 +19,29 @@ fn high_bits(block: &[u8]) -> u32 {
     u32::from_le_bytes([block[2], block[3], block[4], block[5]])
 }
 
-fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
-    let mut sum = 0f32;
-    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let qh = high_bits(block);
-        let xq = &x.qs[b * QK..(b + 1) * QK];
-        let mut acc = 0i32;
-        for (j, &byte) in block[6..].iter().enumerate() {
-            // Element j takes bit j of `qh`, element j + 16 bit j + 16.
-            let lo = (byte & 0x0F) as i32 | (((qh >> j) & 1) << 4) as i32;
-            let hi = (byte >> 4) as i32 | (((qh >> (j + 16)) & 1) << 4) as i32;
-            acc += (lo - 16) * xq[j] as i32 + (hi - 16) * xq[j + 16] as i32;
-        }
-        sum += scale(block) * x.d[b] * acc as f32;
+/// A block's 5-bit values less 16 and its scale, for the portable products
+/// ([`super::gemv::portable_dots`]): element `j` from byte `j`'s low nibble and bit `j` of the
+/// high bits, element `j + 16` from its high nibble and bit `j + 16`.
+#[inline(always)]
+fn unpack(block: &[u8]) -> Unpacked {
+    let qh = high_bits(block);
+    let mut q = [0i8; QK];
+    for (j, &byte) in block[6..BLOCK_BYTES].iter().enumerate() {
+        let lo = (byte & 0x0F) | (((qh >> j) & 1) << 4) as u8;
+        let hi = (byte >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+        q[j] = lo as i8 - 16;
+        q[j + 16] = hi as i8 - 16;
     }
-    sum
+    Unpacked {
+        q,
+        d: scale(block),
+        min: None,
+    }
+}
+
+/// One weight row's portable products with every activation row.
+fn portable(row: &[u8], xs: &[Q8], vals: &mut [f32]) {
+    super::gemv::portable_dots((BLOCK_BYTES, unpack), row, xs, vals)
 }
 
 /// The 32 weights of one block as unsigned bytes `q + 16` (0..31), in element order; also
@@ -153,7 +161,7 @@ impl super::rows512::Format for Avx512 {
 /// The Q5_0 kernels.
 const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
-    scalar: dot_scalar,
+    portable,
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]

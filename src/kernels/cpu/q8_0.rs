@@ -5,24 +5,29 @@
 
 use half::f16;
 
-use super::gemv::{Dots, Kernel, Q8, QK};
+use super::gemv::{Dots, Kernel, Unpacked, Q8, QK};
 
 /// Bytes per block: f16 scale, 32 signed bytes.
 const BLOCK_BYTES: usize = 34;
 
-fn dot_scalar(row: &[u8], x: &Q8) -> f32 {
-    let mut sum = 0f32;
-    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let xq = &x.qs[b * QK..(b + 1) * QK];
-        let acc: i32 = block[2..]
-            .iter()
-            .zip(xq)
-            .map(|(&w, &v)| w as i8 as i32 * v as i32)
-            .sum();
-        sum += d * x.d[b] * acc as f32;
+/// A block's signed bytes and scale, for the portable products
+/// ([`super::gemv::portable_dots`]).
+#[inline(always)]
+fn unpack(block: &[u8]) -> Unpacked {
+    let mut q = [0i8; QK];
+    for (o, &w) in q.iter_mut().zip(&block[2..BLOCK_BYTES]) {
+        *o = w as i8;
     }
-    sum
+    Unpacked {
+        q,
+        d: f16::from_le_bytes([block[0], block[1]]).to_f32(),
+        min: None,
+    }
+}
+
+/// One weight row's portable products with every activation row.
+fn portable(row: &[u8], xs: &[Q8], vals: &mut [f32]) {
+    super::gemv::portable_dots((BLOCK_BYTES, unpack), row, xs, vals)
 }
 
 /// One block: its scale times the activations' (in all lanes) and the eight lane sums (four
@@ -112,7 +117,7 @@ impl super::rows512::Format for Avx512 {
 
 const DOTS: Dots = Dots {
     block_bytes: BLOCK_BYTES,
-    scalar: dot_scalar,
+    portable,
     #[cfg(target_arch = "x86_64")]
     avx2: dot_pair_avx2,
     #[cfg(target_arch = "x86_64")]

@@ -29,9 +29,9 @@ const DENSE_MIN_ROWS: usize = 2;
 /// Up to this many rows (a few sequences decoding together, a short prompt) go through the
 /// single-row kernels, each weight row read once for all of them: below it the tiles' unpacking
 /// costs more than it saves. Without the tiles (no AVX-512 VNNI), more rows go through the
-/// same kernels [`CHUNK_ROWS`] at a time where they have SIMD forms (AVX2), so every product
-/// is the one a single row gets; on the portable path they are dequantized once and
-/// multiplied by candle's f32 GEMM (its SIMD is faster than portable integer dots).
+/// same kernels [`CHUNK_ROWS`] at a time (AVX2, or the portable forms on other CPUs, ARM
+/// included), so every product is the one a single row gets: a prompt fed in chunks, or
+/// sequences decoding together, get the bits each row gets alone.
 const FEW_ROWS: usize = 8;
 
 impl Linear {
@@ -230,8 +230,8 @@ impl Linear {
 
     /// The batched (prefill) path on the CPU: our int8 tiles for Q4_1, Q5_0, Q8_0, Q4_K and
     /// Q6_K where the CPU has AVX-512 VNNI ([`gemm_q8`]), else our single-row kernels in
-    /// chunks where they have an AVX2 form ([`rows_in_chunks`]), else the dequantized f32
-    /// GEMM for the types candle has no SIMD kernel for (candle's own kernels for the rest).
+    /// chunks for every type they read ([`rows_in_chunks`]), else the dequantized f32 GEMM
+    /// for the types candle has no SIMD kernel for (candle's own kernels for the rest).
     fn batched(&self, weight: &QMatMul, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = weight else {
             return Ok(None);
@@ -246,11 +246,7 @@ impl Linear {
                 return Ok(Some(y));
             }
         }
-        if rows > FEW_ROWS
-            && x.device().is_cpu()
-            && gemv::kernel() != gemv::Kernel::Scalar
-            && own_rows_kernel(w.dtype()).is_some()
-        {
+        if rows > FEW_ROWS && x.device().is_cpu() && own_rows_kernel(w.dtype()).is_some() {
             let data = w.data()?;
             let product = |input: &[f32]| {
                 let mut out = vec![0f32; input.len() / k * n];
