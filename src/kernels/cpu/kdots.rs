@@ -74,7 +74,7 @@ fn sub_block_sums(bsums: &[i32]) -> Vec<[i16; 8]> {
         .collect()
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -90,7 +90,9 @@ pub(crate) fn q4k_scale_min(sc: &[u8], j: usize) -> (u8, u8) {
     }
 }
 
-/// Q4_K row · Q8_K activations, portable form.
+/// Q4_K row · Q8_K activations, portable form: the reference every kernel is tested against
+/// (the portable products run [`super::kdots_portable`]).
+#[cfg(test)]
 pub(crate) fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
     let (mut acc, mut accm) = (0f32, 0f32);
     for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
@@ -116,6 +118,7 @@ pub(crate) fn q4k_dot(row: &[u8], x: &Q8K) -> f32 {
 }
 
 /// The unsigned 6-bit value (0..64) of element `e` of a Q6_K super-block.
+#[cfg(test)]
 fn q6k_value(blk: &[u8], e: usize) -> u8 {
     let (h, idx, t) = (e / 128, (e % 128) / 32, e % 32);
     let ql = blk[64 * h + (idx % 2) * 32 + t];
@@ -125,6 +128,7 @@ fn q6k_value(blk: &[u8], e: usize) -> u8 {
 }
 
 /// The eight lane sums of one Q6_K super-block, offset removed as ggml removes it.
+#[cfg(test)]
 fn q6k_lanes(blk: &[u8], xq: &[i8], bsums: &[i32]) -> [i32; 8] {
     let scales = &blk[192..208];
     let mut lanes = [0i32; 8];
@@ -146,7 +150,8 @@ fn q6k_lanes(blk: &[u8], xq: &[i8], bsums: &[i32]) -> [i32; 8] {
     lanes
 }
 
-/// Q6_K row · Q8_K activations, portable form.
+/// Q6_K row · Q8_K activations, portable form: the reference every kernel is tested against.
+#[cfg(test)]
 pub(crate) fn q6k_dot(row: &[u8], x: &Q8K) -> f32 {
     let mut acc = [0f32; 8];
     for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
@@ -521,13 +526,7 @@ fn dots(q6: bool, form: super::gemv::Kernel, row: &[u8], group: &[Q8K], vals: &m
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = form;
-    for (v, xq) in vals.iter_mut().zip(group) {
-        *v = if q6 {
-            q6k_dot(row, xq)
-        } else {
-            q4k_dot(row, xq)
-        };
-    }
+    super::kdots_portable::dots(q6, row, group, vals);
 }
 
 /// The AVX2 products of one row with a group of one to four activation rows, into `vals`.
@@ -584,6 +583,18 @@ mod tests {
                     (portable - e).abs() < 0.05 * (1.0 + e.abs()),
                     "{dtype:?}: {portable} vs {e}"
                 );
+                // The portable kernels, which unpack each super-block once for several
+                // activation rows, against this reference.
+                let mut kernel = [0f32; 3];
+                let xs = [quantize(&x), quantize(&x), quantize(&x)];
+                super::super::kdots_portable::dots(q6, row, &xs, &mut kernel);
+                for v in kernel {
+                    assert_eq!(
+                        v.to_bits(),
+                        portable.to_bits(),
+                        "{dtype:?} row {i}, portable"
+                    );
+                }
                 #[cfg(target_arch = "x86_64")]
                 if super::super::gemv::kernel() != super::super::gemv::Kernel::Scalar {
                     // SAFETY: a non-scalar kernel means AVX2, FMA and F16C.

@@ -23,6 +23,7 @@ pub mod heap;
 pub mod host;
 pub mod huge;
 pub mod kdots;
+mod kdots_portable;
 #[cfg(target_arch = "x86_64")]
 pub mod kquads;
 #[cfg(target_arch = "x86_64")]
