@@ -400,7 +400,9 @@ pub(crate) fn gemv(
         }),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (pairs, _) = (None::<std::convert::Infallible>, kernel);
+    let _ = kernel;
+    #[cfg(not(target_arch = "x86_64"))]
+    let pairs = None::<std::convert::Infallible>;
     let Some(pairs) = pairs else {
         let portable = dots.portable;
         return par_rows_all(n, out, |i, vals| portable(row(i), &xqs, vals));
@@ -543,16 +545,9 @@ pub(crate) unsafe fn f16_splat(p: *const u8) -> std::arch::x86_64::__m256 {
 /// holds `m × n`), weight rows split over [`super::pool::Pool`], each row's products for all
 /// activation rows done together (the row is read once).
 pub(crate) fn par_rows(n: usize, out: &mut [f32], row_dot: impl Fn(usize, usize) -> f32 + Sync) {
-    let m = out.len() / n.max(1);
-    let out_addr = out.as_mut_ptr() as usize;
-    super::pool::Pool::global().run(n, |rows| {
-        for i in rows {
-            for b in 0..m {
-                let v = row_dot(i, b);
-                // SAFETY: every row index is handed to exactly one thread, which writes only
-                // its entries of `out`, and `out` outlives the call.
-                unsafe { *(out_addr as *mut f32).add(b * n + i) = v };
-            }
+    par_rows_all(n, out, |i, vals| {
+        for (b, v) in vals.iter_mut().enumerate() {
+            *v = row_dot(i, b);
         }
     });
 }
