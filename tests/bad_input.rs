@@ -95,8 +95,8 @@ fn unknown_architecture_lists_the_supported_ones() {
     assert_clean_failure(&mlcli(&p), &needles);
 }
 
-/// A minimal GGUF whose one tensor is stored as IQ4_XS (type 23).
-fn gguf_with_iq4_xs_tensor() -> Vec<u8> {
+/// A minimal GGUF whose one tensor is stored as IQ3_S (type 21).
+fn gguf_with_iq3_s_tensor() -> Vec<u8> {
     let mut b = Vec::new();
     let string = |b: &mut Vec<u8>, s: &str| {
         b.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -113,21 +113,21 @@ fn gguf_with_iq4_xs_tensor() -> Vec<u8> {
     b.extend_from_slice(&2u32.to_le_bytes());
     b.extend_from_slice(&256u64.to_le_bytes());
     b.extend_from_slice(&2u64.to_le_bytes());
-    b.extend_from_slice(&23u32.to_le_bytes());
+    b.extend_from_slice(&21u32.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
     while b.len() % 32 != 0 {
         b.push(0);
     }
-    b.extend_from_slice(&[0u8; 2 * 136]);
+    b.extend_from_slice(&[0u8; 2 * 110]);
     b
 }
 
 #[test]
 fn unsupported_tensor_type_is_named() {
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("iq4.gguf");
-    std::fs::write(&p, gguf_with_iq4_xs_tensor()).unwrap();
-    assert_clean_failure(&mlcli(&p), &["token_embd.weight", "IQ4_XS", "Q4_K"]);
+    let p = d.path().join("iq3.gguf");
+    std::fs::write(&p, gguf_with_iq3_s_tensor()).unwrap();
+    assert_clean_failure(&mlcli(&p), &["token_embd.weight", "IQ3_S", "Q4_K"]);
 }
 
 /// A tiny llama checkpoint in safetensors form, then `edit` applied to its directory.

@@ -1,6 +1,6 @@
 //! `inspect` reads what this build cannot run: GGUF tensors of types this build lacks
-//! (IQ4_XS, TQ2_0, IQ2_XXS, ids no table knows) are shown and named while `run` refuses the
-//! file naming the type; MXFP4 (not candle's, ours) is named and read; FP8 block-scaled
+//! (IQ3_S, TQ2_0, IQ2_XXS, ids no table knows) are shown and named while `run` refuses the
+//! file naming the type; MXFP4 and IQ4_XS (not candle's, ours) are named and read; FP8 block-scaled
 //! safetensors weights are dumped times their scales; unknown architectures are summarised with the supported list; safetensors
 //! checkpoints (one file, a directory, shards through an index) show their tensors, values and
 //! config. Files are built here byte by byte.
@@ -38,8 +38,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// A llama-architecture GGUF whose FFN weight is IQ4_XS (type id 23).
-fn iq4_xs_gguf(path: &Path) {
+/// A llama-architecture GGUF whose FFN weight is IQ3_S (type id 21).
+fn iq3_s_gguf(path: &Path) {
     Builder::new()
         .meta("general.architecture", G::Str("llama".into()))
         .meta("llama.block_count", G::U32(1))
@@ -61,7 +61,7 @@ fn iq4_xs_gguf(path: &Path) {
             0,
             f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
         )
-        .zeroed_tensor("blk.0.ffn_down.weight", &[256, 4], 23)
+        .zeroed_tensor("blk.0.ffn_down.weight", &[256, 4], 21)
         .zeroed_tensor("blk.0.ffn_up.weight", &[256, 2], 35)
         .zeroed_tensor("blk.0.ffn_gate.weight", &[256, 1], 16)
         .write(path)
@@ -69,16 +69,16 @@ fn iq4_xs_gguf(path: &Path) {
 }
 
 #[test]
-fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
+fn iq3_s_gguf_is_inspected_and_run_names_the_type() {
     let d = tempfile::tempdir().expect("tempdir");
     let p = d.path().join("iq.gguf");
-    iq4_xs_gguf(&p);
+    iq3_s_gguf(&p);
     let s = inspect_json(&p, &[]);
     let s = &s["summary"];
     assert_eq!(s["support"]["runnable"], false);
     assert_eq!(s["support"]["family"], "llama");
     let reasons = s["support"]["reasons"].to_string();
-    for t in ["IQ4_XS", "TQ2_0", "IQ2_XXS"] {
+    for t in ["IQ3_S", "TQ2_0", "IQ2_XXS"] {
         assert!(
             reasons.contains(&format!("{t}: not supported by this build")),
             "{reasons}"
@@ -95,12 +95,12 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
             )
         })
         .collect();
-    assert!(mix.contains(&("IQ4_XS", 4 * 136)), "{mix:?}");
+    assert!(mix.contains(&("IQ3_S", 4 * 110)), "{mix:?}");
     // The text view says it in words too.
     let text =
         String::from_utf8(mlcli(&["inspect", p.to_str().expect("path")]).stdout).expect("UTF-8");
     assert!(
-        text.contains("IQ4_XS: not supported by this build"),
+        text.contains("IQ3_S: not supported by this build"),
         "{text}"
     );
     // The tensor table keeps the tensor with its size and offset.
@@ -108,7 +108,7 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
     let row = &t["tensors"]["rows"][0];
     assert_eq!(
         (row["dtype"].as_str(), row["bytes"].as_u64()),
-        (Some("IQ4_XS"), Some(544))
+        (Some("IQ3_S"), Some(440))
     );
     assert_eq!(row["supported"], false);
     assert_eq!(row["problem"], Value::Null);
@@ -119,7 +119,7 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
     assert!(
         rows[1]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("IQ4_XS")),
+            .is_some_and(|e| e.contains("IQ3_S")),
         "{}",
         rows[1]
     );
@@ -138,13 +138,13 @@ fn iq4_xs_gguf_is_inspected_and_run_names_the_type() {
         "blk.0.ffn_down.weight",
     ]);
     assert_eq!(dump.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&dump.stderr).contains("IQ4_XS"));
+    assert!(String::from_utf8_lossy(&dump.stderr).contains("IQ3_S"));
     // run refuses the file, naming the tensor and its type.
     let run = mlcli(&["run", "--raw", "-n", "1", p.to_str().expect("path"), "hi"]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("'blk.0.ffn_down.weight' has type IQ4_XS") && err.contains("supported:"),
+        err.contains("'blk.0.ffn_down.weight' has type IQ3_S") && err.contains("supported:"),
         "{err}"
     );
 }
@@ -183,6 +183,55 @@ fn mxfp4_tensors_are_named_supported_and_dumped() {
         .map(|v| v.as_f64().expect("number"))
         .collect();
     let want: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn iq4_xs_tensors_are_named_supported_and_dumped() {
+    use mlcli::formats::iq4;
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("iq4.gguf");
+    // One super-block: d = 0.5, sub-block i's scale 33 + i (so ls - 32 = 1 + i), codes j % 16.
+    let mut block = vec![0u8; iq4::XS_BLOCK_BYTES];
+    block[..2].copy_from_slice(&[0x00, 0x38]); // f16 0.5
+    let mut high = 0u16;
+    for i in 0..8 {
+        let ls = 33 + i as u16;
+        block[4 + i / 2] |= ((ls & 15) as u8) << (4 * (i % 2));
+        high |= (ls >> 4) << (2 * i);
+    }
+    block[2..4].copy_from_slice(&high.to_le_bytes());
+    for (j, b) in block[8..].iter_mut().enumerate() {
+        *b = (j % 16) as u8 | (((j + 3) % 16) as u8) << 4;
+    }
+    Builder::new()
+        .meta("general.architecture", G::Str("llama".into()))
+        .tensor("blk.0.ffn_up.weight", &[256, 1], 23, block)
+        .write(&p)
+        .expect("written");
+    let t = inspect_json(&p, &["--tensors"]);
+    let row = &t["tensors"]["rows"][0];
+    assert_eq!(
+        (row["dtype"].as_str(), row["bytes"].as_u64()),
+        (Some("IQ4_XS"), Some(136))
+    );
+    assert_eq!(row["supported"], true);
+    let dump = inspect_json(&p, &["--dump", "blk.0.ffn_up.weight", "--limit", "0"]);
+    let got: Vec<f64> = dump["dump"]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    // Value t of sub-block i: byte 16i + t % 16, its low nibble for t < 16, else its high.
+    let want: Vec<f64> = (0..256)
+        .map(|e| {
+            let (i, t) = (e / 32, e % 32);
+            let j = 16 * i + t % 16;
+            let code = if t < 16 { j % 16 } else { (j + 3) % 16 };
+            0.5 * (1 + i) as f64 * f64::from(iq4::VALUES[code])
+        })
+        .collect();
     assert_eq!(got, want);
 }
 

@@ -7,6 +7,7 @@
 
 use candle_core::quantized::GgmlDType;
 
+use crate::formats::blocks::BlockType;
 use crate::models::synthetic::{Dims, Planned, Role, Stored};
 
 /// One model shape.
@@ -419,6 +420,10 @@ pub struct Mix {
     pub file_type: u32,
     /// `MXFP4_MOE`: the stacked expert tensors are MXFP4 (the rest `base`).
     pub mxfp4_experts: bool,
+    /// `IQ4_NL`, `IQ4_XS`: every matrix but the output layer is of this type of ours (rows
+    /// that are not whole blocks fall back as llama-quantize's do); `base` is the output
+    /// layer's.
+    pub own: Option<BlockType>,
 }
 
 /// Every mix a preset can take.
@@ -437,6 +442,7 @@ pub static MIXES: &[Mix] = &[
         more_bits_v_down: true,
         file_type: 15,
         mxfp4_experts: false,
+        own: None,
     },
     // `q4_k` names the usual Q4_K download, Q4_K_M.
     Mix {
@@ -445,6 +451,7 @@ pub static MIXES: &[Mix] = &[
         more_bits_v_down: true,
         file_type: 15,
         mxfp4_experts: false,
+        own: None,
     },
     // llama-quantize's MXFP4_MOE: experts MXFP4, every other matrix Q8_0 (gpt-oss).
     Mix {
@@ -453,6 +460,26 @@ pub static MIXES: &[Mix] = &[
         more_bits_v_down: false,
         file_type: 38,
         mxfp4_experts: true,
+        own: None,
+    },
+    // llama-quantize's IQ4_NL and IQ4_XS (without an importance matrix): the output layer
+    // Q6_K, every other matrix the type (its rule that gives `attn_v` Q5_K where four or more
+    // query heads share a KV head is not modelled).
+    Mix {
+        name: "iq4_nl",
+        base: GgmlDType::Q6K,
+        more_bits_v_down: false,
+        file_type: 25,
+        mxfp4_experts: false,
+        own: Some(BlockType::Iq4Nl),
+    },
+    Mix {
+        name: "iq4_xs",
+        base: GgmlDType::Q6K,
+        more_bits_v_down: false,
+        file_type: 30,
+        mxfp4_experts: false,
+        own: Some(BlockType::Iq4Xs),
     },
 ];
 
@@ -463,6 +490,7 @@ const fn mix(name: &'static str, base: GgmlDType, file_type: u32) -> Mix {
         more_bits_v_down: false,
         file_type,
         mxfp4_experts: false,
+        own: None,
     }
 }
 
@@ -496,9 +524,26 @@ impl Mix {
     pub fn type_for(&self, t: &Planned, n_layers: usize) -> Stored {
         let stacked_experts = t.shape.len() == 3 && t.role != Role::Vector;
         if self.mxfp4_experts && stacked_experts && t.shape[2].is_multiple_of(32) {
-            return Stored::Mxfp4;
+            return Stored::Own(BlockType::Mxfp4);
+        }
+        if let Some(own) = self.own {
+            return self.own_type_for(own, t);
         }
         Stored::Ggml(self.ggml_type_for(t, n_layers))
+    }
+
+    /// [`Mix::type_for`] for the mixes of our own types: the output layer `base` (Q8_0 when
+    /// its rows are not whole blocks of it), every other matrix `own`, IQ4_NL for rows that are
+    /// not whole IQ4_XS super-blocks, F16 for rows that are not whole blocks of 32.
+    fn own_type_for(&self, own: BlockType, t: &Planned) -> Stored {
+        let row = t.shape.last().copied().unwrap_or(1);
+        match t.role {
+            Role::Vector | Role::Router => Stored::Ggml(GgmlDType::F32),
+            Role::Output => Stored::Ggml(compatible(self.base, row)),
+            _ if row.is_multiple_of(own.block()) => Stored::Own(own),
+            _ if row.is_multiple_of(BlockType::Iq4Nl.block()) => Stored::Own(BlockType::Iq4Nl),
+            _ => Stored::Ggml(GgmlDType::F16),
+        }
     }
 
     fn ggml_type_for(&self, t: &Planned, n_layers: usize) -> GgmlDType {
@@ -762,7 +807,7 @@ mod tests {
         };
         assert_eq!(
             ty("blk.0.ffn_gate_exps.weight"),
-            (vec![32, 2880, 2880], Stored::Mxfp4)
+            (vec![32, 2880, 2880], Stored::Own(BlockType::Mxfp4))
         );
         assert_eq!(
             ty("blk.0.attn_q.weight"),

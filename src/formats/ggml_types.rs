@@ -92,10 +92,10 @@ pub fn supported_names() -> String {
 }
 
 impl GgmlType {
-    /// Whether this build computes with the type: candle's types, and MXFP4 with our own
-    /// kernels ([`super::mxfp4`]).
+    /// Whether this build computes with the type: candle's types, and those of our own
+    /// kernels ([`super::blocks::BlockType`]: MXFP4, IQ4_NL, IQ4_XS).
     pub fn supported(&self) -> bool {
-        self.candle.is_some() || self.id == super::mxfp4::GGML_TYPE_ID
+        self.candle.is_some() || super::blocks::BlockType::from_id(self.id).is_some()
     }
 
     /// Bytes taken by `elements` values of this type, `None` when not a whole number of blocks
@@ -136,6 +136,7 @@ mod tests {
         assert_eq!(name_of(23), "IQ4_XS");
         assert_eq!(name_of(4), "type#4");
         assert!(by_id(39).is_some_and(|t| t.candle.is_none() && t.supported()));
-        assert!(by_id(23).is_some_and(|t| !t.supported()));
+        assert!(by_id(23).is_some_and(|t| t.candle.is_none() && t.supported()));
+        assert!(by_id(16).is_some_and(|t| !t.supported()));
     }
 }

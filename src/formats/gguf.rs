@@ -12,10 +12,10 @@ use candle_core::{Device, Shape};
 
 use memmap2::Mmap;
 
+use super::blocks::{BlockType, Blocks};
 use super::ggml_types;
 use super::gguf_header::{self, Header, ReadOptions, TensorEntry};
 use super::mapped;
-use super::mxfp4::{self, Mxfp4};
 use super::untrusted;
 use crate::{Error, Result};
 
@@ -24,9 +24,9 @@ pub struct Gguf {
     path: PathBuf,
     header: Header,
     content: gguf_file::Content,
-    /// The MXFP4 tensors (candle has no such type, so `content` does not list them): name,
-    /// offset in the data section and shape in candle's order.
-    mxfp4: HashMap<String, (u64, Vec<usize>)>,
+    /// The tensors of our own block types (candle has no such types, so `content` does not
+    /// list them): name, type, offset in the data section and shape in candle's order.
+    own: HashMap<String, (BlockType, u64, Vec<usize>)>,
     data: Data,
 }
 
@@ -39,12 +39,12 @@ enum Data {
 }
 
 /// A tensor of a GGUF built in memory ([`Gguf::from_memory`]): one of candle's types, or
-/// MXFP4 blocks.
+/// blocks of our own types.
 pub enum MemoryTensor {
     /// A type candle computes with.
     Candle(QTensor),
-    /// MXFP4, computed by our own kernels.
-    Mxfp4(Mxfp4),
+    /// MXFP4, IQ4_NL or IQ4_XS, computed by our own kernels.
+    Blocks(Blocks),
 }
 
 impl From<QTensor> for MemoryTensor {
@@ -53,9 +53,9 @@ impl From<QTensor> for MemoryTensor {
     }
 }
 
-impl From<Mxfp4> for MemoryTensor {
-    fn from(t: Mxfp4) -> Self {
-        Self::Mxfp4(t)
+impl From<Blocks> for MemoryTensor {
+    fn from(t: Blocks) -> Self {
+        Self::Blocks(t)
     }
 }
 
@@ -64,7 +64,7 @@ impl MemoryTensor {
     pub fn dims(&self) -> &[usize] {
         match self {
             Self::Candle(t) => t.shape().dims(),
-            Self::Mxfp4(t) => t.shape(),
+            Self::Blocks(t) => t.shape(),
         }
     }
 
@@ -79,7 +79,7 @@ impl MemoryTensor {
                     .map(|ty| ty.id)
                     .ok_or_else(|| Error::Internal(format!("no ggml id for {dtype:?}")))
             }
-            Self::Mxfp4(_) => Ok(mxfp4::GGML_TYPE_ID),
+            Self::Blocks(t) => Ok(t.block_type().id()),
         }
     }
 }
@@ -108,7 +108,7 @@ impl Gguf {
         let _ = map.advise(memmap2::Advice::HugePage);
         let mut content = header.to_candle_content();
         content.tensor_infos = tensor_infos(&header);
-        let mxfp4 = mxfp4_tensors(&header);
+        let own = own_tensors(&header);
         // The tokenizer reads candle's copy of its arrays; ours need not hold them twice.
         let mut header = header;
         for (_, value) in &mut header.metadata {
@@ -125,12 +125,12 @@ impl Gguf {
             path: path.to_path_buf(),
             header,
             content,
-            mxfp4,
+            own,
             data: Data::Map(Arc::new(map)),
         })
     }
 
-    /// A GGUF held in memory: `metadata` in order, and `tensors` (candle's, or MXFP4)
+    /// A GGUF held in memory: `metadata` in order, and `tensors` (candle's, or our blocks)
     /// already on the device they will be used on. `name` stands in for the path in messages
     /// and as the model's name.
     pub fn from_memory<T: Into<MemoryTensor>>(
@@ -142,7 +142,7 @@ impl Gguf {
             tensors.into_iter().map(|(n, t)| (n, t.into())).collect();
         let mut entries = Vec::with_capacity(tensors.len());
         let mut infos = HashMap::with_capacity(tensors.len());
-        let mut mxfp4 = HashMap::new();
+        let mut own = HashMap::new();
         for (tensor_name, t) in &tensors {
             entries.push(TensorEntry {
                 name: tensor_name.clone(),
@@ -159,8 +159,8 @@ impl Gguf {
                     };
                     infos.insert(tensor_name.clone(), info);
                 }
-                MemoryTensor::Mxfp4(t) => {
-                    mxfp4.insert(tensor_name.clone(), (0, t.shape().to_vec()));
+                MemoryTensor::Blocks(t) => {
+                    own.insert(tensor_name.clone(), (t.block_type(), 0, t.shape().to_vec()));
                 }
             }
         }
@@ -185,7 +185,7 @@ impl Gguf {
             path: PathBuf::from(name),
             header,
             content,
-            mxfp4,
+            own,
             data: Data::Memory(Mutex::new(tensors.into_iter().collect())),
         })
     }
@@ -218,47 +218,56 @@ impl Gguf {
 
     /// True when the file holds a tensor with this (GGUF) name.
     pub fn has_tensor(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name) || self.mxfp4.contains_key(name)
+        self.content.tensor_infos.contains_key(name) || self.own.contains_key(name)
     }
 
-    /// True when tensor `name` is stored as MXFP4 (read it with [`Self::mxfp4`]).
+    /// The block type of tensor `name` when it is one of ours (MXFP4, IQ4_NL, IQ4_XS: read
+    /// it with [`Self::blocks`]).
+    pub fn block_type(&self, name: &str) -> Option<BlockType> {
+        self.own.get(name).map(|(ty, _, _)| *ty)
+    }
+
+    /// True when tensor `name` is stored as MXFP4.
     pub fn is_mxfp4(&self, name: &str) -> bool {
-        self.mxfp4.contains_key(name)
+        self.block_type(name) == Some(BlockType::Mxfp4)
     }
 
-    /// The MXFP4 tensor `name`, its blocks borrowed from the map (or handed out once, in
-    /// memory). MXFP4 is computed on the CPU only.
-    pub fn mxfp4(&self, name: &str, device: &Device) -> Result<Mxfp4> {
+    /// The tensor `name` of one of our block types, its blocks borrowed from the map (or
+    /// handed out once, in memory). Our block types are computed on the CPU only.
+    pub fn blocks(&self, name: &str, device: &Device) -> Result<Blocks> {
         let malformed = |reason: String| Error::MalformedGguf {
             path: self.path.clone(),
             reason: format!("tensor '{}': {reason}", untrusted::short(name)),
         };
-        let Some((offset, shape)) = self.mxfp4.get(name) else {
-            return Err(malformed("is not an MXFP4 tensor".into()));
+        let Some(&(ty, offset, ref shape)) = self.own.get(name) else {
+            return Err(malformed(
+                "is not of a block type our kernels read (MXFP4, IQ4_NL, IQ4_XS)".into(),
+            ));
         };
         if !device.is_cpu() {
             return Err(Error::UnsupportedTensorType {
                 tensor: untrusted::short(name),
-                found: format!("MXFP4 on {device:?}"),
-                supported: "MXFP4 on the CPU".into(),
+                found: format!("{} on {device:?}", ty.name()),
+                supported: format!("{} on the CPU", ty.name()),
             });
         }
         match &self.data {
             Data::Map(map) => {
-                let Some(bytes) = mxfp4::bytes_for(shape) else {
+                let Some(bytes) = ty.bytes_for(shape) else {
                     return Err(malformed(format!(
-                        "rows of shape {shape:?} are not whole MXFP4 blocks of {}",
-                        mxfp4::BLOCK
+                        "rows of shape {shape:?} are not whole {} blocks of {}",
+                        ty.name(),
+                        ty.block()
                     )));
                 };
                 let start = self
                     .content
                     .tensor_data_offset
-                    .checked_add(*offset)
+                    .checked_add(offset)
                     .and_then(|s| usize::try_from(s).ok());
                 let range = start.and_then(|s| Some(s..s.checked_add(bytes)?));
                 range
-                    .and_then(|r| Mxfp4::mapped(map, r, shape.clone()))
+                    .and_then(|r| Blocks::mapped(ty, map, r, shape.clone()))
                     .ok_or_else(|| malformed("its blocks lie outside the file".into()))
             }
             Data::Memory(tensors) => {
@@ -266,14 +275,14 @@ impl Gguf {
                     .lock()
                     .map_err(|_| Error::Device("GGUF reader lock poisoned".into()))?;
                 match tensors.remove(name) {
-                    Some(MemoryTensor::Mxfp4(t)) => Ok(t),
+                    Some(MemoryTensor::Blocks(t)) => Ok(t),
                     _ => Err(malformed("is absent or was already loaded".into())),
                 }
             }
         }
     }
 
-    /// A tensor's stored type, when present and candle knows it (MXFP4: `None`).
+    /// A tensor's stored type, when present and candle knows it (our block types: `None`).
     pub fn tensor_dtype(&self, name: &str) -> Option<GgmlDType> {
         let t = self.header.tensors.iter().find(|t| t.name == name)?;
         ggml_types::TYPES
@@ -296,11 +305,14 @@ impl Gguf {
     /// handed out once).
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let poisoned = || Error::Device("GGUF reader lock poisoned".into());
-        if self.is_mxfp4(name) {
+        if let Some(ty) = self.block_type(name) {
             return Err(Error::UnsupportedTensorType {
                 tensor: untrusted::short(name),
-                found: "MXFP4 (read here as a table or a vector)".into(),
-                supported: "MXFP4 as the weight of a linear layer".into(),
+                found: format!("{} (read here as a vector)", ty.name()),
+                supported: format!(
+                    "{} as the weight of a linear layer or an embedding table",
+                    ty.name()
+                ),
             });
         }
         match &self.data {
@@ -552,18 +564,18 @@ fn integer(v: &gguf_file::Value) -> Option<i128> {
     })
 }
 
-/// The MXFP4 tensors of a header: offset and shape in candle's order (their extents were
-/// checked by `check_loadable`).
-fn mxfp4_tensors(header: &Header) -> HashMap<String, (u64, Vec<usize>)> {
+/// The tensors of our own block types in a header: type, offset and shape in candle's
+/// order (their extents were checked by `check_loadable`).
+fn own_tensors(header: &Header) -> HashMap<String, (BlockType, u64, Vec<usize>)> {
     header
         .tensors
         .iter()
-        .filter(|t| t.type_id == mxfp4::GGML_TYPE_ID)
         .filter_map(|t| {
+            let ty = BlockType::from_id(t.type_id)?;
             let dims = t.dims.iter().rev().map(|&d| usize::try_from(d).ok());
             Some((
                 t.name.clone(),
-                (t.offset, dims.collect::<Option<Vec<_>>>()?),
+                (ty, t.offset, dims.collect::<Option<Vec<_>>>()?),
             ))
         })
         .collect()
@@ -677,15 +689,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mx.gguf");
         let values: Vec<f32> = (0..3 * 64).map(|i| (i % 13) as f32 - 6.0).collect();
-        let blocks = mxfp4::quantize(&values);
+        let blocks = BlockType::Mxfp4.quantize(&values);
         Builder::new()
             .meta("general.architecture", G::Str("gpt-oss".into()))
-            .tensor("good", &[64, 3], mxfp4::GGML_TYPE_ID, blocks.clone())
+            .tensor("good", &[64, 3], BlockType::Mxfp4.id(), blocks.clone())
             // 96 values, a whole number of blocks, but rows of 48.
             .tensor(
                 "odd",
                 &[48, 2],
-                mxfp4::GGML_TYPE_ID,
+                BlockType::Mxfp4.id(),
                 blocks[..3 * 17].to_vec(),
             )
             .write(&path)
@@ -693,13 +705,14 @@ mod tests {
         let g = Gguf::open(&path).unwrap();
         assert!(g.has_tensor("good") && g.is_mxfp4("good"));
         assert_eq!(g.tensor_shape("good"), Some(vec![3, 64]));
-        let m = g.mxfp4("good", &Device::Cpu).unwrap();
+        let m = g.blocks("good", &Device::Cpu).unwrap();
         assert_eq!((m.shape(), m.data()), (&[3, 64][..], &blocks[..]));
-        let e = g.mxfp4("odd", &Device::Cpu).unwrap_err().to_string();
+        let e = g.blocks("odd", &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("not whole MXFP4 blocks"), "{e}");
         // Read as a table or vector, it is refused naming what it can be.
         let e = g.tensor("good", &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("MXFP4 as the weight of a linear layer"), "{e}");
+        assert_eq!(g.block_type("good"), Some(BlockType::Mxfp4));
     }
 
     #[test]

@@ -543,7 +543,7 @@ mod tests {
                 ),
             )
             .zeroed_tensor("w", &[4, 2], 0)
-            .zeroed_tensor("q", &[256, 2], 23)
+            .zeroed_tensor("q", &[256, 2], 21)
     }
 
     #[test]
@@ -574,10 +574,10 @@ mod tests {
     #[test]
     fn unsupported_tensor_types_are_kept_and_refused_only_for_loading() {
         let h = parse(&sample().to_bytes(), ReadOptions::PREVIEW).unwrap();
-        assert_eq!(h.tensors[1].type_id, 23);
-        assert_eq!(h.extent(&h.tensors[1]).map(|e| e.1), Ok(2 * 136));
+        assert_eq!(h.tensors[1].type_id, 21);
+        assert_eq!(h.extent(&h.tensors[1]).map(|e| e.1), Ok(2 * 110));
         let err = h.check_loadable(Path::new("x")).unwrap_err().to_string();
-        assert!(err.contains("'q'") && err.contains("IQ4_XS"), "{err}");
+        assert!(err.contains("'q'") && err.contains("IQ3_S"), "{err}");
     }
 
     #[test]

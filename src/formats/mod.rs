@@ -2,6 +2,7 @@
 //! weights, tokenizer and chat templates. Nothing here knows about model families; families
 //! hand their name tables in as data.
 
+pub mod blocks;
 pub mod chat_template;
 pub mod detect;
 pub mod fp8;
@@ -15,6 +16,7 @@ pub mod gguf_header;
 pub mod gguf_value;
 pub mod harmony;
 pub mod hf_config;
+pub mod iq4;
 pub mod json_layout;
 pub mod mapped;
 pub mod mxfp4;

@@ -7,17 +7,12 @@
 //! Published gpt-oss checkpoints store the same numbers apart, as `*_blocks` (`(…, rows,
 //! cols / 32, 16)` bytes, value `2i` in the low nibble of byte `i`, `2i + 1` in the high one)
 //! and `*_scales` (`(…, rows, cols / 32)` exponents, bias 127); [`from_blocks_and_scales`]
-//! repacks them into ggml's blocks, which is what [`Mxfp4`] holds, borrowed from a mapped
-//! GGUF or owned. The products are [`crate::kernels::cpu::mxfp4`].
+//! repacks them into ggml's blocks, which a [`super::blocks::Blocks`] of type MXFP4 holds,
+//! borrowed from a mapped GGUF or owned. The products are [`crate::kernels::cpu::mxfp4`].
 //!
 //! References: ggml `ggml-common.h` (`block_mxfp4`, `kvalues_mxfp4`), `ggml-quants.c`
 //! (`quantize_row_mxfp4_ref`, `dequantize_row_mxfp4`); transformers
 //! `integrations/mxfp4.py` (`convert_moe_packed_tensors`).
-
-use std::ops::Range;
-use std::sync::Arc;
-
-use memmap2::Mmap;
 
 use crate::{Error, Result};
 
@@ -118,170 +113,6 @@ pub fn from_blocks_and_scales(blocks: &[u8], scales: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Where a tensor's blocks are: in place in a mapped file, or owned.
-#[derive(Clone)]
-enum Bytes {
-    Mapped(Arc<Mmap>, Range<usize>),
-    Owned(Arc<[u8]>),
-}
-
-/// An MXFP4 tensor (outermost dimension first, the last a multiple of 32): whole blocks of
-/// ggml's layout, rows of `cols / 32` blocks one after another.
-#[derive(Clone)]
-pub struct Mxfp4 {
-    bytes: Bytes,
-    shape: Vec<usize>,
-}
-
-impl std::fmt::Debug for Mxfp4 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let place = match self.bytes {
-            Bytes::Mapped(..) => "mapped",
-            Bytes::Owned(_) => "owned",
-        };
-        write!(f, "Mxfp4({:?}, {place})", self.shape)
-    }
-}
-
-/// Bytes of a tensor of `shape`, when its rows are whole blocks.
-pub fn bytes_for(shape: &[usize]) -> Option<usize> {
-    let cols = *shape.last()?;
-    if cols == 0 || !cols.is_multiple_of(BLOCK) {
-        return None;
-    }
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .map(|n| n / BLOCK * BLOCK_BYTES)
-}
-
-impl Mxfp4 {
-    /// A tensor over `range` of a mapped file; `None` unless the range lies in the map and
-    /// holds exactly the blocks of `shape`.
-    pub fn mapped(map: &Arc<Mmap>, range: Range<usize>, shape: Vec<usize>) -> Option<Self> {
-        let fits = range.start <= range.end && range.end <= map.len();
-        (fits && bytes_for(&shape) == Some(range.len())).then(|| Self {
-            bytes: Bytes::Mapped(map.clone(), range),
-            shape,
-        })
-    }
-
-    /// A tensor owning `bytes`, which must be exactly the blocks of `shape`.
-    pub fn owned(bytes: Vec<u8>, shape: Vec<usize>) -> Result<Self> {
-        if bytes_for(&shape) != Some(bytes.len()) {
-            return Err(Error::Internal(format!(
-                "MXFP4 tensor of shape {shape:?} cannot hold {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(Self {
-            bytes: Bytes::Owned(bytes.into()),
-            shape,
-        })
-    }
-
-    /// `values` of `shape` quantized (see [`quantize`]).
-    pub fn quantize(values: &[f32], shape: Vec<usize>) -> Result<Self> {
-        if bytes_for(&shape).is_none() || shape.iter().product::<usize>() != values.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} values of shape {shape:?} cannot be stored as MXFP4 (rows must be whole \
-                 blocks of 32)",
-                values.len()
-            )));
-        }
-        Self::owned(quantize(values), shape)
-    }
-
-    /// The blocks.
-    pub fn data(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Mapped(map, range) => &map[range.clone()],
-            Bytes::Owned(b) => b,
-        }
-    }
-
-    /// The shape, outermost dimension first.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// `(rows, cols)` of a matrix: the last dimension and all others folded together.
-    pub fn dims2(&self) -> (usize, usize) {
-        let cols = self.shape.last().copied().unwrap_or(0);
-        let rows = self.shape.iter().rev().skip(1).product();
-        (rows, cols)
-    }
-
-    /// Every value, in f32.
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.shape.iter().product()];
-        dequantize(self.data(), &mut out);
-        out
-    }
-
-    /// The `n` equal slices along the outermost dimension (the experts of a stacked tensor),
-    /// sharing these bytes.
-    pub fn split(&self, n: usize) -> Result<Vec<Self>> {
-        let Some((&outer, inner)) = self.shape.split_first() else {
-            return Err(Error::Internal("MXFP4: cannot split a scalar".into()));
-        };
-        if outer != n || n == 0 || inner.is_empty() {
-            return Err(Error::Internal(format!(
-                "MXFP4 tensor of shape {:?} does not hold {n} slices",
-                self.shape
-            )));
-        }
-        let per = self.data().len() / n;
-        let slice = |e: usize| -> Bytes {
-            match &self.bytes {
-                Bytes::Mapped(map, range) => {
-                    let start = range.start + e * per;
-                    Bytes::Mapped(map.clone(), start..start + per)
-                }
-                Bytes::Owned(b) => Bytes::Owned(b[e * per..(e + 1) * per].into()),
-            }
-        };
-        Ok((0..n)
-            .map(|e| Self {
-                bytes: slice(e),
-                shape: inner.to_vec(),
-            })
-            .collect())
-    }
-
-    /// Matrices stacked row-wise (their rows in order), when they share a width: `None`
-    /// otherwise.
-    pub fn stack_rows(parts: &[&Self]) -> Option<Self> {
-        let (_, cols) = parts.first()?.dims2();
-        if parts.iter().any(|p| p.dims2().1 != cols) {
-            return None;
-        }
-        let rows = parts.iter().map(|p| p.dims2().0).sum();
-        let bytes: Vec<u8> = parts
-            .iter()
-            .flat_map(|p| p.data().iter().copied())
-            .collect();
-        Self::owned(bytes, vec![rows, cols]).ok()
-    }
-
-    /// The rows `rows` of a matrix, copied (e.g. the even rows of an interleaved gate/up).
-    pub fn select_rows(&self, rows: impl Iterator<Item = usize>) -> Result<Self> {
-        let (n, cols) = self.dims2();
-        let row_bytes = cols / BLOCK * BLOCK_BYTES;
-        let data = self.data();
-        let mut bytes = Vec::new();
-        let mut count = 0;
-        for r in rows {
-            if r >= n {
-                return Err(Error::Internal(format!("MXFP4: row {r} of {n}")));
-            }
-            bytes.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
-            count += 1;
-        }
-        Self::owned(bytes, vec![count, cols])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,28 +199,5 @@ mod tests {
             assert_eq!(out[i], VALUES[c as usize] as f32 / 2.0 * 4.0, "value {i}");
         }
         assert!(from_blocks_and_scales(&packed, &[1, 2]).is_err());
-    }
-
-    #[test]
-    fn tensors_split_stack_and_select_rows_without_changing_values() {
-        let values: Vec<f32> = (0..3 * 4 * 64)
-            .map(|i| ((i * 37) % 23) as f32 - 11.0)
-            .collect();
-        let t = Mxfp4::quantize(&values, vec![3, 4, 64]).unwrap();
-        assert_eq!(t.dims2(), (12, 64));
-        let all = t.dequantize();
-        let parts = t.split(3).unwrap();
-        assert_eq!(parts[1].shape(), &[4, 64]);
-        assert_eq!(parts[1].dequantize(), all[256..512].to_vec());
-        let stacked = Mxfp4::stack_rows(&[&parts[2], &parts[0]]).unwrap();
-        let mut want = all[512..768].to_vec();
-        want.extend_from_slice(&all[..256]);
-        assert_eq!(stacked.dequantize(), want);
-        let odd = parts[0].select_rows([1, 3].into_iter()).unwrap();
-        let mut want = all[64..128].to_vec();
-        want.extend_from_slice(&all[192..256]);
-        assert_eq!(odd.dequantize(), want);
-        assert!(t.split(2).is_err());
-        assert!(Mxfp4::quantize(&values[..40], vec![1, 40]).is_err());
     }
 }

@@ -12,23 +12,27 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::blocks::{BlockType, Blocks};
 use super::fp8::{self, Fp8};
 use super::gguf::Gguf;
-use super::mxfp4::{self, Mxfp4};
+use super::mxfp4;
 use super::names::{self, NamePair};
 use super::quant::quant_for;
 pub use super::quant::{parse_quant, Quant, QUANT_TYPES};
 use crate::kernels::cpu::repacked::Repacked;
+use crate::models::layers::embedding::Table;
 use crate::{Error, Result};
 
 /// A linear layer's weight as loaded: candle's (dense, or quantized in a type candle
-/// computes), or MXFP4 blocks or FP8 block-scaled bytes, which our own kernels compute.
+/// computes), or blocks of our own types (MXFP4, IQ4_NL, IQ4_XS) or FP8 block-scaled bytes,
+/// which our own kernels compute.
 #[derive(Clone, Debug)]
 pub enum Matrix {
     /// Candle's matmul over a dense or quantized tensor.
     Candle(QMatMul),
-    /// MXFP4 `(out, in)` (CPU only); boxed, so that layers of candle's weights stay small.
-    Mxfp4(Box<Mxfp4>),
+    /// MXFP4, IQ4_NL or IQ4_XS `(out, in)` (CPU only); boxed, so that layers of candle's
+    /// weights stay small.
+    Blocks(Box<Blocks>),
     /// FP8 (E4M3) with block scales `(out, in)` (CPU only), as a checkpoint stores it.
     Fp8(Box<Fp8>),
     /// Q4_K `(out, in)` repacked in groups of sixteen rows for our CPU kernels (CPU
@@ -37,9 +41,9 @@ pub enum Matrix {
 }
 
 impl Matrix {
-    /// An MXFP4 weight.
-    pub fn mxfp4(m: Mxfp4) -> Self {
-        Self::Mxfp4(Box::new(m))
+    /// A weight of one of our block types.
+    pub fn blocks(m: Blocks) -> Self {
+        Self::Blocks(Box::new(m))
     }
 
     /// The shape, outermost dimension first.
@@ -47,7 +51,7 @@ impl Matrix {
         match self {
             Matrix::Candle(QMatMul::QTensor(q)) => q.shape().dims().to_vec(),
             Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().to_vec(),
-            Matrix::Mxfp4(m) => m.shape().to_vec(),
+            Matrix::Blocks(m) => m.shape().to_vec(),
             Matrix::Fp8(m) => {
                 let (rows, cols) = m.dims2();
                 vec![rows, cols]
@@ -450,12 +454,12 @@ impl<'a> Weights<'a> {
         if let Some(found) = gguf.tensor_shape(&stored) {
             check_shape(name, &found, &stacked_shape)?;
         }
-        let parts = if gguf.is_mxfp4(&stored) {
-            let whole = gguf.mxfp4(&stored, &Device::Cpu)?;
+        let parts = if gguf.block_type(&stored).is_some() {
+            let whole = gguf.blocks(&stored, &Device::Cpu)?;
             whole
                 .split(n)?
                 .into_iter()
-                .map(|m| self.mxfp4_weight(m))
+                .map(|m| self.blocks_weight(m))
                 .collect::<Result<Vec<_>>>()?
         } else {
             let parts = gguf.tensor_split(&stored, n, &self.device)?;
@@ -487,17 +491,17 @@ impl<'a> Weights<'a> {
             .collect()
     }
 
-    /// A linear layer's weight: quantized blocks from GGUF as they are (MXFP4 included);
+    /// A linear layer's weight: quantized blocks from GGUF as they are (ours included);
     /// safetensors weights quantized at load time (`--quant`) or kept dense in the chosen
     /// dtype.
     fn matmul(&self, name: &str) -> Result<Matrix> {
         let Source::Safetensors { files, .. } = &self.source else {
             let stored = self.stored_name(name);
             if let Source::Gguf { gguf, .. } = &self.source {
-                if gguf.is_mxfp4(&stored) {
-                    let m = gguf.mxfp4(&stored, &Device::Cpu)?;
+                if gguf.block_type(&stored).is_some() {
+                    let m = gguf.blocks(&stored, &Device::Cpu)?;
                     self.consumed.borrow_mut().insert(stored);
-                    return self.mxfp4_weight(m);
+                    return self.blocks_weight(m);
                 }
             }
             return Ok(Matrix::Candle(QMatMul::from_arc(self.qtensor(name)?)?));
@@ -550,12 +554,12 @@ impl<'a> Weights<'a> {
         ))
     }
 
-    /// MXFP4 blocks as a layer's weight: as they are on the CPU, where our kernels read them;
-    /// on an accelerator, which has no MXFP4 kernel yet, dequantized and then kept in the
-    /// chosen dtype or quantized (`--quant`) as any dense weight is.
-    fn mxfp4_weight(&self, m: Mxfp4) -> Result<Matrix> {
+    /// Blocks of our own types as a layer's weight: as they are on the CPU, where our
+    /// kernels read them; on an accelerator, which has no kernel for them yet, dequantized
+    /// and then kept in the chosen dtype or quantized (`--quant`) as any dense weight is.
+    fn blocks_weight(&self, m: Blocks) -> Result<Matrix> {
         if self.device.is_cpu() {
-            return Ok(Matrix::mxfp4(m));
+            return Ok(Matrix::blocks(m));
         }
         let t = Tensor::from_vec(m.dequantize(), m.shape(), &self.device)?;
         self.dense_matrix(t)
@@ -572,12 +576,16 @@ impl<'a> Weights<'a> {
                 supported: "--quant mxfp4 on the CPU".into(),
             });
         }
-        if dims.len() != 2 || mxfp4::bytes_for(&dims).is_none() {
+        if dims.len() != 2 || BlockType::Mxfp4.bytes_for(&dims).is_none() {
             let dtype = self.precision().dtype;
             return Ok(Matrix::Candle(QMatMul::Tensor(t.to_dtype(dtype)?)));
         }
         let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Matrix::mxfp4(Mxfp4::quantize(&values, dims)?))
+        Ok(Matrix::blocks(Blocks::quantize(
+            BlockType::Mxfp4,
+            &values,
+            dims,
+        )?))
     }
 
     /// A safetensors tensor of unsigned bytes as stored (MXFP4 blocks and scales), marked
@@ -732,6 +740,24 @@ impl<'w, 'a> Vb<'w, 'a> {
         Ok(t)
     }
 
+    /// The embedding table `leaf`, checked against `shape`: blocks of our own types as they
+    /// are stored in a GGUF (IQ4_NL, IQ4_XS, MXFP4: looked up row by row on the CPU), else
+    /// as [`Vb::qtensor`] reads it.
+    pub fn table(&self, leaf: &str, shape: &[usize]) -> Result<Table> {
+        let name = self.name(leaf);
+        let w = self.weights;
+        if let Source::Gguf { gguf, .. } = &w.source {
+            let stored = w.stored_name(&name);
+            if gguf.block_type(&stored).is_some() {
+                let b = gguf.blocks(&stored, &Device::Cpu)?;
+                check_shape(&name, b.shape(), shape)?;
+                w.consumed.borrow_mut().insert(stored);
+                return Ok(Table::Blocks(b));
+            }
+        }
+        Ok(Table::Candle(self.qtensor(leaf, shape)?))
+    }
+
     /// The tensor `leaf` as f32, checked against `shape`.
     pub fn tensor(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
         let name = self.name(leaf);
@@ -768,7 +794,7 @@ impl<'w, 'a> Vb<'w, 'a> {
     /// 32, 16)` bytes) and `{leaf}_scales` (`(…, rows, cols / 32)` exponents), repacked into
     /// ggml's blocks and checked against `shape` (`(…, rows, cols)`). When only checking, its
     /// blocks are zeros that are never touched.
-    pub fn mxfp4_pair(&self, leaf: &str, shape: &[usize]) -> Result<Mxfp4> {
+    pub fn mxfp4_pair(&self, leaf: &str, shape: &[usize]) -> Result<Blocks> {
         let w = self.weights;
         let (blocks, block_shape) = w.raw_u8(&self.name(&format!("{leaf}_blocks")))?;
         let (scales, scale_shape) = w.raw_u8(&self.name(&format!("{leaf}_scales")))?;
@@ -796,12 +822,13 @@ impl<'w, 'a> Vb<'w, 'a> {
         let scales_name = self.name(&format!("{leaf}_scales"));
         check_shape(&scales_name, &scale_shape, &expected(&[]))?;
         if w.check_only {
-            let bytes = mxfp4::bytes_for(shape).unwrap_or(0);
+            let bytes = BlockType::Mxfp4.bytes_for(shape).unwrap_or(0);
             let map = anonymous_zeros(bytes)?;
-            return Mxfp4::mapped(&map, 0..bytes, shape.to_vec())
+            return Blocks::mapped(BlockType::Mxfp4, &map, 0..bytes, shape.to_vec())
                 .ok_or_else(|| Error::Internal(format!("zeros of MXFP4 {shape:?}")));
         }
-        Mxfp4::owned(
+        Blocks::owned(
+            BlockType::Mxfp4,
             mxfp4::from_blocks_and_scales(&blocks, &scales)?,
             shape.to_vec(),
         )
@@ -814,10 +841,10 @@ impl<'w, 'a> Vb<'w, 'a> {
         self.weights.dense_matrix(t)
     }
 
-    /// MXFP4 blocks a family sliced out of a stored tensor as a layer's weight: as they are
-    /// on the CPU, dequantized on an accelerator (see [`Weights`]' MXFP4 rule).
-    pub fn mxfp4_weight(&self, m: Mxfp4) -> Result<Matrix> {
-        self.weights.mxfp4_weight(m)
+    /// Blocks a family sliced out of a stored tensor as a layer's weight: as they are on the
+    /// CPU, dequantized on an accelerator (see [`Weights`]' rule for our block types).
+    pub fn blocks_weight(&self, m: Blocks) -> Result<Matrix> {
+        self.weights.blocks_weight(m)
     }
 
     /// The tensor `leaf` as stored in safetensors (its float dtype), checked against `shape`;

@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use super::stats::Stats;
 use super::Model;
+use crate::formats::blocks::BlockType;
 use crate::formats::hf_config::HfConfig;
-use crate::formats::{fp8, ggml_types, mxfp4};
+use crate::formats::{fp8, ggml_types};
 use crate::{Error, Result};
 
 /// Elements decoded per chunk (16 MiB of f32).
@@ -131,8 +132,13 @@ enum Decode {
         row: u64,
         row_bytes: u64,
     },
-    /// MXFP4 blocks, dequantized by [`mxfp4::dequantize`]; rows as for `Ggml`.
-    Mxfp4 { row: u64, row_bytes: u64 },
+    /// Blocks of our own types (MXFP4, IQ4_NL, IQ4_XS), dequantized by
+    /// [`BlockType::dequantize`]; rows as for `Ggml`.
+    Own {
+        ty: BlockType,
+        row: u64,
+        row_bytes: u64,
+    },
     /// FP8 (E4M3) weights `(…, rows, cols)` times the scale of their block.
     Fp8 {
         scales: Vec<f32>,
@@ -214,15 +220,16 @@ fn locate(model: &Model, name: &str) -> Result<Located> {
             }
             .max(1);
             let row_bytes = row / ty.block_size as u64 * ty.type_size as u64;
-            let decode = match (ty.candle, Plain::from_ggml(ty.name)) {
-                (Some(dtype), _) => Decode::Ggml {
+            let own = BlockType::from_id(ty.id);
+            let decode = match (ty.candle, own, Plain::from_ggml(ty.name)) {
+                (Some(dtype), _, _) => Decode::Ggml {
                     dtype,
                     row,
                     row_bytes,
                 },
-                (None, _) if ty.id == mxfp4::GGML_TYPE_ID => Decode::Mxfp4 { row, row_bytes },
-                (None, Some(plain)) => Decode::Plain(plain),
-                (None, None) => return Err(unsupported(name, &type_name)),
+                (None, Some(ty), _) => Decode::Own { ty, row, row_bytes },
+                (None, None, Some(plain)) => Decode::Plain(plain),
+                (None, None, None) => return Err(unsupported(name, &type_name)),
             };
             Ok(Located {
                 file: path.clone(),
@@ -357,14 +364,14 @@ fn for_each_chunk(t: &Located, limit: u64, f: &mut dyn FnMut(&[f32]) -> Result<(
                     .flatten_all()?
                     .to_vec1::<f32>()?
             }
-            &Decode::Mxfp4 { row, row_bytes } => {
+            &Decode::Own { ty, row, row_bytes } => {
                 let rows = (CHUNK_ELEMENTS / row)
                     .max(1)
                     .min((wanted - done).div_ceil(row));
                 let mut buf = vec![0u8; (rows * row_bytes) as usize];
                 file.read_exact(&mut buf).map_err(io)?;
                 let mut values = vec![0f32; (rows * row) as usize];
-                mxfp4::dequantize(&buf, &mut values);
+                ty.dequantize(&buf, &mut values);
                 values
             }
             Decode::Fp8 {

@@ -3,10 +3,7 @@
 //! [`ModelInfo`] from a family's dimensions and its spec, trailing multi-token-prediction
 //! blocks marked unused; RoPE from either config format is [`super::rope_config`].
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
-
+use super::layers::embedding::Table;
 use super::layers::linear::Linear;
 use super::{FamilySpec, ModelInfo};
 use crate::formats::gguf::Gguf;
@@ -20,7 +17,7 @@ use crate::{Error, Result};
 /// initialised output layer, which is refused.
 pub fn output_layer(
     vb: &Vb,
-    table: &Arc<QTensor>,
+    table: &Table,
     (hidden, vocab): (usize, usize),
     untied_in: Option<&str>,
 ) -> Result<Linear> {
@@ -33,7 +30,10 @@ pub fn output_layer(
              (transformers would run a randomly initialised output layer); supported: \
              lm_head.weight, or tie_word_embeddings = true"
         ))),
-        None => Linear::from_qtensor(table.clone()),
+        None => match table {
+            Table::Candle(t) => Linear::from_qtensor(t.clone()),
+            Table::Blocks(b) => Ok(Linear::from_matrix(vb.blocks_weight(b.clone())?)),
+        },
     }
 }
 

@@ -270,7 +270,7 @@ impl<A: Mixer> Decoder<A> {
     ) -> Result<Self> {
         let d = s.dims;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
+        let table = m.table("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
         let lm_head = output_layer(vb, &table, (d.hidden, d.vocab_size), s.untied_in)?;
         let blocks = (0..d.n_layers)
             .map(|i| {

@@ -413,7 +413,7 @@ impl Model {
         let unit_offset = super::norm_unit_offset(SPEC.quirks, format);
         let rope_global = cfg.rope_global.build(vb, cfg.head_dim, style)?;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let table = m.table("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::load(&m.pp("layers").pp(i), cfg, i, unit_offset))
             .collect::<Result<Vec<_>>>()?;

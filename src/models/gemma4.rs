@@ -395,12 +395,12 @@ impl Model {
         let rope_full = cfg.rope_full.build(vb, head(false), style)?;
         let rope_sliding = cfg.rope_sliding.build_plain(head(true), style)?;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let table = m.table("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
         let n = cfg.layers.len();
         let per_layer = match cfg.per_layer_input {
             Some(p) => Some(PerLayerInputs {
                 embed: Embedding::new(
-                    m.qtensor("embed_tokens_per_layer.weight", &[p.vocab, n * p.width])?,
+                    m.table("embed_tokens_per_layer.weight", &[p.vocab, n * p.width])?,
                     Some((p.width as f64).sqrt()),
                 ),
                 proj: Linear::load(

@@ -380,7 +380,7 @@ impl Model {
         let style = super::rope_style(SPEC.quirks, vb.weights().format());
         let rope = cfg.rope.build(vb, d.head_dim, style)?;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
+        let table = m.table("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
         let lm_head = output_layer(
             vb,
             &table,

@@ -144,7 +144,7 @@ impl Model {
         let style = super::rope_style(SPEC.quirks, vb.weights().format());
         let rope = b.rope.build(vb, b.head_dim, style)?;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[b.vocab_size, b.hidden])?;
+        let table = m.table("embed_tokens.weight", &[b.vocab_size, b.hidden])?;
         let lm_head = output_layer(vb, &table, (b.hidden, b.vocab_size), b.untied_in.as_deref())?;
         let blocks = (0..b.n_layers)
             .map(|i| {

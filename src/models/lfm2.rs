@@ -446,7 +446,7 @@ impl Model {
         let d = &cfg.dims;
         let style = super::rope_style(SPEC.quirks, vb.weights().format());
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
+        let table = m.table("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
         let blocks = (0..d.n_layers)
             .map(|i| Block::load(&m.pp("layers").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;

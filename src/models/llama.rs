@@ -469,7 +469,7 @@ impl Model {
         let style = super::rope_style(spec.quirks, vb.weights().format());
         let rope = cfg.rope.build(vb, cfg.head_dim, style)?;
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let table = m.table("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
         let lm_head = output_layer(
             vb,
             &table,

@@ -597,7 +597,7 @@ impl Model {
         let style = super::rope_style(spec.quirks, format);
         let unit_offset = super::norm_unit_offset(spec.quirks, format);
         let m = vb.pp("model");
-        let table = m.qtensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
+        let table = m.table("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden])?;
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::load(&m.pp("layers").pp(i), cfg, i, unit_offset))
             .collect::<Result<Vec<_>>>()?;

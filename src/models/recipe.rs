@@ -15,7 +15,7 @@ use candle_core::quantized::QTensor;
 use candle_core::Tensor;
 
 use super::layers::attention::{self, Attention};
-use super::layers::embedding::Embedding;
+use super::layers::embedding::{Embedding, Table};
 use super::layers::linear::Linear;
 use super::layers::mlp::{Activation, Mlp};
 use super::layers::moe::{Router, SparseMoe};
@@ -259,7 +259,14 @@ impl Recipe {
         final_softcap: Option<f64>,
     ) -> Result<Self, Unsupported> {
         Ok(Self {
-            embed: embed.table().clone(),
+            embed: match embed.table() {
+                Table::Candle(t) => t.clone(),
+                Table::Blocks(b) => {
+                    return Err(format!(
+                        "the embedding table is {b:?}, which candle does not read"
+                    ))
+                }
+            },
             embed_scale: embed.scale().map_or(1.0, |s| s as f32),
             blocks,
             norm: norm.clone(),

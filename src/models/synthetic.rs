@@ -11,8 +11,8 @@ use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::FamilySpec;
+use crate::formats::blocks::{BlockType, Blocks};
 use crate::formats::gguf::MemoryTensor;
-use crate::formats::mxfp4::{self, Mxfp4};
 use crate::{Error, Result};
 
 /// The dimensions of a decoder-only model.
@@ -537,13 +537,13 @@ impl Rng {
     }
 }
 
-/// How a synthetic tensor is stored: one of candle's types, or MXFP4.
+/// How a synthetic tensor is stored: one of candle's types, or one of our block types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stored {
     /// A type candle quantizes and computes.
     Ggml(GgmlDType),
-    /// MXFP4 blocks (computed by our own kernels).
-    Mxfp4,
+    /// MXFP4, IQ4_NL or IQ4_XS blocks (computed by our own kernels).
+    Own(BlockType),
 }
 
 impl From<GgmlDType> for Stored {
@@ -560,7 +560,7 @@ impl Stored {
                 .iter()
                 .find(|ty| ty.candle == Some(t))
                 .map(|ty| ty.id),
-            Self::Mxfp4 => Some(mxfp4::GGML_TYPE_ID),
+            Self::Own(t) => Some(t.id()),
         };
         id.and_then(crate::formats::ggml_types::by_id)
             .map_or("?", |ty| ty.name)
@@ -570,7 +570,7 @@ impl Stored {
     pub fn bytes(self, elements: usize) -> Option<usize> {
         let (block, size) = match self {
             Self::Ggml(t) => (t.block_size(), t.type_size()),
-            Self::Mxfp4 => (mxfp4::BLOCK, mxfp4::BLOCK_BYTES),
+            Self::Own(t) => (t.block(), t.block_bytes()),
         };
         elements
             .is_multiple_of(block)
@@ -617,7 +617,7 @@ impl RandomTensors {
         Ok(QTensor::new(storage, shape)?)
     }
 
-    /// A `shape` tensor stored as `stored` (candle's types on the generator's device, MXFP4
+    /// A `shape` tensor stored as `stored` (candle's types on the generator's device, ours
     /// on the CPU), values as [`RandomTensors::tensor`] makes them.
     pub fn stored(
         &mut self,
@@ -628,9 +628,9 @@ impl RandomTensors {
     ) -> Result<MemoryTensor> {
         Ok(match stored {
             Stored::Ggml(t) => self.tensor(shape, t, center, spread)?.into(),
-            Stored::Mxfp4 => {
+            Stored::Own(ty) => {
                 let bytes = self.blocks(shape, stored, center, spread)?;
-                Mxfp4::owned(bytes, shape.to_vec())?.into()
+                Blocks::owned(ty, bytes, shape.to_vec())?.into()
             }
         })
     }
@@ -645,7 +645,7 @@ impl RandomTensors {
     ) -> Result<Vec<u8>> {
         let (block, type_size) = match stored {
             Stored::Ggml(t) => (t.block_size(), t.type_size()),
-            Stored::Mxfp4 => (mxfp4::BLOCK, mxfp4::BLOCK_BYTES),
+            Stored::Own(t) => (t.block(), t.block_bytes()),
         };
         let last = shape.last().copied().unwrap_or(1);
         if last % block != 0 {
@@ -665,7 +665,7 @@ impl RandomTensors {
                 let values = self.rng.tensor(&[POOL_BLOCKS, block], center, spread)?;
                 e.insert(match stored {
                     Stored::Ggml(t) => QTensor::quantize(&values, t)?.data()?.into_owned(),
-                    Stored::Mxfp4 => mxfp4::quantize(&values.flatten_all()?.to_vec1()?),
+                    Stored::Own(t) => t.quantize(&values.flatten_all()?.to_vec1()?),
                 })
             }
         };
@@ -785,7 +785,10 @@ mod tests {
     #[test]
     fn random_mxfp4_tensors_are_whole_blocks_in_the_value_range() {
         let mut r = RandomTensors::new(7, &Device::Cpu);
-        let MemoryTensor::Mxfp4(t) = r.stored(&[2, 8, 64], Stored::Mxfp4, 0.0, 0.5).unwrap() else {
+        let MemoryTensor::Blocks(t) = r
+            .stored(&[2, 8, 64], Stored::Own(BlockType::Mxfp4), 0.0, 0.5)
+            .unwrap()
+        else {
             panic!("not MXFP4")
         };
         assert_eq!(
@@ -795,8 +798,8 @@ mod tests {
         let v = t.dequantize();
         let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
         assert!(max > 0.3 && max <= 0.75, "max |x| {max}");
-        assert_eq!(Stored::Mxfp4.name(), "MXFP4");
-        assert_eq!(Stored::Mxfp4.bytes(64), Some(34));
+        assert_eq!(Stored::Own(BlockType::Mxfp4).name(), "MXFP4");
+        assert_eq!(Stored::Own(BlockType::Mxfp4).bytes(64), Some(34));
         assert_eq!(Stored::Ggml(GgmlDType::Q8_0).name(), "Q8_0");
     }
 

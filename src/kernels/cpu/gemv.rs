@@ -807,14 +807,42 @@ pub(crate) fn check_kernels(
     let (n, k) = (48, 256);
     let w = Tensor::from_vec(test_values(n * k, 1), (n, k), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&w, dtype).unwrap();
+    let dense: Vec<f32> = q
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    check_blocks(
+        &format!("{dtype:?}"),
+        &q.data().unwrap(),
+        &dense,
+        (n, k),
+        gemv,
+    );
+}
+
+/// Checks a kernel pair on the blocks `data` of an `(n, k)` matrix whose values are `dense`:
+/// the portable and SIMD kernels agree with each other and with the dequantized product.
+#[cfg(test)]
+pub(crate) fn check_blocks(
+    name: &str,
+    data: &[u8],
+    dense: &[f32],
+    (n, k): (usize, usize),
+    gemv: impl Fn(&[u8], usize, usize, &[f32], &mut [f32], Kernel),
+) {
     let x = test_values(k, 2);
     // The exact product with the dequantized weights; ours differs only by the 8-bit
     // quantization of the activations.
-    let exact = exact_product(&q, &x);
-    let data = q.data().unwrap();
+    let exact: Vec<f32> = dense
+        .chunks_exact(k)
+        .map(|row| row.iter().zip(&x).map(|(w, v)| w * v).sum())
+        .collect();
     let run = |kernel| {
         let mut out = vec![0f32; n];
-        gemv(&data, n, k, &x, &mut out, kernel);
+        gemv(data, n, k, &x, &mut out, kernel);
         out
     };
     let scalar = run(Kernel::Scalar);
@@ -827,9 +855,9 @@ pub(crate) fn check_kernels(
         for ((s, b), e) in scalar.iter().zip(&best).zip(&exact) {
             assert!(
                 (s - b).abs() < 1e-4 * (1.0 + e.abs()),
-                "{dtype:?}: scalar {s} vs {other:?} {b}"
+                "{name}: scalar {s} vs {other:?} {b}"
             );
-            assert!((s - e).abs() < 0.1, "{dtype:?}: quantized {s} vs exact {e}");
+            assert!((s - e).abs() < 0.1, "{name}: quantized {s} vs exact {e}");
         }
     }
     // The product must depend on the input: a wrong layout would not track it.

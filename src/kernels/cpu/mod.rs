@@ -1,6 +1,7 @@
 //! CPU kernels: products of quantized weights with 8-bit activations (single rows in
 //! [`gemv`] and the per-type files, two weight rows by up to four activation rows in
-//! [`rows512`], MXFP4 in [`mxfp4`] and [`mxfp4_quads`], FP8 in [`fp8`], batches in
+//! [`rows512`], IQ4_NL and IQ4_XS in [`iq4_nl`] and [`iq4_xs`], MXFP4 in [`mxfp4`] and
+//! [`mxfp4_quads`], FP8 in [`fp8`], batches in
 //! [`gemm_q8`], k-quants in [`kquants`], [`kdots`] and [`kquads`], and repacked in sixteen
 //! interleaved rows in [`repacked`] ([`q4k16`])), few-query attention in
 //! llama.cpp's numerics ([`attn_few`], [`attn_f16`]) and its tiled prompt attention
@@ -22,6 +23,8 @@ pub mod gemv;
 pub mod heap;
 pub mod host;
 pub mod huge;
+pub mod iq4_nl;
+pub mod iq4_xs;
 pub mod kdots;
 mod kdots_portable;
 #[cfg(target_arch = "x86_64")]

@@ -3,8 +3,8 @@
 //! a second chat turn resumes from the cache).
 
 use super::*;
+use crate::formats::blocks::{BlockType, Blocks};
 use crate::formats::gguf::MemoryTensor;
-use crate::formats::mxfp4::Mxfp4;
 use crate::models::CausalLm;
 use candle_core::Device;
 
@@ -134,7 +134,7 @@ fn tiny(dir: &std::path::Path, mxfp4: bool) -> Box<dyn CausalLm> {
                     .unwrap()
                     .to_vec1()
                     .unwrap();
-                Mxfp4::quantize(&values, t.shape().dims().to_vec())
+                Blocks::quantize(BlockType::Mxfp4, &values, t.shape().dims().to_vec())
                     .unwrap()
                     .into()
             } else {

@@ -1,6 +1,7 @@
 //! A linear layer over candle's `QMatMul`, which covers dense and quantized weights alike, or
-//! over MXFP4 blocks or FP8 block-scaled bytes, which our own kernels compute
-//! ([`crate::kernels::cpu::mxfp4`], [`crate::kernels::cpu::fp8`]).
+//! over MXFP4, IQ4_NL or IQ4_XS blocks or FP8 block-scaled bytes, which our own kernels
+//! compute ([`crate::kernels::cpu::mxfp4`], [`crate::kernels::cpu::iq4_nl`],
+//! [`crate::kernels::cpu::iq4_xs`], [`crate::kernels::cpu::fp8`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,10 +10,12 @@ use candle_core::{DType, Module, Tensor};
 
 use crate::kernels::cpu::pool::Pool;
 use crate::kernels::cpu::repacked::{Format as RepackFormat, Repacked};
-use crate::kernels::cpu::{fp8, gemm_q8, gemv, host, kquants, mxfp4, q4_1, q5_0, q8_0};
+use crate::kernels::cpu::{
+    fp8, gemm_q8, gemv, host, iq4_nl, iq4_xs, kquants, mxfp4, q4_1, q5_0, q8_0,
+};
 
+use crate::formats::blocks::{BlockType, Blocks};
 use crate::formats::fp8::Fp8;
-use crate::formats::mxfp4::Mxfp4;
 use crate::formats::weights::{Matrix, Vb};
 use crate::{Error, Result};
 
@@ -137,7 +140,7 @@ impl Linear {
             }
             // FP8: a block of scales straddling two parts keeps them apart.
             Matrix::Fp8(_) => stacked!(Fp8, Fp8::stack_rows, |m| Matrix::Fp8(Box::new(m))),
-            Matrix::Mxfp4(_) => stacked!(Mxfp4, Mxfp4::stack_rows, Matrix::mxfp4),
+            Matrix::Blocks(_) => stacked!(Blocks, Blocks::stack_rows, Matrix::blocks),
             Matrix::Candle(QMatMul::QTensor(w0)) => {
                 let (dtype, dev) = (w0.dtype(), w0.device());
                 let k = w0.shape().dims2()?.1;
@@ -201,7 +204,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let weight = match &self.weight {
             Matrix::Candle(w) => w,
-            Matrix::Mxfp4(m) => return self.add_bias(mxfp4_forward(m, x)?),
+            Matrix::Blocks(m) => return self.add_bias(blocks_forward(m, x)?),
             Matrix::Fp8(m) => return self.add_bias(fp8_forward(m, x)?),
             Matrix::Repacked(m) => return self.add_bias(repacked_forward(m, x)?),
         };
@@ -490,12 +493,25 @@ fn own_rows_kernel(dtype: GgmlDType) -> Option<Option<RowsKernel>> {
     }
 }
 
-/// `x W^T` for MXFP4 `W` (`(n, k)`) on the CPU: every row of `x` (`(..., k)`) against every
-/// row of `W`, in f32.
-fn mxfp4_forward(w: &Mxfp4, x: &Tensor) -> Result<Tensor> {
+/// `x W^T` for `W` (`(n, k)`) of one of our block types on the CPU: every row of `x`
+/// (`(..., k)`) against every row of `W`, in f32. IQ4 rows go through their single-row
+/// kernels [`CHUNK_ROWS`] activation rows at a time, so every product is the one-row one.
+fn blocks_forward(w: &Blocks, x: &Tensor) -> Result<Tensor> {
     let (n, k) = w.dims2();
-    own_kernel_forward(x, (n, k), "MXFP4", |input, out| {
-        mxfp4::matmul(w.data(), n, k, input, out, gemv::kernel())
+    let ty = w.block_type();
+    own_kernel_forward(x, (n, k), ty.name(), |input, out| {
+        let kernel = gemv::kernel();
+        let rows: RowsKernel = match ty {
+            BlockType::Mxfp4 => return mxfp4::matmul(w.data(), n, k, input, out, kernel),
+            BlockType::Iq4Nl => iq4_nl::gemv,
+            BlockType::Iq4Xs => iq4_xs::gemv,
+        };
+        for (x, out) in input
+            .chunks(CHUNK_ROWS * k)
+            .zip(out.chunks_mut(CHUNK_ROWS * n))
+        {
+            rows(w.data(), n, k, x, out, kernel);
+        }
     })
 }
 
@@ -627,8 +643,13 @@ mod tests {
     }
 
     fn mxfp4(rows: usize, k: usize, seed: u32) -> Linear {
-        let w = Mxfp4::quantize(&gemv::test_values(rows * k, seed), vec![rows, k]).unwrap();
-        Linear::from_matrix(Matrix::mxfp4(w))
+        let w = Blocks::quantize(
+            BlockType::Mxfp4,
+            &gemv::test_values(rows * k, seed),
+            vec![rows, k],
+        )
+        .unwrap();
+        Linear::from_matrix(Matrix::blocks(w))
     }
 
     #[test]
@@ -646,7 +667,7 @@ mod tests {
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(flat(&got), flat(&want), "{m} rows");
             // Against the dequantized weights in f32.
-            let Matrix::Mxfp4(w) = &stacked.weight else {
+            let Matrix::Blocks(w) = &stacked.weight else {
                 panic!("not MXFP4")
             };
             let values = w.dequantize();

@@ -22,7 +22,7 @@ use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
 use super::moe::{self, Router};
-use crate::formats::mxfp4::Mxfp4;
+use crate::formats::blocks::Blocks;
 use crate::formats::weights::{Matrix, Vb, WeightFormat};
 use crate::Result;
 
@@ -177,9 +177,9 @@ fn load_transformers(ex: &Vb, hidden: usize, cfg: &Config) -> Result<Vec<Expert>
                 .mxfp4_pair("gate_up_proj", &[n, 2 * f, hidden])?
                 .split(n)?;
             let down = ex.mxfp4_pair("down_proj", &[n, hidden, f])?.split(n)?;
-            let rows = |m: &Mxfp4, first: usize| -> Result<Matrix> {
+            let rows = |m: &Blocks, first: usize| -> Result<Matrix> {
                 let picked = m.select_rows((first..2 * f).step_by(2))?;
-                ex.mxfp4_weight(picked)
+                ex.blocks_weight(picked)
             };
             let gate = gate_up
                 .iter()
@@ -191,7 +191,7 @@ fn load_transformers(ex: &Vb, hidden: usize, cfg: &Config) -> Result<Vec<Expert>
                 .collect::<Result<Vec<_>>>()?;
             let down = down
                 .into_iter()
-                .map(|m| ex.mxfp4_weight(m))
+                .map(|m| ex.blocks_weight(m))
                 .collect::<Result<Vec<_>>>()?;
             (gate, up, down)
         }
