@@ -256,10 +256,10 @@ impl Blocks {
             return None;
         }
         let rows = parts.iter().map(|p| p.dims2().0).sum();
-        let bytes: Vec<u8> = parts
-            .iter()
-            .flat_map(|p| p.data().iter().copied())
-            .collect();
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.data().len()).sum());
+        for p in parts {
+            bytes.extend_from_slice(p.data());
+        }
         Self::owned(ty, bytes, vec![rows, cols]).ok()
     }
 

@@ -253,20 +253,14 @@ impl Gguf {
         }
         match &self.data {
             Data::Map(map) => {
-                let Some(bytes) = ty.bytes_for(shape) else {
+                if ty.bytes_for(shape).is_none() {
                     return Err(malformed(format!(
                         "rows of shape {shape:?} are not whole {} blocks of {}",
                         ty.name(),
                         ty.block()
                     )));
-                };
-                let start = self
-                    .content
-                    .tensor_data_offset
-                    .checked_add(offset)
-                    .and_then(|s| usize::try_from(s).ok());
-                let range = start.and_then(|s| Some(s..s.checked_add(bytes)?));
-                range
+                }
+                self.own_range(ty, offset, shape)
                     .and_then(|r| Blocks::mapped(ty, map, r, shape.clone()))
                     .ok_or_else(|| malformed("its blocks lie outside the file".into()))
             }
@@ -393,9 +387,30 @@ impl Gguf {
     /// Lets the pages of tensor `name` go (its data now lives elsewhere, e.g. stacked with
     /// others): they leave the resident set and are read again from the file if touched.
     pub fn release(&self, name: &str) {
-        if let (Data::Map(map), Ok((range, _, _))) = (&self.data, self.locate(name)) {
+        let Data::Map(map) = &self.data else {
+            return;
+        };
+        let range = match self.own.get(name) {
+            Some(&(ty, offset, ref shape)) => self.own_range(ty, offset, shape),
+            None => self.locate(name).ok().map(|(range, _, _)| range),
+        };
+        if let Some(range) = range {
             mapped::release(map, range);
         }
+    }
+
+    /// Where the blocks of a tensor of our own type `ty` at `offset` in the data section lie
+    /// in the file, when its rows are whole blocks and the sum does not overflow.
+    fn own_range(
+        &self,
+        ty: BlockType,
+        offset: u64,
+        shape: &[usize],
+    ) -> Option<std::ops::Range<usize>> {
+        let bytes = ty.bytes_for(shape)?;
+        let start = self.content.tensor_data_offset.checked_add(offset)?;
+        let start = usize::try_from(start).ok()?;
+        Some(start..start.checked_add(bytes)?)
     }
 
     /// Where tensor `name`'s bytes lie in the file, with its type and shape.

@@ -3,13 +3,13 @@
 //! (Q8_K, [`super::kdots::quantize`]), weights `d · (ls - 32) · VALUES[code]` with a 6-bit
 //! `ls` per sub-block of 32.
 //!
-//! Two forms, each ggml's own, which differ in the last bits as ggml's do:
+//! Two forms, which differ in the last bits as ggml's AVX2 and scalar ones do:
 //! - AVX2 (also what CPUs with AVX-512 run): per super-block the exact integer sum of
-//!   `(ls - 32) · VALUES[code] · q` in eight i32 lanes (the table looked up with one byte
-//!   shuffle per half sub-block, `|w| × (q with w's sign)` in pairs, one `madd` by the
-//!   sub-block's scale), then `d · d_x × lanes` fused into one eight-lane chain, summed as
-//!   `hsum_float_8`.
-//! - portable: per sub-block `sum += (d · d_x · (ls - 32)) · Σ VALUES[code] · q`.
+//!   `(ls - 32) · VALUES[code] · q` in eight i32 lanes, then `d · d_x × lanes` fused into one
+//!   eight-lane chain, summed as `hsum_float_8` (ggml's steps; the lanes hold other terms than
+//!   ggml's, see [`avx2`]).
+//! - portable: ggml's scalar form, per sub-block `sum += (d · d_x · (ls - 32)) · Σ
+//!   VALUES[code] · q`.
 //!
 //! Weight rows are split over the pool; each row's super-blocks are unpacked once for up to
 //! four activation rows, and every product is the one a single row gets, bit for bit.
@@ -50,78 +50,192 @@ fn portable<const M: usize>(row: &[u8], xs: [&Q8K; M]) -> [f32; M] {
     sums
 }
 
-/// The AVX2 products of one weight row with `M` activation rows (ggml's order, above).
+/// One activation row as the AVX2 form reads it: Q8_K's values rearranged per pair of
+/// sub-blocks `A`, `B` (64 values) as `[A 0..16 | B 0..16]` then `[A 16..32 | B 16..32]`, the
+/// order in which one 32-byte load of the pair's codes yields their values (low nibbles,
+/// then high nibbles), their magnitudes in the same order, and the super-blocks' scales.
+#[cfg(target_arch = "x86_64")]
+struct Paired {
+    qs: Vec<i8>,
+    abs: Vec<u8>,
+    d: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Paired {
+    fn new(x: &Q8K) -> Self {
+        let mut qs = vec![0i8; x.qs.len()];
+        for (src, dst) in x.qs.chunks_exact(64).zip(qs.chunks_exact_mut(64)) {
+            let (a, b) = src.split_at(32);
+            dst[..16].copy_from_slice(&a[..16]);
+            dst[16..32].copy_from_slice(&b[..16]);
+            dst[32..48].copy_from_slice(&a[16..]);
+            dst[48..].copy_from_slice(&b[16..]);
+        }
+        let abs = qs.iter().map(|v| v.unsigned_abs()).collect();
+        Self {
+            qs,
+            abs,
+            d: x.d.clone(),
+        }
+    }
+}
+
+/// The eight sub-block scales `ls - 32` of the super-block at `blk`, each as two equal i16
+/// halves of an i32 lane (what `madd` multiplies pairs by).
+///
+/// # Safety
+/// The CPU has AVX2; `blk` addresses a whole super-block.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales(blk: *const u8) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // Sub-block j's low four bits are bits 4j.. of the four low-bit bytes read as a u32, its
+    // high two bits 2j.. of the u16 before them.
+    let low = _mm256_set1_epi32((blk.add(4) as *const i32).read_unaligned());
+    let high = _mm256_set1_epi32((blk.add(2) as *const u16).read_unaligned() as i32);
+    let low = _mm256_and_si256(
+        _mm256_srlv_epi32(low, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+        _mm256_set1_epi32(15),
+    );
+    let high = _mm256_and_si256(
+        _mm256_srlv_epi32(high, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+        _mm256_set1_epi32(3),
+    );
+    let ls = _mm256_sub_epi32(
+        _mm256_or_si256(low, _mm256_slli_epi32(high, 4)),
+        _mm256_set1_epi32(32),
+    );
+    _mm256_or_si256(
+        _mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)),
+        _mm256_slli_epi32(ls, 16),
+    )
+}
+
+/// The AVX2 products of one weight row with `M` activation rows: per pair of sub-blocks one
+/// load of their 32 bytes of codes, the values of the low nibbles and of the high ones
+/// looked up with one shuffle each, `|q| × (w with q's sign)` (the magnitudes formed once per
+/// activation row for every weight row, so a product takes one sign operation where ggml's
+/// `|w| × (q with w's sign)` takes two) summed in pairs and multiplied by the sub-blocks'
+/// scales (one per 128-bit half) into eight exact i32 lanes per super-block, then
+/// `d · d_x × lanes` fused into one eight-lane chain per activation row, summed as
+/// `hsum_float_8`.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; every activation row covers the weight row.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2<const M: usize>(row: &[u8], xs: [&Q8K; M]) -> [f32; M] {
+unsafe fn avx2<const M: usize>(row: &[u8], xs: [&Paired; M]) -> [f32; M] {
     use std::arch::x86_64::*;
-    let table = _mm_loadu_si128(VALUES.as_ptr() as *const __m128i);
-    let low = _mm_set1_epi8(0x0F);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(VALUES.as_ptr() as *const __m128i));
+    let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, blk) in row.chunks_exact(BYTES).enumerate() {
-        super::gemv::prefetch_ahead(blk.as_ptr());
-        let mut sumi = [[_mm256_setzero_si256(); 2]; M];
+        let p = blk.as_ptr();
+        super::gemv::prefetch_ahead(p);
+        let ls = scales(p);
+        let mut sum = [_mm256_setzero_si256(); M];
         for pair in 0..4 {
-            let mut w = [_mm256_setzero_si256(); 2];
-            for (h, w) in w.iter_mut().enumerate() {
-                let codes = _mm_loadu_si128(blk.as_ptr().add(8 + 32 * pair + 16 * h) as *const _);
-                *w = _mm256_set_m128i(
-                    _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), low)),
-                    _mm_shuffle_epi8(table, _mm_and_si128(codes, low)),
-                );
-            }
-            let ls = [
-                _mm256_set1_epi16(xs_scale(blk, 2 * pair) as i16),
-                _mm256_set1_epi16(xs_scale(blk, 2 * pair + 1) as i16),
+            let codes = _mm256_loadu_si256(p.add(8 + 32 * pair) as *const __m256i);
+            let w = [
+                _mm256_shuffle_epi8(table, _mm256_and_si256(codes, low)),
+                _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(codes, 4), low)),
             ];
-            let abs = [_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(w[1], w[1])];
-            for (x, s) in xs.iter().zip(sumi.iter_mut()) {
-                let xq = x.qs.as_ptr().add(b * QK_K + 64 * pair);
+            let i = 2 * pair as i32;
+            let sc = _mm256_permutevar8x32_epi32(
+                ls,
+                _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1),
+            );
+            for (x, s) in xs.iter().zip(sum.iter_mut()) {
+                let at = b * QK_K + 64 * pair;
+                let (xq, xa) = (x.qs.as_ptr().add(at), x.abs.as_ptr().add(at));
                 for h in 0..2 {
                     let v = _mm256_loadu_si256(xq.add(32 * h) as *const __m256i);
-                    let p16 = _mm256_maddubs_epi16(abs[h], _mm256_sign_epi8(v, w[h]));
-                    s[h] = _mm256_add_epi32(_mm256_madd_epi16(p16, ls[h]), s[h]);
+                    let a = _mm256_loadu_si256(xa.add(32 * h) as *const __m256i);
+                    let p16 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(w[h], v));
+                    *s = _mm256_add_epi32(_mm256_madd_epi16(p16, sc), *s);
                 }
             }
         }
-        let d = scale(blk);
-        for ((x, s), a) in xs.iter().zip(&sumi).zip(acc.iter_mut()) {
-            let sum = _mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1]));
-            *a = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), sum, *a);
+        // The f16 scale converted in place (a call to a software conversion here made the
+        // compiler keep every load of the super-block on the stack across it).
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            (p as *const u16).read_unaligned() as i32,
+        )));
+        for ((x, s), a) in xs.iter().zip(&sum).zip(acc.iter_mut()) {
+            let dd = _mm256_set1_ps(d * x.d[b]);
+            *a = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(*s), *a);
         }
     }
     std::array::from_fn(|j| super::gemv::hsum(acc[j]))
 }
 
-/// `vals[j]` = `row` · `xs[j]` by the form of `kernel`, [`GROUP`] activation rows at a time.
-fn row_dots(kernel: Kernel, row: &[u8], xs: &[Q8K], vals: &mut [f32]) {
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = kernel;
-    for (xs, vals) in xs.chunks(GROUP).zip(vals.chunks_mut(GROUP)) {
-        macro_rules! group {
-            ($($j:literal),*) => {{
-                let xs = [$(&xs[$j]),*];
-                #[cfg(target_arch = "x86_64")]
-                if kernel != Kernel::Scalar {
-                    // SAFETY: a SIMD kernel is chosen only where the CPU has AVX2, FMA and
-                    // F16C (`gemv::kernel()`); the caller checked the sizes.
-                    vals.copy_from_slice(&unsafe { avx2(row, xs) });
-                    continue;
-                }
-                vals.copy_from_slice(&portable(row, xs));
-            }};
-        }
-        match xs.len() {
-            1 => group!(0),
-            2 => group!(0, 1),
-            3 => group!(0, 1, 2),
-            _ => group!(0, 1, 2, 3),
+/// The activation rows as the form of `kernel` reads them.
+enum Acts {
+    Portable(Vec<Q8K>),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Vec<Paired>),
+}
+
+/// `out[b·n + i]` = row `i` · `xs[b]` for the weight rows `rows` (of `row_bytes` bytes each),
+/// [`GROUP`] activation rows at a time, by `form` (a function of one row and up to
+/// [`GROUP`] activation rows).
+///
+/// # Safety
+/// `out` holds `xs.len() · n` values and this call is the only writer of its entries of
+/// `rows`; `form` is safe to call with these rows.
+#[inline(always)]
+unsafe fn rows_with<X>(
+    (weights, row_bytes): (&[u8], usize),
+    rows: std::ops::Range<usize>,
+    xs: &[X],
+    (out, n): (*mut f32, usize),
+    form: impl Fn(&[u8], &[X], &mut [f32]),
+) {
+    let mut vals = [0f32; GROUP];
+    for i in rows {
+        let row = &weights[i * row_bytes..(i + 1) * row_bytes];
+        for (g, xs) in xs.chunks(GROUP).enumerate() {
+            let vals = &mut vals[..xs.len()];
+            form(row, xs, vals);
+            for (j, &v) in vals.iter().enumerate() {
+                *out.add((g * GROUP + j) * n + i) = v;
+            }
         }
     }
+}
+
+/// `vals` = `row` · each of `xs` (one to [`GROUP`] activation rows) by `form`.
+macro_rules! group {
+    ($form:expr, $row:expr, $xs:expr, $vals:expr) => {
+        match $xs {
+            [a] => $vals.copy_from_slice(&$form($row, [a])),
+            [a, b] => $vals.copy_from_slice(&$form($row, [a, b])),
+            [a, b, c] => $vals.copy_from_slice(&$form($row, [a, b, c])),
+            [a, b, c, d] => $vals.copy_from_slice(&$form($row, [a, b, c, d])),
+            _ => unreachable!("groups of one to four"),
+        }
+    };
+}
+
+/// [`rows_with`] by the AVX2 form, the whole range in one function compiled for AVX2 (a call
+/// per row cost about a fifth of a row's work).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; as [`rows_with`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_rows(
+    weights: (&[u8], usize),
+    rows: std::ops::Range<usize>,
+    xs: &[Paired],
+    out: (*mut f32, usize),
+) {
+    rows_with(weights, rows, xs, out, |row, xs, vals| {
+        group!(|r, x| avx2(r, x), row, xs, vals)
+    });
 }
 
 /// `out[b·n + i] = W[i] · x_b` for IQ4_XS `weights` holding `n` rows of `k` values (`k` a
@@ -139,14 +253,30 @@ pub fn gemv(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kern
             && out.len() == m * n
             && weights.len() >= n * row_bytes
     );
-    let xqs: Vec<Q8K> = x.chunks_exact(k).map(quantize).collect();
-    super::gemv::par_rows_all(n, out, |i, vals| {
-        row_dots(
-            kernel,
-            &weights[i * row_bytes..(i + 1) * row_bytes],
-            &xqs,
-            vals,
-        )
+    let xqs = x.chunks_exact(k).map(quantize);
+    let acts = match kernel {
+        Kernel::Scalar => Acts::Portable(xqs.collect()),
+        #[cfg(target_arch = "x86_64")]
+        _ => Acts::Avx2(xqs.map(|x| Paired::new(&x)).collect()),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => Acts::Portable(xqs.collect()),
+    };
+    let out_addr = out.as_mut_ptr() as usize;
+    super::pool::Pool::global().run(n, |rows| {
+        let out = (out_addr as *mut f32, n);
+        let weights = (weights, row_bytes);
+        // SAFETY: every row index is handed to one thread, which writes only its entries of
+        // `out` (`m × n` values, which outlives the call); the AVX2 form is chosen only where
+        // the CPU has AVX2, FMA and F16C (`gemv::kernel()`); the sizes were checked above.
+        unsafe {
+            match &acts {
+                Acts::Portable(xs) => rows_with(weights, rows, xs, out, |row, xs, vals| {
+                    group!(portable, row, xs, vals)
+                }),
+                #[cfg(target_arch = "x86_64")]
+                Acts::Avx2(xs) => avx2_rows(weights, rows, xs, out),
+            }
+        }
     });
 }
 
