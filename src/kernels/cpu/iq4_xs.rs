@@ -151,10 +151,10 @@ unsafe fn avx2<const M: usize>(row: &[u8], xs: [&Paired; M]) -> [f32; M] {
             for (x, s) in xs.iter().zip(sum.iter_mut()) {
                 let at = b * QK_K + 64 * pair;
                 let (xq, xa) = (x.qs.as_ptr().add(at), x.abs.as_ptr().add(at));
-                for h in 0..2 {
+                for (h, &w) in w.iter().enumerate() {
                     let v = _mm256_loadu_si256(xq.add(32 * h) as *const __m256i);
                     let a = _mm256_loadu_si256(xa.add(32 * h) as *const __m256i);
-                    let p16 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(w[h], v));
+                    let p16 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(w, v));
                     *s = _mm256_add_epi32(_mm256_madd_epi16(p16, sc), *s);
                 }
             }
