@@ -134,7 +134,10 @@ unsafe fn avx2<const M: usize>(row: &[u8], xs: [&Paired; M]) -> [f32; M] {
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, blk) in row.chunks_exact(BYTES).enumerate() {
         let p = blk.as_ptr();
+        // A super-block spans two or three cache lines: ask for each.
         super::gemv::prefetch_ahead(p);
+        super::gemv::prefetch_ahead(p.wrapping_add(64));
+        super::gemv::prefetch_ahead(p.wrapping_add(BYTES - 1));
         let ls = scales(p);
         let mut sum = [_mm256_setzero_si256(); M];
         for pair in 0..4 {
