@@ -34,6 +34,28 @@ fn inspect_json(path: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// The file's first tensor is listed with type `dtype`, `bytes` long, as supported.
+fn assert_listed_as_supported(path: &Path, dtype: &str, bytes: u64) {
+    let t = inspect_json(path, &["--tensors"]);
+    let row = &t["tensors"]["rows"][0];
+    assert_eq!(
+        (row["dtype"].as_str(), row["bytes"].as_u64()),
+        (Some(dtype), Some(bytes))
+    );
+    assert_eq!(row["supported"], true);
+}
+
+/// Every value of tensor `name` as `inspect --dump` gives them.
+fn dumped(path: &Path, name: &str) -> Vec<f64> {
+    let dump = inspect_json(path, &["--dump", name, "--limit", "0"]);
+    dump["dump"]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect()
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -168,22 +190,9 @@ fn mxfp4_tensors_are_named_supported_and_dumped() {
         )
         .write(&p)
         .expect("written");
-    let t = inspect_json(&p, &["--tensors"]);
-    let row = &t["tensors"]["rows"][0];
-    assert_eq!(
-        (row["dtype"].as_str(), row["bytes"].as_u64()),
-        (Some("MXFP4"), Some(34))
-    );
-    assert_eq!(row["supported"], true);
-    let dump = inspect_json(&p, &["--dump", "blk.0.ffn_up_exps.weight"]);
-    let got: Vec<f64> = dump["dump"]["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| v.as_f64().expect("number"))
-        .collect();
+    assert_listed_as_supported(&p, "MXFP4", 34);
     let want: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
-    assert_eq!(got, want);
+    assert_eq!(dumped(&p, "blk.0.ffn_up_exps.weight"), want);
 }
 
 #[test]
@@ -209,20 +218,7 @@ fn iq4_xs_tensors_are_named_supported_and_dumped() {
         .tensor("blk.0.ffn_up.weight", &[256, 1], 23, block)
         .write(&p)
         .expect("written");
-    let t = inspect_json(&p, &["--tensors"]);
-    let row = &t["tensors"]["rows"][0];
-    assert_eq!(
-        (row["dtype"].as_str(), row["bytes"].as_u64()),
-        (Some("IQ4_XS"), Some(136))
-    );
-    assert_eq!(row["supported"], true);
-    let dump = inspect_json(&p, &["--dump", "blk.0.ffn_up.weight", "--limit", "0"]);
-    let got: Vec<f64> = dump["dump"]["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| v.as_f64().expect("number"))
-        .collect();
+    assert_listed_as_supported(&p, "IQ4_XS", 136);
     // Value t of sub-block i: byte 16i + t % 16, its low nibble for t < 16, else its high.
     let want: Vec<f64> = (0..256)
         .map(|e| {
@@ -232,7 +228,7 @@ fn iq4_xs_tensors_are_named_supported_and_dumped() {
             0.5 * (1 + i) as f64 * f64::from(iq4::VALUES[code])
         })
         .collect();
-    assert_eq!(got, want);
+    assert_eq!(dumped(&p, "blk.0.ffn_up.weight"), want);
 }
 
 #[test]

@@ -807,17 +807,13 @@ pub(crate) fn check_kernels(
     let (n, k) = (48, 256);
     let w = Tensor::from_vec(test_values(n * k, 1), (n, k), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&w, dtype).unwrap();
-    let dense: Vec<f32> = q
+    let dense = q
         .dequantize(&Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+        .and_then(|t| t.flatten_all()?.to_vec1());
     check_blocks(
         &format!("{dtype:?}"),
         &q.data().unwrap(),
-        &dense,
+        &dense.unwrap(),
         (n, k),
         gemv,
     );
@@ -863,4 +859,39 @@ pub(crate) fn check_blocks(
     // The product must depend on the input: a wrong layout would not track it.
     let max_exact = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max_exact > 0.5, "test data too small to be meaningful");
+}
+
+/// A block type's quantizer (values to blocks) and dequantizer (blocks to values), for tests.
+#[cfg(test)]
+pub(crate) type Codec = (fn(&[f32]) -> Vec<u8>, fn(&[u8], &mut [f32]));
+
+/// Checks the kernels of a block type with a quantizer of our own (no candle type): blocks of
+/// an `(n, k)` matrix quantized by `quantize`, against their values from `dequantize`
+/// ([`check_blocks`]), and `m` activation rows at once against each row alone, bit for bit,
+/// on the portable tier and (where the CPU has it) the AVX2 one.
+#[cfg(test)]
+pub(crate) fn check_block_type(
+    name: &str,
+    (quantize, dequantize): Codec,
+    (n, k, m): (usize, usize, usize),
+    gemv: impl Fn(&[u8], usize, usize, &[f32], &mut [f32], Kernel),
+) {
+    let data = quantize(&test_values(n * k, 1));
+    let mut dense = vec![0f32; n * k];
+    dequantize(&data, &mut dense);
+    check_blocks(name, &data, &dense, (n, k), &gemv);
+    let x = test_values(m * k, 4);
+    let mut kernels = vec![Kernel::Scalar];
+    if kernel() != Kernel::Scalar {
+        kernels.push(Kernel::Avx2);
+    }
+    for kernel in kernels {
+        let mut all = vec![0f32; m * n];
+        gemv(&data, n, k, &x, &mut all, kernel);
+        for (b, row) in x.chunks_exact(k).enumerate() {
+            let mut one = vec![0f32; n];
+            gemv(&data, n, k, row, &mut one, kernel);
+            assert_eq!(one, all[b * n..(b + 1) * n], "{name} {kernel:?} row {b}");
+        }
+    }
 }

@@ -110,35 +110,12 @@ pub fn gemv(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kern
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemv::{check_blocks, test_values, Kernel};
+    use super::super::gemv::{check_block_type, Codec};
     use crate::formats::iq4;
 
     #[test]
-    fn kernels_agree_with_each_other_and_with_the_dequantized_product() {
-        let (n, k) = (48, 256);
-        let data = iq4::quantize_nl(&test_values(n * k, 1));
-        let mut dense = vec![0f32; n * k];
-        iq4::dequantize_nl(&data, &mut dense);
-        check_blocks("IQ4_NL", &data, &dense, (n, k), super::gemv);
-    }
-
-    #[test]
-    fn batched_rows_get_the_one_row_bits_on_every_tier() {
-        let (n, k, m) = (10, 96, 11);
-        let data = iq4::quantize_nl(&test_values(n * k, 3));
-        let x = test_values(m * k, 4);
-        let mut kernels = vec![Kernel::Scalar];
-        if super::super::gemv::kernel() != Kernel::Scalar {
-            kernels.push(Kernel::Avx2);
-        }
-        for kernel in kernels {
-            let mut all = vec![0f32; m * n];
-            super::gemv(&data, n, k, &x, &mut all, kernel);
-            for (b, row) in x.chunks_exact(k).enumerate() {
-                let mut one = vec![0f32; n];
-                super::gemv(&data, n, k, row, &mut one, kernel);
-                assert_eq!(one, all[b * n..(b + 1) * n], "{kernel:?} row {b}");
-            }
-        }
+    fn kernels_agree_with_each_other_the_dequantized_product_and_one_row_alone() {
+        let forms: Codec = (iq4::quantize_nl, iq4::dequantize_nl);
+        check_block_type("IQ4_NL", forms, (48, 256, 11), super::gemv);
     }
 }
