@@ -227,11 +227,6 @@ impl Gguf {
         self.own.get(name).map(|(ty, _, _)| *ty)
     }
 
-    /// True when tensor `name` is stored as MXFP4.
-    pub fn is_mxfp4(&self, name: &str) -> bool {
-        self.block_type(name) == Some(BlockType::Mxfp4)
-    }
-
     /// The tensor `name` of one of our block types, its blocks borrowed from the map (or
     /// handed out once, in memory). Our block types are computed on the CPU only.
     pub fn blocks(&self, name: &str, device: &Device) -> Result<Blocks> {
@@ -718,7 +713,7 @@ mod tests {
             .write(&path)
             .unwrap();
         let g = Gguf::open(&path).unwrap();
-        assert!(g.has_tensor("good") && g.is_mxfp4("good"));
+        assert!(g.has_tensor("good") && g.block_type("good") == Some(BlockType::Mxfp4));
         assert_eq!(g.tensor_shape("good"), Some(vec![3, 64]));
         let m = g.blocks("good", &Device::Cpu).unwrap();
         assert_eq!((m.shape(), m.data()), (&[3, 64][..], &blocks[..]));

@@ -15,22 +15,17 @@
 //! four activation rows, and every product is the one a single row gets, bit for bit.
 
 use super::gemv::{block_sum, Kernel};
-use super::kdots::{quantize, Q8K, QK_K};
+use super::kdots::{f16_at, quantize, Q8K, QK_K};
 use crate::formats::iq4::{xs_scale, VALUES, XS_BLOCK_BYTES as BYTES};
 
 /// Activation rows one pass over a weight row serves.
 const GROUP: usize = 4;
 
-/// The f16 scale of a super-block.
-fn scale(block: &[u8]) -> f32 {
-    half::f16::from_le_bytes([block[0], block[1]]).to_f32()
-}
-
 /// The portable products of one weight row with `M` activation rows.
 fn portable<const M: usize>(row: &[u8], xs: [&Q8K; M]) -> [f32; M] {
     let mut sums = [0f32; M];
     for (b, blk) in row.chunks_exact(BYTES).enumerate() {
-        let d = scale(blk);
+        let d = f16_at(blk, 0);
         let mut q = [[0i8; 32]; 8];
         for (j, sub) in q.iter_mut().enumerate() {
             for (t, &byte) in blk[8 + 16 * j..8 + 16 * (j + 1)].iter().enumerate() {
@@ -63,7 +58,7 @@ struct Paired {
 
 #[cfg(target_arch = "x86_64")]
 impl Paired {
-    fn new(x: &Q8K) -> Self {
+    fn new(x: Q8K) -> Self {
         let mut qs = vec![0i8; x.qs.len()];
         for (src, dst) in x.qs.chunks_exact(64).zip(qs.chunks_exact_mut(64)) {
             let (a, b) = src.split_at(32);
@@ -73,11 +68,7 @@ impl Paired {
             dst[48..].copy_from_slice(&b[16..]);
         }
         let abs = qs.iter().map(|v| v.unsigned_abs()).collect();
-        Self {
-            qs,
-            abs,
-            d: x.d.clone(),
-        }
+        Self { qs, abs, d: x.d }
     }
 }
 
@@ -260,7 +251,7 @@ pub fn gemv(weights: &[u8], n: usize, k: usize, x: &[f32], out: &mut [f32], kern
     let acts = match kernel {
         Kernel::Scalar => Acts::Portable(xqs.collect()),
         #[cfg(target_arch = "x86_64")]
-        _ => Acts::Avx2(xqs.map(|x| Paired::new(&x)).collect()),
+        _ => Acts::Avx2(xqs.map(Paired::new).collect()),
         #[cfg(not(target_arch = "x86_64"))]
         _ => Acts::Portable(xqs.collect()),
     };

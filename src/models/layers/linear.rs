@@ -452,9 +452,22 @@ fn rows_in_chunks(
     x: &[f32],
     out: &mut [f32],
 ) -> bool {
+    in_chunks((n, k), x, out, |x, out| {
+        rows_product(dtype, data, (n, k), x, out)
+    })
+}
+
+/// `product` of each [`CHUNK_ROWS`] rows of `x` (`k` wide) into their `n`-wide rows of `out`,
+/// in order; `false` as soon as one declines.
+fn in_chunks(
+    (n, k): (usize, usize),
+    x: &[f32],
+    out: &mut [f32],
+    mut product: impl FnMut(&[f32], &mut [f32]) -> bool,
+) -> bool {
     x.chunks(CHUNK_ROWS * k)
         .zip(out.chunks_mut(CHUNK_ROWS * n))
-        .all(|(x, out)| rows_product(dtype, data, (n, k), x, out))
+        .all(|(x, out)| product(x, out))
 }
 
 /// `out = x W^T` by our single-row kernels for `W` of `dtype` (`data`, `n × k`), each product
@@ -506,12 +519,10 @@ fn blocks_forward(w: &Blocks, x: &Tensor) -> Result<Tensor> {
             BlockType::Iq4Nl => iq4_nl::gemv,
             BlockType::Iq4Xs => iq4_xs::gemv,
         };
-        for (x, out) in input
-            .chunks(CHUNK_ROWS * k)
-            .zip(out.chunks_mut(CHUNK_ROWS * n))
-        {
+        in_chunks((n, k), input, out, |x, out| {
             rows(w.data(), n, k, x, out, kernel);
-        }
+            true
+        });
     })
 }
 
